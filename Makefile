@@ -1,0 +1,54 @@
+# holdfast — build, run and test. `make run` and `make test` are the two
+# set-up commands the README promises on a fresh machine with Go installed.
+
+GO      ?= go
+BIN     := bin/holdfast
+PREFIX  ?= /usr/local
+DESTDIR ?=
+FUZZTIME ?= 30s
+
+.PHONY: all build run test test-short vet fmt fmt-check bench bench-compare fuzz soak install clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/holdfast
+
+# Starts holdfast on 127.0.0.1:2525 with the example configuration; the
+# queue lives under ./var.
+run: build
+	mkdir -p var
+	./$(BIN) serve -c examples/holdfast.cf
+
+vet:
+	$(GO) vet ./...
+
+test: vet fmt-check
+	$(GO) test -race -shuffle=on -timeout 20m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 60m ./store/... ./smtpd/... ./delivery/... ./flush/...
+
+# Runs each fuzz target for FUZZTIME.
+fuzz:
+	@for spec in $$($(GO) test -list '^Fuzz' ./... 2>/dev/null | awk '/^ok/ {pkg=$$2} /^Fuzz/ {print pkg":"$$1}'); do \
+		pkg=$${spec%%:*}; fn=$${spec##*:}; \
+		echo "== $$pkg $$fn"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/holdfast
+
+clean:
+	rm -rf bin var
