@@ -1,0 +1,364 @@
+// Package testutil holds test helpers shared by several packages: a
+// loopback "customer MTA" built on go-smtp's Server that records what it
+// receives and can be scripted to refuse or fail, and a temporary store
+// that is checked when the test ends.
+package testutil
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Received is one message accepted by an MTA.
+type Received struct {
+	// Conn is the number of the connection that carried it (1 = first).
+	Conn int
+	// From is the MAIL FROM address ("" for the null sender).
+	From string
+	// To are the recipients the MTA accepted, in RCPT order.
+	To []string
+	// Data is the message content as received (CRLF line ends).
+	Data []byte
+	// Size is the SIZE= parameter of MAIL FROM (0 when absent).
+	Size int64
+	// TLS reports whether the transaction ran over STARTTLS.
+	TLS bool
+	// Helo is the EHLO/HELO name the client gave.
+	Helo string
+}
+
+// MTAOptions configure NewMTA. The zero value is a plain ESMTP server
+// without STARTTLS.
+type MTAOptions struct {
+	// TLS announces STARTTLS with a self-signed certificate for
+	// "localhost" and 127.0.0.1.
+	TLS bool
+	// MaxMessageBytes is announced as SIZE and enforced (552); 0 = none.
+	MaxMessageBytes int64
+	// Domain is the greeting host name; "" = "mx.test".
+	Domain string
+}
+
+// MTA is a scripted SMTP server on 127.0.0.1 standing in for a customer's
+// mail server. It is safe for concurrent use. Its port stays the same
+// across Down/Up so that a transport map entry keeps pointing at it.
+type MTA struct {
+	// Addr is "127.0.0.1:port".
+	Addr string
+	// Host is "127.0.0.1", Port the TCP port.
+	Host string
+	Port int
+
+	opts MTAOptions
+	tls  *tls.Config
+
+	mu       sync.Mutex
+	srv      *smtp.Server
+	done     chan struct{}
+	conns    int
+	open     int
+	maxOpen  int
+	msgs     []Received
+	rcpt     map[string]*smtp.SMTPError
+	rcptAll  *smtp.SMTPError
+	mailErr  *smtp.SMTPError
+	dataErr  *smtp.SMTPError
+	dataHook func(Received)
+	delay    time.Duration
+	notify   chan struct{}
+}
+
+// NewMTA starts an MTA on 127.0.0.1:0. It is shut down when the test ends.
+func NewMTA(t testing.TB, o MTAOptions) *MTA {
+	t.Helper()
+	if o.Domain == "" {
+		o.Domain = "mx.test"
+	}
+	m := &MTA{opts: o, rcpt: map[string]*smtp.SMTPError{}, notify: make(chan struct{}, 1)}
+	if o.TLS {
+		cfg, err := SelfSignedTLS("localhost", "127.0.0.1")
+		if err != nil {
+			t.Fatalf("testutil: tls: %v", err)
+		}
+		m.tls = cfg
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("testutil: listen: %v", err)
+	}
+	a := l.Addr().(*net.TCPAddr)
+	m.Addr, m.Host, m.Port = a.String(), a.IP.String(), a.Port
+	m.serve(l)
+	t.Cleanup(m.stop)
+	return m
+}
+
+// Rcpt scripts the reply to RCPT TO:<addr>; nil restores acceptance.
+// Example: m.Rcpt("a@x", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}).
+func (m *MTA) Rcpt(addr string, reply *smtp.SMTPError) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if reply == nil {
+		delete(m.rcpt, addr)
+		return
+	}
+	m.rcpt[addr] = reply
+}
+
+// RcptAll scripts the reply to every RCPT not scripted by Rcpt; nil = accept.
+func (m *MTA) RcptAll(reply *smtp.SMTPError) { m.set(&m.rcptAll, reply) }
+
+// Mail scripts the reply to MAIL FROM; nil = accept.
+func (m *MTA) Mail(reply *smtp.SMTPError) { m.set(&m.mailErr, reply) }
+
+// Data scripts the reply after the final dot; nil = accept.
+func (m *MTA) Data(reply *smtp.SMTPError) { m.set(&m.dataErr, reply) }
+
+// Delay makes every DATA take d before its reply (slow server).
+func (m *MTA) Delay(d time.Duration) {
+	m.mu.Lock()
+	m.delay = d
+	m.mu.Unlock()
+}
+
+// OnData calls f (outside the MTA's lock) for every accepted message,
+// before the 250 reply is sent.
+func (m *MTA) OnData(f func(Received)) {
+	m.mu.Lock()
+	m.dataHook = f
+	m.mu.Unlock()
+}
+
+func (m *MTA) set(p **smtp.SMTPError, reply *smtp.SMTPError) {
+	m.mu.Lock()
+	*p = reply
+	m.mu.Unlock()
+}
+
+// Down closes the listener and all connections: connecting is refused
+// until Up.
+func (m *MTA) Down() {
+	m.stop()
+}
+
+// Up listens again on the same port. It fails the test if the port was
+// taken in between.
+func (m *MTA) Up(t testing.TB) {
+	t.Helper()
+	var l net.Listener
+	var err error
+	for i := 0; i < 50; i++ {
+		if l, err = net.Listen("tcp", m.Addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("testutil: relisten %s: %v", m.Addr, err)
+	}
+	m.serve(l)
+}
+
+// Conns is the number of connections accepted so far.
+func (m *MTA) Conns() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.conns
+}
+
+// MaxOpen is the largest number of connections that were open at once.
+func (m *MTA) MaxOpen() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.maxOpen
+}
+
+// Messages returns a copy of the messages received so far.
+func (m *MTA) Messages() []Received {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Received(nil), m.msgs...)
+}
+
+// Reset forgets received messages and counters (scripts are kept).
+func (m *MTA) Reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.msgs, m.conns, m.maxOpen = nil, 0, m.open
+}
+
+// Wait waits until at least n messages were received or d passed, and
+// returns what was received. It does not fail the test.
+func (m *MTA) Wait(n int, d time.Duration) []Received {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		if msgs := m.Messages(); len(msgs) >= n {
+			return msgs
+		}
+		select {
+		case <-m.notify:
+		case <-deadline.C:
+			return m.Messages()
+		}
+	}
+}
+
+func (m *MTA) serve(l net.Listener) {
+	s := smtp.NewServer(smtp.BackendFunc(m.newSession))
+	s.Domain = m.opts.Domain
+	s.MaxMessageBytes = m.opts.MaxMessageBytes
+	s.TLSConfig = m.tls
+	s.ReadTimeout = 30 * time.Second
+	s.WriteTimeout = 30 * time.Second
+	s.ErrorLog = discardLogger{}
+	done := make(chan struct{})
+	m.mu.Lock()
+	m.srv, m.done = s, done
+	m.mu.Unlock()
+	go func() {
+		defer close(done)
+		_ = s.Serve(l)
+	}()
+}
+
+func (m *MTA) stop() {
+	m.mu.Lock()
+	s, done := m.srv, m.done
+	m.srv, m.done = nil, nil
+	m.mu.Unlock()
+	if s == nil {
+		return
+	}
+	_ = s.Close()
+	<-done
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.Shutdown(ctx) // waits for the connection goroutines
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}
+func (discardLogger) Println(...any)        {}
+
+// session is one connection's state.
+type session struct {
+	m    *MTA
+	c    *smtp.Conn
+	n    int
+	cur  Received
+	done bool
+}
+
+func (m *MTA) newSession(c *smtp.Conn) (smtp.Session, error) {
+	m.mu.Lock()
+	m.conns++
+	m.open++
+	if m.open > m.maxOpen {
+		m.maxOpen = m.open
+	}
+	n := m.conns
+	m.mu.Unlock()
+	return &session{m: m, c: c, n: n}, nil
+}
+
+func (s *session) Reset() { s.cur = Received{} }
+
+func (s *session) Logout() error {
+	if !s.done {
+		s.done = true
+		s.m.mu.Lock()
+		s.m.open--
+		s.m.mu.Unlock()
+	}
+	return nil
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.m.mu.Lock()
+	err := s.m.mailErr
+	s.m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.cur = Received{Conn: s.n, From: from, Helo: s.c.Hostname()}
+	if opts != nil {
+		s.cur.Size = opts.Size
+	}
+	_, s.cur.TLS = s.c.TLSConnectionState()
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.m.mu.Lock()
+	err, ok := s.m.rcpt[to]
+	if !ok {
+		err = s.m.rcptAll
+	}
+	s.m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.cur.To = append(s.cur.To, to)
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.m.mu.Lock()
+	derr, delay, hook := s.m.dataErr, s.m.delay, s.m.dataHook
+	s.m.mu.Unlock()
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	if derr != nil {
+		return derr
+	}
+	rec := s.cur
+	rec.To = append([]string(nil), s.cur.To...)
+	rec.Data = b
+	if hook != nil {
+		hook(rec)
+	}
+	s.m.mu.Lock()
+	s.m.msgs = append(s.m.msgs, rec)
+	s.m.mu.Unlock()
+	select {
+	case s.m.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Reply builds an *smtp.SMTPError for scripting: Reply(550, "5.1.1 no such user").
+// The enhanced code is taken from the start of text when present.
+func Reply(code int, text string) *smtp.SMTPError {
+	e := &smtp.SMTPError{Code: code, Message: text, EnhancedCode: smtp.NoEnhancedCode}
+	var a, b, c int
+	var rest string
+	if n, _ := fmt.Sscanf(text, "%d.%d.%d", &a, &b, &c); n == 3 {
+		prefix := strconv.Itoa(a) + "." + strconv.Itoa(b) + "." + strconv.Itoa(c)
+		if len(text) > len(prefix) && text[:len(prefix)] == prefix {
+			rest = text[len(prefix):]
+			if len(rest) > 0 && rest[0] == ' ' {
+				rest = rest[1:]
+			}
+			e.EnhancedCode = smtp.EnhancedCode{a, b, c}
+			e.Message = rest
+		}
+	}
+	return e
+}

@@ -1,0 +1,53 @@
+package testutil
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+func send(t *testing.T, addr, from string, to []string) error {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.SendMail(from, to, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+}
+
+func TestMTARecordsAndScripts(t *testing.T) {
+	m := NewMTA(t, MTAOptions{})
+	if err := send(t, m.Addr, "a@x.test", []string{"b@y.test"}); err != nil {
+		t.Fatal(err)
+	}
+	m.Rcpt("bad@y.test", Reply(550, "5.1.1 no such user"))
+	err := send(t, m.Addr, "a@x.test", []string{"bad@y.test"})
+	var se *smtp.SMTPError
+	if !asSMTP(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 1, 1}) {
+		t.Fatalf("scripted rcpt: %v", err)
+	}
+	msgs := m.Wait(1, time.Second)
+	if len(msgs) != 1 || msgs[0].From != "a@x.test" || msgs[0].To[0] != "b@y.test" || !strings.Contains(string(msgs[0].Data), "body") {
+		t.Fatalf("messages: %+v", msgs)
+	}
+	if m.Conns() != 2 {
+		t.Fatalf("conns = %d", m.Conns())
+	}
+	m.Down()
+	if err := send(t, m.Addr, "a@x.test", []string{"b@y.test"}); err == nil {
+		t.Fatal("down MTA accepted a connection")
+	}
+	m.Up(t)
+	if err := send(t, m.Addr, "a@x.test", []string{"b@y.test"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func asSMTP(err error, p **smtp.SMTPError) bool {
+	se, ok := err.(*smtp.SMTPError)
+	*p = se
+	return ok
+}
