@@ -1,0 +1,230 @@
+package config
+
+import (
+	"context"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// kind says how a parameter's value is checked at load time.
+type kind int
+
+const (
+	kindString   kind = iota // free text; only expansion is checked
+	kindList                 // list of words (commas and/or white space)
+	kindBool                 // yes | no
+	kindInt                  // non-negative decimal
+	kindSize                 // bytes
+	kindTime                 // Postfix time with unit
+	kindEnum                 // one of enum
+	kindDomains              // domain list (Domains)
+	kindNetworks             // network list (Networks)
+	kindMaps                 // list of lookup tables
+)
+
+// param is one entry of the defaults table.
+type param struct {
+	kind kind
+	def  string               // raw default
+	fn   func(*Config) string // computed default, when def is not fixed
+	enum []string
+}
+
+func (p *param) defaultValue(c *Config) string {
+	if p.fn != nil {
+		return p.fn(c)
+	}
+	return p.def
+}
+
+// params is the defaults table: every parameter holdfast knows, with
+// Postfix's default value (mail_params.h, postconf(5)) unless the comment
+// says otherwise. Time defaults carry their unit: a bare number in the file
+// is read in that unit. It is filled in init because computed defaults read
+// other parameters.
+var params map[string]*param
+
+func init() { params = defaults() }
+
+func defaults() map[string]*param {
+	return map[string]*param{
+		// Identity and addressing.
+		"mail_name":                        {kind: kindString, def: "holdfast"}, // Postfix: "Postfix"
+		"myhostname":                       {kind: kindString, fn: defaultHostname},
+		"mydomain":                         {kind: kindString, fn: defaultDomain},
+		"myorigin":                         {kind: kindString, def: "$myhostname"},
+		"mydestination":                    {kind: kindDomains, def: "$myhostname, localhost.$mydomain, localhost"},
+		"mynetworks":                       {kind: kindNetworks, fn: defaultNetworks},
+		"mynetworks_style":                 {kind: kindEnum, def: "host", enum: []string{"host", "subnet", "class"}},
+		"relay_domains":                    {kind: kindDomains, def: ""}, // compatibility_level >= 2
+		"relayhost":                        {kind: kindString, def: ""},
+		"recipient_delimiter":              {kind: kindString, def: ""},
+		"parent_domain_matches_subdomains": {kind: kindList, def: "debug_peer_list, fast_flush_domains, mynetworks, permit_mx_backup_networks, qmqpd_authorized_clients, relay_domains, smtpd_access_maps"},
+		"debug_peer_list":                  {kind: kindDomains, def: ""},
+		"permit_mx_backup_networks":        {kind: kindDomains, def: ""},
+		"double_bounce_sender":             {kind: kindString, def: "double-bounce"},
+		"empty_address_recipient":          {kind: kindString, def: "MAILER-DAEMON"},
+		"mail_owner":                       {kind: kindString, def: "holdfast"}, // Postfix: "postfix"
+
+		// Fast flush and ETRN (reference spec 5.1).
+		"fast_flush_domains":          {kind: kindDomains, def: "$relay_domains"},
+		"fast_flush_refresh_time":     {kind: kindTime, def: "12h"},
+		"fast_flush_purge_time":       {kind: kindTime, def: "7d"},
+		"etrn_reply_counts":           {kind: kindBool, def: "no"}, // ours: RFC 1985 251/253 replies
+		"authorized_flush_users":      {kind: kindMaps, def: "static:anyone"},
+		"authorized_mailq_users":      {kind: kindMaps, def: "static:anyone"},
+		"authorized_submit_users":     {kind: kindMaps, def: "static:anyone"},
+		"smtpd_discard_ehlo_keywords": {kind: kindList, def: ""},
+
+		// SMTP server.
+		"smtpd_listen":                        {kind: kindList, def: ":25"}, // ours: addresses to listen on
+		"smtpd_connection_limit":              {kind: kindInt, def: "1000"}, // ours: simultaneous SMTP sessions, all clients
+		"smtpd_banner":                        {kind: kindString, def: "$myhostname ESMTP $mail_name"},
+		"smtpd_helo_required":                 {kind: kindBool, def: "no"},
+		"smtpd_delay_reject":                  {kind: kindBool, def: "yes"},
+		"smtpd_junk_command_limit":            {kind: kindInt, def: "100"},
+		"smtpd_soft_error_limit":              {kind: kindInt, def: "10"},
+		"smtpd_hard_error_limit":              {kind: kindInt, def: "20"},
+		"smtpd_error_sleep_time":              {kind: kindTime, def: "1s"},
+		"smtpd_recipient_limit":               {kind: kindInt, def: "1000"},
+		"smtpd_timeout":                       {kind: kindTime, def: "300s"},
+		"smtpd_client_connection_count_limit": {kind: kindInt, def: "50"}, // $default_process_limit / 2
+		"smtpd_client_restrictions":           {kind: kindList, def: ""},
+		"smtpd_helo_restrictions":             {kind: kindList, def: ""},
+		"smtpd_sender_restrictions":           {kind: kindList, def: ""},
+		"smtpd_relay_restrictions":            {kind: kindList, def: "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"},
+		"smtpd_recipient_restrictions":        {kind: kindList, def: ""},
+		"smtpd_data_restrictions":             {kind: kindList, def: ""},
+		"smtpd_etrn_restrictions":             {kind: kindList, def: ""},
+		"smtpd_sasl_auth_enable":              {kind: kindBool, def: "no"},
+		"smtpd_forbid_unauth_pipelining":      {kind: kindBool, def: "yes"},
+		"smtpd_peername_lookup":               {kind: kindBool, def: "yes"},
+		"smtpd_enforce_tls":                   {kind: kindBool, def: "no"},
+		"smtpd_tls_security_level":            {kind: kindEnum, def: "", enum: []string{"", "none", "may", "encrypt"}},
+		"smtpd_tls_cert_file":                 {kind: kindString, def: ""},
+		"smtpd_tls_key_file":                  {kind: kindString, def: ""},
+		"smtpd_tls_auth_only":                 {kind: kindBool, def: "no"},
+		"disable_vrfy_command":                {kind: kindBool, def: "no"},
+		"line_length_limit":                   {kind: kindInt, def: "2048"},
+		"header_size_limit":                   {kind: kindInt, def: "102400"},
+		"hopcount_limit":                      {kind: kindInt, def: "50"},
+		"soft_bounce":                         {kind: kindBool, def: "no"},
+		"reject_code":                         {kind: kindInt, def: "554"},
+		"defer_code":                          {kind: kindInt, def: "450"},
+		"access_map_reject_code":              {kind: kindInt, def: "554"},
+		"access_map_defer_code":               {kind: kindInt, def: "450"},
+		"relay_domains_reject_code":           {kind: kindInt, def: "554"},
+		"unknown_client_reject_code":          {kind: kindInt, def: "450"},
+		"unknown_hostname_reject_code":        {kind: kindInt, def: "450"},
+		"unknown_address_reject_code":         {kind: kindInt, def: "450"},
+		"invalid_hostname_reject_code":        {kind: kindInt, def: "501"},
+		"non_fqdn_reject_code":                {kind: kindInt, def: "504"},
+		"plaintext_reject_code":               {kind: kindInt, def: "450"},
+		"message_size_limit":                  {kind: kindSize, def: "10240000"},
+		"queue_minfree":                       {kind: kindSize, def: "0"},
+
+		// Queue and scheduling (reference spec 5.2).
+		"queue_directory":                                     {kind: kindString, def: "/var/spool/holdfast"}, // ours: holds queue.db
+		"queue_size_limit":                                    {kind: kindSize, def: "0"},                     // ours: queue.db size cap, 0 = none
+		"queue_run_delay":                                     {kind: kindTime, def: "300s"},
+		"minimal_backoff_time":                                {kind: kindTime, def: "300s"},
+		"maximal_backoff_time":                                {kind: kindTime, def: "4000s"},
+		"maximal_queue_lifetime":                              {kind: kindTime, def: "5d"},
+		"bounce_queue_lifetime":                               {kind: kindTime, def: "5d"},
+		"delay_warning_time":                                  {kind: kindTime, def: "0h"},
+		"confirm_delay_cleared":                               {kind: kindBool, def: "no"},
+		"defer_transports":                                    {kind: kindList, def: ""},
+		"transport_retry_time":                                {kind: kindTime, def: "60s"},
+		"qmgr_message_active_limit":                           {kind: kindInt, def: "20000"},
+		"qmgr_message_recipient_limit":                        {kind: kindInt, def: "20000"},
+		"qmgr_clog_warn_time":                                 {kind: kindTime, def: "300s"},
+		"initial_destination_concurrency":                     {kind: kindInt, def: "5"},
+		"default_destination_concurrency_limit":               {kind: kindInt, def: "20"},
+		"default_destination_concurrency_failed_cohort_limit": {kind: kindInt, def: "1"},
+		"default_destination_recipient_limit":                 {kind: kindInt, def: "50"},
+		"smtp_destination_concurrency_limit":                  {kind: kindInt, def: "$default_destination_concurrency_limit"},
+		"smtp_destination_recipient_limit":                    {kind: kindInt, def: "$default_destination_recipient_limit"},
+		"delivery_concurrency_limit":                          {kind: kindInt, def: "100"}, // ours: parallel deliveries, all destinations
+		"bounce_size_limit":                                   {kind: kindSize, def: "50000"},
+		"notify_classes":                                      {kind: kindList, def: "resource, software"},
+		"bounce_notice_recipient":                             {kind: kindString, def: "postmaster"},
+		"2bounce_notice_recipient":                            {kind: kindString, def: "postmaster"},
+		"delay_notice_recipient":                              {kind: kindString, def: "postmaster"},
+		"error_notice_recipient":                              {kind: kindString, def: "postmaster"},
+		"default_transport":                                   {kind: kindString, def: "smtp"},
+		"relay_transport":                                     {kind: kindString, def: "relay"},
+		"transport_maps":                                      {kind: kindMaps, def: ""},
+
+		// SMTP client.
+		"smtp_helo_name":          {kind: kindString, def: "$myhostname"},
+		"smtp_host_lookup":        {kind: kindList, def: "dns"},
+		"disable_dns_lookups":     {kind: kindBool, def: "no"},
+		"smtp_bind_address":       {kind: kindString, def: ""},
+		"smtp_bind_address6":      {kind: kindString, def: ""},
+		"smtp_tls_security_level": {kind: kindEnum, def: "", enum: []string{"", "none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"}},
+		"smtp_tls_CAfile":         {kind: kindString, def: ""},
+		"smtp_connect_timeout":    {kind: kindTime, def: "30s"},
+		"smtp_helo_timeout":       {kind: kindTime, def: "300s"},
+		"smtp_starttls_timeout":   {kind: kindTime, def: "300s"},
+		"smtp_mail_timeout":       {kind: kindTime, def: "300s"},
+		"smtp_rcpt_timeout":       {kind: kindTime, def: "300s"},
+		"smtp_data_init_timeout":  {kind: kindTime, def: "120s"},
+		"smtp_data_xfer_timeout":  {kind: kindTime, def: "180s"},
+		"smtp_data_done_timeout":  {kind: kindTime, def: "600s"},
+		"smtp_quit_timeout":       {kind: kindTime, def: "300s"},
+		"smtp_mx_address_limit":   {kind: kindInt, def: "5"},
+		"smtp_mx_session_limit":   {kind: kindInt, def: "2"},
+		"smtp_skip_5xx_greeting":  {kind: kindBool, def: "yes"},
+		"smtp_line_length_limit":  {kind: kindInt, def: "999"},
+
+		// Operations (ours).
+		"control_socket":   {kind: kindString, def: "$queue_directory/control.sock"},
+		"metrics_listen":   {kind: kindString, def: ""}, // empty = no metrics listener
+		"log_format":       {kind: kindEnum, def: "json", enum: []string{"json", "console"}},
+		"log_level":        {kind: kindEnum, def: "info", enum: []string{"trace", "debug", "info", "warn", "error"}},
+		"shutdown_timeout": {kind: kindTime, def: "30s"}, // graceful stop: wait this long for sessions and deliveries
+	}
+}
+
+// defaultHostname is Postfix's myhostname default: the system's host name,
+// made fully qualified through the resolver when it is not.
+func defaultHostname(*Config) string {
+	hostnameOnce.Do(func() { hostname = lookupHostname() })
+	return hostname
+}
+
+var (
+	hostnameOnce sync.Once
+	hostname     string
+)
+
+func lookupHostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	if strings.Contains(h, ".") {
+		return strings.ToLower(h)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if cname, err := net.DefaultResolver.LookupCNAME(ctx, h); err == nil {
+		if n := strings.TrimSuffix(cname, "."); strings.Contains(n, ".") {
+			return strings.ToLower(n)
+		}
+	}
+	return strings.ToLower(h)
+}
+
+// defaultDomain is Postfix's mydomain default: myhostname without its first
+// label, or "localdomain" for a single-label host name.
+func defaultDomain(c *Config) string {
+	h := c.String("myhostname")
+	if _, rest, ok := strings.Cut(h, "."); ok && rest != "" {
+		return rest
+	}
+	return "localdomain"
+}
