@@ -1,0 +1,47 @@
+// Package flush is holdfast's fast-flush policy: which destinations the
+// flush index covers, how a destination name is normalised, which ETRN
+// arguments are syntactically valid, and the request that turns an ETRN,
+// `holdfast flush DOMAIN` or `holdfast flush --all` into one store
+// transaction plus a wake-up of the delivery scheduler.
+//
+// # Basics
+//
+// A destination is the domain of a recipient address (store.DomainOf),
+// lower-cased, without a trailing dot, as an IDNA A-label. It is eligible
+// for the flush index when it matches fast_flush_domains (default
+// $relay_domains), with parent-domain matching when fast_flush_domains is
+// listed in parent_domain_matches_subdomains, exactly as Postfix's flush(8)
+// decides (reference spec §2.2). An empty fast_flush_domains turns the
+// service off: nothing is indexed and every ETRN gets 459.
+//
+// The Policy is handed to store.Open as Options.Eligible, so the index
+// entries are written and removed inside the store's own transactions
+// (Enqueue, Finish, Hold, Delete); this package never writes the index.
+// Policy.Key goes to Options.PolicyKey: when fast_flush_domains changes
+// between runs the store rebuilds the index at start-up, so a newly
+// eligible domain can be flushed at once.
+//
+// A Service serves flush requests: Flush normalises the site, checks that
+// it is eligible (ErrNotEligible otherwise), calls store.Flush — one
+// transaction that makes the destination's pending recipients due now and
+// forced — wakes the scheduler and logs the count.
+//
+// # Caveats
+//
+//   - ValidSite takes the ETRN argument after the one RFC 1985 prefix
+//     character ('@' or '#') has been removed; removing it is the SMTP
+//     server's job.
+//   - ETRN for a destination is matched against the index exactly: mail
+//     for sub.example.com needs `ETRN sub.example.com` or
+//     `ETRN @example.com` (a sub-tree flush), as in Postfix (§2.11).
+//   - Eligibility is re-checked on every request. A table error in
+//     fast_flush_domains makes Flush fail with an error that is not
+//     ErrNotEligible (Postfix's 458), while Eligible, which cannot report
+//     errors, treats it as "not eligible".
+//   - Key covers the expanded fast_flush_domains value, the parent-domain
+//     matching switch and the contents of the files and tables it names;
+//     a table that changes while the daemon runs is seen by Eligible at
+//     once, but old index entries stay until the next start.
+//   - The package opens no sockets and keeps no state besides the parsed
+//     configuration; a Service is safe for concurrent use.
+package flush
