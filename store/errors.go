@@ -1,0 +1,35 @@
+package store
+
+import "errors"
+
+var (
+	// ErrNotFound: no message with that ID is queued.
+	ErrNotFound = errors.New("store: no such message")
+
+	// ErrLocked: another process holds the queue file open; the error
+	// text names its pid when the pid file next to the queue says.
+	ErrLocked = errors.New("store: queue is in use by another process")
+
+	// ErrSchemaTooNew: the file was written by a newer holdfast; this
+	// binary refuses to touch it rather than misread it.
+	ErrSchemaTooNew = errors.New("store: queue schema is newer than this binary")
+
+	// ErrNoSpace: the disk is full (ENOSPC), the file could not grow or
+	// be re-mapped, or Options.MaxSize would be exceeded. Nothing of the
+	// failed transaction was written and the store stays usable; smtpd
+	// answers 452 4.3.1.
+	ErrNoSpace = errors.New("store: insufficient storage")
+
+	// ErrCorrupt: a record could not be decoded. Write transactions move
+	// such records to the corrupt bucket; reads report this error.
+	ErrCorrupt = errors.New("store: corrupt record")
+
+	// ErrNotActive: Finish or Unlease on a message that is not leased.
+	ErrNotActive = errors.New("store: message is not active")
+
+	// ErrClosed: the store has been closed.
+	ErrClosed = errors.New("store: closed")
+
+	// ErrBadID: a string that is not a queue ID.
+	ErrBadID = errors.New("store: malformed queue id")
+)

@@ -1,0 +1,273 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Enqueue stores a new message: record, body, due entry (now) and flush
+// entries, through DB.Batch so that concurrent sessions share one fsync.
+// It fills in m.ID (when empty), Arrival (when zero), Size, State and Due,
+// and returns only after the commit. The closure is idempotent: bbolt
+// may run it again after another call in the batch failed.
+func (s *Store) Enqueue(m *Message, body []byte) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := prepare(m, body, s.now()); err != nil {
+		return fmt.Errorf("store: enqueue: %w", err)
+	}
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		w := s.begin(tx)
+		if err := s.checkSize(tx, len(body)); err != nil {
+			return err
+		}
+		if err := w.insert(m, body); err != nil {
+			return err
+		}
+		return w.commit()
+	})
+	if err != nil {
+		return fmt.Errorf("store: enqueue %s: %w", m.ID, classify(err))
+	}
+	return nil
+}
+
+// checkSize refuses a write of about n bytes that would take the live
+// pages (file high-water mark minus free pages) past MaxSize.
+func (s *Store) checkSize(tx *bolt.Tx, n int) error {
+	if s.o.MaxSize <= 0 {
+		return nil
+	}
+	used := tx.Size() - int64(s.db.Stats().FreeAlloc)
+	if used+int64(n)+4096 > s.o.MaxSize {
+		return fmt.Errorf("%w: queue would exceed %d bytes", ErrNoSpace, s.o.MaxSize)
+	}
+	return nil
+}
+
+// Lease takes up to n messages due by now, in due order, and makes them
+// active. The returned messages are copies owned by the caller.
+func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	var out []*Message
+	err := s.update("lease", func(w *wtx) error {
+		out = out[:0]
+		limit := dueKey(now, "zzzzzzzzzzzz")
+		var ks [][]byte
+		c := w.due.Cursor()
+		for k, _ := c.First(); k != nil && len(ks) < n && string(k) <= string(limit); k, _ = c.Next() {
+			ks = append(ks, append([]byte(nil), k...))
+		}
+		for _, k := range ks {
+			_, id, ok := parseDueKey(k)
+			old, err := w.load(id)
+			if !ok || errors.Is(err, ErrNotFound) {
+				w.due.Delete(k) // an entry without a record: drop it
+				continue
+			}
+			if errors.Is(err, ErrCorrupt) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			m := clone(old)
+			m.State, m.Due = StateActive, time.Time{}
+			if err := w.save(old, m); err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NextDue returns the earliest due time; false when nothing is scheduled.
+func (s *Store) NextDue() (time.Time, bool, error) {
+	var t time.Time
+	var ok bool
+	err := s.view(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bktDue).Cursor().First()
+		if k != nil {
+			t, _, ok = parseDueKey(k)
+		}
+		return nil
+	})
+	return t, ok, err
+}
+
+// Body returns a copy of the message content.
+func (s *Store) Body(id ID) ([]byte, error) {
+	var out []byte
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bktBody).Get(msgKey(id))
+		if v == nil {
+			return fmt.Errorf("store: body %s: %w", id, ErrNotFound)
+		}
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// Get returns a copy of the message's envelope.
+func (s *Store) Get(id ID) (*Message, error) {
+	var m *Message
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bktMsg).Get(msgKey(id))
+		if v == nil {
+			return fmt.Errorf("store: get %s: %w", id, ErrNotFound)
+		}
+		var err error
+		m, err = decodeMessage(id, v)
+		return err
+	})
+	return m, err
+}
+
+// Outcome is the result of one attempt for one recipient.
+type Outcome struct {
+	// Rcpt is the index in Message.Recipients.
+	Rcpt int
+	// Result: RcptDelivered, RcptBounced, or RcptPending for deferred.
+	Result RcptState
+	// Reply, DSN and RemoteMTA describe the outcome (mailq shows Reply).
+	Reply, DSN, RemoteMTA string
+	// NextAttempt is when a deferred recipient is next due.
+	NextAttempt time.Time
+}
+
+// Finish describes the end of an attempt.
+type Finish struct {
+	// Outcomes per attempted recipient; recipients without an outcome
+	// keep their state and NextAttempt.
+	Outcomes []Outcome
+	// Bounces are new messages (DSNs) enqueued in the same transaction;
+	// their IDs are filled in.
+	Bounces []NewMessage
+	// WarnSent records that the delay warning went out (clears WarnAt).
+	WarnSent bool
+}
+
+// NewMessage is a message to enqueue inside another transaction.
+type NewMessage struct {
+	Msg  *Message
+	Body []byte
+}
+
+// Finish ends an attempt on an active message in one transaction; see
+// the contract in doc.go. A message put on hold during the attempt gets
+// the outcomes and stays on hold.
+func (s *Store) Finish(id ID, f Finish) error {
+	return s.update("finish "+string(id), func(w *wtx) error {
+		old, err := w.load(id)
+		if err != nil {
+			return err
+		}
+		heldActive := old.State == StateHold && old.HeldFrom == StateActive
+		if old.State != StateActive && !heldActive {
+			return fmt.Errorf("%w: %s is %s", ErrNotActive, id, old.State)
+		}
+		m := clone(old)
+		if err := applyOutcomes(m, f, w.now); err != nil {
+			return err
+		}
+		for _, b := range f.Bounces {
+			if err := prepare(b.Msg, b.Body, w.now); err != nil {
+				return err
+			}
+			if err := w.insert(b.Msg, b.Body); err != nil {
+				return err
+			}
+		}
+		if !m.Pending() {
+			return w.save(old, nil)
+		}
+		if heldActive {
+			m.HeldFrom = StateDeferred
+		} else {
+			schedule(m, w.now)
+		}
+		return w.save(old, m)
+	})
+}
+
+func applyOutcomes(m *Message, f Finish, now time.Time) error {
+	attempted := make([]bool, len(m.Recipients))
+	for _, o := range f.Outcomes {
+		if o.Rcpt < 0 || o.Rcpt >= len(m.Recipients) {
+			return fmt.Errorf("recipient %d out of range (%d)", o.Rcpt, len(m.Recipients))
+		}
+		r := &m.Recipients[o.Rcpt]
+		if r.State != RcptPending {
+			continue
+		}
+		attempted[o.Rcpt] = true
+		r.Reply, r.DSN, r.RemoteMTA = o.Reply, o.DSN, o.RemoteMTA
+		switch o.Result {
+		case RcptDelivered, RcptBounced:
+			r.State, r.NextAttempt = o.Result, time.Time{}
+		case RcptPending:
+			r.Attempts++
+			r.NextAttempt = o.NextAttempt
+		default:
+			return fmt.Errorf("recipient %d: bad result %d", o.Rcpt, o.Result)
+		}
+	}
+	for i := range m.Recipients {
+		if attempted[i] {
+			m.Recipients[i].Forced = false
+		}
+	}
+	consumeFlushPending(m, now)
+	if f.WarnSent {
+		m.WarnAt = time.Time{}
+	}
+	return nil
+}
+
+// Unlease releases a lease without an attempt (shutdown): the message is
+// due again at its recipients' old times (now when those have passed).
+func (s *Store) Unlease(id ID) error {
+	return s.update("unlease "+string(id), func(w *wtx) error {
+		old, err := w.load(id)
+		if err != nil {
+			return err
+		}
+		m := clone(old)
+		consumeFlushPending(m, w.now)
+		switch {
+		case old.State == StateActive:
+			schedule(m, w.now)
+			if m.State == StateIncoming {
+				// Keep its place: the old due time was the earliest
+				// pending NextAttempt, or the arrival for a new message.
+				for i := range m.Recipients {
+					r := &m.Recipients[i]
+					t := r.NextAttempt
+					if t.IsZero() {
+						t = m.Arrival
+					}
+					if r.State == RcptPending && t.Before(m.Due) {
+						m.Due = t
+					}
+				}
+			}
+		case old.State == StateHold && old.HeldFrom == StateActive:
+			m.HeldFrom = StateIncoming
+		default:
+			return fmt.Errorf("%w: %s is %s", ErrNotActive, id, old.State)
+		}
+		return w.save(old, m)
+	})
+}

@@ -1,0 +1,240 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/migrations"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Options configure Open.
+type Options struct {
+	// Timeout is how long Open waits for the file lock held by another
+	// process before it gives up with ErrLocked; 0 means one second.
+	Timeout time.Duration
+	// NoSync skips fsync on commit. Tests and benchmarks only: a crash
+	// can lose acknowledged mail.
+	NoSync bool
+	// Eligible is the fast-flush policy: a pending recipient's domain is
+	// indexed when Eligible(domain) is true. nil indexes nothing.
+	Eligible func(domain string) bool
+	// PolicyKey fingerprints Eligible. When it differs from the key
+	// stored in the file, Open rebuilds the flush index.
+	PolicyKey string
+	// MaxSize, when positive, caps the space the queue's live pages may
+	// take: Enqueue fails with ErrNoSpace rather than grow past it.
+	MaxSize int64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// OnCorrupt, when set, is called after a transaction that moved an
+	// undecodable record to the corrupt bucket (store never logs; the
+	// caller does). It must not call back into the store.
+	OnCorrupt func(id ID, err error)
+	// batchDelay overrides bbolt's MaxBatchDelay (benchmarks).
+	batchDelay time.Duration
+}
+
+// OpenReport says what Open did, for the caller to log.
+type OpenReport struct {
+	// SchemaFrom and SchemaTo are the schema versions before and after
+	// the migrations Open applied.
+	SchemaFrom, SchemaTo int
+	// Recovered counts leases left active by a crash and returned to
+	// incoming.
+	Recovered int
+	// Rebuilt is set when the flush index was rebuilt because the
+	// policy fingerprint changed.
+	Rebuilt bool
+	// Quarantined counts records moved to the corrupt bucket while
+	// opening.
+	Quarantined int
+}
+
+// Store is an open queue database. All methods are safe for concurrent
+// use; each exported operation is one bbolt transaction.
+type Store struct {
+	db      *bolt.DB
+	path    string
+	o       Options
+	closed  atomic.Bool
+	report  OpenReport
+	pidFile string
+}
+
+// batchDelay is how long DB.Batch waits to gather concurrent Enqueues
+// into one commit (see the benchmarks in doc.go).
+const batchDelay = 2 * time.Millisecond
+
+// Open opens (creating if needed) the queue file at path, applies pending
+// migrations, rebuilds the flush index if the policy changed, and returns
+// leases left behind by a crash to incoming.
+func Open(path string, o Options) (*Store, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	bo := &bolt.Options{
+		Timeout:        o.Timeout,
+		NoSync:         o.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	}
+	db, err := bolt.Open(path, 0o600, bo)
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("store: open %s: %w%s", path, ErrLocked, holder(path))
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, classify(err))
+	}
+	db.MaxBatchDelay = batchDelay
+	if o.batchDelay > 0 {
+		db.MaxBatchDelay = o.batchDelay
+	}
+	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid"}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	// The pid file only names the holder for ErrLocked; the lock itself
+	// is bbolt's flock on the queue file.
+	os.WriteFile(s.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	return s, nil
+}
+
+// holder describes the process named in the pid file, if any.
+func holder(path string) string {
+	b, err := os.ReadFile(path + ".pid")
+	if err != nil {
+		return ""
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (pid %d)", pid)
+}
+
+func (s *Store) init() error {
+	from, to, err := migrations.Default.Apply(s.db)
+	if errors.Is(err, migrations.ErrTooNew) {
+		return fmt.Errorf("store: open %s: %w (file schema %d, binary %d)",
+			s.path, ErrSchemaTooNew, from, migrations.Default.Latest())
+	}
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", s.path, classify(err))
+	}
+	s.report.SchemaFrom, s.report.SchemaTo = from, to
+	var stored string
+	s.db.View(func(tx *bolt.Tx) error {
+		stored = string(tx.Bucket(bktMeta).Get(metaPolicy))
+		return nil
+	})
+	if stored != s.o.PolicyKey {
+		if err := s.RebuildIndex(); err != nil {
+			return err
+		}
+		s.report.Rebuilt = true
+	}
+	return s.update("recover", func(w *wtx) error {
+		n, err := w.recoverLeases()
+		s.report.Recovered = n
+		s.report.Quarantined = len(w.quarantined)
+		return err
+	})
+}
+
+// Report returns what Open did.
+func (s *Store) Report() OpenReport { return s.report }
+
+// Path returns the file name of the queue.
+func (s *Store) Path() string { return s.path }
+
+// Close closes the database; later calls return ErrClosed.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return ErrClosed
+	}
+	if b, err := os.ReadFile(s.pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(s.pidFile)
+	}
+	return s.db.Close()
+}
+
+func (s *Store) now() time.Time { return s.o.Now() }
+
+// classify maps storage failures to ErrNoSpace. bbolt formats its mmap
+// and resize errors with %s, so the text is all there is to go on.
+func classify(err error) error {
+	if err == nil || errors.Is(err, ErrNoSpace) {
+		return err
+	}
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	msg := err.Error()
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||
+		errors.Is(err, berrors.ErrMaxSizeReached) ||
+		strings.Contains(msg, "no space left on device") ||
+		strings.Contains(msg, "disk quota exceeded") ||
+		strings.Contains(msg, "mmap allocate error") ||
+		strings.Contains(msg, "file resize error") ||
+		strings.Contains(msg, "cannot allocate memory") {
+		return fmt.Errorf("%w: %v", ErrNoSpace, err)
+	}
+	return err
+}
+
+// update runs fn in one read-write transaction with the counters kept,
+// and reports quarantined records after the commit.
+func (s *Store) update(op string, fn func(w *wtx) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	var w *wtx
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w = s.begin(tx)
+		if err := fn(w); err != nil {
+			return err
+		}
+		return w.commit()
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", op, classify(err))
+	}
+	s.reportCorrupt(w)
+	return nil
+}
+
+func (s *Store) reportCorrupt(w *wtx) {
+	if s.o.OnCorrupt == nil || w == nil {
+		return
+	}
+	for i, id := range w.quarantined {
+		s.o.OnCorrupt(id, w.qerrs[i])
+	}
+}
+
+// view runs fn in a read-only transaction.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return classify(s.db.View(fn))
+}
+
+// clone returns a deep copy of m.
+func clone(m *Message) *Message {
+	c := *m
+	c.Recipients = append([]Recipient(nil), m.Recipients...)
+	return &c
+}

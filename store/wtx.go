@@ -1,0 +1,396 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// wtx is one write transaction: the buckets, the clock reading, and the
+// counter deltas written to meta at commit. Every change of a message
+// goes through save, which keeps the due, flush, hold and active buckets
+// and the counters in step with the record (the index invariant).
+type wtx struct {
+	s                                 *Store
+	tx                                *bolt.Tx
+	now                               time.Time
+	meta, msg, body, due, flush, hold *bolt.Bucket
+	active, dest, corrupt             *bolt.Bucket
+	counts                            [StateHold + 1]int64
+	bytes, ncorrupt                   int64
+	quarantined                       []ID
+	qerrs                             []error
+}
+
+func (s *Store) begin(tx *bolt.Tx) *wtx {
+	return &wtx{
+		s: s, tx: tx, now: s.now(),
+		meta: tx.Bucket(bktMeta), msg: tx.Bucket(bktMsg), body: tx.Bucket(bktBody),
+		due: tx.Bucket(bktDue), flush: tx.Bucket(bktFlush), hold: tx.Bucket(bktHold),
+		active: tx.Bucket(bktActive), dest: tx.Bucket(bktDest), corrupt: tx.Bucket(bktCorrupt),
+	}
+}
+
+// commit writes the counter deltas.
+func (w *wtx) commit() error {
+	add := func(k []byte, d int64) error {
+		if d == 0 {
+			return nil
+		}
+		return w.meta.Put(k, putInt(getInt(w.meta.Get(k))+d))
+	}
+	for st := StateIncoming; st <= StateHold; st++ {
+		if err := add(stateCounter(st), w.counts[st]); err != nil {
+			return err
+		}
+	}
+	if err := add(metaBytes, w.bytes); err != nil {
+		return err
+	}
+	return add(metaCorrupt, w.ncorrupt)
+}
+
+// load reads and decodes a message. An undecodable record is moved to
+// the corrupt bucket and the ErrCorrupt error returned.
+func (w *wtx) load(id ID) (*Message, error) {
+	v := w.msg.Get(msgKey(id))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	m, err := decodeMessage(id, v)
+	if err != nil {
+		if qerr := w.quarantine(id, v, err); qerr != nil {
+			return nil, qerr
+		}
+		return nil, err
+	}
+	return m, nil
+}
+
+// dueOf returns the due key a message must have, nil for none.
+func dueOf(m *Message) []byte {
+	if m == nil || (m.State != StateIncoming && m.State != StateDeferred) {
+		return nil
+	}
+	return dueKey(m.Due, m.ID)
+}
+
+// pendingDomains lists the distinct domains of pending recipients for
+// which keep(domain) is true.
+func pendingDomains(m *Message, keep func(string) bool) []string {
+	var out []string
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if r.State != RcptPending {
+			continue
+		}
+		d := r.Domain()
+		if d == "" || !keep(d) || contains(out, d) {
+			continue
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func all(string) bool { return true }
+
+// indexed returns the flush-index domains m must have (the invariant).
+func (w *wtx) indexed(m *Message) []string {
+	if m == nil || m.State == StateHold || w.s.o.Eligible == nil {
+		return nil
+	}
+	return pendingDomains(m, w.s.o.Eligible)
+}
+
+// save replaces old (the stored record, nil for a new message) with m
+// (nil to delete the message) and moves every index entry accordingly.
+// old's flush entries are taken over all its pending domains, eligible or
+// not, so that a stale entry can never survive a change.
+func (w *wtx) save(old, m *Message) error {
+	id := ID("")
+	if m != nil {
+		id = m.ID
+	} else {
+		id = old.ID
+	}
+	k := msgKey(id)
+	od, nd := dueOf(old), dueOf(m)
+	if !bytes.Equal(od, nd) {
+		if od != nil {
+			if err := w.due.Delete(od); err != nil {
+				return err
+			}
+		}
+		if nd != nil {
+			if err := w.due.Put(nd, nil); err != nil {
+				return err
+			}
+		}
+	}
+	if err := w.reindex(old, m, id); err != nil {
+		return err
+	}
+	if err := mark(w.hold, k, old != nil && old.State == StateHold, m != nil && m.State == StateHold); err != nil {
+		return err
+	}
+	if err := mark(w.active, k, old != nil && old.State == StateActive, m != nil && m.State == StateActive); err != nil {
+		return err
+	}
+	if old != nil {
+		w.counts[old.State]--
+	}
+	if m == nil {
+		w.bytes -= old.Size
+		if err := w.body.Delete(k); err != nil {
+			return err
+		}
+		return w.msg.Delete(k)
+	}
+	w.counts[m.State]++
+	return w.msg.Put(k, encodeMessage(m))
+}
+
+func (w *wtx) reindex(old, m *Message, id ID) error {
+	var od []string
+	if old != nil && old.State != StateHold {
+		od = pendingDomains(old, all)
+	}
+	nd := w.indexed(m)
+	for _, d := range od {
+		if !contains(nd, d) {
+			if err := w.flush.Delete(flushKey(d, id)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, d := range nd {
+		fk := flushKey(d, id)
+		if w.flush.Get(fk) == nil {
+			if err := w.flush.Put(fk, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// mark keeps a presence entry (hold, active) in step with a state.
+func mark(b *bolt.Bucket, k []byte, had, want bool) error {
+	switch {
+	case want && !had:
+		return b.Put(k, nil)
+	case had && !want:
+		return b.Delete(k)
+	}
+	return nil
+}
+
+// insert stores a new message with its body. m must be prepared.
+func (w *wtx) insert(m *Message, body []byte) error {
+	k := msgKey(m.ID)
+	if w.msg.Get(k) != nil {
+		return fmt.Errorf("duplicate queue id %s", m.ID)
+	}
+	if err := w.body.Put(k, body); err != nil {
+		return err
+	}
+	w.bytes += m.Size
+	return w.save(nil, m)
+}
+
+// prepare fills in what Enqueue owns: ID, arrival, size, state and due.
+func prepare(m *Message, body []byte, now time.Time) error {
+	if m.ID == "" {
+		m.ID = NewID()
+	} else {
+		id, err := ParseID(string(m.ID))
+		if err != nil {
+			return err
+		}
+		m.ID = id
+	}
+	if m.Arrival.IsZero() {
+		m.Arrival = now
+	}
+	m.Size = int64(len(body))
+	m.State, m.HeldFrom, m.Due = StateIncoming, 0, now
+	return nil
+}
+
+// schedule sets State and Due of a message with pending recipients from
+// their NextAttempt (zero = now): incoming when due by now, else deferred.
+func schedule(m *Message, now time.Time) {
+	var due time.Time
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if r.State != RcptPending {
+			continue
+		}
+		t := r.NextAttempt
+		if t.IsZero() {
+			t = now
+		}
+		if due.IsZero() || t.Before(due) {
+			due = t
+		}
+	}
+	if due.IsZero() {
+		due = now
+	}
+	m.Due = due
+	if due.After(now) {
+		m.State = StateDeferred
+	} else {
+		m.State = StateIncoming
+	}
+}
+
+// quarantine moves an undecodable record and its body to the corrupt
+// bucket and removes every index entry that names the ID. It cannot know
+// the entries from the record, so it scans due and flush (rare, and
+// exact). The state counters are recounted for the same reason.
+func (w *wtx) quarantine(id ID, rec []byte, cause error) error {
+	k := msgKey(id)
+	rk, bk := corruptKeys(id)
+	if err := w.corrupt.Put(rk, append([]byte(nil), rec...)); err != nil {
+		return err
+	}
+	if b := w.body.Get(k); b != nil {
+		if err := w.corrupt.Put(bk, append([]byte(nil), b...)); err != nil {
+			return err
+		}
+	}
+	for _, b := range []*bolt.Bucket{w.msg, w.body, w.hold, w.active} {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, b := range []*bolt.Bucket{w.due, w.flush} {
+		if err := deleteSuffix(b, k); err != nil {
+			return err
+		}
+	}
+	w.ncorrupt++
+	w.quarantined = append(w.quarantined, id)
+	w.qerrs = append(w.qerrs, cause)
+	return w.recount()
+}
+
+func deleteSuffix(b *bolt.Bucket, suffix []byte) error {
+	var dead [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if bytes.HasSuffix(k, suffix) {
+			dead = append(dead, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range dead {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recount recomputes the state and byte counters from the records,
+// setting the deltas so that commit writes the true values. Records that
+// do not decode are skipped here; the next transaction that meets them
+// quarantines them.
+func (w *wtx) recount() error {
+	var n [StateHold + 1]int64
+	var size int64
+	err := w.msg.ForEach(func(k, v []byte) error {
+		m, err := decodeMessage(ID(k), v)
+		if err != nil {
+			return nil
+		}
+		n[m.State]++
+		size += m.Size
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for st := StateIncoming; st <= StateHold; st++ {
+		w.counts[st] = n[st] - getInt(w.meta.Get(stateCounter(st)))
+	}
+	w.bytes = size - getInt(w.meta.Get(metaBytes))
+	return nil
+}
+
+// recoverLeases returns messages left active by a crash to incoming, due
+// now; a flush that arrived during the lost attempt is honoured. A
+// message held while active gets HeldFrom incoming.
+func (w *wtx) recoverLeases() (int, error) {
+	ids := keys(w.active)
+	n := 0
+	for _, id := range ids {
+		old, err := w.load(id)
+		if errors.Is(err, ErrCorrupt) {
+			continue
+		}
+		if err != nil {
+			w.active.Delete(msgKey(id))
+			continue
+		}
+		m := clone(old)
+		consumeFlushPending(m, w.now)
+		m.State, m.Due = StateIncoming, w.now
+		if err := w.save(old, m); err != nil {
+			return n, err
+		}
+		n++
+	}
+	for _, id := range keys(w.hold) {
+		old, err := w.load(id)
+		if err != nil || old.HeldFrom != StateActive {
+			continue
+		}
+		m := clone(old)
+		consumeFlushPending(m, w.now)
+		m.HeldFrom = StateIncoming
+		if err := w.save(old, m); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// consumeFlushPending turns a flush that arrived during an attempt into
+// a forced, due-now recipient.
+func consumeFlushPending(m *Message, now time.Time) {
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if !r.FlushPending {
+			continue
+		}
+		r.FlushPending = false
+		if r.State == RcptPending {
+			r.Forced, r.NextAttempt = true, now
+		}
+	}
+}
+
+// keys copies the keys of a bucket of IDs.
+func keys(b *bolt.Bucket) []ID {
+	var ids []ID
+	b.ForEach(func(k, _ []byte) error {
+		ids = append(ids, ID(k))
+		return nil
+	})
+	return ids
+}
