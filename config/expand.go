@@ -54,9 +54,16 @@ func (c *Config) expandValue(owner, raw string, stack []string) (string, error) 
 			return "", err
 		}
 		b.WriteString(v)
+		if b.Len() > maxExpanded {
+			return "", c.errorf(owner, "value longer than %d bytes after expansion", maxExpanded)
+		}
 	}
 	return b.String(), nil
 }
+
+// maxExpanded bounds an expanded value, so that `a = $b$b`, `b = $c$c`, ...
+// cannot grow without limit.
+const maxExpanded = 1 << 20
 
 // ref is one parsed $ reference.
 type ref struct {

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -89,10 +90,14 @@ func (c *Config) warnUnknown() {
 			used[ref] = true
 		}
 	}
+	var unknown []string
 	for _, name := range c.Explicit() {
-		if Known(name) || used[name] {
-			continue
+		if !Known(name) && !used[name] {
+			unknown = append(unknown, name)
 		}
+	}
+	sort.SliceStable(unknown, func(i, j int) bool { return c.set[unknown[i]].line < c.set[unknown[j]].line })
+	for _, name := range unknown {
 		s := c.set[name]
 		c.warnings = append(c.warnings, fmt.Sprintf("%s:%d: %s: unknown parameter", s.file, s.line, name))
 	}
