@@ -46,6 +46,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
+# Long form of the crash-safety test: 20 clients, the daemon SIGKILLed
+# every few seconds for HOLDFAST_SOAK (default 10m), then everything must
+# arrive. The short form runs in make test.
+soak:
+	HOLDFAST_SOAK=$${HOLDFAST_SOAK:-10m} $(GO) test -run '^TestCrashUnderLoad$$' -count=1 -timeout 60m -v ./internal/crashtest/
+
 install: build
 	install -d $(DESTDIR)$(PREFIX)/sbin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/holdfast

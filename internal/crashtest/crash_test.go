@@ -1,0 +1,432 @@
+package crashtest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(Main(m)) }
+
+// crashPlan is how long the load runs and how often the daemon dies.
+type crashPlan struct {
+	load    time.Duration // clients keep sending this long
+	gap     time.Duration // mean time between kills
+	drain   time.Duration // bound for delivering everything afterwards
+	clients int
+}
+
+// plan is the short form for go test (about 30 s) unless HOLDFAST_SOAK
+// gives a duration (make soak: 10m).
+func plan(t *testing.T) crashPlan {
+	p := crashPlan{load: 12 * time.Second, gap: 2 * time.Second, drain: 30 * time.Second, clients: 20}
+	if v := os.Getenv("HOLDFAST_SOAK"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("HOLDFAST_SOAK=%q: %v", v, err)
+		}
+		p.load, p.gap, p.drain = d, 4*time.Second, 3*time.Minute
+	}
+	if testing.Short() {
+		p.load, p.gap = 8*time.Second, 1500*time.Millisecond
+	}
+	return p
+}
+
+// crashConfig is the daemon configuration of the crash test: everything
+// for sink.test and sink2.test goes to the sink; retries are quick so that
+// deferred mail drains within the test.
+func crashConfig(t testing.TB, sink *Sink, extra map[string]string) *Daemon {
+	dir := t.TempDir()
+	transport := filepath.Join(dir, "transport")
+	body := fmt.Sprintf("sink.test smtp:[127.0.0.1]:%s\nsink2.test smtp:[127.0.0.1]:%s\n", port(sink.Addr), port(sink.Addr))
+	if err := os.WriteFile(transport, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	params := map[string]string{
+		"mynetworks":           "127.0.0.0/8",
+		"relay_domains":        "sink.test, sink2.test",
+		"fast_flush_domains":   "$relay_domains",
+		"transport_maps":       "texthash:" + transport,
+		"minimal_backoff_time": "2s",
+		"maximal_backoff_time": "4s",
+		"queue_run_delay":      "1s",
+	}
+	for k, v := range extra {
+		params[k] = v
+	}
+	return NewDaemon(t, params)
+}
+
+func port(addr string) string {
+	return addr[strings.LastIndexByte(addr, ':')+1:]
+}
+
+// kill records one SIGKILL.
+type kill struct {
+	at   time.Time
+	kind string
+}
+
+// TestCrashUnderLoad: 20 clients send while the daemon is SIGKILLed at
+// chosen moments (mid-DATA, between final dot and reply, mid-delivery,
+// right after an ETRN, at random) and restarted. Every message that got
+// 250 must reach the sink; a duplicate is allowed only across a kill.
+func TestCrashUnderLoad(t *testing.T) {
+	p := plan(t)
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("HOLDFAST_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("seed %d (HOLDFAST_SEED to repeat the choices; timing still varies)", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+
+	sink := NewSink(t)
+	// One message in five is refused once with 451, so that there is
+	// deferred mail for the ETRNs to find; deliveries take 0-20 ms so that
+	// kills land inside them.
+	sink.SetTempFail(func(seq string, attempt int) *smtp.SMTPError {
+		if attempt == 1 && hash(seq)%5 == 0 {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
+		return nil
+	})
+	var delayMu sync.Mutex
+	drng := rand.New(rand.NewPCG(seed, 1))
+	sink.SetDelay(func() time.Duration {
+		delayMu.Lock()
+		defer delayMu.Unlock()
+		return time.Duration(drng.IntN(20)) * time.Millisecond
+	})
+	delivering := make(chan struct{}, 1)
+	sink.OnData(func(string) {
+		select {
+		case delivering <- struct{}{}:
+		default:
+		}
+	})
+
+	d := crashConfig(t, sink, nil)
+	d.Start()
+
+	load := &Load{D: d, Ledger: newLedger(), Domains: []string{"sink.test", "sink2.test"}, Seed: seed}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); load.Run(ctx, p.clients) }()
+	etrns := &etrnStats{}
+	go func() { defer wg.Done(); etrnLoop(ctx, d, etrns, seed) }()
+
+	var kills []kill
+	var maxRestart time.Duration
+	checks, checkSkipped := 0, false
+	kinds := []string{"data", "commit", "delivery", "flush", "random"}
+	start := time.Now()
+	for i := 0; time.Since(start) < p.load || len(kills) < 5; i++ {
+		time.Sleep(p.gap/2 + time.Duration(rng.Int64N(int64(p.gap))))
+		kind := kinds[i%len(kinds)]
+		armKill(kind, d, load, delivering, rng)
+		kills = append(kills, kill{at: time.Now(), kind: kind})
+		d.Kill()
+		if !checkSkipped {
+			switch dbCheck(t, d) {
+			case "ok":
+				checks++
+			case "absent":
+				checkSkipped = true
+			}
+		}
+		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
+		t0 := time.Now()
+		d.Start()
+		maxRestart = max(maxRestart, time.Since(t0))
+	}
+	stop()
+	wg.Wait()
+
+	acked, unsure, refused, broken := load.Ledger.Snapshot()
+	t.Logf("load: %d messages sent, %d acked, %d unsure (no reply after the dot), %d refused, %d broken before the dot; %d ETRNs answered, %d flush commands",
+		load.Sent.Load(), len(acked), len(unsure), refused, broken, etrns.ok.Load(), etrns.cli.Load())
+
+	// Drain: the sink takes everything now; ETRN hurries the deferred.
+	sink.SetTempFail(nil)
+	missing := func() int {
+		n := 0
+		for seq, rcpts := range acked {
+			for _, r := range rcpts {
+				if sink.Count(seq, r) == 0 {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(p.drain)
+	for missing() > 0 && time.Now().Before(deadline) {
+		etrnOnce(d, "sink.test")
+		etrnOnce(d, "sink2.test")
+		sink.WaitFor(time.Second, func() bool { return missing() == 0 })
+	}
+	settle(sink, 1500*time.Millisecond, 10*time.Second)
+	if err := d.Stop(); err != nil {
+		t.Errorf("graceful stop after the drain: %v\n%s", err, d.LogTail(20))
+	}
+
+	report := verifyDeliveries(t, sink, acked, unsure, load.Ledger.RefusedSet(), kills)
+	report.kills, report.checks, report.maxRestart = len(kills), checks, maxRestart
+	verifyQueueEmpty(t, d)
+	t.Logf("kills by kind: %s", killKinds(kills))
+	if checkSkipped {
+		t.Logf("holdfast db check is not available: the database was not checked between kills")
+	}
+	t.Logf("RESULT crashtest: kills=%d db-checks=%d acked=%d delivered-acked=%d unsure=%d unsure-delivered=%d duplicates=%d lost=%d max-restart=%v",
+		report.kills, report.checks, len(acked), report.deliveredAcked, len(unsure), report.unsureDelivered, report.duplicates, report.lost, report.maxRestart.Round(time.Millisecond))
+	if t.Failed() {
+		t.Logf("daemon log tail:\n%s", d.LogTail(60))
+	}
+}
+
+func killKinds(kills []kill) string {
+	n := map[string]int{}
+	for _, k := range kills {
+		n[k.kind]++
+	}
+	var parts []string
+	for k, v := range n {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
+
+// armKill waits (at most 3 s) for the moment a kill of this kind should
+// hit, and returns then.
+func armKill(kind string, d *Daemon, g *Load, delivering chan struct{}, rng *rand.Rand) {
+	deadline := time.Now().Add(3 * time.Second)
+	switch kind {
+	case "data":
+		for g.InBody.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Microsecond)
+		}
+	case "commit":
+		for g.InCommit.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+	case "delivery":
+		select {
+		case <-delivering: // drop a stale signal
+		default:
+		}
+		select {
+		case <-delivering:
+		case <-time.After(time.Until(deadline)):
+		}
+	case "flush":
+		s, code, _, err := Dial(d.Addr(), "", 2*time.Second)
+		if err != nil || code != 220 {
+			return
+		}
+		defer s.Close()
+		s.Cmd("EHLO client.test")
+		s.TP.PrintfLine("ETRN sink.test")
+		time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
+	}
+}
+
+// dbCheck runs `holdfast db check` on the killed daemon's queue: "ok",
+// "absent" when the binary has no such command, "failed" (test error).
+func dbCheck(t *testing.T, d *Daemon) string {
+	out, errOut, code := d.Command(time.Minute, "db", "check")
+	if code == 0 {
+		return "ok"
+	}
+	if strings.Contains(errOut, "unknown command") || strings.Contains(errOut, "usage:") && code == 64 {
+		return "absent"
+	}
+	t.Errorf("holdfast db check after a kill: exit %d\n%s%s", code, out, errOut)
+	return "failed"
+}
+
+type etrnStats struct {
+	ok, cli atomic.Int64
+}
+
+// etrnLoop sends ETRN for one of the sink domains every 150-450 ms, and
+// every few seconds asks the CLI for a flush of everything, until ctx is
+// done. Failures are expected while the daemon is down.
+func etrnLoop(ctx context.Context, d *Daemon, st *etrnStats, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	domains := []string{"sink.test", "sink2.test"}
+	for i := 0; ctx.Err() == nil; i++ {
+		sleepCtx(ctx, time.Duration(150+rng.IntN(300))*time.Millisecond)
+		if etrnOnce(d, domains[i%2]) {
+			st.ok.Add(1)
+		}
+		if i%10 == 9 {
+			if _, _, code := d.Command(10*time.Second, "flush", "--all"); code == 0 {
+				st.cli.Add(1)
+			}
+		}
+	}
+}
+
+// etrnOnce sends one ETRN and reports whether it got a 2xx reply.
+func etrnOnce(d *Daemon, domain string) bool {
+	s, code, _, err := Dial(d.Addr(), "", 5*time.Second)
+	if err != nil || code != 220 {
+		if s != nil {
+			s.Close()
+		}
+		return false
+	}
+	defer s.Close()
+	if code, _, _ := s.Cmd("EHLO client.test"); code != 250 {
+		return false
+	}
+	code, _, _ = s.Cmd("ETRN %s", domain)
+	s.Cmd("QUIT")
+	return code/100 == 2
+}
+
+// settle waits until the sink has seen no new delivery for quiet (at most
+// limit), so that mail acknowledged without a reply to the client also
+// arrives before the queue is inspected.
+func settle(s *Sink, quiet, limit time.Duration) {
+	end := time.Now().Add(limit)
+	last, since := s.Total(), time.Now()
+	for time.Now().Before(end) {
+		time.Sleep(100 * time.Millisecond)
+		if n := s.Total(); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= quiet {
+			return
+		}
+	}
+}
+
+type crashReport struct {
+	kills, checks   int
+	deliveredAcked  int
+	unsureDelivered int
+	duplicates      int
+	lost            int
+	maxRestart      time.Duration
+}
+
+// verifyDeliveries checks the sink against the ledger: nothing acked is
+// missing, nothing unknown arrived, and every duplicate has a kill between
+// its two deliveries.
+func verifyDeliveries(t *testing.T, sink *Sink, acked, unsure map[string][]string, refusedSet map[string]string, kills []kill) crashReport {
+	var r crashReport
+	known := map[string]bool{}
+	for seq, rcpts := range acked {
+		for _, rc := range rcpts {
+			known[seq+" "+rc] = true
+			if sink.Count(seq, rc) == 0 {
+				r.lost++
+				if r.lost <= 20 {
+					t.Errorf("LOST: %s to %s got 250 after DATA but never reached the sink", seq, rc)
+				}
+			} else {
+				r.deliveredAcked++
+			}
+		}
+	}
+	for seq, rcpts := range unsure {
+		for _, rc := range rcpts {
+			known[seq+" "+rc] = true
+			if sink.Count(seq, rc) > 0 {
+				r.unsureDelivered++
+			}
+		}
+	}
+	if r.lost > 0 {
+		t.Errorf("%d acknowledged deliveries lost", r.lost)
+	}
+	bad := 0
+	for _, k := range sink.Keys() {
+		seq, rc, _ := strings.Cut(k, " ")
+		if !known[k] {
+			// A message refused after DATA, or whose connection broke
+			// before the dot, must not arrive; nor anything never sent.
+			bad++
+			if bad <= 10 {
+				t.Errorf("sink got %s for %s, which the client saw %s", seq, rc, fate(refusedSet, seq))
+			}
+			continue
+		}
+		times := sink.Times(seq, rc)
+		for i := 1; i < len(times); i++ {
+			r.duplicates++
+			if !killBetween(kills, times[i-1], times[i]) {
+				t.Errorf("duplicate delivery of %s to %s at %s and %s without a kill in between",
+					seq, rc, times[i-1].Format("15:04:05.000"), times[i].Format("15:04:05.000"))
+			}
+		}
+	}
+	return r
+}
+
+func fate(refused map[string]string, seq string) string {
+	if why, ok := refused[seq]; ok {
+		return "refused: " + why
+	}
+	return "broken before the final dot, or never sent"
+}
+
+func killBetween(kills []kill, a, b time.Time) bool {
+	for _, k := range kills {
+		if !k.at.Before(a) && !k.at.After(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// verifyQueueEmpty opens the stopped daemon's queue: it must pass Check and
+// hold nothing (everything was delivered).
+func verifyQueueEmpty(t *testing.T, d *Daemon) {
+	s, err := store.Open(d.QueueDB(), store.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Errorf("open queue after the run: %v", err)
+		return
+	}
+	defer s.Close()
+	if err := s.Check(); err != nil {
+		t.Errorf("queue check after the run: %v", err)
+	}
+	msgs, _, err := s.List(store.Filter{}, "", 50)
+	if err != nil {
+		t.Errorf("list queue: %v", err)
+		return
+	}
+	for _, m := range msgs {
+		var rc []string
+		for _, r := range m.Recipients {
+			rc = append(rc, fmt.Sprintf("%s(%d %s)", r.Addr, r.State, r.Reply))
+		}
+		t.Errorf("left in the queue after the drain: %s state %s from <%s> to %s", m.ID, m.State, m.Sender, strings.Join(rc, ", "))
+	}
+}
+
+func hash(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}

@@ -1,0 +1,245 @@
+package crashtest
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// SeqHeader names the header that identifies a test message. The sink
+// counts deliveries per (sequence, recipient).
+const SeqHeader = "X-Seq"
+
+// Receipt is one delivery seen by the sink.
+type Receipt struct {
+	Seq  string
+	Rcpt string
+	At   time.Time // when the final dot arrived, before the 250 reply
+}
+
+// Sink is a go-smtp server on 127.0.0.1 that stands in for the customer's
+// MTA. Unlike internal/testutil's MTA it keeps no message bodies, only who
+// got what when, so that a ten-minute soak stays small.
+type Sink struct {
+	Addr string
+
+	srv  *smtp.Server
+	done chan struct{}
+
+	mu       sync.Mutex
+	got      map[string][]time.Time // seq + " " + rcpt -> receipt times
+	attempts map[string]int         // seq -> DATA attempts, including refused ones
+	total    int
+	// TempFail, when set, is asked after each DATA: a non-nil reply is
+	// sent instead of 250 and the delivery is not counted.
+	tempFail func(seq string, attempt int) *smtp.SMTPError
+	delay    func() time.Duration
+	onData   func(seq string)
+	conns    int
+	notify   chan struct{}
+}
+
+// NewSink starts a sink on 127.0.0.1:0; it is closed when the test ends.
+func NewSink(t testing.TB) *Sink {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Sink{
+		Addr:     l.Addr().String(),
+		got:      map[string][]time.Time{},
+		attempts: map[string]int{},
+		done:     make(chan struct{}),
+		notify:   make(chan struct{}, 1),
+	}
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		s.mu.Lock()
+		s.conns++
+		s.mu.Unlock()
+		return &sinkSession{s: s}, nil
+	}))
+	s.srv.Domain = "sink.test"
+	s.srv.ReadTimeout = 30 * time.Second
+	s.srv.WriteTimeout = 30 * time.Second
+	s.srv.MaxMessageBytes = 64 << 20
+	s.srv.ErrorLog = quietLog{}
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(l)
+	}()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Close stops the sink and waits for its connections.
+func (s *Sink) Close() {
+	s.srv.Close()
+	<-s.done
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+}
+
+// SetTempFail installs (or with nil removes) the refusal policy.
+func (s *Sink) SetTempFail(f func(seq string, attempt int) *smtp.SMTPError) {
+	s.mu.Lock()
+	s.tempFail = f
+	s.mu.Unlock()
+}
+
+// SetDelay makes each DATA wait f() before its reply (nil: no wait).
+func (s *Sink) SetDelay(f func() time.Duration) {
+	s.mu.Lock()
+	s.delay = f
+	s.mu.Unlock()
+}
+
+// OnData calls f when the final dot of a message has been read, before
+// the reply (f runs in the session's goroutine, outside the lock).
+func (s *Sink) OnData(f func(seq string)) {
+	s.mu.Lock()
+	s.onData = f
+	s.mu.Unlock()
+}
+
+// Count is how many times (seq, rcpt) was delivered.
+func (s *Sink) Count(seq, rcpt string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got[seq+" "+rcpt])
+}
+
+// Times returns the delivery times of (seq, rcpt).
+func (s *Sink) Times(seq, rcpt string) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.got[seq+" "+rcpt]...)
+}
+
+// Keys returns every (seq, rcpt) delivered, as "seq rcpt".
+func (s *Sink) Keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keys := make([]string, 0, len(s.got))
+	for k := range s.got {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Total is the number of deliveries (messages x recipients) counted.
+func (s *Sink) Total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// Attempts is the number of DATA commands completed, refused or not.
+func (s *Sink) Attempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, a := range s.attempts {
+		n += a
+	}
+	return n
+}
+
+// Conns is the number of connections the sink accepted.
+func (s *Sink) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+// WaitFor polls until done() is true or d passed; it reports done().
+func (s *Sink) WaitFor(d time.Duration, done func() bool) bool {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !done() {
+		select {
+		case <-s.notify:
+		case <-tick.C:
+		case <-deadline.C:
+			return done()
+		}
+	}
+	return true
+}
+
+type quietLog struct{}
+
+func (quietLog) Printf(string, ...any) {}
+func (quietLog) Println(...any)        {}
+
+type sinkSession struct {
+	s     *Sink
+	rcpts []string
+}
+
+func (x *sinkSession) Reset()        { x.rcpts = nil }
+func (x *sinkSession) Logout() error { return nil }
+
+func (x *sinkSession) Mail(string, *smtp.MailOptions) error {
+	x.rcpts = nil
+	return nil
+}
+
+func (x *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	x.rcpts = append(x.rcpts, to)
+	return nil
+}
+
+func (x *sinkSession) Data(r io.Reader) error {
+	seq := readSeq(r)
+	s := x.s
+	s.mu.Lock()
+	s.attempts[seq]++
+	attempt := s.attempts[seq]
+	tf, delay, hook := s.tempFail, s.delay, s.onData
+	s.mu.Unlock()
+	if hook != nil {
+		hook(seq)
+	}
+	if delay != nil {
+		time.Sleep(delay())
+	}
+	if tf != nil {
+		if reply := tf(seq, attempt); reply != nil {
+			return reply
+		}
+	}
+	now := time.Now()
+	s.mu.Lock()
+	for _, rc := range x.rcpts {
+		k := seq + " " + rc
+		s.got[k] = append(s.got[k], now)
+		s.total++
+	}
+	s.mu.Unlock()
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// readSeq reads a message to its end and returns its X-Seq header value
+// ("" when there is none).
+func readSeq(r io.Reader) string {
+	br := bufio.NewReader(r)
+	hdr, _ := textproto.NewReader(br).ReadMIMEHeader()
+	io.Copy(io.Discard, br)
+	return strings.TrimSpace(hdr.Get(SeqHeader))
+}

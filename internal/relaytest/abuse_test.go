@@ -1,0 +1,417 @@
+package relaytest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/crashtest"
+)
+
+// dialRaw connects from local address from and returns the greeting.
+func dialRaw(t *testing.T, d *crashtest.Daemon, from string) (*crashtest.Session, int, string) {
+	t.Helper()
+	s, code, msg, err := crashtest.Dial(d.Addr(), from, 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", from, err)
+	}
+	t.Cleanup(s.Close)
+	return s, code, msg
+}
+
+// closedSoon reports whether the server closes s within d (reading and
+// discarding anything it still sends).
+func closedSoon(s *crashtest.Session, d time.Duration) bool {
+	s.Conn.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, s.Conn)
+	var ne net.Error
+	return err == nil || !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// TestConnectionLimits: smtpd_client_connection_count_limit per client
+// address and smtpd_connection_limit in total both answer 421 4.7.0 and
+// hang up; a closed session frees its slot.
+func TestConnectionLimits(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	d := newRelay(t, sink, map[string]string{
+		"smtpd_client_connection_count_limit": "2",
+		"smtpd_connection_limit":              "4",
+	})
+	a1, code, _ := dialRaw(t, d, "127.0.0.1")
+	if code != 220 {
+		t.Fatalf("first connection: %d", code)
+	}
+	a2, code, _ := dialRaw(t, d, "127.0.0.1")
+	if code != 220 {
+		t.Fatalf("second connection: %d", code)
+	}
+	a3, code, msg := dialRaw(t, d, "127.0.0.1")
+	if code != 421 || !strings.HasPrefix(msg, "4.7.0") {
+		t.Errorf("third connection from one client: got %d %s, want 421 4.7.0", code, msg)
+	}
+	if !closedSoon(a3, 3*time.Second) {
+		t.Errorf("connection over the per-client limit was not closed")
+	}
+
+	b1, code, _ := dialRaw(t, d, "127.0.0.3")
+	b2, code2, _ := dialRaw(t, d, "127.0.0.3")
+	if code != 220 || code2 != 220 {
+		t.Fatalf("second client's connections: %d, %d", code, code2)
+	}
+	_, code, msg = dialRaw(t, d, "127.0.0.4")
+	if code != 421 || !strings.HasPrefix(msg, "4.7.0") {
+		t.Errorf("fifth connection in total: got %d %s, want 421 4.7.0", code, msg)
+	}
+
+	// Closing a session frees a slot (for its client and in total).
+	expect(t, a1, "QUIT", 221, "")
+	closedSoon(a1, 3*time.Second)
+	freed := false
+	for i := 0; i < 40 && !freed; i++ {
+		s, code, _, err := crashtest.Dial(d.Addr(), "127.0.0.1", 5*time.Second)
+		if err == nil {
+			freed = code == 220
+			s.Close()
+		}
+		if !freed {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if !freed {
+		t.Errorf("slot not freed after QUIT")
+	}
+	for _, s := range []*crashtest.Session{a2, b1, b2} {
+		s.Cmd("QUIT")
+	}
+}
+
+// TestSlowClientTimesOut: a client that sends one byte a second is cut
+// off at smtpd_timeout (2 s here), and its slot is free again.
+func TestSlowClientTimesOut(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	d := newRelay(t, sink, map[string]string{
+		"smtpd_timeout":                       "2s",
+		"smtpd_client_connection_count_limit": "1",
+	})
+	slow, code, _ := dialRaw(t, d, "127.0.0.1")
+	if code != 220 {
+		t.Fatalf("greeting %d", code)
+	}
+	_, code, msg := dialRaw(t, d, "127.0.0.1")
+	if code != 421 {
+		t.Errorf("second connection while the slow one holds the slot: %d %s, want 421", code, msg)
+	}
+
+	start := time.Now()
+	line := "EHLO slow.stranger.example\r\n"
+	closed := make(chan time.Duration, 1)
+	go func() {
+		// Reader: the server's last words and the close.
+		slow.Conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		io.Copy(io.Discard, slow.Conn)
+		closed <- time.Since(start)
+	}()
+	var gone time.Duration
+writing:
+	for i := 0; i < len(line); i++ {
+		if _, err := slow.Conn.Write([]byte{line[i]}); err != nil {
+			break
+		}
+		select {
+		case gone = <-closed:
+			break writing
+		case <-time.After(time.Second):
+		}
+	}
+	if gone == 0 {
+		select {
+		case gone = <-closed:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	switch {
+	case gone == 0:
+		t.Fatalf("a client sending one byte a second was not cut off in %v (smtpd_timeout = 2s)", time.Since(start).Round(time.Second))
+	case gone > 6*time.Second:
+		t.Errorf("slow client cut off after %v, want about smtpd_timeout = 2s", gone.Round(100*time.Millisecond))
+	}
+	t.Logf("slow client cut off after %v", gone.Round(100*time.Millisecond))
+
+	ok := false
+	for i := 0; i < 40 && !ok; i++ {
+		s, code, _, err := crashtest.Dial(d.Addr(), "127.0.0.1", 5*time.Second)
+		if err == nil {
+			ok = code == 220
+			s.Close()
+		}
+		if !ok {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if !ok {
+		t.Errorf("the timed-out client's slot was not freed")
+	}
+}
+
+// TestOverlongLines: a 100 KB command line and a 1 MB header line get a
+// reply (or a hang-up), never an unbounded read; the daemon keeps serving
+// and its memory stays bounded.
+func TestOverlongLines(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	tempFailAll(sink)
+	d := newRelay(t, sink, nil)
+	base := d.RSS()
+
+	s := dial(t, d, "127.0.0.1")
+	long := "EHLO " + strings.Repeat("a", 100<<10)
+	code, msg, err := s.Cmd("%s", long)
+	if err == nil && code/100 != 5 {
+		t.Errorf("100 KB command line: %d %s, want a 5xx reply", code, msg)
+	}
+	if err == nil {
+		// The session goes on (or ends) cleanly after the long line.
+		c, m, err := s.Cmd("NOOP")
+		if err == nil && c != 250 && c != 421 {
+			t.Errorf("NOOP after the long line: %d %s", c, m)
+		}
+	}
+	s.Close()
+
+	s = dial(t, d, "127.0.0.1")
+	expect(t, s, "EHLO stranger.example", 250, "")
+	expect(t, s, "MAIL FROM:<a@stranger.example>", 250, "")
+	expect(t, s, "RCPT TO:<user@sink.test>", 250, "")
+	expect(t, s, "DATA", 354, "")
+	w := bufio.NewWriter(s.Conn)
+	fmt.Fprintf(w, "%s: overlong-header\r\nX-Long: ", crashtest.SeqHeader)
+	chunk := strings.Repeat("b", 64<<10)
+	for i := 0; i < 16; i++ {
+		w.WriteString(chunk)
+	}
+	w.WriteString("\r\n\r\nbody\r\n.\r\n")
+	werr := w.Flush()
+	code, msg, err = s.Read()
+	switch {
+	case err != nil && werr == nil:
+		t.Errorf("1 MB header line: no reply: %v", err)
+	case err == nil && code != 250 && code/100 != 5:
+		t.Errorf("1 MB header line: %d %s, want 250 or a 5xx", code, msg)
+	}
+	t.Logf("1 MB header line: %d %s", code, msg)
+
+	// Still serving.
+	s2 := dial(t, d, "127.0.0.1")
+	expect(t, s2, "EHLO stranger.example", 250, "")
+	expect(t, s2, "QUIT", 221, "")
+	if grow := d.RSS() - base; base > 0 && grow > 32<<20 {
+		t.Errorf("daemon memory grew by %d MB after overlong lines", grow>>20)
+	}
+}
+
+// TestMessageSizeLimitStreaming: with message_size_limit = 1 MB, a 50 MB
+// DATA stream is refused with 552 5.3.4 and the daemon does not hold it in
+// memory; SIZE= over the limit is refused at MAIL FROM.
+func TestMessageSizeLimitStreaming(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	tempFailAll(sink)
+	d := newRelay(t, sink, map[string]string{"message_size_limit": "1048576"})
+
+	s := dial(t, d, "127.0.0.1")
+	expect(t, s, "EHLO stranger.example", 250, "")
+	expect(t, s, "MAIL FROM:<a@stranger.example> SIZE=2000000", 552, "5.3.4")
+	expect(t, s, "MAIL FROM:<a@stranger.example>", 250, "")
+	expect(t, s, "RCPT TO:<user@sink.test>", 250, "")
+	expect(t, s, "DATA", 354, "")
+
+	base := d.RSS()
+	var peak int64
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if r := d.RSS(); r > 0 {
+				mu.Lock()
+				peak = max(peak, r)
+				mu.Unlock()
+			}
+		}
+	}()
+	s.Conn.SetDeadline(time.Now().Add(60 * time.Second))
+	w := bufio.NewWriterSize(s.Conn, 64<<10)
+	fmt.Fprintf(w, "%s: big\r\nSubject: big\r\n\r\n", crashtest.SeqHeader)
+	line := strings.Repeat("x", 998) + "\r\n"
+	var werr error
+	for sent := 0; sent < 50<<20 && werr == nil; sent += len(line) {
+		_, werr = w.WriteString(line)
+	}
+	if werr == nil {
+		w.WriteString(".\r\n")
+		werr = w.Flush()
+	}
+	code, msg, err := s.Read()
+	close(stop)
+	<-sampled
+	if err != nil {
+		t.Fatalf("50 MB message at a 1 MB limit: no reply (write error %v): %v", werr, err)
+	}
+	if code != 552 || !strings.HasPrefix(msg, "5.3.4") {
+		t.Errorf("50 MB message at a 1 MB limit: %d %s, want 552 5.3.4", code, msg)
+	}
+	mu.Lock()
+	grow := peak - base
+	mu.Unlock()
+	t.Logf("RSS before %d KB, peak during the 50 MB stream %d KB (+%d KB)", base>>10, peak>>10, grow>>10)
+	if base > 0 && grow > 16<<20 {
+		t.Errorf("daemon memory grew by %d MB while a 50 MB message streamed against a 1 MB limit", grow>>20)
+	}
+	if werr == nil {
+		expect(t, s, "QUIT", 221, "")
+	}
+}
+
+// TestTooManyRecipients: the recipient after smtpd_recipient_limit gets
+// 452 4.5.3 and the message still goes through with the first ones.
+func TestTooManyRecipients(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	tempFailAll(sink)
+	d := newRelay(t, sink, map[string]string{"smtpd_recipient_limit": "5"})
+	s := dial(t, d, "127.0.0.1")
+	expect(t, s, "EHLO stranger.example", 250, "")
+	expect(t, s, "MAIL FROM:<a@stranger.example>", 250, "")
+	for i := 0; i < 5; i++ {
+		expect(t, s, fmt.Sprintf("RCPT TO:<u%d@sink.test>", i), 250, "")
+	}
+	expect(t, s, "RCPT TO:<u5@sink.test>", 452, "4.5.3")
+	expect(t, s, "DATA", 354, "")
+	expect(t, s, crashtest.SeqHeader+": many\r\n\r\nhi\r\n.", 250, "")
+	expect(t, s, "QUIT", 221, "")
+}
+
+// TestHardErrorLimit: after smtpd_hard_error_limit errors the server says
+// 421 4.7.0 and hangs up.
+func TestHardErrorLimit(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	d := newRelay(t, sink, map[string]string{
+		"smtpd_hard_error_limit": "3",
+		"smtpd_soft_error_limit": "2",
+	})
+	s := dial(t, d, "127.0.0.1")
+	got421 := false
+	for i := 0; i < 6 && !got421; i++ {
+		code, msg, err := s.Cmd("BOGUS %d", i)
+		if err != nil {
+			t.Fatalf("error %d: connection ended without 421: %v", i+1, err)
+		}
+		switch {
+		case code == 421:
+			got421 = true
+			if !strings.HasPrefix(msg, "4.7.0") {
+				t.Errorf("hard error limit reply: 421 %s, want 421 4.7.0", msg)
+			}
+			if i+1 > 3 {
+				t.Errorf("421 came after %d errors, want after 3", i)
+			}
+		case code/100 != 5:
+			t.Errorf("BOGUS: %d %s, want 5xx", code, msg)
+		}
+		if !got421 && i == 2 {
+			// Postfix answers the third error, then 421 before reading
+			// the next command.
+			s.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			code, msg, err = s.Read()
+			if err == nil && code == 421 {
+				got421 = true
+				if !strings.HasPrefix(msg, "4.7.0") {
+					t.Errorf("hard error limit reply: 421 %s, want 421 4.7.0", msg)
+				}
+			}
+		}
+	}
+	if !got421 {
+		t.Fatalf("no 421 after 6 errors with smtpd_hard_error_limit = 3")
+	}
+	if !closedSoon(s, 3*time.Second) {
+		t.Errorf("connection still open after 421")
+	}
+}
+
+// TestETRNFloodNoDuplicates: deferred mail for one destination, then 50
+// ETRNs from one client while deliveries are slow: every message is
+// delivered exactly once.
+func TestETRNFloodNoDuplicates(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	tempFailAll(sink)
+	d := newRelay(t, sink, map[string]string{"fast_flush_domains": "$relay_domains"})
+
+	const n = 10
+	s := dial(t, d, "127.0.0.1")
+	expect(t, s, "EHLO stranger.example", 250, "")
+	for i := 0; i < n; i++ {
+		expect(t, s, "MAIL FROM:<a@stranger.example>", 250, "")
+		expect(t, s, fmt.Sprintf("RCPT TO:<u%d@sink.test>", i%3), 250, "")
+		expect(t, s, "DATA", 354, "")
+		expect(t, s, fmt.Sprintf("%s: flood-%d\r\n\r\nhi\r\n.", crashtest.SeqHeader, i), 250, "")
+	}
+	// Every message tried once and deferred (minimal_backoff_time = 1h).
+	if !sink.WaitFor(20*time.Second, func() bool { return sink.Attempts() >= n }) {
+		t.Fatalf("only %d of %d first attempts reached the sink", sink.Attempts(), n)
+	}
+	time.Sleep(300 * time.Millisecond) // let the deferrals commit
+	sink.SetTempFail(nil)
+	sink.SetDelay(func() time.Duration { return 200 * time.Millisecond })
+
+	ok := 0
+	for i := 0; i < 50; i++ {
+		code, msg := cmd(t, s, "ETRN sink.test")
+		switch {
+		case code/100 == 2:
+			ok++
+		case code == 421:
+			t.Fatalf("ETRN %d: %d %s", i+1, code, msg)
+		}
+	}
+	expect(t, s, "QUIT", 221, "")
+	if ok == 0 {
+		t.Fatalf("no ETRN accepted")
+	}
+	delivered := func() int {
+		m := 0
+		for i := 0; i < n; i++ {
+			if sink.Count(fmt.Sprintf("flood-%d", i), fmt.Sprintf("u%d@sink.test", i%3)) > 0 {
+				m++
+			}
+		}
+		return m
+	}
+	if !sink.WaitFor(30*time.Second, func() bool { return delivered() == n }) {
+		t.Fatalf("%d of %d deferred messages delivered after %d ETRNs", delivered(), n, ok)
+	}
+	time.Sleep(1500 * time.Millisecond) // room for duplicates to show up
+	for i := 0; i < n; i++ {
+		seq, rc := fmt.Sprintf("flood-%d", i), fmt.Sprintf("u%d@sink.test", i%3)
+		if c := sink.Count(seq, rc); c != 1 {
+			t.Errorf("%s delivered %d times after an ETRN flood, want 1", seq, c)
+		}
+	}
+	t.Logf("%d ETRNs accepted; %d deliveries for %d messages", ok, sink.Total(), n)
+}
