@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/store"
 )
 
 func send(t *testing.T, addr, from string, to []string) error {
@@ -50,4 +52,20 @@ func asSMTP(err error, p **smtp.SMTPError) bool {
 	se, ok := err.(*smtp.SMTPError)
 	*p = se
 	return ok
+}
+
+func TestStoreHelper(t *testing.T) {
+	s := Store(t, store.Options{NoSync: true})
+	m := &store.Message{Sender: "a@x.test", Recipients: []store.Recipient{{Addr: "b@y.test"}}}
+	if err := s.Enqueue(m, []byte("Subject: x\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	path := StorePath(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := OpenStore(t, path, store.Options{NoSync: true})
+	if got, err := s2.Get(m.ID); err != nil || got.Sender != "a@x.test" {
+		t.Fatalf("reopen: %v %+v", err, got)
+	}
 }
