@@ -1,0 +1,138 @@
+package flush
+
+import (
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+type countWaker struct{ n atomic.Int32 }
+
+func (w *countWaker) Wake() { w.n.Add(1) }
+
+func newService(t *testing.T) (*Service, *store.Store, *countWaker) {
+	t.Helper()
+	c := config.Default()
+	c.Set("relay_domains", "customer.tld, other.tld")
+	p, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{
+		Timeout: time.Second, NoSync: true, Eligible: p.Eligible, PolicyKey: p.Key(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Check(); err != nil {
+			t.Errorf("store check: %v", err)
+		}
+		s.Close()
+	})
+	w := &countWaker{}
+	return NewService(p, s, w, zerolog.New(zerolog.NewTestWriter(t))), s, w
+}
+
+// deferred enqueues a message for rcpts and defers every recipient an hour.
+func deferred(t *testing.T, s *store.Store, rcpts ...string) store.ID {
+	t.Helper()
+	m := &store.Message{ID: store.NewID(), Sender: "a@sender.test", Arrival: time.Now()}
+	for _, r := range rcpts {
+		m.Recipients = append(m.Recipients, store.Recipient{Addr: r})
+	}
+	if err := s.Enqueue(m, []byte("Subject: t\r\n\r\nhi\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Lease(time.Now(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ms {
+		var f store.Finish
+		for i := range l.Recipients {
+			f.Outcomes = append(f.Outcomes, store.Outcome{Rcpt: i, Result: store.RcptPending,
+				Reply: "deferred transport", DSN: "4.3.2", NextAttempt: time.Now().Add(time.Hour)})
+		}
+		if err := s.Finish(l.ID, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m.ID
+}
+
+func TestServiceFlush(t *testing.T) {
+	svc, s, w := newService(t)
+	deferred(t, s, "u1@customer.tld")
+	deferred(t, s, "u2@CUSTOMER.tld", "x@other.tld")
+	deferred(t, s, "u3@sub.customer.tld")
+	deferred(t, s, "u4@other.tld")
+
+	// Not eligible: ErrNotEligible, nothing woken.
+	for _, site := range []string{"not.a.customer.domain", "[127.0.0.1]", "tld"} {
+		if _, err := svc.Flush(site, false); !errors.Is(err, ErrNotEligible) {
+			t.Errorf("Flush(%q) err = %v, want ErrNotEligible", site, err)
+		}
+	}
+	// Eligible, no mail: no error, zero count, no wake-up.
+	res, err := svc.Flush("empty.customer.tld", false)
+	if err != nil || res.Messages != 0 {
+		t.Errorf("Flush(empty) = %+v, %v", res, err)
+	}
+	if w.n.Load() != 0 {
+		t.Errorf("woken %d times without mail", w.n.Load())
+	}
+
+	// Exact destination, case and trailing dot normalised.
+	res, err = svc.Flush("Customer.TLD.", false)
+	if err != nil || res.Messages != 2 {
+		t.Errorf("Flush(customer.tld) = %+v, %v; want 2 messages", res, err)
+	}
+	if w.n.Load() != 1 {
+		t.Errorf("woken %d times, want 1", w.n.Load())
+	}
+	// Sub-tree: customer.tld (already due) and sub.customer.tld.
+	res, err = svc.Flush("customer.tld", true)
+	if err != nil || res.Messages != 3 {
+		t.Errorf("Flush(@customer.tld) = %+v, %v; want 3 messages", res, err)
+	}
+	res, err = svc.FlushAll()
+	if err != nil || res.Messages != 4 {
+		t.Errorf("FlushAll = %+v, %v; want 4", res, err)
+	}
+}
+
+func TestServiceDisabled(t *testing.T) {
+	c := config.Default()
+	c.Set("relay_domains", "")
+	p, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := NewService(p, nil, nil, zerolog.Nop())
+	if svc.Enabled() || svc.Eligible("customer.tld") {
+		t.Fatal("service enabled with empty fast_flush_domains")
+	}
+	if _, err := svc.Flush("customer.tld", false); !errors.Is(err, ErrNotEligible) {
+		t.Fatalf("Flush err = %v, want ErrNotEligible", err)
+	}
+}
+
+func TestServiceEligibleNormalises(t *testing.T) {
+	svc, _, _ := newService(t)
+	for _, d := range []string{"CUSTOMER.TLD", "customer.tld.", "Sub.Other.Tld"} {
+		if !svc.Eligible(d) {
+			t.Errorf("Eligible(%q) = false", d)
+		}
+	}
+	if svc.As("etrn").event != "etrn" || svc.event != "flush" {
+		t.Errorf("As did not copy")
+	}
+}
