@@ -75,6 +75,8 @@ type MTA struct {
 	dataHook func(Received)
 	delay    time.Duration
 	notify   chan struct{}
+	hangup   bool
+	hangups  int
 }
 
 // NewMTA starts an MTA on 127.0.0.1:0. It is shut down when the test ends.
@@ -168,7 +170,23 @@ func (m *MTA) Up(t testing.TB) {
 	m.serve(l)
 }
 
-// Conns is the number of connections accepted so far.
+// Hangup, while on, makes the MTA accept TCP connections and close them at
+// once without a greeting (a broken server). They are counted by Hangups,
+// not by Conns.
+func (m *MTA) Hangup(on bool) {
+	m.mu.Lock()
+	m.hangup = on
+	m.mu.Unlock()
+}
+
+// Hangups is the number of connections closed by Hangup mode.
+func (m *MTA) Hangups() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.hangups
+}
+
+// Conns is the number of SMTP sessions accepted so far.
 func (m *MTA) Conns() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -193,7 +211,7 @@ func (m *MTA) Messages() []Received {
 func (m *MTA) Reset() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.msgs, m.conns, m.maxOpen = nil, 0, m.open
+	m.msgs, m.conns, m.hangups, m.maxOpen = nil, 0, 0, m.open
 }
 
 // Wait waits until at least n messages were received or d passed, and
@@ -227,7 +245,7 @@ func (m *MTA) serve(l net.Listener) {
 	m.mu.Unlock()
 	go func() {
 		defer close(done)
-		_ = s.Serve(l)
+		_ = s.Serve(&hangupListener{Listener: l, m: m})
 	}()
 }
 
@@ -244,6 +262,32 @@ func (m *MTA) stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.Shutdown(ctx) // waits for the connection goroutines
+}
+
+// hangupListener closes accepted connections while the MTA is in Hangup
+// mode.
+type hangupListener struct {
+	net.Listener
+	m *MTA
+}
+
+func (l *hangupListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.m.mu.Lock()
+		h := l.m.hangup
+		if h {
+			l.m.hangups++
+		}
+		l.m.mu.Unlock()
+		if !h {
+			return c, nil
+		}
+		c.Close()
+	}
 }
 
 type discardLogger struct{}

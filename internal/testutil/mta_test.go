@@ -69,3 +69,18 @@ func TestStoreHelper(t *testing.T) {
 		t.Fatalf("reopen: %v %+v", err, got)
 	}
 }
+
+func TestMTAHangup(t *testing.T) {
+	m := NewMTA(t, MTAOptions{})
+	m.Hangup(true)
+	if err := send(t, m.Addr, "a@x.test", []string{"b@y.test"}); err == nil {
+		t.Fatal("hang-up MTA accepted mail")
+	}
+	if m.Hangups() != 1 || m.Conns() != 0 {
+		t.Fatalf("hangups %d conns %d", m.Hangups(), m.Conns())
+	}
+	m.Hangup(false)
+	if err := send(t, m.Addr, "a@x.test", []string{"b@y.test"}); err != nil {
+		t.Fatal(err)
+	}
+}
