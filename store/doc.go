@@ -1,0 +1,114 @@
+/*
+Package store is holdfast's mail queue: one bbolt file holding the
+envelopes, the message contents, the retry schedule and the fast-flush
+index, changed only by transactions that each do one whole state change.
+It is the only package that imports bbolt.
+
+# Basics
+
+Open the queue with Open, enqueue with Enqueue (group commit through
+bbolt's DB.Batch: concurrent SMTP sessions share one fsync, and Enqueue
+returns only after the commit), lease due messages with Lease, end an
+attempt with Finish. Flush, FlushAll and FlushID expedite deferred mail
+(ETRN, sendmail -q, postqueue -i). Hold, Release, Requeue and Delete (and
+their *All forms) are the postsuper operations; List pages through the
+queue; Stats reads counters kept in the meta bucket.
+
+Buckets (names and key codecs are in keys.go):
+
+	meta     schema version, policy fingerprint, counters
+	msg      id -> envelope record (record.go: version byte, fields, CRC-32C)
+	body     id -> content as received
+	due      big-endian unix nanos ‖ id -> ∅         the schedule
+	flush    reversed domain ‖ 0x00 ‖ id -> ∅        the fast-flush index
+	hold     id -> ∅                                  messages on hold
+	active   id -> ∅                                  leases, recovered at Open
+	dest     destination -> dead-until, reason, last flush
+	corrupt  id/msg, id/body -> records that did not decode
+
+Queue IDs are 12 characters of base32 (extended-hex alphabet, so byte
+order is numeric order) over 42 bits of Unix milliseconds and 18 random
+bits: time-ordered, so the msg bucket is in arrival order and List pages
+in arrival order; not guessable from a neighbour.
+
+A message is incoming (due now), active (leased), deferred (due later)
+or on hold. Incoming and deferred messages have exactly one due entry,
+at Message.Due; Lease seeks to the start of bucket due and stops at now,
+so its cost does not depend on the queue size. Each recipient has its own
+state, attempt count and next attempt; the message is due at the earliest
+NextAttempt of its pending recipients. When no recipient is pending the
+message, its body and all its entries are deleted in the same
+transaction.
+
+The flush index. A flush key is the destination with its labels
+reversed ("sub.customer.tld" is stored as "tld.customer.sub"), a 0x00
+byte and the ID. Flush(d, false) seeks to "reversed(d)\x00"; Flush(d,
+true) also seeks to "reversed(d)." for the sub-domains. The separator
+matters: "xcustomer.tld" ("tld.xcustomer") and "customerx.tld" are in
+neither range. The index invariant, kept by every transaction and
+verified by Check:
+
+	the flush bucket holds exactly one key per (destination, message)
+	where the message is not on hold, has a pending recipient whose
+	domain is that destination, and Options.Eligible(destination) is
+	true — for incoming, active and deferred messages alike.
+
+DESIGN.md adds a message to the index when it is deferred. We index from
+the moment of Enqueue instead, and keep the entries while the message is
+active, because a flush must reach all of the destination's mail, not
+only mail that has already failed once: mail not yet attempted (queued
+behind a busy scheduler, or deferred on arrival by defer_transports)
+must be expedited too, and mail being delivered right now must be
+retried as soon as the attempt ends if it fails again — Postfix drops
+such flush requests (reference spec §6.9). Flush therefore marks the
+pending recipients of an active message FlushPending; Finish turns that
+into Forced and due now. The cost is one index key per eligible
+destination per message for its whole life instead of only while
+deferred; a message to a destination that is not eligible costs nothing.
+Since every change goes through one function (wtx.save) that derives the
+entries from the old and the new record, the index cannot drift from the
+records.
+
+Counters (messages per state, content bytes, quarantined records) are
+updated in the transaction that changes them, so Stats is O(1).
+
+# Caveats
+
+The Eligible function and PolicyKey must change together: Open rebuilds
+the index only when the stored PolicyKey differs from Options.PolicyKey.
+A rebuild, like FlushAll and Check, walks the whole queue in one
+transaction.
+
+bbolt allows one process: a second Open waits Options.Timeout for the
+file lock and fails with ErrLocked, naming the pid found in the sidecar
+file "<path>.pid" that Open writes and Close removes (the lock itself is
+bbolt's flock; the pid file is only a label and may be stale). Compact
+needs the queue closed.
+
+The file never shrinks: freed pages are reused (a steady state is
+reached under constant load) but only Compact returns space to the file
+system. Options.MaxSize counts live pages (file high-water mark minus
+free pages) and applies to Enqueue only, so deliveries and bounces can
+always proceed. When bbolt cannot grow or re-map the file the error is
+ErrNoSpace and the transaction is rolled back; bbolt reports mmap and
+resize failures only as text, which classify matches.
+
+A record that fails its checksum or does not decode is moved, with its
+body, to the corrupt bucket by the first write transaction that meets it
+(Options.OnCorrupt is called after the commit so that the caller can log
+it; Stats.Corrupt counts them; Delete by ID removes them). Moving it
+aside scans the due and flush buckets for its ID, since a corrupt record
+cannot say which entries it had: rare, and exact. Read operations (Get,
+List) report or skip such records without moving them.
+
+A message held while active keeps its lease: Finish records the outcome
+and leaves it on hold; Release before that returns it to active. Delete
+of an active message makes the worker's Finish fail with ErrNotFound.
+
+Enqueue waits up to 2 ms for other Enqueues to share its commit
+(DB.MaxBatchDelay). Options.NoSync is for tests and benchmarks only.
+
+Record encoding: version 1 is the only version. A later version adds a
+decoder and keeps the old ones; encodeMessage always writes the newest.
+*/
+package store
