@@ -107,6 +107,8 @@ cond_set = ${relay_domains?yes-relay}
 cond_unset = ${relayhost?direct}${relayhost:no-relayhost}
 undefined_cond = [${nothing?x}${nothing:y}]
 dollar = a $ sign, $-1 and $
+alt_set = ${relay_domains?{relay}:{direct}}
+alt_unset = ${relayhost?{via $relayhost}:{direct to $myhostname}} ${relayhost:{braced}}
 `
 	c := mustParse(t, text)
 	tests := map[string]string{
@@ -121,6 +123,8 @@ dollar = a $ sign, $-1 and $
 		"cond_unset":         "no-relayhost",
 		"undefined_cond":     "[y]",
 		"dollar":             "a $ sign, $-1 and $",
+		"alt_set":            "relay",
+		"alt_unset":          "direct to mx.example.net braced",
 	}
 	for name, want := range tests {
 		got, err := c.Expand(name)
@@ -143,6 +147,8 @@ dollar = a $ sign, $-1 and $
 		"main.cf:8: cond_unset: unknown parameter",
 		"main.cf:9: undefined_cond: unknown parameter",
 		"main.cf:10: dollar: unknown parameter",
+		"main.cf:11: alt_set: unknown parameter",
+		"main.cf:12: alt_unset: unknown parameter",
 	}
 	if got := c.Warnings(); !reflect.DeepEqual(got, want) {
 		t.Errorf("warnings\n got %q\nwant %q", got, want)

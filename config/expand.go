@@ -67,9 +67,11 @@ const maxExpanded = 1 << 20
 
 // ref is one parsed $ reference.
 type ref struct {
-	name string
-	op   byte   // 0, '?' (text if name not empty) or ':' (text if empty)
-	text string // unexpanded text for op
+	name   string
+	op     byte   // 0, '?' (text if name not empty) or ':' (text if empty)
+	text   string // unexpanded text for op
+	alt    string // ${name?{text}:{alt}}: unexpanded text if name is empty
+	hasAlt bool
 }
 
 // parseRef parses the reference at the start of s (which starts with '$')
@@ -124,8 +126,55 @@ func parseRef(s string) (ref, int, error) {
 			return ref{}, 0, fmt.Errorf("bad parameter name in %q", s[:end+1])
 		}
 		r.op, r.text = inner[j], inner[j+1:]
+		if r.op == '?' {
+			r.text, r.alt, r.hasAlt = splitAlternatives(r.text)
+		} else {
+			r.text, _, _ = splitAlternatives(r.text)
+		}
 	}
 	return r, end + 1, nil
+}
+
+// splitAlternatives reads Postfix 3.0's `{text1}:{text2}` and `{text}`
+// forms of a conditional's text; other text is returned unchanged.
+func splitAlternatives(s string) (text, alt string, hasAlt bool) {
+	t := strings.TrimSpace(s)
+	if !strings.HasPrefix(t, "{") {
+		return s, "", false
+	}
+	end := matchingBrace(t)
+	if end < 0 {
+		return s, "", false
+	}
+	first, rest := t[1:end], strings.TrimSpace(t[end+1:])
+	if rest == "" {
+		return first, "", false
+	}
+	if r, ok := strings.CutPrefix(rest, ":"); ok {
+		r = strings.TrimSpace(r)
+		if strings.HasPrefix(r, "{") && matchingBrace(r) == len(r)-1 {
+			return first, r[1 : len(r)-1], true
+		}
+	}
+	return s, "", false
+}
+
+// matchingBrace returns the index of the '}' that closes the '{' at s[0],
+// or -1.
+func matchingBrace(s string) int {
+	depth := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '{':
+			depth++
+		case '}':
+			depth--
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return -1
 }
 
 // expandRef expands one reference made in owner's value.
@@ -151,6 +200,9 @@ func (c *Config) expandRef(owner string, r ref, stack []string) (string, error) 
 	switch r.op {
 	case '?':
 		if v == "" {
+			if r.hasAlt {
+				return c.expandValue(owner, r.alt, stack)
+			}
 			return "", nil
 		}
 		return c.expandValue(owner, r.text, stack)
@@ -176,6 +228,7 @@ func references(raw string) []string {
 		}
 		out = append(out, r.name)
 		out = append(out, references(r.text)...)
+		out = append(out, references(r.alt)...)
 		i += n - 1
 	}
 	return out
