@@ -1,0 +1,264 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// Flusher is what the control server needs from the flush service
+// (flush.Service).
+type Flusher interface {
+	Enabled() bool
+	Eligible(domain string) bool
+	Flush(site string, subtree bool) (store.FlushResult, error)
+	FlushAll() (store.FlushResult, error)
+	FlushID(id store.ID) (store.FlushResult, error)
+}
+
+// Options configure a control server.
+type Options struct {
+	Store  *store.Store
+	Flush  Flusher
+	Config *config.Config
+	Log    zerolog.Logger
+	// Metrics, if not nil, counts flush requests and local submissions
+	// and feeds flush --wait with delivery outcomes.
+	Metrics *Metrics
+	// Policy overrides the access policy built from Config (tests).
+	Policy *Policy
+	// Wake, if not nil, is called after operations that make mail due
+	// now (release, requeue, submit): the scheduler's kick.
+	Wake func()
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the control API.
+type Server struct {
+	o      Options
+	policy *Policy
+	http   *http.Server
+	// chunk is the number of messages per transaction in bulk operations.
+	chunk int
+}
+
+// New returns a control server for the given store and flush service.
+func New(o Options) (*Server, error) {
+	if o.Store == nil || o.Flush == nil || o.Config == nil {
+		return nil, errors.New("control: Store, Flush and Config are required")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Server{o: o, policy: o.Policy, chunk: 1000}
+	if s.policy == nil {
+		p, err := NewPolicy(o.Config, os.Getuid())
+		if err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		s.policy = p
+	}
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 30 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, peerCred(c))
+		},
+	}
+	return s, nil
+}
+
+// Listen creates the control socket at path: a stale socket left by a
+// crash is removed, the directory is created, and the socket is made mode
+// 0660 (the daemon's user and group).
+func Listen(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("control: %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control: %s: another holdfast is listening", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control: remove stale socket: %w", err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	return l, nil
+}
+
+// Serve answers requests on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests and waits for those in progress until
+// ctx is done; long streams (listings, flush --wait) are then cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	return err
+}
+
+// handler is an endpoint that may fail with an *apiError.
+type handler func(w http.ResponseWriter, r *http.Request) error
+
+// apiError is an error reply: status, code and the message the CLI prints.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errf(status int, code, format string, args ...any) *apiError {
+	return &apiError{status: status, code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	add := func(pattern string, c Class, h handler) {
+		mux.HandleFunc(pattern, s.wrap(c, h))
+	}
+	add("GET /v1/health", Anyone, s.health)
+	add("GET /v1/stats", Mailq, s.stats)
+	add("GET /v1/config", Admin, s.config)
+	add("GET /v1/queue", Mailq, s.list)
+	add("GET /v1/queue/{id}", Admin, s.show)
+	add("POST /v1/queue/{op}", Admin, s.operate)
+	add("POST /v1/flush", FlushOp, s.flush)
+	add("POST /v1/submit", Submit, s.submit)
+	add("GET /v1/db/check", Admin, s.check)
+	add("GET /v1/db/backup", Admin, s.backup)
+	return mux
+}
+
+// wrap checks the peer's access class, runs h and turns its error into a
+// JSON error reply.
+func (s *Server) wrap(c Class, h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p := peerFrom(r.Context())
+		if err := s.policy.Check(c, p.UID); err != nil {
+			s.o.Log.Warn().Int("uid", p.UID).Str("path", r.URL.Path).Msg(err.Error())
+			writeError(w, errf(http.StatusForbidden, CodeForbidden, "%s", err))
+			return
+		}
+		if err := h(w, r); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				s.o.Log.Error().Err(err).Str("path", r.URL.Path).Msg("control request failed")
+				ae = errf(http.StatusInternalServerError, CodeInternal, "%s", err)
+			}
+			writeError(w, ae)
+		}
+	}
+}
+
+func writeError(w http.ResponseWriter, e *apiError) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.status)
+	json.NewEncoder(w).Encode(errorReply{Code: e.code, Error: e.msg})
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(v)
+}
+
+// lines streams JSON lines, flushing each to the client.
+type lines struct {
+	w   http.ResponseWriter
+	enc *json.Encoder
+	rc  *http.ResponseController
+}
+
+func newLines(w http.ResponseWriter) *lines {
+	w.Header().Set("Content-Type", "application/jsonl")
+	return &lines{w: w, enc: json.NewEncoder(w), rc: http.NewResponseController(w)}
+}
+
+func (l *lines) send(v any) error {
+	if err := l.enc.Encode(v); err != nil {
+		return err
+	}
+	return l.rc.Flush()
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, Health{OK: true, PID: os.Getpid(), UID: os.Getuid()})
+}
+
+func (s *Server) stats(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.o.Store.Stats()
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, Stats{Incoming: st.Incoming, Active: st.Active, Deferred: st.Deferred,
+		Hold: st.Hold, Corrupt: st.Corrupt, Bytes: st.Bytes})
+}
+
+// config answers the daemon's value of each ?name= parameter, expanded.
+func (s *Server) config(w http.ResponseWriter, r *http.Request) error {
+	names := r.URL.Query()["name"]
+	if len(names) == 0 {
+		return errf(http.StatusBadRequest, CodeBadRequest, "name a parameter: ?name=NAME")
+	}
+	out := make(map[string]string, len(names))
+	for _, n := range names {
+		v, err := s.o.Config.Expand(n)
+		if err != nil {
+			return errf(http.StatusBadRequest, CodeBadRequest, "%s: %v", n, err)
+		}
+		out[n] = v
+	}
+	return writeJSON(w, out)
+}
+
+func (s *Server) check(w http.ResponseWriter, r *http.Request) error {
+	if err := s.o.Store.Check(); err != nil {
+		return errf(http.StatusConflict, "check_failed", "%s", err)
+	}
+	return writeJSON(w, map[string]bool{"ok": true})
+}
+
+// backup streams a consistent snapshot of the database (one read
+// transaction: mail committed before the request is in it).
+func (s *Server) backup(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	n, err := s.o.Store.Backup(w)
+	if err != nil {
+		// Headers are gone: cut the stream so the client sees a short copy.
+		s.o.Log.Error().Err(err).Int64("bytes", n).Msg("backup failed")
+		panic(http.ErrAbortHandler)
+	}
+	s.o.Log.Info().Int64("bytes", n).Msg("backup sent")
+	return nil
+}

@@ -1,0 +1,138 @@
+package control
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// submit queues a message from local submission (sendmail). The query
+// carries the envelope (?sender=, repeatable ?rcpt=); the request body is
+// the message with CRLF line ends. The daemon adds a Received: line and,
+// when missing, From:, Date: and Message-ID: (as Postfix's cleanup does
+// for local mail).
+func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	rcpts := q["rcpt"]
+	if len(rcpts) == 0 {
+		return errf(http.StatusBadRequest, CodeBadRequest, "no recipient addresses found in message header")
+	}
+	peer := peerFrom(r.Context())
+	sender := q.Get("sender")
+	if !q.Has("sender") {
+		sender = s.localAddress(userName(peer.UID))
+	}
+	for _, a := range append([]string{sender}, rcpts...) {
+		if strings.ContainsAny(a, "\r\n<>") {
+			return errf(http.StatusBadRequest, CodeBadRequest, "bad address syntax: %q", a)
+		}
+	}
+	for i, a := range rcpts {
+		if !strings.Contains(a, "@") {
+			rcpts[i] = s.localAddress(a)
+		}
+	}
+	limit, err := s.o.Config.Size("message_size_limit")
+	if err != nil || limit <= 0 {
+		limit = 1 << 40
+	}
+	content, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
+	}
+	if int64(len(content)) > limit {
+		return errf(http.StatusRequestEntityTooLarge, CodeTooBig, "message file too big")
+	}
+	now := s.o.Now()
+	id := store.NewID()
+	body := s.localHeaders(id, sender, content, now)
+	m := &store.Message{
+		ID: id, Sender: sender, Arrival: now, Size: int64(len(body)),
+		Protocol: "LOCAL", ClientName: "localhost",
+	}
+	for _, a := range rcpts {
+		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
+	}
+	if err := s.o.Store.Enqueue(m, body); err != nil {
+		if errors.Is(err, store.ErrNoSpace) {
+			return errf(http.StatusInsufficientStorage, CodeNoSpace, "queue file write error: %v", err)
+		}
+		return err
+	}
+	s.o.Metrics.Accepted()
+	if s.o.Wake != nil {
+		s.o.Wake()
+	}
+	s.o.Log.Info().Str("queue_id", string(id)).Str("from", sender).Int64("size", m.Size).
+		Int("nrcpt", len(rcpts)).Int("uid", peer.UID).Msg("local submission")
+	return writeJSON(w, SubmitReply{ID: string(id)})
+}
+
+// localAddress qualifies a bare user name with myorigin.
+func (s *Server) localAddress(user string) string {
+	origin := s.o.Config.String("myorigin")
+	if origin == "" {
+		origin = s.o.Config.String("myhostname")
+	}
+	if origin == "" {
+		return user
+	}
+	return user + "@" + origin
+}
+
+// localHeaders prepends the Received: line and adds the From:, Date: and
+// Message-ID: headers that the message lacks (RFC 5322 sec 3.6).
+func (s *Server) localHeaders(id store.ID, sender string, content []byte, now time.Time) []byte {
+	host := s.o.Config.String("myhostname")
+	date := now.Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)")
+	var b bytes.Buffer
+	// RFC 5321 sec 4.4: the trace line of local submission.
+	fmt.Fprintf(&b, "Received: by %s (holdfast) with LOCAL id %s;\r\n\t%s\r\n", host, id, date)
+	have := headerNames(content)
+	if !have["date"] {
+		fmt.Fprintf(&b, "Date: %s\r\n", date)
+	}
+	if !have["from"] {
+		from := sender
+		if from == "" {
+			from = "MAILER-DAEMON"
+		}
+		fmt.Fprintf(&b, "From: %s\r\n", from)
+	}
+	if !have["message-id"] {
+		fmt.Fprintf(&b, "Message-Id: <%s.%s@%s>\r\n", now.UTC().Format("20060102150405"), id, host)
+	}
+	b.Write(content)
+	return b.Bytes()
+}
+
+// headerNames returns the lower-cased names of the header fields before
+// the first empty line.
+func headerNames(content []byte) map[string]bool {
+	names := map[string]bool{}
+	for len(content) > 0 {
+		line := content
+		if i := bytes.IndexByte(content, '\n'); i >= 0 {
+			line, content = content[:i], content[i+1:]
+		} else {
+			content = nil
+		}
+		line = bytes.TrimRight(line, "\r")
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		if i := bytes.IndexByte(line, ':'); i > 0 {
+			names[strings.ToLower(strings.TrimSpace(string(line[:i])))] = true
+		}
+	}
+	return names
+}
