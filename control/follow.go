@@ -27,7 +27,7 @@ func (s *Server) follow(r *http.Request, out *lines, t *tracker, watch *watcher,
 	wait = min(wait, maxWait)
 	st.Tracked, st.Pending = t.count, t.count
 	heard := map[store.ID]map[string]string{} // outcomes from the hook
-	gone := map[store.ID]time.Time{}           // when a message was first seen gone
+	gone := map[store.ID]time.Time{}          // when a message was first seen gone
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	poll := time.NewTicker(pollInterval(t.count))
