@@ -1,0 +1,350 @@
+package smtpd
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// command is one row of the command table (Postfix's smtpd_cmd_table).
+type command struct {
+	verb   string
+	handle func(*session, string) *smtp.SMTPError
+	// junk: counts against smtpd_junk_command_limit (SMTPD_CMD_FLAG_LIMIT).
+	junk bool
+	// preTLS: allowed before STARTTLS when TLS is enforced.
+	preTLS bool
+	// needHelo: the reply when smtpd_helo_required and no HELO/EHLO yet;
+	// nil when the command is allowed before HELO.
+	needHelo *smtp.SMTPError
+	// noTxn: the reply when a mail transaction is in progress; nil when
+	// the command is allowed in a transaction.
+	noTxn *smtp.SMTPError
+	// group: may be followed by more commands in a pipelined group
+	// (RFC 2920 sec 3.1); other commands must end the group.
+	group bool
+	// counted is the disconnect-log counter.
+	counted int
+}
+
+var commands []command
+
+func init() {
+	commands = []command{
+		{verb: "HELO", handle: (*session).heloCmd, junk: true, preTLS: true, counted: cntHelo},
+		{verb: "EHLO", handle: (*session).ehloCmd, junk: true, preTLS: true, counted: cntEhlo},
+		{verb: "STARTTLS", handle: (*session).starttlsCmd, preTLS: true, counted: cntStartTLS},
+		{verb: "MAIL", handle: (*session).mailCmd, needHelo: replyMailHelo, noTxn: replyNestedMail, group: true, counted: cntMail},
+		{verb: "RCPT", handle: (*session).rcptCmd, group: true, counted: cntRcpt},
+		{verb: "DATA", handle: (*session).dataCmd, counted: cntData},
+		{verb: "RSET", handle: (*session).rsetCmd, junk: true, preTLS: true, group: true, counted: cntRset},
+		{verb: "NOOP", handle: (*session).noopCmd, junk: true, preTLS: true, counted: cntNoop},
+		{verb: "VRFY", handle: (*session).vrfyCmd, junk: true, counted: cntVrfy},
+		// RFC 1985; reference spec §1.2 for the order of the checks.
+		{verb: "ETRN", handle: (*session).etrn, junk: true, needHelo: replyEtrnHelo, noTxn: replyEtrnInTxn, counted: cntEtrn},
+		{verb: "QUIT", handle: (*session).quitCmd, preTLS: true, counted: cntQuit},
+	}
+}
+
+func lookupCommand(verb string) *command {
+	for i := range commands {
+		if strings.EqualFold(commands[i].verb, verb) {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// heloCmd: RFC 5321 sec 4.1.1.1. A second HELO acts as RSET (Postfix).
+func (s *session) heloCmd(arg string) *smtp.SMTPError {
+	arg = strings.TrimSpace(arg)
+	if arg == "" {
+		return replyHeloSyntax
+	}
+	s.reset()
+	s.helo = printable(arg)
+	s.esmtp = false
+	return replyHelo(s.srv.opts.Hostname)
+}
+
+// ehloCmd answers with the keywords in Postfix's order (anchor 01).
+func (s *session) ehloCmd(arg string) *smtp.SMTPError {
+	arg = strings.TrimSpace(arg)
+	if arg == "" {
+		return replyEhloSyntax
+	}
+	s.reset()
+	s.helo = printable(arg)
+	s.esmtp = true
+	o := &s.srv.opts
+	kw := []string{o.Hostname, "PIPELINING"}
+	if o.MessageSizeLimit > 0 {
+		kw = append(kw, "SIZE "+strconv.FormatInt(o.MessageSizeLimit, 10))
+	} else {
+		kw = append(kw, "SIZE")
+	}
+	if !o.DisableVRFY {
+		kw = append(kw, "VRFY")
+	}
+	if s.srv.flush != nil && s.srv.flush.Enabled() {
+		kw = append(kw, "ETRN")
+	}
+	if o.TLS != nil && !s.tls {
+		kw = append(kw, "STARTTLS")
+	}
+	kw = append(kw, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8")
+	return rep(250, none, strings.Join(kw, "\n"))
+}
+
+// printable replaces control characters in a HELO name (Postfix's
+// printable()), so it cannot break the Received: header.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func (s *session) starttlsCmd(arg string) *smtp.SMTPError {
+	if strings.TrimSpace(arg) != "" {
+		return replyTLSSyntax
+	}
+	if s.tls {
+		return replyTLSActive
+	}
+	if s.srv.opts.TLS == nil {
+		return replyTLSNotOffered
+	}
+	s.startTLS = true
+	return replyStartTLS
+}
+
+// mailCmd: RFC 5321 sec 4.1.1.2 with the parameters of RFC 1870 (SIZE),
+// RFC 6152 (BODY), RFC 3461 (RET, ENVID) and RFC 6531 (SMTPUTF8).
+func (s *session) mailCmd(arg string) *smtp.SMTPError {
+	path, params, okSyntax, okPath := parsePath(arg, "FROM:")
+	if !okSyntax {
+		return replyMailSyntax
+	}
+	if !okPath {
+		return replyBadSender
+	}
+	tx := &transaction{}
+	for _, p := range params {
+		if r := tx.mailParam(p, s.srv.opts.MessageSizeLimit); r != nil {
+			return r
+		}
+	}
+	if path != "" {
+		addr, utf, ok := parseMailbox(path)
+		if !ok {
+			return replyBadSender
+		}
+		if utf && !tx.smtputf8 {
+			return replyNeedUTF8
+		}
+		tx.from = addr
+	}
+	s.tx = tx
+	return replyMailOK
+}
+
+func (tx *transaction) mailParam(p string, limit int64) *smtp.SMTPError {
+	key, val, hasVal := strings.Cut(p, "=")
+	switch strings.ToUpper(key) {
+	case "SIZE":
+		if !allDigits(val) {
+			return replySizeSyntax
+		}
+		n, err := strconv.ParseInt(val, 10, 64)
+		if err != nil || (limit > 0 && n > limit) {
+			return replySizeExceeded
+		}
+		tx.size = n
+	case "BODY":
+		switch strings.ToUpper(val) {
+		case "7BIT":
+			tx.body8bit = false
+		case "8BITMIME":
+			tx.body8bit = true
+		default:
+			return replyBodySyntax
+		}
+	case "RET":
+		switch strings.ToUpper(val) {
+		case "FULL":
+			tx.ret = store.RetFull
+		case "HDRS":
+			tx.ret = store.RetHdrs
+		default:
+			return replyRetSyntax
+		}
+	case "ENVID":
+		v, ok := decodeXtext(val)
+		if !ok || v == "" || len(v) > 100 || !isASCII(v) {
+			return replyEnvidSyntax
+		}
+		tx.envid = v
+	case "SMTPUTF8":
+		if hasVal {
+			return replyUnsupportedOption(p)
+		}
+		tx.smtputf8 = true
+	default:
+		return replyUnsupportedOption(p)
+	}
+	return nil
+}
+
+// rcptCmd: RFC 5321 sec 4.1.1.3 with NOTIFY and ORCPT (RFC 3461 sec 4).
+// Restrictions run with smtpd_delay_reject = yes: client, sender, relay,
+// then recipient restrictions.
+func (s *session) rcptCmd(arg string) *smtp.SMTPError {
+	if s.tx == nil {
+		return replyNeedMail
+	}
+	path, params, okSyntax, okPath := parsePath(arg, "TO:")
+	if !okSyntax {
+		return replyRcptSyntax
+	}
+	if !okPath || path == "" {
+		return replyBadRcpt
+	}
+	var rc store.Recipient
+	if strings.EqualFold(path, "postmaster") { // RFC 5321 sec 4.5.1
+		path = "postmaster@" + s.srv.opts.Hostname
+	}
+	addr, utf, ok := parseMailbox(path)
+	if !ok {
+		return replyBadRcpt
+	}
+	if utf && !s.tx.smtputf8 {
+		return replyNeedUTF8
+	}
+	rc.Addr = addr
+	for _, p := range params {
+		if r := rcptParam(&rc, p); r != nil {
+			return r
+		}
+	}
+	if len(s.tx.rcpts) >= s.srv.opts.RecipientLimit {
+		s.tx.overshoot++
+		s.noError = s.tx.overshoot <= s.srv.opts.RecipientOvershootLimit
+		return replyTooManyRcpts
+	}
+	if r := s.checkRcpt(addr); r != nil {
+		return r
+	}
+	s.tx.rcpts = append(s.tx.rcpts, rc)
+	return replyRcptOK
+}
+
+func rcptParam(rc *store.Recipient, p string) *smtp.SMTPError {
+	key, val, _ := strings.Cut(p, "=")
+	switch strings.ToUpper(key) {
+	case "NOTIFY":
+		if rc.Notify != 0 || val == "" {
+			return replyNotifySyntax
+		}
+		for _, w := range strings.Split(strings.ToUpper(val), ",") {
+			switch w {
+			case "NEVER":
+				rc.Notify |= store.NotifyNever
+			case "SUCCESS":
+				rc.Notify |= store.NotifySuccess
+			case "FAILURE":
+				rc.Notify |= store.NotifyFailure
+			case "DELAY":
+				rc.Notify |= store.NotifyDelay
+			default:
+				return replyNotifySyntax
+			}
+		}
+		if rc.Notify&store.NotifyNever != 0 && rc.Notify != store.NotifyNever {
+			return replyNotifySyntax
+		}
+	case "ORCPT":
+		typ, x, ok := strings.Cut(val, ";")
+		if !ok || rc.Orig != "" || typ == "" || !isASCII(typ) {
+			return replyOrcptSyntax
+		}
+		v, ok := decodeXtext(x)
+		if !ok || v == "" {
+			return replyOrcptSyntax
+		}
+		rc.Orig = strings.ToLower(typ) + ";" + v
+	default:
+		return replyUnsupportedOption(p)
+	}
+	return nil
+}
+
+// checkRcpt evaluates the restriction stages for a recipient.
+func (s *session) checkRcpt(rcpt string) *smtp.SMTPError {
+	c := &check{srv: s.srv, client: s.client, namaddr: s.namaddr, rcpt: rcpt}
+	if s.tx != nil {
+		c.sender = s.tx.from
+	}
+	stages := []struct {
+		l     ruleList
+		class string
+		name  string
+	}{
+		{s.srv.client, "Client host", s.namaddr},
+		{s.srv.sender, "Sender address", c.sender},
+		{s.srv.relay, "Recipient address", rcpt},
+		{s.srv.recipient, "Recipient address", rcpt},
+	}
+	for _, st := range stages {
+		c.class, c.name = st.class, st.name
+		if r := st.l.eval(c); r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+func (s *session) rsetCmd(arg string) *smtp.SMTPError {
+	if strings.TrimSpace(arg) != "" {
+		return replyRsetSyntax
+	}
+	s.reset()
+	return replyOK
+}
+
+// noopCmd: RFC 5321 sec 4.1.1.9 allows (and ignores) a parameter.
+func (s *session) noopCmd(string) *smtp.SMTPError { return replyOK }
+
+func (s *session) quitCmd(string) *smtp.SMTPError {
+	s.quit = true
+	return replyBye
+}
+
+// vrfyCmd answers 252 with the address (RFC 5321 sec 3.5.3) after the
+// recipient restrictions, as Postfix does.
+func (s *session) vrfyCmd(arg string) *smtp.SMTPError {
+	if s.srv.opts.DisableVRFY {
+		return replyVrfyDisabled
+	}
+	arg = strings.TrimSpace(arg)
+	if arg == "" {
+		return replyVrfySyntax
+	}
+	path := arg
+	if strings.HasPrefix(arg, "<") && strings.HasSuffix(arg, ">") {
+		path = arg[1 : len(arg)-1]
+	}
+	addr, _, ok := parseMailbox(path)
+	if !ok {
+		return replyBadRcpt
+	}
+	if r := s.checkRcpt(addr); r != nil {
+		return r
+	}
+	return replyVrfy(addr)
+}

@@ -1,0 +1,155 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// dataCmd: RFC 5321 sec 4.1.1.4. The content itself is read by the loop
+// (receive) after the 354 reply has been queued.
+func (s *session) dataCmd(arg string) *smtp.SMTPError {
+	if s.tx == nil {
+		return replyNeedRcpt
+	}
+	if len(s.tx.rcpts) == 0 {
+		// With pipelining DATA may follow rejected recipients; Postfix
+		// does not count this as a protocol error.
+		return replyNoValidRcpts
+	}
+	if strings.TrimSpace(arg) != "" {
+		return replyDataSyntax
+	}
+	s.inData = true
+	return replyStartData
+}
+
+// receive reads the content after 354 and answers it. The 250 is
+// returned only after the store committed the message (DESIGN.md,
+// Enqueue). A read error (lost client, timeout) is returned with nothing
+// stored.
+func (s *session) receive() (*smtp.SMTPError, error) {
+	o := &s.srv.opts
+	tx := s.tx
+	s.reset()
+	id := store.NewID()
+	now := o.Now()
+	hdr := s.received(tx, string(id), now)
+	var body bytes.Buffer
+	body.Grow(len(hdr) + int(min(max(tx.size, 4096), 1<<20)))
+	body.WriteString(hdr)
+	over, err := s.readData(&body, o.MessageSizeLimit)
+	if err != nil {
+		return nil, err
+	}
+	if over {
+		return replySizeExceeded, nil
+	}
+	m := &store.Message{
+		ID:         id,
+		Sender:     tx.from,
+		Recipients: tx.rcpts,
+		Arrival:    now,
+		Size:       int64(body.Len()),
+		State:      store.StateIncoming,
+		ClientAddr: s.client.String(),
+		ClientName: s.name,
+		Helo:       s.helo,
+		Protocol:   s.protocol(),
+		EnvID:      tx.envid,
+		Ret:        tx.ret,
+		SMTPUTF8:   tx.smtputf8,
+		Body8Bit:   tx.body8bit,
+	}
+	log := s.log.With().Str("queue_id", string(id)).Logger()
+	if err := s.srv.queue.Enqueue(m, body.Bytes()); err != nil {
+		return storeReply(err, log), nil
+	}
+	log.Info().Str("event", "accepted").Str("from", tx.from).Int64("size", m.Size).
+		Int("nrcpt", len(tx.rcpts)).Str("client", s.namaddr).Msg("message accepted")
+	// Postfix forgives earlier errors after a message was received.
+	s.errors, s.junk = 0, 0
+	return replyQueued(string(id)), nil
+}
+
+// received renders our Received: header like Postfix's smtpd.
+func (s *session) received(tx *transaction, id string, now time.Time) string {
+	o := &s.srv.opts
+	helo := s.helo
+	if helo == "" {
+		helo = s.name
+	}
+	var b strings.Builder
+	b.WriteString("Received: from " + helo + " (" + s.name + " [" + s.rfcAddr + "])\r\n")
+	date := now.Format("Mon, _2 Jan 2006 15:04:05 -0700 (MST)")
+	by := "\tby " + o.Hostname + " (" + o.MailName + ") with " + s.protocol() + " id " + id
+	if len(tx.rcpts) == 1 {
+		b.WriteString(by + "\r\n\tfor <" + tx.rcpts[0].Addr + ">; " + date + "\r\n")
+	} else {
+		b.WriteString(by + ";\r\n\t" + date + "\r\n")
+	}
+	return b.String()
+}
+
+// readData copies the content to body until the line ".": RFC 5321 sec
+// 4.5.2 dot-unstuffing; CRLF kept as received. The end is only a "."
+// line that follows a CRLF-ended line and is itself ended by CRLF, so
+// that bare LF cannot be used to smuggle a second message. Past limit
+// (message_size_limit, 0 = none) the rest is read and discarded without
+// buffering; over is then true.
+func (s *session) readData(body *bytes.Buffer, limit int64) (over bool, err error) {
+	base := int64(body.Len())
+	lineStart, prevCRLF := true, true
+	var last byte = '\n'
+	var lastSet time.Time
+	for {
+		// smtpd_timeout applies to each read; refreshing the deadline at
+		// most once a second keeps the cost off the per-line path.
+		if now := time.Now(); now.Sub(lastSet) > time.Second {
+			lastSet = now
+			s.conn.SetReadDeadline(now.Add(s.srv.opts.Timeout))
+		}
+		if s.w.Buffered() > 0 && s.r.Buffered() == 0 {
+			if err := s.flush(); err != nil { // the 354
+				return false, err
+			}
+		}
+		chunk, err := s.r.ReadSlice('\n')
+		if err != nil && err != bufio.ErrBufferFull {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return false, err
+		}
+		full := err == nil
+		if lineStart && full && prevCRLF && len(chunk) == 3 && chunk[0] == '.' && chunk[1] == '\r' {
+			return over, nil
+		}
+		cont := !lineStart
+		if lineStart && len(chunk) > 0 && chunk[0] == '.' {
+			chunk = chunk[1:]
+		}
+		if !over {
+			if limit > 0 && int64(body.Len())-base+int64(len(chunk)) > limit {
+				over = true
+				body.Truncate(int(base))
+			} else {
+				body.Write(chunk)
+			}
+		}
+		if full {
+			n := len(chunk)
+			prevCRLF = n >= 2 && chunk[n-2] == '\r' || n == 1 && cont && last == '\r'
+		}
+		if len(chunk) > 0 {
+			last = chunk[len(chunk)-1]
+		}
+		lineStart = full
+	}
+}

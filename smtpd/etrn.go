@@ -1,0 +1,73 @@
+package smtpd
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/flush"
+)
+
+// etrn serves RFC 1985's ETRN with Postfix's checks and replies in
+// Postfix's order (reference spec §1.2). The dispatcher has already
+// applied rows 1 (smtpd_helo_required) and 3 (transaction in progress).
+//
+// Differences from Postfix (DESIGN.md): "@domain" also flushes the
+// sub-domains (RFC 1985 sec 5), and with etrn_reply_counts the reply is
+// RFC 1985's 251/253 with the number of messages started.
+func (s *session) etrn(arg string) *smtp.SMTPError {
+	// Row 4: exactly one argument.
+	args := strings.Fields(arg)
+	if len(args) != 1 {
+		return replyEtrnSyntax
+	}
+	// Row 5: one leading '@' or '#' removed, then a host name or an
+	// address literal.
+	site, subtree := args[0], false
+	switch site[0] {
+	case '@':
+		site, subtree = site[1:], true
+	case '#':
+		site = site[1:]
+	}
+	if !flush.ValidSite(site) {
+		return replyEtrnBadParam
+	}
+	// Row 7: smtpd_etrn_restrictions, after the client restrictions
+	// (smtpd_delay_reject = yes).
+	c := &check{srv: s.srv, client: s.client, namaddr: s.namaddr, etrn: site}
+	c.class, c.name = "Client host", s.namaddr
+	if r := s.srv.client.eval(c); r != nil {
+		return r
+	}
+	c.class, c.name = "Etrn command", site
+	if r := s.srv.etrn.eval(c); r != nil {
+		return r
+	}
+	// Row 8: not eligible; the domain is echoed as typed.
+	f := s.srv.flush
+	if f == nil || !f.Enabled() || !f.Eligible(site) {
+		s.log.Warn().Str("event", "etrn").Str("site", site).Msgf("reject: ETRN %.100s... from %s", site, s.namaddr)
+		return replyEtrnDenied(site)
+	}
+	// Rows 9-11.
+	res, err := f.Flush(site, subtree)
+	if errors.Is(err, flush.ErrNotEligible) {
+		s.log.Warn().Str("event", "etrn").Str("site", site).Msgf("reject: ETRN %.100s... from %s", site, s.namaddr)
+		return replyEtrnDenied(site)
+	}
+	if err != nil {
+		s.log.Error().Err(err).Str("event", "etrn").Str("site", site).Msg("unable to queue messages")
+		return replyEtrnCantQueue
+	}
+	s.log.Info().Str("event", "etrn").Str("site", site).Bool("subtree", subtree).
+		Int("messages", res.Messages).Int("active", res.Active).Msg("flush started")
+	if s.srv.opts.ETRNReplyCounts {
+		if res.Messages == 0 {
+			return replyEtrnNone(site)
+		}
+		return replyEtrnCount(res.Messages, site)
+	}
+	return replyEtrnStarted
+}

@@ -1,0 +1,287 @@
+package smtpd
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/config"
+)
+
+// Table is a lookup table (check_*_access maps). config.Table satisfies it.
+type Table interface {
+	Lookup(key string) (value string, found bool, err error)
+}
+
+// DomainMatcher matches a domain against a list such as relay_domains.
+// *config.DomainList satisfies it.
+type DomainMatcher interface {
+	Match(domain string) (bool, error)
+}
+
+// NetMatcher matches a client address against mynetworks.
+// *config.NetList satisfies it.
+type NetMatcher interface {
+	Contains(ip netip.Addr) bool
+}
+
+// Options are the typed settings of the SMTP server (STYLE §20): cmd
+// builds them from the configuration with OptionsFromConfig; tests build
+// them directly. Zero values mean Postfix's defaults where one exists.
+type Options struct {
+	// Listen are the addresses ListenAndServe listens on (smtpd_listen).
+	Listen []string
+	// Hostname is $myhostname: greeting, EHLO, Received:, 421 replies.
+	Hostname string
+	// Banner is the greeting text after "220 " (smtpd_banner);
+	// "" gives "$myhostname ESMTP holdfast".
+	Banner string
+	// MailName is $mail_name, shown in our Received: header ("holdfast").
+	MailName string
+
+	// MessageSizeLimit is message_size_limit in bytes; 0 = unlimited.
+	MessageSizeLimit int64
+	// DisableVRFY is disable_vrfy_command.
+	DisableVRFY bool
+	// HeloRequired is smtpd_helo_required.
+	HeloRequired bool
+	// Timeout is smtpd_timeout (default 300s).
+	Timeout time.Duration
+	// LineLengthLimit is line_length_limit (default 2048): longer command
+	// lines are cut there and the rest is skipped.
+	LineLengthLimit int
+	// RecipientLimit is smtpd_recipient_limit (default 1000).
+	RecipientLimit int
+	// RecipientOvershootLimit is smtpd_recipient_overshoot_limit (1000):
+	// how many "too many recipients" replies are not counted as errors.
+	RecipientOvershootLimit int
+	// SoftErrorLimit, HardErrorLimit, ErrorSleep and JunkCommandLimit are
+	// smtpd_soft_error_limit (10), smtpd_hard_error_limit (20),
+	// smtpd_error_sleep_time (1s; negative = no sleep) and
+	// smtpd_junk_command_limit (100).
+	SoftErrorLimit   int
+	HardErrorLimit   int
+	ErrorSleep       time.Duration
+	JunkCommandLimit int
+	// ClientConnectionLimit is smtpd_client_connection_count_limit (50)
+	// per client address; 0 = unlimited.
+	ClientConnectionLimit int
+	// MaxConnections bounds the sessions (goroutines) of the server
+	// (holdfast_smtpd_max_connections, default 100, like Postfix's
+	// default_process_limit); 0 = the default.
+	MaxConnections int
+	// ForbidUnauthPipelining is smtpd_forbid_unauth_pipelining: a client
+	// that sends more input after a command that must end a pipelined
+	// group (RFC 2920 sec 3.1), or pipelines after HELO, is answered
+	// "554 5.5.0 Error: SMTP protocol synchronization" and disconnected.
+	ForbidUnauthPipelining bool
+
+	// TLS enables STARTTLS when non-nil (smtpd_tls_cert_file/key_file).
+	TLS *tls.Config
+	// EnforceTLS is smtpd_tls_security_level = encrypt.
+	EnforceTLS bool
+
+	// MyNetworks is mynetworks; nil matches nothing.
+	MyNetworks NetMatcher
+	// RelayDomains is relay_domains: destinations accepted from anyone.
+	RelayDomains DomainMatcher
+
+	// Restriction lists, one restriction (with its table argument) per
+	// element, as in main.cf. nil RelayRestrictions means Postfix's
+	// default "permit_mynetworks, permit_sasl_authenticated,
+	// defer_unauth_destination"; the others default to empty.
+	ClientRestrictions    []string
+	SenderRestrictions    []string
+	RelayRestrictions     []string
+	RecipientRestrictions []string
+	ETRNRestrictions      []string
+	// OpenTable opens the type:table argument of check_*_access
+	// (config.OpenTable). Required only when such a restriction is used.
+	OpenTable func(spec string) (Table, error)
+
+	// ETRNReplyCounts is etrn_reply_counts: answer ETRN with RFC 1985's
+	// 251/253 replies instead of Postfix's "250 Queuing started".
+	ETRNReplyCounts bool
+
+	// Now is the clock (Received: date, arrival); nil = time.Now.
+	Now func() time.Time
+}
+
+// DefaultRelayRestrictions is Postfix's smtpd_relay_restrictions default.
+var DefaultRelayRestrictions = []string{"permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination"}
+
+// withDefaults fills Postfix's defaults into zero fields.
+func (o Options) withDefaults() Options {
+	if o.Hostname == "" {
+		o.Hostname = "localhost"
+	}
+	if o.Banner == "" {
+		o.Banner = o.Hostname + " ESMTP holdfast"
+	}
+	if o.MailName == "" {
+		o.MailName = "holdfast"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 300 * time.Second
+	}
+	if o.LineLengthLimit <= 0 {
+		o.LineLengthLimit = 2048
+	}
+	if o.RecipientLimit <= 0 {
+		o.RecipientLimit = 1000
+	}
+	if o.RecipientOvershootLimit <= 0 {
+		o.RecipientOvershootLimit = 1000
+	}
+	if o.SoftErrorLimit <= 0 {
+		o.SoftErrorLimit = 10
+	}
+	if o.HardErrorLimit <= 0 {
+		o.HardErrorLimit = 20
+	}
+	switch {
+	case o.ErrorSleep == 0:
+		o.ErrorSleep = time.Second
+	case o.ErrorSleep < 0:
+		o.ErrorSleep = 0
+	}
+	if o.JunkCommandLimit <= 0 {
+		o.JunkCommandLimit = 100
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 100
+	}
+	if o.RelayRestrictions == nil {
+		o.RelayRestrictions = DefaultRelayRestrictions
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// OptionsFromConfig builds the server's options from the main.cf-style
+// configuration (Postfix's parameter names). Bad values are errors that
+// name the parameter; restriction names are checked by New.
+func OptionsFromConfig(c *config.Config) (Options, error) {
+	var o Options
+	var err error
+	fail := func(e error) (Options, error) { return Options{}, fmt.Errorf("smtpd: %w", e) }
+	if o.Listen, err = c.List("smtpd_listen"); err != nil {
+		return fail(err)
+	}
+	if o.Hostname, err = c.Expand("myhostname"); err != nil {
+		return fail(err)
+	}
+	if o.Banner, err = c.Expand("smtpd_banner"); err != nil {
+		return fail(err)
+	}
+	if o.MailName, err = c.Expand("mail_name"); err != nil {
+		return fail(err)
+	}
+	ints := []struct {
+		name string
+		dst  *int
+	}{
+		{"line_length_limit", &o.LineLengthLimit},
+		{"smtpd_recipient_limit", &o.RecipientLimit},
+		{"smtpd_soft_error_limit", &o.SoftErrorLimit},
+		{"smtpd_hard_error_limit", &o.HardErrorLimit},
+		{"smtpd_junk_command_limit", &o.JunkCommandLimit},
+		{"smtpd_client_connection_count_limit", &o.ClientConnectionLimit},
+		{"smtpd_connection_limit", &o.MaxConnections},
+	}
+	for _, p := range ints {
+		if *p.dst, err = c.Int(p.name); err != nil {
+			return fail(err)
+		}
+	}
+	bools := []struct {
+		name string
+		dst  *bool
+	}{
+		{"disable_vrfy_command", &o.DisableVRFY},
+		{"smtpd_helo_required", &o.HeloRequired},
+		{"etrn_reply_counts", &o.ETRNReplyCounts},
+		{"smtpd_forbid_unauth_pipelining", &o.ForbidUnauthPipelining},
+		{"smtpd_enforce_tls", &o.EnforceTLS},
+	}
+	for _, p := range bools {
+		if *p.dst, err = c.Bool(p.name); err != nil {
+			return fail(err)
+		}
+	}
+	if o.MessageSizeLimit, err = c.Size("message_size_limit"); err != nil {
+		return fail(err)
+	}
+	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
+		return fail(err)
+	}
+	if o.ErrorSleep, err = c.Time("smtpd_error_sleep_time"); err != nil {
+		return fail(err)
+	}
+	if o.ErrorSleep == 0 {
+		o.ErrorSleep = -1 // an explicit 0 means no sleep
+	}
+	nets, err := c.Networks("mynetworks")
+	if err != nil {
+		return fail(err)
+	}
+	o.MyNetworks = nets
+	relay, err := c.Domains("relay_domains")
+	if err != nil {
+		return fail(err)
+	}
+	o.RelayDomains = relay
+	lists := []struct {
+		name string
+		dst  *[]string
+	}{
+		{"smtpd_client_restrictions", &o.ClientRestrictions},
+		{"smtpd_sender_restrictions", &o.SenderRestrictions},
+		{"smtpd_relay_restrictions", &o.RelayRestrictions},
+		{"smtpd_recipient_restrictions", &o.RecipientRestrictions},
+		{"smtpd_etrn_restrictions", &o.ETRNRestrictions},
+	}
+	for _, l := range lists {
+		v, err := c.List(l.name)
+		if err != nil {
+			return fail(err)
+		}
+		if v == nil {
+			v = []string{}
+		}
+		*l.dst = v
+	}
+	o.OpenTable = func(spec string) (Table, error) { return config.OpenTable(spec) }
+	if err := tlsFromConfig(c, &o); err != nil {
+		return fail(err)
+	}
+	return o, nil
+}
+
+// tlsFromConfig loads smtpd_tls_cert_file/key_file; level "none" turns
+// STARTTLS off, "encrypt" (or smtpd_enforce_tls) requires it.
+func tlsFromConfig(c *config.Config, o *Options) error {
+	level := c.String("smtpd_tls_security_level")
+	cert, key := c.String("smtpd_tls_cert_file"), c.String("smtpd_tls_key_file")
+	if level == "encrypt" {
+		o.EnforceTLS = true
+	}
+	if level == "none" || cert == "" {
+		if o.EnforceTLS {
+			return fmt.Errorf("smtpd_tls_security_level: TLS required but smtpd_tls_cert_file is not set")
+		}
+		return nil
+	}
+	if key == "" {
+		key = cert
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return fmt.Errorf("smtpd_tls_cert_file: %w", err)
+	}
+	o.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return nil
+}

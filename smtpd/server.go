@@ -1,0 +1,292 @@
+// Package smtpd is holdfast's SMTP server: an ESMTP engine with Postfix's
+// replies, relay control, durable acceptance into the store, and the
+// ETRN command served by the fast-flush index.
+//
+// One goroutine per connection runs one loop that reads a command,
+// dispatches it through the command table, writes the reply and counts
+// errors (session.go). Handlers return replies; they never write to the
+// socket. Replies are declared once in replies.go.
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// Queue is where accepted mail goes (*store.Store satisfies it). Enqueue
+// returns only after the message is durable.
+type Queue interface {
+	Enqueue(m *store.Message, body []byte) error
+}
+
+// Flusher serves ETRN: the fast-flush policy and the flush request
+// (*flush.Service with its Policy).
+type Flusher interface {
+	// Enabled reports whether fast flush is configured (ETRN in EHLO).
+	Enabled() bool
+	// Eligible reports whether a destination may be flushed.
+	Eligible(domain string) bool
+	// Flush makes the destination's deferred mail due now; subtree
+	// includes its sub-domains (ETRN @domain).
+	Flush(site string, subtree bool) (store.FlushResult, error)
+}
+
+// Server is an SMTP server. Create it with New.
+type Server struct {
+	opts  Options
+	queue Queue
+	flush Flusher
+	log   zerolog.Logger
+
+	client, sender, relay, recipient, etrn ruleList
+
+	slots    chan struct{} // global session bound
+	mu       sync.Mutex
+	perIP    map[netip.Addr]int
+	sessions map[*session]struct{}
+	lns      map[net.Listener]struct{}
+	closing  atomic.Bool
+	wg       sync.WaitGroup
+	nextID   atomic.Uint64
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("smtpd: server closed")
+
+// New checks the options (restriction lists are parsed here; an unknown
+// restriction is an error) and returns a server. f may be nil: no fast
+// flush, every ETRN gets 459.
+func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
+	if q == nil {
+		return nil, errors.New("smtpd: no queue")
+	}
+	o = o.withDefaults()
+	s := &Server{
+		opts: o, queue: q, flush: f, log: log,
+		slots:    make(chan struct{}, o.MaxConnections),
+		perIP:    make(map[netip.Addr]int),
+		sessions: make(map[*session]struct{}),
+		lns:      make(map[net.Listener]struct{}),
+	}
+	lists := []struct {
+		param string
+		items []string
+		dst   *ruleList
+	}{
+		{"smtpd_client_restrictions", o.ClientRestrictions, &s.client},
+		{"smtpd_sender_restrictions", o.SenderRestrictions, &s.sender},
+		{"smtpd_relay_restrictions", o.RelayRestrictions, &s.relay},
+		{"smtpd_recipient_restrictions", o.RecipientRestrictions, &s.recipient},
+		{"smtpd_etrn_restrictions", o.ETRNRestrictions, &s.etrn},
+	}
+	for _, l := range lists {
+		r, err := parseRules(l.param, l.items, o.OpenTable)
+		if err != nil {
+			return nil, fmt.Errorf("smtpd: %w", err)
+		}
+		*l.dst = r
+	}
+	return s, nil
+}
+
+// ListenAndServe listens on every Options.Listen address and serves until
+// Shutdown. It returns the first listen error, or ErrServerClosed.
+func (s *Server) ListenAndServe() error {
+	if len(s.opts.Listen) == 0 {
+		return errors.New("smtpd: no listen address")
+	}
+	var lns []net.Listener
+	for _, a := range s.opts.Listen {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("smtpd: listen %s: %w", a, err)
+		}
+		lns = append(lns, l)
+	}
+	errc := make(chan error, len(lns))
+	for _, l := range lns {
+		go func() { errc <- s.Serve(l) }()
+	}
+	var first error
+	for range lns {
+		if err := <-errc; first == nil || errors.Is(first, ErrServerClosed) {
+			first = err
+		}
+	}
+	return first
+}
+
+// Serve accepts connections on l until Shutdown (ErrServerClosed) or an
+// accept error.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.lns[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.lns, l)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("smtpd: accept: %w", err)
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+}
+
+// handle runs one connection: limits, then the session.
+func (s *Server) handle(c net.Conn) {
+	defer s.wg.Done()
+	defer c.Close()
+	ip := remoteIP(c)
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		s.refuse(c, ip, replyTooManyConns(s.opts.Hostname), "too many connections")
+		return
+	}
+	s.mu.Lock()
+	s.perIP[ip]++
+	n := s.perIP[ip]
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+		s.mu.Unlock()
+	}()
+	if lim := s.opts.ClientConnectionLimit; lim > 0 && n > lim {
+		s.refuse(c, ip, replyTooManyConnsFrom(s.opts.Hostname, ip.String()), "too many connections from client")
+		return
+	}
+	sess := newSession(s, c, ip)
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		s.refuse(c, ip, replyShutdown, "shutting down")
+		return
+	}
+	s.sessions[sess] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+	}()
+	sess.run()
+}
+
+// refuse answers a connection that is not served with a 421 and closes it.
+func (s *Server) refuse(c net.Conn, ip netip.Addr, r *smtp.SMTPError, why string) {
+	s.log.Warn().Str("remote", ip.String()).Str("reply", formatReply(r)).Msg(why)
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte(formatReply(r)))
+}
+
+// Shutdown stops accepting, lets every session finish its current command
+// and then answers 421 4.3.2; sessions still busy when ctx ends are cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	for l := range s.lns {
+		l.Close()
+	}
+	for sess := range s.sessions {
+		sess.interruptIdle()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for sess := range s.sessions {
+			sess.conn.Close()
+		}
+		s.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// relayAllowed: reject_unauth_destination's test. Recipients in
+// relay_domains may be relayed for anyone.
+func (s *Server) relayAllowed(rcpt string) (bool, error) {
+	if s.opts.RelayDomains == nil {
+		return false, nil
+	}
+	d := domainPart(rcpt)
+	if d == "" {
+		return false, nil
+	}
+	return s.opts.RelayDomains.Match(d)
+}
+
+// storeReply is the one place that turns an internal (store) error into
+// a reply (STYLE §15): no space -> 452 4.3.1; anything else -> 451 4.3.0,
+// logged with the session id. Internals never reach the client.
+func storeReply(err error, log zerolog.Logger) *smtp.SMTPError {
+	if errors.Is(err, store.ErrNoSpace) {
+		log.Warn().Err(err).Msg("queue file write error: insufficient system storage")
+		return replyNoSpace
+	}
+	log.Error().Err(err).Msg("queue file write error")
+	return replyWriteError
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err == nil {
+		if a, err := netip.ParseAddr(host); err == nil {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+func (s *Server) newID() string {
+	return "s" + strconv.FormatUint(s.nextID.Add(1), 36)
+}

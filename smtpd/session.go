@@ -1,0 +1,440 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// session is one SMTP connection. Its state is plain fields; reset clears
+// the mail transaction.
+type session struct {
+	srv  *Server
+	conn net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	log  zerolog.Logger
+	id   string
+
+	client  netip.Addr
+	name    string // client host name; always "unknown" (no reverse lookup)
+	namaddr string // unknown[192.0.2.1]
+	rfcAddr string // 192.0.2.1 or IPv6:2001:db8::1 (Received:)
+
+	helo  string // HELO/EHLO argument, "" before
+	esmtp bool
+	tls   bool
+
+	tx *transaction // nil outside a mail transaction
+
+	errors int
+	junk   int
+	// counts per command for the disconnect log: ok / total.
+	counts  [numCounted][2]int
+	noError bool // the current reply is not counted as an error
+
+	quit     bool // hang up after the reply
+	inData   bool // DATA accepted: read the content next
+	startTLS bool // start the TLS handshake after the reply
+
+	idle atomic.Bool // waiting for a command (Shutdown may interrupt)
+}
+
+// transaction is the state between MAIL and the end of DATA (or RSET).
+type transaction struct {
+	from      string
+	rcpts     []store.Recipient
+	size      int64 // SIZE= declared
+	body8bit  bool
+	smtputf8  bool
+	ret       store.Ret
+	envid     string
+	overshoot int
+}
+
+func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
+	sess := &session{
+		srv: s, conn: c, id: s.newID(), client: ip, name: "unknown",
+		r: bufio.NewReaderSize(c, 1024),
+		w: bufio.NewWriterSize(c, 1024),
+	}
+	sess.namaddr = "unknown[" + ip.String() + "]"
+	sess.rfcAddr = ip.String()
+	if ip.Is6() {
+		sess.rfcAddr = "IPv6:" + ip.String()
+	}
+	sess.log = s.log.With().Str("conn_id", sess.id).Str("remote", ip.String()).Logger()
+	return sess
+}
+
+func (s *session) reset() { s.tx = nil }
+
+// interruptIdle makes a session that waits for a command notice Shutdown.
+func (s *session) interruptIdle() {
+	if s.idle.Load() {
+		s.conn.SetReadDeadline(time.Now())
+	}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// run is the one loop: greet, then read, dispatch, reply, count, until
+// QUIT, an error limit, a timeout, shutdown or a lost connection.
+func (s *session) run() {
+	o := &s.srv.opts
+	s.log.Info().Str("event", "connect").Msgf("connect from %s", s.namaddr)
+	reason := ""
+	defer func() {
+		s.w.Flush()
+		ev := s.log.Info().Str("event", "disconnect").Str("counts", s.countString())
+		if reason != "" {
+			ev = ev.Str("reason", reason)
+		}
+		ev.Msgf("disconnect from %s %s", s.namaddr, s.countString())
+	}()
+	s.reply(replyGreeting(o.Banner))
+	for {
+		if s.errors >= o.HardErrorLimit {
+			reason = "too many errors"
+			s.reply(replyTooManyErrors(o.Hostname))
+			return
+		}
+		if s.srv.closing.Load() {
+			reason = "shutdown"
+			s.reply(replyShutdown)
+			return
+		}
+		line, err := s.readCommand()
+		if err != nil {
+			reason = s.readFailed(err)
+			return
+		}
+		s.log.Debug().Str("in", line).Msg("command")
+		s.dispatch(line)
+		if s.inData {
+			s.inData = false
+			r, err := s.receive()
+			if err != nil {
+				reason = s.readFailed(err)
+				return
+			}
+			s.finishData(r)
+		}
+		if s.quit {
+			return
+		}
+		if s.startTLS {
+			s.startTLS = false
+			if err := s.handshake(); err != nil {
+				reason = "TLS handshake failed"
+				s.log.Info().Err(err).Msg("TLS handshake failed")
+				return
+			}
+		}
+	}
+}
+
+// readFailed turns a read error into the session's end: 421 on timeout
+// or shutdown, nothing on a lost connection.
+func (s *session) readFailed(err error) string {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		if s.srv.closing.Load() {
+			s.reply(replyShutdown)
+			return "shutdown"
+		}
+		s.reply(replyTimeout(s.srv.opts.Hostname))
+		return "timeout"
+	}
+	return "lost connection"
+}
+
+// readCommand reads one command line. Replies are flushed first when the
+// client's input is drained (RFC 2920 sec 3.1: pipelined replies are
+// sent when the server would otherwise wait). A line longer than
+// line_length_limit is cut there and the rest skipped, as Postfix does.
+func (s *session) readCommand() (string, error) {
+	if s.r.Buffered() == 0 {
+		if err := s.flush(); err != nil {
+			return "", err
+		}
+	}
+	s.idle.Store(true)
+	defer s.idle.Store(false)
+	s.conn.SetReadDeadline(time.Now().Add(s.srv.opts.Timeout))
+	if s.srv.closing.Load() && s.r.Buffered() == 0 {
+		return "", errShutdown
+	}
+	limit := s.srv.opts.LineLengthLimit
+	var buf []byte
+	for {
+		chunk, err := s.r.ReadSlice('\n')
+		if len(buf) < limit {
+			n := min(len(chunk), limit-len(buf))
+			buf = append(buf, chunk[:n]...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(buf) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+		break
+	}
+	buf = bytes.TrimRight(buf, "\r\n")
+	return string(buf), nil
+}
+
+type shutdownErr struct{}
+
+func (shutdownErr) Error() string   { return "shutting down" }
+func (shutdownErr) Timeout() bool   { return true }
+func (shutdownErr) Temporary() bool { return true }
+
+var errShutdown net.Error = shutdownErr{}
+
+// dispatch runs one command line through the command table and replies.
+func (s *session) dispatch(line string) {
+	o := &s.srv.opts
+	s.noError = false
+	verb, arg := splitCommand(line)
+	if verb == "" {
+		s.countCmd(cntUnknown, false)
+		s.replyErr(replyBadSyntax)
+		return
+	}
+	if !utf8.ValidString(line) {
+		s.countCmd(cntUnknown, false)
+		s.replyErr(replyBadUTF8)
+		return
+	}
+	cmd := lookupCommand(verb)
+	if cmd == nil {
+		s.countCmd(cntUnknown, false)
+		s.replyErr(replyUnknownCmd)
+		return
+	}
+	if o.ForbidUnauthPipelining && s.r.Buffered() > 0 && cmd.verb != "QUIT" && (!s.esmtp || !cmd.group) {
+		s.countCmd(cmd.counted, false)
+		s.log.Info().Str("command", cmd.verb).Msg("improper command pipelining")
+		s.reply(replyPipelining)
+		s.quit = true
+		return
+	}
+	var r *smtp.SMTPError
+	switch {
+	case o.EnforceTLS && !s.tls && !cmd.preTLS:
+		r = replyTLSFirst
+	case cmd.needHelo != nil && o.HeloRequired && s.helo == "":
+		r = cmd.needHelo
+	case cmd.noTxn != nil && s.tx != nil:
+		r = cmd.noTxn
+	default:
+		r = cmd.handle(s, arg)
+	}
+	failed := r.Code >= 400 && !s.noError
+	s.countCmd(cmd.counted, r.Code < 400)
+	s.reply(r)
+	if failed {
+		s.errors++
+	}
+	if r.Code >= 400 && r.Code < 600 && !s.noError {
+		s.logReject(verb, r)
+	}
+	// Junk commands (Postfix's SMTPD_CMD_FLAG_LIMIT): past the limit each
+	// one also counts as an error.
+	if cmd.junk {
+		if s.junk > o.JunkCommandLimit {
+			s.errors++
+		}
+		s.junk++
+	}
+}
+
+// finishData replies to the end of DATA; a failure is counted against
+// the DATA command and as an error.
+func (s *session) finishData(r *smtp.SMTPError) {
+	if r.Code >= 400 {
+		s.counts[cntData][0]--
+		s.logReject("DATA", r)
+		s.replyErr(r)
+		return
+	}
+	s.reply(r)
+}
+
+// replyErr replies and counts an error (dispatcher-level failures).
+func (s *session) replyErr(r *smtp.SMTPError) {
+	s.reply(r)
+	s.errors++
+}
+
+// reply queues a reply. Once the error count has reached
+// smtpd_soft_error_limit every reply is delayed by smtpd_error_sleep_time
+// (reference spec §1.2 notes).
+func (s *session) reply(r *smtp.SMTPError) {
+	o := &s.srv.opts
+	if s.errors >= o.SoftErrorLimit && o.ErrorSleep > 0 {
+		s.flush()
+		time.Sleep(o.ErrorSleep)
+	}
+	out := formatReply(r)
+	if s.log.GetLevel() <= zerolog.DebugLevel {
+		s.log.Debug().Str("out", strings.TrimRight(out, "\r\n")).Msg("reply")
+	}
+	s.w.WriteString(out)
+	if r.Code == 421 {
+		s.quit = true
+	}
+}
+
+func (s *session) flush() error {
+	if s.w.Buffered() == 0 {
+		return nil
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(s.srv.opts.Timeout))
+	return s.w.Flush()
+}
+
+// formatReply renders a reply: one line per '\n'-separated line of the
+// text, "code-" on all but the last; the enhanced code, if any, on each.
+func formatReply(r *smtp.SMTPError) string {
+	code := strconv.Itoa(r.Code)
+	enh := ""
+	if r.EnhancedCode != smtp.NoEnhancedCode && r.EnhancedCode != smtp.EnhancedCodeNotSet {
+		e := r.EnhancedCode
+		enh = strconv.Itoa(e[0]) + "." + strconv.Itoa(e[1]) + "." + strconv.Itoa(e[2]) + " "
+	}
+	lines := strings.Split(r.Message, "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		b.WriteString(code)
+		if i < len(lines)-1 {
+			b.WriteByte('-')
+		} else {
+			b.WriteByte(' ')
+		}
+		b.WriteString(enh)
+		b.WriteString(l)
+		b.WriteString("\r\n")
+	}
+	return b.String()
+}
+
+// handshake runs STARTTLS's TLS handshake. Input the client pipelined
+// after STARTTLS is discarded with the old reader (RFC 3207 sec 4.2), and
+// the session state is reset to before HELO (sec 4.2: "the server MUST
+// discard any knowledge obtained from the client").
+func (s *session) handshake() error {
+	if err := s.flush(); err != nil {
+		return err
+	}
+	tc := tls.Server(s.conn, s.srv.opts.TLS)
+	tc.SetDeadline(time.Now().Add(s.srv.opts.Timeout))
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	tc.SetDeadline(time.Time{})
+	s.conn = tc
+	s.r = bufio.NewReaderSize(tc, 1024)
+	s.w = bufio.NewWriterSize(tc, 1024)
+	s.tls = true
+	s.helo = ""
+	s.esmtp = false
+	s.reset()
+	st := tc.ConnectionState()
+	s.log.Info().Str("tls", tls.VersionName(st.Version)).Str("cipher", tls.CipherSuiteName(st.CipherSuite)).Msg("TLS established")
+	return nil
+}
+
+// logReject logs one event per rejected command with the reply.
+func (s *session) logReject(verb string, r *smtp.SMTPError) {
+	ev := s.log.Info().Str("event", "reject").Str("command", strings.ToUpper(verb)).
+		Str("reply", strings.TrimRight(formatReply(r), "\r\n")).Str("client", s.namaddr)
+	if s.helo != "" {
+		ev = ev.Str("helo", s.helo)
+	}
+	ev.Msg("NOQUEUE: reject")
+}
+
+// protocol is the Received: "with" protocol name.
+func (s *session) protocol() string {
+	p := "SMTP"
+	if s.esmtp {
+		p = "ESMTP"
+	}
+	if s.tls {
+		p += "S"
+	}
+	return p
+}
+
+// Command counters for the disconnect log, in Postfix's order.
+const (
+	cntHelo = iota
+	cntEhlo
+	cntStartTLS
+	cntMail
+	cntRcpt
+	cntData
+	cntRset
+	cntNoop
+	cntVrfy
+	cntEtrn
+	cntQuit
+	cntUnknown
+	numCounted
+)
+
+var countNames = [numCounted]string{"helo", "ehlo", "starttls", "mail", "rcpt", "data", "rset", "noop", "vrfy", "etrn", "quit", "unknown"}
+
+func (s *session) countCmd(i int, ok bool) {
+	s.counts[i][1]++
+	if ok {
+		s.counts[i][0]++
+	}
+}
+
+// countString renders Postfix's "ehlo=1 etrn=1/4 quit=1 commands=3/6".
+func (s *session) countString() string {
+	var b strings.Builder
+	okAll, all := 0, 0
+	for i, c := range s.counts {
+		if c[1] == 0 {
+			continue
+		}
+		okAll += c[0]
+		all += c[1]
+		b.WriteString(countNames[i])
+		b.WriteByte('=')
+		b.WriteString(ratio(c[0], c[1]))
+		b.WriteByte(' ')
+	}
+	b.WriteString("commands=")
+	b.WriteString(ratio(okAll, all))
+	return b.String()
+}
+
+func ratio(ok, all int) string {
+	if ok == all {
+		return strconv.Itoa(ok)
+	}
+	return strconv.Itoa(ok) + "/" + strconv.Itoa(all)
+}

@@ -1,0 +1,119 @@
+package smtpd
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestTranscripts runs every testdata/*.txt dialog against a real
+// listener and store. Format (one directive per line):
+//
+//	# comment
+//	@ name = value   main.cf line added to the test configuration
+//	@tls             offer STARTTLS with a generated test certificate
+//	@seed ADDR       queue one message for ADDR before the dialog
+//	=== [ADDR]       start a new session (from local address ADDR)
+//	C: line          client line; consecutive C: lines go in one write
+//	S: line          expected reply line; a trailing '*' matches the rest
+//	X:               the server hangs up
+//	!starttls        client side of the TLS handshake
+//	!queued N        the store holds N messages
+func TestTranscripts(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no transcripts: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".txt"), func(t *testing.T) {
+			t.Parallel()
+			runTranscript(t, f)
+		})
+	}
+}
+
+func runTranscript(t *testing.T, path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	var cfgLines, seeds []string
+	tlsOn := false
+	body := 0
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "@ "):
+			cfgLines = append(cfgLines, l[2:])
+		case l == "@tls":
+			tlsOn = true
+		case strings.HasPrefix(l, "@seed "):
+			seeds = append(seeds, l[6:])
+		case l == "" || strings.HasPrefix(l, "#"):
+		default:
+			body = i
+		}
+		if body != 0 {
+			break
+		}
+	}
+	var opts []envOption
+	if tlsOn {
+		opts = append(opts, withTLS)
+	}
+	e := startServer(t, newConfig(t, cfgLines...), opts...)
+	for _, s := range seeds {
+		e.seed(s)
+	}
+	var c *client
+	var pending strings.Builder
+	flushPending := func() {
+		if pending.Len() > 0 {
+			c.send(pending.String())
+			pending.Reset()
+		}
+	}
+	for n, l := range lines[body:] {
+		lineNo := body + n + 1
+		if c == nil && (strings.HasPrefix(l, "C:") || strings.HasPrefix(l, "S:")) {
+			c = e.dial("")
+		}
+		switch {
+		case l == "" || strings.HasPrefix(l, "#"):
+		case strings.HasPrefix(l, "==="):
+			if c != nil {
+				flushPending()
+			}
+			c = e.dial(strings.TrimSpace(strings.TrimPrefix(l, "===")))
+		case strings.HasPrefix(l, "C:"):
+			pending.WriteString(strings.TrimPrefix(strings.TrimPrefix(l, "C:"), " ") + "\r\n")
+		case strings.HasPrefix(l, "S: "):
+			flushPending()
+			got, err := c.line()
+			if err != nil {
+				t.Fatalf("%s:%d: want %q, read error %v", path, lineNo, l[3:], err)
+			}
+			if !match(l[3:], got) {
+				t.Fatalf("%s:%d: reply mismatch\n want %q\n  got %q", path, lineNo, l[3:], got)
+			}
+		case l == "X:":
+			flushPending()
+			if got, err := c.line(); err == nil {
+				t.Fatalf("%s:%d: want hang-up, got %q", path, lineNo, got)
+			}
+		case l == "!starttls":
+			flushPending()
+			c.startTLS()
+		case strings.HasPrefix(l, "!queued "):
+			flushPending()
+			want, _ := strconv.ParseInt(strings.TrimSpace(l[8:]), 10, 64)
+			if got := e.queued(); got != want {
+				t.Fatalf("%s:%d: store holds %d messages, want %d", path, lineNo, got, want)
+			}
+		default:
+			t.Fatalf("%s:%d: bad transcript line %q", path, lineNo, l)
+		}
+	}
+}
