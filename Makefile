@@ -52,9 +52,27 @@ fuzz:
 soak:
 	HOLDFAST_SOAK=$${HOLDFAST_SOAK:-10m} $(GO) test -run '^TestCrashUnderLoad$$' -count=1 -timeout 60m -v ./internal/crashtest/
 
+# Installs the binary, the Postfix-compatible names (links to it), the
+# systemd unit and sysusers entry, and the example configuration, under
+# $(DESTDIR)$(PREFIX) (configuration under $(DESTDIR)$(SYSCONFDIR)). An
+# existing holdfast.cf is never overwritten.
+install: SYSCONFDIR ?= /etc
+install: UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 install: build
 	install -d $(DESTDIR)$(PREFIX)/sbin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/holdfast
+	for n in sendmail mailq postqueue postsuper; do \
+		ln -sf holdfast $(DESTDIR)$(PREFIX)/sbin/$$n || exit 1; \
+	done
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/holdfast
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		packaging/holdfast.service > $(DESTDIR)$(UNITDIR)/holdfast.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/holdfast.service
+	install -m 0644 packaging/holdfast.sysusers $(DESTDIR)$(SYSUSERSDIR)/holdfast.conf
+	install -m 0644 packaging/holdfast.cf $(DESTDIR)$(SYSCONFDIR)/holdfast/holdfast.cf.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/holdfast/holdfast.cf || \
+		install -m 0644 packaging/holdfast.cf $(DESTDIR)$(SYSCONFDIR)/holdfast/holdfast.cf
 
 clean:
 	rm -rf bin var
