@@ -1,0 +1,358 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// attempt is one delivery attempt of one leased message.
+type attempt struct {
+	m       *store.Message
+	now     time.Time
+	log     zerolog.Logger
+	results map[int]result // by recipient index
+	body    []byte
+}
+
+// group is the recipients of a message for one hop: one SMTP transaction.
+type group struct {
+	hop    hop
+	rcpts  []int
+	forced bool
+}
+
+// attempt delivers what is due of m and ends the attempt with one
+// store.Finish (or Unlease when the shutdown cut it before any outcome).
+func (d *Scheduler) attempt(ctx context.Context, m *store.Message) {
+	a := &attempt{m: m, now: d.o.Clock.Now(), results: map[int]result{},
+		log: d.log.With().Str("queue_id", string(m.ID)).Logger()}
+	a.log.Info().Str("queue", "active").Str("from", m.Sender).Int64("size", m.Size).
+		Int("nrcpt", pendingCount(m)).Msg("leased")
+	var groups []*group
+	if !m.Expired {
+		groups = d.plan(a)
+	}
+	if len(groups) > 0 {
+		body, err := d.s.Body(m.ID)
+		if err != nil {
+			a.log.Error().Err(err).Msg("read body failed")
+			groups = nil
+			for i := range m.Recipients {
+				if _, done := a.results[i]; !done && m.Recipients[i].State == store.RcptPending && d.isDue(a, i) {
+					a.results[i] = result{State: store.RcptPending, Status: "deferred", DSN: "4.3.0",
+						Reply: "queue file read error", Diag: "X-Postfix; queue file read error", Relay: "none"}
+				}
+			}
+		}
+		a.body = body
+	}
+	for _, g := range groups {
+		res := d.deliverGroup(ctx, a, g)
+		if ctx.Err() != nil {
+			break // cut by shutdown: this group's outcome is not trusted
+		}
+		for k, i := range g.rcpts {
+			a.results[i] = res[k]
+		}
+	}
+	d.finish(a, ctx.Err() != nil)
+}
+
+func pendingCount(m *store.Message) int {
+	n := 0
+	for i := range m.Recipients {
+		if m.Recipients[i].State == store.RcptPending {
+			n++
+		}
+	}
+	return n
+}
+
+// isDue: a recipient is attempted when its time has come or a flush
+// forced it; the others of the message wait (DESIGN.md: a flush expedites
+// only the flushed destination's recipients).
+func (d *Scheduler) isDue(a *attempt, i int) bool {
+	r := &a.m.Recipients[i]
+	return r.Forced || !r.NextAttempt.After(a.now)
+}
+
+// plan decides every due recipient: error and discard transports,
+// defer_transports and dead hops are settled here without a connection;
+// the rest are grouped by hop, in order of first appearance.
+func (d *Scheduler) plan(a *attempt) []*group {
+	var groups []*group
+	byKey := map[string]*group{}
+	for i := range a.m.Recipients {
+		r := &a.m.Recipients[i]
+		if r.State != store.RcptPending || !d.isDue(a, i) {
+			continue
+		}
+		rt, err := d.resolve(r.Addr)
+		if err != nil {
+			a.log.Error().Err(err).Str("to", r.Addr).Msg("transport lookup failed")
+			a.results[i] = local(store.RcptPending, "4.3.0", "mail transport unavailable")
+			continue
+		}
+		switch rt.Kind {
+		case routeError:
+			dsn, text := splitDSN(rt.Text, "5.0.0")
+			dsn = "5" + dsn[1:] // error(8) always bounces
+			if text == "" {
+				text = "mail for " + r.Domain() + " is not deliverable"
+			}
+			a.results[i] = local(store.RcptBounced, dsn, text)
+			continue
+		case routeDiscard:
+			text := rt.Text
+			if text == "" {
+				text = "discarded"
+			}
+			a.results[i] = local(store.RcptDelivered, "2.0.0", text)
+			continue
+		}
+		if d.deferred[rt.Hop.Transport] && !r.Forced {
+			// reference spec §3.5: wait for a flush, no connection.
+			a.results[i] = local(store.RcptPending, "4.3.2", "deferred transport")
+			continue
+		}
+		if dh, dead := d.isDead(rt.Hop.Key(), a.now); dead && !r.Forced {
+			a.results[i] = local(store.RcptPending, dh.DSN, "delivery temporarily suspended: "+dh.Reason)
+			continue
+		}
+		g := byKey[rt.Hop.Key()]
+		if g == nil {
+			g = &group{hop: rt.Hop}
+			byKey[rt.Hop.Key()] = g
+			groups = append(groups, g)
+		}
+		g.rcpts = append(g.rcpts, i)
+		g.forced = g.forced || r.Forced
+	}
+	return groups
+}
+
+// local is an outcome decided without talking to a next hop.
+func local(state store.RcptState, dsn, text string) result {
+	status := map[store.RcptState]string{store.RcptPending: "deferred", store.RcptDelivered: "sent", store.RcptBounced: "bounced"}[state]
+	return result{State: state, Status: status, DSN: dsn, Reply: text, Diag: "X-Postfix; " + text, Relay: "none"}
+}
+
+// deliverGroup delivers one group over a session from the hop's pool and
+// returns one result per recipient of the group.
+func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []result {
+	all := func(r result) []result {
+		out := make([]result, len(g.rcpts))
+		for i := range out {
+			out[i] = r
+		}
+		return out
+	}
+	targets, err := d.targets(ctx, g.hop)
+	if err != nil {
+		var le *lookupError
+		if errors.As(err, &le) {
+			state := store.RcptPending
+			if le.perm {
+				state = store.RcptBounced
+			}
+			dsn, text := splitDSN(le.text, "4.4.3")
+			return all(local(state, dsn, text))
+		}
+		return all(local(store.RcptPending, "4.4.3", err.Error()))
+	}
+	p := d.pool(g.hop)
+	key := g.hop.Key()
+	for try := 0; ; try++ {
+		cn, err := p.get(ctx)
+		if err != nil {
+			return nil // shutdown
+		}
+		if cn == nil {
+			if dh, dead := d.isDead(key, d.o.Clock.Now()); dead && !g.forced {
+				p.release()
+				return all(local(store.RcptPending, dh.DSN, "delivery temporarily suspended: "+dh.Reason))
+			}
+			var serr *sessionError
+			cn, serr = d.connect(ctx, targets)
+			if serr != nil {
+				p.release()
+				if ctx.Err() == nil {
+					d.markDead(key, d.o.Clock.Now(), serr.res)
+				}
+				return all(serr.res)
+			}
+			d.revive(key)
+		}
+		stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
+		reused := cn.uses > 0
+		res := d.send(cn, a.m, g.rcpts, a.body)
+		stop()
+		stale := cn.broken && res[0].Remote != "" && res[0].DSN == "4.4.2" && res[0].State == store.RcptPending
+		if cn.broken {
+			p.drop(cn)
+		} else {
+			p.put(cn)
+		}
+		// A cached session the server closed while idle: once more on a
+		// new one (Postfix does the same with its connection cache).
+		if reused && stale && try == 0 && ctx.Err() == nil && !anyReply(res) {
+			continue
+		}
+		return res
+	}
+}
+
+// anyReply reports whether the server answered any command of the
+// transaction (then it must not be repeated).
+func anyReply(res []result) bool {
+	for _, r := range res {
+		if r.Status == "sent" || r.Status == "bounced" || strings.HasPrefix(r.Diag, "smtp;") {
+			return true
+		}
+	}
+	return false
+}
+
+// connect opens a session with the first target that answers, trying
+// them in order; with TLS level may a failed handshake is retried in
+// plaintext (Postfix's fallback). The last failure is returned.
+func (d *Scheduler) connect(ctx context.Context, targets []target) (*conn, *sessionError) {
+	var last *sessionError
+	for _, t := range targets {
+		cn, err := d.dial(ctx, t, true)
+		var se *sessionError
+		if errors.As(err, &se) && se.res.DSN == "4.7.5" && d.o.TLSLevel == TLSMay {
+			cn, err = d.dial(ctx, t, false)
+		}
+		if err == nil {
+			return cn, nil
+		}
+		if !errors.As(err, &se) {
+			se = &sessionError{transient(t, "4.4.2", err.Error())}
+		}
+		last = se
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+// finish applies expiry and the delay warning, logs one event per
+// outcome and ends the attempt in one store transaction.
+func (d *Scheduler) finish(a *attempt, cut bool) {
+	m := a.m
+	if cut && len(a.results) == 0 {
+		if err := d.s.Unlease(m.ID); err != nil {
+			a.log.Error().Err(err).Msg("unlease failed")
+		}
+		return
+	}
+	var f store.Finish
+	expired := !cut && d.expired(a)
+	idx := make([]int, 0, len(m.Recipients))
+	for i := range m.Recipients {
+		if m.Recipients[i].State == store.RcptPending {
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	var failed, delayed []int
+	for _, i := range idx {
+		r := &m.Recipients[i]
+		res, attempted := a.results[i]
+		if expired && (!attempted || res.State == store.RcptPending) {
+			res = expire(r, res, attempted)
+			a.results[i], attempted = res, true
+		}
+		if !attempted {
+			continue
+		}
+		o := store.Outcome{Rcpt: i, Result: res.State, Reply: res.Reply, DSN: res.DSN, RemoteMTA: res.Remote}
+		if res.State == store.RcptPending {
+			o.NextAttempt = a.now.Add(d.o.backoff(r.Attempts + 1))
+			delayed = append(delayed, i)
+		}
+		if res.State == store.RcptBounced {
+			failed = append(failed, i)
+		}
+		f.Outcomes = append(f.Outcomes, o)
+		d.logResult(a, i, res, o.NextAttempt)
+	}
+	if expired {
+		a.log.Info().Str("from", m.Sender).Str("status", "expired").Msg("returned to sender")
+	}
+	if b := d.bounce(a, failed, dsnFailed); b != nil {
+		f.Bounces = append(f.Bounces, *b)
+	}
+	if !expired && !cut && len(delayed) > 0 && !m.WarnAt.IsZero() && !a.now.Before(m.WarnAt) {
+		if b := d.bounce(a, delayed, dsnDelayed); b != nil {
+			f.Bounces = append(f.Bounces, *b)
+		}
+		f.WarnSent = true
+	}
+	if err := d.s.Finish(m.ID, f); err != nil {
+		// The lease stays in the store; the next start returns the
+		// message to the queue (at-least-once).
+		a.log.Error().Err(err).Msg("finish failed")
+		return
+	}
+	if len(f.Bounces) > 0 {
+		d.Wake()
+	}
+}
+
+// expired: force-expired, or older than the lifetime (bounce_queue_lifetime
+// for the null sender). Lifetime 0 means a single attempt.
+func (d *Scheduler) expired(a *attempt) bool {
+	life := d.o.MaxQueueLifetime
+	if a.m.Sender == "" {
+		life = d.o.BounceQueueLifetime
+	}
+	return a.m.Expired || !a.now.Before(a.m.Arrival.Add(life))
+}
+
+// expire turns a pending recipient into a returned one; the status keeps
+// the deferral's 4.x.x code (reference spec §3.9).
+func expire(r *store.Recipient, res result, attempted bool) result {
+	if !attempted {
+		res = result{Reply: r.Reply, DSN: r.DSN, Remote: r.RemoteMTA, Relay: "none"}
+		if res.Remote != "" {
+			res.Diag = "X-Postfix; " + r.Reply
+		}
+	}
+	if res.DSN == "" {
+		res.DSN = "4.4.7"
+	}
+	if res.Reply == "" {
+		res.Reply = "message expired"
+	}
+	if res.Diag == "" {
+		res.Diag = "X-Postfix; " + res.Reply
+	}
+	res.State, res.Status = store.RcptBounced, "expired"
+	return res
+}
+
+// logResult writes the maillog line of one recipient outcome.
+func (d *Scheduler) logResult(a *attempt, i int, res result, next time.Time) {
+	r := &a.m.Recipients[i]
+	relay := res.Relay
+	if relay == "" {
+		relay = "none"
+	}
+	ev := a.log.Info()
+	if res.State == store.RcptPending {
+		ev = ev.Time("next_attempt", next)
+	}
+	ev.Str("to", r.Addr).Str("relay", relay).
+		Float64("delay", d.o.Clock.Now().Sub(a.m.Arrival).Seconds()).
+		Str("dsn", res.DSN).Str("status", res.Status).Str("reply", res.Reply).Msg("")
+}

@@ -1,0 +1,312 @@
+package delivery
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// conn is one SMTP session with a next hop, kept in the hop's pool between
+// messages.
+type conn struct {
+	t      target
+	netc   net.Conn // the transport: TCP, or TLS over it after STARTTLS
+	c      *smtp.Client
+	tls    bool
+	size   int64 // SIZE announced by the server, 0 = none (RFC 1870)
+	utf8   bool  // SMTPUTF8 announced
+	uses   int   // transactions run on this connection
+	broken bool  // must not be reused
+	idle   *time.Timer
+}
+
+// errNoTLS is a session that TLSEncrypt must refuse.
+var errNoTLS = errors.New("TLS is required, but was not offered")
+
+// sessionError is a failure before the first MAIL FROM: the site cannot be
+// used (connection, greeting, EHLO, STARTTLS).
+type sessionError struct{ res result }
+
+func (e *sessionError) Error() string { return e.res.Reply }
+
+// dial opens a session with t: connect, greeting, EHLO, STARTTLS when
+// offered (level may) or required (encrypt), EHLO again over TLS
+// (RFC 3207 sec 4.2).
+func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, error) {
+	to := &d.o.Timeouts
+	dctx, cancel := context.WithTimeout(ctx, to.Connect)
+	defer cancel()
+	var nd net.Dialer
+	raw, err := nd.DialContext(dctx, "tcp", net.JoinHostPort(t.Addr.String(), strconv.Itoa(t.Port)))
+	if err != nil {
+		return nil, &sessionError{connectFailure(t, err)}
+	}
+	stop := context.AfterFunc(ctx, func() { raw.Close() }) // shutdown cuts the session
+	c, err := d.handshake(raw, t, tryTLS)
+	if !stop() || err != nil {
+		raw.Close()
+		if err == nil {
+			err = &sessionError{transient(t, "4.4.2", fmt.Sprintf("lost connection with %s[%s] while performing the EHLO handshake", t.Name, t.Addr))}
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// handshake runs greeting, EHLO and STARTTLS on raw.
+func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error) {
+	to := &d.o.Timeouts
+	tp := textproto.NewConn(raw)
+	raw.SetDeadline(time.Now().Add(to.Helo))
+	_, banner, err := tp.ReadResponse(220)
+	if err != nil {
+		return nil, d.greetError(t, err, "receiving the initial server greeting")
+	}
+	banner, _, _ = strings.Cut(banner, "\n")
+	ext := map[string]bool{}
+	if d.o.TLSLevel != TLSNone && tryTLS {
+		if err := tp.PrintfLine("EHLO %s", d.o.HeloName); err != nil {
+			return nil, d.greetError(t, err, "performing the EHLO handshake")
+		}
+		_, msg, err := tp.ReadResponse(250)
+		if err != nil {
+			return nil, d.greetError(t, err, "performing the EHLO handshake")
+		}
+		for _, l := range strings.Split(msg, "\n")[1:] {
+			k, _, _ := strings.Cut(l, " ")
+			ext[strings.ToUpper(k)] = true
+		}
+	}
+	nc, isTLS := raw, false
+	if ext["STARTTLS"] {
+		raw.SetDeadline(time.Now().Add(to.StartTLS))
+		if err := tp.PrintfLine("STARTTLS"); err != nil {
+			return nil, d.greetError(t, err, "sending STARTTLS")
+		}
+		if _, _, err := tp.ReadResponse(220); err != nil {
+			return nil, d.greetError(t, err, "sending STARTTLS")
+		}
+		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} // may/encrypt: no verification (Postfix)
+		if !t.Addr.IsValid() || t.Name != t.Addr.String() {
+			cfg.ServerName = t.Name
+		}
+		tc := tls.Client(raw, cfg)
+		if err := tc.Handshake(); err != nil {
+			return nil, &sessionError{transient(t, "4.7.5", fmt.Sprintf("Cannot start TLS: handshake failure with %s[%s]: %v", t.Name, t.Addr, err))}
+		}
+		nc, isTLS = tc, true
+	} else if d.o.TLSLevel == TLSEncrypt {
+		return nil, &sessionError{transient(t, "4.7.4", fmt.Sprintf("TLS is required, but was not offered by host %s[%s]", t.Name, t.Addr))}
+	}
+	raw.SetDeadline(time.Time{})
+	var rest io.Reader = nc
+	if !isTLS {
+		rest = tp.R // whatever the reader has buffered comes first
+	}
+	// go-smtp's Client reads a greeting first; the server sent its one
+	// greeting already, so it is replayed from memory.
+	c := smtp.NewClient(&greeted{Conn: nc, r: io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), rest)})
+	c.CommandTimeout = to.Helo
+	if err := c.Hello(d.o.HeloName); err != nil {
+		c.Close()
+		return nil, d.greetError(t, err, "performing the EHLO handshake")
+	}
+	cn := &conn{t: t, netc: nc, c: c, tls: isTLS}
+	if ok, v := c.Extension("SIZE"); ok {
+		cn.size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	}
+	cn.utf8, _ = c.Extension("SMTPUTF8")
+	return cn, nil
+}
+
+// greetError is a session failure: a reply from the server (Postfix: "host
+// X refused to talk to me") or a lost connection.
+func (d *Scheduler) greetError(t target, err error, stage string) error {
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		err = &smtp.SMTPError{Code: te.Code, Message: te.Msg, EnhancedCode: smtp.NoEnhancedCode}
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		r := classify(se, t, "EHLO", true) // a site failure is never permanent
+		r.Reply = fmt.Sprintf("host %s[%s] refused to talk to me: %s", t.Name, t.Addr, replyText(se))
+		return &sessionError{r}
+	}
+	return &sessionError{classify(err, t, stage, true)}
+}
+
+// greeted is a net.Conn whose first bytes come from r.
+type greeted struct {
+	net.Conn
+	r io.Reader
+}
+
+func (g *greeted) Read(p []byte) (int, error) { return g.r.Read(p) }
+
+// send runs one mail transaction for the recipients rcpts of m: MAIL FROM,
+// one RCPT TO each (one recipient's reply affects only that recipient),
+// DATA when at least one was accepted. It returns one result per
+// recipient, in order. On a network error the connection is marked broken.
+func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) []result {
+	to := &d.o.Timeouts
+	out := make([]result, len(rcpts))
+	all := func(r result) []result {
+		for i := range out {
+			out[i] = r
+		}
+		return out
+	}
+	cn.uses++
+	if cn.size > 0 && int64(len(body)) > cn.size {
+		text := fmt.Sprintf("message size %d exceeds size limit %d of server %s[%s]", len(body), cn.size, cn.t.Name, cn.t.Addr)
+		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.3.4", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
+	}
+	if m.SMTPUTF8 && !cn.utf8 {
+		text := fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s[%s]", cn.t.Name, cn.t.Addr)
+		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.6.7", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
+	}
+	cn.c.CommandTimeout = to.Mail
+	if err := cn.c.Mail(m.Sender, mailOptions(m, len(body))); err != nil {
+		d.brokenUnlessReply(cn, err)
+		return all(classify(err, cn.t, "MAIL FROM", d.o.SoftBounce))
+	}
+	var ok []int
+	for i, ri := range rcpts {
+		r := &m.Recipients[ri]
+		cn.c.CommandTimeout = to.Rcpt
+		if err := cn.c.Rcpt(r.Addr, rcptOptions(r)); err != nil {
+			out[i] = classify(err, cn.t, "RCPT TO", d.o.SoftBounce)
+			if d.brokenUnlessReply(cn, err) {
+				for j := i + 1; j < len(rcpts); j++ {
+					out[j] = out[i]
+				}
+				return out
+			}
+			continue
+		}
+		ok = append(ok, i)
+	}
+	if len(ok) == 0 {
+		cn.c.CommandTimeout = to.Rset
+		if err := cn.c.Reset(); err != nil {
+			cn.broken = true
+		}
+		return out
+	}
+	res := d.data(cn, body)
+	for _, i := range ok {
+		out[i] = res
+	}
+	return out
+}
+
+// data sends DATA, the content and the final dot.
+func (d *Scheduler) data(cn *conn, body []byte) result {
+	to := &d.o.Timeouts
+	cn.c.CommandTimeout = to.DataInit
+	w, err := cn.c.Data()
+	if err != nil {
+		d.brokenUnlessReply(cn, err)
+		return classify(err, cn.t, "DATA", d.o.SoftBounce)
+	}
+	cn.netc.SetWriteDeadline(time.Now().Add(to.DataXfer))
+	if _, err := w.Write(body); err != nil {
+		cn.broken = true
+		return classify(err, cn.t, "sending message body", true)
+	}
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		if _, err := w.Write([]byte("\r\n")); err != nil {
+			cn.broken = true
+			return classify(err, cn.t, "sending message body", true)
+		}
+	}
+	cn.c.SubmissionTimeout = to.DataDone
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		d.brokenUnlessReply(cn, err)
+		return classify(err, cn.t, "end of DATA", d.o.SoftBounce)
+	}
+	return classify(&smtp.SMTPError{Code: 250, EnhancedCode: smtp.NoEnhancedCode, Message: resp.StatusText}, cn.t, "end of DATA", false)
+}
+
+// brokenUnlessReply marks the connection broken unless err is an SMTP
+// reply (after which the session goes on).
+func (d *Scheduler) brokenUnlessReply(cn *conn, err error) bool {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code != 421 {
+		return false
+	}
+	cn.broken = true
+	return true
+}
+
+// mailOptions are the MAIL FROM parameters: SIZE (RFC 1870), SMTPUTF8
+// (RFC 6531), RET and ENVID (RFC 3461). go-smtp sends each only when the
+// server announced the extension.
+func mailOptions(m *store.Message, size int) *smtp.MailOptions {
+	o := &smtp.MailOptions{Size: int64(size), UTF8: m.SMTPUTF8}
+	switch m.Ret {
+	case store.RetFull:
+		o.Return = smtp.DSNReturnFull
+	case store.RetHdrs:
+		o.Return = smtp.DSNReturnHeaders
+	}
+	if printable(m.EnvID) {
+		o.EnvelopeID = m.EnvID
+	}
+	return o
+}
+
+// rcptOptions are NOTIFY and ORCPT (RFC 3461 sec 4), passed on.
+func rcptOptions(r *store.Recipient) *smtp.RcptOptions {
+	o := &smtp.RcptOptions{}
+	if r.Notify&store.NotifyNever != 0 {
+		o.Notify = []smtp.DSNNotify{smtp.DSNNotifyNever}
+	} else {
+		if r.Notify&store.NotifySuccess != 0 {
+			o.Notify = append(o.Notify, smtp.DSNNotifySuccess)
+		}
+		if r.Notify&store.NotifyFailure != 0 {
+			o.Notify = append(o.Notify, smtp.DSNNotifyFailure)
+		}
+		if r.Notify&store.NotifyDelay != 0 {
+			o.Notify = append(o.Notify, smtp.DSNNotifyDelayed)
+		}
+	}
+	if typ, addr, ok := strings.Cut(r.Orig, ";"); ok && strings.EqualFold(typ, "rfc822") && printable(addr) && addr != "" {
+		o.OriginalRecipientType = smtp.DSNAddressTypeRFC822
+		o.OriginalRecipient = addr
+	}
+	return o
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 33 || s[i] > 126 {
+			return false
+		}
+	}
+	return true
+}
+
+// close ends the session with QUIT, bounded by smtp_quit_timeout.
+func (d *Scheduler) closeConn(cn *conn) {
+	if !cn.broken {
+		cn.c.CommandTimeout = d.o.Timeouts.Quit
+		if cn.c.Quit() == nil {
+			return
+		}
+	}
+	cn.c.Close()
+}

@@ -1,0 +1,233 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// fakeClock is a Clock whose time moves only when the test says so.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	clock   *fakeClock
+	c       chan time.Time
+	at      time.Time
+	stopped bool
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.c }
+func (t *fakeTimer) Stop() bool {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+func newFakeClock(t0 time.Time) *fakeClock { return &fakeClock{now: t0} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{clock: c, c: make(chan time.Time, 1), at: c.now.Add(d)}
+	if d <= 0 {
+		t.c <- c.now
+		return t
+	}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+// Set moves the clock to t and fires the timers that are due.
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+	keep := c.timers[:0]
+	for _, tm := range c.timers {
+		if tm.stopped {
+			continue
+		}
+		if !tm.at.After(t) {
+			tm.c <- t
+			continue
+		}
+		keep = append(keep, tm)
+	}
+	c.timers = keep
+}
+
+func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
+
+// mapTable is a transport map for tests: exact address, then domain.
+type mapTable map[string]string
+
+func (m mapTable) Lookup(addr string) (string, bool, error) {
+	if v, ok := m[addr]; ok {
+		return v, true, nil
+	}
+	v, ok := m[store.DomainOf(addr)]
+	return v, ok, nil
+}
+
+// syncBuffer collects log output from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// env is one scheduler over a temporary store, with a fake clock, a
+// customer MTA (customer.test) and a sender's MTA (origin.test, where
+// notices go).
+type env struct {
+	t      *testing.T
+	clock  *fakeClock
+	s      *store.Store
+	mta    *testutil.MTA
+	origin *testutil.MTA
+	tm     mapTable
+	o      Options
+	d      *Scheduler
+	logs   *syncBuffer
+	stop   func() error
+}
+
+func newEnv(t *testing.T, tweak func(e *env)) *env {
+	t.Helper()
+	e := &env{t: t, clock: newFakeClock(t0), logs: &syncBuffer{}}
+	e.mta = testutil.NewMTA(t, testutil.MTAOptions{})
+	e.origin = testutil.NewMTA(t, testutil.MTAOptions{Domain: "mx.origin.test"})
+	e.tm = mapTable{
+		"customer.test": "smtp:[127.0.0.1]:" + fmt.Sprint(e.mta.Port),
+		"origin.test":   "smtp:[127.0.0.1]:" + fmt.Sprint(e.origin.Port),
+	}
+	e.o = Options{
+		Hostname:      "relay.test",
+		Transports:    e.tm,
+		Clock:         e.clock,
+		ShutdownGrace: 2 * time.Second,
+	}
+	e.s = testutil.Store(t, store.Options{NoSync: true, Now: e.clock.Now, Eligible: func(string) bool { return true }})
+	if tweak != nil {
+		tweak(e)
+	}
+	e.start()
+	return e
+}
+
+// start runs a scheduler on e.s until the test ends (or stop is called).
+func (e *env) start() {
+	e.t.Helper()
+	log := zerolog.New(e.logs)
+	d, err := New(e.o, e.s, log)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.d = d
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- d.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	e.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-res:
+			case <-time.After(10 * time.Second):
+				runErr = errors.New("Run did not return within 10s")
+			}
+		})
+		return runErr
+	}
+	e.t.Cleanup(func() {
+		if err := e.stop(); err != nil && !errors.Is(err, store.ErrClosed) {
+			e.t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// enqueue queues a message and wakes the scheduler.
+func (e *env) enqueue(sender string, rcpts ...string) store.ID {
+	e.t.Helper()
+	m := &store.Message{Sender: sender, Arrival: e.clock.Now()}
+	for _, r := range rcpts {
+		m.Recipients = append(m.Recipients, store.Recipient{Addr: r})
+	}
+	body := fmt.Sprintf("From: <%s>\r\nTo: <%s>\r\nSubject: test %d\r\nMessage-ID: <m%d@origin.test>\r\n\r\nHello.\r\n", sender, rcpts[0], len(rcpts), time.Now().UnixNano())
+	if err := e.s.Enqueue(m, []byte(body)); err != nil {
+		e.t.Fatal(err)
+	}
+	e.d.Wake()
+	return m.ID
+}
+
+// waitMsg polls the store until cond holds for message id (nil when it
+// is gone), for up to 10 s.
+func (e *env) waitMsg(id store.ID, what string, cond func(m *store.Message) bool) *store.Message {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m, err := e.s.Get(id)
+		if errors.Is(err, store.ErrNotFound) {
+			m = nil
+		} else if err != nil {
+			e.t.Fatalf("get %s: %v", id, err)
+		}
+		if (m == nil || m.State != store.StateActive) && cond(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: timed out; message %+v\nlog:\n%s", what, m, e.logs.String())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitAttempts waits until recipient 0 of id has failed n times.
+func (e *env) waitAttempts(id store.ID, n int) *store.Message {
+	e.t.Helper()
+	return e.waitMsg(id, fmt.Sprintf("attempt %d", n), func(m *store.Message) bool {
+		return m != nil && m.Recipients[0].Attempts >= n
+	})
+}
+
+// waitGone waits until id has left the queue.
+func (e *env) waitGone(id store.ID) {
+	e.t.Helper()
+	e.waitMsg(id, "delivery", func(m *store.Message) bool { return m == nil })
+}

@@ -1,0 +1,362 @@
+// Package delivery takes mail out of the store and hands it to the next hop
+// over SMTP, the way Postfix's qmgr(8) and smtp(8) do together: a scheduler
+// goroutine leases due messages, resolves each pending recipient to a
+// transport and next hop, defers what must wait (defer_transports, dead
+// destinations), delivers the rest with go-smtp's Client over a per-next-hop
+// connection cache, and ends every attempt with one store.Finish that also
+// queues the bounces (RFC 3464 DSNs) it owes.
+//
+// Retry times are exact: a recipient that failed for the n-th time is next
+// due min(maximal_backoff_time, minimal_backoff_time * 2^(n-1)) after the
+// attempt (DESIGN.md "Scheduling"), measured on the injectable Clock.
+package delivery
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/config"
+)
+
+// TransportTable is the transport map: Lookup(addr) gives the
+// "transport:nexthop" result for a recipient with Postfix's search order.
+// *config.TransportMap satisfies it.
+type TransportTable interface {
+	Lookup(addr string) (value string, found bool, err error)
+}
+
+// Timeouts are Postfix's smtp(8) time limits, one per protocol stage.
+type Timeouts struct {
+	Connect  time.Duration // smtp_connect_timeout
+	Helo     time.Duration // smtp_helo_timeout (greeting and EHLO)
+	StartTLS time.Duration // smtp_starttls_timeout
+	Mail     time.Duration // smtp_mail_timeout
+	Rcpt     time.Duration // smtp_rcpt_timeout
+	DataInit time.Duration // smtp_data_init_timeout (DATA -> 354)
+	DataXfer time.Duration // smtp_data_xfer_timeout (sending the content)
+	DataDone time.Duration // smtp_data_done_timeout (final dot -> reply)
+	Rset     time.Duration // smtp_rset_timeout
+	Quit     time.Duration // smtp_quit_timeout
+}
+
+// TLS levels of smtp_tls_security_level that the client implements.
+const (
+	TLSNone    = "none"
+	TLSMay     = "may"     // STARTTLS when offered, plaintext otherwise
+	TLSEncrypt = "encrypt" // STARTTLS required; no certificate verification
+)
+
+// Options configure a Scheduler. OptionsFromConfig fills them from the
+// configuration; tests set them directly. Zero durations and limits take
+// Postfix's defaults (see withDefaults).
+type Options struct {
+	// Hostname is myhostname: the Reporting-MTA of DSNs and the name in
+	// their text.
+	Hostname string
+	// HeloName is smtp_helo_name, sent in EHLO.
+	HeloName string
+	// Relayhost is used for recipients without a transport map entry
+	// ("[host]", "[host]:port", "host", "host:port"); "" = the domain.
+	Relayhost string
+	// Transports is transport_maps; nil = none.
+	Transports TransportTable
+	// DefaultTransport is default_transport ("smtp"); RelayTransport is
+	// relay_transport, used with Relayhost only when the map gave none.
+	DefaultTransport string
+	// SoftBounce is soft_bounce: 5xx replies defer instead of bouncing.
+	SoftBounce bool
+	// DeferTransports is defer_transports: such recipients wait for a flush.
+	DeferTransports []string
+	// MinBackoff, MaxBackoff are minimal_/maximal_backoff_time; MinBackoff
+	// is also how long a dead destination stays dead (Postfix).
+	MinBackoff, MaxBackoff time.Duration
+	// QueueRunDelay bounds the scheduler's sleep (queue_run_delay).
+	QueueRunDelay time.Duration
+	// MaxQueueLifetime, BounceQueueLifetime: expiry for normal and for
+	// null-sender mail; BounceQueueLifetime is clipped to MaxQueueLifetime.
+	// Negative means 0 (one attempt), as Postfix's "0".
+	MaxQueueLifetime, BounceQueueLifetime time.Duration
+	// DelayWarning is delay_warning_time, shown in the delay notice text;
+	// the time itself is the message's WarnAt.
+	DelayWarning time.Duration
+	// Concurrency is the global limit of messages in delivery at once
+	// (delivery_concurrency_limit).
+	Concurrency int
+	// DestinationLimit gives the connection limit per next hop for a
+	// transport (<transport>_destination_concurrency_limit, else
+	// default_destination_concurrency_limit); nil = DefaultDestinationLimit.
+	DestinationLimit func(transport string) int
+	// DefaultDestinationLimit is default_destination_concurrency_limit.
+	DefaultDestinationLimit int
+	// Timeouts of the SMTP client.
+	Timeouts Timeouts
+	// ConnCacheTime is how long an idle connection is kept for reuse
+	// (smtp_connection_cache_time_limit, 2s in Postfix).
+	ConnCacheTime time.Duration
+	// TLSLevel is TLSNone, TLSMay or TLSEncrypt.
+	TLSLevel string
+	// DNS enables MX and address lookups in the DNS (smtp_host_lookup
+	// contains "dns" and disable_dns_lookups = no); otherwise next hops are
+	// resolved with the system resolver (native) and MX records are not
+	// used, as Postfix does.
+	DNS bool
+	// DNSServer, when set ("127.0.0.1:5353"), is the only DNS server the
+	// resolver asks. Resolver, when set, is used instead of either.
+	DNSServer string
+	Resolver  *net.Resolver
+	// Port is the TCP port of a next hop given without one (25).
+	Port int
+	// MXAddressLimit caps the addresses tried per delivery
+	// (smtp_mx_address_limit, 5).
+	MXAddressLimit int
+	// BounceSizeLimit is bounce_size_limit: a larger original is returned
+	// as headers only.
+	BounceSizeLimit int64
+	// Clock is the time source; nil = the system clock.
+	Clock Clock
+	// ShutdownGrace bounds how long Run waits for in-flight deliveries
+	// after its context ends; then they are cut and their messages
+	// returned to the queue (Unlease). Default 10s.
+	ShutdownGrace time.Duration
+	// LeaseBatch is the most messages leased per store transaction (100).
+	LeaseBatch int
+}
+
+// OptionsFromConfig reads the delivery parameters from c.
+func OptionsFromConfig(c *config.Config) (Options, error) {
+	var o Options
+	var err error
+	o.Hostname = c.String("myhostname")
+	o.HeloName = c.String("smtp_helo_name")
+	o.Relayhost = c.String("relayhost")
+	o.DefaultTransport = c.String("default_transport")
+	if o.SoftBounce, err = c.Bool("soft_bounce"); err != nil {
+		return o, err
+	}
+	if o.DeferTransports, err = c.List("defer_transports"); err != nil {
+		return o, err
+	}
+	tm, err := c.Transport()
+	if err != nil {
+		return o, err
+	}
+	if tm != nil {
+		o.Transports = tm
+	}
+	times := []struct {
+		name string
+		p    *time.Duration
+	}{
+		{"minimal_backoff_time", &o.MinBackoff},
+		{"maximal_backoff_time", &o.MaxBackoff},
+		{"queue_run_delay", &o.QueueRunDelay},
+		{"maximal_queue_lifetime", &o.MaxQueueLifetime},
+		{"bounce_queue_lifetime", &o.BounceQueueLifetime},
+		{"delay_warning_time", &o.DelayWarning},
+		{"smtp_connect_timeout", &o.Timeouts.Connect},
+		{"smtp_helo_timeout", &o.Timeouts.Helo},
+		{"smtp_starttls_timeout", &o.Timeouts.StartTLS},
+		{"smtp_mail_timeout", &o.Timeouts.Mail},
+		{"smtp_rcpt_timeout", &o.Timeouts.Rcpt},
+		{"smtp_data_init_timeout", &o.Timeouts.DataInit},
+		{"smtp_data_xfer_timeout", &o.Timeouts.DataXfer},
+		{"smtp_data_done_timeout", &o.Timeouts.DataDone},
+		{"smtp_quit_timeout", &o.Timeouts.Quit},
+		{"smtp_rset_timeout", &o.Timeouts.Rset},
+		{"smtp_connection_cache_time_limit", &o.ConnCacheTime},
+	}
+	for _, t := range times {
+		if !known(c, t.name) {
+			continue // not in this configuration's table: the Postfix default applies
+		}
+		if *t.p, err = c.Time(t.name); err != nil {
+			return o, err
+		}
+	}
+	for _, z := range []*time.Duration{&o.MaxQueueLifetime, &o.BounceQueueLifetime} {
+		if *z == 0 {
+			*z = -1 // Postfix: 0 = a single attempt
+		}
+	}
+	ints := []struct {
+		name string
+		p    *int
+	}{
+		{"delivery_concurrency_limit", &o.Concurrency},
+		{"default_destination_concurrency_limit", &o.DefaultDestinationLimit},
+		{"smtp_mx_address_limit", &o.MXAddressLimit},
+	}
+	for _, t := range ints {
+		if *t.p, err = c.Int(t.name); err != nil {
+			return o, err
+		}
+	}
+	if o.BounceSizeLimit, err = c.Size("bounce_size_limit"); err != nil {
+		return o, err
+	}
+	def := o.DefaultDestinationLimit
+	o.DestinationLimit = func(transport string) int {
+		name := transport + "_destination_concurrency_limit"
+		if !known(c, name) {
+			return def
+		}
+		n, err := c.Int(name)
+		if err != nil || n <= 0 {
+			return def
+		}
+		return n
+	}
+	if err := lookupOptions(c, &o); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+// known reports whether c has a value for name (set, or in the defaults).
+func known(c *config.Config, name string) bool {
+	_, ok := c.Raw(name)
+	return ok
+}
+
+// lookupOptions reads smtp_host_lookup, disable_dns_lookups and
+// smtp_tls_security_level.
+func lookupOptions(c *config.Config, o *Options) error {
+	off, err := c.Bool("disable_dns_lookups")
+	if err != nil {
+		return err
+	}
+	methods, err := c.List("smtp_host_lookup")
+	if err != nil {
+		return err
+	}
+	for _, m := range methods {
+		if strings.EqualFold(m, "dns") {
+			o.DNS = !off
+		}
+	}
+	switch lvl := c.String("smtp_tls_security_level"); lvl {
+	case "", TLSNone:
+		o.TLSLevel = TLSNone
+	case TLSMay, TLSEncrypt:
+		o.TLSLevel = lvl
+	default:
+		return &config.Error{Param: "smtp_tls_security_level", Msg: fmt.Sprintf("level %q is not supported by holdfast (none, may, encrypt)", lvl)}
+	}
+	return nil
+}
+
+// withDefaults fills zero fields with Postfix's defaults.
+func (o Options) withDefaults() Options {
+	setDur := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	setDur(&o.MinBackoff, 300*time.Second)
+	setDur(&o.MaxBackoff, 4000*time.Second)
+	setDur(&o.QueueRunDelay, 300*time.Second)
+	setDur(&o.MaxQueueLifetime, 5*24*time.Hour)
+	setDur(&o.BounceQueueLifetime, 5*24*time.Hour)
+	setDur(&o.Timeouts.Connect, 30*time.Second)
+	setDur(&o.Timeouts.Helo, 300*time.Second)
+	setDur(&o.Timeouts.StartTLS, 300*time.Second)
+	setDur(&o.Timeouts.Mail, 300*time.Second)
+	setDur(&o.Timeouts.Rcpt, 300*time.Second)
+	setDur(&o.Timeouts.DataInit, 120*time.Second)
+	setDur(&o.Timeouts.DataXfer, 180*time.Second)
+	setDur(&o.Timeouts.DataDone, 600*time.Second)
+	setDur(&o.Timeouts.Rset, 20*time.Second)
+	setDur(&o.Timeouts.Quit, 300*time.Second)
+	setDur(&o.ConnCacheTime, 2*time.Second)
+	setDur(&o.ShutdownGrace, 10*time.Second)
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = o.MinBackoff
+	}
+	if o.MaxQueueLifetime < 0 {
+		o.MaxQueueLifetime = 0
+	}
+	if o.BounceQueueLifetime < 0 {
+		o.BounceQueueLifetime = 0
+	}
+	if o.BounceQueueLifetime > o.MaxQueueLifetime {
+		o.BounceQueueLifetime = o.MaxQueueLifetime
+	}
+	setInt := func(p *int, n int) {
+		if *p <= 0 {
+			*p = n
+		}
+	}
+	setInt(&o.Concurrency, 100)
+	setInt(&o.DefaultDestinationLimit, 20)
+	setInt(&o.Port, 25)
+	setInt(&o.MXAddressLimit, 5)
+	setInt(&o.LeaseBatch, 100)
+	if o.BounceSizeLimit <= 0 {
+		o.BounceSizeLimit = 50000
+	}
+	if o.Hostname == "" {
+		o.Hostname = "localhost"
+	}
+	if o.HeloName == "" {
+		o.HeloName = o.Hostname
+	}
+	if o.DefaultTransport == "" {
+		o.DefaultTransport = "smtp"
+	}
+	if o.TLSLevel == "" {
+		o.TLSLevel = TLSNone
+	}
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
+	return o
+}
+
+// destLimit is the connection limit for one next hop of transport.
+func (o *Options) destLimit(transport string) int {
+	if o.DestinationLimit != nil {
+		if n := o.DestinationLimit(transport); n > 0 {
+			return n
+		}
+	}
+	return o.DefaultDestinationLimit
+}
+
+// backoff is the delay before the next attempt of a recipient that has
+// now failed attempts times (attempts >= 1):
+// min(MaxBackoff, MinBackoff * 2^(attempts-1)).
+func (o *Options) backoff(attempts int) time.Duration {
+	d := o.MinBackoff
+	for i := 1; i < attempts && d < o.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, o.MaxBackoff)
+}
+
+// Clock is the scheduler's time source. Tests inject a fake one to check
+// retry times exactly.
+type Clock interface {
+	Now() time.Time
+	// NewTimer returns a timer that fires once after d.
+	NewTimer(d time.Duration) Timer
+}
+
+// Timer is a one-shot timer of a Clock.
+type Timer interface {
+	C() <-chan time.Time
+	Stop() bool
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+func (systemClock) NewTimer(d time.Duration) Timer {
+	return sysTimer{time.NewTimer(d)}
+}
+
+type sysTimer struct{ t *time.Timer }
+
+func (t sysTimer) C() <-chan time.Time { return t.t.C }
+func (t sysTimer) Stop() bool          { return t.t.Stop() }

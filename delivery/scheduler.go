@@ -1,0 +1,220 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// Scheduler is the queue manager: one goroutine (Run) leases due messages
+// and starts one delivery worker per message, within the global and
+// per-destination limits.
+type Scheduler struct {
+	o        Options
+	s        *store.Store
+	log      zerolog.Logger
+	resolver *net.Resolver
+	wake     chan struct{}
+	done     chan struct{} // one token per finished worker
+	pools    pools
+	deferred map[string]bool // defer_transports
+
+	deadMu sync.Mutex
+	dead   map[string]deadHop // by hop key
+}
+
+// deadHop is a next hop whose connection failed: its mail is deferred
+// without a connection until Until (reference spec §3.5).
+type deadHop struct {
+	Until  time.Time
+	Reason string
+	DSN    string
+}
+
+// New builds a scheduler for the store s. The dead-destination list is
+// loaded from the store.
+func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
+	o = o.withDefaults()
+	d := &Scheduler{
+		o:        o,
+		s:        s,
+		log:      log,
+		resolver: resolverFor(&o),
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}, o.Concurrency),
+		pools:    pools{m: map[string]*pool{}},
+		deferred: map[string]bool{},
+		dead:     map[string]deadHop{},
+	}
+	for _, t := range o.DeferTransports {
+		d.deferred[t] = true
+	}
+	dests, err := s.Dests()
+	if err != nil {
+		return nil, fmt.Errorf("delivery: load dead destinations: %w", err)
+	}
+	for k, v := range dests {
+		if strings.Contains(k, ":") && !v.DeadUntil.IsZero() { // hop keys are transport:nexthop
+			d.dead[k] = deadHop{Until: v.DeadUntil, Reason: v.Reason, DSN: "4.4.1"}
+		}
+	}
+	return d, nil
+}
+
+// Wake makes the scheduler look at the queue at once (new mail, a flush,
+// a release). It never blocks.
+func (d *Scheduler) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run schedules deliveries until ctx ends. Then it stops leasing, lets
+// in-flight deliveries finish for up to ShutdownGrace, cuts the rest
+// (their messages are returned to the queue, never left leased), closes
+// cached connections and returns nil. It returns an error only when the
+// store fails for good (closed).
+func (d *Scheduler) Run(ctx context.Context) error {
+	work, cut := context.WithCancel(context.Background())
+	defer cut()
+	running := 0
+	var runErr error
+	for ctx.Err() == nil && runErr == nil {
+		running -= d.drain()
+		free := d.o.Concurrency - running
+		leased := 0
+		if free > 0 {
+			n := min(free, d.o.LeaseBatch)
+			msgs, err := d.s.Lease(d.o.Clock.Now(), n)
+			if err != nil {
+				if errors.Is(err, store.ErrClosed) {
+					runErr = err
+					break
+				}
+				d.log.Error().Err(err).Msg("lease failed")
+			}
+			for _, m := range msgs {
+				running++
+				go func() {
+					defer func() { d.done <- struct{}{} }()
+					d.attempt(work, m)
+				}()
+			}
+			leased = len(msgs)
+			if leased == n && err == nil {
+				continue // more may be due
+			}
+		}
+		d.sleep(ctx, running < d.o.Concurrency, leased)
+	}
+	d.shutdown(cut, running)
+	return runErr
+}
+
+// drain counts finished workers without blocking.
+func (d *Scheduler) drain() int {
+	n := 0
+	for {
+		select {
+		case <-d.done:
+			n++
+		default:
+			return n
+		}
+	}
+}
+
+// sleep waits for the next due time (at most queue_run_delay), a Wake, a
+// finished worker or the end of ctx. With no free worker it waits for a
+// worker (or a Wake) only.
+func (d *Scheduler) sleep(ctx context.Context, canLease bool, leased int) {
+	wait := d.o.QueueRunDelay
+	if canLease {
+		if next, ok, err := d.s.NextDue(); err == nil && ok {
+			wait = min(wait, next.Sub(d.o.Clock.Now()))
+		}
+		if wait <= 0 && leased == 0 {
+			// Due now but not leased: it came due just after Lease, or
+			// Lease skips it (an unreadable record). Look again, but at
+			// most 100 times a second.
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t := d.o.Clock.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-d.wake:
+	case <-t.C():
+	case <-d.done:
+		// A finished worker frees a slot: put the token back for drain.
+		d.done <- struct{}{}
+	}
+}
+
+// shutdown waits up to ShutdownGrace for the running workers, then cuts
+// their sessions (the workers return their messages with Unlease), waits
+// for them, and closes the connection cache.
+func (d *Scheduler) shutdown(cut context.CancelFunc, running int) {
+	grace := time.NewTimer(d.o.ShutdownGrace)
+	defer grace.Stop()
+	for running > 0 {
+		select {
+		case <-d.done:
+			running--
+		case <-grace.C:
+			d.log.Warn().Int("active", running).Msg("shutdown: cutting deliveries in progress")
+			cut()
+			for ; running > 0; running-- {
+				<-d.done
+			}
+		}
+	}
+	d.closeAllPools()
+}
+
+// isDead reports whether hop is on the dead list at now.
+func (d *Scheduler) isDead(key string, now time.Time) (deadHop, bool) {
+	d.deadMu.Lock()
+	defer d.deadMu.Unlock()
+	h, ok := d.dead[key]
+	if ok && !now.Before(h.Until) {
+		delete(d.dead, key)
+		ok = false
+	}
+	return h, ok
+}
+
+// markDead puts hop on the dead list for minimal_backoff_time and records
+// it in the store so that a restart does not forget it.
+func (d *Scheduler) markDead(key string, now time.Time, r result) {
+	h := deadHop{Until: now.Add(d.o.MinBackoff), Reason: r.Reply, DSN: r.DSN}
+	d.deadMu.Lock()
+	d.dead[key] = h
+	d.deadMu.Unlock()
+	if err := d.s.PutDest(key, store.DestState{DeadUntil: h.Until, Reason: h.Reason}); err != nil {
+		d.log.Error().Err(err).Str("relay", key).Msg("record dead destination failed")
+	}
+}
+
+// revive takes hop off the dead list after a good session.
+func (d *Scheduler) revive(key string) {
+	d.deadMu.Lock()
+	_, ok := d.dead[key]
+	delete(d.dead, key)
+	d.deadMu.Unlock()
+	if ok {
+		if err := d.s.PutDest(key, store.DestState{}); err != nil {
+			d.log.Error().Err(err).Str("relay", key).Msg("clear dead destination failed")
+		}
+	}
+}
