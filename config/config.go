@@ -261,8 +261,11 @@ func (c *Config) check(name string, p *param) error {
 			}
 		}
 		return nil
+	case kindList:
+		_, err := c.List(name)
+		return err
 	default:
-		_, err := c.List(name) // expansion only; List reports loops and undefined names
+		_, err := c.Expand(name)
 		return err
 	}
 }

@@ -27,6 +27,7 @@ func TestParseSyntax(t *testing.T) {
 		{"trailing blanks and CRLF", "myhostname =  mx.example \t\r\n", "myhostname", "mx.example"},
 		{"empty value", "relayhost =\n", "relayhost", ""},
 		{"comment lines", "# a comment\n  # indented comment\nmyhostname = a.example\n", "myhostname", "a.example"},
+		{"brace in free text", "smtpd_banner = $myhostname ESMTP {ready\n", "smtpd_banner", "$myhostname ESMTP {ready"},
 		{"hash inside a value is kept", "smtpd_banner = x # not a comment\n", "smtpd_banner", "x # not a comment"},
 		{"blank lines", "\n\n   \nmyhostname = b.example\n\n", "myhostname", "b.example"},
 		{"continuation", "relay_domains = a.tld,\n  b.tld\n\tc.tld\n", "relay_domains", "a.tld, b.tld c.tld"},
