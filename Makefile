@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 FUZZTIME ?= 30s
 
-.PHONY: all build run test test-short vet fmt fmt-check bench bench-compare fuzz soak install clean
+.PHONY: all build run test test-short vet fmt fmt-check bench bench-compare bench-go fuzz soak install clean
 
 all: build
 
@@ -35,7 +35,20 @@ fmt:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Benchmarks with Postfix's smtp-source/smtp-sink on loopback (installs
+# Debian's postfix when they are missing; see docs/benchmarks.md).
+# BENCHFLAGS passes harness flags, e.g. BENCHFLAGS='-runs 3 -sizes 10k,100k'.
 bench: build
+	$(GO) build -o bin/holdfast-bench ./bench
+	./bin/holdfast-bench -holdfast $(BIN) $(BENCHFLAGS)
+
+# The same side by side with a private Postfix instance, run by run.
+bench-compare: build
+	$(GO) build -o bin/holdfast-bench ./bench
+	./bin/holdfast-bench -holdfast $(BIN) -compare $(BENCHFLAGS)
+
+# Go micro-benchmarks of the packages.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 -timeout 60m ./store/... ./smtpd/... ./delivery/... ./flush/...
 
 # Runs each fuzz target for FUZZTIME.

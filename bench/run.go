@@ -1,0 +1,497 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Run runs the phases c asks for, prints the table and saves the
+// results. Every process it starts is stopped before it returns, also on
+// error and on cancellation.
+func Run(ctx context.Context, c *Config) (*Results, error) {
+	r := &Results{Started: time.Now(), Machine: machine(), Config: describe(c)}
+	var need []string
+	if c.Load == "smtp-source" {
+		need = append(need, "smtp-source")
+	}
+	if c.Sink == "smtp-sink" {
+		need = append(need, "smtp-sink")
+	}
+	if c.Postfix {
+		need = append(need, "postfix")
+	}
+	if c.Holdfast == "" && !c.Postfix {
+		return nil, errors.New("nothing to measure: no holdfast binary and no -compare")
+	}
+	if err := ensureTools(c, need...); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(c.Work, "holdfast-bench-")
+	if err != nil {
+		return nil, err
+	}
+	// Postfix's daemons run as user postfix and must reach the queue.
+	if err := os.Chmod(work, 0o755); err != nil {
+		return nil, err
+	}
+	if c.Keep {
+		c.logf("work directory %s (kept)", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+	var cl cleanup
+	defer cl.run(c)
+	if !c.Skip["accept"] || !c.Skip["relay"] {
+		if err := smtpPhase(ctx, c, r, work, &cl); err != nil {
+			return r, err
+		}
+	}
+	if !c.Skip["etrn"] && (len(c.Sizes) > 0 || (c.Postfix && len(c.PostfixSizes) > 0)) {
+		if err := etrnPhase(ctx, c, r, work, &cl); err != nil {
+			return r, err
+		}
+	}
+	cl.run(c)
+	r.Write(c.Table, c.Postfix)
+	if c.Out != "" {
+		path, err := r.save(c.Out)
+		if err != nil {
+			return r, err
+		}
+		c.logf("results saved to %s", path)
+	}
+	return r, nil
+}
+
+// cleanup stops what was started, in reverse order, once.
+type cleanup []func() error
+
+func (cl *cleanup) add(f func() error) { *cl = append(*cl, f) }
+
+func (cl *cleanup) run(c *Config) {
+	for i := len(*cl) - 1; i >= 0; i-- {
+		if err := (*cl)[i](); err != nil {
+			c.logf("cleanup: %v", err)
+		}
+	}
+	*cl = nil
+}
+
+func describe(c *Config) string {
+	load := "smtp-source -s SESSIONS -m N -l 1024 (one connection per message)"
+	if c.Load == "go" {
+		load = "built-in Go SMTP client (one connection per message, 1 KiB)"
+	}
+	return fmt.Sprintf("%d runs per figure, median (min–max). Load: %s; sink: %s. "+
+		"Acceptance: %d messages per run to an ETRN-only domain. Relay: %d messages over %d sessions to a domain routed to the sink. "+
+		"ETRN at scale: queue spread over %d ETRN-only domains; the flushed domain holds %d messages.",
+		c.Runs, load, c.Sink, c.AcceptMsgs, c.RelayMsgs, c.RelaySessions, c.Domains, c.Batch)
+}
+
+// startSystems makes holdfast (unless Config.Holdfast is empty) and with
+// -compare a Postfix instance, in sub-directories of work, each with its
+// two sinks, and starts Postfix.
+func startSystems(ctx context.Context, c *Config, work, tag string, cl *cleanup) (*holdfast, *postfix, error) {
+	mk := func() (sink, sink, error) {
+		a, err := newSink(c, work)
+		if err != nil {
+			return nil, nil, err
+		}
+		cl.add(a.Close)
+		b, err := newSink(c, work)
+		if err != nil {
+			return nil, nil, err
+		}
+		cl.add(b.Close)
+		return a, b, nil
+	}
+	var h *holdfast
+	if c.Holdfast != "" {
+		e, rl, err := mk()
+		if err != nil {
+			return nil, nil, err
+		}
+		if h, err = newHoldfast(c.Holdfast, filepath.Join(work, "holdfast-"+tag), e, rl); err != nil {
+			return nil, nil, err
+		}
+		cl.add(h.Stop)
+	}
+	var p *postfix
+	if c.Postfix {
+		e, rl, err := mk()
+		if err != nil {
+			return nil, nil, err
+		}
+		if p, err = newPostfix(filepath.Join(work, "postfix-"+tag), e, rl); err != nil {
+			return nil, nil, err
+		}
+		cl.add(p.Stop)
+		if _, err := p.Start(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	return h, p, nil
+}
+
+// order alternates which system goes first, run by run, so that drift
+// of the machine hits both alike.
+func order(run int, h *holdfast, p *postfix) []system {
+	var out []system
+	if h != nil {
+		out = append(out, h)
+	}
+	if p != nil {
+		out = append(out, p)
+	}
+	if run%2 == 1 && len(out) == 2 {
+		out[0], out[1] = out[1], out[0]
+	}
+	return out
+}
+
+// smtpPhase: acceptance at each concurrency level, then relay.
+func smtpPhase(ctx context.Context, c *Config, r *Results, work string, cl *cleanup) error {
+	h, p, err := startSystems(ctx, c, work, "smtp", cl)
+	if err != nil {
+		return err
+	}
+	if h != nil {
+		if _, err := h.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if !c.Skip["accept"] {
+		for _, s := range c.Sessions {
+			for run := 0; run < c.Runs; run++ {
+				for _, sys := range order(run, h, p) {
+					if err := acceptRun(ctx, c, r, work, sys, s); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	if !c.Skip["relay"] {
+		for run := 0; run < c.Runs; run++ {
+			for _, sys := range order(run, h, p) {
+				if err := relayRun(ctx, c, r, sys); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if h != nil {
+		if err := h.Stop(); err != nil {
+			return err
+		}
+	}
+	if p != nil {
+		return p.Stop()
+	}
+	return nil
+}
+
+func acceptRun(ctx context.Context, c *Config, r *Results, work string, sys system, sessions int) error {
+	if err := idle(ctx, sys); err != nil {
+		return err
+	}
+	fsync, err := fsyncRate(work, 300*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := load(ctx, c, sys.Addr(), "u@accept.etrn.test", sessions, c.AcceptMsgs); err != nil {
+		return fmt.Errorf("%s acceptance, %d sessions: %w", sys.Name(), sessions, err)
+	}
+	rate := float64(c.AcceptMsgs) / time.Since(start).Seconds()
+	label := fmt.Sprintf("acceptance, %d session", sessions)
+	if sessions > 1 {
+		label += "s"
+	}
+	r.add(fmt.Sprintf("accept/%d", sessions), label, "msg/s", false, sys.Name(), rate)
+	r.add("fsync", "disk fdatasync rate (same run)", "fsync/s", false, sys.Name(), fsync)
+	r.add(fmt.Sprintf("perfsync/%d", sessions), fmt.Sprintf("accepted msgs per disk fsync, %d sessions", sessions), "msg/fsync", false, sys.Name(), rate/fsync)
+	c.logf("%-8s acceptance %2d sessions: %6.0f msg/s (disk %5.0f fsync/s)", sys.Name(), sessions, rate, fsync)
+	return nil
+}
+
+func relayRun(ctx context.Context, c *Config, r *Results, sys system) error {
+	if err := idle(ctx, sys); err != nil {
+		return err
+	}
+	base := sys.RelaySink().Count()
+	start := time.Now()
+	if err := load(ctx, c, sys.Addr(), "u@relay.test", c.RelaySessions, c.RelayMsgs); err != nil {
+		return fmt.Errorf("%s relay: %w", sys.Name(), err)
+	}
+	done, err := waitCount(ctx, sys.RelaySink(), base+int64(c.RelayMsgs), 10*time.Minute)
+	if err != nil {
+		return fmt.Errorf("%s relay: %w", sys.Name(), err)
+	}
+	rate := float64(c.RelayMsgs) / done.Sub(start).Seconds()
+	r.add("relay", fmt.Sprintf("relay end to end, %d sessions", c.RelaySessions), "msg/s", false, sys.Name(), rate)
+	c.logf("%-8s relay: %6.0f msg/s", sys.Name(), rate)
+	return nil
+}
+
+// etrnPhase fills the queues size by size (each size adds to the last)
+// and times ETRN of one domain holding Batch messages.
+func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *cleanup) error {
+	h, p, err := startSystems(ctx, c, work, "etrn", cl)
+	if err != nil {
+		return err
+	}
+	sizes := union(c.Sizes, c.PostfixSizes, c.Postfix)
+	var postfixQueued int
+	for _, size := range sizes {
+		hOn, pOn := h != nil && containsInt(c.Sizes, size), p != nil && containsInt(c.PostfixSizes, size)
+		if hOn {
+			if err := holdfastAtSize(ctx, c, r, h, size); err != nil {
+				return err
+			}
+		}
+		if pOn {
+			n, err := postfixFill(ctx, c, r, p, size, postfixQueued)
+			if err != nil {
+				return err
+			}
+			postfixQueued = n
+		}
+		for run := 0; run < c.Runs; run++ {
+			for _, sys := range order(run, h, p) {
+				if (sys.Name() == "holdfast" && !hOn) || (sys.Name() == "postfix" && !pOn) {
+					continue
+				}
+				if err := etrnRun(ctx, c, r, sys, size, hotDomain(size, run)); err != nil {
+					return err
+				}
+			}
+		}
+		if pOn {
+			postfixQueued -= c.Runs * c.Batch
+		}
+		if hOn {
+			m, err := h.Memory()
+			if err != nil {
+				return err
+			}
+			r.add("rss/"+fmt.Sprint(size), fmt.Sprintf("RSS after the ETRN runs, %s queued", count(size)), "MiB", true, "holdfast", float64(m.RSS)/(1<<20))
+			r.add("rssanon/"+fmt.Sprint(size), fmt.Sprintf("  of which anonymous (heap, stacks), %s queued", count(size)), "MiB", true, "holdfast", float64(m.Anon)/(1<<20))
+			if err := h.Stop(); err != nil {
+				return err
+			}
+		}
+	}
+	if p != nil {
+		return p.Stop()
+	}
+	return nil
+}
+
+// holdfastAtSize fills holdfast's queue to size (daemon stopped), then
+// times StartupRuns start-ups and leaves the daemon running.
+func holdfastAtSize(ctx context.Context, c *Config, r *Results, h *holdfast, size int) error {
+	hot := make([]string, c.Runs)
+	for i := range hot {
+		hot[i] = hotDomain(size, i)
+	}
+	start := time.Now()
+	total, added, err := fillStore(ctx, h.cfg, h.DB(), size, func(n int) []string {
+		return fillPlan(n, hot, c.Batch, c.Domains, &h.next)
+	})
+	if err != nil {
+		return fmt.Errorf("fill holdfast to %d: %w", size, err)
+	}
+	el := time.Since(start)
+	c.logf("holdfast queue filled to %d (+%d in %s, %.0f msg/s through the store API)", total, added, el.Round(time.Millisecond), float64(added)/el.Seconds())
+	disk, err := diskBytes(h.QueueDir())
+	if err != nil {
+		return err
+	}
+	r.add("disk/"+fmt.Sprint(size), fmt.Sprintf("disk per queued message, %s queued", count(size)), "KiB", true, "holdfast", float64(disk)/float64(total)/1024)
+	for i := 0; i < c.StartupRuns; i++ {
+		d, err := h.Start(ctx)
+		if err != nil {
+			return err
+		}
+		r.add("startup/"+fmt.Sprint(size), fmt.Sprintf("start-up until the port answers, %s queued", count(size)), "ms", true, "holdfast", float64(d.Microseconds())/1000)
+		if i < c.StartupRuns-1 {
+			if err := h.Stop(); err != nil {
+				return err
+			}
+		}
+	}
+	f := r.get("startup/" + fmt.Sprint(size))
+	c.logf("holdfast start-up with %d queued: median %.1f ms", total, median(f.Runs["holdfast"]))
+	return nil
+}
+
+// postfixFill brings Postfix's deferred queue from have to size messages
+// the realistic way: over SMTP at full speed (50 sessions, 100 messages
+// per connection), then waits until the queue manager has deferred them
+// all.
+func postfixFill(ctx context.Context, c *Config, r *Results, p *postfix, size, have int) (int, error) {
+	hot := make([]string, c.Runs)
+	for i := range hot {
+		hot[i] = hotDomain(size, i)
+	}
+	next := have
+	plan := fillPlan(size-have, hot, c.Batch, c.Domains, &next)
+	start := time.Now()
+	if err := goLoad(ctx, p.Addr(), 50, len(plan), func(i int) string { return "u@" + plan[i] }, 100); err != nil {
+		return 0, fmt.Errorf("fill postfix: %w", err)
+	}
+	n, err := p.settle(ctx, size, time.Hour)
+	if err != nil {
+		return 0, err
+	}
+	el := time.Since(start)
+	c.logf("postfix queue filled to %d deferred (+%d in %s, %.0f msg/s over SMTP)", n, len(plan), el.Round(time.Millisecond), float64(len(plan))/el.Seconds())
+	disk, err := diskBytes(p.QueueDir())
+	if err != nil {
+		return 0, err
+	}
+	r.add("disk/"+fmt.Sprint(size), fmt.Sprintf("disk per queued message, %s queued", count(size)), "KiB", true, "postfix", float64(disk)/float64(n)/1024)
+	return n, nil
+}
+
+func etrnRun(ctx context.Context, c *Config, r *Results, sys system, size int, domain string) error {
+	if err := idle(ctx, sys); err != nil {
+		return err
+	}
+	base := sys.ETRNSink().Count()
+	reply, start, lat, err := etrn(sys.Addr(), domain)
+	if err != nil {
+		return fmt.Errorf("%s: %w", sys.Name(), err)
+	}
+	done, err := waitCount(ctx, sys.ETRNSink(), base+int64(c.Batch), 5*time.Minute)
+	if err != nil {
+		return fmt.Errorf("%s ETRN %s (%q): %w", sys.Name(), domain, reply, err)
+	}
+	deliver := done.Sub(start)
+	key := fmt.Sprint(size)
+	r.add("etrn-reply/"+key, fmt.Sprintf("ETRN reply latency, %s queued", count(size)), "ms", true, sys.Name(), float64(lat.Microseconds())/1000)
+	r.add("etrn-deliver/"+key, fmt.Sprintf("ETRN: all %d of the domain at the sink, %s queued", c.Batch, count(size)), "ms", true, sys.Name(), float64(deliver.Microseconds())/1000)
+	c.logf("%-8s ETRN %s with %d queued: reply %.2f ms, %d delivered in %.1f ms", sys.Name(), domain, size, float64(lat.Microseconds())/1000, c.Batch, float64(deliver.Microseconds())/1000)
+	return nil
+}
+
+func union(a, b []int, both bool) []int {
+	out := append([]int(nil), a...)
+	if both {
+		for _, v := range b {
+			if !containsInt(out, v) {
+				out = append(out, v)
+			}
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
+func containsInt(l []int, v int) bool {
+	for _, x := range l {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// idle waits until sys has finished the work a previous run left it
+// (deferring accepted mail): Postfix with no file in maildrop, incoming
+// or active; holdfast with its CPU time still for 200 ms.
+func idle(ctx context.Context, sys system) error {
+	switch s := sys.(type) {
+	case *postfix:
+		_, err := s.settle(ctx, 0, 10*time.Minute)
+		return err
+	case *holdfast:
+		if s.cmd == nil {
+			return errors.New("holdfast not running")
+		}
+		return cpuQuiet(ctx, s.cmd.Process.Pid, 200*time.Millisecond, 10*time.Minute)
+	}
+	return nil
+}
+
+// cpuQuiet waits until the process used at most one clock tick of CPU
+// over a window.
+func cpuQuiet(ctx context.Context, pid int, window, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	prev, err := cpuTicks(pid)
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(window):
+		}
+		cur, err := cpuTicks(pid)
+		if err != nil {
+			return err
+		}
+		if cur-prev <= 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d still busy after %s", pid, limit)
+		}
+		prev = cur
+	}
+}
+
+// cpuTicks is utime+stime of a process from /proc/PID/stat.
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st, nil
+}
+
+// fsyncRate measures the disk under dir the way bbolt commits: write a
+// page, fdatasync, repeat, for at least d and 20 rounds.
+func fsyncRate(dir string, d time.Duration) (float64, error) {
+	f, err := os.CreateTemp(dir, "fsync-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4096)
+	start := time.Now()
+	n := 0
+	for ; n < 20 || time.Since(start) < d; n++ {
+		buf[0] = byte(n)
+		if _, err := f.WriteAt(buf, int64(n%16)*4096); err != nil {
+			return 0, err
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
