@@ -99,7 +99,7 @@ func (s *session) run() {
 	s.log.Info().Str("event", "connect").Msgf("connect from %s", s.namaddr)
 	reason := ""
 	defer func() {
-		s.w.Flush()
+		s.flush()
 		ev := s.log.Info().Str("event", "disconnect").Str("counts", s.countString())
 		if reason != "" {
 			ev = ev.Str("reason", reason)
