@@ -105,7 +105,7 @@ A message held while active keeps its lease: Finish records the outcome
 and leaves it on hold; Release before that returns it to active. Delete
 of an active message makes the worker's Finish fail with ErrNotFound.
 
-Enqueue waits up to 2 ms for other Enqueues to share its commit
+Enqueue waits up to 1 ms for other Enqueues to share its commit
 (DB.MaxBatchDelay). Options.NoSync is for tests and benchmarks only.
 
 Record encoding: version 1 is the only version. A later version adds a

@@ -38,8 +38,10 @@ type Options struct {
 	// undecodable record to the corrupt bucket (store never logs; the
 	// caller does). It must not call back into the store.
 	OnCorrupt func(id ID, err error)
-	// batchDelay overrides bbolt's MaxBatchDelay (benchmarks).
-	batchDelay time.Duration
+	// batchDelay overrides bbolt's MaxBatchDelay; arrayFreelist and
+	// syncFreelist select the other bbolt settings. Benchmarks only.
+	batchDelay                  time.Duration
+	arrayFreelist, syncFreelist bool
 }
 
 // OpenReport says what Open did, for the caller to log.
@@ -71,7 +73,7 @@ type Store struct {
 
 // batchDelay is how long DB.Batch waits to gather concurrent Enqueues
 // into one commit (see the benchmarks in doc.go).
-const batchDelay = 2 * time.Millisecond
+const batchDelay = time.Millisecond
 
 // Open opens (creating if needed) the queue file at path, applies pending
 // migrations, rebuilds the flush index if the policy changed, and returns
@@ -86,8 +88,11 @@ func Open(path string, o Options) (*Store, error) {
 	bo := &bolt.Options{
 		Timeout:        o.Timeout,
 		NoSync:         o.NoSync,
-		NoFreelistSync: true,
+		NoFreelistSync: !o.syncFreelist,
 		FreelistType:   bolt.FreelistMapType,
+	}
+	if o.arrayFreelist {
+		bo.FreelistType = bolt.FreelistArrayType
 	}
 	db, err := bolt.Open(path, 0o600, bo)
 	if err != nil {

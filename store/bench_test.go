@@ -1,0 +1,374 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// benchDir holds the large fixtures of one test-binary run; TestMain
+// removes it.
+var (
+	benchDirOnce sync.Once
+	benchDir     string
+	benchStores  = map[int]*benchStore{}
+	benchMu      sync.Mutex
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	benchMu.Lock()
+	for _, bs := range benchStores {
+		if bs.s != nil {
+			bs.s.Close()
+		}
+	}
+	benchMu.Unlock()
+	if benchDir != "" {
+		os.RemoveAll(benchDir)
+	}
+	os.Exit(code)
+}
+
+func tempBenchDir(b *testing.B) string {
+	benchDirOnce.Do(func() {
+		d, err := os.MkdirTemp("", "holdfast-store-bench-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchDir = d
+	})
+	return benchDir
+}
+
+var body1K = func() []byte {
+	b := make([]byte, 1024)
+	for i := range b {
+		b[i] = "abcdefghijklmnopqrstuvwxyz0123456789\r\n"[i%38]
+	}
+	return b
+}()
+
+// BenchmarkEnqueue: 1 KiB messages, fsync on, W concurrent writers. The
+// msgs/s metric is what group commit buys: compare writers=32 to
+// writers=1.
+func BenchmarkEnqueue(b *testing.B) {
+	for _, w := range []int{1, 8, 32} {
+		b.Run(fmt.Sprintf("writers=%d", w), func(b *testing.B) {
+			benchEnqueue(b, w, Options{Eligible: eligibleTLD, PolicyKey: "tld"})
+		})
+	}
+}
+
+func benchEnqueue(b *testing.B, writers int, o Options) {
+	s, err := Open(filepath.Join(b.TempDir(), "queue.db"), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.SetBytes(int64(len(body1K)))
+	b.ResetTimer()
+	start := time.Now()
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				m := newMsg("u@customer.tld")
+				if err := s.Enqueue(m, body1K); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
+
+// BenchmarkEnqueueBatchDelay measures the MaxBatchDelay choice.
+func BenchmarkEnqueueBatchDelay(b *testing.B) {
+	for _, d := range []time.Duration{100 * time.Microsecond, 500 * time.Microsecond, 1 * time.Millisecond, 2 * time.Millisecond, 10 * time.Millisecond} {
+		for _, w := range []int{1, 32} {
+			b.Run(fmt.Sprintf("delay=%v/writers=%d", d, w), func(b *testing.B) {
+				benchEnqueue(b, w, Options{Eligible: eligibleTLD, PolicyKey: "tld", batchDelay: d})
+			})
+		}
+	}
+}
+
+// benchStore is a big queue: n deferred 1 KiB messages over 10,000
+// destinations (d0000.tld ...), due over the next hour, plus 100
+// deferred messages for target.tld.
+type benchStore struct {
+	path string
+	s    *Store
+	now  time.Time
+}
+
+const benchTarget = "target.tld"
+
+var benchT0 = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+func getBenchStore(b *testing.B, n int) *benchStore {
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	if bs, ok := benchStores[n]; ok {
+		if bs.s == nil {
+			bs.open(b)
+		}
+		return bs
+	}
+	bs := &benchStore{path: filepath.Join(tempBenchDir(b), fmt.Sprintf("queue-%d.db", n)), now: benchT0}
+	start := time.Now()
+	bs.open(b)
+	if err := bs.fill(n); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("built %d-message store in %v", n, time.Since(start).Round(time.Millisecond))
+	benchStores[n] = bs
+	return bs
+}
+
+func (bs *benchStore) open(b *testing.B) {
+	s, err := Open(bs.path, Options{Eligible: eligibleTLD, PolicyKey: "tld", NoSync: true,
+		Now: func() time.Time { return bs.now }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bs.s = s
+}
+
+// fill inserts in big NoSync transactions, bypassing Batch.
+func (bs *benchStore) fill(n int) error {
+	const chunk = 20000
+	total := n + 100
+	for done := 0; done < total; {
+		err := bs.s.update("fill", func(w *wtx) error {
+			for i := 0; i < chunk && done < total; i, done = i+1, done+1 {
+				dom := fmt.Sprintf("d%04d.tld", done%10000)
+				if done >= n {
+					dom = benchTarget
+				}
+				m := newMsg("user@" + dom)
+				if err := prepare(m, body1K, benchT0); err != nil {
+					return err
+				}
+				m.Recipients[0].Attempts = 1
+				m.Recipients[0].NextAttempt = benchT0.Add(time.Hour + time.Duration(done)*time.Millisecond)
+				schedule(m, benchT0)
+				if err := w.insert(m, body1K); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// redefer puts target.tld's messages back to deferred (untimed).
+func (bs *benchStore) redefer(b *testing.B) {
+	err := bs.s.update("redefer", func(w *wtx) error {
+		for _, p := range flushPrefixes(benchTarget, false) {
+			var ids []ID
+			c := w.flush.Cursor()
+			for k, _ := c.Seek(p); k != nil && hasPrefix(k, p); k, _ = c.Next() {
+				_, id, _ := parseFlushKey(k)
+				ids = append(ids, id)
+			}
+			for _, id := range ids {
+				old, err := w.load(id)
+				if err != nil {
+					return err
+				}
+				m := clone(old)
+				m.Recipients[0].Forced = false
+				m.Recipients[0].NextAttempt = bs.now.Add(2 * time.Hour)
+				schedule(m, bs.now)
+				if err := w.save(old, m); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+var benchSizes = []int{10_000, 100_000, 1_000_000}
+
+// BenchmarkFlush: Flush(target.tld) of 100 deferred messages with n other
+// deferred messages in the store (NoSync: the cost of the transaction,
+// not of the disk's fsync).
+func BenchmarkFlush(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("queue=%d", n), func(b *testing.B) {
+			bs := getBenchStore(b, n)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				bs.redefer(b)
+				b.StartTimer()
+				res, err := bs.s.Flush(benchTarget, false)
+				if err != nil || res.Messages != 100 {
+					b.Fatalf("Flush = %+v, %v", res, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkLease: lease the 10 earliest due messages (then, untimed, give
+// them back) with n messages in the store.
+func BenchmarkLease(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("queue=%d", n), func(b *testing.B) {
+			bs := getBenchStore(b, n)
+			now := benchT0.Add(1000 * time.Hour)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				ms, err := bs.s.Lease(now, 10)
+				if err != nil || len(ms) != 10 {
+					b.Fatalf("Lease = %d, %v", len(ms), err)
+				}
+				b.StopTimer()
+				for _, m := range ms {
+					if err := bs.s.Unlease(m.ID); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkOpenHeap opens the 1M store afresh, leases from it, and
+// reports the Go heap in use, the open time and the file bytes per
+// queued message.
+func BenchmarkOpenHeap(b *testing.B) {
+	n := benchSizes[len(benchSizes)-1]
+	bs := getBenchStore(b, n)
+	benchMu.Lock()
+	bs.s.Close()
+	bs.s = nil
+	benchMu.Unlock()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	start := time.Now()
+	bs.open(b)
+	openTime := time.Since(start)
+	ms, err := bs.s.Lease(benchT0.Add(1000*time.Hour), 100)
+	if err != nil || len(ms) != 100 {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	for _, m := range ms {
+		bs.s.Unlease(m.ID)
+	}
+	fi, _ := os.Stat(bs.path)
+	b.ReportMetric(float64(after.HeapInuse)/(1<<20), "heap-MiB")
+	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/(1<<20), "heap-delta-MiB")
+	b.ReportMetric(float64(openTime.Milliseconds()), "open-ms")
+	b.ReportMetric(float64(fi.Size())/float64(n+100), "file-bytes/msg")
+}
+
+// BenchmarkChurn: 10 rounds of enqueue-100k / deliver-100k; reports the
+// file size after each round and after Compact. It runs its rounds once,
+// whatever b.N.
+func BenchmarkChurn(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		o    Options
+	}{
+		{"map-nosyncfreelist", Options{}},
+		{"array-syncfreelist", Options{arrayFreelist: true, syncFreelist: true}},
+	} {
+		b.Run(v.name, func(b *testing.B) { benchChurn(b, v.o) })
+	}
+}
+
+func benchChurn(b *testing.B, o Options) {
+	const rounds, per = 10, 100_000
+	path := filepath.Join(b.TempDir(), "queue.db")
+	o.Eligible, o.PolicyKey, o.NoSync = eligibleTLD, "tld", true
+	s, err := Open(path, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sizes []int64
+	start := time.Now()
+	for r := 0; r < rounds; r++ {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for g := 0; g < 32; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= per {
+					if err := s.Enqueue(newMsg(fmt.Sprintf("u@d%d.tld", next.Load()%10000)), body1K); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for {
+			ms, err := s.Lease(time.Now().Add(time.Hour), 1000)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(ms) == 0 {
+				break
+			}
+			for _, m := range ms {
+				if err := s.Finish(m.ID, Finish{Outcomes: []Outcome{{Rcpt: 0, Result: RcptDelivered}}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		fi, _ := os.Stat(path)
+		sizes = append(sizes, fi.Size())
+	}
+	s.Close()
+	elapsed := time.Since(start)
+	dst := path + ".compact"
+	if err := Compact(path, dst); err != nil {
+		b.Fatal(err)
+	}
+	ci, _ := os.Stat(dst)
+	b.Logf("%v: file MiB per round: %v; after compact %.2f MiB; %v", b.Name(), mib(sizes), float64(ci.Size())/(1<<20), elapsed.Round(time.Millisecond))
+	b.ReportMetric(float64(sizes[0])/(1<<20), "round1-MiB")
+	b.ReportMetric(float64(sizes[len(sizes)-1])/(1<<20), "round10-MiB")
+	b.ReportMetric(float64(ci.Size())/(1<<20), "compact-MiB")
+}
+
+func mib(s []int64) []string {
+	var out []string
+	for _, v := range s {
+		out = append(out, fmt.Sprintf("%.0f", float64(v)/(1<<20)))
+	}
+	return out
+}
+
+var _ = bolt.FreelistMapType
