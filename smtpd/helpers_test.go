@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -228,4 +229,27 @@ func (e *env) seed(rcpt string) {
 	if err := e.st.Enqueue(m, body); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// loopback is a NetMatcher for 127.0.0.0/8.
+type loopback struct{}
+
+func (loopback) Contains(ip netip.Addr) bool { return ip.IsLoopback() }
+
+// serve runs srv on a loopback listener until the test ends.
+func serve(t testing.TB, srv *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return ln.Addr().String()
 }

@@ -1,0 +1,215 @@
+package smtpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// onlyMessage returns the one queued message and its body.
+func (e *env) onlyMessage() (*store.Message, string) {
+	e.t.Helper()
+	ms, _, err := e.st.List(store.Filter{}, "", 10)
+	if err != nil || len(ms) != 1 {
+		e.t.Fatalf("List: %d messages, %v", len(ms), err)
+	}
+	body, err := e.st.Body(ms[0].ID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ms[0], string(body)
+}
+
+func TestAcceptedContentAndEnvelope(t *testing.T) {
+	at := time.Date(2026, 11, 4, 22, 22, 18, 0, time.UTC)
+	e := startServer(t, newConfig(t), withOptions(func(o *Options) { o.Now = func() time.Time { return at } }))
+	c := e.dial("")
+	c.expect("220 relay.test ESMTP holdfast")
+	c.ehlo()
+	c.send("MAIL FROM:<a@Sender.TEST> SIZE=40 BODY=8BITMIME RET=HDRS ENVID=id+2B1\r\n")
+	c.expect("250 2.1.0 Ok")
+	c.send("RCPT TO:<U1@Customer.Test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;U1+40customer.test\r\n")
+	c.expect("250 2.1.5 Ok")
+	c.send("DATA\r\n")
+	c.expect("354 *")
+	// Dot-stuffed line, a bare LF inside a line and a bare-LF "." line
+	// that must not end the data (no smuggling).
+	c.send("Subject: t\r\n\r\n..dot\r\nbare\nlf\r\n.\nstill data\r\n.\r\n")
+	got := c.expect("250 2.0.0 Ok: queued as *")
+	m, body := e.onlyMessage()
+	if want := "250 2.0.0 Ok: queued as " + string(m.ID); got != want {
+		t.Errorf("reply %q, want %q", got, want)
+	}
+	wantBody := "Received: from client.test (unknown [127.0.0.1])\r\n" +
+		"\tby relay.test (holdfast) with ESMTP id " + string(m.ID) + "\r\n" +
+		"\tfor <U1@customer.test>; Wed,  4 Nov 2026 22:22:18 +0000 (UTC)\r\n" +
+		"Subject: t\r\n\r\n.dot\r\nbare\nlf\r\n\nstill data\r\n"
+	if body != wantBody {
+		t.Errorf("body\n%q\nwant\n%q", body, wantBody)
+	}
+	if m.Sender != "a@sender.test" || m.EnvID != "id+1" || m.Ret != store.RetHdrs || !m.Body8Bit ||
+		m.Helo != "client.test" || m.Protocol != "ESMTP" || m.ClientAddr != "127.0.0.1" || m.Size != int64(len(body)) {
+		t.Errorf("envelope %+v", m)
+	}
+	r := m.Recipients[0]
+	if len(m.Recipients) != 1 || r.Addr != "U1@customer.test" || r.Orig != "rfc822;U1@customer.test" ||
+		r.Notify != store.NotifySuccess|store.NotifyDelay {
+		t.Errorf("recipients %+v", m.Recipients)
+	}
+	// Two recipients: Postfix's multi-recipient Received: form.
+	c.send("MAIL FROM:<>\r\nRCPT TO:<a@customer.test>\r\nRCPT TO:<b@customer.test>\r\nDATA\r\n")
+	c.expect("250 2.1.0 Ok")
+	c.expect("250 2.1.5 Ok")
+	c.expect("250 2.1.5 Ok")
+	c.expect("354 *")
+	c.send("x\r\n.\r\n")
+	id := strings.TrimPrefix(c.expect("250 2.0.0 Ok: queued as *"), "250 2.0.0 Ok: queued as ")
+	b, err := e.st.Body(store.ID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Received: from client.test (unknown [127.0.0.1])\r\n\tby relay.test (holdfast) with ESMTP id " + id +
+		";\r\n\tWed,  4 Nov 2026 22:22:18 +0000 (UTC)\r\nx\r\n"
+	if string(b) != want {
+		t.Errorf("body %q, want %q", b, want)
+	}
+}
+
+// TestDurability: a message acknowledged with 250 is in the store after
+// it is closed and reopened (real fsync); a client that vanishes in the
+// middle of DATA leaves nothing behind.
+func TestDurability(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "queue.db")
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, MyNetworks: loopback{}}, st, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, st: st}
+	e.addr = serve(t, srv)
+
+	c := e.dial("")
+	c.expect("220 *")
+	c.send("HELO c\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	c.expect("250 relay.test")
+	c.expect("250 2.1.0 Ok")
+	c.expect("250 2.1.5 Ok")
+	c.expect("354 *")
+	c.send("Subject: kept\r\n\r\nbody\r\n.\r\n")
+	id := strings.TrimPrefix(c.expect("250 2.0.0 Ok: queued as *"), "250 2.0.0 Ok: queued as ")
+
+	v := e.dial("")
+	v.expect("220 *")
+	v.send("HELO c\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	for range 3 {
+		v.line()
+	}
+	v.expect("354 *")
+	v.send("Subject: lost\r\n\r\npartial line without end")
+	v.conn.Close()
+	// The session notices the lost client.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		srv.mu.Lock()
+		n := len(srv.sessions)
+		srv.mu.Unlock()
+		if n <= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.send("QUIT\r\n")
+	c.expect("221 2.0.0 Bye")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ms, _, err := st.List(store.Filter{}, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || string(ms[0].ID) != id {
+		t.Fatalf("after reopen: %d messages, want only %s", len(ms), id)
+	}
+	if err := st.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// failingQueue fails every Enqueue with err.
+type failingQueue struct{ err error }
+
+func (f failingQueue) Enqueue(*store.Message, []byte) error { return f.err }
+
+func TestStoreErrorsReplies(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("store: enqueue: %w", store.ErrNoSpace), "452 4.3.1 Insufficient system storage"},
+		{errors.New("disk on fire"), "451 4.3.0 Error: queue file write error"},
+	} {
+		e := startServer(t, newConfig(t), withQueue(func(*store.Store) Queue { return failingQueue{tc.err} }))
+		c := e.dial("")
+		c.expect("220 *")
+		c.send("HELO c\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+		for range 3 {
+			c.line()
+		}
+		c.expect("354 *")
+		c.send("x\r\n.\r\nNOOP\r\n")
+		c.expect(tc.want)
+		c.expect("250 2.0.0 Ok")
+	}
+}
+
+// TestStoreFullReal: the real store at its MaxSize refuses the message;
+// nothing of it remains.
+func TestStoreFullReal(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(filepath.Join(dir, "queue.db"), store.Options{NoSync: true, MaxSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, MyNetworks: loopback{}}, st, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, st: st}
+	e.addr = serve(t, srv)
+	c := e.dial("")
+	c.expect("220 *")
+	c.send("HELO c\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	for range 3 {
+		c.line()
+	}
+	c.expect("354 *")
+	line := strings.Repeat("x", 998) + "\r\n"
+	c.send(strings.Repeat(line, 200) + ".\r\n")
+	c.expect("452 4.3.1 Insufficient system storage")
+	if n := e.queued(); n != 0 {
+		t.Fatalf("%d messages stored", n)
+	}
+}
