@@ -1,0 +1,221 @@
+package delivery
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// waitActive waits until id is leased (in delivery).
+func (e *env) waitActive(id store.ID) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m, err := e.s.Get(id); err == nil && m.State == store.StateActive {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatal("message never became active")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A crash (the store closed without Finish, then reopened) while the
+// customer is receiving the message: the message is delivered again
+// (at-least-once) and nothing is lost.
+func TestCrashMidDelivery(t *testing.T) {
+	e := newEnv(t, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	first := true
+	e.mta.OnData(func(testutil.Received) {
+		if first {
+			first = false
+			close(entered)
+			<-release
+		}
+	})
+	id := e.enqueue("alice@origin.test", "bob@customer.test")
+	<-entered
+	path := testutil.StorePath(e.s)
+	if err := e.s.Close(); err != nil { // the "crash": no Finish reaches the file
+		t.Fatal(err)
+	}
+	close(release)
+	if err := e.stop(); err != nil && !errors.Is(err, store.ErrClosed) {
+		t.Fatal(err)
+	}
+	e.s = testutil.OpenStore(t, path, store.Options{NoSync: true, Now: e.clock.Now, Eligible: func(string) bool { return true }})
+	m, err := e.s.Get(id)
+	if err != nil || m.State != store.StateIncoming {
+		t.Fatalf("after reopen: %+v %v", m, err)
+	}
+	e.start()
+	e.d.Wake()
+	e.waitGone(id)
+	got := e.mta.Wait(2, 5*time.Second)
+	if len(got) != 2 || got[0].To[0] != "bob@customer.test" || got[1].To[0] != "bob@customer.test" {
+		t.Fatalf("received %+v", got)
+	}
+}
+
+// Shutdown with a delivery stuck in DATA: Run returns within the grace
+// period plus a little, and the message is back in the queue, not leased.
+func TestShutdownUnleases(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.o.ShutdownGrace = 200 * time.Millisecond })
+	entered, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	var once bool
+	e.mta.OnData(func(testutil.Received) {
+		if !once {
+			once = true
+			close(entered)
+		}
+		<-release
+	})
+	id := e.enqueue("alice@origin.test", "bob@customer.test")
+	<-entered
+	start := time.Now()
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+	m, err := e.s.Get(id)
+	if err != nil || m.State == store.StateActive || m.Recipients[0].Attempts != 0 {
+		t.Fatalf("after shutdown: %+v %v", m, err)
+	}
+}
+
+// A flush that arrives while the message is being delivered is not lost:
+// the deferred recipient is retried as soon as the attempt ends.
+func TestFlushWhileActive(t *testing.T) {
+	e := newEnv(t, nil)
+	e.mta.Data(testutil.Reply(451, "4.3.0 try again later"))
+	e.mta.Delay(300 * time.Millisecond)
+	id := e.enqueue("alice@origin.test", "bob@customer.test")
+	e.waitActive(id)
+	res, err := e.s.Flush("customer.test", false)
+	if err != nil || res.Active != 1 {
+		t.Fatalf("flush: %+v %v", res, err)
+	}
+	// The attempt fails (451); the flush that came meanwhile makes the
+	// recipient due at once: a second attempt without any clock advance.
+	m := e.waitAttempts(id, 2)
+	if m.Recipients[0].DSN != "4.3.0" || e.clock.Now() != t0 {
+		t.Fatalf("%+v", m.Recipients[0])
+	}
+	if got := len(e.mta.Messages()); got != 0 {
+		t.Fatalf("received %d", got)
+	}
+}
+
+// SIZE announced by the server: a larger message bounces (5.3.4) without
+// a MAIL FROM.
+func TestSizeLimit(t *testing.T) {
+	e := newEnv(t, nil)
+	small := testutil.NewMTA(t, testutil.MTAOptions{MaxMessageBytes: 50})
+	e.tm["small.test"] = fmt.Sprintf("smtp:[127.0.0.1]:%d", small.Port)
+	id := e.enqueue("alice@origin.test", "bob@small.test")
+	e.waitGone(id)
+	d := parseDSN(t, e.origin.Wait(1, 5*time.Second)[0].Data)
+	checkField(t, d.rcpts[0], "Status", "5.3.4")
+	if !strings.Contains(d.text, "exceeds size limit 50 of server") {
+		t.Errorf("text: %s", d.text)
+	}
+	if len(small.Messages()) != 0 {
+		t.Fatal("sent anyway")
+	}
+}
+
+// STARTTLS: used when offered (may); required by encrypt, which defers
+// mail for a server that does not offer it.
+func TestStartTLS(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.o.TLSLevel = TLSMay })
+	secure := testutil.NewMTA(t, testutil.MTAOptions{TLS: true})
+	e.tm["secure.test"] = fmt.Sprintf("smtp:[127.0.0.1]:%d", secure.Port)
+	e.enqueue("alice@origin.test", "bob@secure.test")
+	e.enqueue("alice@origin.test", "bob@customer.test")
+	if got := secure.Wait(1, 5*time.Second); len(got) != 1 || !got[0].TLS || got[0].Helo != "relay.test" {
+		t.Fatalf("secure: %+v", got)
+	}
+	if got := e.mta.Wait(1, 5*time.Second); len(got) != 1 || got[0].TLS {
+		t.Fatalf("plain: %+v", got)
+	}
+
+	e2 := newEnv(t, func(e *env) { e.o.TLSLevel = TLSEncrypt })
+	id := e2.enqueue("alice@origin.test", "bob@customer.test")
+	m := e2.waitAttempts(id, 1)
+	if r := m.Recipients[0]; r.DSN != "4.7.4" || !strings.Contains(r.Reply, "TLS is required, but was not offered") {
+		t.Fatalf("%+v", r)
+	}
+	if len(e2.mta.Messages()) != 0 {
+		t.Fatal("sent in plaintext")
+	}
+}
+
+// delay_warning_time: one "delayed" notice when WarnAt has passed, not
+// two.
+func TestDelayWarning(t *testing.T) {
+	e := newEnv(t, func(e *env) {
+		e.o.MinBackoff, e.o.MaxBackoff, e.o.DelayWarning = time.Hour, 8*time.Hour, 4*time.Hour
+	})
+	e.mta.Down()
+	m := &store.Message{Sender: "alice@origin.test", Arrival: t0, WarnAt: t0.Add(4 * time.Hour),
+		Recipients: []store.Recipient{{Addr: "bob@customer.test"}}}
+	if err := e.s.Enqueue(m, []byte("Subject: slow\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	e.d.Wake()
+	for i := 1; i <= 5; i++ { // attempts at 0, 1h, 3h, 7h (warning), 15h
+		got := e.waitAttempts(m.ID, i)
+		if i == 4 && !got.WarnAt.IsZero() {
+			t.Fatalf("WarnAt not cleared: %v", got.WarnAt)
+		}
+		e.clock.Set(got.Recipients[0].NextAttempt)
+	}
+	e.waitAttempts(m.ID, 6)
+	got := e.origin.Wait(2, 300*time.Millisecond)
+	if len(got) != 1 {
+		t.Fatalf("%d notices", len(got))
+	}
+	d := parseDSN(t, got[0].Data)
+	if d.subject != "Delayed Mail (still being retried)" || d.origType != "text/rfc822-headers" {
+		t.Fatalf("notice %q %q", d.subject, d.origType)
+	}
+	checkField(t, d.rcpts[0], "Action", "delayed")
+	checkField(t, d.rcpts[0], "Will-Retry-Until", t0.Add(5*24*time.Hour).Format(time.RFC1123Z))
+	if !strings.Contains(d.text, "could not be delivered for more than 4 hour(s)") || !strings.Contains(d.text, "until it is 5 day(s) old") {
+		t.Errorf("text:\n%s", d.text)
+	}
+}
+
+// Only due recipients are attempted: after a flush of one domain the other
+// domain's deferred recipient waits for its own time.
+func TestOnlyDueRecipients(t *testing.T) {
+	e := newEnv(t, func(e *env) {
+		e.tm["etrn.test"] = strings.Replace(e.tm["customer.test"], "smtp:", "etrn-only:", 1)
+		e.o.DeferTransports = []string{"etrn-only"}
+	})
+	e.mta.RcptAll(testutil.Reply(450, "4.2.0 busy"))
+	id := e.enqueue("alice@origin.test", "a@customer.test", "b@etrn.test")
+	e.waitAttempts(id, 1)
+	conns := e.mta.Conns()
+	if _, err := e.s.Flush("etrn.test", false); err != nil {
+		t.Fatal(err)
+	}
+	e.d.Wake()
+	m := e.waitMsg(id, "flushed attempt", func(m *store.Message) bool { return m != nil && m.Recipients[1].Attempts == 2 })
+	if m.Recipients[0].Attempts != 1 {
+		t.Fatalf("customer.test recipient attempted too: %+v", m.Recipients[0])
+	}
+	if e.mta.Conns() != conns+1 && e.mta.Conns() != conns {
+		t.Fatalf("conns %d -> %d", conns, e.mta.Conns())
+	}
+}

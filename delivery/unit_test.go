@@ -1,0 +1,180 @@
+package delivery
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+func TestBackoff(t *testing.T) {
+	o := Options{}.withDefaults()
+	want := []time.Duration{300, 600, 1200, 2400, 4000, 4000, 4000}
+	for i, w := range want {
+		if got := o.backoff(i + 1); got != w*time.Second {
+			t.Errorf("backoff(%d) = %v, want %v", i+1, got, w*time.Second)
+		}
+	}
+	if got := o.backoff(1000); got != 4000*time.Second {
+		t.Errorf("backoff(1000) = %v", got)
+	}
+}
+
+func TestSplitTransport(t *testing.T) {
+	tests := []struct{ in, transport, nexthop string }{
+		{"smtp:[mail.example]", "smtp", "[mail.example]"},
+		{"etrn-only:[mailhost]:2525", "etrn-only", "[mailhost]:2525"},
+		{"relay:", "relay", ""},
+		{":[10.0.0.1]", "", "[10.0.0.1]"},
+		{"[mail.example]", "", "[mail.example]"},
+		{"[mail.example]:587", "", "[mail.example]:587"},
+		{"mail.example:2525", "", "mail.example:2525"},
+		{"error:5.1.1 user unknown", "error", "5.1.1 user unknown"},
+		{"discard:", "discard", ""},
+		{"smtp", "smtp", ""},
+	}
+	for _, tt := range tests {
+		tr, nh := splitTransport(tt.in)
+		if tr != tt.transport || nh != tt.nexthop {
+			t.Errorf("splitTransport(%q) = %q, %q; want %q, %q", tt.in, tr, nh, tt.transport, tt.nexthop)
+		}
+	}
+}
+
+func TestParseNexthop(t *testing.T) {
+	tests := []struct {
+		in   string
+		want hop
+		err  bool
+	}{
+		{"example.com", hop{Host: "example.com", MX: true}, false},
+		{"Example.COM.", hop{Host: "example.com", MX: true}, false},
+		{"example.com:2525", hop{Host: "example.com", Port: 2525, MX: true}, false},
+		{"[mail.example.com]", hop{Host: "mail.example.com"}, false},
+		{"[mail.example.com]:587", hop{Host: "mail.example.com", Port: 587}, false},
+		{"[192.0.2.1]", hop{Host: "192.0.2.1"}, false},
+		{"[ipv6:2001:db8::1]:25", hop{Host: "2001:db8::1", Port: 25}, false},
+		{"192.0.2.7", hop{Host: "192.0.2.7"}, false},
+		{"[broken", hop{}, true},
+		{"[x]:http", hop{}, true},
+		{"[x]:99999", hop{}, true},
+	}
+	for _, tt := range tests {
+		got, err := parseNexthop(tt.in)
+		if (err != nil) != tt.err || (!tt.err && got != tt.want) {
+			t.Errorf("parseNexthop(%q) = %+v, %v; want %+v, err %v", tt.in, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestResolve(t *testing.T) {
+	d := &Scheduler{o: Options{Transports: mapTable{
+		"etrn.test":     "etrn-only:[mailhost.etrn.test]",
+		"gone.test":     "error:mail for gone.test is not accepted",
+		"user@any.test": ":[special.test]",
+	}, Relayhost: "[smarthost.test]:587"}.withDefaults()}
+	tests := []struct {
+		addr string
+		kind routeKind
+		key  string
+	}{
+		{"a@etrn.test", routeSMTP, "etrn-only:[mailhost.etrn.test]"},
+		{"a@gone.test", routeError, ""},
+		{"user@any.test", routeSMTP, "smtp:[special.test]"},
+		{"other@any.test", routeSMTP, "smtp:[smarthost.test]:587"},
+	}
+	for _, tt := range tests {
+		r, err := d.resolve(tt.addr)
+		if err != nil || r.Kind != tt.kind || (tt.key != "" && r.Hop.Key() != tt.key) {
+			t.Errorf("resolve(%q) = %+v (%s), %v", tt.addr, r, r.Hop.Key(), err)
+		}
+	}
+	d.o.Relayhost = ""
+	if r, _ := d.resolve("x@Example.test"); r.Hop.Key() != "smtp:example.test" || !r.Hop.MX {
+		t.Errorf("domain route %+v", r)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tg := target{Name: "mx.test", Addr: netip.MustParseAddr("192.0.2.1"), Port: 25}
+	timeout := &net.OpError{Op: "read", Err: &timeoutErr{}}
+	tests := []struct {
+		err    error
+		state  store.RcptState
+		dsn    string
+		status string
+	}{
+		{&smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "ok"}, store.RcptDelivered, "2.0.0", "sent"},
+		{&smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "busy"}, store.RcptPending, "4.2.0", "deferred"},
+		{&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "unknown"}, store.RcptBounced, "5.1.1", "bounced"},
+		{&smtp.SMTPError{Code: 554, EnhancedCode: smtp.NoEnhancedCode, Message: "no"}, store.RcptBounced, "5.0.0", "bounced"},
+		{&smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "odd"}, store.RcptPending, "4.7.1", "deferred"},
+		{timeout, store.RcptPending, "4.4.2", "deferred"},
+		{errors.New("EOF"), store.RcptPending, "4.4.2", "deferred"},
+	}
+	for _, tt := range tests {
+		r := classify(tt.err, tg, "RCPT TO", false)
+		if r.State != tt.state || r.DSN != tt.dsn || r.Status != tt.status {
+			t.Errorf("classify(%v) = %+v", tt.err, r)
+		}
+	}
+	if r := classify(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "x"}, tg, "RCPT TO", true); r.State != store.RcptPending || r.DSN != "4.1.1" {
+		t.Errorf("soft_bounce: %+v", r)
+	}
+	r := classify(&smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}, tg, "RCPT TO", false)
+	if r.Reply != "host mx.test[192.0.2.1] said: 550 5.1.1 no such user (in reply to RCPT TO command)" || r.Diag != "smtp; 550 5.1.1 no such user" {
+		t.Errorf("wording: %+v", r)
+	}
+	if r := classify(timeout, tg, "sending message body", false); r.Reply != "conversation with mx.test[192.0.2.1] timed out while sending message body" {
+		t.Errorf("timeout wording: %q", r.Reply)
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestOptionsFromConfig(t *testing.T) {
+	c := config.Default()
+	c.Set("myhostname", "relay.example")
+	c.Set("defer_transports", "etrn-only, slow")
+	c.Set("transport_maps", "inline:{customer.tld=etrn-only:[mailhost.customer.tld]}")
+	c.Set("minimal_backoff_time", "10m")
+	c.Set("maximal_backoff_time", "2h")
+	c.Set("maximal_queue_lifetime", "0")
+	c.Set("smtp_host_lookup", "native")
+	c.Set("smtp_tls_security_level", "may")
+	c.Set("smtp_destination_concurrency_limit", "7")
+	o, err := OptionsFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Hostname != "relay.example" || o.HeloName != "relay.example" || o.MinBackoff != 10*time.Minute || o.MaxBackoff != 2*time.Hour {
+		t.Errorf("%+v", o)
+	}
+	if len(o.DeferTransports) != 2 || o.DeferTransports[1] != "slow" || o.DNS || o.TLSLevel != TLSMay {
+		t.Errorf("%+v", o)
+	}
+	if o.DestinationLimit("smtp") != 7 || o.DestinationLimit("etrn-only") != 20 || o.Concurrency != 100 {
+		t.Errorf("limits smtp %d etrn-only %d global %d", o.DestinationLimit("smtp"), o.DestinationLimit("etrn-only"), o.Concurrency)
+	}
+	if o.withDefaults().MaxQueueLifetime != 0 {
+		t.Errorf("lifetime 0 must stay 0 (one attempt)")
+	}
+	v, ok, err := o.Transports.Lookup("someone@customer.tld")
+	if err != nil || !ok || v != "etrn-only:[mailhost.customer.tld]" {
+		t.Errorf("transport lookup %q %v %v", v, ok, err)
+	}
+	c.Set("smtp_tls_security_level", "dane")
+	if _, err := OptionsFromConfig(c); err == nil {
+		t.Error("dane accepted")
+	}
+}
