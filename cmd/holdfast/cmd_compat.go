@@ -385,7 +385,7 @@ func runSendmail(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "deliver":
 		return sendmailSubmit(a, stdin, stderr)
 	}
-	return fatal("unsupported mode -b%s", a.mode)
+	return fatal("-b%s is not supported", a.mode)
 }
 
 // parseSendmail reads sendmail's options. code is -1 to go on, else the
