@@ -1,0 +1,131 @@
+package smtpd
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+func TestConnectionLimits(t *testing.T) {
+	e := startServer(t, newConfig(t, "smtpd_client_connection_count_limit = 2", "smtpd_connection_limit = 3"))
+	a, b := e.dial("127.0.0.1"), e.dial("127.0.0.1")
+	a.expect("220 *")
+	b.expect("220 *")
+	third := e.dial("127.0.0.1")
+	third.expect("421 4.7.0 relay.test Error: too many connections from 127.0.0.1")
+	third.expectClose()
+	other := e.dial("127.0.0.2")
+	other.expect("220 *")
+	fourth := e.dial("127.0.0.3")
+	fourth.expect("421 4.7.0 relay.test Error: too many connections")
+	fourth.expectClose()
+	// A freed slot is reusable.
+	a.send("QUIT\r\n")
+	a.expect("221 *")
+	a.expectClose()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := e.dial("127.0.0.1")
+		l, _ := c.line()
+		if strings.HasPrefix(l, "220 ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slot not freed: %q", l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestShutdown: an idle session is told 421 4.3.2 at once; a session in
+// the middle of DATA finishes its message, then gets the 421.
+func TestShutdown(t *testing.T) {
+	e := startServer(t, newConfig(t))
+	idle := e.dial("")
+	idle.expect("220 *")
+	busy := e.dial("")
+	busy.expect("220 *")
+	busy.send("HELO c\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	for range 3 {
+		busy.line()
+	}
+	busy.expect("354 *")
+	busy.send("Subject: half\r\n")
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- e.srv.Shutdown(ctx)
+	}()
+	idle.expect("421 4.3.2 Service shutting down")
+	idle.expectClose()
+	time.Sleep(50 * time.Millisecond)
+	busy.send("\r\nrest\r\n.\r\nNOOP\r\n")
+	busy.expect("250 2.0.0 Ok: queued as *")
+	busy.expect("421 4.3.2 Service shutting down")
+	busy.expectClose()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := e.queued(); n != 1 {
+		t.Fatalf("%d messages", n)
+	}
+}
+
+func TestUnknownRestriction(t *testing.T) {
+	_, err := New(Options{ETRNRestrictions: []string{"permit_mynetworks", "reject_everything"}}, failingQueue{}, nil, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), `smtpd_etrn_restrictions: unknown restriction "reject_everything"`) {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = New(Options{ClientRestrictions: []string{"check_client_access"}}, failingQueue{}, nil, zerolog.Nop())
+	if err == nil {
+		t.Fatal("check_client_access without table accepted")
+	}
+}
+
+// TestEnforceTLS: with TLS required only STARTTLS, EHLO, HELO, NOOP,
+// RSET and QUIT work before the handshake.
+func TestEnforceTLS(t *testing.T) {
+	e := startServer(t, newConfig(t), withTLS, withOptions(func(o *Options) { o.EnforceTLS = true }))
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("MAIL FROM:<a@sender.test>\r\nETRN customer.test\r\nSTARTTLS\r\n")
+	c.expect("530 5.7.0 Must issue a STARTTLS command first")
+	c.expect("530 5.7.0 Must issue a STARTTLS command first")
+	c.expect("220 2.0.0 Ready to start TLS")
+	c.startTLS()
+	c.send("ETRN customer.test\r\n")
+	c.expect("250 Queuing started")
+}
+
+// TestLongCommandLine: a line past line_length_limit is cut there and the
+// rest skipped; the session goes on.
+func TestLongCommandLine(t *testing.T) {
+	e := startServer(t, newConfig(t, "line_length_limit = 100"))
+	c := e.dial("")
+	c.expect("220 *")
+	c.send("NOOP " + strings.Repeat("x", 5000) + "\r\nHELO client.test\r\n")
+	c.expect("250 2.0.0 Ok")
+	c.expect("250 relay.test")
+}
+
+// TestErrorSleep: from smtpd_soft_error_limit on, replies are delayed.
+func TestErrorSleep(t *testing.T) {
+	e := startServer(t, newConfig(t, "smtpd_soft_error_limit = 2"),
+		withOptions(func(o *Options) { o.ErrorSleep = 200 * time.Millisecond }))
+	c := e.dial("")
+	c.expect("220 *")
+	c.send("FOO\r\nFOO\r\n")
+	c.expect("502 *")
+	c.expect("502 *")
+	start := time.Now()
+	c.send("NOOP\r\n")
+	c.expect("250 2.0.0 Ok")
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("reply after %v, want the error sleep", d)
+	}
+}
