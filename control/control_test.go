@@ -592,3 +592,17 @@ func TestMetricsScrape(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAge(t *testing.T) {
+	for in, want := range map[string]time.Duration{"90": 90 * time.Second, "90m": 90 * time.Minute,
+		"12h": 12 * time.Hour, "3d": 72 * time.Hour, "1w": 7 * 24 * time.Hour, "1h30m": 90 * time.Minute} {
+		if got, err := ParseAge(in); err != nil || got != want {
+			t.Errorf("ParseAge(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-5m", "3y"} {
+		if _, err := ParseAge(in); err == nil {
+			t.Errorf("ParseAge(%q) succeeded", in)
+		}
+	}
+}
