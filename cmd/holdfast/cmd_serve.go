@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/control"
+	"github.com/holdfast-mta/holdfast/delivery"
+	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/smtpd"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+func init() {
+	register("serve", "run the relay in the foreground (postfix start-fg)", runServe)
+}
+
+// queueDBName is the queue file inside queue_directory.
+const queueDBName = "queue.db"
+
+// How long serve waits for the queue lock held by another process, and
+// for sessions and deliveries to end at shutdown.
+const (
+	lockTimeout     = 2 * time.Second
+	shutdownTimeout = 30 * time.Second
+)
+
+func runServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", defaultConfigPath, "configuration `file`")
+	if err := fs.Parse(args); err != nil {
+		return exUsage
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "holdfast serve: unexpected argument %q\n", fs.Arg(0))
+		return exUsage
+	}
+	c, code := loadConfig(*path, stderr)
+	if c == nil {
+		return code
+	}
+	log := newLogger(c, stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := startDaemon(c, log)
+	if err != nil {
+		msg, code := startError(err, *path)
+		fmt.Fprintf(stderr, "holdfast serve: %s\n", msg)
+		return code
+	}
+	log.Info().Str("queue_directory", d.queueDir).Strs("smtpd_listen", d.smtpAddrs()).
+		Int("pid", os.Getpid()).Msg("daemon started")
+
+	var failed error
+	select {
+	case <-ctx.Done():
+		log.Info().Msg("signal received, shutting down")
+	case failed = <-d.failed:
+		log.Error().Err(failed).Msg("fatal error, shutting down")
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := d.shutdown(sctx); err != nil {
+		log.Error().Err(err).Msg("shutdown")
+		if failed == nil {
+			failed = err
+		}
+	}
+	if failed != nil {
+		fmt.Fprintf(stderr, "holdfast serve: %v\n", failed)
+		return exSoftware
+	}
+	log.Info().Msg("daemon stopped")
+	return 0
+}
+
+// startError turns a start-up failure into one line for the operator and
+// an exit status.
+func startError(err error, cfgPath string) (string, int) {
+	var le *lockedError
+	switch {
+	case errors.As(err, &le):
+		if le.pid > 0 {
+			return fmt.Sprintf("queue %s is in use by pid %d", le.path, le.pid), exTempFail
+		}
+		return fmt.Sprintf("queue %s is in use by another process", le.path), exTempFail
+	case errors.Is(err, store.ErrCorrupt):
+		return fmt.Sprintf("%v; run `holdfast db check -c %s`", err, cfgPath), exDataErr
+	case errors.Is(err, store.ErrSchemaTooNew):
+		return fmt.Sprintf("%v; this holdfast is older than the queue file", err), exConfig
+	case errors.Is(err, os.ErrPermission):
+		return err.Error(), exNoPerm
+	case errors.Is(err, errConfig):
+		return err.Error(), exConfig
+	case errors.Is(err, errListen):
+		return err.Error(), exUnavailable
+	}
+	return err.Error(), exIOErr
+}
+
+var (
+	// errConfig marks a parameter that config accepted but a package
+	// could not use.
+	errConfig = errors.New("configuration")
+	// errListen marks a listener that could not be opened.
+	errListen = errors.New("listen")
+)
+
+// lockedError reports the queue database locked by another process.
+type lockedError struct {
+	path string
+	pid  int
+}
+
+func (e *lockedError) Error() string { return "queue " + e.path + " is locked" }
+func (e *lockedError) Unwrap() error { return store.ErrLocked }
+
+// daemon is the running relay: the store, the flush service, the delivery
+// scheduler and the SMTP listeners. startDaemon builds it; shutdown stops
+// it in the reverse order.
+type daemon struct {
+	log      zerolog.Logger
+	queueDir string
+	store    *store.Store
+	policy   *flush.Policy
+	flush    *flush.Service
+	sched    *delivery.Scheduler
+	smtp     *smtpd.Server
+	metrics  *control.Metrics
+	control  *control.Server
+	// listeners are the smtpd_listen sockets, in configuration order.
+	listeners []net.Listener
+	// metricsLn is the metrics_listen socket, if any.
+	metricsLn net.Listener
+
+	cancelSched context.CancelFunc
+	schedDone   chan error
+	serving     sync.WaitGroup
+	// failed receives the first unexpected error of a serving goroutine.
+	failed chan error
+}
+
+// startDaemon opens the queue and starts every part of the relay. On error
+// whatever was started is stopped again.
+func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
+	d := &daemon{log: log, failed: make(chan error, 1), schedDone: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			d.abort()
+		}
+	}()
+	if err := d.openStore(c); err != nil {
+		return nil, err
+	}
+	d.metrics = control.NewMetrics(d.store.Stats)
+	dopts, err := delivery.OptionsFromConfig(c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errConfig, err)
+	}
+	d.sched, err = delivery.New(dopts, d.store, log.With().Str("component", "delivery").Logger())
+	if err != nil {
+		return nil, fmt.Errorf("delivery: %w", err)
+	}
+	d.flush = flush.NewService(d.policy, d.store, d.sched, log.With().Str("component", "flush").Logger())
+	if err := d.startSMTP(c); err != nil {
+		return nil, err
+	}
+	if err := d.startControl(c); err != nil {
+		return nil, err
+	}
+
+	sctx, cancel := context.WithCancel(context.Background())
+	d.cancelSched = cancel
+	go func() { d.schedDone <- d.sched.Run(sctx) }()
+	for _, l := range d.listeners {
+		d.serve("smtpd "+l.Addr().String(), func() error {
+			err := d.smtp.Serve(l)
+			if errors.Is(err, smtpd.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		})
+	}
+	return d, nil
+}
+
+// startSMTP builds the SMTP server and opens every smtpd_listen address.
+// New mail wakes the scheduler; ETRN goes to the flush service, counted in
+// the metrics.
+func (d *daemon) startSMTP(c *config.Config) error {
+	sopts, err := smtpd.OptionsFromConfig(c)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	q := d.metrics.Queue(wakingQueue{q: d.store, w: d.sched})
+	f := etrnFlusher{Service: d.flush.As("etrn"), m: d.metrics}
+	d.smtp, err = smtpd.New(sopts, q, f, d.log.With().Str("component", "smtpd").Logger())
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	if len(sopts.Listen) == 0 {
+		return fmt.Errorf("%w: smtpd_listen is empty", errConfig)
+	}
+	for _, a := range sopts.Listen {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("%w: smtpd_listen %s: %v", errListen, a, err)
+		}
+		d.listeners = append(d.listeners, l)
+	}
+	return nil
+}
+
+// startControl opens the control socket (control_socket; empty = none)
+// and the Prometheus listener (metrics_listen; empty = none).
+func (d *daemon) startControl(c *config.Config) error {
+	if sock := c.String("control_socket"); sock != "" {
+		srv, err := control.New(control.Options{
+			Store: d.store, Flush: d.flush, Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
+			Log: d.log.With().Str("component", "control").Logger(),
+		})
+		if err != nil {
+			return fmt.Errorf("%w: %v", errConfig, err)
+		}
+		l, err := control.Listen(sock)
+		if err != nil {
+			return fmt.Errorf("%w: control_socket: %v", errListen, err)
+		}
+		d.control = srv
+		d.serve("control "+sock, func() error { return srv.Serve(l) })
+	}
+	if addr := c.String("metrics_listen"); addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%w: metrics_listen %s: %v", errListen, addr, err)
+		}
+		d.metricsLn = l
+		d.serve("metrics "+addr, func() error { return control.ServeMetrics(l, d.metrics) })
+	}
+	return nil
+}
+
+// serve runs fn in a goroutine; an error it returns stops the daemon.
+func (d *daemon) serve(what string, fn func() error) {
+	d.serving.Add(1)
+	go func() {
+		defer d.serving.Done()
+		if err := fn(); err != nil {
+			d.fail(fmt.Errorf("%s: %w", what, err))
+		}
+	}()
+}
+
+// wakingQueue is smtpd's queue: the store, plus a kick of the scheduler
+// after each commit so that new mail is attempted at once.
+type wakingQueue struct {
+	q control.Enqueuer
+	w flush.Waker
+}
+
+func (q wakingQueue) Enqueue(m *store.Message, body []byte) error {
+	if err := q.q.Enqueue(m, body); err != nil {
+		return err
+	}
+	q.w.Wake()
+	return nil
+}
+
+// etrnFlusher is the flush service as smtpd sees it, with each ETRN
+// counted in the metrics (source "etrn").
+type etrnFlusher struct {
+	*flush.Service
+	m *control.Metrics
+}
+
+func (f etrnFlusher) Flush(site string, subtree bool) (store.FlushResult, error) {
+	start := time.Now()
+	res, err := f.Service.Flush(site, subtree)
+	result := "ok"
+	switch {
+	case errors.Is(err, flush.ErrNotEligible):
+		result = "not_eligible"
+	case err != nil:
+		result = "error"
+	}
+	f.m.FlushRequest("etrn", result, time.Since(start))
+	return res, err
+}
+
+// openStore creates queue_directory and opens queue.db with the flush
+// policy (index rebuilt at Open when fast_flush_domains changed).
+func (d *daemon) openStore(c *config.Config) error {
+	var err error
+	d.policy, err = flush.New(c)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	d.queueDir = c.String("queue_directory")
+	if d.queueDir == "" {
+		return fmt.Errorf("%w: queue_directory is empty", errConfig)
+	}
+	if err := os.MkdirAll(d.queueDir, 0o700); err != nil {
+		return fmt.Errorf("queue_directory: %w", err)
+	}
+	dbPath := filepath.Join(d.queueDir, queueDBName)
+	opts := store.Options{
+		Timeout: lockTimeout, Eligible: d.policy.Eligible, PolicyKey: d.policy.Key(),
+		OnCorrupt: func(id store.ID, err error) {
+			d.log.Error().Str("queue_id", string(id)).Err(err).
+				Msg("corrupt queue record moved aside; run holdfast db check")
+		},
+	}
+	d.store, err = store.Open(dbPath, opts)
+	if errors.Is(err, store.ErrLocked) {
+		// store.Open keeps the holder's pid next to the file.
+		return &lockedError{path: dbPath, pid: readPid(dbPath + ".pid")}
+	}
+	if err != nil {
+		return fmt.Errorf("open queue %s: %w", dbPath, err)
+	}
+	r := d.store.Report()
+	d.log.Info().Str("queue", dbPath).Int("schema_from", r.SchemaFrom).Int("schema", r.SchemaTo).
+		Int("recovered_leases", r.Recovered).Bool("flush_index_rebuilt", r.Rebuilt).
+		Int("quarantined", r.Quarantined).Bool("fast_flush", d.policy.Enabled()).Msg("queue opened")
+	return nil
+}
+
+func readPid(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// fail records the first fatal error of a serving goroutine.
+func (d *daemon) fail(err error) {
+	select {
+	case d.failed <- err:
+	default:
+	}
+}
+
+// smtpAddrs lists the bound SMTP addresses (with the real port for ":0").
+func (d *daemon) smtpAddrs() []string {
+	var out []string
+	for _, l := range d.listeners {
+		out = append(out, l.Addr().String())
+	}
+	return out
+}
+
+// shutdown stops accepting, lets SMTP sessions end, stops the scheduler
+// (which hands back its leases), then the control and metrics servers, and
+// closes the store.
+func (d *daemon) shutdown(ctx context.Context) error {
+	var errs []error
+	if err := d.smtp.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("smtpd shutdown: %w", err))
+	}
+	d.cancelSched()
+	select {
+	case err := <-d.schedDone:
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delivery: %w", err))
+		}
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("delivery: %w", ctx.Err()))
+	}
+	if d.control != nil {
+		if err := d.control.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("control shutdown: %w", err))
+		}
+	}
+	if d.metricsLn != nil {
+		d.metricsLn.Close()
+	}
+	d.serving.Wait()
+	if err := d.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("store close: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// abort undoes a partial start (nothing is serving yet).
+func (d *daemon) abort() {
+	for _, l := range d.listeners {
+		l.Close()
+	}
+	if d.metricsLn != nil {
+		d.metricsLn.Close()
+	}
+	if d.control != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		d.control.Shutdown(ctx)
+	}
+	d.serving.Wait()
+	if d.store != nil {
+		d.store.Close()
+	}
+}
