@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +18,49 @@ import (
 	"github.com/holdfast-mta/holdfast/store"
 )
 
-// buildHoldfast compiles the daemon for the smoke tests.
+var (
+	buildOnce sync.Once
+	built     string
+	buildErr  error
+)
+
+// buildHoldfast compiles the daemon once for the smoke tests.
 func buildHoldfast(t *testing.T) string {
 	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	buildOnce.Do(func() {
+		goBin, err := exec.LookPath("go")
+		if err != nil {
+			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		dir, err := os.MkdirTemp("", "bench-test-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		built = filepath.Join(dir, "holdfast")
+		if out, err := exec.Command(goBin, "build", "-o", built, "../cmd/holdfast").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build holdfast: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	bin := filepath.Join(t.TempDir(), "holdfast")
-	cmd := exec.Command(goBin, "build", "-o", bin, "../cmd/holdfast")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build holdfast: %v\n%s", err, out)
+	return built
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built != "" {
+		os.RemoveAll(filepath.Dir(built))
 	}
-	return bin
+	os.Exit(code)
 }
 
 // tiny is a harness run small enough for go test.
 func tiny(t *testing.T, bin string) *Config {
 	var log bytes.Buffer
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || testing.Verbose() {
 			t.Logf("harness log:\n%s", log.String())
 		}
 	})

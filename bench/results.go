@@ -135,7 +135,7 @@ func (r *Results) Write(w io.Writer, compare bool) {
 	for _, f := range r.Figures {
 		if compare {
 			ratio := "–"
-			if q := r.ratio(f.Key); !math.IsNaN(q) && !math.IsInf(q, 0) {
+			if q := r.ratio(f.Key); f.Key != "fsync" && !math.IsNaN(q) && !math.IsInf(q, 0) {
 				ratio = fmt.Sprintf("%.2f", q)
 			}
 			fmt.Fprintf(tw, "| %s\t %s\t %s\t %s\t %s\t\n", f.Label, f.Unit, cell(f.Runs["holdfast"]), cell(f.Runs["postfix"]), ratio)

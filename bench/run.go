@@ -213,13 +213,9 @@ func acceptRun(ctx context.Context, c *Config, r *Results, work string, sys syst
 		return fmt.Errorf("%s acceptance, %d sessions: %w", sys.Name(), sessions, err)
 	}
 	rate := float64(c.AcceptMsgs) / time.Since(start).Seconds()
-	label := fmt.Sprintf("acceptance, %d session", sessions)
-	if sessions > 1 {
-		label += "s"
-	}
-	r.add(fmt.Sprintf("accept/%d", sessions), label, "msg/s", false, sys.Name(), rate)
-	r.add("fsync", "disk fdatasync rate (same run)", "fsync/s", false, sys.Name(), fsync)
-	r.add(fmt.Sprintf("perfsync/%d", sessions), fmt.Sprintf("accepted msgs per disk fsync, %d sessions", sessions), "msg/fsync", false, sys.Name(), rate/fsync)
+	r.add(fmt.Sprintf("accept/%d", sessions), "acceptance, "+plural(sessions, "session"), "msg/s", false, sys.Name(), rate)
+	r.add("fsync", "disk fdatasync rate, measured before each acceptance run", "fsync/s", false, sys.Name(), fsync)
+	r.add(fmt.Sprintf("perfsync/%d", sessions), "accepted msg/s ÷ disk fsync/s, "+plural(sessions, "session"), "msg/fsync", false, sys.Name(), rate/fsync)
 	c.logf("%-8s acceptance %2d sessions: %6.0f msg/s (disk %5.0f fsync/s)", sys.Name(), sessions, rate, fsync)
 	return nil
 }
@@ -383,6 +379,13 @@ func etrnRun(ctx context.Context, c *Config, r *Results, sys system, size int, d
 	r.add("etrn-deliver/"+key, fmt.Sprintf("ETRN: all %d of the domain at the sink, %s queued", c.Batch, count(size)), "ms", true, sys.Name(), float64(deliver.Microseconds())/1000)
 	c.logf("%-8s ETRN %s with %d queued: reply %.2f ms, %d delivered in %.1f ms", sys.Name(), domain, size, float64(lat.Microseconds())/1000, c.Batch, float64(deliver.Microseconds())/1000)
 	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
 
 func union(a, b []int, both bool) []int {
