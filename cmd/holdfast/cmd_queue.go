@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ func init() {
 // queueUsage is printed for `holdfast queue` without a valid verb.
 const queueUsage = `usage: holdfast queue list [-c FILE] [--json] [--state S] [--domain D] [--sender S] [--recipient R]
        holdfast queue show [-c FILE] ID
+       holdfast queue stats [-c FILE] [--json]
        holdfast queue delete|hold|release|requeue [-c FILE] ID...|ALL [--state S] [--domain D] [--sender S] [--recipient R] [--older-than AGE]`
 
 func runQueue(args []string, stdout, stderr io.Writer) int {
@@ -38,6 +40,8 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		return queueList(args[1:], stdout, stderr)
 	case "show":
 		return queueShow(args[1:], stdout, stderr)
+	case "stats":
+		return queueStats(args[1:], stdout, stderr)
 	case "delete", "hold", "release", "requeue":
 		return queueOp(verb, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
@@ -227,6 +231,38 @@ func queueShow(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "holdfast: %v\n", err)
 		return exIOErr
 	}
+	return 0
+}
+
+// queueStats prints the message count per queue and the content bytes
+// (O(1) in the daemon: counters kept by the store).
+func queueStats(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("holdfast queue stats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	asJSON := fs.Bool("json", false, "one JSON object")
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return exUsage
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "holdfast queue stats: unexpected argument %q\n", pos[0])
+		return exUsage
+	}
+	cl, _, code := clientFor(*cfg, "holdfast", stderr)
+	if cl == nil {
+		return code
+	}
+	st, err := cl.Stats(context.Background())
+	if err != nil {
+		return apiExit("holdfast", err, stderr)
+	}
+	if *asJSON {
+		json.NewEncoder(stdout).Encode(st)
+		return 0
+	}
+	fmt.Fprintf(stdout, "incoming %d\nactive %d\ndeferred %d\nhold %d\ncorrupt %d\nbytes %d\n",
+		st.Incoming, st.Active, st.Deferred, st.Hold, st.Corrupt, st.Bytes)
 	return 0
 }
 

@@ -251,6 +251,11 @@ func TestQueueCLI(t *testing.T) {
 	a := e.queue(t, "a@sender.test", "deferred transport", "cli@customer.test")
 	b := e.queue(t, "a@sender.test", "deferred transport", "cli@d0001.test", "x@customer.test")
 	c := e.queue(t, "", "", "postmaster@customer.test")
+	t.Run("stats", func(t *testing.T) {
+		e.expect(t, 0, "incoming 1\nactive 0\ndeferred 2\nhold 0\ncorrupt 0\nbytes "+fmt.Sprint(a.Size+b.Size+c.Size)+"\n", "",
+			"holdfast", "queue", "stats", "-c", e.cf)
+		e.expect(t, 0, "*", "", "holdfast", "queue", "stats", "-c", e.cf, "--json")
+	})
 	t.Run("mailq layout", func(t *testing.T) { testMailqLayout(t, e, a, b, c) })
 	t.Run("json", func(t *testing.T) { testPostqueueJSON(t, e, a, b, c) })
 	t.Run("show", func(t *testing.T) {
