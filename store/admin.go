@@ -73,7 +73,8 @@ func released(old *Message, now time.Time) *Message {
 }
 
 // Requeue (postsuper -r) makes every pending recipient due now, keeping
-// attempts; held messages are released; an active one is retried when
+// attempts; held messages are released; an active one is marked
+// FlushPending, so it is retried (forced, as after a flush) as soon as
 // its attempt ends.
 func (s *Store) Requeue(ids ...ID) (int, error) {
 	return s.byIDs("requeue", ids, func(w *wtx, old *Message) (bool, error) {

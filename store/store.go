@@ -42,6 +42,8 @@ type Options struct {
 	// syncFreelist select the other bbolt settings. Benchmarks only.
 	batchDelay                  time.Duration
 	arrayFreelist, syncFreelist bool
+	pageSize                    int
+	fill                        float64
 }
 
 // OpenReport says what Open did, for the caller to log.
@@ -90,6 +92,9 @@ func Open(path string, o Options) (*Store, error) {
 		NoSync:         o.NoSync,
 		NoFreelistSync: !o.syncFreelist,
 		FreelistType:   bolt.FreelistMapType,
+	}
+	if o.pageSize > 0 {
+		bo.PageSize = o.pageSize
 	}
 	if o.arrayFreelist {
 		bo.FreelistType = bolt.FreelistArrayType

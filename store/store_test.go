@@ -706,3 +706,40 @@ func TestBackupAndCompact(t *testing.T) {
 		t.Fatal("zero DestState should delete")
 	}
 }
+
+func TestEnqueueNeedsRecipient(t *testing.T) {
+	f := open(t)
+	if err := f.s.Enqueue(newMsg(), []byte("x")); err == nil {
+		t.Fatal("message without recipients accepted")
+	}
+}
+
+func TestCheckFindsDrift(t *testing.T) {
+	for name, breakIt := range map[string]func(tx *bolt.Tx, id ID) error{
+		"stray flush": func(tx *bolt.Tx, id ID) error {
+			return tx.Bucket(bktFlush).Put(flushKey("stray.tld", id), nil)
+		},
+		"missing flush": func(tx *bolt.Tx, id ID) error {
+			return tx.Bucket(bktFlush).Delete(flushKey("customer.tld", id))
+		},
+		"stray due": func(tx *bolt.Tx, id ID) error {
+			return tx.Bucket(bktDue).Put(dueKey(time.Unix(5, 0), id), nil)
+		},
+		"counter": func(tx *bolt.Tx, id ID) error {
+			return tx.Bucket(bktMeta).Put(metaDeferred, putInt(7))
+		},
+		"orphan body": func(tx *bolt.Tx, id ID) error {
+			return tx.Bucket(bktBody).Put([]byte(NewID()), []byte("x"))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := open(t)
+			id := f.enqueue("u@customer.tld")
+			f.s.db.Update(func(tx *bolt.Tx) error { return breakIt(tx, id) })
+			if err := f.s.Check(); err == nil {
+				t.Fatal("Check passed")
+			}
+			f.s.Close()
+		})
+	}
+}

@@ -25,13 +25,27 @@ type wtx struct {
 	qerrs                             []error
 }
 
+// appendFill is the page fill for the append-mostly buckets.
+const appendFill = 0.9
+
 func (s *Store) begin(tx *bolt.Tx) *wtx {
-	return &wtx{
+	w := &wtx{
 		s: s, tx: tx, now: s.now(),
 		meta: tx.Bucket(bktMeta), msg: tx.Bucket(bktMsg), body: tx.Bucket(bktBody),
 		due: tx.Bucket(bktDue), flush: tx.Bucket(bktFlush), hold: tx.Bucket(bktHold),
 		active: tx.Bucket(bktActive), dest: tx.Bucket(bktDest), corrupt: tx.Bucket(bktCorrupt),
 	}
+	if tx.Writable() {
+		// IDs grow with time, so msg and body are appended to (and due
+		// nearly so): splitting full pages at bbolt's default 50% would
+		// leave them half empty.
+		fill := appendFill
+		if s.o.fill > 0 {
+			fill = s.o.fill
+		}
+		w.msg.FillPercent, w.body.FillPercent, w.due.FillPercent = fill, fill, fill
+	}
+	return w
 }
 
 // commit writes the counter deltas.
@@ -221,6 +235,9 @@ func prepare(m *Message, body []byte, now time.Time) error {
 			return err
 		}
 		m.ID = id
+	}
+	if !m.Pending() {
+		return errors.New("message has no pending recipient")
 	}
 	if m.Arrival.IsZero() {
 		m.Arrival = now
