@@ -371,7 +371,6 @@ func mib(s []int64) []string {
 	return out
 }
 
-
 // BenchmarkDiskPerMessage compares page size and fill for the file bytes
 // per queued 1 KiB message (100k messages, built like the big stores).
 func BenchmarkDiskPerMessage(b *testing.B) {
