@@ -132,6 +132,17 @@ type lockedError struct {
 func (e *lockedError) Error() string { return "queue " + e.path + " is locked" }
 func (e *lockedError) Unwrap() error { return store.ErrLocked }
 
+// corruptError reports a queue file that store.Open cannot read.
+type corruptError struct {
+	path  string
+	cause error
+}
+
+func (e *corruptError) Error() string {
+	return fmt.Sprintf("queue %s is damaged (%v)", e.path, e.cause)
+}
+func (e *corruptError) Unwrap() error { return store.ErrCorrupt }
+
 // daemon is the running relay: the store, the flush service, the delivery
 // scheduler and the SMTP listeners. startDaemon builds it; shutdown stops
 // it in the reverse order.
@@ -332,6 +343,9 @@ func (d *daemon) openStore(c *config.Config) error {
 		// store.Open keeps the holder's pid next to the file.
 		return &lockedError{path: dbPath, pid: readPid(dbPath + ".pid")}
 	}
+	if err != nil && damaged(err) {
+		return &corruptError{path: dbPath, cause: err}
+	}
 	if err != nil {
 		return fmt.Errorf("open queue %s: %w", dbPath, err)
 	}
@@ -340,6 +354,22 @@ func (d *daemon) openStore(c *config.Config) error {
 		Int("recovered_leases", r.Recovered).Bool("flush_index_rebuilt", r.Rebuilt).
 		Int("quarantined", r.Quarantined).Bool("fast_flush", d.policy.Enabled()).Msg("queue opened")
 	return nil
+}
+
+// damaged reports whether an Open error means the file is not a usable
+// bbolt file. store.Open passes bbolt's own errors through, and only store
+// may import bbolt, so their texts (bbolt/errors) are matched here.
+func damaged(err error) bool {
+	if errors.Is(err, store.ErrCorrupt) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{"invalid database", "version mismatch", "checksum error", "file size too small"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func readPid(path string) int {

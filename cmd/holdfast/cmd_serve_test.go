@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the daemon's and the test's
+// goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// writeConfig writes a minimal configuration with the queue in a fresh
+// directory and returns its path and the queue directory.
+func writeConfig(t *testing.T, extra ...string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	q := filepath.Join(dir, "queue")
+	text := fmt.Sprintf("myhostname = relay.test\nrelay_domains = customer.tld\nsmtpd_listen = 127.0.0.1:0\nqueue_directory = %s\ncontrol_socket = %s\n%s\n",
+		q, filepath.Join(dir, "control.sock"), strings.Join(extra, "\n"))
+	path := filepath.Join(dir, "holdfast.cf")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, q
+}
+
+// SIGTERM stops a running serve cleanly with status 0.
+func TestServeSignal(t *testing.T) {
+	path, q := writeConfig(t, "metrics_listen = 127.0.0.1:0")
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- runServe([]string{"-c", path}, &out, &out) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "daemon started") {
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon did not start: %s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(q, queueDBName)); err != nil {
+		t.Fatalf("queue file: %v", err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(out.String(), "daemon stopped") {
+			t.Fatalf("exit %d: %s", code, out.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop on SIGTERM")
+	}
+}
+
+// Start-up failures give one clear line and a distinct exit status.
+func TestServeStartErrors(t *testing.T) {
+	t.Run("usage", func(t *testing.T) {
+		var out bytes.Buffer
+		if code := runServe([]string{"-c", "x", "extra"}, &out, &out); code != exUsage {
+			t.Fatalf("exit %d: %s", code, &out)
+		}
+	})
+	t.Run("missing config", func(t *testing.T) {
+		var out bytes.Buffer
+		if code := runServe([]string{"-c", filepath.Join(t.TempDir(), "none.cf")}, &out, &out); code != exConfig {
+			t.Fatalf("exit %d: %s", code, &out)
+		}
+	})
+	t.Run("bad restriction", func(t *testing.T) {
+		path, _ := writeConfig(t, "smtpd_etrn_restrictions = permit_everything_please")
+		var out bytes.Buffer
+		code := runServe([]string{"-c", path}, &out, &out)
+		if code != exConfig || !strings.Contains(out.String(), "permit_everything_please") {
+			t.Fatalf("exit %d: %s", code, &out)
+		}
+	})
+	t.Run("address in use", func(t *testing.T) {
+		r := newRelay(t)
+		path, _ := writeConfig(t, "smtpd_listen = "+r.addr)
+		var out bytes.Buffer
+		code := runServe([]string{"-c", path}, &out, &out)
+		if code != exUnavailable || !strings.Contains(out.String(), r.addr) {
+			t.Fatalf("exit %d: %s", code, &out)
+		}
+	})
+	t.Run("corrupt queue", func(t *testing.T) {
+		path, q := writeConfig(t)
+		os.MkdirAll(q, 0o700)
+		junk := bytes.Repeat([]byte("not a bbolt file "), 1000)
+		if err := os.WriteFile(filepath.Join(q, queueDBName), junk, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		code := runServe([]string{"-c", path}, &out, &out)
+		if code != exDataErr || !strings.Contains(out.String(), "holdfast db check -c "+path) {
+			t.Fatalf("exit %d: %s", code, &out)
+		}
+		if n := strings.Count(strings.TrimSpace(lastLine(out.String())), "\n"); n != 0 {
+			t.Fatalf("not one line: %q", out.String())
+		}
+	})
+}
+
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
