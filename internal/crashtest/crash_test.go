@@ -188,7 +188,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	report := verifyDeliveries(t, sink, acked, unsure, load.Ledger.RefusedSet(), kills)
 	report.kills, report.checks, report.maxRestart = len(kills), checks, maxRestart
 	verifyQueueEmpty(t, d)
-	t.Logf("kills by kind: %s", killKinds(kills))
+	t.Logf("kills by kind: %s; at %s", killKinds(kills), killTimes(kills))
 	if checkSkipped {
 		t.Logf("holdfast db check is not available: the database was not checked between kills")
 	}
@@ -197,6 +197,14 @@ func TestCrashUnderLoad(t *testing.T) {
 	if t.Failed() {
 		t.Logf("daemon log tail:\n%s", d.LogTail(60))
 	}
+}
+
+func killTimes(kills []kill) string {
+	var parts []string
+	for _, k := range kills {
+		parts = append(parts, k.at.Format("15:04:05.000")+" "+k.kind)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func killKinds(kills []kill) string {

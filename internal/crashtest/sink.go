@@ -3,6 +3,7 @@ package crashtest
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/textproto"
@@ -17,13 +18,6 @@ import (
 // SeqHeader names the header that identifies a test message. The sink
 // counts deliveries per (sequence, recipient).
 const SeqHeader = "X-Seq"
-
-// Receipt is one delivery seen by the sink.
-type Receipt struct {
-	Seq  string
-	Rcpt string
-	At   time.Time // when the final dot arrived, before the 250 reply
-}
 
 // Sink is a go-smtp server on 127.0.0.1 that stands in for the customer's
 // MTA. Unlike internal/testutil's MTA it keeps no message bodies, only who
@@ -202,7 +196,11 @@ func (x *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (x *sinkSession) Data(r io.Reader) error {
-	seq := readSeq(r)
+	seq, err := readSeq(r)
+	if err != nil {
+		return err
+	}
+	end := time.Now()
 	s := x.s
 	s.mu.Lock()
 	s.attempts[seq]++
@@ -220,11 +218,10 @@ func (x *sinkSession) Data(r io.Reader) error {
 			return reply
 		}
 	}
-	now := time.Now()
 	s.mu.Lock()
 	for _, rc := range x.rcpts {
 		k := seq + " " + rc
-		s.got[k] = append(s.got[k], now)
+		s.got[k] = append(s.got[k], end)
 		s.total++
 	}
 	s.mu.Unlock()
@@ -235,11 +232,23 @@ func (x *sinkSession) Data(r io.Reader) error {
 	return nil
 }
 
-// readSeq reads a message to its end and returns its X-Seq header value
-// ("" when there is none).
-func readSeq(r io.Reader) string {
+// readSeq reads a message to its end and returns its X-Seq header value.
+// A message cut off before its final dot (the daemon died while sending
+// it) is an error: it was not delivered.
+func readSeq(r io.Reader) (string, error) {
 	br := bufio.NewReader(r)
-	hdr, _ := textproto.NewReader(br).ReadMIMEHeader()
-	io.Copy(io.Discard, br)
-	return strings.TrimSpace(hdr.Get(SeqHeader))
+	head, _ := br.Peek(512)
+	head = append([]byte(nil), head...)
+	hdr, herr := textproto.NewReader(br).ReadMIMEHeader()
+	n, err := io.Copy(io.Discard, br)
+	if err != nil {
+		return "", err
+	}
+	seq := strings.TrimSpace(hdr.Get(SeqHeader))
+	if seq == "" {
+		// Keep the evidence: a complete message without the header is
+		// either not ours or damaged.
+		return fmt.Sprintf("no-%s-header(%v, %d more bytes): %q", SeqHeader, herr, n, head), nil
+	}
+	return seq, nil
 }

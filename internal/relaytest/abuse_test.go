@@ -174,15 +174,17 @@ func TestOverlongLines(t *testing.T) {
 	s := dial(t, d, "127.0.0.1")
 	long := "EHLO " + strings.Repeat("a", 100<<10)
 	code, msg, err := s.Cmd("%s", long)
-	if err == nil && code/100 != 5 {
-		t.Errorf("100 KB command line: %d %s, want a 5xx reply", code, msg)
+	if err != nil {
+		t.Fatalf("100 KB command line: no reply: %v", err)
 	}
-	if err == nil {
-		// The session goes on (or ends) cleanly after the long line.
-		c, m, err := s.Cmd("NOOP")
-		if err == nil && c != 250 && c != 421 {
-			t.Errorf("NOOP after the long line: %d %s", c, m)
-		}
+	// Postfix cuts a line at line_length_limit and skips the rest; either
+	// way the excess must not come back as further commands: the next
+	// reply belongs to NOOP.
+	if code != 250 && code/100 != 5 {
+		t.Errorf("100 KB command line: %d %s, want 250 (truncated) or a 5xx", code, trim(msg))
+	}
+	if c, m, err := s.Cmd("NOOP"); err != nil || c != 250 {
+		t.Errorf("NOOP after the 100 KB line: %d %s %v (the excess was read as commands?)", c, trim(m), err)
 	}
 	s.Close()
 

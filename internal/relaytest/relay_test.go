@@ -40,6 +40,8 @@ func newRelay(t *testing.T, sink *crashtest.Sink, extra map[string]string) *cras
 		"relay_domains":          strings.Join(relayDomains, ", "),
 		"transport_maps":         "texthash:" + transport,
 		"smtpd_error_sleep_time": "0",
+		"smtpd_soft_error_limit": "1000",
+		"smtpd_hard_error_limit": "1000",
 		"minimal_backoff_time":   "1h",
 		"maximal_backoff_time":   "2h",
 	}
