@@ -2,11 +2,15 @@ package smtpd
 
 import (
 	"context"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/store"
 )
 
 func TestConnectionLimits(t *testing.T) {
@@ -127,5 +131,52 @@ func TestErrorSleep(t *testing.T) {
 	c.expect("250 2.0.0 Ok")
 	if d := time.Since(start); d < 150*time.Millisecond {
 		t.Fatalf("reply after %v, want the error sleep", d)
+	}
+}
+
+// slowListener delays each accepted connection, so that a client's
+// early input is there before the greeting.
+type slowListener struct{ net.Listener }
+
+func (l slowListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c, err
+}
+
+// TestTalkBeforeGreeting: with smtpd_forbid_unauth_pipelining a client
+// that sends before the greeting gets 554 5.5.0 and is disconnected;
+// without it, it is served.
+func TestTalkBeforeGreeting(t *testing.T) {
+	for _, forbid := range []bool{true, false} {
+		st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{NoSync: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, ForbidUnauthPipelining: forbid}, st, nil, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(slowListener{ln})
+		e := &env{t: t, st: st, addr: ln.Addr().String()}
+		c := e.dial("")
+		c.send("EHLO early.test\r\n")
+		if forbid {
+			c.expect("554 5.5.0 Error: SMTP protocol synchronization")
+			c.expectClose()
+		} else {
+			c.expect("220 *")
+			c.expect("250-relay.test")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
 	}
 }

@@ -25,6 +25,7 @@ import (
 type session struct {
 	srv  *Server
 	conn net.Conn
+	raw  net.Conn // the TCP connection under TLS
 	r    *bufio.Reader
 	w    *bufio.Writer
 	log  zerolog.Logger
@@ -68,7 +69,7 @@ type transaction struct {
 
 func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
 	sess := &session{
-		srv: s, conn: c, id: s.newID(), client: ip, name: "unknown",
+		srv: s, conn: c, raw: c, id: s.newID(), client: ip, name: "unknown",
 		r: bufio.NewReaderSize(c, 1024),
 		w: bufio.NewWriterSize(c, 1024),
 	}
@@ -106,6 +107,14 @@ func (s *session) run() {
 		}
 		ev.Msgf("disconnect from %s %s", s.namaddr, s.countString())
 	}()
+	// A client that talks before the greeting violates RFC 5321 sec
+	// 4.3.1; Postfix's smtpd_forbid_unauth_pipelining disconnects it.
+	if o.ForbidUnauthPipelining && kernelPending(s.raw) {
+		reason = "improper command pipelining after CONNECT"
+		s.log.Info().Msg(reason)
+		s.reply(replyPipelining)
+		return
+	}
 	s.reply(replyGreeting(o.Banner))
 	for {
 		if s.errors >= o.HardErrorLimit {
@@ -231,7 +240,7 @@ func (s *session) dispatch(line string) {
 		s.replyErr(replyUnknownCmd)
 		return
 	}
-	if o.ForbidUnauthPipelining && s.r.Buffered() > 0 && cmd.verb != "QUIT" && (!s.esmtp || !cmd.group) {
+	if o.ForbidUnauthPipelining && cmd.verb != "QUIT" && (!s.esmtp || !cmd.group) && s.inputPending() {
 		s.countCmd(cmd.counted, false)
 		s.log.Info().Str("command", cmd.verb).Msg("improper command pipelining")
 		s.reply(replyPipelining)
