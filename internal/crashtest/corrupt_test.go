@@ -54,7 +54,9 @@ func refusesToStart(t *testing.T, d *Daemon, what string) {
 		d.Kill()
 		t.Fatalf("holdfast serve started on a %s queue.db\n%s", what, out)
 	}
-	if !strings.Contains(out, "holdfast db check") {
+	if c := crashed(out); c != "" {
+		t.Errorf("serve CRASHED on a %s queue.db instead of refusing cleanly: %s", what, c)
+	} else if !strings.Contains(out, "holdfast db check") {
 		t.Errorf("serve on a %s queue.db: the message does not point at `holdfast db check`:\n%s", what, out)
 	}
 	after, err := os.ReadFile(d.QueueDB())
@@ -63,7 +65,40 @@ func refusesToStart(t *testing.T, d *Daemon, what string) {
 	} else if !bytes.Equal(before, after) {
 		t.Errorf("the failed start modified the %s queue.db (%d -> %d bytes)", what, len(before), len(after))
 	}
-	t.Logf("%s: %s", what, strings.TrimSpace(lastLine(out)))
+	if !t.Failed() {
+		t.Logf("%s: %s", what, strings.TrimSpace(lastLine(out)))
+	}
+}
+
+// crashed returns the Go runtime's crash lines (fatal error, panic,
+// signal) from a process's output, "" when there are none.
+func crashed(out string) string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "panic:") ||
+			strings.HasPrefix(l, "[signal ") || strings.HasPrefix(l, "unexpected fault") {
+			lines = append(lines, l)
+		}
+		if strings.Contains(l, "go.etcd.io/bbolt") && len(lines) > 0 && len(lines) < 6 {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	return strings.Join(lines, " | ")
+}
+
+// dbCheckFails runs `holdfast db check` on a damaged queue: it must fail,
+// and without crashing.
+func dbCheckFails(t *testing.T, d *Daemon, what string) {
+	t.Helper()
+	out, errOut, code := d.Command(time.Minute, "db", "check")
+	switch {
+	case code == 0:
+		t.Errorf("holdfast db check passed a %s queue.db", what)
+	case crashed(out+errOut) != "":
+		t.Errorf("holdfast db check CRASHED on a %s queue.db: %s", what, crashed(out+errOut))
+	default:
+		t.Logf("db check on %s: exit %d: %s", what, code, strings.TrimSpace(lastLine(out+errOut)))
+	}
 }
 
 func lastLine(s string) string {
@@ -86,9 +121,7 @@ func TestCorruptDatabaseRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		refusesToStart(t, d, "garbage")
-		if _, _, code := d.Command(time.Minute, "db", "check"); code == 0 {
-			t.Errorf("holdfast db check passed a garbage queue.db")
-		}
+		dbCheckFails(t, d, "garbage")
 	})
 	t.Run("truncated", func(t *testing.T) {
 		d, _, _ := queueSome(t, 20, 16<<10)
@@ -103,9 +136,7 @@ func TestCorruptDatabaseRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		refusesToStart(t, d, "truncated")
-		if _, _, code := d.Command(time.Minute, "db", "check"); code == 0 {
-			t.Errorf("holdfast db check passed a truncated queue.db")
-		}
+		dbCheckFails(t, d, "truncated")
 	})
 }
 
