@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -44,7 +45,11 @@ type env struct {
 	cfg   *config.Config
 	opts  Options
 	queue Queue // what the server enqueues into (st unless wrapped)
+	logw  io.Writer
 }
+
+// withLog sends the server's log to w.
+func withLog(w io.Writer) envOption { return func(e *env) { e.logw = w } }
 
 // newConfig returns the base configuration with extra "name = value" lines.
 func newConfig(t testing.TB, lines ...string) *config.Config {
@@ -97,6 +102,9 @@ func startServer(t testing.TB, c *config.Config, opt ...envOption) *env {
 		o(e)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	if e.logw != nil {
+		log = zerolog.New(e.logw)
+	}
 	svc := flush.NewService(pol, e.st, &waker{}, log).As("etrn")
 	e.srv, err = New(e.opts, e.queue, svc, log)
 	if err != nil {
