@@ -67,6 +67,9 @@ type Options struct {
 	// ClientConnectionLimit is smtpd_client_connection_count_limit (50)
 	// per client address; 0 = unlimited.
 	ClientConnectionLimit int
+	// ConnectionLimitExceptions are exempt from ClientConnectionLimit
+	// (smtpd_client_event_limit_exceptions, default $mynetworks).
+	ConnectionLimitExceptions NetMatcher
 	// MaxConnections bounds the sessions (goroutines) of the server
 	// (holdfast_smtpd_max_connections, default 100, like Postfix's
 	// default_process_limit); 0 = the default.
@@ -166,99 +169,102 @@ func (o Options) withDefaults() Options {
 // name the parameter; restriction names are checked by New.
 func OptionsFromConfig(c *config.Config) (Options, error) {
 	var o Options
-	var err error
-	fail := func(e error) (Options, error) { return Options{}, fmt.Errorf("smtpd: %w", e) }
-	if o.Listen, err = c.List("smtpd_listen"); err != nil {
-		return fail(err)
-	}
-	if o.Hostname, err = c.Expand("myhostname"); err != nil {
-		return fail(err)
-	}
-	if o.Banner, err = c.Expand("smtpd_banner"); err != nil {
-		return fail(err)
-	}
-	if o.MailName, err = c.Expand("mail_name"); err != nil {
-		return fail(err)
-	}
-	ints := []struct {
-		name string
-		dst  *int
-	}{
-		{"line_length_limit", &o.LineLengthLimit},
-		{"smtpd_recipient_limit", &o.RecipientLimit},
-		{"smtpd_soft_error_limit", &o.SoftErrorLimit},
-		{"smtpd_hard_error_limit", &o.HardErrorLimit},
-		{"smtpd_junk_command_limit", &o.JunkCommandLimit},
-		{"smtpd_client_connection_count_limit", &o.ClientConnectionLimit},
-		{"smtpd_connection_limit", &o.MaxConnections},
-	}
-	for _, p := range ints {
-		if *p.dst, err = c.Int(p.name); err != nil {
-			return fail(err)
+	for _, step := range []func(*config.Config, *Options) error{scalarsFromConfig, policyFromConfig, tlsFromConfig} {
+		if err := step(c, &o); err != nil {
+			return Options{}, fmt.Errorf("smtpd: %w", err)
 		}
 	}
-	bools := []struct {
-		name string
-		dst  *bool
-	}{
-		{"disable_vrfy_command", &o.DisableVRFY},
-		{"smtpd_helo_required", &o.HeloRequired},
-		{"etrn_reply_counts", &o.ETRNReplyCounts},
-		{"smtpd_forbid_unauth_pipelining", &o.ForbidUnauthPipelining},
-		{"smtpd_enforce_tls", &o.EnforceTLS},
+	return o, nil
+}
+
+// scalarsFromConfig reads the names, limits, switches and times.
+func scalarsFromConfig(c *config.Config, o *Options) error {
+	var err error
+	if o.Listen, err = c.List("smtpd_listen"); err != nil {
+		return err
 	}
-	for _, p := range bools {
-		if *p.dst, err = c.Bool(p.name); err != nil {
-			return fail(err)
+	for name, dst := range map[string]*string{"myhostname": &o.Hostname, "smtpd_banner": &o.Banner, "mail_name": &o.MailName} {
+		if *dst, err = c.Expand(name); err != nil {
+			return err
+		}
+	}
+	for name, dst := range map[string]*int{
+		"line_length_limit":                   &o.LineLengthLimit,
+		"smtpd_recipient_limit":               &o.RecipientLimit,
+		"smtpd_soft_error_limit":              &o.SoftErrorLimit,
+		"smtpd_hard_error_limit":              &o.HardErrorLimit,
+		"smtpd_junk_command_limit":            &o.JunkCommandLimit,
+		"smtpd_client_connection_count_limit": &o.ClientConnectionLimit,
+		"smtpd_connection_limit":              &o.MaxConnections,
+	} {
+		if *dst, err = c.Int(name); err != nil {
+			return err
+		}
+	}
+	for name, dst := range map[string]*bool{
+		"disable_vrfy_command":           &o.DisableVRFY,
+		"smtpd_helo_required":            &o.HeloRequired,
+		"etrn_reply_counts":              &o.ETRNReplyCounts,
+		"smtpd_forbid_unauth_pipelining": &o.ForbidUnauthPipelining,
+		"smtpd_enforce_tls":              &o.EnforceTLS,
+	} {
+		if *dst, err = c.Bool(name); err != nil {
+			return err
 		}
 	}
 	if o.MessageSizeLimit, err = c.Size("message_size_limit"); err != nil {
-		return fail(err)
+		return err
 	}
 	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
-		return fail(err)
+		return err
 	}
 	if o.ErrorSleep, err = c.Time("smtpd_error_sleep_time"); err != nil {
-		return fail(err)
+		return err
 	}
 	if o.ErrorSleep == 0 {
 		o.ErrorSleep = -1 // an explicit 0 means no sleep
 	}
+	return nil
+}
+
+// policyFromConfig reads mynetworks, relay_domains and the restriction
+// lists (parsed by New).
+func policyFromConfig(c *config.Config, o *Options) error {
 	nets, err := c.Networks("mynetworks")
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	o.MyNetworks = nets
+	o.MyNetworks, o.ConnectionLimitExceptions = nets, nets
+	if config.Known("smtpd_client_event_limit_exceptions") {
+		ex, err := c.Networks("smtpd_client_event_limit_exceptions")
+		if err != nil {
+			return err
+		}
+		o.ConnectionLimitExceptions = ex
+	}
 	relay, err := c.Domains("relay_domains")
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	o.RelayDomains = relay
-	lists := []struct {
-		name string
-		dst  *[]string
-	}{
-		{"smtpd_client_restrictions", &o.ClientRestrictions},
-		{"smtpd_sender_restrictions", &o.SenderRestrictions},
-		{"smtpd_relay_restrictions", &o.RelayRestrictions},
-		{"smtpd_recipient_restrictions", &o.RecipientRestrictions},
-		{"smtpd_etrn_restrictions", &o.ETRNRestrictions},
-	}
-	for _, l := range lists {
-		v, err := c.List(l.name)
+	for name, dst := range map[string]*[]string{
+		"smtpd_client_restrictions":    &o.ClientRestrictions,
+		"smtpd_sender_restrictions":    &o.SenderRestrictions,
+		"smtpd_relay_restrictions":     &o.RelayRestrictions,
+		"smtpd_recipient_restrictions": &o.RecipientRestrictions,
+		"smtpd_etrn_restrictions":      &o.ETRNRestrictions,
+	} {
+		v, err := c.List(name)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		if v == nil {
-			v = []string{}
+			v = []string{} // empty, not Postfix's default
 		}
-		*l.dst = v
+		*dst = v
 	}
 	o.OpenTable = func(spec string) (Table, error) { return config.OpenTable(spec) }
-	if err := tlsFromConfig(c, &o); err != nil {
-		return fail(err)
-	}
-	return o, nil
+	return nil
 }
 
 // tlsFromConfig loads smtpd_tls_cert_file/key_file; level "none" turns

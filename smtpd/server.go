@@ -191,7 +191,8 @@ func (s *Server) handle(c net.Conn) {
 		}
 		s.mu.Unlock()
 	}()
-	if lim := s.opts.ClientConnectionLimit; lim > 0 && n > lim {
+	exempt := s.opts.ConnectionLimitExceptions != nil && s.opts.ConnectionLimitExceptions.Contains(ip)
+	if lim := s.opts.ClientConnectionLimit; lim > 0 && n > lim && !exempt {
 		s.refuse(c, ip, replyTooManyConnsFrom(s.opts.Hostname, ip.String()), "too many connections from client")
 		return
 	}
