@@ -58,6 +58,11 @@ type Config struct {
 	Work, Out string
 	// Keep leaves the temporary directory in place.
 	Keep bool
+	// Perf, when set, records a perf(1) CPU profile of the holdfast
+	// daemon into this directory during the first acceptance run at the
+	// highest concurrency, the first relay run and the first ETRN run at
+	// the largest size (profiling runs: their figures are perturbed).
+	Perf string
 	// Log receives progress lines; the table goes to Table.
 	Log, Table io.Writer
 }
@@ -100,6 +105,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.StringVar(&c.Work, "work", envStr("BENCH_WORK", ""), "parent `dir` of the temporary directory (default $TMPDIR)")
 	fs.StringVar(&c.Out, "out", envStr("BENCH_OUT", "docs/bench-out"), "results `dir` (JSON, chart data, chart); empty: none")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory")
+	fs.StringVar(&c.Perf, "perf", "", "record perf CPU profiles of holdfast into `dir` (perturbs the figures)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

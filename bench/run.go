@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -208,11 +209,14 @@ func acceptRun(ctx context.Context, c *Config, r *Results, work string, sys syst
 	if err != nil {
 		return err
 	}
+	stop := profile(c, sys, fmt.Sprintf("accept-%d", sessions), sessions == last(c.Sessions))
 	start := time.Now()
-	if err := load(ctx, c, sys.Addr(), "u@accept.etrn.test", sessions, c.AcceptMsgs); err != nil {
+	err = load(ctx, c, sys.Addr(), "u@accept.etrn.test", sessions, c.AcceptMsgs)
+	rate := float64(c.AcceptMsgs) / time.Since(start).Seconds()
+	stop()
+	if err != nil {
 		return fmt.Errorf("%s acceptance, %d sessions: %w", sys.Name(), sessions, err)
 	}
-	rate := float64(c.AcceptMsgs) / time.Since(start).Seconds()
 	r.add(fmt.Sprintf("accept/%d", sessions), "acceptance, "+plural(sessions, "session"), "msg/s", false, sys.Name(), rate)
 	r.add("fsync", "disk fdatasync rate, measured before each acceptance run", "fsync/s", false, sys.Name(), fsync)
 	r.add(fmt.Sprintf("perfsync/%d", sessions), "accepted msg/s ÷ disk fsync/s, "+plural(sessions, "session"), "msg/fsync", false, sys.Name(), rate/fsync)
@@ -225,11 +229,14 @@ func relayRun(ctx context.Context, c *Config, r *Results, sys system) error {
 		return err
 	}
 	base := sys.RelaySink().Count()
+	stop := profile(c, sys, "relay", true)
 	start := time.Now()
 	if err := load(ctx, c, sys.Addr(), "u@relay.test", c.RelaySessions, c.RelayMsgs); err != nil {
+		stop()
 		return fmt.Errorf("%s relay: %w", sys.Name(), err)
 	}
 	done, err := waitCount(ctx, sys.RelaySink(), base+int64(c.RelayMsgs), 10*time.Minute)
+	stop()
 	if err != nil {
 		return fmt.Errorf("%s relay: %w", sys.Name(), err)
 	}
@@ -365,11 +372,14 @@ func etrnRun(ctx context.Context, c *Config, r *Results, sys system, size int, d
 		return err
 	}
 	base := sys.ETRNSink().Count()
+	stop := profile(c, sys, fmt.Sprintf("etrn-%d", size), size == last(c.Sizes))
 	reply, start, lat, err := etrn(sys.Addr(), domain)
 	if err != nil {
+		stop()
 		return fmt.Errorf("%s: %w", sys.Name(), err)
 	}
 	done, err := waitCount(ctx, sys.ETRNSink(), base+int64(c.Batch), 5*time.Minute)
+	stop()
 	if err != nil {
 		return fmt.Errorf("%s ETRN %s (%q): %w", sys.Name(), domain, reply, err)
 	}
@@ -379,6 +389,14 @@ func etrnRun(ctx context.Context, c *Config, r *Results, sys system, size int, d
 	r.add("etrn-deliver/"+key, fmt.Sprintf("ETRN: all %d of the domain at the sink, %s queued", c.Batch, count(size)), "ms", true, sys.Name(), float64(deliver.Microseconds())/1000)
 	c.logf("%-8s ETRN %s with %d queued: reply %.2f ms, %d delivered in %.1f ms", sys.Name(), domain, size, float64(lat.Microseconds())/1000, c.Batch, float64(deliver.Microseconds())/1000)
 	return nil
+}
+
+// last is the last element of l, 0 when l is empty.
+func last(l []int) int {
+	if len(l) == 0 {
+		return 0
+	}
+	return l[len(l)-1]
 }
 
 func plural(n int, word string) string {
@@ -408,6 +426,35 @@ func containsInt(l []int, v int) bool {
 		}
 	}
 	return false
+}
+
+// profile starts perf record on the holdfast daemon when Config.Perf is
+// set, want holds and no profile of that name exists yet; the returned
+// function stops it.
+func profile(c *Config, sys system, name string, want bool) func() {
+	h, ok := sys.(*holdfast)
+	if c.Perf == "" || !want || !ok || h.cmd == nil {
+		return func() {}
+	}
+	out := filepath.Join(c.Perf, name+".perf.data")
+	if _, err := os.Stat(out); err == nil {
+		return func() {}
+	}
+	if err := os.MkdirAll(c.Perf, 0o755); err != nil {
+		c.logf("perf: %v", err)
+		return func() {}
+	}
+	cmd := exec.Command("perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-o", out, "-p", strconv.Itoa(h.cmd.Process.Pid))
+	if err := cmd.Start(); err != nil {
+		c.logf("perf: %v", err)
+		return func() {}
+	}
+	time.Sleep(300 * time.Millisecond) // perf attaches
+	return func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		c.logf("perf profile %s (perf report -i %s --no-children)", out, out)
+	}
 }
 
 // idle waits until sys has finished the work a previous run left it
