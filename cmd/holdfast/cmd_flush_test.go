@@ -120,6 +120,7 @@ log_format = json
 	var delivered, deferred, bounced, done int
 	fmt.Sscanf(strings.SplitN(out, "\n", 2)[1], "delivered: %d, deferred again: %d, bounced: %d, finished (outcome not reported): %d",
 		&delivered, &deferred, &bounced, &done)
+	t.Logf("flush --wait: %q", out)
 	if deferred != 1 || delivered+bounced+done != 2 || (done == 0 && (delivered != 1 || bounced != 1)) {
 		t.Errorf("flush --wait outcome: %q", out)
 	}
