@@ -606,3 +606,27 @@ func TestParseAge(t *testing.T) {
 		}
 	}
 }
+
+func TestHealthStatsConfig(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	h, err := e.client.Health(ctx)
+	if err != nil || !h.OK || h.PID != os.Getpid() {
+		t.Errorf("health = %+v, %v", h, err)
+	}
+	e.enqueue(t, "a@sender.test", "", "x@customer.test")
+	st, err := e.client.Stats(ctx)
+	if err != nil || st.Incoming != 1 || st.Bytes == 0 {
+		t.Errorf("stats = %+v, %v", st, err)
+	}
+	cfg, err := e.client.Config(ctx, "myhostname", "fast_flush_domains")
+	if err != nil || cfg["myhostname"] != "relay.test" || cfg["fast_flush_domains"] != "customer.test" {
+		t.Errorf("config = %v, %v", cfg, err)
+	}
+	if _, err := e.client.Config(ctx); !isCode(err, CodeBadRequest) {
+		t.Errorf("config without names: %v", err)
+	}
+	if err := e.client.Check(ctx); err != nil {
+		t.Errorf("check: %v", err)
+	}
+}

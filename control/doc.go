@@ -21,6 +21,18 @@
 // daemon's user only. The socket itself is mode 0660: the daemon's group
 // is the set of users who may talk to it at all (Postfix's postdrop).
 //
+// # Metrics hooks
+//
+// Metrics is nil-safe; the daemon's packages report through it:
+//   - smtpd: SessionOpened/SessionClosed per connection, SessionRejected;
+//     ETRN through FlushRequest("etrn", result, duration);
+//   - the queue smtpd writes to: Metrics.Queue wraps it (Accepted and
+//     ObserveCommit per message);
+//   - delivery: Outcome(id, addr, status) per recipient after the store
+//     commit, and ObserveDelivery per attempt. Outcome also tells
+//     `holdfast flush --wait` whether a finished message was delivered or
+//     bounced.
+//
 // # Caveats
 //
 // A listing pages through the queue in arrival (ID) order while mail moves
