@@ -32,16 +32,18 @@
 //     character ('@' or '#') has been removed; removing it is the SMTP
 //     server's job.
 //   - ETRN for a destination is matched against the index exactly: mail
-//     for sub.example.com needs `ETRN sub.example.com` or
-//     `ETRN @example.com` (a sub-tree flush), as in Postfix (§2.11).
+//     for sub.example.com needs `ETRN sub.example.com`, as in Postfix
+//     (§2.11), or holdfast's sub-tree form `ETRN @example.com` (RFC 1985
+//     sec 5), which Postfix does not have.
 //   - Eligibility is re-checked on every request. A table error in
 //     fast_flush_domains makes Flush fail with an error that is not
 //     ErrNotEligible (Postfix's 458), while Eligible, which cannot report
 //     errors, treats it as "not eligible".
 //   - Key covers the expanded fast_flush_domains value, the parent-domain
-//     matching switch and the contents of the files and tables it names;
-//     a table that changes while the daemon runs is seen by Eligible at
-//     once, but old index entries stay until the next start.
+//     matching switch and the contents of the files and tables it names.
+//     Those files are read once, when the configuration is loaded: an
+//     edited table takes effect at the next start, which also rebuilds
+//     the index because the key changed.
 //   - The package opens no sockets and keeps no state besides the parsed
 //     configuration; a Service is safe for concurrent use.
 package flush

@@ -107,6 +107,7 @@ func policyKey(c *config.Config) (string, error) {
 // tablePath returns the file behind a list item "/path" or "type:/path",
 // or "" for a plain domain pattern or a table without a file.
 func tablePath(item string) string {
+	item = strings.TrimPrefix(item, "!")
 	if strings.HasPrefix(item, "/") {
 		return item
 	}

@@ -125,6 +125,7 @@ func TestPolicyKey(t *testing.T) {
 func TestTablePath(t *testing.T) {
 	for in, want := range map[string]string{
 		"/etc/x":            "/etc/x",
+		"!/etc/z":           "/etc/z",
 		"hash:/etc/x":       "/etc/x",
 		"texthash:/etc/y":   "/etc/y",
 		"customer.tld":      "",
