@@ -65,7 +65,6 @@ var (
 	replyTLSNotOffered = rep(502, ec(5, 5, 1), "Error: command not implemented")
 	replyTLSFirst      = rep(530, ec(5, 7, 0), "Must issue a STARTTLS command first")
 	replyPipelining    = rep(554, ec(5, 5, 0), "Error: SMTP protocol synchronization")
-	replyConfigError   = rep(451, ec(4, 3, 5), "Server configuration error")
 
 	// ETRN (reference spec §1.2): none carries an enhanced status code.
 	replyEtrnHelo      = rep(503, none, "Error: send HELO/EHLO first")

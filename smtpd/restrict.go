@@ -258,6 +258,12 @@ func accessAction(v, name, class string) (bool, *smtp.SMTPError) {
 			text = "Access denied"
 		}
 		return false, replyRejected(554, ec(5, 7, 1), name, class, text)
+	case "HOLD", "DISCARD", "FILTER", "REDIRECT":
+		if class == "Etrn command" {
+			// Reference spec §1.5: cannot apply to ETRN; Postfix warns
+			// and ignores them.
+			return false, nil
+		}
 	case "DEFER": // access_map_defer_code 450
 		if text == "" {
 			text = "Access denied"
@@ -281,7 +287,9 @@ func accessAction(v, name, class string) (bool, *smtp.SMTPError) {
 	if allDigits(word) {
 		return true, nil
 	}
-	return false, replyConfigError
+	// An action this server does not implement (HOLD, FILTER, ...):
+	// Postfix's answer to a broken access map.
+	return false, replyRejected(451, ec(4, 3, 5), name, class, "Server configuration error")
 }
 
 // parseEnhanced splits "5.7.1 text" into the code and the text.
