@@ -275,6 +275,7 @@ func TestQueueCLI(t *testing.T) {
 	t.Run("flush wait", func(t *testing.T) { testFlushWait(t, e) })
 	t.Run("sendmail", func(t *testing.T) { testSendmail(t, e) })
 	t.Run("db", func(t *testing.T) { testDBRunning(t, e) })
+	t.Run("progress", func(t *testing.T) { testProgress(t, e) })
 	t.Run("daemon down", func(t *testing.T) { testDaemonDown(t, e) })
 }
 
@@ -619,4 +620,46 @@ func testDaemonDown(t *testing.T, e *opEnv) {
 	if err := s.Check(); err != nil {
 		t.Error(err)
 	}
+}
+
+// testProgress runs a bulk operation on a terminal (script(1) gives it a
+// pty): a progress bar is drawn per chunk, then erased; off a terminal
+// nothing but the total is printed.
+func testProgress(t *testing.T, e *opEnv) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("no script(1) to provide a terminal")
+	}
+	const n = 2500 // three chunks of the server's 1000
+	errs := make(chan error, 10)
+	for w := 0; w < 10; w++ {
+		go func() {
+			for i := w; i < n; i += 10 {
+				m := &store.Message{Sender: "bulk@sender.test", Recipients: []store.Recipient{{Addr: fmt.Sprintf("u%d@customer.test", i)}}}
+				if err := e.store.Enqueue(m, []byte("Subject: bulk\r\n\r\nx\r\n")); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for w := 0; w < 10; w++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(script, "-qec", e.bin+" queue hold ALL -c "+e.cf, "/dev/null")
+	cmd.Env = []string{"TZ=UTC", "PATH=/usr/bin:/bin", "TERM=dumb"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v\n%q", err, out)
+	}
+	s := string(out)
+	if !strings.Contains(s, "\rhold [########            ]  40% 1000/2500 (") ||
+		!strings.Contains(s, "\rhold [################    ]  80% 2000/2500 (") ||
+		!strings.Contains(s, "\r\033[KPlaced on hold: 2500 messages\r\n") {
+		t.Errorf("terminal output: %q", s)
+	}
+	e.expect(t, 0, "Deleted: 2500 messages\n", "", "holdfast", "queue", "delete", "ALL", "--sender", "bulk@", "-c", e.cf)
 }
