@@ -164,6 +164,13 @@ func randomStep(t *testing.T, f *fixture, r *rand.Rand, md *model, op int) strin
 		f.clk.Add(time.Duration(r.IntN(1800)) * time.Second)
 		return "tick"
 	default:
+		if r.IntN(4) == 0 { // policy change: the index is rebuilt at Open
+			if f.o.PolicyKey == "tld" {
+				f.o.Eligible, f.o.PolicyKey = func(d string) bool { return d == "other.example" }, "other"
+			} else {
+				f.o.Eligible, f.o.PolicyKey = eligibleTLD, "tld"
+			}
+		}
 		if r.IntN(2) == 0 {
 			f.crash()
 		} else {
