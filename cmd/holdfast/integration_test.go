@@ -56,8 +56,13 @@ type relay struct {
 // appended to main.cf (later lines win).
 func newRelay(t *testing.T, extra ...string) *relay {
 	t.Helper()
-	mta := testutil.NewMTA(t, testutil.MTAOptions{})
-	dir := t.TempDir()
+	return startRelay(t, t.TempDir(), testutil.NewMTA(t, testutil.MTAOptions{}), extra...)
+}
+
+// startRelay starts a daemon whose files (queue, transport table) are in
+// dir, so that a test can stop it and start another on the same queue.
+func startRelay(t *testing.T, dir string, mta *testutil.MTA, extra ...string) *relay {
+	t.Helper()
 	next := fmt.Sprintf("etrn-only:[%s]:%d", mta.Host, mta.Port)
 	var tbl strings.Builder
 	for _, d := range []string{"customer.tld", ".customer.tld", "other.tld", "empty.tld"} {
@@ -81,17 +86,24 @@ func newRelay(t *testing.T, extra ...string) *relay {
 		t.Fatalf("startDaemon: %v", err)
 	}
 	r := &relay{t: t, d: d, mta: mta, addr: d.smtpAddrs()[0]}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := d.store.Check(); err != nil {
-			t.Errorf("store check at end: %v", err)
-		}
-		if err := d.shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
+	t.Cleanup(r.stop)
 	return r
+}
+
+// stop checks the store and shuts the daemon down; later calls do nothing.
+func (r *relay) stop() {
+	if r.d == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.d.store.Check(); err != nil {
+		r.t.Errorf("store check at end: %v", err)
+	}
+	if err := r.d.shutdown(ctx); err != nil {
+		r.t.Errorf("shutdown: %v", err)
+	}
+	r.d = nil
 }
 
 // check asserts the store's invariants: bbolt's own check and the flush
@@ -599,6 +611,43 @@ func TestOperatorFlush(t *testing.T) {
 	r.mta.Wait(2, 10*time.Second)
 	r.waitEmpty()
 	r.check()
+}
+
+// When fast_flush_domains changes between runs the index is rebuilt at
+// start-up: mail deferred while its domain was not eligible can be flushed
+// at once after the restart (Postfix needs a sendmail -q first, §2.9).
+func TestFlushDomainsChangeRebuildsIndex(t *testing.T) {
+	dir := t.TempDir()
+	mta := testutil.NewMTA(t, testutil.MTAOptions{})
+	r := startRelay(t, dir, mta, "fast_flush_domains = customer.tld")
+	subj := r.send("a@sender.test", "u@other.tld")
+	r.waitDeferred(1)
+	if got := r.etrn("other.tld"); got != "459 <other.tld>: service unavailable" {
+		t.Fatalf("ETRN before: %q", got)
+	}
+	r.check()
+	r.stop()
+
+	r = startRelay(t, dir, mta, "fast_flush_domains = customer.tld, other.tld")
+	if !r.d.store.Report().Rebuilt {
+		t.Fatal("index not rebuilt after fast_flush_domains changed")
+	}
+	r.check()
+	if got := r.etrn("other.tld"); got != "250 Queuing started" {
+		t.Fatalf("ETRN after: %q", got)
+	}
+	if got := subjects(mta.Wait(1, 10*time.Second)); got[subj] != 1 {
+		t.Fatalf("delivered %v", got)
+	}
+	r.waitEmpty()
+	r.check()
+	r.stop()
+
+	// Same policy again: no rebuild.
+	r = startRelay(t, dir, mta, "fast_flush_domains = customer.tld, other.tld")
+	if r.d.store.Report().Rebuilt {
+		t.Error("index rebuilt although the policy did not change")
+	}
 }
 
 // A second serve on the same queue fails with the pid of the first.
