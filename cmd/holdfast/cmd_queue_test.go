@@ -631,6 +631,9 @@ func testProgress(t *testing.T, e *opEnv) {
 		t.Skip("no script(1) to provide a terminal")
 	}
 	const n = 2500 // three chunks of the server's 1000
+	if _, err := e.store.DeleteAll(store.Filter{}); err != nil {
+		t.Fatal(err)
+	}
 	errs := make(chan error, 10)
 	for w := 0; w < 10; w++ {
 		go func() {
