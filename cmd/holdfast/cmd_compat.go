@@ -262,29 +262,38 @@ func runPostsuper(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 			op.ids = append(op.ids, val)
 		}
 	}
-	var states []string
-	for _, q := range args[i:] {
-		st, ok := postsuperQueues[q]
-		if !ok {
-			return fatal("invalid directory name: %s", q)
-		}
-		if st != "" {
-			states = append(states, st)
-		}
-	}
-	if len(args[i:]) > 0 && len(states) == 0 {
-		states = []string{"none"}
+	states, nothing, bad := postsuperStates(args[i:])
+	if bad != "" {
+		return fatal("invalid directory name: %s", bad)
 	}
 	cl, _, _ := clientFor(cfg, "postsuper", stderr)
 	if cl == nil {
 		return postsuperFatal
 	}
 	for _, op := range ops {
+		if nothing {
+			break // only queues that hold no messages here were named
+		}
 		if code := postsuperRun(cl, op, states, stderr); code != 0 {
 			return code
 		}
 	}
 	return 0
+}
+
+// postsuperStates maps queue names to states; nothing is set when every
+// name is a queue without messages here; bad is an unknown name.
+func postsuperStates(names []string) (states []string, nothing bool, bad string) {
+	for _, q := range names {
+		st, ok := postsuperQueues[q]
+		if !ok {
+			return nil, false, q
+		}
+		if st != "" {
+			states = append(states, st)
+		}
+	}
+	return states, len(names) > 0 && len(states) == 0, ""
 }
 
 // lastOp returns the pending operation for verb, merging repeated options
@@ -308,9 +317,6 @@ func postsuperRun(cl *control.Client, op *postsuperOp, states []string, stderr i
 			continue
 		}
 		ids = append(ids, id)
-	}
-	if len(states) == 1 && states[0] == "none" {
-		return 0 // only non-message queues named
 	}
 	total := 0
 	for _, req := range []control.OpRequest{
@@ -434,27 +440,33 @@ func parseSendmail(args []string, stderr io.Writer) (*sendmailArgs, int) {
 			i++
 			val = args[i]
 		}
-		switch opt {
-		case 'C', 'c':
-			a.cfg = val
-		case 'f', 'r':
-			a.sender, a.hasSender = strings.TrimSuffix(strings.TrimPrefix(val, "<"), ">"), true
-		case 'o':
-			if strings.HasPrefix(val, "i") {
-				a.ignoreDots = true
-			}
-		case 'b':
-			switch val {
-			case "p":
-				a.mode = "list"
-			case "m":
-			default:
-				a.mode = val
-			}
-		}
+		a.set(opt, val)
 	}
 	a.rcpts = args[i:]
 	return a, -1
+}
+
+// set applies an option that takes a value; values of options holdfast
+// does not use (-F, -N, -R, -V, -X, -h, most -o) are accepted and ignored.
+func (a *sendmailArgs) set(opt byte, val string) {
+	switch opt {
+	case 'C', 'c':
+		a.cfg = val
+	case 'f', 'r':
+		a.sender, a.hasSender = strings.TrimSuffix(strings.TrimPrefix(val, "<"), ">"), true
+	case 'o':
+		if strings.HasPrefix(val, "i") {
+			a.ignoreDots = true
+		}
+	case 'b':
+		switch val {
+		case "p":
+			a.mode = "list"
+		case "m":
+		default:
+			a.mode = val
+		}
+	}
 }
 
 // queueOption handles -q, -q<interval>, -qR<site>, -qI<id> (reference

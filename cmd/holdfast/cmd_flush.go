@@ -35,28 +35,11 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exUsage
 	}
-	req := control.FlushRequest{All: *all, ID: *id, Wait: *wait, WaitFor: *timeout}
-	n := len(pos)
-	if *all {
-		n++
-	}
-	if *id != "" {
-		n++
-	}
-	if n != 1 {
-		fmt.Fprintln(stderr, flushUsage)
+	req, ok := flushRequest(pos, *all, *id, stderr)
+	if !ok {
 		return exUsage
 	}
-	if len(pos) == 1 {
-		req.Site = pos[0]
-		if strings.HasPrefix(req.Site, "@") {
-			req.Site, req.Subtree = req.Site[1:], true
-		}
-		if !flush.ValidSite(req.Site) {
-			fmt.Fprintf(stderr, "holdfast: invalid destination: %q\n", cutSite(req.Site))
-			return exUsage
-		}
-	}
+	req.Wait, req.WaitFor = *wait, *timeout
 	cl, _, code := clientFor(*cfg, "holdfast", stderr)
 	if cl == nil {
 		return code
@@ -82,6 +65,39 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 		}
 		return apiExit("holdfast", err, stderr)
 	}
+	return flushReport(req, st, stdout, stderr)
+}
+
+// flushRequest checks the command line: exactly one of DOMAIN, --all and
+// --id; "@DOMAIN" is the domain with its sub-domains.
+func flushRequest(pos []string, all bool, id string, stderr io.Writer) (control.FlushRequest, bool) {
+	req := control.FlushRequest{All: all, ID: id}
+	n := len(pos)
+	if all {
+		n++
+	}
+	if id != "" {
+		n++
+	}
+	if n != 1 {
+		fmt.Fprintln(stderr, flushUsage)
+		return req, false
+	}
+	if len(pos) == 1 {
+		req.Site = pos[0]
+		if strings.HasPrefix(req.Site, "@") {
+			req.Site, req.Subtree = req.Site[1:], true
+		}
+		if !flush.ValidSite(req.Site) {
+			fmt.Fprintf(stderr, "holdfast: invalid destination: %q\n", cutSite(req.Site))
+			return req, false
+		}
+	}
+	return req, true
+}
+
+// flushReport prints the flush result and, after --wait, the outcomes.
+func flushReport(req control.FlushRequest, st control.FlushStatus, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "%s: %d %s queued for delivery", flushTarget(req), st.Messages, plural(st.Messages))
 	if st.Active > 0 {
 		fmt.Fprintf(stdout, " (%d in delivery, retried when that attempt ends)", st.Active)
@@ -96,7 +112,7 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	if st.TimedOut {
-		fmt.Fprintf(stderr, "holdfast: %d recipients still pending after %s\n", st.Pending, *timeout)
+		fmt.Fprintf(stderr, "holdfast: %d recipients still pending after %s\n", st.Pending, req.WaitFor)
 		return exTempFail
 	}
 	return 0
