@@ -519,6 +519,7 @@ func TestMetricsScrape(t *testing.T) {
 	m.SessionOpened()
 	m.SessionRejected("too_many_connections")
 	m.ObserveDelivery(30 * time.Millisecond)
+	m.ObserveCommit(2*time.Millisecond, 8)
 	q := m.Queue(e.store)
 	if err := q.Enqueue(&store.Message{Sender: "s@x", Recipients: []store.Recipient{{Addr: "z@customer.test"}}}, []byte("x\r\n")); err != nil {
 		t.Fatal(err)
@@ -584,7 +585,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"holdfast_delivery_duration_seconds", nil, 1},
 		{"holdfast_smtp_sessions_open", nil, 1},
 		{"holdfast_smtp_sessions_rejected_total", map[string]string{"reason": "too_many_connections"}, 1},
-		{"holdfast_store_commit_duration_seconds", nil, 1},
+		{"holdfast_store_commit_duration_seconds", nil, 2},
 		{"holdfast_store_commit_batch_size", nil, 1},
 	} {
 		if got := value(tc.name, tc.labels); got != tc.want {

@@ -162,7 +162,8 @@ func (m *Metrics) SessionRejected(reason string) {
 }
 
 // ObserveCommit records one store commit and the number of messages it
-// carried (store group commit; or around Enqueue with batch 1, see Queue).
+// carried (for a commit hook of the store's group commit; Queue observes
+// the duration alone).
 func (m *Metrics) ObserveCommit(d time.Duration, batch int) {
 	if m != nil {
 		m.commitDuration.Observe(d.Seconds())
@@ -176,7 +177,7 @@ type Enqueuer interface {
 }
 
 // Queue wraps q so that every successful Enqueue is counted as accepted
-// and its commit time observed: cmd can hand the result to smtpd as its
+// and its commit duration observed: cmd can hand the result to smtpd as its
 // Queue without smtpd knowing about metrics.
 func (m *Metrics) Queue(q Enqueuer) Enqueuer { return measured{q: q, m: m} }
 
@@ -190,7 +191,11 @@ func (w measured) Enqueue(msg *store.Message, body []byte) error {
 	if err := w.q.Enqueue(msg, body); err != nil {
 		return err
 	}
-	w.m.ObserveCommit(time.Since(start), 1)
+	// The duration includes the wait for the group commit: the latency
+	// the SMTP client sees. The batch size is only known inside the store.
+	if w.m != nil {
+		w.m.commitDuration.Observe(time.Since(start).Seconds())
+	}
 	w.m.Accepted()
 	return nil
 }
