@@ -25,7 +25,7 @@ func init() {
 }
 
 // queueUsage is printed for `holdfast queue` without a valid verb.
-const queueUsage = `usage: holdfast queue list [-c FILE] [--json] [--state S] [--domain D] [--sender S] [--recipient R]
+const queueUsage = `usage: holdfast queue list [-c FILE] [--json] [--state S] [--domain D] [--sender S] [--recipient R] [--older-than AGE]
        holdfast queue show [-c FILE] ID
        holdfast queue stats [-c FILE] [--json]
        holdfast queue delete|hold|release|requeue [-c FILE] ID...|ALL [--state S] [--domain D] [--sender S] [--recipient R] [--older-than AGE]`
