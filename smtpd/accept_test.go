@@ -213,3 +213,36 @@ func TestStoreFullReal(t *testing.T) {
 		t.Fatalf("%d messages stored", n)
 	}
 }
+
+// TestBDATContent: chunks are stored verbatim (no dot-unstuffing, bare
+// LF kept) after our Received: header; a client that vanishes during a
+// transfer leaves nothing.
+func TestBDATContent(t *testing.T) {
+	e := startServer(t, newConfig(t))
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nBDAT 14\r\nSubject: b\r\n\r\nBDAT 11 LAST\r\n.dot\nbare\r\n")
+	c.expect("250 2.1.0 Ok")
+	c.expect("250 2.1.5 Ok")
+	c.expect("250 2.0.0 Ok: 14 bytes")
+	c.expect("250 2.0.0 Ok: queued as *")
+	m, body := e.onlyMessage()
+	if !strings.HasPrefix(body, "Received: from client.test (unknown [127.0.0.1])\r\n\tby relay.test (holdfast) with ESMTP id "+string(m.ID)+"\r\n") ||
+		!strings.HasSuffix(body, "\r\nSubject: b\r\n\r\n.dot\nbare\r\n") {
+		t.Fatalf("body %q", body)
+	}
+	v := e.dial("")
+	v.expect("220 *")
+	v.ehlo()
+	v.send("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nBDAT 100 LAST\r\nonly part")
+	v.expect("250 2.1.0 Ok")
+	v.expect("250 2.1.5 Ok")
+	v.conn.Close()
+	c.send("NOOP\r\n")
+	c.expect("250 2.0.0 Ok")
+	time.Sleep(50 * time.Millisecond)
+	if n := e.queued(); n != 1 {
+		t.Fatalf("%d messages queued", n)
+	}
+}

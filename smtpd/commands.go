@@ -26,6 +26,9 @@ type command struct {
 	// group: may be followed by more commands in a pipelined group
 	// (RFC 2920 sec 3.1); other commands must end the group.
 	group bool
+	// afterBdat: the reply once a BDAT transfer has begun; nil when the
+	// command is allowed then.
+	afterBdat *smtp.SMTPError
 	// counted is the disconnect-log counter.
 	counted int
 }
@@ -37,9 +40,11 @@ func init() {
 		{verb: "HELO", handle: (*session).heloCmd, junk: true, preTLS: true, counted: cntHelo},
 		{verb: "EHLO", handle: (*session).ehloCmd, junk: true, preTLS: true, counted: cntEhlo},
 		{verb: "STARTTLS", handle: (*session).starttlsCmd, preTLS: true, counted: cntStartTLS},
-		{verb: "MAIL", handle: (*session).mailCmd, needHelo: replyMailHelo, noTxn: replyNestedMail, group: true, counted: cntMail},
-		{verb: "RCPT", handle: (*session).rcptCmd, group: true, counted: cntRcpt},
-		{verb: "DATA", handle: (*session).dataCmd, counted: cntData},
+		{verb: "MAIL", handle: (*session).mailCmd, needHelo: replyMailHelo, noTxn: replyNestedMail, afterBdat: replyMailAfterBdat, group: true, counted: cntMail},
+		{verb: "RCPT", handle: (*session).rcptCmd, afterBdat: replyRcptAfterBdat, group: true, counted: cntRcpt},
+		{verb: "DATA", handle: (*session).dataCmd, afterBdat: replyDataAfterBdat, counted: cntData},
+		// RFC 3030 CHUNKING; the reply follows the chunk (receiveChunk).
+		{verb: "BDAT", handle: (*session).bdatCmd, preTLS: true, group: true, counted: cntBdat},
 		{verb: "RSET", handle: (*session).rsetCmd, junk: true, preTLS: true, group: true, counted: cntRset},
 		{verb: "NOOP", handle: (*session).noopCmd, junk: true, preTLS: true, counted: cntNoop},
 		{verb: "VRFY", handle: (*session).vrfyCmd, junk: true, counted: cntVrfy},
@@ -95,7 +100,7 @@ func (s *session) ehloCmd(arg string) *smtp.SMTPError {
 	if o.TLS != nil && !s.tls {
 		kw = append(kw, "STARTTLS")
 	}
-	kw = append(kw, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8")
+	kw = append(kw, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING")
 	return rep(250, none, strings.Join(kw, "\n"))
 }
 

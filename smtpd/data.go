@@ -51,12 +51,18 @@ func (s *session) receive() (*smtp.SMTPError, error) {
 	if over {
 		return replySizeExceeded, nil
 	}
+	return s.enqueue(tx, id, now, body.Bytes()), nil
+}
+
+// enqueue hands a complete message to the queue and returns the reply:
+// 250 only after the commit (DESIGN.md, Enqueue), else storeReply's.
+func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []byte) *smtp.SMTPError {
 	m := &store.Message{
 		ID:         id,
 		Sender:     tx.from,
 		Recipients: tx.rcpts,
 		Arrival:    now,
-		Size:       int64(body.Len()),
+		Size:       int64(len(body)),
 		State:      store.StateIncoming,
 		ClientAddr: s.client.String(),
 		ClientName: s.name,
@@ -68,14 +74,14 @@ func (s *session) receive() (*smtp.SMTPError, error) {
 		Body8Bit:   tx.body8bit,
 	}
 	log := s.log.With().Str("queue_id", string(id)).Logger()
-	if err := s.srv.queue.Enqueue(m, body.Bytes()); err != nil {
-		return storeReply(err, log), nil
+	if err := s.srv.queue.Enqueue(m, body); err != nil {
+		return storeReply(err, log)
 	}
 	log.Info().Str("event", "accepted").Str("from", tx.from).Int64("size", m.Size).
 		Int("nrcpt", len(tx.rcpts)).Str("client", s.namaddr).Msg("message accepted")
 	// Postfix forgives earlier errors after a message was received.
 	s.errors, s.junk = 0, 0
-	return replyQueued(string(id)), nil
+	return replyQueued(string(id))
 }
 
 // received renders our Received: header like Postfix's smtpd.
@@ -115,8 +121,8 @@ func (s *session) readData(body *bytes.Buffer, limit int64) (over bool, err erro
 			lastSet = now
 			s.conn.SetReadDeadline(now.Add(s.srv.opts.Timeout))
 		}
-		if s.w.Buffered() > 0 && s.r.Buffered() == 0 {
-			if err := s.flush(); err != nil { // the 354
+		if s.w.Buffered() > 0 && !s.lineBuffered() {
+			if err := s.flush(); err != nil { // the 354, before a read that would block
 				return false, err
 			}
 		}
@@ -152,4 +158,10 @@ func (s *session) readData(body *bytes.Buffer, limit int64) (over bool, err erro
 		}
 		lineStart = full
 	}
+}
+
+// lineBuffered reports whether a whole line is already in the read buffer.
+func (s *session) lineBuffered() bool {
+	b, _ := s.r.Peek(s.r.Buffered())
+	return bytes.IndexByte(b, '\n') >= 0
 }

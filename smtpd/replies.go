@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/emersion/go-smtp"
 )
@@ -64,6 +65,12 @@ var (
 	replyTLSActive     = rep(554, ec(5, 5, 1), "Error: TLS already active")
 	replyTLSNotOffered = rep(502, ec(5, 5, 1), "Error: command not implemented")
 	replyTLSFirst      = rep(530, ec(5, 7, 0), "Must issue a STARTTLS command first")
+	replyBdatSyntax    = rep(521, ec(5, 5, 4), "Syntax: BDAT count [LAST]")
+	replyNullBdat      = rep(551, ec(5, 7, 1), "Null BDAT request")
+	replyChunkTooBig   = rep(552, ec(5, 3, 4), "Chunk exceeds message size limit")
+	replyDataAfterBdat = rep(503, ec(5, 5, 1), "Error: DATA after BDAT")
+	replyMailAfterBdat = rep(503, ec(5, 5, 1), "Error: MAIL after BDAT")
+	replyRcptAfterBdat = rep(503, ec(5, 5, 1), "Error: RCPT after BDAT")
 	replyPipelining    = rep(554, ec(5, 5, 0), "Error: SMTP protocol synchronization")
 
 	// ETRN (reference spec §1.2): none carries an enhanced status code.
@@ -83,6 +90,10 @@ func replyHelo(host string) *smtp.SMTPError { return rep(250, none, host) }
 
 func replyQueued(id string) *smtp.SMTPError {
 	return rep(250, ec(2, 0, 0), "Ok: queued as "+id)
+}
+
+func replyChunkOK(n int64) *smtp.SMTPError {
+	return rep(250, ec(2, 0, 0), "Ok: "+strconv.FormatInt(n, 10)+" bytes")
 }
 
 func replyVrfy(addr string) *smtp.SMTPError { return rep(252, ec(2, 0, 0), addr) }

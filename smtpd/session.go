@@ -48,9 +48,10 @@ type session struct {
 	counts  [numCounted][2]int
 	noError bool // the current reply is not counted as an error
 
-	quit     bool // hang up after the reply
-	inData   bool // DATA accepted: read the content next
-	startTLS bool // start the TLS handshake after the reply
+	quit     bool   // hang up after the reply
+	inData   bool   // DATA accepted: read the content next
+	chunk    *chunk // BDAT accepted: read its data next
+	startTLS bool   // start the TLS handshake after the reply
 
 	idle atomic.Bool // waiting for a command (Shutdown may interrupt)
 }
@@ -65,6 +66,14 @@ type transaction struct {
 	ret       store.Ret
 	envid     string
 	overshoot int
+	// BDAT (RFC 3030): the message being assembled, its ID and arrival
+	// time, the data size so far, and the failure that makes the rest of
+	// the transfer be skipped.
+	body     *bytes.Buffer
+	id       store.ID
+	arrival  time.Time
+	bdatSize int64
+	bdatFail *smtp.SMTPError
 }
 
 func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
@@ -143,6 +152,14 @@ func (s *session) run() {
 			}
 			s.finishData(r)
 		}
+		if s.chunk != nil {
+			r, err := s.receiveChunk()
+			if err != nil {
+				reason = s.readFailed(err)
+				return
+			}
+			s.finishChunk(r)
+		}
 		if s.quit {
 			return
 		}
@@ -177,7 +194,7 @@ func (s *session) readFailed(err error) string {
 // sent when the server would otherwise wait). A line longer than
 // line_length_limit is cut there and the rest skipped, as Postfix does.
 func (s *session) readCommand() (string, error) {
-	if s.r.Buffered() == 0 {
+	if s.w.Buffered() > 0 && !s.lineBuffered() {
 		if err := s.flush(); err != nil {
 			return "", err
 		}
@@ -253,10 +270,15 @@ func (s *session) dispatch(line string) {
 		r = replyTLSFirst
 	case cmd.needHelo != nil && o.HeloRequired && s.helo == "":
 		r = cmd.needHelo
+	case cmd.afterBdat != nil && s.tx.inBdat():
+		r = cmd.afterBdat
 	case cmd.noTxn != nil && s.tx != nil:
 		r = cmd.noTxn
 	default:
 		r = cmd.handle(s, arg)
+	}
+	if r == nil {
+		return // BDAT: the reply follows the chunk
 	}
 	failed := r.Code >= 400 && !s.noError
 	s.countCmd(cmd.counted, r.Code < 400)
@@ -283,6 +305,17 @@ func (s *session) finishData(r *smtp.SMTPError) {
 	if r.Code >= 400 {
 		s.counts[cntData][0]--
 		s.logReject("DATA", r)
+		s.replyErr(r)
+		return
+	}
+	s.reply(r)
+}
+
+// finishChunk replies to a BDAT after its data.
+func (s *session) finishChunk(r *smtp.SMTPError) {
+	s.countCmd(cntBdat, r.Code < 400)
+	if r.Code >= 400 {
+		s.logReject("BDAT", r)
 		s.replyErr(r)
 		return
 	}
@@ -403,6 +436,7 @@ const (
 	cntMail
 	cntRcpt
 	cntData
+	cntBdat
 	cntRset
 	cntNoop
 	cntVrfy
@@ -412,7 +446,7 @@ const (
 	numCounted
 )
 
-var countNames = [numCounted]string{"helo", "ehlo", "starttls", "mail", "rcpt", "data", "rset", "noop", "vrfy", "etrn", "quit", "unknown"}
+var countNames = [numCounted]string{"helo", "ehlo", "starttls", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown"}
 
 func (s *session) countCmd(i int, ok bool) {
 	s.counts[i][1]++

@@ -1,0 +1,118 @@
+package smtpd
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// chunk is a BDAT command (RFC 3030) whose data is read next; the reply
+// follows the data.
+type chunk struct {
+	size int64
+	last bool
+	fail *smtp.SMTPError // the reply when the data is to be skipped
+}
+
+// bdatCmd checks a BDAT command. Whatever the outcome, the chunk's data
+// must still be consumed (RFC 3030 sec 2), so the reply is given by the
+// loop after receiveChunk; only a malformed command, whose data cannot be
+// delimited, is answered at once, with a hang-up.
+func (s *session) bdatCmd(arg string) *smtp.SMTPError {
+	args := strings.Fields(arg)
+	if len(args) < 1 || len(args) > 2 || !allDigits(args[0]) || len(args) == 2 && !strings.EqualFold(args[1], "LAST") {
+		s.quit = true
+		return replyBdatSyntax
+	}
+	size, err := strconv.ParseInt(args[0], 10, 64)
+	if err != nil {
+		s.quit = true
+		return replyBdatSyntax
+	}
+	c := &chunk{size: size, last: len(args) == 2}
+	o := &s.srv.opts
+	tx := s.tx
+	switch {
+	case o.EnforceTLS && !s.tls:
+		c.fail = replyTLSFirst
+	case tx == nil:
+		c.fail = replyNeedRcpt
+	case len(tx.rcpts) == 0:
+		c.fail = replyNoValidRcpts
+	case tx.bdatFail != nil:
+		c.fail = tx.bdatFail
+	case size == 0 && !c.last:
+		c.fail = replyNullBdat
+	case o.MessageSizeLimit > 0 && size > o.MessageSizeLimit-tx.bdatSize:
+		c.fail = replyChunkTooBig
+		tx.bdatFail = replyChunkTooBig
+	}
+	s.chunk = c
+	return nil
+}
+
+// inBdat: a BDAT transfer has begun; MAIL, RCPT and DATA are refused
+// until BDAT LAST or RSET.
+func (tx *transaction) inBdat() bool { return tx != nil && (tx.body != nil || tx.bdatFail != nil) }
+
+// receiveChunk reads (or skips) the data of the pending BDAT and returns
+// its reply; after BDAT LAST the message is enqueued like after DATA.
+func (s *session) receiveChunk() (*smtp.SMTPError, error) {
+	c, tx := s.chunk, s.tx
+	s.chunk = nil
+	var dst io.Writer = io.Discard
+	if c.fail == nil {
+		if tx.body == nil {
+			tx.id = store.NewID()
+			tx.arrival = s.srv.opts.Now()
+			tx.body = new(bytes.Buffer)
+			tx.body.WriteString(s.received(tx, string(tx.id), tx.arrival))
+		}
+		dst = tx.body
+	}
+	if err := s.readChunk(dst, c.size); err != nil {
+		return nil, err
+	}
+	if c.fail != nil {
+		if c.last && tx != nil {
+			s.reset()
+		}
+		return c.fail, nil
+	}
+	tx.bdatSize += c.size
+	if !c.last {
+		return replyChunkOK(c.size), nil
+	}
+	s.reset()
+	return s.enqueue(tx, tx.id, tx.arrival, tx.body.Bytes()), nil
+}
+
+// readChunk copies exactly n bytes of chunk data, with smtpd_timeout per
+// read.
+func (s *session) readChunk(dst io.Writer, n int64) error {
+	for n > 0 {
+		// Replies are flushed before a read that would block.
+		if s.w.Buffered() > 0 && int64(s.r.Buffered()) < n {
+			if err := s.flush(); err != nil {
+				return err
+			}
+		}
+		s.conn.SetReadDeadline(time.Now().Add(s.srv.opts.Timeout))
+		step := min(n, 64<<10)
+		m, err := io.CopyN(dst, s.r, step)
+		n -= m
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
