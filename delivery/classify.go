@@ -48,11 +48,25 @@ func classify(err error, t target, stage string, softBounce bool) result {
 			r.DSN = "4" + r.DSN[1:]
 		}
 	case isTimeout(err):
-		r = transient(t, "4.4.2", fmt.Sprintf("conversation with %s[%s] timed out while %s", t.Name, t.Addr, stage))
+		r = transient(t, "4.4.2", fmt.Sprintf("conversation with %s[%s] timed out while %s", t.Name, t.Addr, sending(stage)))
 	default:
-		r = transient(t, "4.4.2", fmt.Sprintf("lost connection with %s[%s] while %s", t.Name, t.Addr, stage))
+		r = transient(t, "4.4.2", fmt.Sprintf("lost connection with %s[%s] while %s", t.Name, t.Addr, sending(stage)))
 	}
 	return r
+}
+
+// sending words the stage of a broken conversation as Postfix's smtp(8).
+func sending(stage string) string {
+	switch stage {
+	case "MAIL FROM", "RCPT TO", "RSET":
+		return "sending " + stage
+	case "DATA":
+		return "sending DATA command"
+	case "end of DATA":
+		// The server may have taken the message: it may come twice.
+		return "sending end of data -- message may be sent more than once"
+	}
+	return stage
 }
 
 // transient is a deferral for reason text.

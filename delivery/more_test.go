@@ -219,3 +219,16 @@ func TestOnlyDueRecipients(t *testing.T) {
 		t.Fatalf("conns %d -> %d", conns, e.mta.Conns())
 	}
 }
+
+// smtp_data_done_timeout: a server that does not answer the final dot in
+// time defers the message with Postfix's wording.
+func TestDataDoneTimeout(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.o.Timeouts.DataDone = 150 * time.Millisecond })
+	e.mta.Delay(time.Second)
+	id := e.enqueue("alice@origin.test", "bob@customer.test")
+	m := e.waitAttempts(id, 1)
+	want := "conversation with 127.0.0.1[127.0.0.1] timed out while sending end of data -- message may be sent more than once"
+	if r := m.Recipients[0]; r.Reply != want || r.DSN != "4.4.2" {
+		t.Fatalf("%+v", r)
+	}
+}

@@ -84,3 +84,10 @@ func TestMTAHangup(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestConfigHelper(t *testing.T) {
+	c := Config(t, "relay_domains", "customer.tld", "defer_transports", "etrn-only")
+	if l, err := c.List("defer_transports"); err != nil || len(l) != 1 || l[0] != "etrn-only" {
+		t.Fatalf("%v %v", l, err)
+	}
+}
