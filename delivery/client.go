@@ -172,12 +172,15 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 		text := fmt.Sprintf("message size %d exceeds size limit %d of server %s[%s]", len(body), cn.size, cn.t.Name, cn.t.Addr)
 		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.3.4", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
 	}
-	if m.SMTPUTF8 && !cn.utf8 {
+	utf8 := m.SMTPUTF8 && cn.utf8
+	if m.SMTPUTF8 && !cn.utf8 && needsUTF8(m, rcpts, body) {
+		// RFC 6531 sec 3.2: without SMTPUTF8 at the next hop, only mail
+		// that really needs it is returned; the rest goes as plain SMTP.
 		text := fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s[%s]", cn.t.Name, cn.t.Addr)
 		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.6.7", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
 	}
 	cn.c.CommandTimeout = to.Mail
-	if err := cn.c.Mail(m.Sender, mailOptions(m, len(body))); err != nil {
+	if err := cn.c.Mail(m.Sender, mailOptions(m, len(body), utf8)); err != nil {
 		d.brokenUnlessReply(cn, err)
 		return all(classify(err, cn.t, "MAIL FROM", d.o.SoftBounce))
 	}
@@ -254,8 +257,8 @@ func (d *Scheduler) brokenUnlessReply(cn *conn, err error) bool {
 // mailOptions are the MAIL FROM parameters: SIZE (RFC 1870), SMTPUTF8
 // (RFC 6531), RET and ENVID (RFC 3461). go-smtp sends each only when the
 // server announced the extension.
-func mailOptions(m *store.Message, size int) *smtp.MailOptions {
-	o := &smtp.MailOptions{Size: int64(size), UTF8: m.SMTPUTF8}
+func mailOptions(m *store.Message, size int, utf8 bool) *smtp.MailOptions {
+	o := &smtp.MailOptions{Size: int64(size), UTF8: utf8}
 	switch m.Ret {
 	case store.RetFull:
 		o.Return = smtp.DSNReturnFull
@@ -289,6 +292,28 @@ func rcptOptions(r *store.Recipient) *smtp.RcptOptions {
 		o.OriginalRecipient = addr
 	}
 	return o
+}
+
+// needsUTF8: the envelope addresses or the header section are not ASCII.
+func needsUTF8(m *store.Message, rcpts []int, body []byte) bool {
+	if !ascii([]byte(m.Sender)) || !ascii(headerPart(body)) {
+		return true
+	}
+	for _, i := range rcpts {
+		if !ascii([]byte(m.Recipients[i].Addr)) {
+			return true
+		}
+	}
+	return false
+}
+
+func ascii(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func printable(s string) bool {

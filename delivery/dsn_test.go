@@ -57,7 +57,7 @@ func parseDSN(t *testing.T, data []byte) parsedDSN {
 			}
 			d.text = string(b)
 		case 1:
-			if ct != "message/delivery-status" {
+			if ct != "message/delivery-status" && ct != "message/global-delivery-status" {
 				t.Errorf("part 2 type %q", ct)
 			}
 			r := textproto.NewReader(bufio.NewReader(bytes.NewReader(b)))

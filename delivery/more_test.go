@@ -232,3 +232,44 @@ func TestDataDoneTimeout(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 }
+
+// The dead list is kept in the store: a restarted scheduler still skips
+// the hop until its time.
+func TestDeadListSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	e.mta.Hangup(true)
+	id := e.enqueue("alice@origin.test", "a@customer.test")
+	e.waitAttempts(id, 1)
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	e.mta.Hangup(false)
+	id2 := e.enqueue("alice@origin.test", "b@customer.test")
+	m := e.waitAttempts(id2, 1)
+	if r := m.Recipients[0]; !strings.HasPrefix(r.Reply, "delivery temporarily suspended: ") || e.mta.Conns() != 0 {
+		t.Fatalf("%+v conns %d", r, e.mta.Conns())
+	}
+	e.clock.Set(t0.Add(300 * time.Second)) // dead until then; both due
+	e.waitGone(id)
+	e.waitGone(id2)
+}
+
+// SMTPUTF8 mail to a server without SMTPUTF8: sent as plain SMTP when
+// nothing in it needs UTF-8, returned (5.6.7) when an address does.
+func TestSMTPUTF8Downgrade(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, rcpt := range []string{"ascii@customer.test", "jörg@customer.test"} {
+		m := &store.Message{Sender: "alice@origin.test", SMTPUTF8: true, Recipients: []store.Recipient{{Addr: rcpt}}}
+		if err := e.s.Enqueue(m, []byte("Subject: hi\r\n\r\nbody\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		e.d.Wake()
+		e.waitGone(m.ID)
+	}
+	if got := e.mta.Messages(); len(got) != 1 || got[0].To[0] != "ascii@customer.test" {
+		t.Fatalf("received %+v", got)
+	}
+	d := parseDSN(t, e.origin.Wait(1, 5*time.Second)[0].Data)
+	checkField(t, d.rcpts[0], "Status", "5.6.7")
+}
