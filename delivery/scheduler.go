@@ -61,10 +61,18 @@ func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("delivery: load dead destinations: %w", err)
 	}
+	now := o.Clock.Now()
 	for k, v := range dests {
-		if strings.Contains(k, ":") && !v.DeadUntil.IsZero() { // hop keys are transport:nexthop
-			d.dead[k] = deadHop{Until: v.DeadUntil, Reason: v.Reason, DSN: "4.4.1"}
+		if !strings.Contains(k, ":") || v.DeadUntil.IsZero() {
+			continue // not a hop (hop keys are transport:nexthop)
 		}
+		if !now.Before(v.DeadUntil) {
+			if err := s.PutDest(k, store.DestState{}); err != nil { // revived while we were down
+				return nil, fmt.Errorf("delivery: clear dead destination %s: %w", k, err)
+			}
+			continue
+		}
+		d.dead[k] = deadHop{Until: v.DeadUntil, Reason: v.Reason, DSN: "4.4.1"}
 	}
 	return d, nil
 }
