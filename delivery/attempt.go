@@ -39,20 +39,6 @@ func (d *Scheduler) attempt(ctx context.Context, m *store.Message) {
 	if !m.Expired {
 		groups = d.plan(a)
 	}
-	if len(groups) > 0 {
-		body, err := d.s.Body(m.ID)
-		if err != nil {
-			a.log.Error().Err(err).Msg("read body failed")
-			groups = nil
-			for i := range m.Recipients {
-				if _, done := a.results[i]; !done && m.Recipients[i].State == store.RcptPending && d.isDue(a, i) {
-					a.results[i] = result{State: store.RcptPending, Status: "deferred", DSN: "4.3.0",
-						Reply: "queue file read error", Diag: "X-Postfix; queue file read error", Relay: "none"}
-				}
-			}
-		}
-		a.body = body
-	}
 	for _, g := range groups {
 		res := d.deliverGroup(ctx, a, g)
 		if ctx.Err() != nil {
@@ -190,10 +176,12 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 			}
 			d.revive(key)
 		}
-		stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
-		reused := cn.uses > 0
-		res := d.send(cn, a.m, g.rcpts, a.body)
-		stop()
+		res, ok := d.transaction(ctx, a, g, cn)
+		if !ok {
+			p.put(cn)
+			return res
+		}
+		reused := cn.uses > 1
 		stale := cn.broken && res[0].Remote != "" && res[0].DSN == "4.4.2" && res[0].State == store.RcptPending
 		if cn.broken {
 			p.drop(cn)
@@ -207,6 +195,34 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 		}
 		return res
 	}
+}
+
+// transaction runs one mail transaction on cn within the global limit.
+// The content is read from the store on first use. ok is false when the
+// transaction did not start (shutdown, unreadable content); cn is then
+// unused.
+func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *conn) ([]result, bool) {
+	select {
+	case d.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, false
+	}
+	defer func() { <-d.slots }()
+	if a.body == nil {
+		body, err := d.s.Body(a.m.ID)
+		if err != nil {
+			a.log.Error().Err(err).Msg("read body failed")
+			out := make([]result, len(g.rcpts))
+			for i := range out {
+				out[i] = local(store.RcptPending, "4.3.0", "queue file read error")
+			}
+			return out, false
+		}
+		a.body = body
+	}
+	stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
+	defer stop()
+	return d.send(cn, a.m, g.rcpts, a.body), true
 }
 
 // anyReply reports whether the server answered any command of the

@@ -273,3 +273,39 @@ func TestSMTPUTF8Downgrade(t *testing.T) {
 	d := parseDSN(t, e.origin.Wait(1, 5*time.Second)[0].Data)
 	checkField(t, d.rcpts[0], "Status", "5.6.7")
 }
+
+// A slow destination does not hold up another one: messages waiting for
+// the slow hop's connection take no global transaction slot.
+func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
+	slow := testutil.NewMTA(t, testutil.MTAOptions{})
+	slow.Delay(150 * time.Millisecond)
+	e := newEnv(t, func(e *env) {
+		e.o.Concurrency = 2
+		e.o.DestinationLimit = func(transport string) int {
+			if transport == "slow" {
+				return 1
+			}
+			return 20
+		}
+		e.tm["slow.test"] = fmt.Sprintf("slow:[127.0.0.1]:%d", slow.Port)
+	})
+	for i := 0; i < 10; i++ {
+		e.enqueue("alice@origin.test", "x@slow.test")
+	}
+	slow.Wait(1, 5*time.Second) // the burst is under way
+	start := time.Now()
+	id := e.enqueue("alice@origin.test", "bob@customer.test")
+	e.waitGone(id)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("fast destination waited %v behind the slow one", d)
+	}
+	if n := len(slow.Messages()); n >= 10 {
+		t.Fatalf("slow burst already over (%d): the test proves nothing", n)
+	}
+	if got := len(slow.Wait(10, 10*time.Second)); got != 10 {
+		t.Fatalf("slow hop received %d of 10", got)
+	}
+	if slow.MaxOpen() != 1 {
+		t.Fatalf("slow hop had %d connections at once, limit 1", slow.MaxOpen())
+	}
+}

@@ -81,9 +81,15 @@ type Options struct {
 	// DelayWarning is delay_warning_time, shown in the delay notice text;
 	// the time itself is the message's WarnAt.
 	DelayWarning time.Duration
-	// Concurrency is the global limit of messages in delivery at once
-	// (delivery_concurrency_limit).
+	// Concurrency is the global limit of SMTP transactions in progress at
+	// once (delivery_concurrency_limit).
 	Concurrency int
+	// ActiveLimit bounds the messages leased at once
+	// (qmgr_message_active_limit). A leased message waiting for its
+	// destination's connection holds no Concurrency slot, so one slow
+	// destination cannot hold up the others (Postfix's per-destination
+	// queues).
+	ActiveLimit int
 	// DestinationLimit gives the connection limit per next hop for a
 	// transport (<transport>_destination_concurrency_limit, else
 	// default_destination_concurrency_limit); nil = DefaultDestinationLimit.
@@ -185,6 +191,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		p    *int
 	}{
 		{"delivery_concurrency_limit", &o.Concurrency},
+		{"qmgr_message_active_limit", &o.ActiveLimit},
 		{"default_destination_concurrency_limit", &o.DefaultDestinationLimit},
 		{"smtp_mx_address_limit", &o.MXAddressLimit},
 	}
@@ -289,6 +296,7 @@ func (o Options) withDefaults() Options {
 		}
 	}
 	setInt(&o.Concurrency, 100)
+	setInt(&o.ActiveLimit, 20000)
 	setInt(&o.DefaultDestinationLimit, 20)
 	setInt(&o.Port, 25)
 	setInt(&o.MXAddressLimit, 5)

@@ -15,8 +15,9 @@ import (
 )
 
 // Scheduler is the queue manager: one goroutine (Run) leases due messages
-// and starts one delivery worker per message, within the global and
-// per-destination limits.
+// (at most ActiveLimit at once) and starts one delivery worker per message;
+// workers deliver within the per-destination connection limit and the
+// global transaction limit.
 type Scheduler struct {
 	o        Options
 	s        *store.Store
@@ -24,6 +25,7 @@ type Scheduler struct {
 	resolver *net.Resolver
 	wake     chan struct{}
 	done     chan struct{} // one token per finished worker
+	slots    chan struct{} // global transaction limit (Concurrency)
 	pools    pools
 	deferred map[string]bool // defer_transports
 
@@ -49,7 +51,8 @@ func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
 		log:      log,
 		resolver: resolverFor(&o),
 		wake:     make(chan struct{}, 1),
-		done:     make(chan struct{}, o.Concurrency),
+		done:     make(chan struct{}, o.ActiveLimit),
+		slots:    make(chan struct{}, o.Concurrency),
 		pools:    pools{m: map[string]*pool{}},
 		deferred: map[string]bool{},
 		dead:     map[string]deadHop{},
@@ -98,7 +101,7 @@ func (d *Scheduler) Run(ctx context.Context) error {
 	var runErr error
 	for ctx.Err() == nil && runErr == nil {
 		running -= d.drain()
-		free := d.o.Concurrency - running
+		free := d.o.ActiveLimit - running
 		leased := 0
 		if free > 0 {
 			n := min(free, d.o.LeaseBatch)
@@ -122,7 +125,7 @@ func (d *Scheduler) Run(ctx context.Context) error {
 				continue // more may be due
 			}
 		}
-		d.sleep(ctx, running < d.o.Concurrency, leased)
+		d.sleep(ctx, running < d.o.ActiveLimit, leased)
 	}
 	d.shutdown(cut, running)
 	return runErr
