@@ -78,6 +78,7 @@ func tiny(t *testing.T, bin string) *Config {
 func TestSmoke(t *testing.T) {
 	bin := buildHoldfast(t)
 	c := tiny(t, bin)
+	c.Cache = t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	r, err := Run(ctx, c)
@@ -107,6 +108,17 @@ func TestSmoke(t *testing.T) {
 	}
 	if data, _, batch := chartData(r); data == "" || batch != 10 {
 		t.Errorf("chart data %q, batch %d", data, batch)
+	}
+
+	// Again from the cached queue files.
+	c2 := tiny(t, bin)
+	c2.Cache, c2.Skip["accept"], c2.Skip["relay"] = c.Cache, true, true
+	r2, err := Run(ctx, c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := r2.get("etrn-deliver/80"); f == nil || len(f.Runs["holdfast"]) != c2.Runs {
+		t.Errorf("ETRN from the cached queue: %+v", f)
 	}
 }
 
@@ -211,6 +223,10 @@ func TestHelpers(t *testing.T) {
 	plan := fillPlan(25, []string{"a", "b"}, 10, 7, &next)
 	if len(plan) != 25 || plan[9] != "a" || plan[10] != "b" || plan[20] != fillerDomain(5) || plan[24] != fillerDomain(2) || next != 10 {
 		t.Errorf("fillPlan: %v next %d", plan, next)
+	}
+	c := &Config{Cache: "/c", Sizes: []int{10000, 100000, 1000000}, Domains: 10000, Batch: 100, Runs: 5}
+	if got := cacheFile(c, 100000); got != "/c/holdfast-queue-10k_100k-d10000-b100-r5.db" {
+		t.Errorf("cacheFile: %s", got)
 	}
 	for n, want := range map[int]string{10000: "10k", 1000000: "1M", 1500: "1500", 40: "40"} {
 		if count(n) != want {

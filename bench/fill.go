@@ -20,9 +20,10 @@ func fillerDomain(i int) string { return fmt.Sprintf("d%05d.etrn.test", i) }
 
 func hotDomain(size, run int) string { return fmt.Sprintf("h%d-%d.etrn.test", size, run) }
 
-// retryAfter is when filled mail is next due: later than any run, so the
-// only deliveries during a measurement are the ones ETRN starts.
-const retryAfter = 4000 * time.Second
+// retryAfter is when filled mail is next due: later than any run (and
+// than a cached queue file's age, see Config.Cache), so the only
+// deliveries during a measurement are the ones ETRN starts.
+const retryAfter = 24 * time.Hour
 
 // fillPlan lists the recipients' domains of n new messages: the hot
 // domains' batches first, then filler mail continuing the round robin at
@@ -75,6 +76,7 @@ func fillStore(ctx context.Context, cfgPath, dbPath string, size int, plan func(
 	if have >= size {
 		return have, 0, nil
 	}
+
 	domains := plan(size - have)
 	body := storedBody()
 	const chunk = 20000

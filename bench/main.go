@@ -58,6 +58,11 @@ type Config struct {
 	Work, Out string
 	// Keep leaves the temporary directory in place.
 	Keep bool
+	// Cache, when set, keeps a copy of holdfast's queue file after each
+	// fill in this directory and reuses it in later runs with the same
+	// sizes, domains, batch and runs, instead of filling again (filling
+	// 1M messages takes minutes).
+	Cache string
 	// Perf, when set, records a perf(1) CPU profile of the holdfast
 	// daemon into this directory during the first acceptance run at the
 	// highest concurrency, the first relay run and the first ETRN run at
@@ -105,6 +110,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.StringVar(&c.Work, "work", envStr("BENCH_WORK", ""), "parent `dir` of the temporary directory (default $TMPDIR)")
 	fs.StringVar(&c.Out, "out", envStr("BENCH_OUT", "docs/bench-out"), "results `dir` (JSON, chart data, chart); empty: none")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory")
+	fs.StringVar(&c.Cache, "cache", envStr("BENCH_CACHE", ""), "keep and reuse filled holdfast queue files in `dir`")
 	fs.StringVar(&c.Perf, "perf", "", "record perf CPU profiles of holdfast into `dir` (perturbs the figures)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
