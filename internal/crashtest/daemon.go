@@ -141,7 +141,15 @@ func NewDaemon(t testing.TB, params map[string]string) *Daemon {
 	if err := os.MkdirAll(d.Params["queue_directory"], 0o700); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Stop() })
+	t.Cleanup(func() {
+		t0 := time.Now()
+		if err := d.Stop(); err != nil {
+			t.Logf("holdfast serve at cleanup: %v", err)
+		}
+		if took := time.Since(t0); took > 3*time.Second {
+			t.Logf("graceful stop took %v", took.Round(100*time.Millisecond))
+		}
+	})
 	return d
 }
 

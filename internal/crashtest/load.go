@@ -29,10 +29,12 @@ type Ledger struct {
 	refused map[string]string
 	// Broken counts messages whose connection broke before the final dot.
 	Broken int
+	// QueueID maps an acked message to the queue ID in its 250 reply.
+	QueueID map[string]string
 }
 
 func newLedger() *Ledger {
-	return &Ledger{Acked: map[string][]string{}, Unsure: map[string][]string{}}
+	return &Ledger{Acked: map[string][]string{}, Unsure: map[string][]string{}, QueueID: map[string]string{}}
 }
 
 func (l *Ledger) refuse(seq string, reply string) {
@@ -173,11 +175,16 @@ func (g *Load) send(c *smtp.Client, rng *rand.Rand, seq string) bool {
 		return false
 	}
 	g.InCommit.Add(1)
-	err = w.Close()
+	resp, err := w.CloseWithResponse()
 	g.InCommit.Add(-1)
 	g.Sent.Add(1)
 	if err == nil {
 		g.Ledger.add("acked", seq, rcpts)
+		if i := strings.LastIndex(resp.StatusText, "queued as "); i >= 0 {
+			g.Ledger.mu.Lock()
+			g.Ledger.QueueID[seq] = strings.TrimSpace(resp.StatusText[i+len("queued as "):])
+			g.Ledger.mu.Unlock()
+		}
 		return true
 	}
 	return g.fail(seq, rcpts, err, true)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -29,8 +30,8 @@ type Sink struct {
 	done chan struct{}
 
 	mu       sync.Mutex
-	got      map[string][]time.Time // seq + " " + rcpt -> receipt times
-	attempts map[string]int         // seq -> DATA attempts, including refused ones
+	got      map[string][]Delivery // seq + " " + rcpt -> deliveries
+	attempts map[string]int        // seq -> DATA attempts, including refused ones
 	total    int
 	// TempFail, when set, is asked after each DATA: a non-nil reply is
 	// sent instead of 250 and the delivery is not counted.
@@ -50,7 +51,7 @@ func NewSink(t testing.TB) *Sink {
 	}
 	s := &Sink{
 		Addr:     l.Addr().String(),
-		got:      map[string][]time.Time{},
+		got:      map[string][]Delivery{},
 		attempts: map[string]int{},
 		done:     make(chan struct{}),
 		notify:   make(chan struct{}, 1),
@@ -112,11 +113,17 @@ func (s *Sink) Count(seq, rcpt string) int {
 	return len(s.got[seq+" "+rcpt])
 }
 
-// Times returns the delivery times of (seq, rcpt).
-func (s *Sink) Times(seq, rcpt string) []time.Time {
+// Delivery is one complete message the sink accepted for a recipient.
+type Delivery struct {
+	At      time.Time // when the final dot was read, before any delay and the reply
+	QueueID string    // from holdfast's Received: header ("... id QUEUEID ...")
+}
+
+// Deliveries returns the deliveries of (seq, rcpt) in arrival order.
+func (s *Sink) Deliveries(seq, rcpt string) []Delivery {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]time.Time(nil), s.got[seq+" "+rcpt]...)
+	return append([]Delivery(nil), s.got[seq+" "+rcpt]...)
 }
 
 // Keys returns every (seq, rcpt) delivered, as "seq rcpt".
@@ -196,7 +203,7 @@ func (x *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (x *sinkSession) Data(r io.Reader) error {
-	seq, err := readSeq(r)
+	seq, qid, err := readSeq(r)
 	if err != nil {
 		return err
 	}
@@ -221,7 +228,7 @@ func (x *sinkSession) Data(r io.Reader) error {
 	s.mu.Lock()
 	for _, rc := range x.rcpts {
 		k := seq + " " + rc
-		s.got[k] = append(s.got[k], end)
+		s.got[k] = append(s.got[k], Delivery{At: end, QueueID: qid})
 		s.total++
 	}
 	s.mu.Unlock()
@@ -232,23 +239,32 @@ func (x *sinkSession) Data(r io.Reader) error {
 	return nil
 }
 
-// readSeq reads a message to its end and returns its X-Seq header value.
-// A message cut off before its final dot (the daemon died while sending
-// it) is an error: it was not delivered.
-func readSeq(r io.Reader) (string, error) {
+// receivedID finds the queue ID in holdfast's Received: header.
+var receivedID = regexp.MustCompile(`\bwith [A-Z]+ id ([0-9A-Za-z]+)`)
+
+// readSeq reads a message to its end and returns its X-Seq header value
+// and the queue ID of the topmost Received: header. A message cut off
+// before its final dot (the daemon died while sending it) is an error: it
+// was not delivered.
+func readSeq(r io.Reader) (seq, qid string, err error) {
 	br := bufio.NewReader(r)
 	head, _ := br.Peek(512)
 	head = append([]byte(nil), head...)
 	hdr, herr := textproto.NewReader(br).ReadMIMEHeader()
 	n, err := io.Copy(io.Discard, br)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	seq := strings.TrimSpace(hdr.Get(SeqHeader))
+	if rcv := hdr.Values("Received"); len(rcv) > 0 {
+		if m := receivedID.FindStringSubmatch(rcv[0]); m != nil {
+			qid = m[1]
+		}
+	}
+	seq = strings.TrimSpace(hdr.Get(SeqHeader))
 	if seq == "" {
 		// Keep the evidence: a complete message without the header is
 		// either not ours or damaged.
-		return fmt.Sprintf("no-%s-header(%v, %d more bytes): %q", SeqHeader, herr, n, head), nil
+		seq = fmt.Sprintf("no-%s-header(%v, %d more bytes): %q", SeqHeader, herr, n, head)
 	}
-	return seq, nil
+	return seq, qid, nil
 }

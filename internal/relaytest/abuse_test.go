@@ -417,3 +417,48 @@ func TestETRNFloodNoDuplicates(t *testing.T) {
 	}
 	t.Logf("%d ETRNs accepted; %d deliveries for %d messages", ok, sink.Total(), n)
 }
+
+// TestSlowDataTimesOut: smtpd_timeout also bounds the DATA phase: a body
+// trickled at one byte a second is cut off, and nothing is queued.
+func TestSlowDataTimesOut(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	d := newRelay(t, sink, map[string]string{"smtpd_timeout": "2s"})
+	s := dial(t, d, "127.0.0.1")
+	expect(t, s, "EHLO stranger.example", 250, "")
+	expect(t, s, "MAIL FROM:<a@stranger.example>", 250, "")
+	expect(t, s, "RCPT TO:<user@sink.test>", 250, "")
+	expect(t, s, "DATA", 354, "")
+	start := time.Now()
+	closed := make(chan time.Duration, 1)
+	go func() {
+		s.Conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		io.Copy(io.Discard, s.Conn)
+		closed <- time.Since(start)
+	}()
+	body := crashtest.SeqHeader + ": slow-data\r\n\r\nthis body never ends, one byte at a time\r\n"
+	var gone time.Duration
+	for i := 0; i < len(body) && gone == 0; i++ {
+		if _, err := s.Conn.Write([]byte{body[i]}); err != nil {
+			break
+		}
+		select {
+		case gone = <-closed:
+		case <-time.After(time.Second):
+		}
+	}
+	if gone == 0 {
+		select {
+		case gone = <-closed:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if gone == 0 || gone > 6*time.Second {
+		t.Fatalf("a DATA phase at one byte a second was not cut off near smtpd_timeout = 2s (after %v)", time.Since(start).Round(time.Second))
+	}
+	t.Logf("slow DATA cut off after %v", gone.Round(100*time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	if n := sink.Attempts(); n != 0 {
+		t.Errorf("a message cut off mid-DATA reached the sink %d times", n)
+	}
+}
