@@ -462,3 +462,59 @@ func TestSlowDataTimesOut(t *testing.T) {
 		t.Errorf("a message cut off mid-DATA reached the sink %d times", n)
 	}
 }
+
+// TestBDATSizeLimit: the same 1 MB limit holds for CHUNKING (RFC 3030):
+// 50 chunks of 1 MB are refused with 552 5.3.4, never queued, and not
+// held in memory.
+func TestBDATSizeLimit(t *testing.T) {
+	t.Parallel()
+	sink := crashtest.NewSink(t)
+	d := newRelay(t, sink, map[string]string{"message_size_limit": "1048576"})
+	s := dial(t, d, "127.0.0.1")
+	ehlo := expect(t, s, "EHLO stranger.example", 250, "")
+	if !strings.Contains(ehlo, "CHUNKING") {
+		t.Skipf("CHUNKING not announced:\n%s", ehlo)
+	}
+	expect(t, s, "MAIL FROM:<a@stranger.example>", 250, "")
+	expect(t, s, "RCPT TO:<user@sink.test>", 250, "")
+	base := d.RSS()
+	var peak int64
+	chunk := []byte(crashtest.SeqHeader + ": bdat\r\n\r\n" + strings.Repeat(strings.Repeat("y", 1022)+"\r\n", 1024))
+	first, firstMsg, last, lastMsg := 0, "", 0, ""
+	for i := 0; i < 50; i++ {
+		verb := fmt.Sprintf("BDAT %d", len(chunk))
+		if i == 49 {
+			verb += " LAST"
+		}
+		s.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := s.Conn.Write(append([]byte(verb+"\r\n"), chunk...)); err != nil {
+			t.Fatalf("chunk %d: %v", i+1, err)
+		}
+		code, msg, err := s.Read()
+		if err != nil {
+			t.Fatalf("chunk %d: no reply: %v", i+1, err)
+		}
+		if code != 250 && first == 0 {
+			first, firstMsg = code, msg
+		}
+		last, lastMsg = code, msg
+		peak = max(peak, d.RSS())
+		if code == 421 {
+			break
+		}
+	}
+	if first != 552 || !strings.HasPrefix(firstMsg, "5.3.4") {
+		t.Errorf("first refusal of a 50 MB BDAT message at a 1 MB limit: %d %s, want 552 5.3.4", first, firstMsg)
+	}
+	if last == 250 {
+		t.Errorf("BDAT LAST of an oversized message: %d %s", last, lastMsg)
+	}
+	t.Logf("BDAT: RSS before %d KB, peak %d KB; first refusal %d %s", base>>10, peak>>10, first, firstMsg)
+	if base > 0 && peak-base > 16<<20 {
+		t.Errorf("daemon memory grew by %d MB during a 50 MB BDAT transfer at a 1 MB limit", (peak-base)>>20)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := sink.Attempts(); n != 0 {
+		t.Errorf("the oversized BDAT message reached the sink")
+	}
+}
