@@ -32,8 +32,8 @@ func (p *pool) get(ctx context.Context) (*conn, error) {
 	if n := len(p.idle); n > 0 {
 		cn := p.idle[n-1]
 		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
 		cn.idle.Stop()
+		p.mu.Unlock()
 		return cn, nil
 	}
 	if p.open < p.limit {
@@ -83,13 +83,13 @@ func (p *pool) put(cn *conn) {
 		p.d.closeConn(cn)
 		return
 	}
-	p.idle = append(p.idle, cn)
-	p.mu.Unlock()
 	if cn.idle == nil {
 		cn.idle = time.AfterFunc(p.d.o.ConnCacheTime, func() { p.expire(cn) })
 	} else {
 		cn.idle.Reset(p.d.o.ConnCacheTime)
 	}
+	p.idle = append(p.idle, cn)
+	p.mu.Unlock()
 }
 
 // expire closes a session that stayed idle too long.
@@ -136,9 +136,11 @@ func (p *pool) closeIdle() {
 	p.idle = nil
 	p.closed = true
 	p.open -= len(idle)
-	p.mu.Unlock()
 	for _, cn := range idle {
 		cn.idle.Stop()
+	}
+	p.mu.Unlock()
+	for _, cn := range idle {
 		p.d.closeConn(cn)
 	}
 }
