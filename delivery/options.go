@@ -1,14 +1,3 @@
-// Package delivery takes mail out of the store and hands it to the next hop
-// over SMTP, the way Postfix's qmgr(8) and smtp(8) do together: a scheduler
-// goroutine leases due messages, resolves each pending recipient to a
-// transport and next hop, defers what must wait (defer_transports, dead
-// destinations), delivers the rest with go-smtp's Client over a per-next-hop
-// connection cache, and ends every attempt with one store.Finish that also
-// queues the bounces (RFC 3464 DSNs) it owes.
-//
-// Retry times are exact: a recipient that failed for the n-th time is next
-// due min(maximal_backoff_time, minimal_backoff_time * 2^(n-1)) after the
-// attempt (DESIGN.md "Scheduling"), measured on the injectable Clock.
 package delivery
 
 import (

@@ -1,0 +1,44 @@
+// Package delivery takes mail out of the store and hands it to the next hop
+// over SMTP, the way Postfix's qmgr(8) and smtp(8) do together.
+//
+// # Basics
+//
+// A Scheduler's Run goroutine leases due messages (store.Lease, in due
+// order, at most ActiveLimit at once), sleeps until store.NextDue (at most
+// queue_run_delay) and is woken at once by Wake (new mail, a flush, a
+// release). Each leased message gets a worker that decides every pending
+// recipient that is due or forced by a flush:
+//
+//   - the transport map (Postfix's search order), then relayhost, then the
+//     recipient's domain give a transport and a next hop; error:text
+//     bounces, discard: drops;
+//   - a transport in defer_transports defers ("4.3.2 deferred transport")
+//     without a connection, unless a flush forced the recipient;
+//   - a dead next hop (its last connection failed) defers ("delivery
+//     temporarily suspended: ...") without a connection until
+//     minimal_backoff_time has passed, unless forced; the dead list is kept
+//     in the store's dest bucket;
+//   - the rest are grouped by (transport, next hop): one SMTP transaction
+//     per group, over a session from the hop's pool (at most
+//     <transport>_destination_concurrency_limit sessions, reused between
+//     messages), within delivery_concurrency_limit transactions in all.
+//
+// The attempt ends with one store.Finish: per-recipient outcomes, the next
+// attempt of each deferred recipient (min(maximal_backoff_time,
+// minimal_backoff_time * 2^(n-1)) after the n-th failure, on the Clock),
+// expiry after maximal_queue_lifetime, and the RFC 3464 notices owed, all in
+// one transaction. Outcomes are classified in one function (classify): 2xx
+// delivered, 4xx and network errors deferred, 5xx bounced.
+//
+// # Caveats
+//
+//   - Delivery is at-least-once: a crash after the next hop's 250 and
+//     before Finish delivers the message again.
+//   - The delay warning is sent when Message.WarnAt has passed; whoever
+//     enqueues mail sets WarnAt (arrival + delay_warning_time) as Postfix's
+//     cleanup does.
+//   - TLS levels are none, may and encrypt; certificates are not verified
+//     (as Postfix at those levels).
+//   - Every transport other than error and discard is SMTP; relay_transport
+//     is not used (a map entry names the transport).
+package delivery
