@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -181,8 +180,7 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 			p.put(cn)
 			return res
 		}
-		reused := cn.uses > 1
-		stale := cn.broken && res[0].Remote != "" && res[0].DSN == "4.4.2" && res[0].State == store.RcptPending
+		retry := cn.uses > 1 && cn.lostAtMail && try == 0 && ctx.Err() == nil
 		if cn.broken {
 			p.drop(cn)
 		} else {
@@ -190,7 +188,7 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 		}
 		// A cached session the server closed while idle: once more on a
 		// new one (Postfix does the same with its connection cache).
-		if reused && stale && try == 0 && ctx.Err() == nil && !anyReply(res) {
+		if retry {
 			continue
 		}
 		return res
@@ -223,17 +221,6 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 	stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
 	defer stop()
 	return d.send(cn, a.m, g.rcpts, a.body), true
-}
-
-// anyReply reports whether the server answered any command of the
-// transaction (then it must not be repeated).
-func anyReply(res []result) bool {
-	for _, r := range res {
-		if r.Status == "sent" || r.Status == "bounced" || strings.HasPrefix(r.Diag, "smtp;") {
-			return true
-		}
-	}
-	return false
 }
 
 // connect opens a session with the first target that answers, trying

@@ -28,7 +28,11 @@ type conn struct {
 	utf8   bool  // SMTPUTF8 announced
 	uses   int   // transactions run on this connection
 	broken bool  // must not be reused
-	idle   *time.Timer
+	// lostAtMail: the session ended (421, lost connection) at MAIL FROM,
+	// before the transaction began; on a reused session the server most
+	// likely closed it while idle.
+	lostAtMail bool
+	idle       *time.Timer
 }
 
 // errNoTLS is a session that TLSEncrypt must refuse.
@@ -181,7 +185,7 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 	}
 	cn.c.CommandTimeout = to.Mail
 	if err := cn.c.Mail(m.Sender, mailOptions(m, len(body), utf8)); err != nil {
-		d.brokenUnlessReply(cn, err)
+		cn.lostAtMail = d.brokenUnlessReply(cn, err)
 		return all(classify(err, cn.t, "MAIL FROM", d.o.SoftBounce))
 	}
 	var ok []int

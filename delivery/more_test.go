@@ -309,3 +309,18 @@ func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
 		t.Fatalf("slow hop had %d connections at once, limit 1", slow.MaxOpen())
 	}
 }
+
+// A cached session that the server closed while idle (421 idle timeout)
+// is replaced by a new one at once; the message is not deferred.
+func TestIdleSessionClosedByServer(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.o.ConnCacheTime = 10 * time.Second })
+	quick := testutil.NewMTA(t, testutil.MTAOptions{ReadTimeout: 100 * time.Millisecond})
+	e.tm["quick.test"] = fmt.Sprintf("smtp:[127.0.0.1]:%d", quick.Port)
+	e.waitGone(e.enqueue("alice@origin.test", "a@quick.test"))
+	time.Sleep(300 * time.Millisecond) // the server hangs up the idle session
+	id := e.enqueue("alice@origin.test", "b@quick.test")
+	e.waitGone(id)
+	if got := len(quick.Messages()); got != 2 || quick.Conns() != 2 {
+		t.Fatalf("messages %d conns %d", got, quick.Conns())
+	}
+}

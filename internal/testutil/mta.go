@@ -46,6 +46,9 @@ type MTAOptions struct {
 	MaxMessageBytes int64
 	// Domain is the greeting host name; "" = "mx.test".
 	Domain string
+	// ReadTimeout closes a session idle for this long (with go-smtp's
+	// "421 4.4.2 Idle timeout"); 0 = 30 s.
+	ReadTimeout time.Duration
 }
 
 // MTA is a scripted SMTP server on 127.0.0.1 standing in for a customer's
@@ -237,6 +240,9 @@ func (m *MTA) serve(l net.Listener) {
 	s.MaxMessageBytes = m.opts.MaxMessageBytes
 	s.TLSConfig = m.tls
 	s.ReadTimeout = 30 * time.Second
+	if m.opts.ReadTimeout > 0 {
+		s.ReadTimeout = m.opts.ReadTimeout
+	}
 	s.WriteTimeout = 30 * time.Second
 	s.ErrorLog = discardLogger{}
 	done := make(chan struct{})
