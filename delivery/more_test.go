@@ -324,3 +324,21 @@ func TestIdleSessionClosedByServer(t *testing.T) {
 		t.Fatalf("messages %d conns %d", got, quick.Conns())
 	}
 }
+
+// A force-expired message is returned at its next attempt without a
+// connection.
+func TestForceExpired(t *testing.T) {
+	e := newEnv(t, nil)
+	m := &store.Message{Sender: "alice@origin.test", Expired: true, Recipients: []store.Recipient{{Addr: "bob@customer.test"}}}
+	if err := e.s.Enqueue(m, []byte("Subject: old\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	e.d.Wake()
+	e.waitGone(m.ID)
+	d := parseDSN(t, e.origin.Wait(1, 5*time.Second)[0].Data)
+	checkField(t, d.rcpts[0], "Action", "failed")
+	checkField(t, d.rcpts[0], "Status", "4.4.7")
+	if e.mta.Conns() != 0 {
+		t.Fatal("connected")
+	}
+}
