@@ -385,6 +385,30 @@ func TestSubmit(t *testing.T) {
 	}
 }
 
+// delay_warning_time: local submission sets WarnAt for a non-null sender
+// only.
+func TestSubmitDelayWarning(t *testing.T) {
+	e := newEnv(t, map[string]string{"delay_warning_time": "1h"})
+	ctx := context.Background()
+	for _, sender := range []string{"a@sender.test", ""} {
+		id, err := e.client.Submit(ctx, sender, true, []string{"x@customer.test"}, strings.NewReader("Subject: hi\r\n\r\nhello\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := e.store.Get(store.ID(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := m.Arrival.Add(time.Hour)
+		if sender == "" {
+			want = time.Time{}
+		}
+		if !m.WarnAt.Equal(want) {
+			t.Errorf("sender <%s>: WarnAt %v, want %v (arrival %v)", sender, m.WarnAt, want, m.Arrival)
+		}
+	}
+}
+
 // TestPolicy checks the access classes with injected uids (the CLI test
 // in cmd/holdfast runs a client as another user for real).
 func TestPolicy(t *testing.T) {

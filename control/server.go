@@ -44,6 +44,11 @@ type Options struct {
 	Wake func()
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// DelayWarning is delay_warning_time for local submission: mail with a
+	// non-null sender gets WarnAt = arrival + DelayWarning (Postfix's
+	// cleanup). 0 reads delay_warning_time from Config; negative means no
+	// warnings.
+	DelayWarning time.Duration
 }
 
 // Server is the control API.
@@ -62,6 +67,13 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.DelayWarning == 0 {
+		d, err := o.Config.Time("delay_warning_time")
+		if err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		o.DelayWarning = d
 	}
 	s := &Server{o: o, policy: o.Policy, chunk: 1000}
 	if s.policy == nil {

@@ -56,6 +56,9 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		ID: id, Sender: sender, Arrival: now, Size: int64(len(body)),
 		Protocol: "LOCAL", ClientName: "localhost",
 	}
+	if sender != "" && s.o.DelayWarning > 0 {
+		m.WarnAt = now.Add(s.o.DelayWarning) // reference spec §3.8
+	}
 	for _, a := range rcpts {
 		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
 	}

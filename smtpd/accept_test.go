@@ -246,3 +246,55 @@ func TestBDATContent(t *testing.T) {
 		t.Fatalf("%d messages queued", n)
 	}
 }
+
+// delay_warning_time: WarnAt = arrival + delay for a non-null sender,
+// none for the null sender (Postfix's cleanup), over DATA and BDAT.
+func TestDelayWarningTime(t *testing.T) {
+	at := time.Date(2026, 11, 4, 22, 22, 18, 0, time.UTC)
+	e := startServer(t, newConfig(t, "delay_warning_time = 1h"), withOptions(func(o *Options) { o.Now = func() time.Time { return at } }))
+	if e.opts.DelayWarning != time.Hour {
+		t.Fatalf("DelayWarning %v", e.opts.DelayWarning)
+	}
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	send := func(from, data string) store.ID {
+		c.send("MAIL FROM:<" + from + ">\r\nRCPT TO:<u@customer.test>\r\n" + data)
+		c.expect("250 2.1.0 Ok")
+		c.expect("250 2.1.5 Ok")
+		if strings.HasPrefix(data, "DATA") {
+			c.expect("354 *")
+		}
+		return store.ID(strings.TrimPrefix(c.expect("250 2.0.0 Ok: queued as *"), "250 2.0.0 Ok: queued as "))
+	}
+	for _, tc := range []struct {
+		from, data string
+		want       time.Time
+	}{
+		{"a@sender.test", "DATA\r\nx\r\n.\r\n", at.Add(time.Hour)},
+		{"b@sender.test", "BDAT 3 LAST\r\nx\r\n", at.Add(time.Hour)},
+		{"", "DATA\r\nx\r\n.\r\n", time.Time{}},
+	} {
+		m, err := e.st.Get(send(tc.from, tc.data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !m.WarnAt.Equal(tc.want) {
+			t.Errorf("from <%s>: WarnAt %v, want %v", tc.from, m.WarnAt, tc.want)
+		}
+	}
+	// Default 0h: no warning.
+	e2 := startServer(t, newConfig(t))
+	c2 := e2.dial("")
+	c2.expect("220 *")
+	c2.ehlo()
+	c2.send("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	c2.expect("250 2.1.0 Ok")
+	c2.expect("250 2.1.5 Ok")
+	c2.expect("354 *")
+	c2.send("x\r\n.\r\n")
+	c2.expect("250 2.0.0 Ok: queued as *")
+	if m, _ := e2.onlyMessage(); !m.WarnAt.IsZero() {
+		t.Errorf("default: WarnAt %v", m.WarnAt)
+	}
+}

@@ -73,6 +73,7 @@ func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []by
 		SMTPUTF8:   tx.smtputf8,
 		Body8Bit:   tx.body8bit,
 	}
+	m.WarnAt = warnAt(tx.from, now, s.srv.opts.DelayWarning)
 	log := s.log.With().Str("queue_id", string(id)).Logger()
 	if err := s.srv.queue.Enqueue(m, body); err != nil {
 		return storeReply(err, log)
@@ -82,6 +83,17 @@ func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []by
 	// Postfix forgives earlier errors after a message was received.
 	s.errors, s.junk = 0, 0
 	return replyQueued(string(id))
+}
+
+// warnAt is when the delay warning of a message from sender that
+// arrived at arrival is due: arrival + delay (delay_warning_time), or zero
+// (no warning) for the null sender or delay <= 0, as Postfix's cleanup
+// decides (reference spec §3.8).
+func warnAt(sender string, arrival time.Time, delay time.Duration) time.Time {
+	if sender == "" || delay <= 0 {
+		return time.Time{}
+	}
+	return arrival.Add(delay)
 }
 
 // received renders our Received: header like Postfix's smtpd.

@@ -107,6 +107,11 @@ type Options struct {
 	// 251/253 replies instead of Postfix's "250 Queuing started".
 	ETRNReplyCounts bool
 
+	// DelayWarning is delay_warning_time: a message with a non-null
+	// sender gets WarnAt = arrival + DelayWarning, when the scheduler
+	// sends its one delay notice (Postfix's cleanup). 0 = no warnings.
+	DelayWarning time.Duration
+
 	// Now is the clock (Received: date, arrival); nil = time.Now.
 	Now func() time.Time
 }
@@ -219,6 +224,9 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		return err
 	}
 	if o.ErrorSleep, err = c.Time("smtpd_error_sleep_time"); err != nil {
+		return err
+	}
+	if o.DelayWarning, err = c.Time("delay_warning_time"); err != nil {
 		return err
 	}
 	if o.ErrorSleep == 0 {
