@@ -163,9 +163,6 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		{"smtp_connection_cache_time_limit", &o.ConnCacheTime},
 	}
 	for _, t := range times {
-		if !known(c, t.name) {
-			continue // not in this configuration's table: the Postfix default applies
-		}
 		if *t.p, err = c.Time(t.name); err != nil {
 			return o, err
 		}

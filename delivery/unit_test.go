@@ -157,6 +157,14 @@ func TestOptionsFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.Timeouts.Rset != 20*time.Second || o.ConnCacheTime != 2*time.Second {
+		t.Errorf("defaults: rset %v, cache %v", o.Timeouts.Rset, o.ConnCacheTime)
+	}
+	c.Set("smtp_rset_timeout", "7")
+	c.Set("smtp_connection_cache_time_limit", "1m")
+	if o, err = OptionsFromConfig(c); err != nil || o.Timeouts.Rset != 7*time.Second || o.ConnCacheTime != time.Minute {
+		t.Errorf("rset %v, cache %v, %v", o.Timeouts.Rset, o.ConnCacheTime, err)
+	}
 	if o.Hostname != "relay.example" || o.HeloName != "relay.example" || o.MinBackoff != 10*time.Minute || o.MaxBackoff != 2*time.Hour {
 		t.Errorf("%+v", o)
 	}
