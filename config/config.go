@@ -261,6 +261,8 @@ func (c *Config) check(name string, p *param) error {
 			}
 		}
 		return nil
+	case kindUsers:
+		return c.checkUsers(name)
 	case kindList:
 		_, err := c.List(name)
 		return err
@@ -268,4 +270,28 @@ func (c *Config) check(name string, p *param) error {
 		_, err := c.Expand(name)
 		return err
 	}
+}
+
+// checkUsers checks a Postfix user list (authorized_*_users): user names,
+// "!" before any element, "/file" whose lines are more names (read when
+// the list is used), and "type:table" (the name is looked up as a key).
+// Only the table syntax can be wrong at load time.
+func (c *Config) checkUsers(name string) error {
+	items, err := c.List(name)
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		it = strings.TrimSpace(strings.TrimPrefix(it, "!"))
+		if it == "" {
+			return c.errorf(name, "empty element after '!'")
+		}
+		if strings.HasPrefix(it, "/") || !strings.Contains(it, ":") {
+			continue
+		}
+		if _, _, err := splitTableSpec(it); err != nil {
+			return c.errorf(name, "%v", err)
+		}
+	}
+	return nil
 }

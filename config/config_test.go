@@ -60,6 +60,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad network", "mynetworks = 127.0.0.0/33\n", `main.cf:1: mynetworks: bad network "127.0.0.0/33"`},
 		{"bad table type", "transport_maps = ldap:/etc/x\n", `main.cf:1: transport_maps: unsupported table type "ldap" in "ldap:/etc/x" (holdfast reads hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static)`},
 		{"undefined name in a list", "relay_domains = a.tld $customers\n", "main.cf:1: relay_domains: undefined parameter $customers"},
+		{"bad table in a user list", "authorized_flush_users = root, ldap:/etc/x\n", `main.cf:1: authorized_flush_users: unsupported table type "ldap" in "ldap:/etc/x" (holdfast reads hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static)`},
+		{"lone negation in a user list", "authorized_mailq_users = ! root\n", `main.cf:1: authorized_mailq_users: empty element after '!'`},
 		{"unbalanced brace", "transport_maps = inline:{ a=b\n", `main.cf:1: transport_maps: unbalanced braces in "inline:{ a=b"`},
 		{"unclosed reference", "myorigin = ${mydomain\n", `main.cf:1: myorigin: missing '}' in "${mydomain"`},
 		{"loop", "a = $b\n\nb = ${a}\nmyorigin = $a\n", "main.cf:1: a: parameter loop: $a -> $b -> $a"},
@@ -80,6 +82,18 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error %T is not a *config.Error", err)
 			}
 		})
+	}
+}
+
+// authorized_*_users are Postfix user lists: names, !name, /file and
+// type:table elements all load.
+func TestUserLists(t *testing.T) {
+	c := mustParse(t, "authorized_flush_users = root, mail\n"+
+		"authorized_mailq_users = !nobody, /etc/holdfast/mailq_users, static:anyone\n"+
+		"authorized_submit_users = hash:/etc/holdfast/submitters inline:{ root=x }\n")
+	got, err := c.List("authorized_flush_users")
+	if err != nil || strings.Join(got, " ") != "root mail" {
+		t.Errorf("authorized_flush_users = %q, %v", got, err)
 	}
 }
 

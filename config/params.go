@@ -23,6 +23,7 @@ const (
 	kindDomains              // domain list (Domains)
 	kindNetworks             // network list (Networks)
 	kindMaps                 // list of lookup tables
+	kindUsers                // user list: names, !name, /file, type:table
 )
 
 // param is one entry of the defaults table.
@@ -74,9 +75,9 @@ func defaults() map[string]*param {
 		"fast_flush_refresh_time":     {kind: kindTime, def: "12h"},
 		"fast_flush_purge_time":       {kind: kindTime, def: "7d"},
 		"etrn_reply_counts":           {kind: kindBool, def: "no"}, // ours: RFC 1985 251/253 replies
-		"authorized_flush_users":      {kind: kindMaps, def: "static:anyone"},
-		"authorized_mailq_users":      {kind: kindMaps, def: "static:anyone"},
-		"authorized_submit_users":     {kind: kindMaps, def: "static:anyone"},
+		"authorized_flush_users":      {kind: kindUsers, def: "static:anyone"},
+		"authorized_mailq_users":      {kind: kindUsers, def: "static:anyone"},
+		"authorized_submit_users":     {kind: kindUsers, def: "static:anyone"},
 		"smtpd_discard_ehlo_keywords": {kind: kindList, def: ""},
 
 		// SMTP server.

@@ -155,10 +155,13 @@ type userPattern struct {
 }
 
 func parseUserList(c *config.Config, param string) (userList, error) {
+	if _, ok := c.Raw(param); !ok {
+		// A configuration without the parameter gets Postfix's default.
+		return compileUserList(param, []string{"static:anyone"}, 0)
+	}
 	items, err := c.List(param)
 	if err != nil {
-		// A configuration without the parameter gets Postfix's default.
-		items = []string{"static:anyone"}
+		return nil, err // a bad list must not fall back to "anyone"
 	}
 	return compileUserList(param, items, 0)
 }

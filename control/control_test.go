@@ -447,6 +447,38 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
+// A plain list of user names, as Postfix's main.cf allows
+// (authorized_flush_users = root, mail), loads and is enforced by name.
+func TestPolicyUserNames(t *testing.T) {
+	c, err := config.Parse("main.cf", []byte("authorized_flush_users = root, mail\nauthorized_mailq_users = mail bin\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPolicy(c, 4242)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		class Class
+		uid   int
+		want  string
+	}{
+		{FlushOp, 0, ""}, {FlushOp, 8, ""},
+		{FlushOp, 2, "User bin(2) is not allowed to flush the mail queue"},
+		{FlushOp, 65534, "User nobody(65534) is not allowed to flush the mail queue"},
+		{Mailq, 2, ""}, {Mailq, 1, "User daemon(1) is not allowed to view the mail queue"},
+		{Submit, 65534, ""}, // default static:anyone
+	} {
+		got := ""
+		if err := p.Check(tc.class, tc.uid); err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("Check(%d, %d) = %q, want %q", tc.class, tc.uid, got, tc.want)
+		}
+	}
+}
+
 func TestListenStaleSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.sock")
 	l, err := net.Listen("unix", path)
