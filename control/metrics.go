@@ -16,7 +16,10 @@ import (
 
 // Metrics holds holdfast's Prometheus collectors. Every method is safe on a
 // nil *Metrics, so packages can take one optionally. The hooks other
-// packages call are the methods below; each says who calls it.
+// packages call are the methods below; each says who calls it. *Metrics
+// satisfies delivery.Events (Outcome, ObserveDelivery) and smtpd.Events
+// (SessionOpened, SessionClosed, SessionRejected) without those packages
+// importing control.
 type Metrics struct {
 	reg *prometheus.Registry
 

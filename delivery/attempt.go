@@ -220,7 +220,12 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 	}
 	stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
 	defer stop()
-	return d.send(cn, a.m, g.rcpts, a.body), true
+	start := time.Now()
+	res := d.send(cn, a.m, g.rcpts, a.body)
+	if d.o.Events != nil {
+		d.o.Events.ObserveDelivery(time.Since(start))
+	}
+	return res, true
 }
 
 // connect opens a session with the first target that answers, trying
@@ -306,6 +311,11 @@ func (d *Scheduler) finish(a *attempt, cut bool) {
 		// message to the queue (at-least-once).
 		a.log.Error().Err(err).Msg("finish failed")
 		return
+	}
+	if d.o.Events != nil {
+		for _, o := range f.Outcomes {
+			d.o.Events.Outcome(m.ID, m.Recipients[o.Rcpt].Addr, a.results[o.Rcpt].Status)
+		}
 	}
 	if len(f.Bounces) > 0 {
 		d.Wake()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -340,5 +341,62 @@ func TestForceExpired(t *testing.T) {
 	checkField(t, d.rcpts[0], "Status", "4.4.7")
 	if e.mta.Conns() != 0 {
 		t.Fatal("connected")
+	}
+}
+
+// events records the scheduler's Events calls.
+type events struct {
+	mu       sync.Mutex
+	outcomes []string
+	attempts int
+}
+
+func (ev *events) Outcome(id store.ID, addr, status string) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	ev.outcomes = append(ev.outcomes, string(id)+" "+addr+" "+status)
+}
+
+func (ev *events) ObserveDelivery(d time.Duration) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	ev.attempts++
+}
+
+// wait returns the outcomes once there are n of them (or after 10 s) and
+// the number of transactions observed.
+func (ev *events) wait(n int) ([]string, int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ev.mu.Lock()
+		got, k := append([]string(nil), ev.outcomes...), ev.attempts
+		ev.mu.Unlock()
+		if len(got) >= n || time.Now().After(deadline) {
+			return got, k
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// Events: one Outcome per recipient outcome after the commit (sent,
+// deferred, bounced; expired at the end of the lifetime), one
+// ObserveDelivery per SMTP transaction.
+func TestEvents(t *testing.T) {
+	ev := &events{}
+	e := newEnv(t, func(e *env) { e.o.Events, e.o.MaxQueueLifetime = ev, time.Hour })
+	e.mta.Rcpt("temp@customer.test", testutil.Reply(450, "4.2.0 mailbox busy"))
+	e.mta.Rcpt("bad@customer.test", testutil.Reply(550, "5.1.1 no such user"))
+	id := e.enqueue("", "ok@customer.test", "temp@customer.test", "bad@customer.test")
+	p := string(id) + " "
+	want := []string{p + "ok@customer.test sent", p + "temp@customer.test deferred", p + "bad@customer.test bounced"}
+	got, n := ev.wait(3)
+	if strings.Join(got, "|") != strings.Join(want, "|") || n != 1 {
+		t.Fatalf("outcomes %q, %d transactions; want %q, 1", got, n, want)
+	}
+	e.clock.Set(t0.Add(time.Hour)) // past bounce_queue_lifetime (null sender)
+	e.d.Wake()
+	e.waitGone(id)
+	if got, _ = ev.wait(4); len(got) != 4 || got[3] != p+"temp@customer.test expired" {
+		t.Fatalf("outcomes %q", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/store"
 )
 
 // TransportTable is the transport map: Lookup(addr) gives the
@@ -117,6 +118,20 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// LeaseBatch is the most messages leased per store transaction (100).
 	LeaseBatch int
+	// Events, if not nil, is told of every recipient outcome and the
+	// duration of every SMTP transaction (metrics, flush --wait).
+	Events Events
+}
+
+// Events receives what the scheduler did. *control.Metrics satisfies it;
+// delivery does not import control.
+type Events interface {
+	// Outcome is called once per recipient outcome after store.Finish
+	// committed it; status is "sent", "deferred", "bounced" or "expired".
+	Outcome(id store.ID, addr, status string)
+	// ObserveDelivery is called with the duration of each SMTP mail
+	// transaction (from MAIL FROM to the last reply).
+	ObserveDelivery(d time.Duration)
 }
 
 // OptionsFromConfig reads the delivery parameters from c.

@@ -114,6 +114,23 @@ type Options struct {
 
 	// Now is the clock (Received: date, arrival); nil = time.Now.
 	Now func() time.Time
+
+	// Events, if not nil, is told of sessions for metrics.
+	Events Events
+}
+
+// Events receives session counts. *control.Metrics satisfies it; smtpd
+// does not import control.
+type Events interface {
+	// SessionOpened and SessionClosed bracket every session served
+	// (connections refused at accept are not sessions).
+	SessionOpened()
+	SessionClosed()
+	// SessionRejected counts a connection refused or a session ended by
+	// policy; reason is one of "too_many_connections",
+	// "too_many_connections_from_client", "errors" (smtpd_hard_error_limit)
+	// and "pipelining" (smtpd_forbid_unauth_pipelining).
+	SessionRejected(reason string)
 }
 
 // DefaultRelayRestrictions is Postfix's smtpd_relay_restrictions default.

@@ -178,6 +178,7 @@ func (s *Server) handle(c net.Conn) {
 		defer func() { <-s.slots }()
 	default:
 		s.refuse(c, ip, replyTooManyConns(s.opts.Hostname), "too many connections")
+		s.rejected("too_many_connections")
 		return
 	}
 	s.mu.Lock()
@@ -194,6 +195,7 @@ func (s *Server) handle(c net.Conn) {
 	exempt := s.opts.ConnectionLimitExceptions != nil && s.opts.ConnectionLimitExceptions.Contains(ip)
 	if lim := s.opts.ClientConnectionLimit; lim > 0 && n > lim && !exempt {
 		s.refuse(c, ip, replyTooManyConnsFrom(s.opts.Hostname, ip.String()), "too many connections from client")
+		s.rejected("too_many_connections_from_client")
 		return
 	}
 	sess := newSession(s, c, ip)
@@ -210,7 +212,21 @@ func (s *Server) handle(c net.Conn) {
 		delete(s.sessions, sess)
 		s.mu.Unlock()
 	}()
+	if ev := s.opts.Events; ev != nil {
+		ev.SessionOpened()
+		defer ev.SessionClosed()
+	}
 	sess.run()
+	if sess.rejected != "" {
+		s.rejected(sess.rejected)
+	}
+}
+
+// rejected reports a connection refused or a session ended by policy.
+func (s *Server) rejected(reason string) {
+	if s.opts.Events != nil {
+		s.opts.Events.SessionRejected(reason)
+	}
 }
 
 // refuse answers a connection that is not served with a 421 and closes it.

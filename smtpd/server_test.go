@@ -2,9 +2,11 @@ package smtpd
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +48,56 @@ func TestConnectionLimits(t *testing.T) {
 			t.Fatalf("slot not freed: %q", l)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sessionEvents records Options.Events calls.
+type sessionEvents struct {
+	mu             sync.Mutex
+	opened, closed int
+	rejected       []string
+}
+
+func (ev *sessionEvents) SessionOpened() { ev.mu.Lock(); ev.opened++; ev.mu.Unlock() }
+func (ev *sessionEvents) SessionClosed() { ev.mu.Lock(); ev.closed++; ev.mu.Unlock() }
+func (ev *sessionEvents) SessionRejected(reason string) {
+	ev.mu.Lock()
+	ev.rejected = append(ev.rejected, reason)
+	ev.mu.Unlock()
+}
+
+func (ev *sessionEvents) String() string {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return fmt.Sprintf("opened %d closed %d rejected %s", ev.opened, ev.closed, strings.Join(ev.rejected, ","))
+}
+
+// Options.Events: sessions opened and closed, refusals and policy
+// hang-ups with their reason.
+func TestSessionEvents(t *testing.T) {
+	ev := &sessionEvents{}
+	e := startServer(t, newConfig(t, "mynetworks = 127.0.0.2/32", "smtpd_client_connection_count_limit = 1",
+		"smtpd_hard_error_limit = 2"), withOptions(func(o *Options) { o.Events = ev }))
+	a := e.dial("127.0.0.1")
+	a.expect("220 *")
+	b := e.dial("127.0.0.1")
+	b.expect("421 4.7.0 relay.test Error: too many connections from 127.0.0.1")
+	b.expectClose()
+	a.send("BOGUS\r\nBOGUS\r\n")
+	a.expect("502 5.5.2 *")
+	a.expect("502 5.5.2 *")
+	a.expect("421 4.7.0 relay.test Error: too many errors")
+	a.expectClose()
+	c := e.dial("127.0.0.1")
+	c.expect("220 *")
+	c.send("QUIT\r\n")
+	c.expect("221 *")
+	c.expectClose()
+	const want = "opened 2 closed 2 rejected too_many_connections_from_client,errors"
+	for deadline := time.Now().Add(5 * time.Second); ev.String() != want; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("events: %s, want %s", ev, want)
+		}
 	}
 }
 

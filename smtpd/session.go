@@ -49,6 +49,7 @@ type session struct {
 	noError bool // the current reply is not counted as an error
 
 	quit     bool   // hang up after the reply
+	rejected string // why policy ended the session (metrics), "" if not
 	inData   bool   // DATA accepted: read the content next
 	chunk    *chunk // BDAT accepted: read its data next
 	startTLS bool   // start the TLS handshake after the reply
@@ -119,7 +120,7 @@ func (s *session) run() {
 	// A client that talks before the greeting violates RFC 5321 sec
 	// 4.3.1; Postfix's smtpd_forbid_unauth_pipelining disconnects it.
 	if o.ForbidUnauthPipelining && kernelPending(s.raw) {
-		reason = "improper command pipelining after CONNECT"
+		reason, s.rejected = "improper command pipelining after CONNECT", "pipelining"
 		s.log.Info().Msg(reason)
 		s.reply(replyPipelining)
 		return
@@ -127,7 +128,7 @@ func (s *session) run() {
 	s.reply(replyGreeting(o.Banner))
 	for {
 		if s.errors >= o.HardErrorLimit {
-			reason = "too many errors"
+			reason, s.rejected = "too many errors", "errors"
 			s.reply(replyTooManyErrors(o.Hostname))
 			return
 		}
@@ -261,7 +262,7 @@ func (s *session) dispatch(line string) {
 		s.countCmd(cmd.counted, false)
 		s.log.Info().Str("command", cmd.verb).Msg("improper command pipelining")
 		s.reply(replyPipelining)
-		s.quit = true
+		s.quit, s.rejected = true, "pipelining"
 		return
 	}
 	var r *smtp.SMTPError
