@@ -16,6 +16,7 @@ package main
 // busy machine, as reply-min-ms and deliver-min-ms).
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,13 +48,71 @@ func BenchmarkETRN(b *testing.B) {
 		dir := b.TempDir()
 		filled := false
 		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
-			benchETRN(b, n, dir, !filled)
+			r := newBenchRelay(b, n, dir, !filled)
 			filled = true
+			var replies, delivered []time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				reply, deliver := r.round(b)
+				replies, delivered = append(replies, reply), append(delivered, deliver)
+			}
+			b.StopTimer()
+			report(b, "", replies, delivered)
 		})
 	}
 }
 
-func benchETRN(b *testing.B, queued int, dir string, fill bool) {
+// BenchmarkETRNRatio runs the 10k and the 1M queue side by side and
+// alternates their rounds, so that load from other processes on the
+// machine hits both alike; it reports the 1M/10k ratios of the medians.
+//
+//	go test -run '^$' -bench ETRNRatio -benchtime 40x -count 1 -timeout 60m ./cmd/holdfast/
+func BenchmarkETRNRatio(b *testing.B) {
+	dirs := []string{b.TempDir(), b.TempDir()}
+	sizes := []int{10_000, 1_000_000}
+	filled := false
+	b.Run("1M/10k", func(b *testing.B) {
+		var rs []*benchRelay
+		for i, n := range sizes {
+			rs = append(rs, newBenchRelay(b, n, dirs[i], !filled))
+		}
+		filled = true
+		replies := make([][]time.Duration, len(rs))
+		delivered := make([][]time.Duration, len(rs))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			for j := range rs {
+				k := (i + j) % len(rs) // alternate which size goes first
+				reply, deliver := rs[k].round(b)
+				replies[k], delivered[k] = append(replies[k], reply), append(delivered[k], deliver)
+			}
+		}
+		b.StopTimer()
+		report(b, "10k-", replies[0], delivered[0])
+		report(b, "1M-", replies[1], delivered[1])
+		b.ReportMetric(float64(median(replies[1]))/float64(median(replies[0])), "reply-ratio")
+		b.ReportMetric(float64(median(delivered[1]))/float64(median(delivered[0])), "deliver-ratio")
+	})
+}
+
+// report adds the medians and minima of one size to the benchmark line.
+func report(b *testing.B, prefix string, replies, delivered []time.Duration) {
+	b.ReportMetric(ms(median(replies)), prefix+"reply-ms")
+	b.ReportMetric(ms(median(delivered)), prefix+"deliver-ms")
+	b.ReportMetric(ms(slices.Min(replies)), prefix+"reply-min-ms")
+	b.ReportMetric(ms(slices.Min(delivered)), prefix+"deliver-min-ms")
+}
+
+// benchRelay is a daemon over a queue of `queued` deferred messages, with
+// target.tld routed to its own sink.
+type benchRelay struct {
+	d      *daemon
+	sink   *testutil.MTA
+	addr   string
+	queued int
+}
+
+func newBenchRelay(b *testing.B, queued int, dir string, fill bool) *benchRelay {
 	sink := testutil.NewMTA(b, testutil.MTAOptions{})
 	tpath := filepath.Join(dir, "transport")
 	tbl := fmt.Sprintf("%s etrn-only:[%s]:%d\n", benchTarget, sink.Host, sink.Port)
@@ -79,50 +138,46 @@ control_socket =
 		fillQueue(b, c, filepath.Join(dir, "queue"), queued)
 		b.Logf("filled %d deferred messages over %d domains in %v", queued, benchDomains, time.Since(start))
 	}
-
 	d, err := startDaemon(c, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer d.shutdown(b.Context())
-	addr := d.smtpAddrs()[0]
+	b.Cleanup(func() { d.shutdown(context.Background()) })
+	return &benchRelay{d: d, sink: sink, addr: d.smtpAddrs()[0], queued: queued}
+}
 
-	var replies, delivered []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		sink.Reset()
-		queueTarget(b, d.store)
-		d.sched.Wake()
-		waitStats(b, d.store, func(s store.Stats) bool {
-			return s.Deferred == int64(queued+benchPerDom) && s.Incoming+s.Active == 0
-		})
-		cl := dialSMTP(b, addr)
-		cl.cmd("EHLO client.test")
-		b.StartTimer()
-
-		t0 := time.Now()
-		if got := cl.cmd("ETRN %s", benchTarget); got != "250 Queuing started" {
-			b.Fatalf("ETRN: %q", got)
-		}
-		replies = append(replies, time.Since(t0))
-		if got := sink.Wait(benchPerDom, time.Minute); len(got) != benchPerDom {
-			b.Fatalf("%d of %d delivered", len(got), benchPerDom)
-		}
-		delivered = append(delivered, time.Since(t0))
-
-		b.StopTimer()
-		cl.cmd("QUIT")
-		waitStats(b, d.store, func(s store.Stats) bool {
-			return s.Deferred == int64(queued) && s.Incoming+s.Active == 0
-		})
-		b.StartTimer()
-	}
+// round queues 100 messages for target.tld and waits until they are
+// deferred (timer stopped), then times the ETRN reply and the delivery of
+// all 100 to the sink, and waits until the queue is back where it was.
+func (r *benchRelay) round(b *testing.B) (reply, deliver time.Duration) {
 	b.StopTimer()
-	b.ReportMetric(ms(median(replies)), "reply-ms")
-	b.ReportMetric(ms(median(delivered)), "deliver-ms")
-	b.ReportMetric(ms(slices.Min(replies)), "reply-min-ms")
-	b.ReportMetric(ms(slices.Min(delivered)), "deliver-min-ms")
+	r.sink.Reset()
+	queueTarget(b, r.d.store)
+	r.d.sched.Wake()
+	waitStats(b, r.d.store, func(s store.Stats) bool {
+		return s.Deferred == int64(r.queued+benchPerDom) && s.Incoming+s.Active == 0
+	})
+	cl := dialSMTP(b, r.addr)
+	cl.cmd("EHLO client.test")
+	b.StartTimer()
+
+	t0 := time.Now()
+	if got := cl.cmd("ETRN %s", benchTarget); got != "250 Queuing started" {
+		b.Fatalf("ETRN: %q", got)
+	}
+	reply = time.Since(t0)
+	if got := r.sink.Wait(benchPerDom, time.Minute); len(got) != benchPerDom {
+		b.Fatalf("%d of %d delivered", len(got), benchPerDom)
+	}
+	deliver = time.Since(t0)
+
+	b.StopTimer()
+	cl.cmd("QUIT")
+	waitStats(b, r.d.store, func(s store.Stats) bool {
+		return s.Deferred == int64(r.queued) && s.Incoming+s.Active == 0
+	})
+	b.StartTimer()
+	return reply, deliver
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
