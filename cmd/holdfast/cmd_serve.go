@@ -45,6 +45,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("c", defaultConfigPath, "configuration `file`")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return exUsage
 	}
 	if fs.NArg() != 0 {
@@ -71,6 +74,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	var failed error
 	select {
 	case <-ctx.Done():
+		stop() // a second signal ends the process at once
 		log.Info().Msg("signal received, shutting down")
 	case failed = <-d.failed:
 		log.Error().Err(failed).Msg("fatal error, shutting down")
