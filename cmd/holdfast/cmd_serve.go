@@ -189,6 +189,7 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
+	dopts.Events = d.metrics // recipient outcomes: metrics and flush --wait
 	d.sched, err = delivery.New(dopts, d.store, log.With().Str("component", "delivery").Logger())
 	if err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
@@ -224,6 +225,7 @@ func (d *daemon) startSMTP(c *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
+	sopts.Events = d.metrics
 	q := d.metrics.Queue(wakingQueue{q: d.store, w: d.sched})
 	f := etrnFlusher{Service: d.flush.As("etrn"), m: d.metrics}
 	d.smtp, err = smtpd.New(sopts, q, f, d.log.With().Str("component", "smtpd").Logger())

@@ -8,7 +8,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/textproto"
 	"os"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -647,6 +650,53 @@ func TestFlushDomainsChangeRebuildsIndex(t *testing.T) {
 	r = startRelay(t, dir, mta, "fast_flush_domains = customer.tld, other.tld")
 	if r.d.store.Report().Rebuilt {
 		t.Error("index rebuilt although the policy did not change")
+	}
+}
+
+// `holdfast flush DOMAIN --wait` through the control socket, and the
+// Prometheus counters of ETRN and deliveries on metrics_listen.
+func TestControlFlushAndMetrics(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	r := newRelay(t, "control_socket = "+sock, "metrics_listen = 127.0.0.1:0")
+	r.send("a@sender.test", "u1@customer.tld")
+	r.send("a@sender.test", "u2@customer.tld")
+	r.send("a@sender.test", "u@other.tld")
+	r.waitDeferred(3)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := control.NewClient(sock).Flush(ctx, control.FlushRequest{Site: "customer.tld", Wait: true, WaitFor: 15 * time.Second}, nil)
+	if err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if st.Messages != 2 || st.Delivered != 2 || st.TimedOut {
+		t.Fatalf("flush status %+v", st)
+	}
+	if got := r.etrn("other.tld"); got != "250 Queuing started" {
+		t.Fatalf("ETRN: %q", got)
+	}
+	r.mta.Wait(3, 10*time.Second)
+	r.waitEmpty()
+	r.check()
+
+	resp, err := http.Get("http://" + r.d.metricsLn.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`holdfast_flush_requests_total{result="ok",source="etrn"} 1`,
+		`holdfast_flush_requests_total{result="ok",source="cli"} 1`,
+		`holdfast_messages_total{status="accepted"} 3`,
+		`holdfast_messages_total{status="sent"} 3`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", body)
 	}
 }
 
