@@ -465,6 +465,33 @@ func TestETRNOnlyFlushedDomain(t *testing.T) {
 	r.check()
 }
 
+// An ETRN that arrives while the destination's mail is being delivered is
+// not lost (Postfix skips active messages, §6.9): when that attempt fails
+// the message is retried at once, without another ETRN.
+func TestETRNWhileActiveRetriesAtOnce(t *testing.T) {
+	r := newRelay(t)
+	subj := r.send("a@sender.test", "u@customer.tld")
+	r.waitDeferred(1)
+	r.mta.Data(testutil.Reply(451, "4.3.0 try again later"))
+	r.mta.Delay(time.Second)
+	if got := r.etrn("customer.tld"); got != "250 Queuing started" {
+		t.Fatalf("first ETRN: %q", got)
+	}
+	r.waitFor("the message to be active", 5*time.Second, func(s store.Stats) bool { return s.Active == 1 })
+	time.Sleep(200 * time.Millisecond) // the attempt is now waiting for its DATA reply (451)
+	res, err := r.d.flush.Flush("customer.tld", false)
+	if err != nil || res.Messages != 1 || res.Active != 1 {
+		t.Fatalf("flush while active = %+v, %v", res, err)
+	}
+	r.mta.Data(nil) // the retry is accepted
+	// Without the mark the 451 would defer it for minimal_backoff_time.
+	if got := subjects(r.mta.Wait(1, 10*time.Second)); got[subj] != 1 {
+		t.Fatalf("not retried after the failed attempt: %v; queue %+v", got, r.stats())
+	}
+	r.waitEmpty()
+	r.check()
+}
+
 // etrn_reply_counts = yes answers with RFC 1985's 251 and 253.
 func TestETRNReplyCounts(t *testing.T) {
 	r := newRelay(t, "etrn_reply_counts = yes")
