@@ -202,6 +202,25 @@ func (c *client) reply() string {
 	}
 }
 
+// lines sends one command and returns every line of the reply.
+func (c *client) lines(format string, args ...any) []string {
+	c.t.Helper()
+	if err := c.conn.PrintfLine(format, args...); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+	var out []string
+	for {
+		line, err := c.conn.ReadLine()
+		if err != nil {
+			c.t.Fatalf("read reply: %v", err)
+		}
+		out = append(out, line)
+		if len(line) < 4 || line[3] != '-' {
+			return out
+		}
+	}
+}
+
 // cmd sends one command line and returns the reply's last line.
 func (c *client) cmd(format string, args ...any) string {
 	c.t.Helper()
@@ -391,6 +410,38 @@ func TestSeedETRNNotACustomer(t *testing.T) {
 	c.expect("500 Syntax: ETRN domain", "ETRN")
 	c.expect("250 Queuing started", "ETRN CUSTOMER.TLD")
 	r.quiet(100 * time.Millisecond)
+}
+
+// ETRN is announced in EHLO only when fast flush is configured; ETRN
+// before HELO is accepted unless smtpd_helo_required = yes (spec §1.2).
+func TestETRNAnnouncementAndHelo(t *testing.T) {
+	has := func(lines []string) bool {
+		for _, l := range lines {
+			if len(l) > 4 && l[4:] == "ETRN" {
+				return true
+			}
+		}
+		return false
+	}
+	r := newRelay(t)
+	c := r.dial()
+	c.expect("250 Queuing started", "ETRN customer.tld") // before HELO
+	if !has(c.lines("EHLO client.test")) {
+		t.Error("ETRN not announced with fast_flush_domains set")
+	}
+
+	r = newRelay(t, "fast_flush_domains =")
+	c = r.dial()
+	if lines := c.lines("EHLO client.test"); has(lines) {
+		t.Errorf("ETRN announced with fast flush off: %q", lines)
+	}
+	c.expect("459 <customer.tld>: service unavailable", "ETRN customer.tld")
+
+	r = newRelay(t, "smtpd_helo_required = yes")
+	c = r.dial()
+	c.expect("503 Error: send HELO/EHLO first", "ETRN customer.tld")
+	c.cmd("HELO client.test")
+	c.expect("250 Queuing started", "ETRN customer.tld")
 }
 
 // ETRN in the middle of a mail transaction is refused (spec §1.2 row 3).
