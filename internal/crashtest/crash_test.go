@@ -143,7 +143,10 @@ func TestCrashUnderLoad(t *testing.T) {
 		armKill(kind, d, load, delivering, rng)
 		k := kill{at: time.Now(), kind: kind}
 		d.Kill()
-		if !checkSkipped {
+		// db check opens the file read-write, so it also returns the
+		// dead daemon's leases to the queue: every other kill leaves that
+		// recovery to the restarted daemon instead.
+		if !checkSkipped && i%2 == 0 {
 			switch dbCheck(t, d) {
 			case "ok":
 				checks++
