@@ -146,6 +146,9 @@ func NewDaemon(t testing.TB, params map[string]string) *Daemon {
 		if err := d.Stop(); err != nil {
 			t.Logf("holdfast serve at cleanup: %v", err)
 		}
+		if n := strings.Count(d.Log(), "WARNING: DATA RACE"); n > 0 {
+			t.Errorf("the race detector reported %d data races in holdfast serve (HOLDFAST_RACE=1):\n%s", n, d.raceReports(3))
+		}
 		if took := time.Since(t0); took > 3*time.Second {
 			t.Logf("graceful stop took %v", took.Round(100*time.Millisecond))
 		}
@@ -390,6 +393,20 @@ func (d *Daemon) signal(sig syscall.Signal, wait time.Duration) error {
 func (d *Daemon) Log() string {
 	b, _ := os.ReadFile(filepath.Join(d.Dir, "holdfast.log"))
 	return string(b)
+}
+
+// raceReports returns the first n race reports from the log.
+func (d *Daemon) raceReports(n int) string {
+	parts := strings.Split(d.Log(), "WARNING: DATA RACE")
+	var out []string
+	for i := 1; i < len(parts) && i <= n; i++ {
+		r := parts[i]
+		if j := strings.Index(r, "=================="); j >= 0 {
+			r = r[:j]
+		}
+		out = append(out, "WARNING: DATA RACE"+r)
+	}
+	return strings.Join(out, "\n")
 }
 
 // LogTail is the last n lines of Log.
