@@ -65,6 +65,7 @@ func crashConfig(t testing.TB, sink *Sink, extra map[string]string) *Daemon {
 		"minimal_backoff_time": "2s",
 		"maximal_backoff_time": "4s",
 		"queue_run_delay":      "1s",
+		"shutdown_timeout":     "3s",
 	}
 	for k, v := range extra {
 		params[k] = v
@@ -85,8 +86,9 @@ type kill struct {
 
 // TestCrashUnderLoad: 20 clients send while the daemon is SIGKILLed at
 // chosen moments (mid-DATA, between final dot and reply, mid-delivery,
-// right after an ETRN, at random) and restarted. Every message that got
-// 250 must reach the sink; a duplicate is allowed only across a kill.
+// right after an ETRN, at random) or stopped with SIGTERM, and restarted.
+// Every message that got 250 must reach the sink; a duplicate is allowed
+// only across a kill, never across a graceful stop.
 func TestCrashUnderLoad(t *testing.T) {
 	p := plan(t)
 	seed := uint64(time.Now().UnixNano())
@@ -135,14 +137,24 @@ func TestCrashUnderLoad(t *testing.T) {
 	var kills []kill
 	var maxRestart time.Duration
 	checks, checkSkipped := 0, false
-	kinds := []string{"data", "commit", "delivery", "flush", "random"}
+	// "term" is a graceful stop (SIGTERM) under full load, the others
+	// SIGKILL at a chosen moment.
+	kinds := []string{"data", "commit", "delivery", "term", "flush", "random"}
+	var maxStop time.Duration
 	start := time.Now()
-	for i := 0; time.Since(start) < p.load || len(kills) < 5; i++ {
+	for i := 0; time.Since(start) < p.load || len(kills) < len(kinds); i++ {
 		time.Sleep(p.gap/2 + time.Duration(rng.Int64N(int64(p.gap))))
 		kind := kinds[i%len(kinds)]
 		armKill(kind, d, load, delivering, rng)
 		k := kill{at: time.Now(), kind: kind}
-		d.Kill()
+		if kind == "term" {
+			if err := d.Stop(); err != nil {
+				t.Errorf("graceful stop under load: %v\n%s", err, d.LogTail(20))
+			}
+			maxStop = max(maxStop, time.Since(k.at))
+		} else {
+			d.Kill()
+		}
 		// db check opens the file read-write, so it also returns the
 		// dead daemon's leases to the queue: every other kill leaves that
 		// recovery to the restarted daemon instead.
@@ -195,13 +207,24 @@ func TestCrashUnderLoad(t *testing.T) {
 
 	report := verifyDeliveries(t, sink, acked, unsure, load.Ledger.RefusedSet(), kills, d.Log())
 	report.kills, report.checks, report.maxRestart = len(kills), checks, maxRestart
+	for _, k := range kills {
+		if k.kind == "term" {
+			report.terms++
+		}
+	}
 	verifyQueueEmpty(t, d)
-	t.Logf("kills by kind: %s; at %s", killKinds(kills), killTimes(kills))
+	// A graceful stop that ended within shutdown_timeout finished or
+	// released its deliveries cleanly: nothing it sent may come again.
+	if n := report.dupsByKind["term"]; n > 0 && maxStop < 3*time.Second {
+		t.Errorf("%d duplicate deliveries across a graceful stop (SIGTERM, done in %v)", n, maxStop.Round(time.Millisecond))
+	}
+	t.Logf("kills by kind: %s; duplicates by the kind of the restart between them: %v", killKinds(kills), report.dupsByKind)
+	t.Logf("kills at %s", killTimes(kills))
 	if checkSkipped {
 		t.Logf("holdfast db check is not available: the database was not checked between kills")
 	}
-	t.Logf("RESULT crashtest: kills=%d db-checks=%d acked=%d delivered-acked=%d unsure=%d unsure-delivered=%d duplicates=%d (late-read %d) lost=%d max-restart=%v",
-		report.kills, report.checks, len(acked), report.deliveredAcked, len(unsure), report.unsureDelivered, report.duplicates, report.lateReads, report.lost, report.maxRestart.Round(time.Millisecond))
+	t.Logf("RESULT crashtest: stops=%d (SIGKILL %d, SIGTERM %d, slowest SIGTERM %v) db-checks=%d acked=%d delivered-acked=%d unsure=%d unsure-delivered=%d duplicates=%d (late-read %d) lost=%d max-restart=%v",
+		report.kills, report.kills-report.terms, report.terms, maxStop.Round(time.Millisecond), report.checks, len(acked), report.deliveredAcked, len(unsure), report.unsureDelivered, report.duplicates, report.lateReads, report.lost, report.maxRestart.Round(time.Millisecond))
 	for i, seq := range report.unexplained {
 		if i == 3 {
 			break
@@ -358,6 +381,7 @@ func settle(s *Sink, quiet, limit time.Duration) {
 
 type crashReport struct {
 	kills, checks   int
+	terms           int // graceful stops among kills
 	deliveredAcked  int
 	unsureDelivered int
 	duplicates      int
@@ -365,6 +389,7 @@ type crashReport struct {
 	maxRestart      time.Duration
 	unexplained     []string // seqs duplicated without a restart
 	lateReads       int      // duplicates whose timing was unclear but the log shows two processes
+	dupsByKind      map[string]int
 }
 
 // verifyDeliveries checks the sink against the ledger: nothing acked is
@@ -372,7 +397,7 @@ type crashReport struct {
 // between its two deliveries: the first by a process that was then
 // killed before it recorded the success, the second by its successor.
 func verifyDeliveries(t *testing.T, sink *Sink, acked, unsure map[string][]string, refusedSet map[string]string, kills []kill, log string) crashReport {
-	var r crashReport
+	r := crashReport{dupsByKind: map[string]int{}}
 	sent := sentByProcess(log)
 	known := map[string]bool{}
 	for seq, rcpts := range acked {
@@ -420,7 +445,8 @@ func verifyDeliveries(t *testing.T, sink *Sink, acked, unsure map[string][]strin
 				t.Errorf("%s to %s queued twice: delivered as %s and as %s", seq, rc, dl[i-1].QueueID, dl[i].QueueID)
 				continue
 			}
-			if killBetween(kills, dl[i-1].At, dl[i].At) {
+			if k := killBetween(kills, dl[i-1].At, dl[i].At); k != "" {
+				r.dupsByKind[k]++
 				continue
 			}
 			// The sink's clock can lag (a starved test process reads a
@@ -482,13 +508,15 @@ func maxPerProcess(procs []int) int {
 	return m
 }
 
-func killBetween(kills []kill, a, b time.Time) bool {
+// killBetween returns the kind of the first restart between a and b, ""
+// when there is none.
+func killBetween(kills []kill, a, b time.Time) string {
 	for _, k := range kills {
 		if !k.spawn.Before(a) && !k.spawn.After(b) {
-			return true
+			return k.kind
 		}
 	}
-	return false
+	return ""
 }
 
 // verifyQueueEmpty opens the stopped daemon's queue: it must pass Check and
