@@ -24,6 +24,11 @@ var (
 	// such records to the corrupt bucket; reads report this error.
 	ErrCorrupt = errors.New("store: corrupt record")
 
+	// ErrDamaged: the queue file itself cannot be read (not a bbolt file,
+	// truncated, a bad checksum or a page that fails bbolt's checks).
+	// `holdfast db check` tells more; serve refuses to start.
+	ErrDamaged = errors.New("store: queue file is damaged")
+
 	// ErrNotActive: Finish or Unlease on a message that is not leased.
 	ErrNotActive = errors.New("store: message is not active")
 

@@ -99,7 +99,7 @@ func Open(path string, o Options) (*Store, error) {
 	if o.arrayFreelist {
 		bo.FreelistType = bolt.FreelistArrayType
 	}
-	db, err := bolt.Open(path, 0o600, bo)
+	db, err := openBolt(path, bo)
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("store: open %s: %w%s", path, ErrLocked, holder(path))
@@ -119,6 +119,22 @@ func Open(path string, o Options) (*Store, error) {
 	// is bbolt's flock on the queue file.
 	os.WriteFile(s.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	return s, nil
+}
+
+// openBolt opens the file. A truncated file is refused before bbolt sees
+// it (checkFileSize); an assertion bbolt raises in this goroutine becomes
+// ErrDamaged, leaving its file descriptor and lock behind for a caller
+// that reports the error and exits.
+func openBolt(path string, bo *bolt.Options) (db *bolt.DB, err error) {
+	if err := checkFileSize(path); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", ErrDamaged, r)
+		}
+	}()
+	return bolt.Open(path, 0o600, bo)
 }
 
 // holder describes the process named in the pid file, if any.
@@ -190,6 +206,11 @@ func classify(err error) error {
 	}
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
+	}
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrVersionMismatch) ||
+		errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrInvalidMapping) ||
+		strings.Contains(err.Error(), "file size too small") {
+		return fmt.Errorf("%w: %v", ErrDamaged, err)
 	}
 	msg := err.Error()
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) ||

@@ -743,3 +743,38 @@ func TestCheckFindsDrift(t *testing.T) {
 		})
 	}
 }
+
+// A truncated queue file is refused with ErrDamaged instead of crashing
+// in bbolt's page walk at open.
+func TestOpenTruncatedIsDamaged(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "queue.db")
+	s, err := Open(p, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		m := &Message{Sender: "a@b.example", Recipients: []Recipient{{Addr: "x@c.example"}}}
+		if err := s.Enqueue(m, make([]byte, 16<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, fi.Size()/2/4096*4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, Options{}); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Open of a truncated file: %v, want ErrDamaged", err)
+	}
+	if err := os.WriteFile(p, []byte("not a queue file, not at all"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, Options{}); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("Open of garbage: %v, want ErrDamaged", err)
+	}
+}

@@ -84,7 +84,7 @@ func dbError(err error, c *config.Config, stderr io.Writer) int {
 		return exTempFail
 	}
 	fmt.Fprintf(stderr, "holdfast: %v\n", err)
-	if errors.Is(err, store.ErrCorrupt) {
+	if errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrDamaged) {
 		return exDataErr
 	}
 	return exIOErr

@@ -363,19 +363,9 @@ func (d *daemon) openStore(c *config.Config) error {
 }
 
 // damaged reports whether an Open error means the file is not a usable
-// bbolt file. store.Open passes bbolt's own errors through, and only store
-// may import bbolt, so their texts (bbolt/errors) are matched here.
+// queue file.
 func damaged(err error) bool {
-	if errors.Is(err, store.ErrCorrupt) {
-		return true
-	}
-	msg := err.Error()
-	for _, s := range []string{"invalid database", "version mismatch", "checksum error", "file size too small"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
+	return errors.Is(err, store.ErrDamaged) || errors.Is(err, store.ErrCorrupt)
 }
 
 func readPid(path string) int {
