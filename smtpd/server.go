@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -271,10 +272,23 @@ func (s *Server) relayAllowed(rcpt string) (bool, error) {
 		return false, nil
 	}
 	d := domainPart(rcpt)
-	if d == "" {
+	if d == "" || senderRouted(rcpt) {
 		return false, nil
 	}
 	return s.opts.RelayDomains.Match(d)
+}
+
+// senderRouted reports sender-specified routing in the local part:
+// user@elsewhere@relay (quoted or not), user%elsewhere@relay (the percent
+// hack) and elsewhere!user@relay (a bang path). A next hop may act on such
+// routing, so Postfix never counts these as authorized destinations
+// (allow_untrusted_routing = no; RESOLVE_FLAG_ROUTED in trivial-rewrite).
+func senderRouted(addr string) bool {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return false
+	}
+	return strings.ContainsAny(addr[:i], "@%!")
 }
 
 // storeReply is the one place that turns an internal (store) error into
