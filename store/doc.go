@@ -105,8 +105,13 @@ A message held while active keeps its lease: Finish records the outcome
 and leaves it on hold; Release before that returns it to active. Delete
 of an active message makes the worker's Finish fail with ErrNotFound.
 
-Enqueue waits up to 1 ms for other Enqueues to share its commit
-(DB.MaxBatchDelay). Options.NoSync is for tests and benchmarks only.
+Enqueue and Finish wait up to 1 ms for other Enqueues and Finishes to
+share their commit (DB.MaxBatchDelay), so concurrent delivery workers
+share fsyncs as concurrent SMTP sessions do. Their closures may run more
+than once (bbolt re-runs a batch without a failing member); the OnCorrupt
+callback is called after the commit, from the run that committed. Lease,
+Unlease, the flushes and the operator operations are single
+transactions. Options.NoSync is for tests and benchmarks only.
 
 bbolt settings, chosen by measurement (bench_test.go): the hash-map
 freelist with NoFreelistSync, as etcd runs it. Ten rounds of

@@ -167,9 +167,11 @@ type NewMessage struct {
 
 // Finish ends an attempt on an active message in one transaction; see
 // the contract in doc.go. A message put on hold during the attempt gets
-// the outcomes and stays on hold.
+// the outcomes and stays on hold. Like Enqueue it goes through DB.Batch,
+// so that concurrent delivery workers share one fsync; the closure only
+// reads f and the stored record, so bbolt may run it again.
 func (s *Store) Finish(id ID, f Finish) error {
-	return s.update("finish "+string(id), func(w *wtx) error {
+	return s.batch("finish "+string(id), func(w *wtx) error {
 		old, err := w.load(id)
 		if err != nil {
 			return err

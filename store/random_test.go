@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 )
@@ -89,6 +90,19 @@ func randomStep(t *testing.T, f *fixture, r *rand.Rand, md *model, op int) strin
 		}
 		return "lease"
 	case op < 60:
+		// Every active message is finished at once, from its own
+		// goroutine, so that the Finishes share Batch commits; half the
+		// time a Finish that must fail (a message that is not active)
+		// joins them, which makes bbolt run the others again.
+		if len(md.active) == 0 {
+			return "finish-none"
+		}
+		type job struct {
+			id  ID
+			fin Finish
+			err error
+		}
+		var jobs []*job
 		for id, m := range md.active {
 			delete(md.active, id)
 			var fin Finish
@@ -107,21 +121,51 @@ func randomStep(t *testing.T, f *fixture, r *rand.Rand, md *model, op int) strin
 				b := &Message{Recipients: []Recipient{{Addr: "sender@example.org"}}}
 				fin.Bounces = []NewMessage{{Msg: b, Body: []byte("dsn")}}
 			}
-			err := f.s.Finish(id, fin)
-			must(err)
-			if err == nil {
-				for _, b := range fin.Bounces {
-					md.alive[b.Msg.ID] = true
-				}
-				if g, gerr := f.s.Get(id); errors.Is(gerr, ErrNotFound) {
-					delete(md.alive, id)
-				} else if g.State == StateActive {
-					t.Fatalf("still active after Finish")
+			jobs = append(jobs, &job{id: id, fin: fin})
+		}
+		var bad *job
+		if r.IntN(2) == 0 {
+			id := md.pick(r)
+			for _, j := range jobs {
+				if j.id == id {
+					id = NewID()
 				}
 			}
-			return "finish"
+			bad = &job{id: id, fin: Finish{Bounces: []NewMessage{{
+				Msg: &Message{Recipients: []Recipient{{Addr: "never@example.org"}}}, Body: []byte("x")}}}}
 		}
-		return "finish-none"
+		var wg sync.WaitGroup
+		for _, j := range append(append([]*job(nil), jobs...), bad) {
+			if j == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); j.err = f.s.Finish(j.id, j.fin) }()
+		}
+		wg.Wait()
+		if bad != nil {
+			if bad.err == nil {
+				t.Fatalf("Finish of %s, not active, succeeded", bad.id)
+			}
+			if _, err := f.s.Get(bad.fin.Bounces[0].Msg.ID); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("bounce of a failed Finish was stored: %v", err)
+			}
+		}
+		for _, j := range jobs {
+			must(j.err)
+			if j.err != nil {
+				continue
+			}
+			for _, b := range j.fin.Bounces {
+				md.alive[b.Msg.ID] = true
+			}
+			if g, gerr := f.s.Get(j.id); errors.Is(gerr, ErrNotFound) {
+				delete(md.alive, j.id)
+			} else if g.State == StateActive {
+				t.Fatalf("still active after Finish")
+			}
+		}
+		return fmt.Sprintf("finish x%d", len(jobs))
 	case op < 65:
 		for id := range md.active {
 			delete(md.active, id)

@@ -246,6 +246,30 @@ func (s *Store) update(op string, fn func(w *wtx) error) error {
 	return nil
 }
 
+// batch is update through DB.Batch: concurrent callers share one commit
+// (one fsync). bbolt may run fn more than once (when another member of
+// the batch fails, the rest run again), so fn must only change the
+// transaction; every side effect (OnCorrupt) happens here, once, after
+// the commit, from the run that committed.
+func (s *Store) batch(op string, fn func(w *wtx) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	var w *wtx
+	err := s.db.Batch(func(tx *bolt.Tx) error {
+		w = s.begin(tx)
+		if err := fn(w); err != nil {
+			return err
+		}
+		return w.commit()
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: %w", op, classify(err))
+	}
+	s.reportCorrupt(w)
+	return nil
+}
+
 func (s *Store) reportCorrupt(w *wtx) {
 	if s.o.OnCorrupt == nil || w == nil {
 		return
