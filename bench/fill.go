@@ -102,15 +102,44 @@ func queued(s *store.Store) (int, error) {
 }
 
 func fillChunk(s *store.Store, domains []string, body []byte) error {
+	if err := parallel(len(domains), func(i int) error {
+		return s.Enqueue(newMessage("u@"+domains[i]), body)
+	}); err != nil {
+		return err
+	}
+	next := time.Now().Add(retryAfter)
+	for left := len(domains); left > 0; {
+		ms, err := s.Lease(time.Now(), min(left, 5000))
+		if err != nil {
+			return err
+		}
+		if len(ms) == 0 {
+			return fmt.Errorf("fill: lease found nothing due, %d messages left", left)
+		}
+		// Concurrent Finishes share commits, as the daemon's workers do.
+		if err := parallel(len(ms), func(i int) error {
+			return s.Finish(ms[i].ID, store.Finish{Outcomes: []store.Outcome{{Rcpt: 0, Result: store.RcptPending,
+				Reply: "deferred transport", DSN: "4.3.2", NextAttempt: next}}})
+		}); err != nil {
+			return err
+		}
+		left -= len(ms)
+	}
+	return nil
+}
+
+// parallel runs f(0..n-1) over up to 1000 goroutines (bbolt's batch
+// size) and returns the first error.
+func parallel(n int, f func(i int) error) error {
 	const workers = 1000
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
-	for w := 0; w < workers; w++ {
+	for w := 0; w < min(workers, n); w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := w; i < len(domains); i += workers {
-				if err := s.Enqueue(newMessage("u@"+domains[i]), body); err != nil {
+			for i := w; i < n; i += workers {
+				if err := f(i); err != nil {
 					errs <- err
 					return
 				}
@@ -119,28 +148,7 @@ func fillChunk(s *store.Store, domains []string, body []byte) error {
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	next := time.Now().Add(retryAfter)
-	for left := len(domains); left > 0; {
-		ms, err := s.Lease(time.Now(), min(left, 1000))
-		if err != nil {
-			return err
-		}
-		if len(ms) == 0 {
-			return fmt.Errorf("fill: lease found nothing due, %d messages left", left)
-		}
-		for _, m := range ms {
-			f := store.Finish{Outcomes: []store.Outcome{{Rcpt: 0, Result: store.RcptPending,
-				Reply: "deferred transport", DSN: "4.3.2", NextAttempt: next}}}
-			if err := s.Finish(m.ID, f); err != nil {
-				return err
-			}
-		}
-		left -= len(ms)
-	}
-	return nil
+	return <-errs
 }
 
 func newMessage(rcpt string) *store.Message {
