@@ -272,7 +272,7 @@ func (d *Scheduler) finish(a *attempt, cut bool) {
 		}
 	}
 	sort.Ints(idx)
-	var failed, delayed []int
+	var failed, delayed, relayed []int
 	for _, i := range idx {
 		r := &m.Recipients[i]
 		res, attempted := a.results[i]
@@ -291,6 +291,9 @@ func (d *Scheduler) finish(a *attempt, cut bool) {
 		if res.State == store.RcptBounced {
 			failed = append(failed, i)
 		}
+		if res.State == store.RcptDelivered && res.Relayed {
+			relayed = append(relayed, i)
+		}
 		f.Outcomes = append(f.Outcomes, o)
 		d.logResult(a, i, res, o.NextAttempt)
 	}
@@ -298,6 +301,9 @@ func (d *Scheduler) finish(a *attempt, cut bool) {
 		a.log.Info().Str("from", m.Sender).Str("status", "expired").Msg("returned to sender")
 	}
 	if b := d.bounce(a, failed, dsnFailed); b != nil {
+		f.Bounces = append(f.Bounces, *b)
+	}
+	if b := d.bounce(a, relayed, dsnRelayed); b != nil {
 		f.Bounces = append(f.Bounces, *b)
 	}
 	if !expired && !cut && len(delayed) > 0 && !m.WarnAt.IsZero() && !a.now.Before(m.WarnAt) {

@@ -26,6 +26,7 @@ type conn struct {
 	tls    bool
 	size   int64 // SIZE announced by the server, 0 = none (RFC 1870)
 	utf8   bool  // SMTPUTF8 announced
+	dsn    bool  // DSN announced (RFC 3461): NOTIFY and the rest go on
 	uses   int   // transactions run on this connection
 	broken bool  // must not be reused
 	// lostAtMail: the session ended (421, lost connection) at MAIL FROM,
@@ -131,6 +132,7 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 		cn.size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	}
 	cn.utf8, _ = c.Extension("SMTPUTF8")
+	cn.dsn, _ = c.Extension("DSN")
 	return cn, nil
 }
 
@@ -212,6 +214,9 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 		return out
 	}
 	res := d.data(cn, body)
+	// A next hop without DSN cannot honour NOTIFY=SUCCESS: the notice
+	// ("relayed") is ours to send (RFC 3461 sec 5.2.3, as Postfix).
+	res.Relayed = res.State == store.RcptDelivered && !cn.dsn
 	for _, i := range ok {
 		out[i] = res
 	}

@@ -9,9 +9,13 @@
 // release). Each leased message gets a worker that decides every pending
 // recipient that is due or forced by a flush:
 //
-//   - the transport map (Postfix's search order), then relayhost, then the
-//     recipient's domain give a transport and a next hop; error:text
-//     bounces, discard: drops;
+//   - the transport map (Postfix's search order) gives a transport and a
+//     next hop; without an entry the transport is relay_transport for a
+//     relay_domains recipient and default_transport for the others (both
+//     SMTP, with their own <transport>_destination_concurrency_limit and
+//     defer_transports entries), and the next hop the one those name, else
+//     relayhost, else the recipient's domain; error:text bounces,
+//     discard: drops;
 //   - a transport in defer_transports defers ("4.3.2 deferred transport")
 //     without a connection, unless a flush forced the recipient;
 //   - a dead next hop (its last connection failed) defers ("delivery
@@ -30,6 +34,17 @@
 // one transaction. Outcomes are classified in one function (classify): 2xx
 // delivered, 4xx and network errors deferred, 5xx bounced.
 //
+// # DSN (RFC 3461)
+//
+// When the next hop announces DSN, RET and ENVID go with MAIL FROM and
+// NOTIFY and ORCPT with each RCPT TO; a success notice is then the next
+// hop's business. When it does not, a recipient that asked NOTIFY=SUCCESS
+// gets Postfix's "Successful Mail Delivery Report" (Action: relayed) from
+// us, queued in the attempt's Finish. NOTIFY=NEVER suppresses every
+// notice; a NOTIFY list without FAILURE suppresses the non-delivery notice
+// and one without DELAY the delay warning for that recipient. The null
+// sender never gets a notice.
+//
 // # Caveats
 //
 //   - Delivery is at-least-once: a crash after the next hop's 250 and
@@ -39,6 +54,7 @@
 //     cleanup does.
 //   - TLS levels are none, may and encrypt; certificates are not verified
 //     (as Postfix at those levels).
-//   - Every transport other than error and discard is SMTP; relay_transport
-//     is not used (a map entry names the transport).
+//   - Every transport other than error and discard is SMTP.
+//   - No success notice for discard: or for a final delivery (there is
+//     none: holdfast only relays).
 package delivery

@@ -11,12 +11,13 @@ import (
 	"github.com/holdfast-mta/holdfast/store"
 )
 
-// dsnKind is the kind of notice: non-delivery or delay warning.
+// dsnKind is the kind of notice: non-delivery, delay warning, or success.
 type dsnKind int
 
 const (
 	dsnFailed  dsnKind = iota // "Undelivered Mail Returned to Sender"
 	dsnDelayed                // "Delayed Mail (still being retried)"
+	dsnRelayed                // "Successful Mail Delivery Report" (action relayed)
 )
 
 // bounce builds the RFC 3464 notice for recipients idx of the attempt, to
@@ -52,24 +53,25 @@ func (d *Scheduler) bounce(a *attempt, idx []int, kind dsnKind) *store.NewMessag
 		SMTPUTF8: a.m.SMTPUTF8,
 	}
 	a.log.Info().Str("notice_id", string(msg.ID)).Str("to", a.m.Sender).
-		Str("event", map[dsnKind]string{dsnFailed: "bounce", dsnDelayed: "delay_warning"}[kind]).
+		Str("event", map[dsnKind]string{dsnFailed: "bounce", dsnDelayed: "delay_warning", dsnRelayed: "success"}[kind]).
 		Msg("sender notification queued")
 	return &store.NewMessage{Msg: msg, Body: body}
 }
 
 // wants applies RFC 3461 NOTIFY: none given means failures only (and
-// delay warnings, at the MTA's discretion, as Postfix sends them).
+// delay warnings, at the MTA's discretion, as Postfix sends them); a
+// success notice only when SUCCESS was asked for.
 func wants(n store.Notify, kind dsnKind) bool {
 	if n&store.NotifyNever != 0 {
 		return false
 	}
-	if n == 0 {
-		return true
+	switch kind {
+	case dsnRelayed:
+		return n&store.NotifySuccess != 0
+	case dsnFailed:
+		return n == 0 || n&store.NotifyFailure != 0
 	}
-	if kind == dsnFailed {
-		return n&store.NotifyFailure != 0
-	}
-	return n&store.NotifyDelay != 0
+	return n == 0 || n&store.NotifyDelay != 0
 }
 
 const failedText = `I'm sorry to have to inform you that your message could not
@@ -98,14 +100,23 @@ delete your own text from the attached returned message.
                    The mail system
 `
 
+const relayedText = `Your message was successfully delivered to the destination(s)
+listed below. If the message was delivered to mailbox you will
+receive no further notifications. Otherwise you may still receive
+notifications of mail delivery errors from other systems.
+
+                   The mail system
+`
+
 // buildDSN writes the multipart/report notice (reference spec §3.9).
 func (d *Scheduler) buildDSN(a *attempt, rcpts []int, kind dsnKind) []byte {
 	m, now := a.m, d.o.Clock.Now()
 	boundary := fmt.Sprintf("%s.%d/%s", m.ID, now.Unix(), d.o.Hostname)
-	subject := "Undelivered Mail Returned to Sender"
-	if kind == dsnDelayed {
-		subject = "Delayed Mail (still being retried)"
-	}
+	subject := map[dsnKind]string{
+		dsnFailed:  "Undelivered Mail Returned to Sender",
+		dsnDelayed: "Delayed Mail (still being retried)",
+		dsnRelayed: "Successful Mail Delivery Report",
+	}[kind]
 	origID := originalMessageID(a.body)
 	var b bytes.Buffer
 	h := func(format string, args ...any) { fmt.Fprintf(&b, format+"\r\n", args...) }
@@ -132,14 +143,21 @@ func (d *Scheduler) buildDSN(a *attempt, rcpts []int, kind dsnKind) []byte {
 	h("This is the mail system at host %s.", d.o.Hostname)
 	h("")
 	text := failedText
-	if kind == dsnDelayed {
+	switch kind {
+	case dsnDelayed:
 		text = fmt.Sprintf(delayedText, hours(d.o.DelayWarning), days(d.lifetime(m)))
+	case dsnRelayed:
+		text = relayedText
 	}
 	b.WriteString(crlf(text))
 	for _, i := range rcpts {
 		r, res := &m.Recipients[i], a.results[i]
+		reason := res.Reply
+		if kind == dsnRelayed {
+			reason = fmt.Sprintf("delivery via %s: %s", res.Relay, res.Reply)
+		}
 		h("")
-		b.WriteString(crlf(wrap(fmt.Sprintf("<%s>: %s", r.Addr, res.Reply), 79, "    ")))
+		b.WriteString(crlf(wrap(fmt.Sprintf("<%s>: %s", r.Addr, reason), 79, "    ")))
 	}
 	h("")
 	d.writeStatus(&b, a, rcpts, kind, boundary)
@@ -176,11 +194,7 @@ func (d *Scheduler) writeStatus(b *bytes.Buffer, a *attempt, rcpts []int, kind d
 		} else {
 			h("Original-Recipient: rfc822; %s", r.Addr)
 		}
-		if kind == dsnDelayed {
-			h("Action: delayed")
-		} else {
-			h("Action: failed")
-		}
+		h("Action: %s", map[dsnKind]string{dsnFailed: "failed", dsnDelayed: "delayed", dsnRelayed: "relayed"}[kind])
 		h("Status: %s", res.DSN)
 		if res.Remote != "" {
 			h("Remote-MTA: dns; %s", res.Remote)
@@ -206,6 +220,15 @@ func writeOriginal(b *bytes.Buffer, a *attempt, kind dsnKind, boundary string, l
 	content := a.body
 	h("--%s", boundary)
 	switch {
+	case kind == dsnRelayed:
+		// RET applies to failure notices only (RFC 3461 sec 4.3).
+		content = headerPart(a.body)
+		h("Content-Description: Message Headers")
+		if m.SMTPUTF8 {
+			h("Content-Type: message/global-headers")
+		} else {
+			h("Content-Type: text/rfc822-headers")
+		}
 	case full:
 		h("Content-Description: Undelivered Message")
 		if m.SMTPUTF8 {

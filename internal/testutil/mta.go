@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +35,14 @@ type Received struct {
 	TLS bool
 	// Helo is the EHLO/HELO name the client gave.
 	Helo string
+	// Ret and EnvID are the RFC 3461 RET= and ENVID= parameters of MAIL
+	// FROM ("" when absent; only an MTA with DSN accepts them).
+	Ret, EnvID string
+	// Notify and ORcpt are the NOTIFY= and ORCPT= parameters of each
+	// accepted RCPT, parallel to To: Notify as "SUCCESS,FAILURE", ORcpt as
+	// "RFC822;addr" (type as go-smtp spells it, address decoded), "" when
+	// absent.
+	Notify, ORcpt []string
 }
 
 // MTAOptions configure NewMTA. The zero value is a plain ESMTP server
@@ -49,6 +58,10 @@ type MTAOptions struct {
 	// ReadTimeout closes a session idle for this long (with go-smtp's
 	// "421 4.4.2 Idle timeout"); 0 = 30 s.
 	ReadTimeout time.Duration
+	// DSN announces the RFC 3461 extension and accepts RET, ENVID,
+	// NOTIFY and ORCPT (recorded in Received). Without it a client that
+	// sends them gets go-smtp's 504 reply.
+	DSN bool
 }
 
 // MTA is a scripted SMTP server on 127.0.0.1 standing in for a customer's
@@ -239,6 +252,7 @@ func (m *MTA) serve(l net.Listener) {
 	s.Domain = m.opts.Domain
 	s.MaxMessageBytes = m.opts.MaxMessageBytes
 	s.TLSConfig = m.tls
+	s.EnableDSN = m.opts.DSN
 	s.ReadTimeout = 30 * time.Second
 	if m.opts.ReadTimeout > 0 {
 		s.ReadTimeout = m.opts.ReadTimeout
@@ -344,12 +358,13 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.cur = Received{Conn: s.n, From: from, Helo: s.c.Hostname()}
 	if opts != nil {
 		s.cur.Size = opts.Size
+		s.cur.Ret, s.cur.EnvID = string(opts.Return), opts.EnvelopeID
 	}
 	_, s.cur.TLS = s.c.TLSConnectionState()
 	return nil
 }
 
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	s.m.mu.Lock()
 	err, ok := s.m.rcpt[to]
 	if !ok {
@@ -360,6 +375,18 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return err
 	}
 	s.cur.To = append(s.cur.To, to)
+	var notify []string
+	orcpt := ""
+	if opts != nil {
+		for _, n := range opts.Notify {
+			notify = append(notify, string(n))
+		}
+		if opts.OriginalRecipient != "" {
+			orcpt = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+		}
+	}
+	s.cur.Notify = append(s.cur.Notify, strings.Join(notify, ","))
+	s.cur.ORcpt = append(s.cur.ORcpt, orcpt)
 	return nil
 }
 
@@ -379,6 +406,8 @@ func (s *session) Data(r io.Reader) error {
 	}
 	rec := s.cur
 	rec.To = append([]string(nil), s.cur.To...)
+	rec.Notify = append([]string(nil), s.cur.Notify...)
+	rec.ORcpt = append([]string(nil), s.cur.ORcpt...)
 	rec.Data = b
 	if hook != nil {
 		hook(rec)
