@@ -52,9 +52,15 @@ type Options struct {
 	Relayhost string
 	// Transports is transport_maps; nil = none.
 	Transports TransportTable
-	// DefaultTransport is default_transport ("smtp"); RelayTransport is
-	// relay_transport, used with Relayhost only when the map gave none.
-	DefaultTransport string
+	// DefaultTransport is default_transport ("smtp"): the transport of a
+	// recipient without a transport map entry whose domain is not in
+	// RelayDomains. RelayTransport is relay_transport ("relay", an SMTP
+	// transport of its own): the transport of a recipient in RelayDomains
+	// without a map entry, as Postfix's trivial-rewrite resolves it. Both
+	// may name a next hop ("relay:[gateway]"), which overrides Relayhost.
+	DefaultTransport, RelayTransport string
+	// RelayDomains is relay_domains; nil = none.
+	RelayDomains DomainMatcher
 	// SoftBounce is soft_bounce: 5xx replies defer instead of bouncing.
 	SoftBounce bool
 	// DeferTransports is defer_transports: such recipients wait for a flush.
@@ -123,6 +129,12 @@ type Options struct {
 	Events Events
 }
 
+// DomainMatcher matches a recipient domain against a domain list.
+// *config.DomainList satisfies it.
+type DomainMatcher interface {
+	Match(domain string) (bool, error)
+}
+
 // Events receives what the scheduler did. *control.Metrics satisfies it;
 // delivery does not import control.
 type Events interface {
@@ -142,6 +154,14 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	o.HeloName = c.String("smtp_helo_name")
 	o.Relayhost = c.String("relayhost")
 	o.DefaultTransport = c.String("default_transport")
+	o.RelayTransport = c.String("relay_transport")
+	rd, err := c.Domains("relay_domains")
+	if err != nil {
+		return o, err
+	}
+	if !rd.Empty() {
+		o.RelayDomains = rd
+	}
 	if o.SoftBounce, err = c.Bool("soft_bounce"); err != nil {
 		return o, err
 	}
@@ -313,6 +333,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DefaultTransport == "" {
 		o.DefaultTransport = "smtp"
+	}
+	if o.RelayTransport == "" {
+		o.RelayTransport = "relay"
 	}
 	if o.TLSLevel == "" {
 		o.TLSLevel = TLSNone

@@ -51,8 +51,12 @@ type route struct {
 	Text string // error or discard text
 }
 
-// resolve maps a recipient to its route: transport_maps (Postfix search
-// order, in the table), then relayhost, then the recipient's domain.
+// resolve maps a recipient to its route as Postfix's trivial-rewrite does:
+// the transport is the transport_maps entry's (Postfix search order, in
+// the table), else relay_transport for a relay_domains recipient, else
+// default_transport; the next hop is the map entry's, else the one named
+// in relay_transport or default_transport, else relayhost, else the
+// recipient's domain.
 func (d *Scheduler) resolve(addr string) (route, error) {
 	domain := store.DomainOf(addr)
 	transport, nexthop := "", ""
@@ -65,14 +69,31 @@ func (d *Scheduler) resolve(addr string) (route, error) {
 			transport, nexthop = splitTransport(strings.TrimSpace(v))
 		}
 	}
+	if transport == "" {
+		class := d.o.DefaultTransport
+		if d.o.RelayDomains != nil && domain != "" {
+			relay, err := d.o.RelayDomains.Match(domain)
+			if err != nil {
+				return route{}, fmt.Errorf("relay_domains lookup %s: %w", domain, err)
+			}
+			if relay {
+				class = d.o.RelayTransport
+			}
+		}
+		t, nh := splitTransport(class)
+		if t == "" {
+			t = "smtp"
+		}
+		transport = t
+		if nexthop == "" {
+			nexthop = nh
+		}
+	}
 	switch transport {
 	case "error":
 		return route{Kind: routeError, Text: nexthop}, nil
 	case "discard":
 		return route{Kind: routeDiscard, Text: nexthop}, nil
-	}
-	if transport == "" {
-		transport = d.o.DefaultTransport
 	}
 	if nexthop == "" && d.o.Relayhost != "" {
 		nexthop = d.o.Relayhost
