@@ -111,7 +111,9 @@ share fsyncs as concurrent SMTP sessions do. Their closures may run more
 than once (bbolt re-runs a batch without a failing member); the OnCorrupt
 callback is called after the commit, from the run that committed. Lease,
 Unlease, the flushes and the operator operations are single
-transactions. Options.NoSync is for tests and benchmarks only.
+transactions. BenchmarkFinish (fsync, 2 cores): 32 concurrent Finishes
+went from 2,346 to 14,139 msgs/s (median of 3), at the price of the
+batch delay for a lone caller (2,488 to 601 msgs/s, i.e. +1.3 ms each). Options.NoSync is for tests and benchmarks only.
 
 bbolt settings, chosen by measurement (bench_test.go): the hash-map
 freelist with NoFreelistSync, as etcd runs it. Ten rounds of
