@@ -148,6 +148,8 @@ func defaults() map[string]*param {
 		"default_destination_recipient_limit":                 {kind: kindInt, def: "50"},
 		"smtp_destination_concurrency_limit":                  {kind: kindInt, def: "$default_destination_concurrency_limit"},
 		"smtp_destination_recipient_limit":                    {kind: kindInt, def: "$default_destination_recipient_limit"},
+		"relay_destination_concurrency_limit":                 {kind: kindInt, def: "$default_destination_concurrency_limit"},
+		"relay_destination_recipient_limit":                   {kind: kindInt, def: "$default_destination_recipient_limit"},
 		"delivery_concurrency_limit":                          {kind: kindInt, def: "100"}, // ours: parallel deliveries, all destinations
 		"bounce_size_limit":                                   {kind: kindSize, def: "50000"},
 		"notify_classes":                                      {kind: kindList, def: "resource, software"},

@@ -122,7 +122,7 @@ func newBenchRelay(b *testing.B, queued int, dir string, fill bool) *benchRelay 
 	text := fmt.Sprintf(`myhostname = relay.test
 mynetworks = 127.0.0.0/8
 relay_domains = tld
-defer_transports = etrn-only, smtp
+defer_transports = etrn-only, smtp, relay
 transport_maps = texthash:%s
 smtpd_etrn_restrictions = permit_mynetworks, reject
 smtpd_listen = 127.0.0.1:0
