@@ -228,35 +228,25 @@ func classify(err error) error {
 // update runs fn in one read-write transaction with the counters kept,
 // and reports quarantined records after the commit.
 func (s *Store) update(op string, fn func(w *wtx) error) error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	var w *wtx
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		w = s.begin(tx)
-		if err := fn(w); err != nil {
-			return err
-		}
-		return w.commit()
-	})
-	if err != nil {
-		return fmt.Errorf("store: %s: %w", op, classify(err))
-	}
-	s.reportCorrupt(w)
-	return nil
+	return s.write(s.db.Update, op, fn)
 }
 
 // batch is update through DB.Batch: concurrent callers share one commit
 // (one fsync). bbolt may run fn more than once (when another member of
 // the batch fails, the rest run again), so fn must only change the
-// transaction; every side effect (OnCorrupt) happens here, once, after
-// the commit, from the run that committed.
+// transaction; every side effect (OnCorrupt) happens in write, once,
+// after the commit, from the run that committed.
 func (s *Store) batch(op string, fn func(w *wtx) error) error {
+	return s.write(s.db.Batch, op, fn)
+}
+
+// write runs fn through run (DB.Update or DB.Batch).
+func (s *Store) write(run func(func(*bolt.Tx) error) error, op string, fn func(w *wtx) error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
 	var w *wtx
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := run(func(tx *bolt.Tx) error {
 		w = s.begin(tx)
 		if err := fn(w); err != nil {
 			return err
