@@ -178,6 +178,9 @@ func TestCrashUnderLoad(t *testing.T) {
 	wg.Wait()
 
 	acked, unsure, refused, broken := load.Ledger.Snapshot()
+	if refused > 0 {
+		t.Logf("refusals by reply: %s", replyHistogram(load.Ledger.RefusedSet()))
+	}
 	t.Logf("load: %d messages sent, %d acked, %d unsure (no reply after the dot), %d refused, %d broken before the dot; %d ETRNs answered, %d flush commands",
 		load.Sent.Load(), len(acked), len(unsure), refused, broken, etrns.ok.Load(), etrns.cli.Load())
 
@@ -251,6 +254,23 @@ func grepLog(log, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// replyHistogram counts refusals by reply code and enhanced code.
+func replyHistogram(refused map[string]string) string {
+	n := map[string]int{}
+	for _, r := range refused {
+		if len(r) > 60 {
+			r = r[:60]
+		}
+		n[r]++
+	}
+	var parts []string
+	for k, v := range n {
+		parts = append(parts, fmt.Sprintf("%d x %q", v, k))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
 }
 
 func killTimes(kills []kill) string {

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -88,6 +89,10 @@ func goTool() string {
 		}
 	}
 	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	// The toolchain that built this test binary.
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
 		return p
 	}
 	return "go"
