@@ -98,10 +98,71 @@ func TestCrashUnderLoad(t *testing.T) {
 	t.Logf("seed %d (HOLDFAST_SEED to repeat the choices; timing still varies)", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 
+	sink, delivering := crashSink(t, seed)
+	d := crashConfig(t, sink, nil)
+	d.Start()
+
+	load := &Load{D: d, Ledger: newLedger(), Domains: []string{"sink.test", "sink2.test"}, Seed: seed}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); load.Run(ctx, p.clients) }()
+	etrns := &etrnStats{}
+	go func() { defer wg.Done(); etrnLoop(ctx, d, etrns, seed) }()
+
+	ks := killLoop(t, p, d, load, delivering, rng)
+	kills := ks.kills
+	stop()
+	wg.Wait()
+
+	acked, unsure, refused, broken := load.Ledger.Snapshot()
+	if refused > 0 {
+		t.Logf("refusals by reply: %s", replyHistogram(load.Ledger.RefusedSet()))
+	}
+	t.Logf("load: %d messages sent, %d acked, %d unsure (no reply after the dot), %d refused, %d broken before the dot; %d ETRNs answered, %d flush commands",
+		load.Sent.Load(), len(acked), len(unsure), refused, broken, etrns.ok.Load(), etrns.cli.Load())
+
+	drain(t, d, sink, acked, p.drain)
+	report := verifyDeliveries(t, sink, acked, unsure, load.Ledger.RefusedSet(), kills, d.Log())
+	report.kills, report.checks, report.maxRestart = len(kills), ks.checks, ks.maxRestart
+	for _, k := range kills {
+		if k.kind == "term" {
+			report.terms++
+		}
+	}
+	verifyQueueEmpty(t, d)
+	// A graceful stop that ended within shutdown_timeout finished or
+	// released its deliveries cleanly: nothing it sent may come again.
+	if n := report.dupsByKind["term"]; n > 0 && ks.maxStop < 3*time.Second {
+		t.Errorf("%d duplicate deliveries across a graceful stop (SIGTERM, done in %v)", n, ks.maxStop.Round(time.Millisecond))
+	}
+	t.Logf("kills by kind: %s; duplicates by the kind of the restart between them: %v", killKinds(kills), report.dupsByKind)
+	t.Logf("kills at %s", killTimes(kills))
+	if ks.checkSkipped {
+		t.Logf("holdfast db check is not available: the database was not checked between kills")
+	}
+	t.Logf("RESULT crashtest: stops=%d (SIGKILL %d, SIGTERM %d, slowest SIGTERM %v) db-checks=%d acked=%d delivered-acked=%d unsure=%d unsure-delivered=%d duplicates=%d (late-read %d) lost=%d max-restart=%v",
+		report.kills, report.kills-report.terms, report.terms, ks.maxStop.Round(time.Millisecond), report.checks, len(acked), report.deliveredAcked, len(unsure), report.unsureDelivered, report.duplicates, report.lateReads, report.lost, report.maxRestart.Round(time.Millisecond))
+	for i, seq := range report.unexplained {
+		if i == 3 {
+			break
+		}
+		load.Ledger.mu.Lock()
+		qid := load.Ledger.QueueID[seq]
+		load.Ledger.mu.Unlock()
+		t.Logf("daemon log for %s (queue id %s):\n%s", seq, qid, grepLog(d.Log(), qid))
+	}
+	if t.Failed() && len(report.unexplained) == 0 {
+		t.Logf("daemon log tail:\n%s", d.LogTail(60))
+	}
+}
+
+// crashSink is the crash test's customer MTA. One message in five is
+// refused once with 451, so that there is deferred mail for the ETRNs to
+// find; deliveries take 0-20 ms so that kills land inside them. The
+// channel gets a signal whenever a message has been read.
+func crashSink(t *testing.T, seed uint64) (*Sink, chan struct{}) {
 	sink := NewSink(t)
-	// One message in five is refused once with 451, so that there is
-	// deferred mail for the ETRNs to find; deliveries take 0-20 ms so that
-	// kills land inside them.
 	sink.SetTempFail(func(seq string, attempt int) *smtp.SMTPError {
 		if attempt == 1 && hash(seq)%5 == 0 {
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
@@ -122,27 +183,27 @@ func TestCrashUnderLoad(t *testing.T) {
 		default:
 		}
 	})
+	return sink, delivering
+}
 
-	d := crashConfig(t, sink, nil)
-	d.Start()
+// killStats is what killLoop did.
+type killStats struct {
+	kills               []kill
+	checks              int
+	checkSkipped        bool
+	maxRestart, maxStop time.Duration
+}
 
-	load := &Load{D: d, Ledger: newLedger(), Domains: []string{"sink.test", "sink2.test"}, Seed: seed}
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); load.Run(ctx, p.clients) }()
-	etrns := &etrnStats{}
-	go func() { defer wg.Done(); etrnLoop(ctx, d, etrns, seed) }()
-
-	var kills []kill
-	var maxRestart time.Duration
-	checks, checkSkipped := 0, false
+// killLoop stops the daemon every p.gap on average, in turn at each kind
+// of moment, until p.load has passed and every kind has had its turn, and
+// restarts it each time.
+func killLoop(t *testing.T, p crashPlan, d *Daemon, load *Load, delivering chan struct{}, rng *rand.Rand) killStats {
+	var ks killStats
 	// "term" is a graceful stop (SIGTERM) under full load, the others
 	// SIGKILL at a chosen moment.
 	kinds := []string{"data", "commit", "delivery", "term", "flush", "random"}
-	var maxStop time.Duration
 	start := time.Now()
-	for i := 0; time.Since(start) < p.load || len(kills) < len(kinds); i++ {
+	for i := 0; time.Since(start) < p.load || len(ks.kills) < len(kinds); i++ {
 		time.Sleep(p.gap/2 + time.Duration(rng.Int64N(int64(p.gap))))
 		kind := kinds[i%len(kinds)]
 		armKill(kind, d, load, delivering, rng)
@@ -151,40 +212,36 @@ func TestCrashUnderLoad(t *testing.T) {
 			if err := d.Stop(); err != nil {
 				t.Errorf("graceful stop under load: %v\n%s", err, d.LogTail(20))
 			}
-			maxStop = max(maxStop, time.Since(k.at))
+			ks.maxStop = max(ks.maxStop, time.Since(k.at))
 		} else {
 			d.Kill()
 		}
 		// db check opens the file read-write, so it also returns the
 		// dead daemon's leases to the queue: every other kill leaves that
 		// recovery to the restarted daemon instead.
-		if !checkSkipped && i%2 == 0 {
+		if !ks.checkSkipped && i%2 == 0 {
 			switch dbCheck(t, d) {
 			case "ok":
-				checks++
+				ks.checks++
 			case "absent":
-				checkSkipped = true
+				ks.checkSkipped = true
 			}
 		}
 		// At least 50 ms down: what the dead process had already written
 		// to its sockets reaches the sink before the next one starts.
 		time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
 		k.spawn = time.Now()
-		kills = append(kills, k)
+		ks.kills = append(ks.kills, k)
 		d.Start()
-		maxRestart = max(maxRestart, time.Since(k.spawn))
+		ks.maxRestart = max(ks.maxRestart, time.Since(k.spawn))
 	}
-	stop()
-	wg.Wait()
+	return ks
+}
 
-	acked, unsure, refused, broken := load.Ledger.Snapshot()
-	if refused > 0 {
-		t.Logf("refusals by reply: %s", replyHistogram(load.Ledger.RefusedSet()))
-	}
-	t.Logf("load: %d messages sent, %d acked, %d unsure (no reply after the dot), %d refused, %d broken before the dot; %d ETRNs answered, %d flush commands",
-		load.Sent.Load(), len(acked), len(unsure), refused, broken, etrns.ok.Load(), etrns.cli.Load())
-
-	// Drain: the sink takes everything now; ETRN hurries the deferred.
+// drain lets the sink take everything, hurries deferred mail with ETRN
+// until every acked message arrived (at most limit), waits for stragglers
+// and stops the daemon, which must exit 0.
+func drain(t *testing.T, d *Daemon, sink *Sink, acked map[string][]string, limit time.Duration) {
 	sink.SetTempFail(nil)
 	missing := func() int {
 		n := 0
@@ -197,7 +254,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(p.drain)
+	deadline := time.Now().Add(limit)
 	for missing() > 0 && time.Now().Before(deadline) {
 		etrnOnce(d, "sink.test")
 		etrnOnce(d, "sink2.test")
@@ -206,39 +263,6 @@ func TestCrashUnderLoad(t *testing.T) {
 	settle(sink, 1500*time.Millisecond, 10*time.Second)
 	if err := d.Stop(); err != nil {
 		t.Errorf("graceful stop after the drain: %v\n%s", err, d.LogTail(20))
-	}
-
-	report := verifyDeliveries(t, sink, acked, unsure, load.Ledger.RefusedSet(), kills, d.Log())
-	report.kills, report.checks, report.maxRestart = len(kills), checks, maxRestart
-	for _, k := range kills {
-		if k.kind == "term" {
-			report.terms++
-		}
-	}
-	verifyQueueEmpty(t, d)
-	// A graceful stop that ended within shutdown_timeout finished or
-	// released its deliveries cleanly: nothing it sent may come again.
-	if n := report.dupsByKind["term"]; n > 0 && maxStop < 3*time.Second {
-		t.Errorf("%d duplicate deliveries across a graceful stop (SIGTERM, done in %v)", n, maxStop.Round(time.Millisecond))
-	}
-	t.Logf("kills by kind: %s; duplicates by the kind of the restart between them: %v", killKinds(kills), report.dupsByKind)
-	t.Logf("kills at %s", killTimes(kills))
-	if checkSkipped {
-		t.Logf("holdfast db check is not available: the database was not checked between kills")
-	}
-	t.Logf("RESULT crashtest: stops=%d (SIGKILL %d, SIGTERM %d, slowest SIGTERM %v) db-checks=%d acked=%d delivered-acked=%d unsure=%d unsure-delivered=%d duplicates=%d (late-read %d) lost=%d max-restart=%v",
-		report.kills, report.kills-report.terms, report.terms, maxStop.Round(time.Millisecond), report.checks, len(acked), report.deliveredAcked, len(unsure), report.unsureDelivered, report.duplicates, report.lateReads, report.lost, report.maxRestart.Round(time.Millisecond))
-	for i, seq := range report.unexplained {
-		if i == 3 {
-			break
-		}
-		load.Ledger.mu.Lock()
-		qid := load.Ledger.QueueID[seq]
-		load.Ledger.mu.Unlock()
-		t.Logf("daemon log for %s (queue id %s):\n%s", seq, qid, grepLog(d.Log(), qid))
-	}
-	if t.Failed() && len(report.unexplained) == 0 {
-		t.Logf("daemon log tail:\n%s", d.LogTail(60))
 	}
 }
 
