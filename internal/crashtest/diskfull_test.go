@@ -142,7 +142,8 @@ func TestDiskFull(t *testing.T) {
 		sink.WaitFor(time.Second, func() bool { return countMissing(sink, acked) == 0 })
 	}
 	if n := countMissing(sink, acked); n > 0 {
-		t.Errorf("%s: %d of %d acknowledged messages not delivered after space was freed (without restart)\n%s", mode, n, len(acked), d.LogTail(20))
+		t.Errorf("%s: %d of %d acknowledged messages not delivered after space was freed (without restart); the daemon's warnings and errors:\n%s",
+			mode, n, len(acked), grepLevels(d.Log(), 12))
 		d.Stop()
 		d.Start()
 		etrnOnce(d, "sink.test")
@@ -159,6 +160,20 @@ func TestDiskFull(t *testing.T) {
 	}
 	verifyQueueEmpty(t, d)
 	t.Logf("RESULT diskfull: mode=%s accepted=%d delivered=%d", mode, len(acked), len(acked)-countMissing(sink, acked))
+}
+
+// grepLevels returns the first n log lines at level warn or error.
+func grepLevels(log string, n int) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `"level":"error"`) || strings.Contains(l, `"level":"warn"`) {
+			out = append(out, l)
+			if len(out) == n {
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func countMissing(s *Sink, seqs []string) int {
