@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/delivery"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -183,8 +185,11 @@ func (c *benchClient) expect(code string) (string, error) {
 }
 
 // send transfers one message with pipelined MAIL/RCPT/DATA.
-func (c *benchClient) send(body string) error {
-	c.conn.Write([]byte("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n"))
+func (c *benchClient) send(body string) error { return c.sendTo("u@customer.test", body) }
+
+// sendTo is send with another recipient.
+func (c *benchClient) sendTo(rcpt, body string) error {
+	c.conn.Write([]byte("MAIL FROM:<a@sender.test>\r\nRCPT TO:<" + rcpt + ">\r\nDATA\r\n"))
 	for _, code := range []string{"250", "250", "354"} {
 		if _, err := c.expect(code); err != nil {
 			return err
@@ -194,6 +199,107 @@ func (c *benchClient) send(body string) error {
 	_, err := c.expect("250")
 	return err
 }
+
+// BenchmarkAcceptETRN: BenchmarkAccept with a running scheduler and
+// mail for an ETRN-only domain (its transport is in defer_transports), as
+// serve wires them. msgs/s is the acceptance rate; settled-msgs/s counts
+// until every message is deferred in the queue, i.e. includes whatever
+// commits the scheduler spends on them.
+func BenchmarkAcceptETRN(b *testing.B) {
+	for _, clients := range []int{10, 50} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			dir := benchDir(b)
+			st, err := store.Open(filepath.Join(dir, "queue.db"), store.Options{Eligible: func(string) bool { return true }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			sched, err := delivery.New(delivery.Options{
+				Hostname: "relay.test", DefaultTransport: "etrn-only", DeferTransports: []string{"etrn-only"},
+			}, st, zerolog.Nop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); sched.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			cc := &commitCounter{q: benchQueue(st, sched)}
+			srv, err := New(Options{Hostname: "relay.test", MyNetworks: loopback{}, ErrorSleep: -1, MaxConnections: 200}, cc, nil, zerolog.Nop())
+			if err != nil {
+				b.Fatal(err)
+			}
+			addr := serve(b, srv)
+			body := "Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 62)+"\r\n", 16)
+			conns := make([]*benchClient, clients)
+			for i := range conns {
+				conns[i] = dialBench(b, addr)
+			}
+			fs := fsyncCost(b, dir)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			per := (b.N + clients - 1) / clients
+			errc := make(chan error, clients)
+			for _, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range per {
+						if err := c.sendTo("u@etrn.test", body); err != nil {
+							errc <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			accepted := time.Since(start)
+			select {
+			case err := <-errc:
+				b.Fatal(err)
+			default:
+			}
+			total := per * clients
+			deadline := time.Now().Add(5 * time.Minute)
+			for {
+				s, err := st.Stats()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if s.Deferred == int64(total) {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("not all deferred: %+v", s)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			settled := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(total)/accepted.Seconds(), "msgs/s")
+			b.ReportMetric(float64(total)/settled.Seconds(), "settled-msgs/s")
+			b.ReportMetric(float64(fs.Microseconds()), "fsync-µs")
+		})
+	}
+}
+
+// wakeQueue is the store with a scheduler kick after each commit.
+type wakeQueue struct {
+	q Queue
+	d *delivery.Scheduler
+}
+
+func (w wakeQueue) Enqueue(m *store.Message, body []byte) error {
+	if err := w.q.Enqueue(m, body); err != nil {
+		return err
+	}
+	w.d.Wake()
+	return nil
+}
+
+// benchQueue is the queue serve gives smtpd.
+func benchQueue(st *store.Store, d *delivery.Scheduler) Queue { return wakeQueue{q: st, d: d} }
 
 // BenchmarkIdleSession measures the memory an idle session costs (heap
 // plus goroutine stack), with 500 sessions after the greeting.
