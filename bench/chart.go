@@ -67,7 +67,7 @@ set xrange [*:*]
 set offsets graph 0.08, graph 0.08, 0, 0
 set yrange [0:*]
 set grid
-set key top left
+set key top right box opaque
 set datafile missing "-"
 plot %q using 1:2:3:4 with yerrorlines lw 2 pt 7 lc rgb "#1f77b4" title "holdfast", \
      %q using 1:5:6:7 with yerrorlines lw 2 pt 5 lc rgb "#d62728" title "Postfix"
