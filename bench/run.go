@@ -52,17 +52,21 @@ func Run(ctx context.Context, c *Config) (*Results, error) {
 	}
 	var cl cleanup
 	defer cl.run(c)
+	var failed error
 	if !c.Skip["accept"] || !c.Skip["relay"] {
-		if err := smtpPhase(ctx, c, r, work, &cl); err != nil {
-			return r, err
-		}
+		failed = smtpPhase(ctx, c, r, work, &cl)
 	}
-	if !c.Skip["etrn"] && (len(c.Sizes) > 0 || (c.Postfix && len(c.PostfixSizes) > 0)) {
-		if err := etrnPhase(ctx, c, r, work, &cl); err != nil {
-			return r, err
-		}
+	if failed == nil && !c.Skip["etrn"] && (len(c.Sizes) > 0 || (c.Postfix && len(c.PostfixSizes) > 0)) {
+		failed = etrnPhase(ctx, c, r, work, &cl)
 	}
 	cl.run(c)
+	if failed != nil {
+		if len(r.Figures) > 0 {
+			r.note("incomplete: %v", failed)
+			r.Write(c.Table, c.Postfix)
+		}
+		return r, failed
+	}
 	r.Write(c.Table, c.Postfix)
 	if c.Out != "" {
 		path, err := r.save(c.Out)
