@@ -17,21 +17,31 @@ import (
 // call for (the flush-index invariant of doc.go); no body, due or flush
 // entry is left without its record; the counters match. It returns all
 // problems found, joined. O(queue): a tool for tests and operators.
+//
+// It runs in a write transaction that it rolls back (nothing is written,
+// nothing synced), which keeps writers out while it runs: bbolt's page
+// check reads the database's shared freelist, and in a read-only
+// transaction a concurrent commit that reuses a freed page makes that page
+// look "unreachable unfreed" to it (bbolt documents Tx.Check as unsafe on
+// a read-only transaction with concurrent writers). The daemon's queue
+// check (control API) runs while mail flows.
 func (s *Store) Check() error {
-	var errs []error
-	err := s.view(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		w := &wtx{s: s}
-		c := &checker{tx: tx, w: w, errs: &errs}
-		c.records()
-		c.orphans()
-		return nil
-	})
-	if err != nil {
-		return err
+	if s.closed.Load() {
+		return ErrClosed
 	}
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return classify(err)
+	}
+	defer tx.Rollback()
+	var errs []error
+	for err := range tx.Check() {
+		errs = append(errs, err)
+	}
+	w := &wtx{s: s}
+	c := &checker{tx: tx, w: w, errs: &errs}
+	c.records()
+	c.orphans()
 	return errors.Join(errs...)
 }
 
