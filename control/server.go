@@ -42,6 +42,11 @@ type Options struct {
 	// Wake, if not nil, is called after operations that make mail due
 	// now (release, requeue, submit): the scheduler's kick.
 	Wake func()
+	// Queue, if not nil, is where local submission queues instead of
+	// Store (the scheduler's Admit, which defers defer_transports mail on
+	// arrival and wakes the scheduler itself when mail is due now; Wake
+	// is then not called after a submission).
+	Queue Enqueuer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// DelayWarning is delay_warning_time for local submission: mail with a

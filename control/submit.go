@@ -62,14 +62,18 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	for _, a := range rcpts {
 		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
 	}
-	if err := s.o.Store.Enqueue(m, body); err != nil {
+	var queue Enqueuer = s.o.Store
+	if s.o.Queue != nil {
+		queue = s.o.Queue
+	}
+	if err := queue.Enqueue(m, body); err != nil {
 		if errors.Is(err, store.ErrNoSpace) {
 			return errf(http.StatusInsufficientStorage, CodeNoSpace, "queue file write error: %v", err)
 		}
 		return err
 	}
 	s.o.Metrics.Accepted()
-	if s.o.Wake != nil {
+	if s.o.Wake != nil && s.o.Queue == nil {
 		s.o.Wake()
 	}
 	s.o.Log.Info().Str("queue_id", string(id)).Str("from", sender).Int64("size", m.Size).

@@ -278,3 +278,71 @@ func TestConnectionReuse(t *testing.T) {
 	}
 	t.Logf("100 messages over %d connections", e.mta.Conns())
 }
+
+// enqueueAdmitted queues a message through Admit, as serve does.
+func (e *env) enqueueAdmitted(sender string, rcpts ...string) *store.Message {
+	e.t.Helper()
+	m := &store.Message{Sender: sender, Arrival: e.clock.Now()}
+	for _, r := range rcpts {
+		m.Recipients = append(m.Recipients, store.Recipient{Addr: r})
+	}
+	if err := e.d.Admit(e.s).Enqueue(m, []byte("Subject: admitted\r\n\r\nHello.\r\n")); err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+// defer_transports on arrival: ETRN-only mail is stored deferred and
+// indexed by its one commit, never leased, logged as a deferral; a flush
+// then delivers it. A mixed message goes out at once for the others.
+func TestDeferOnArrival(t *testing.T) {
+	e := newEnv(t, func(e *env) {
+		e.tm["etrn.test"] = strings.Replace(e.tm["customer.test"], "smtp:", "etrn-only:", 1)
+		e.o.DeferTransports = []string{"etrn-only"}
+	})
+	m := e.enqueueAdmitted("alice@origin.test", "bob@etrn.test")
+	got, err := e.s.Get(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got.Recipients[0]
+	if got.State != store.StateDeferred || r.Attempts != 1 || r.Reply != "deferred transport" || r.DSN != "4.3.2" ||
+		!r.NextAttempt.Equal(t0.Add(300*time.Second)) || !got.Due.Equal(r.NextAttempt) {
+		t.Fatalf("after acceptance: %+v", got)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, `"queue_id":"`+string(m.ID)+`"`) || !strings.Contains(logs, `"to":"bob@etrn.test","relay":"none"`) ||
+		!strings.Contains(logs, `"dsn":"4.3.2","status":"deferred","reply":"deferred transport"`) {
+		t.Fatalf("no deferral logged:\n%s", logs)
+	}
+	// Nothing due: the scheduler has no lease to take.
+	e.d.Wake()
+	time.Sleep(50 * time.Millisecond)
+	if st, _ := e.s.Stats(); st.Deferred != 1 || st.Incoming+st.Active != 0 || strings.Contains(e.logs.String(), `"leased"`) || e.mta.Conns() != 0 {
+		t.Fatalf("leased or attempted before ETRN: %+v conns %d\n%s", st, e.mta.Conns(), e.logs.String())
+	}
+
+	// Mixed: customer.test now, etrn.test deferred on arrival.
+	mixed := e.enqueueAdmitted("alice@origin.test", "carol@customer.test", "dave@etrn.test")
+	left := e.waitMsg(mixed.ID, "mixed attempt", func(m *store.Message) bool {
+		return m != nil && m.Recipients[0].State == store.RcptDelivered
+	})
+	if r := left.Recipients[1]; left.State != store.StateDeferred || r.Attempts != 1 || r.Reply != "deferred transport" {
+		t.Fatalf("mixed after attempt: %+v", left)
+	}
+	if got := e.mta.Messages(); len(got) != 1 || len(got[0].To) != 1 || got[0].To[0] != "carol@customer.test" {
+		t.Fatalf("mixed delivery: %+v", got)
+	}
+
+	// ETRN delivers both.
+	res, err := e.s.Flush("etrn.test", false)
+	if err != nil || res.Messages != 2 {
+		t.Fatalf("flush: %+v %v", res, err)
+	}
+	e.d.Wake()
+	e.waitGone(m.ID)
+	e.waitGone(mixed.ID)
+	if got := e.mta.Messages(); len(got) != 3 {
+		t.Fatalf("after flush: %d messages", len(got))
+	}
+}

@@ -284,22 +284,9 @@ func BenchmarkAcceptETRN(b *testing.B) {
 	}
 }
 
-// wakeQueue is the store with a scheduler kick after each commit.
-type wakeQueue struct {
-	q Queue
-	d *delivery.Scheduler
-}
-
-func (w wakeQueue) Enqueue(m *store.Message, body []byte) error {
-	if err := w.q.Enqueue(m, body); err != nil {
-		return err
-	}
-	w.d.Wake()
-	return nil
-}
-
-// benchQueue is the queue serve gives smtpd.
-func benchQueue(st *store.Store, d *delivery.Scheduler) Queue { return wakeQueue{q: st, d: d} }
+// benchQueue is the queue serve gives smtpd (less the metrics): the
+// scheduler's Admit over the store.
+func benchQueue(st *store.Store, d *delivery.Scheduler) Queue { return d.Admit(st) }
 
 // BenchmarkIdleSession measures the memory an idle session costs (heap
 // plus goroutine stack), with 500 sessions after the greeting.

@@ -8,11 +8,16 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Enqueue stores a new message: record, body, due entry (now) and flush
+// Enqueue stores a new message: record, body, due entry and flush
 // entries, through DB.Batch so that concurrent sessions share one fsync.
 // It fills in m.ID (when empty), Arrival (when zero), Size, State and Due,
-// and returns only after the commit. The closure is idempotent: bbolt
-// may run it again after another call in the batch failed.
+// and returns only after the commit. The message is due at the earliest
+// NextAttempt of its pending recipients, zero meaning now: a caller that
+// defers recipients on arrival (defer_transports) sets their Attempts,
+// NextAttempt and Reply, and a message with nothing due now is stored
+// deferred, with no lease and no second commit. The closure is
+// idempotent: bbolt may run it again after another call in the batch
+// failed.
 func (s *Store) Enqueue(m *Message, body []byte) error {
 	if s.closed.Load() {
 		return ErrClosed

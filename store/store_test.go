@@ -778,3 +778,60 @@ func TestOpenTruncatedIsDamaged(t *testing.T) {
 		t.Fatalf("Open of garbage: %v, want ErrDamaged", err)
 	}
 }
+
+// Recipients deferred on arrival (defer_transports): Enqueue stores the
+// message deferred until the earliest NextAttempt, indexed for a flush,
+// in its one commit; a mixed message stays due now.
+func TestEnqueueDeferredOnArrival(t *testing.T) {
+	f := open(t)
+	next := f.clk.Now().Add(300 * time.Second)
+	deferOnArrival := func(r *Recipient) {
+		r.Attempts, r.NextAttempt, r.Reply, r.DSN = 1, next, "deferred transport", "4.3.2"
+	}
+	m := newMsg("a@customer.tld", "b@customer.tld")
+	deferOnArrival(&m.Recipients[0])
+	deferOnArrival(&m.Recipients[1])
+	m.Recipients[1].NextAttempt = next.Add(time.Minute)
+	if err := f.s.Enqueue(m, []byte("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	f.check()
+	if m.State != StateDeferred || !m.Due.Equal(next) {
+		t.Fatalf("state %s due %v, want deferred at %v", m.State, m.Due, next)
+	}
+	if got := f.get(m.ID); got.State != StateDeferred || got.Recipients[0].Reply != "deferred transport" || got.Recipients[0].Attempts != 1 {
+		t.Fatalf("stored %+v", got)
+	}
+	if st := f.stats(); st.Deferred != 1 || st.Incoming != 0 {
+		t.Fatalf("Stats = %+v", st)
+	}
+	if keys := f.flushKeys(); !reflect.DeepEqual(keys, []string{"customer.tld " + string(m.ID)}) {
+		t.Fatalf("flush index %v", keys)
+	}
+	if due, ok, _ := f.s.NextDue(); !ok || !due.Equal(next) {
+		t.Fatalf("NextDue = %v %v", due, ok)
+	}
+	if got := f.lease(); len(got) != 0 {
+		t.Fatalf("leased before its time: %v", got)
+	}
+
+	mixed := newMsg("a@customer.tld", "c@other.tld")
+	deferOnArrival(&mixed.Recipients[0])
+	if err := f.s.Enqueue(mixed, []byte("y\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	f.check()
+	if mixed.State != StateIncoming || !mixed.Due.Equal(f.clk.Now()) {
+		t.Fatalf("mixed: state %s due %v", mixed.State, mixed.Due)
+	}
+
+	// A flush makes the deferred one due now.
+	if res, err := f.s.Flush("customer.tld", false); err != nil || res.Messages != 2 {
+		t.Fatalf("flush %+v %v", res, err)
+	}
+	f.check()
+	got := f.lease()
+	if len(got) != 2 || !got[m.ID].Recipients[0].Forced || !got[m.ID].Recipients[1].Forced {
+		t.Fatalf("after flush leased %+v", got)
+	}
+}

@@ -226,6 +226,10 @@ func (w *wtx) insert(m *Message, body []byte) error {
 }
 
 // prepare fills in what Enqueue owns: ID, arrival, size, state and due.
+// State and due follow the recipients (schedule): a new message is
+// incoming, due now, unless every pending recipient already has a later
+// NextAttempt (deferred on arrival), in which case it is deferred until
+// the earliest.
 func prepare(m *Message, body []byte, now time.Time) error {
 	if m.ID == "" {
 		m.ID = NewID()
@@ -243,7 +247,8 @@ func prepare(m *Message, body []byte, now time.Time) error {
 		m.Arrival = now
 	}
 	m.Size = int64(len(body))
-	m.State, m.HeldFrom, m.Due = StateIncoming, 0, now
+	m.HeldFrom = 0
+	schedule(m, now)
 	return nil
 }
 

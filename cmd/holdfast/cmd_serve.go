@@ -218,15 +218,16 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 }
 
 // startSMTP builds the SMTP server and opens every smtpd_listen address.
-// New mail wakes the scheduler; ETRN goes to the flush service, counted in
-// the metrics.
+// New mail goes through the scheduler's Admit (defer_transports mail is
+// deferred on arrival; mail due now wakes the scheduler); ETRN goes to the
+// flush service, counted in the metrics.
 func (d *daemon) startSMTP(c *config.Config) error {
 	sopts, err := smtpd.OptionsFromConfig(c)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	sopts.Events = d.metrics
-	q := d.metrics.Queue(wakingQueue{q: d.store, w: d.sched})
+	q := d.metrics.Queue(d.sched.Admit(d.store))
 	f := etrnFlusher{Service: d.flush.As("etrn"), m: d.metrics}
 	d.smtp, err = smtpd.New(sopts, q, f, d.log.With().Str("component", "smtpd").Logger())
 	if err != nil {
@@ -251,7 +252,8 @@ func (d *daemon) startControl(c *config.Config) error {
 	if sock := c.String("control_socket"); sock != "" {
 		srv, err := control.New(control.Options{
 			Store: d.store, Flush: d.flush, Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
-			Log: d.log.With().Str("component", "control").Logger(),
+			Queue: d.sched.Admit(d.store),
+			Log:   d.log.With().Str("component", "control").Logger(),
 		})
 		if err != nil {
 			return fmt.Errorf("%w: %v", errConfig, err)
@@ -283,21 +285,6 @@ func (d *daemon) serve(what string, fn func() error) {
 			d.fail(fmt.Errorf("%s: %w", what, err))
 		}
 	}()
-}
-
-// wakingQueue is smtpd's queue: the store, plus a kick of the scheduler
-// after each commit so that new mail is attempted at once.
-type wakingQueue struct {
-	q control.Enqueuer
-	w flush.Waker
-}
-
-func (q wakingQueue) Enqueue(m *store.Message, body []byte) error {
-	if err := q.q.Enqueue(m, body); err != nil {
-		return err
-	}
-	q.w.Wake()
-	return nil
 }
 
 // etrnFlusher is the flush service as smtpd sees it, with each ETRN

@@ -1,0 +1,106 @@
+package delivery
+
+import (
+	"time"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// Enqueuer is where new mail is queued: the store, or a wrapper of it
+// (smtpd's Queue and control's local submission have this shape).
+type Enqueuer interface {
+	Enqueue(m *store.Message, body []byte) error
+}
+
+// Admit wraps q so that new mail is deferred on arrival where DESIGN.md
+// says so ("mail whose transport is listed is deferred on arrival,
+// without a connection, and indexed for flush"): before the commit, each
+// recipient whose transport is in defer_transports gets the outcome the
+// first attempt would have given it (attempt 1, "4.3.2 deferred
+// transport", next attempt after the first backoff). A message with only
+// such recipients is stored deferred, in its one commit, instead of
+// being leased and finished by the scheduler (two more commits); a mixed
+// message stays due now for the others. After the commit Admit logs one
+// deferral per such recipient, as an attempt would, and wakes the
+// scheduler only when something is due now. A recipient whose transport
+// cannot be resolved (table lookup failure) is left to the scheduler.
+func (d *Scheduler) Admit(q Enqueuer) Enqueuer { return admitter{d: d, q: q} }
+
+type admitter struct {
+	d *Scheduler
+	q Enqueuer
+}
+
+func (a admitter) Enqueue(m *store.Message, body []byte) error {
+	d := a.d
+	now := d.o.Clock.Now()
+	deferred := d.deferOnArrival(m, now)
+	var saved []store.Recipient
+	if len(deferred) > 0 {
+		saved = append(saved, m.Recipients...)
+		next := now.Add(d.o.backoff(1))
+		res := local(store.RcptPending, "4.3.2", "deferred transport")
+		for _, i := range deferred {
+			r := &m.Recipients[i]
+			r.Attempts, r.NextAttempt = 1, next
+			r.Reply, r.DSN = res.Reply, res.DSN
+		}
+	}
+	if err := a.q.Enqueue(m, body); err != nil {
+		if saved != nil {
+			copy(m.Recipients, saved) // the caller's message as it was
+		}
+		return err
+	}
+	if len(deferred) > 0 {
+		log := d.log.With().Str("queue_id", string(m.ID)).Logger()
+		res := local(store.RcptPending, "4.3.2", "deferred transport")
+		for _, i := range deferred {
+			r := &m.Recipients[i]
+			log.Info().Time("next_attempt", r.NextAttempt).Str("to", r.Addr).Str("relay", res.Relay).
+				Float64("delay", d.o.Clock.Now().Sub(m.Arrival).Seconds()).
+				Str("dsn", res.DSN).Str("status", res.Status).Str("reply", res.Reply).Msg("")
+			if d.o.Events != nil {
+				d.o.Events.Outcome(m.ID, r.Addr, res.Status)
+			}
+		}
+	}
+	if len(deferred) < pendingCount(m) {
+		d.Wake()
+	}
+	return nil
+}
+
+// deferOnArrival lists the recipients of a new message that an attempt
+// now would defer for their transport without a connection: pending, not
+// forced, resolved to a transport in defer_transports. A message that an
+// attempt would expire (a queue lifetime of 0) is left to the scheduler.
+func (d *Scheduler) deferOnArrival(m *store.Message, now time.Time) []int {
+	if len(d.deferred) == 0 || m.Expired {
+		return nil
+	}
+	arrival := m.Arrival
+	if arrival.IsZero() {
+		arrival = now
+	}
+	life := d.o.MaxQueueLifetime
+	if m.Sender == "" {
+		life = d.o.BounceQueueLifetime
+	}
+	if !now.Before(arrival.Add(life)) {
+		return nil
+	}
+	var out []int
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if r.State != store.RcptPending || r.Forced || r.NextAttempt.After(now) {
+			continue
+		}
+		rt, err := d.resolve(r.Addr)
+		if err != nil || rt.Kind != routeSMTP || !d.deferred[rt.Hop.Transport] {
+			continue
+		}
+		out = append(out, i)
+	}
+	return out
+}
