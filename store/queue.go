@@ -55,13 +55,16 @@ func (s *Store) checkSize(tx *bolt.Tx, n int) error {
 }
 
 // Lease takes up to n messages due by now, in due order, and makes them
-// active. The returned messages are copies owned by the caller.
+// active. The returned messages are copies owned by the caller. Like
+// Enqueue and Finish it goes through DB.Batch, so that the scheduler's
+// lease shares a commit with concurrent Enqueues and Finishes; bbolt may
+// run the closure again, which therefore starts from an empty result.
 func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 	if n <= 0 {
 		return nil, nil
 	}
 	var out []*Message
-	err := s.update("lease", func(w *wtx) error {
+	err := s.batch("lease", func(w *wtx) error {
 		out = out[:0]
 		limit := dueKey(now, "zzzzzzzzzzzz")
 		var ks [][]byte
