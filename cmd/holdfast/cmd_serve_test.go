@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-mta/holdfast/store"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon's and the test's
@@ -135,4 +137,33 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
+}
+
+// serve queues SMTP mail through the scheduler's Admit: mail for an
+// ETRN-only customer is deferred by its acceptance commit (no lease, no
+// attempt), listed with its reason, and ETRN delivers it.
+func TestServeDefersETRNOnlyMailOnArrival(t *testing.T) {
+	r := newRelay(t)
+	r.send("a@sender.test", "u@customer.tld")
+	// Right after the 250: already deferred, without the scheduler.
+	if s := r.stats(); s.Deferred != 1 || s.Incoming+s.Active != 0 {
+		t.Fatalf("not deferred on arrival: %+v", s)
+	}
+	r.check()
+	ms, _, err := r.d.store.List(store.Filter{}, "", 10)
+	if err != nil || len(ms) != 1 {
+		t.Fatalf("list: %v %v", ms, err)
+	}
+	if rc := ms[0].Recipients[0]; ms[0].State != store.StateDeferred || rc.Attempts != 1 || rc.Reply != "deferred transport" || rc.DSN != "4.3.2" {
+		t.Fatalf("listed %+v", ms[0])
+	}
+	r.quiet(200 * time.Millisecond)
+	if got := r.etrn("customer.tld"); got != "250 Queuing started" {
+		t.Fatalf("ETRN: %q", got)
+	}
+	if got := r.mta.Wait(1, 10*time.Second); len(got) != 1 {
+		t.Fatalf("delivered %d", len(got))
+	}
+	r.waitEmpty()
+	r.check()
 }
