@@ -17,7 +17,10 @@
 //     relayhost, else the recipient's domain; error:text bounces,
 //     discard: drops;
 //   - a transport in defer_transports defers ("4.3.2 deferred transport")
-//     without a connection, unless a flush forced the recipient;
+//     without a connection, unless a flush forced the recipient. New mail
+//     queued through Admit (as serve does) gets that outcome before its
+//     acceptance commit, so ETRN-only mail costs one commit, not three
+//     (enqueue, lease, finish), and is never leased before a flush;
 //   - a dead next hop (its last connection failed) defers ("delivery
 //     temporarily suspended: ...") without a connection until
 //     minimal_backoff_time has passed, unless forced; the dead list is kept
