@@ -2,7 +2,6 @@ package crashtest
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +26,7 @@ type Sink struct {
 	Addr string
 
 	srv  *smtp.Server
+	l    net.Listener
 	done chan struct{}
 
 	mu       sync.Mutex
@@ -51,6 +51,7 @@ func NewSink(t testing.TB) *Sink {
 	}
 	s := &Sink{
 		Addr:     l.Addr().String(),
+		l:        l,
 		got:      map[string][]Delivery{},
 		attempts: map[string]int{},
 		done:     make(chan struct{}),
@@ -75,13 +76,13 @@ func NewSink(t testing.TB) *Sink {
 	return s
 }
 
-// Close stops the sink and waits for its connections.
+// Close stops the sink. It closes the listener itself too: a Close that
+// comes before Serve has registered the listener (a test that fails at
+// once) would otherwise leave Serve in Accept for ever.
 func (s *Sink) Close() {
 	s.srv.Close()
+	s.l.Close()
 	<-s.done
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.srv.Shutdown(ctx)
 }
 
 // SetTempFail installs (or with nil removes) the refusal policy.
