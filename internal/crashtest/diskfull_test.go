@@ -137,7 +137,7 @@ func TestDiskFull(t *testing.T) {
 
 	// Everything acknowledged arrives.
 	sink.SetTempFail(nil)
-	for i := 0; i < 20 && countMissing(sink, acked) > 0; i++ {
+	for i := 0; i < 10 && countMissing(sink, acked) > 0; i++ {
 		etrnOnce(d, "sink.test")
 		sink.WaitFor(time.Second, func() bool { return countMissing(sink, acked) == 0 })
 	}
