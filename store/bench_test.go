@@ -300,8 +300,9 @@ func BenchmarkChurn(b *testing.B) {
 		name string
 		o    Options
 	}{
-		{"map-nosyncfreelist", Options{}},
-		{"array-syncfreelist", Options{arrayFreelist: true, syncFreelist: true}},
+		{"map-syncfreelist", Options{}},
+		{"map-nosyncfreelist", Options{noSyncFreelist: true}},
+		{"array-syncfreelist", Options{arrayFreelist: true}},
 	} {
 		b.Run(v.name, func(b *testing.B) { benchChurn(b, v.o) })
 	}

@@ -39,11 +39,11 @@ type Options struct {
 	// caller does). It must not call back into the store.
 	OnCorrupt func(id ID, err error)
 	// batchDelay overrides bbolt's MaxBatchDelay; arrayFreelist and
-	// syncFreelist select the other bbolt settings. Benchmarks only.
-	batchDelay                  time.Duration
-	arrayFreelist, syncFreelist bool
-	pageSize                    int
-	fill                        float64
+	// noSyncFreelist select the other bbolt settings. Benchmarks only.
+	batchDelay                    time.Duration
+	arrayFreelist, noSyncFreelist bool
+	pageSize                      int
+	fill                          float64
 }
 
 // OpenReport says what Open did, for the caller to log.
@@ -90,7 +90,7 @@ func Open(path string, o Options) (*Store, error) {
 	bo := &bolt.Options{
 		Timeout:        o.Timeout,
 		NoSync:         o.NoSync,
-		NoFreelistSync: !o.syncFreelist,
+		NoFreelistSync: o.noSyncFreelist,
 		FreelistType:   bolt.FreelistMapType,
 	}
 	if o.pageSize > 0 {
