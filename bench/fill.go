@@ -44,13 +44,12 @@ func fillPlan(n int, hot []string, batch, domains int, next *int) []string {
 
 // fillStore adds deferred messages for the given domains to holdfast's
 // queue file directly through the store API, with the daemon stopped:
-// Enqueue (concurrent, so bbolt batches the commits), then Lease and
-// Finish with a deferred outcome, exactly what the daemon does for an
-// ETRN-only destination ("deferred transport"). The flush policy comes
-// from the daemon's own configuration file, so the daemon finds the index
-// valid and does not rebuild it. plan(n) names the recipient domains of
-// the n messages to add. Returns the queue's message count and how many
-// were added.
+// one Enqueue per message, already deferred, exactly as the daemon stores
+// mail for an ETRN-only destination; concurrent, so bbolt batches the
+// commits. The flush policy comes from the daemon's own configuration
+// file, so the daemon finds the index valid and does not rebuild it.
+// plan(n) names the recipient domains of the n messages to add. Returns
+// the queue's message count and how many were added.
 func fillStore(ctx context.Context, cfgPath, dbPath string, size int, plan func(n int) []string) (total, added int, err error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
@@ -102,30 +101,10 @@ func queued(s *store.Store) (int, error) {
 }
 
 func fillChunk(s *store.Store, domains []string, body []byte) error {
-	if err := parallel(len(domains), func(i int) error {
-		return s.Enqueue(newMessage("u@"+domains[i]), body)
-	}); err != nil {
-		return err
-	}
 	next := time.Now().Add(retryAfter)
-	for left := len(domains); left > 0; {
-		ms, err := s.Lease(time.Now(), min(left, 5000))
-		if err != nil {
-			return err
-		}
-		if len(ms) == 0 {
-			return fmt.Errorf("fill: lease found nothing due, %d messages left", left)
-		}
-		// Concurrent Finishes share commits, as the daemon's workers do.
-		if err := parallel(len(ms), func(i int) error {
-			return s.Finish(ms[i].ID, store.Finish{Outcomes: []store.Outcome{{Rcpt: 0, Result: store.RcptPending,
-				Reply: "deferred transport", DSN: "4.3.2", NextAttempt: next}}})
-		}); err != nil {
-			return err
-		}
-		left -= len(ms)
-	}
-	return nil
+	return parallel(len(domains), func(i int) error {
+		return s.Enqueue(deferredMessage("u@"+domains[i], next), body)
+	})
 }
 
 // parallel runs f(0..n-1) over up to 1000 goroutines (bbolt's batch
@@ -151,10 +130,15 @@ func parallel(n int, f func(i int) error) error {
 	return <-errs
 }
 
-func newMessage(rcpt string) *store.Message {
+// deferredMessage is what the daemon enqueues for mail routed to a
+// transport in defer_transports: the recipient already deferred once
+// ("deferred transport", 4.3.2) and due at its next attempt, so the one
+// Enqueue commit stores it deferred and indexed for flush.
+func deferredMessage(rcpt string, next time.Time) *store.Message {
 	return &store.Message{
-		Sender:     "bench@source.test",
-		Recipients: []store.Recipient{{Addr: rcpt}},
+		Sender: "bench@source.test",
+		Recipients: []store.Recipient{{Addr: rcpt, Attempts: 1, NextAttempt: next,
+			Reply: "deferred transport", DSN: "4.3.2"}},
 		ClientAddr: "127.0.0.1",
 		ClientName: "localhost",
 		Helo:       "source.bench.test",
