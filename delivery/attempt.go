@@ -47,7 +47,7 @@ func (d *Scheduler) attempt(ctx context.Context, m *store.Message) {
 			a.results[i] = res[k]
 		}
 	}
-	d.finish(a, ctx.Err() != nil)
+	d.finish(ctx, a)
 }
 
 func pendingCount(m *store.Message) int {
@@ -255,8 +255,8 @@ func (d *Scheduler) connect(ctx context.Context, targets []target) (*conn, *sess
 
 // finish applies expiry and the delay warning, logs one event per
 // outcome and ends the attempt in one store transaction.
-func (d *Scheduler) finish(a *attempt, cut bool) {
-	m := a.m
+func (d *Scheduler) finish(ctx context.Context, a *attempt) {
+	m, cut := a.m, ctx.Err() != nil
 	if cut && len(a.results) == 0 {
 		if err := d.s.Unlease(m.ID); err != nil {
 			a.log.Error().Err(err).Msg("unlease failed")
@@ -312,10 +312,9 @@ func (d *Scheduler) finish(a *attempt, cut bool) {
 		}
 		f.WarnSent = true
 	}
-	if err := d.s.Finish(m.ID, f); err != nil {
+	if err := d.record(ctx, a, f); err != nil {
 		// The lease stays in the store; the next start returns the
 		// message to the queue (at-least-once).
-		a.log.Error().Err(err).Msg("finish failed")
 		return
 	}
 	if d.o.Events != nil {
@@ -325,6 +324,38 @@ func (d *Scheduler) finish(a *attempt, cut bool) {
 	}
 	if len(f.Bounces) > 0 {
 		d.Wake()
+	}
+}
+
+// record commits the outcome of an attempt. A failure (a full disk:
+// store.ErrNoSpace) is retried with backoff while the scheduler runs: the
+// message stays leased, so nothing else touches it, and the outcome — a
+// delivery already made — is kept instead of being repeated. After
+// shutdown the lease is left for the next start to return to the queue.
+func (d *Scheduler) record(ctx context.Context, a *attempt, f store.Finish) error {
+	wait := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		err := d.s.Finish(a.m.ID, f)
+		if err == nil {
+			if try > 1 {
+				a.log.Info().Int("tries", try).Msg("attempt outcome recorded")
+			}
+			return nil
+		}
+		if try == 1 {
+			a.log.Error().Err(err).Msg("finish failed; retrying")
+		}
+		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrNotActive) ||
+			errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Error().Err(err).Msg("finish failed; the lease returns to the queue at the next start")
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
 }
 

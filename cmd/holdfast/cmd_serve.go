@@ -323,9 +323,14 @@ func (d *daemon) openStore(c *config.Config) error {
 	if err := os.MkdirAll(d.queueDir, 0o700); err != nil {
 		return fmt.Errorf("queue_directory: %w", err)
 	}
+	maxSize, err := c.Size("queue_size_limit")
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
 	dbPath := filepath.Join(d.queueDir, queueDBName)
 	opts := store.Options{
 		Timeout: lockTimeout, Eligible: d.policy.Eligible, PolicyKey: d.policy.Key(),
+		MaxSize: maxSize,
 		OnCorrupt: func(id store.ID, err error) {
 			d.log.Error().Str("queue_id", string(id)).Err(err).
 				Msg("corrupt queue record moved aside; run holdfast db check")
