@@ -123,7 +123,7 @@ func (d *Scheduler) buildDSN(a *attempt, rcpts []int, kind dsnKind) []byte {
 	h("Date: %s", now.Format(time.RFC1123Z))
 	h("From: MAILER-DAEMON@%s (Mail Delivery System)", d.o.Hostname)
 	h("Subject: %s", subject)
-	h("To: %s", m.Sender)
+	h("To: %s", oneLine(m.Sender))
 	h("Auto-Submitted: auto-replied")
 	h("Message-Id: <%s.%s@%s>", now.UTC().Format("20060102150405"), store.NewID(), d.o.Hostname)
 	if origID != "" {
@@ -169,7 +169,14 @@ func (d *Scheduler) buildDSN(a *attempt, rcpts []int, kind dsnKind) []byte {
 // writeStatus writes the message/delivery-status part (RFC 3464 sec 2).
 func (d *Scheduler) writeStatus(b *bytes.Buffer, a *attempt, rcpts []int, kind dsnKind, boundary string) {
 	m := a.m
-	h := func(format string, args ...any) { fmt.Fprintf(b, format+"\r\n", args...) }
+	h := func(format string, args ...any) {
+		for i, v := range args {
+			if s, ok := v.(string); ok {
+				args[i] = oneLine(s)
+			}
+		}
+		fmt.Fprintf(b, format+"\r\n", args...)
+	}
 	h("--%s", boundary)
 	h("Content-Description: Delivery report")
 	if m.SMTPUTF8 {
@@ -280,6 +287,16 @@ func (d *Scheduler) lifetime(m *store.Message) time.Duration {
 }
 
 // crlf turns bare LF line ends into CRLF.
+// oneLine folds CR and LF out of a value written into a header field: a
+// remote server's multi-line reply, or an envelope value, must not start
+// fields of its own in the notice (RFC 3464 sec 2.1.1).
+func oneLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	return strings.Join(strings.FieldsFunc(s, func(r rune) bool { return r == '\r' || r == '\n' }), " ")
+}
+
 func crlf(s string) string {
 	s = strings.ReplaceAll(s, "\r\n", "\n")
 	return strings.ReplaceAll(s, "\n", "\r\n")
