@@ -88,11 +88,6 @@ func newHoldfast(bin, dir string, etrn, relay sink) (*holdfast, error) {
 		"myhostname = hf.bench.test\n" +
 		"smtpd_listen = " + h.addr + "\n" +
 		"queue_directory = " + filepath.Join(dir, "queue") + "\n" +
-		// Postfix exempts $mynetworks from the per-client connection
-		// limit (smtpd_client_event_limit_exceptions); holdfast has no
-		// exception list, and smtp-source -s 50 reconnecting for every
-		// message briefly holds more than 50.
-		"smtpd_client_connection_count_limit = 0\n" +
 		commonCF(transport)
 	return h, os.WriteFile(h.cfg, []byte(cf), 0o644)
 }
