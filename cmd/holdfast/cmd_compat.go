@@ -60,13 +60,9 @@ func runPostqueue(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			default:
 				return fatal("%s", postqueueUsage)
 			}
-			val := a[j+1:]
-			if val == "" {
-				if i+1 >= len(args) {
-					return fatal("%s", postqueueUsage)
-				}
-				i++
-				val = args[i]
+			val, ok := optValue(args, &i, a[j+1:])
+			if !ok {
+				return fatal("%s", postqueueUsage)
 			}
 			if opt == 'c' {
 				cfg = val
@@ -238,12 +234,9 @@ func runPostsuper(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		case opt != 'c' && !isOp:
 			return fatal("usage: postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-r queue_id (requeue)] [-v (verbose)] [queue...]")
 		}
-		if val == "" {
-			if i+1 >= len(args) {
-				return fatal("option -%c requires an argument", opt)
-			}
-			i++
-			val = args[i]
+		val, ok := optValue(args, &i, val)
+		if !ok {
+			return fatal("option -%c requires an argument", opt)
 		}
 		if opt == 'c' {
 			cfg = val
@@ -433,12 +426,9 @@ func parseSendmail(args []string, stderr io.Writer) (*sendmailArgs, int) {
 			continue
 		}
 		val := arg[2:]
-		if val == "" {
-			if i+1 >= len(args) {
-				return fatal("option -%c requires an argument", opt)
-			}
-			i++
-			val = args[i]
+		val, ok := optValue(args, &i, val)
+		if !ok {
+			return fatal("option -%c requires an argument", opt)
 		}
 		a.set(opt, val)
 	}
@@ -742,4 +732,18 @@ func jsonQuote(s string, utf8 bool) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// optValue returns an option's value as getopt does: the rest of the
+// argument (-sSITE), or else the next argument (-s SITE), advancing *i.
+// ok is false when neither is there.
+func optValue(args []string, i *int, rest string) (string, bool) {
+	if rest != "" {
+		return rest, true
+	}
+	if *i+1 >= len(args) {
+		return "", false
+	}
+	*i++
+	return args[*i], true
 }
