@@ -11,14 +11,17 @@ FUZZTIME ?= 30s
 
 all: build
 
+# -buildvcs=auto stamps the VCS revision into the binary (holdfast
+# --version) even where the environment's GOFLAGS turns it off.
 build:
-	$(GO) build -o $(BIN) ./cmd/holdfast
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/holdfast
 
-# Starts holdfast on 127.0.0.1:2525 with the example configuration; the
-# queue lives under ./var.
+# Starts holdfast on 127.0.0.1:$(PORT) (default 2525) with the example
+# configuration; the queue lives under ./var.
+PORT ?= 2525
 run: build
 	mkdir -p var
-	./$(BIN) serve -c examples/holdfast.cf
+	./$(BIN) serve -c examples/holdfast.cf -o smtpd_listen=127.0.0.1:$(PORT)
 
 vet:
 	$(GO) vet ./...

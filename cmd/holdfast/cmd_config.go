@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/holdfast-mta/holdfast/config"
 )
@@ -129,4 +130,42 @@ func expandValue(c *config.Config, name, value string, defaults bool) (string, e
 		return d.Expand(name)
 	}
 	return c.Expand(name)
+}
+
+// overrideFlag collects `-o name=value` arguments: parameters set on the
+// command line over the file's, as Postfix's daemons take them from
+// master.cf. `make run PORT=N` uses it for smtpd_listen.
+type overrideFlag []string
+
+func (o *overrideFlag) String() string { return strings.Join(*o, " ") }
+
+func (o *overrideFlag) Set(v string) error {
+	name, _, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(name) == "" {
+		return fmt.Errorf("want name=value, got %q", v)
+	}
+	*o = append(*o, v)
+	return nil
+}
+
+// apply sets the overrides on c and validates the result; a non-zero
+// return is the exit status after the error was printed.
+func (o overrideFlag) apply(c *config.Config, stderr io.Writer) int {
+	if len(o) == 0 {
+		return 0
+	}
+	for _, kv := range o {
+		name, value, _ := strings.Cut(kv, "=")
+		name = strings.TrimSpace(name)
+		if !config.Known(name) {
+			fmt.Fprintf(stderr, "holdfast: -o %s: unknown parameter\n", name)
+			return exConfig
+		}
+		c.Set(name, strings.TrimSpace(value))
+	}
+	if err := c.Validate(); err != nil {
+		fmt.Fprintf(stderr, "holdfast: -o: %v\n", err)
+		return exConfig
+	}
+	return 0
 }

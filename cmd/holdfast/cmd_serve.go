@@ -44,6 +44,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", defaultConfigPath, "configuration `file`")
+	var overrides overrideFlag
+	fs.Var(&overrides, "o", "override a parameter of the file: `name=value` (repeatable), as Postfix's -o")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -56,6 +58,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	c, code := loadConfig(*path, stderr)
 	if c == nil {
+		return code
+	}
+	if code := overrides.apply(c, stderr); code != 0 {
 		return code
 	}
 	log := newLogger(c, stderr)

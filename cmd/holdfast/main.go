@@ -55,6 +55,9 @@ func dispatch(argv []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if argv[1] == "--version" || argv[1] == "-V" {
+		return runVersion(nil, stdout, stderr)
+	}
 	c, ok := commands[argv[1]]
 	if !ok {
 		fmt.Fprintf(stderr, "holdfast: unknown command %q\n", argv[1])
