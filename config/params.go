@@ -165,6 +165,7 @@ func defaults() map[string]*param {
 		"smtp_helo_name":                   {kind: kindString, def: "$myhostname"},
 		"smtp_host_lookup":                 {kind: kindList, def: "dns"},
 		"disable_dns_lookups":              {kind: kindBool, def: "no"},
+		"dns_resolver":                     {kind: kindString, def: ""}, // ours: host:port of the one DNS server asked; "" = /etc/resolv.conf
 		"smtp_bind_address":                {kind: kindString, def: ""},
 		"smtp_bind_address6":               {kind: kindString, def: ""},
 		"smtp_tls_security_level":          {kind: kindEnum, def: "", enum: []string{"", "none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"}},

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/holdfast-mta/holdfast/dnsr"
 )
 
 // target is one address to connect to for a hop.
@@ -21,23 +23,14 @@ func (t target) Relay() string {
 	return fmt.Sprintf("%s[%s]:%d", t.Name, t.Addr, t.Port)
 }
 
-// resolver builds the resolver from the options: a given *net.Resolver,
-// a Go resolver that asks only DNSServer, or the system's.
-func resolverFor(o *Options) *net.Resolver {
+// resolverFor returns the resolver of the options: the shared one given,
+// else one that asks only DNSServer (dns_resolver), else the system's
+// name servers.
+func resolverFor(o *Options) (*dnsr.Resolver, error) {
 	if o.Resolver != nil {
-		return o.Resolver
+		return o.Resolver, nil
 	}
-	if o.DNSServer != "" {
-		server := o.DNSServer
-		return &net.Resolver{
-			PreferGo: true,
-			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, server)
-			},
-		}
-	}
-	return net.DefaultResolver
+	return dnsr.New(dnsr.Options{Server: o.DNSServer})
 }
 
 // lookupError is a failed name lookup, permanent (the name does not exist)
@@ -61,13 +54,9 @@ func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
 	if a, err := netip.ParseAddr(h.Host); err == nil {
 		return []target{{Name: h.Host, Addr: a.Unmap(), Port: port}}, nil
 	}
-	r := d.resolver
-	if !d.o.DNS {
-		r = net.DefaultResolver // smtp_host_lookup = native: no MX records
-	}
 	var hosts []string
 	if h.MX && d.o.DNS {
-		mxs, err := r.LookupMX(ctx, fqdn(h.Host))
+		mxs, err := d.resolver.LookupMX(ctx, h.Host)
 		switch {
 		case err == nil:
 			for _, mx := range mxs {
@@ -91,7 +80,7 @@ func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
 	var out []target
 	var firstErr error
 	for _, name := range hosts {
-		addrs, err := r.LookupNetIP(ctx, "ip", lookupName(name, d.o.DNS))
+		addrs, err := d.addrs(ctx, name)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = dnsError(name, "A", err)
@@ -111,20 +100,20 @@ func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
 	return out, nil
 }
 
-func fqdn(name string) string { return strings.TrimSuffix(name, ".") + "." }
-
-// lookupName is the name passed to the resolver: absolute for DNS so that
-// no search domain is appended, as given for native lookups (/etc/hosts).
-func lookupName(name string, dns bool) string {
-	if dns {
-		return fqdn(name)
+// addrs looks up a host's addresses: in the DNS (absolute name, no
+// search domain), or with smtp_host_lookup = native through the system's
+// resolver as given (/etc/hosts).
+func (d *Scheduler) addrs(ctx context.Context, name string) ([]netip.Addr, error) {
+	if d.o.DNS {
+		return d.resolver.LookupIP(ctx, name)
 	}
-	return name
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 }
 
+// isNotFound: the name does not exist or has no such record (permanent).
 func isNotFound(err error) bool {
 	var de *net.DNSError
-	return errors.As(err, &de) && de.IsNotFound
+	return dnsr.IsNotFound(err) || errors.As(err, &de) && de.IsNotFound
 }
 
 // dnsError words a failed lookup as Postfix's smtp(8) does; a name that

@@ -2,11 +2,11 @@ package delivery
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -104,10 +104,11 @@ type Options struct {
 	// resolved with the system resolver (native) and MX records are not
 	// used, as Postfix does.
 	DNS bool
-	// DNSServer, when set ("127.0.0.1:5353"), is the only DNS server the
-	// resolver asks. Resolver, when set, is used instead of either.
+	// DNSServer is dns_resolver: when set ("127.0.0.1:5353"), the only
+	// DNS server asked. Resolver, when set, is used instead (the daemon's
+	// one resolver, shared with smtpd, so they share its cache).
 	DNSServer string
-	Resolver  *net.Resolver
+	Resolver  *dnsr.Resolver
 	// Port is the TCP port of a next hop given without one (25).
 	Port int
 	// MXAddressLimit caps the addresses tried per delivery
@@ -155,6 +156,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	o.Relayhost = c.String("relayhost")
 	o.DefaultTransport = c.String("default_transport")
 	o.RelayTransport = c.String("relay_transport")
+	o.DNSServer = c.String("dns_resolver")
 	rd, err := c.Domains("relay_domains")
 	if err != nil {
 		return o, err

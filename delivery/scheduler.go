@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -22,7 +22,7 @@ type Scheduler struct {
 	o        Options
 	s        *store.Store
 	log      zerolog.Logger
-	resolver *net.Resolver
+	resolver *dnsr.Resolver
 	wake     chan struct{}
 	done     chan struct{} // one token per finished worker
 	slots    chan struct{} // global transaction limit (Concurrency)
@@ -49,13 +49,16 @@ func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
 		o:        o,
 		s:        s,
 		log:      log,
-		resolver: resolverFor(&o),
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}, o.ActiveLimit),
 		slots:    make(chan struct{}, o.Concurrency),
 		pools:    pools{m: map[string]*pool{}},
 		deferred: map[string]bool{},
 		dead:     map[string]deadHop{},
+	}
+	var err error
+	if d.resolver, err = resolverFor(&o); err != nil {
+		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	for _, t := range o.DeferTransports {
 		d.deferred[t] = true

@@ -21,6 +21,7 @@ import (
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/delivery"
+	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/flush"
 	"github.com/holdfast-mta/holdfast/smtpd"
 	"github.com/holdfast-mta/holdfast/store"
@@ -175,6 +176,8 @@ type daemon struct {
 	serving     sync.WaitGroup
 	// failed receives the first unexpected error of a serving goroutine.
 	failed chan error
+	// resolver answers every DNS question of smtpd and delivery.
+	resolver *dnsr.Resolver
 }
 
 // startDaemon opens the queue and starts every part of the relay. On error
@@ -190,10 +193,17 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.metrics = control.NewMetrics(d.store.Stats)
+	// One resolver (and cache) for every lookup: dns_resolver or the
+	// servers of /etc/resolv.conf.
+	d.resolver, err = dnsr.New(dnsr.Options{Server: c.String("dns_resolver")})
+	if err != nil {
+		return nil, fmt.Errorf("%w: dns_resolver: %v", errConfig, err)
+	}
 	dopts, err := delivery.OptionsFromConfig(c)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
+	dopts.Resolver = d.resolver
 	dopts.Events = d.metrics // recipient outcomes: metrics and flush --wait
 	d.sched, err = delivery.New(dopts, d.store, log.With().Str("component", "delivery").Logger())
 	if err != nil {

@@ -1,0 +1,190 @@
+package dnsr
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/miekg/dns"
+	"golang.org/x/net/idna"
+)
+
+// Kind classifies a failed lookup.
+type Kind int
+
+const (
+	// NXDomain: the name does not exist (RCODE 3). Permanent.
+	NXDomain Kind = iota + 1
+	// NoData: the name exists but has no record of the type. Permanent.
+	NoData
+	// Temporary: no server gave an answer (SERVFAIL, REFUSED, timeout,
+	// network error); the question may succeed later.
+	Temporary
+)
+
+// Error is a failed lookup.
+type Error struct {
+	Name string // the name asked, without the trailing dot
+	Type string // "MX", "A", "AAAA", "TXT", "PTR"
+	Kind Kind
+	Err  error // the cause of a temporary failure
+}
+
+func (e *Error) Error() string {
+	switch e.Kind {
+	case NXDomain:
+		return "lookup " + e.Name + " " + e.Type + ": host not found"
+	case NoData:
+		return "lookup " + e.Name + " " + e.Type + ": no " + e.Type + " record"
+	}
+	s := "lookup " + e.Name + " " + e.Type + ": temporary failure"
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsNotFound reports a permanent negative answer: the name does not exist
+// or has no record of the type asked.
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && (e.Kind == NXDomain || e.Kind == NoData)
+}
+
+// IsNXDomain reports that the name does not exist at all.
+func IsNXDomain(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == NXDomain
+}
+
+// IsTemporary reports a failure that may go away (no answer).
+func IsTemporary(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == Temporary
+}
+
+// lookup asks for name's records of qtype. An invalid name is NXDomain,
+// as a server would answer it.
+func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	name = strings.TrimSuffix(name, ".")
+	typ := dns.TypeToString[qtype]
+	q := name
+	if !isASCII(q) {
+		var err error
+		if q, err = idna.Lookup.ToASCII(name); err != nil {
+			return nil, &Error{Name: name, Type: typ, Kind: NXDomain}
+		}
+	}
+	if _, ok := dns.IsDomainName(q); !ok {
+		return nil, &Error{Name: name, Type: typ, Kind: NXDomain}
+	}
+	a := r.query(ctx, dns.Fqdn(q), qtype)
+	if a.kind != 0 {
+		return nil, &Error{Name: name, Type: typ, Kind: a.kind, Err: a.err}
+	}
+	return a.rrs, nil
+}
+
+// LookupMX returns name's MX records, by preference, hosts of equal
+// preference in random order (RFC 5321 sec 5.1). Host names lose their
+// trailing dot; a null MX (RFC 7505) is a host "".
+func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeMX)
+	if err != nil {
+		return nil, err
+	}
+	mxs := make([]*net.MX, 0, len(rrs))
+	for _, rr := range rrs {
+		mx := rr.(*dns.MX)
+		mxs = append(mxs, &net.MX{Host: strings.TrimSuffix(mx.Mx, "."), Pref: mx.Preference})
+	}
+	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
+	slices.SortStableFunc(mxs, func(a, b *net.MX) int { return int(a.Pref) - int(b.Pref) })
+	return mxs, nil
+}
+
+// LookupA returns name's IPv4 addresses (DNSBL answers are A records).
+func (r *Resolver) LookupA(ctx context.Context, name string) ([]netip.Addr, error) {
+	return r.addrs(ctx, name, dns.TypeA)
+}
+
+// LookupIP returns name's IPv4 then IPv6 addresses. It fails only when
+// both lookups do: temporarily if either did, else as the A lookup.
+func (r *Resolver) LookupIP(ctx context.Context, name string) ([]netip.Addr, error) {
+	v4, err4 := r.addrs(ctx, name, dns.TypeA)
+	v6, err6 := r.addrs(ctx, name, dns.TypeAAAA)
+	if out := append(v4, v6...); len(out) > 0 {
+		return out, nil
+	}
+	if IsTemporary(err6) && !IsTemporary(err4) {
+		return nil, err6
+	}
+	return nil, err4
+}
+
+func (r *Resolver) addrs(ctx context.Context, name string, qtype uint16) ([]netip.Addr, error) {
+	rrs, err := r.lookup(ctx, name, qtype)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(rrs))
+	for _, rr := range rrs {
+		var ip net.IP
+		switch v := rr.(type) {
+		case *dns.A:
+			ip = v.A
+		case *dns.AAAA:
+			ip = v.AAAA
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// LookupTXT returns name's TXT records, each one's strings joined.
+func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	rrs, err := r.lookup(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+	}
+	return out, nil
+}
+
+// LookupPTR returns the names of an address (reverse DNS), without the
+// trailing dot.
+func (r *Resolver) LookupPTR(ctx context.Context, addr netip.Addr) ([]string, error) {
+	rev, err := dns.ReverseAddr(addr.Unmap().String())
+	if err != nil {
+		return nil, &Error{Name: addr.String(), Type: "PTR", Kind: NXDomain}
+	}
+	rrs, err := r.lookup(ctx, rev, dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, strings.TrimSuffix(rr.(*dns.PTR).Ptr, "."))
+	}
+	return out, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
