@@ -132,6 +132,12 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	return s, c.getJSON(ctx, "/v1/stats", nil, &s)
 }
 
+// Shape returns the queue's domain and age distribution (qshape).
+func (c *Client) Shape(ctx context.Context, o ShapeOptions) (*Shape, error) {
+	var s Shape
+	return &s, c.getJSON(ctx, "/v1/shape", o.query(), &s)
+}
+
 // Config returns the daemon's expanded values of the named parameters.
 func (c *Client) Config(ctx context.Context, names ...string) (map[string]string, error) {
 	out := map[string]string{}

@@ -171,6 +171,7 @@ func (s *Server) routes() http.Handler {
 	}
 	add("GET /v1/health", Anyone, s.health)
 	add("GET /v1/stats", Mailq, s.stats)
+	add("GET /v1/shape", Mailq, s.shape)
 	add("GET /v1/config", Admin, s.config)
 	add("GET /v1/queue", Mailq, s.list)
 	add("GET /v1/queue/{id}", Admin, s.show)

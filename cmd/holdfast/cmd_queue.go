@@ -28,6 +28,7 @@ func init() {
 const queueUsage = `usage: holdfast queue list [-c FILE] [--json] [--state S] [--domain D] [--sender S] [--recipient R] [--older-than AGE]
        holdfast queue show [-c FILE] ID
        holdfast queue stats [-c FILE] [--json]
+       holdfast queue shape [-c FILE] [-s] [-p] [-m N] [-b N] [-t MIN] [-l] [-w WIDTH] [--json] [QUEUE...]
        holdfast queue delete|hold|release|requeue [-c FILE] ID...|ALL [--state S] [--domain D] [--sender S] [--recipient R] [--older-than AGE]`
 
 func runQueue(args []string, stdout, stderr io.Writer) int {
@@ -42,6 +43,8 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 		return queueShow(args[1:], stdout, stderr)
 	case "stats":
 		return queueStats(args[1:], stdout, stderr)
+	case "shape":
+		return queueShape(args[1:], stdout, stderr)
 	case "delete", "hold", "release", "requeue":
 		return queueOp(verb, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
