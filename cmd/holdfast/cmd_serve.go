@@ -193,6 +193,7 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 		return nil, err
 	}
 	d.metrics = control.NewMetrics(d.store.Stats)
+	d.metrics.WatchAges(d.store.Ages, nil)
 	// One resolver (and cache) for every lookup: dns_resolver or the
 	// servers of /etc/resolv.conf.
 	d.resolver, err = dnsr.New(dnsr.Options{Server: c.String("dns_resolver")})
