@@ -40,8 +40,9 @@ func TestAcceptedContentAndEnvelope(t *testing.T) {
 	c.expect("250 2.1.5 Ok")
 	c.send("DATA\r\n")
 	c.expect("354 *")
-	// Dot-stuffed line, a bare LF inside a line and a bare-LF "." line
-	// that must not end the data (no smuggling).
+	// Dot-stuffed line, a bare LF inside a line (stored as CRLF) and a
+	// bare-LF "." line that must not end the data (no smuggling) and is
+	// dropped (smtpd_forbid_bare_newline = normalize).
 	c.send("Subject: t\r\n\r\n..dot\r\nbare\nlf\r\n.\nstill data\r\n.\r\n")
 	got := c.expect("250 2.0.0 Ok: queued as *")
 	m, body := e.onlyMessage()
@@ -51,7 +52,7 @@ func TestAcceptedContentAndEnvelope(t *testing.T) {
 	wantBody := "Received: from client.test (unknown [127.0.0.1])\r\n" +
 		"\tby relay.test (holdfast) with ESMTP id " + string(m.ID) + "\r\n" +
 		"\tfor <U1@customer.test>; Wed,  4 Nov 2026 22:22:18 +0000 (UTC)\r\n" +
-		"Subject: t\r\n\r\n.dot\r\nbare\nlf\r\n\nstill data\r\n"
+		"Subject: t\r\n\r\n.dot\r\nbare\r\nlf\r\nstill data\r\n"
 	if body != wantBody {
 		t.Errorf("body\n%q\nwant\n%q", body, wantBody)
 	}
@@ -214,8 +215,8 @@ func TestStoreFullReal(t *testing.T) {
 	}
 }
 
-// TestBDATContent: chunks are stored verbatim (no dot-unstuffing, bare
-// LF kept) after our Received: header; a client that vanishes during a
+// TestBDATContent: chunks are stored verbatim (no dot-unstuffing) but
+// for bare LF, stored as CRLF, after our Received: header; a client that vanishes during a
 // transfer leaves nothing.
 func TestBDATContent(t *testing.T) {
 	e := startServer(t, newConfig(t))
@@ -229,7 +230,7 @@ func TestBDATContent(t *testing.T) {
 	c.expect("250 2.0.0 Ok: queued as *")
 	m, body := e.onlyMessage()
 	if !strings.HasPrefix(body, "Received: from client.test (unknown [127.0.0.1])\r\n\tby relay.test (holdfast) with ESMTP id "+string(m.ID)+"\r\n") ||
-		!strings.HasSuffix(body, "\r\nSubject: b\r\n\r\n.dot\nbare\r\n") {
+		!strings.HasSuffix(body, "\r\nSubject: b\r\n\r\n.dot\r\nbare\r\n") {
 		t.Fatalf("body %q", body)
 	}
 	v := e.dial("")

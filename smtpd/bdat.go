@@ -63,6 +63,9 @@ func (tx *transaction) inBdat() bool { return tx != nil && (tx.body != nil || tx
 
 // receiveChunk reads (or skips) the data of the pending BDAT and returns
 // its reply; after BDAT LAST the message is enqueued like after DATA.
+// Line ends are made CRLF across chunks (content); a bare LF under
+// smtpd_forbid_bare_newline = reject fails the chunk and the rest of the
+// transfer.
 func (s *session) receiveChunk() (*smtp.SMTPError, error) {
 	c, tx := s.chunk, s.tx
 	s.chunk = nil
@@ -73,11 +76,21 @@ func (s *session) receiveChunk() (*smtp.SMTPError, error) {
 			tx.arrival = s.srv.opts.Now()
 			tx.body = new(bytes.Buffer)
 			tx.body.WriteString(s.received(tx, string(tx.id), tx.arrival))
+			tx.content = &content{w: tx.body, limit: s.srv.opts.MessageSizeLimit}
 		}
-		dst = tx.body
+		dst = tx.content
 	}
 	if err := s.readChunk(dst, c.size); err != nil {
 		return nil, err
+	}
+	if c.fail == nil && c.last {
+		tx.content.end()
+	}
+	if c.fail == nil {
+		c.fail = s.contentFailed(tx.content)
+		if c.fail != nil {
+			tx.bdatFail = c.fail
+		}
 	}
 	if c.fail != nil {
 		if c.last && tx != nil {

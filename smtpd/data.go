@@ -44,14 +44,32 @@ func (s *session) receive() (*smtp.SMTPError, error) {
 	var body bytes.Buffer
 	body.Grow(len(hdr) + int(min(max(tx.size, 4096), 1<<20)))
 	body.WriteString(hdr)
-	over, err := s.readData(&body, o.MessageSizeLimit)
-	if err != nil {
+	c := &content{w: &body, limit: o.MessageSizeLimit}
+	if err := s.readData(c); err != nil {
 		return nil, err
 	}
-	if over {
-		return replySizeExceeded, nil
+	if r := s.contentFailed(c); r != nil {
+		return r, nil
 	}
 	return s.enqueue(tx, id, now, body.Bytes()), nil
+}
+
+// contentFailed returns the reply for content that is not to be queued:
+// over message_size_limit, or with a bare LF under
+// smtpd_forbid_bare_newline = reject (Postfix's delayed reject, after
+// the end of the content). With note, the bare LF is remembered for the
+// disconnect log.
+func (s *session) contentFailed(c *content) *smtp.SMTPError {
+	if c.bareLF && s.bare == BareNewlineNote {
+		s.noteBareLF = true
+	}
+	switch {
+	case c.over:
+		return replySizeExceeded
+	case c.bareLF && s.bare == BareNewlineReject:
+		return replyBareLF(s.srv.opts.BareNewlineRejectCode, s.srv.opts.Hostname)
+	}
+	return nil
 }
 
 // enqueue hands a complete message to the queue and returns the reply:
@@ -115,14 +133,15 @@ func (s *session) received(tx *transaction, id string, now time.Time) string {
 	return b.String()
 }
 
-// readData copies the content to body until the line ".": RFC 5321 sec
-// 4.5.2 dot-unstuffing; CRLF kept as received. The end is only a "."
-// line that follows a CRLF-ended line and is itself ended by CRLF, so
-// that bare LF cannot be used to smuggle a second message. Past limit
-// (message_size_limit, 0 = none) the rest is read and discarded without
-// buffering; over is then true.
-func (s *session) readData(body *bytes.Buffer, limit int64) (over bool, err error) {
-	base := int64(body.Len())
+// readData copies the content to c until the line ".": RFC 5321 sec
+// 4.5.2 dot-unstuffing; line ends made CRLF by c. Unless
+// smtpd_forbid_bare_newline is no, the end is only a "." line that
+// follows a CRLF-ended line and is itself ended by CRLF, so that a bare
+// LF cannot be used to smuggle a second message, and a "." line ended by
+// or following a bare LF is dropped (Postfix 3.9's smtpd.c). With no, a
+// "." line ends the content whatever its line ends.
+func (s *session) readData(c *content) error {
+	std := s.bare != BareNewlineNo
 	lineStart, prevCRLF := true, true
 	var last byte = '\n'
 	var lastSet time.Time
@@ -135,7 +154,7 @@ func (s *session) readData(body *bytes.Buffer, limit int64) (over bool, err erro
 		}
 		if s.w.Buffered() > 0 && !s.lineBuffered() {
 			if err := s.flush(); err != nil { // the 354, before a read that would block
-				return false, err
+				return err
 			}
 		}
 		chunk, err := s.r.ReadSlice('\n')
@@ -143,30 +162,35 @@ func (s *session) readData(body *bytes.Buffer, limit int64) (over bool, err erro
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
-			return false, err
+			return err
 		}
 		full := err == nil
-		if lineStart && full && prevCRLF && len(chunk) == 3 && chunk[0] == '.' && chunk[1] == '\r' {
-			return over, nil
-		}
-		cont := !lineStart
-		if lineStart && len(chunk) > 0 && chunk[0] == '.' {
-			chunk = chunk[1:]
-		}
-		if !over {
-			if limit > 0 && int64(body.Len())-base+int64(len(chunk)) > limit {
-				over = true
-				body.Truncate(int(base))
-			} else {
-				body.Write(chunk)
+		n := len(chunk)
+		isCRLF := full && (n >= 2 && chunk[n-2] == '\r' || n == 1 && !lineStart && last == '\r')
+		if lineStart && full && chunk[0] == '.' {
+			switch {
+			case std && prevCRLF && n == 3 && isCRLF:
+				c.end()
+				return nil
+			case !std && len(bytes.TrimRight(chunk[1:], "\r\n")) == 0:
+				c.end()
+				return nil
+			case std && (!isCRLF || !prevCRLF) && (n == 2 || n == 3 && isCRLF):
+				// "." with a bare LF on either side: dropped.
+				c.bareLF = c.bareLF || !isCRLF
+				prevCRLF, lineStart, last = isCRLF, true, '\n'
+				continue
 			}
 		}
-		if full {
-			n := len(chunk)
-			prevCRLF = n >= 2 && chunk[n-2] == '\r' || n == 1 && cont && last == '\r'
+		if n > 0 {
+			last = chunk[n-1]
 		}
-		if len(chunk) > 0 {
-			last = chunk[len(chunk)-1]
+		if lineStart && n > 0 && chunk[0] == '.' {
+			chunk = chunk[1:]
+		}
+		c.Write(chunk)
+		if full {
+			prevCRLF = isCRLF
 		}
 		lineStart = full
 	}

@@ -79,6 +79,18 @@ type Options struct {
 	// group (RFC 2920 sec 3.1), or pipelines after HELO, is answered
 	// "554 5.5.0 Error: SMTP protocol synchronization" and disconnected.
 	ForbidUnauthPipelining bool
+	// BareNewline is smtpd_forbid_bare_newline (Postfix 3.9): how a line
+	// that ends in a bare LF is treated. The zero value is Postfix's
+	// default, normalize. Whatever the mode, stored content has CRLF line
+	// ends only: a bare LF or bare CR is stored as CRLF.
+	BareNewline BareNewline
+	// BareNewlineExclusions are the clients treated as with
+	// BareNewline = no (smtpd_forbid_bare_newline_exclusions, default
+	// $mynetworks); nil matches nothing.
+	BareNewlineExclusions NetMatcher
+	// BareNewlineRejectCode is smtpd_forbid_bare_newline_reject_code
+	// (550), the reply code with BareNewline = reject.
+	BareNewlineRejectCode int
 
 	// TLS enables STARTTLS when non-nil (smtpd_tls_cert_file/key_file).
 	TLS *tls.Config
@@ -133,6 +145,45 @@ type Events interface {
 	SessionRejected(reason string)
 }
 
+// BareNewline is a value of smtpd_forbid_bare_newline.
+type BareNewline int
+
+// The values of smtpd_forbid_bare_newline, as Postfix 3.9's smtpd.c
+// (bare_lf_mask_table) defines them.
+const (
+	// BareNewlineNormalize (also "yes", a migration alias): only
+	// <CR><LF>.<CR><LF> ends DATA; a line ending in a bare LF is taken as
+	// ending in CRLF, and a "." line that ends in, or follows a line that
+	// ends in, a bare LF is dropped.
+	BareNewlineNormalize BareNewline = iota
+	// BareNewlineNote is normalize, and the session logs that it saw a
+	// bare LF.
+	BareNewlineNote
+	// BareNewlineReject is normalize, and a command ending in a bare LF
+	// is answered "550 5.5.2 <myhostname> Error: bare <LF> received" and
+	// the client disconnected; a message with one gets that reply after
+	// its end and is not queued.
+	BareNewlineReject
+	// BareNewlineNo: a bare LF ends a line everywhere, and a "." line
+	// ends DATA whatever its line ends (vulnerable to SMTP smuggling).
+	BareNewlineNo
+)
+
+// ParseBareNewline maps a smtpd_forbid_bare_newline value to its mode.
+func ParseBareNewline(v string) (BareNewline, error) {
+	switch v {
+	case "normalize", "yes", "":
+		return BareNewlineNormalize, nil
+	case "note":
+		return BareNewlineNote, nil
+	case "reject":
+		return BareNewlineReject, nil
+	case "no":
+		return BareNewlineNo, nil
+	}
+	return 0, fmt.Errorf("smtpd_forbid_bare_newline: bad value %q", v)
+}
+
 // DefaultRelayRestrictions is Postfix's smtpd_relay_restrictions default.
 var DefaultRelayRestrictions = []string{"permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination"}
 
@@ -177,6 +228,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 100
 	}
+	if o.BareNewlineRejectCode <= 0 {
+		o.BareNewlineRejectCode = 550
+	}
 	if o.RelayRestrictions == nil {
 		o.RelayRestrictions = DefaultRelayRestrictions
 	}
@@ -211,13 +265,14 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		}
 	}
 	for name, dst := range map[string]*int{
-		"line_length_limit":                   &o.LineLengthLimit,
-		"smtpd_recipient_limit":               &o.RecipientLimit,
-		"smtpd_soft_error_limit":              &o.SoftErrorLimit,
-		"smtpd_hard_error_limit":              &o.HardErrorLimit,
-		"smtpd_junk_command_limit":            &o.JunkCommandLimit,
-		"smtpd_client_connection_count_limit": &o.ClientConnectionLimit,
-		"smtpd_connection_limit":              &o.MaxConnections,
+		"line_length_limit":                     &o.LineLengthLimit,
+		"smtpd_recipient_limit":                 &o.RecipientLimit,
+		"smtpd_soft_error_limit":                &o.SoftErrorLimit,
+		"smtpd_hard_error_limit":                &o.HardErrorLimit,
+		"smtpd_junk_command_limit":              &o.JunkCommandLimit,
+		"smtpd_client_connection_count_limit":   &o.ClientConnectionLimit,
+		"smtpd_forbid_bare_newline_reject_code": &o.BareNewlineRejectCode,
+		"smtpd_connection_limit":                &o.MaxConnections,
 	} {
 		if *dst, err = c.Int(name); err != nil {
 			return err
@@ -249,6 +304,9 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	if o.ErrorSleep == 0 {
 		o.ErrorSleep = -1 // an explicit 0 means no sleep
 	}
+	if o.BareNewline, err = ParseBareNewline(c.String("smtpd_forbid_bare_newline")); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -266,6 +324,9 @@ func policyFromConfig(c *config.Config, o *Options) error {
 			return err
 		}
 		o.ConnectionLimitExceptions = ex
+	}
+	if o.BareNewlineExclusions, err = c.Networks("smtpd_forbid_bare_newline_exclusions"); err != nil {
+		return err
 	}
 	relay, err := c.Domains("relay_domains")
 	if err != nil {

@@ -118,6 +118,12 @@ func replyTooManyConns(host string) *smtp.SMTPError {
 	return rep(421, ec(4, 7, 0), host+" Error: too many connections")
 }
 
+// replyBareLF: smtpd_forbid_bare_newline = reject (Postfix 3.9's smtpd.c,
+// code smtpd_forbid_bare_newline_reject_code).
+func replyBareLF(code int, host string) *smtp.SMTPError {
+	return rep(code, ec(5, 5, 2), host+" Error: bare <LF> received")
+}
+
 // replyEtrnDenied: RFC 1985's 459; DOMAIN is the argument as typed after
 // the one-character prefix is removed (reference spec §1.2 row 8).
 func replyEtrnDenied(domain string) *smtp.SMTPError {

@@ -54,6 +54,13 @@ type session struct {
 	chunk    *chunk // BDAT accepted: read its data next
 	startTLS bool   // start the TLS handshake after the reply
 
+	// bare is smtpd_forbid_bare_newline for this client (no for
+	// smtpd_forbid_bare_newline_exclusions); noteBareLF records a bare
+	// LF seen under note, for the disconnect log (Postfix's
+	// notes=bare_lf).
+	bare       BareNewline
+	noteBareLF bool
+
 	idle atomic.Bool // waiting for a command (Shutdown may interrupt)
 }
 
@@ -71,6 +78,7 @@ type transaction struct {
 	// time, the data size so far, and the failure that makes the rest of
 	// the transfer be skipped.
 	body     *bytes.Buffer
+	content  *content // writes body
 	id       store.ID
 	arrival  time.Time
 	bdatSize int64
@@ -115,6 +123,9 @@ func (s *session) run() {
 		if reason != "" {
 			ev = ev.Str("reason", reason)
 		}
+		if s.noteBareLF {
+			ev = ev.Str("notes", "bare_lf")
+		}
 		ev.Msgf("disconnect from %s %s", s.namaddr, s.countString())
 	}()
 	// A client that talks before the greeting violates RFC 5321 sec
@@ -124,6 +135,10 @@ func (s *session) run() {
 		s.log.Info().Msg(reason)
 		s.reply(replyPipelining)
 		return
+	}
+	s.bare = o.BareNewline
+	if o.BareNewlineExclusions != nil && o.BareNewlineExclusions.Contains(s.client) {
+		s.bare = BareNewlineNo
 	}
 	s.reply(replyGreeting(o.Banner))
 	for {
@@ -137,9 +152,12 @@ func (s *session) run() {
 			s.reply(replyShutdown)
 			return
 		}
-		line, err := s.readCommand()
+		line, bareLF, err := s.readCommand()
 		if err != nil {
 			reason = s.readFailed(err)
+			return
+		}
+		if bareLF && s.bareCommand() {
 			return
 		}
 		s.log.Debug().Str("in", line).Msg("command")
@@ -194,20 +212,22 @@ func (s *session) readFailed(err error) string {
 // client's input is drained (RFC 2920 sec 3.1: pipelined replies are
 // sent when the server would otherwise wait). A line longer than
 // line_length_limit is cut there and the rest skipped, as Postfix does.
-func (s *session) readCommand() (string, error) {
+// bareLF reports that the line ended in a bare LF.
+func (s *session) readCommand() (line string, bareLF bool, err error) {
 	if s.w.Buffered() > 0 && !s.lineBuffered() {
 		if err := s.flush(); err != nil {
-			return "", err
+			return "", false, err
 		}
 	}
 	s.idle.Store(true)
 	defer s.idle.Store(false)
 	s.conn.SetReadDeadline(time.Now().Add(s.srv.opts.Timeout))
 	if s.srv.closing.Load() && s.r.Buffered() == 0 {
-		return "", errShutdown
+		return "", false, errShutdown
 	}
 	limit := s.srv.opts.LineLengthLimit
 	var buf []byte
+	var last byte
 	for {
 		chunk, err := s.r.ReadSlice('\n')
 		if len(buf) < limit {
@@ -215,18 +235,38 @@ func (s *session) readCommand() (string, error) {
 			buf = append(buf, chunk[:n]...)
 		}
 		if err == bufio.ErrBufferFull {
+			last = chunk[len(chunk)-1]
 			continue
 		}
 		if err != nil {
 			if err == io.EOF && len(buf) > 0 {
 				err = io.ErrUnexpectedEOF
 			}
-			return "", err
+			return "", false, err
 		}
+		n := len(chunk)
+		bareLF = !(n >= 2 && chunk[n-2] == '\r' || n == 1 && last == '\r')
 		break
 	}
 	buf = bytes.TrimRight(buf, "\r\n")
-	return string(buf), nil
+	return string(buf), bareLF, nil
+}
+
+// bareCommand handles a command line that ended in a bare LF: under
+// smtpd_forbid_bare_newline = reject it is answered with Postfix's reply
+// and the session ends (true); under note it is remembered for the log.
+func (s *session) bareCommand() bool {
+	switch s.bare {
+	case BareNewlineNote:
+		s.noteBareLF = true
+	case BareNewlineReject:
+		r := replyBareLF(s.srv.opts.BareNewlineRejectCode, s.srv.opts.Hostname)
+		s.log.Info().Str("event", "reject").Str("reply", strings.TrimRight(formatReply(r), "\r\n")).
+			Str("client", s.namaddr).Msg("reject: bare <LF> received")
+		s.reply(r)
+		return true
+	}
+	return false
 }
 
 type shutdownErr struct{}
