@@ -16,7 +16,6 @@ package main
 // busy machine, as reply-min-ms and deliver-min-ms).
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -142,7 +141,7 @@ control_socket =
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { d.shutdown(context.Background()) })
+	b.Cleanup(func() { d.shutdown() })
 	return &benchRelay{d: d, sink: sink, addr: d.smtpAddrs()[0], queued: queued}
 }
 

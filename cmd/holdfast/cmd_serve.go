@@ -34,12 +34,9 @@ func init() {
 // queueDBName is the queue file inside queue_directory.
 const queueDBName = "queue.db"
 
-// How long serve waits for the queue lock held by another process, and
-// for sessions and deliveries to end at shutdown.
-const (
-	lockTimeout     = 2 * time.Second
-	shutdownTimeout = 30 * time.Second
-)
+// lockTimeout is how long serve waits for the queue lock held by another
+// process.
+const lockTimeout = 2 * time.Second
 
 func runServe(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -85,9 +82,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	case failed = <-d.failed:
 		log.Error().Err(failed).Msg("fatal error, shutting down")
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := d.shutdown(sctx); err != nil {
+	if err := d.shutdown(); err != nil {
 		log.Error().Err(err).Msg("shutdown")
 		if failed == nil {
 			failed = err
@@ -170,6 +165,9 @@ type daemon struct {
 	listeners []net.Listener
 	// metricsLn is the metrics_listen socket, if any.
 	metricsLn net.Listener
+	// stopTimeout is shutdown_timeout: how long a graceful stop waits for
+	// SMTP sessions and deliveries in progress before it cuts them.
+	stopTimeout time.Duration
 
 	cancelSched context.CancelFunc
 	schedDone   chan error
@@ -189,6 +187,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 			d.abort()
 		}
 	}()
+	if d.stopTimeout, err = c.Time("shutdown_timeout"); err != nil {
+		return nil, fmt.Errorf("%w: %v", errConfig, err)
+	}
 	if err := d.openStore(c); err != nil {
 		return nil, err
 	}
@@ -205,6 +206,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
 	dopts.Resolver = d.resolver
+	// In-flight deliveries get the same time as SMTP sessions; both stop
+	// together (0 = cut at once).
+	dopts.ShutdownGrace = max(d.stopTimeout, time.Nanosecond)
 	dopts.Events = d.metrics // recipient outcomes: metrics and flush --wait
 	d.sched, err = delivery.New(dopts, d.store, log.With().Str("component", "delivery").Logger())
 	if err != nil {
@@ -287,7 +291,7 @@ func (d *daemon) startControl(c *config.Config) error {
 			return fmt.Errorf("%w: metrics_listen %s: %v", errListen, addr, err)
 		}
 		d.metricsLn = l
-		d.serve("metrics "+addr, func() error { return control.ServeMetrics(l, d.metrics) })
+		d.serve("metrics "+addr, func() error { return control.ServeMetrics(d.metricsLn, d.metrics) })
 	}
 	return nil
 }
@@ -405,26 +409,32 @@ func (d *daemon) smtpAddrs() []string {
 	return out
 }
 
-// shutdown stops accepting, lets SMTP sessions end, stops the scheduler
-// (which hands back its leases), then the control and metrics servers, and
-// closes the store.
-func (d *daemon) shutdown(ctx context.Context) error {
+// shutdown stops the daemon within shutdown_timeout: it stops accepting
+// and, at the same time, lets SMTP sessions end their current command and
+// stops the scheduler (in-flight deliveries finish). What is still busy at
+// the deadline is cut: an SMTP transaction that had no 250 is not
+// acknowledged, a delivery's message returns to the queue. Then the
+// control and metrics servers close and the store. Cutting at the
+// deadline is what shutdown_timeout asks for, so it is logged, not an
+// error; an error is a part that failed (the store).
+func (d *daemon) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.stopTimeout)
+	defer cancel()
+	d.cancelSched() // the scheduler bounds itself (ShutdownGrace)
 	var errs []error
-	if err := d.smtp.Shutdown(ctx); err != nil {
+	if err := d.smtp.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+		d.log.Warn().Dur("shutdown_timeout", d.stopTimeout).Msg("shutdown: SMTP sessions still busy at shutdown_timeout were cut")
+	} else if err != nil {
 		errs = append(errs, fmt.Errorf("smtpd shutdown: %w", err))
 	}
-	d.cancelSched()
-	select {
-	case err := <-d.schedDone:
-		if err != nil {
-			errs = append(errs, fmt.Errorf("delivery: %w", err))
-		}
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("delivery: %w", ctx.Err()))
+	if err := <-d.schedDone; err != nil {
+		errs = append(errs, fmt.Errorf("delivery: %w", err))
 	}
 	if d.control != nil {
+		// Requests still running at the deadline (flush --wait, listings)
+		// are cut; the CLI reports a lost connection.
 		if err := d.control.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("control shutdown: %w", err))
+			d.log.Warn().Err(err).Msg("shutdown: control requests in progress were cut")
 		}
 	}
 	if d.metricsLn != nil {

@@ -43,6 +43,7 @@ smtpd_listen = 127.0.0.1:0
 queue_directory = %[1]s
 control_socket =
 log_format = json
+shutdown_timeout = 10s
 `
 
 // relay is a running daemon plus the customer's MTA its transport table
@@ -98,12 +99,10 @@ func (r *relay) stop() {
 	if r.d == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if err := r.d.store.Check(); err != nil {
 		r.t.Errorf("store check at end: %v", err)
 	}
-	if err := r.d.shutdown(ctx); err != nil {
+	if err := r.d.shutdown(); err != nil {
 		r.t.Errorf("shutdown: %v", err)
 	}
 	r.d = nil
