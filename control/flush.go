@@ -21,6 +21,7 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) error {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
 		return errf(http.StatusBadRequest, CodeBadRequest, "bad request: %v", err)
 	}
+	bodyRead(w)
 	var watch *watcher
 	if req.Wait {
 		watch = s.o.Metrics.watch()

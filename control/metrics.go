@@ -239,11 +239,21 @@ func MetricsHandler(m *Metrics) http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-// ServeMetrics serves /metrics on l until l is closed.
+// ServeMetrics serves /metrics on l until l is closed. Requests and idle
+// keep-alives are bounded in time and the connections in number (at most
+// metricsMaxConns: the one idle the longest makes room for a new one).
 func ServeMetrics(l net.Listener, m *Metrics) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", MetricsHandler(m))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: metricsHeaderTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		WriteTimeout:      metricsWriteTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         newConnCap(metricsMaxConns).state,
+	}
 	err := srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil // the caller closed l: a normal shutdown

@@ -125,6 +125,7 @@ func (s *Server) operate(w http.ResponseWriter, r *http.Request) error {
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&req); err != nil {
 		return errf(http.StatusBadRequest, CodeBadRequest, "bad request: %v", err)
 	}
+	bodyRead(w)
 	if !req.All && len(req.IDs) == 0 {
 		return errf(http.StatusBadRequest, CodeBadRequest, "name queue ids or ALL")
 	}

@@ -90,7 +90,10 @@ func New(o Options) (*Server, error) {
 	}
 	s.http = &http.Server{
 		Handler:           s.routes(),
-		ReadHeaderTimeout: 30 * time.Second,
+		ReadHeaderTimeout: controlHeaderTimeout,
+		IdleTimeout:       controlIdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnState:         newConnCap(controlMaxConns).state,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, peerKey{}, peerCred(c))
 		},
@@ -187,6 +190,10 @@ func (s *Server) routes() http.Handler {
 // JSON error reply.
 func (s *Server) wrap(c Class, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			// Lifted by bodyRead: a body that trickles in is cut.
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(controlBodyTimeout))
+		}
 		p := peerFrom(r.Context())
 		if err := s.policy.Check(c, p.UID); err != nil {
 			s.o.Log.Warn().Int("uid", p.UID).Str("path", r.URL.Path).Msg(err.Error())

@@ -46,6 +46,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
 	}
+	bodyRead(w)
 	if int64(len(content)) > limit {
 		return errf(http.StatusRequestEntityTooLarge, CodeTooBig, "message file too big")
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/holdfast-mta/holdfast/delivery"
 	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/internal/listener"
 	"github.com/holdfast-mta/holdfast/smtpd"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -65,6 +66,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	raiseNoFile(c, log)
 	d, err := startDaemon(c, log)
 	if err != nil {
 		msg, code := startError(err, *path)
@@ -261,7 +263,7 @@ func (d *daemon) startSMTP(c *config.Config) error {
 		if err != nil {
 			return fmt.Errorf("%w: smtpd_listen %s: %v", errListen, a, err)
 		}
-		d.listeners = append(d.listeners, l)
+		d.listeners = append(d.listeners, listener.New(l, "smtpd "+l.Addr().String(), d.log))
 	}
 	return nil
 }
@@ -283,14 +285,15 @@ func (d *daemon) startControl(c *config.Config) error {
 			return fmt.Errorf("%w: control_socket: %v", errListen, err)
 		}
 		d.control = srv
-		d.serve("control "+sock, func() error { return srv.Serve(l) })
+		rl := listener.New(l, "control "+sock, d.log)
+		d.serve("control "+sock, func() error { return srv.Serve(rl) })
 	}
 	if addr := c.String("metrics_listen"); addr != "" {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("%w: metrics_listen %s: %v", errListen, addr, err)
 		}
-		d.metricsLn = l
+		d.metricsLn = listener.New(l, "metrics "+l.Addr().String(), d.log)
 		d.serve("metrics "+addr, func() error { return control.ServeMetrics(d.metricsLn, d.metrics) })
 	}
 	return nil

@@ -111,6 +111,9 @@ type Daemon struct {
 	Dir    string            // private directory of this installation
 	Config string            // path of the configuration file
 	Params map[string]string // written to Config by WriteConfig
+	// Wrap, if set, is a command line that runs the daemon and execs it
+	// in the same process, as `prlimit --nofile=128:128 --` does.
+	Wrap []string
 
 	mu      sync.Mutex
 	addr    string
@@ -262,7 +265,8 @@ func (d *Daemon) spawn(timeout time.Duration) error {
 		return err
 	}
 	fmt.Fprintf(logf, "=== start %d at %s\n", d.starts+1, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(d.Bin, "serve", "-c", d.Config)
+	argv := append(append([]string{}, d.Wrap...), d.Bin, "serve", "-c", d.Config)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

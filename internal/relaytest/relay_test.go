@@ -28,6 +28,15 @@ var relayDomains = []string{"sink.test", "customer.tld"}
 // sink, with mynetworks = 127.0.0.2/32 so that 127.0.0.1 is a stranger.
 func newRelay(t *testing.T, sink *crashtest.Sink, extra map[string]string) *crashtest.Daemon {
 	t.Helper()
+	d := crashtest.NewDaemon(t, relayParams(t, sink, extra))
+	d.Start()
+	return d
+}
+
+// relayParams are newRelay's parameters, for a test that starts the
+// daemon itself.
+func relayParams(t *testing.T, sink *crashtest.Sink, extra map[string]string) map[string]string {
+	t.Helper()
 	dir := t.TempDir()
 	transport := filepath.Join(dir, "transport")
 	p := sink.Addr[strings.LastIndexByte(sink.Addr, ':')+1:]
@@ -48,9 +57,7 @@ func newRelay(t *testing.T, sink *crashtest.Sink, extra map[string]string) *cras
 	for k, v := range extra {
 		params[k] = v
 	}
-	d := crashtest.NewDaemon(t, params)
-	d.Start()
-	return d
+	return params
 }
 
 // tempFailAll makes the sink refuse every delivery with 451, so that what
