@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 FUZZTIME ?= 30s
 
-.PHONY: all build run test test-short vet fmt fmt-check bench bench-compare bench-go fuzz soak install clean
+.PHONY: all build run test tools test-short vet fmt fmt-check bench bench-compare bench-go fuzz soak install clean
 
 all: build
 
@@ -26,8 +26,13 @@ run: build
 vet:
 	$(GO) vet ./...
 
-test: vet fmt-check
+test: vet fmt-check tools
 	$(GO) test -race -shuffle=on -timeout 20m ./...
+
+# Installs the real peers of the interoperability tests (swaks, dovecot,
+# fetchmail...) when missing and possible; see .ci/deps.
+tools:
+	@bash .ci/deps
 
 test-short:
 	$(GO) test -short ./...
