@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
 	"github.com/holdfast-mta/holdfast/config"
@@ -75,6 +76,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info().Str("queue_directory", d.queueDir).Strs("smtpd_listen", d.smtpAddrs()).
 		Int("pid", os.Getpid()).Msg("daemon started")
+	notify(log, sdnotify.SdNotifyReady)
 
 	var failed error
 	select {
@@ -84,6 +86,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	case failed = <-d.failed:
 		log.Error().Err(failed).Msg("fatal error, shutting down")
 	}
+	notify(log, sdnotify.SdNotifyStopping)
 	if err := d.shutdown(); err != nil {
 		log.Error().Err(err).Msg("shutdown")
 		if failed == nil {
@@ -466,5 +469,13 @@ func (d *daemon) abort() {
 	d.serving.Wait()
 	if d.store != nil {
 		d.store.Close()
+	}
+}
+
+// notify tells systemd (Type=notify) about a change of state, when
+// NOTIFY_SOCKET says it is listening; elsewhere it does nothing.
+func notify(log zerolog.Logger, state string) {
+	if _, err := sdnotify.SdNotify(false, state); err != nil {
+		log.Warn().Err(err).Str("state", state).Msg("sd_notify failed")
 	}
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -97,30 +95,11 @@ func pythonWithAiosmtpd() string {
 	return ""
 }
 
-// syncBuf is a bytes.Buffer that a child process writes while the test
-// reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startStep starts a long-running step (a server) in the background and
 // stops it when the test ends.
-func startStep(t *testing.T, dir, line string) *syncBuf {
+func startStep(t *testing.T, dir, line string) *syncBuffer {
 	t.Helper()
-	out := &syncBuf{}
+	out := &syncBuffer{}
 	cmd := exec.Command("bash", "-c", "exec "+line)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
@@ -134,7 +113,7 @@ func startStep(t *testing.T, dir, line string) *syncBuf {
 	return out
 }
 
-func waitPort(t *testing.T, port string, log *syncBuf) {
+func waitPort(t *testing.T, port string, log *syncBuffer) {
 	t.Helper()
 	testutil.Eventually(t, 20*time.Second, "a listener on port "+port+"; output so far:\n"+log.String(), func() bool {
 		c, err := net.Dial("tcp", "127.0.0.1:"+port)
