@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // DomainList is a Postfix domain list (relay_domains, fast_flush_domains,
@@ -88,9 +90,16 @@ func (c *Config) domainPatterns(name string, open bool) ([]domainPattern, error)
 	return pats, nil
 }
 
-// normDomain lower-cases a name and removes a trailing dot.
+// normDomain gives a domain-list pattern or a name matched against one
+// its destination form (addr.Fold: lower case, no trailing dot, A-labels),
+// keeping the leading dot of a `.domain` pattern, so that `café.test` and
+// `xn--caf-dma.test` are one name in relay_domains, fast_flush_domains and
+// mydestination whichever form the list or the mail uses.
 func normDomain(s string) string {
-	return strings.TrimSuffix(strings.ToLower(s), ".")
+	if strings.HasPrefix(s, ".") {
+		return "." + addr.Fold(s[1:])
+	}
+	return addr.Fold(s)
 }
 
 // Empty reports whether the list has no patterns (e.g. fast_flush_domains

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
-// Table is a Postfix lookup table. Keys are matched without regard to case.
+// Table is a Postfix lookup table. Keys are matched without regard to case
+// and with domains in their A-label form: table keys and the keys looked
+// up both go through addr.Key.
 type Table interface {
 	// Lookup returns the value for key; found is false when there is none.
 	Lookup(key string) (value string, found bool, err error)
@@ -69,7 +73,7 @@ func OpenTable(spec string) (Table, error) {
 type mapTable map[string]string
 
 func (m mapTable) Lookup(key string) (string, bool, error) {
-	v, ok := m[strings.ToLower(key)]
+	v, ok := m[addr.Key(key)]
 	return v, ok, nil
 }
 
@@ -101,7 +105,7 @@ func parseTableText(file string, data []byte) (Table, error) {
 		if i < 0 {
 			return nil, &Error{File: file, Line: l.line, Msg: fmt.Sprintf("expected format: key whitespace value, got %q", l.text)}
 		}
-		key := strings.ToLower(l.text[:i])
+		key := addr.Key(l.text[:i])
 		if _, dup := t[key]; !dup {
 			t[key] = strings.TrimSpace(l.text[i:])
 		}
@@ -122,7 +126,7 @@ func parseInline(spec, body string) (Table, error) {
 		if !ok || k == "" {
 			return nil, fmt.Errorf("table %s: bad entry %q (want key=value)", spec, w)
 		}
-		k = strings.ToLower(k)
+		k = addr.Key(k)
 		if _, dup := t[k]; !dup {
 			t[k] = strings.TrimSpace(v)
 		}
@@ -202,8 +206,8 @@ func (c *Config) Transport() (*TransportMap, error) {
 // extension removed), the domain, each parent domain as `.parent` (or as
 // `parent` when transport_maps is in parent_domain_matches_subdomains),
 // then `*`. Every key is asked of all tables before the next key.
-func (t *TransportMap) Lookup(addr string) (string, bool, error) {
-	for _, key := range t.keys(strings.ToLower(addr)) {
+func (t *TransportMap) Lookup(rcpt string) (string, bool, error) {
+	for _, key := range t.keys(addr.Key(rcpt)) {
 		v, ok, err := t.t.Lookup(key)
 		if err != nil || ok {
 			return v, ok, err
@@ -212,14 +216,15 @@ func (t *TransportMap) Lookup(addr string) (string, bool, error) {
 	return "", false, nil
 }
 
-// keys lists the search keys for addr in order.
-func (t *TransportMap) keys(addr string) []string {
-	keys := []string{addr}
-	at := strings.LastIndexByte(addr, '@')
+// keys lists the search keys for a recipient in order; a is its addr.Key
+// form, so the domain keys are A-labels.
+func (t *TransportMap) keys(a string) []string {
+	keys := []string{a}
+	at := strings.LastIndexByte(a, '@')
 	if at < 0 {
 		return append(keys, "*")
 	}
-	local, domain := addr[:at], strings.TrimSuffix(addr[at+1:], ".")
+	local, domain := a[:at], addr.Fold(a[at+1:])
 	if t.delim != "" {
 		if i := strings.IndexAny(local, t.delim); i > 0 {
 			keys = append(keys, local[:i]+"@"+domain)
