@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -83,7 +84,7 @@ func (s *Server) doFlush(req FlushRequest, track **tracker) (store.FlushResult, 
 		return store.FlushResult{}, errf(http.StatusBadRequest, CodeInvalidSite,
 			"Cannot flush mail queue - invalid destination: %q", truncate(site))
 	}
-	dest, err := flush.Normalize(site)
+	dest, err := addr.Domain(site)
 	if err != nil || !s.o.Flush.Eligible(dest) {
 		return store.FlushResult{}, errf(http.StatusConflict, CodeNotEligible,
 			"Flush service is not configured for destination %q", truncate(site))
@@ -149,11 +150,11 @@ func (s *Server) trackID(id store.ID) *tracker {
 	return t
 }
 
-func (t *tracker) covers(addr string) bool {
+func (t *tracker) covers(a string) bool {
 	if t.dest == "" {
 		return true
 	}
-	d := store.DomainOf(addr)
+	d := addr.DomainOf(a)
 	return d == t.dest || (t.subtree && strings.HasSuffix(d, "."+t.dest))
 }
 

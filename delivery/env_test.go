@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -82,11 +83,11 @@ func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
 // mapTable is a transport map for tests: exact address, then domain.
 type mapTable map[string]string
 
-func (m mapTable) Lookup(addr string) (string, bool, error) {
-	if v, ok := m[addr]; ok {
+func (m mapTable) Lookup(a string) (string, bool, error) {
+	if v, ok := m[a]; ok {
 		return v, true, nil
 	}
-	v, ok := m[store.DomainOf(addr)]
+	v, ok := m[addr.DomainOf(a)]
 	return v, ok, nil
 }
 

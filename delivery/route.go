@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/holdfast-mta/holdfast/store"
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // routeKind says what a transport does with a recipient.
@@ -57,13 +57,13 @@ type route struct {
 // default_transport; the next hop is the map entry's, else the one named
 // in relay_transport or default_transport, else relayhost, else the
 // recipient's domain.
-func (d *Scheduler) resolve(addr string) (route, error) {
-	domain := store.DomainOf(addr)
+func (d *Scheduler) resolve(rcpt string) (route, error) {
+	domain := addr.DomainOf(rcpt)
 	transport, nexthop := "", ""
 	if d.o.Transports != nil {
-		v, found, err := d.o.Transports.Lookup(addr)
+		v, found, err := d.o.Transports.Lookup(rcpt)
 		if err != nil {
-			return route{}, fmt.Errorf("transport_maps lookup %s: %w", addr, err)
+			return route{}, fmt.Errorf("transport_maps lookup %s: %w", rcpt, err)
 		}
 		if found {
 			transport, nexthop = splitTransport(strings.TrimSpace(v))

@@ -1,13 +1,14 @@
 // Package flush is holdfast's fast-flush policy: which destinations the
-// flush index covers, how a destination name is normalised, which ETRN
-// arguments are syntactically valid, and the request that turns an ETRN,
+// flush index covers, which ETRN arguments are syntactically valid, and the request that turns an ETRN,
 // `holdfast flush DOMAIN` or `holdfast flush --all` into one store
 // transaction plus a wake-up of the delivery scheduler.
 //
 // # Basics
 //
-// A destination is the domain of a recipient address (store.DomainOf),
-// lower-cased, without a trailing dot, as an IDNA A-label. It is eligible
+// A destination is the domain of a recipient address in the one form
+// internal/addr gives it (addr.DomainOf): lower-cased, without a trailing
+// dot, as an IDNA A-label, so `café.test` and `xn--caf-dma.test` are one
+// destination for the index, ETRN and `holdfast flush`. It is eligible
 // for the flush index when it matches fast_flush_domains (default
 // $relay_domains), with parent-domain matching when fast_flush_domains is
 // listed in parent_domain_matches_subdomains, exactly as Postfix's flush(8)
@@ -30,7 +31,8 @@
 //
 //   - ValidSite takes the ETRN argument after the one RFC 1985 prefix
 //     character ('@' or '#') has been removed; removing it is the SMTP
-//     server's job.
+//     server's job. Unlike Postfix it accepts a U-label name ("café.test")
+//     whose A-label form is a valid host name; Postfix answers 501.
 //   - ETRN for a destination is matched against the index exactly: mail
 //     for sub.example.com needs `ETRN sub.example.com`, as in Postfix
 //     (§2.11), or holdfast's sub-tree form `ETRN @example.com` (RFC 1985

@@ -101,7 +101,10 @@ func policyKey(c *config.Config) (string, error) {
 		s := sha256.Sum256(b)
 		fmt.Fprintf(h, "file %s: %x\n", path, s)
 	}
-	return "v1:" + hex.EncodeToString(h.Sum(nil)[:16]), nil
+	// v2: list patterns and destinations are compared in their A-label
+	// form (internal/addr), which changes the eligibility of IDN names, so
+	// an index built by v1 is rebuilt once.
+	return "v2:" + hex.EncodeToString(h.Sum(nil)[:16]), nil
 }
 
 // tablePath returns the file behind a list item "/path" or "type:/path",

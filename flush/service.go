@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -51,7 +52,7 @@ func (s *Service) Enabled() bool { return s.policy.Enabled() }
 
 // Eligible reports whether a destination is covered (Policy.Eligible).
 func (s *Service) Eligible(domain string) bool {
-	d, err := Normalize(domain)
+	d, err := addr.Domain(domain)
 	return err == nil && s.policy.Eligible(d)
 }
 
@@ -61,7 +62,7 @@ func (s *Service) Eligible(domain string) bool {
 // result counts the messages made due now and those that were active and
 // will be retried when their attempt ends.
 func (s *Service) Flush(site string, subtree bool) (store.FlushResult, error) {
-	dest, err := Normalize(site)
+	dest, err := addr.Domain(site)
 	if err != nil {
 		return store.FlushResult{}, fmt.Errorf("%w: %s", ErrNotEligible, err)
 	}

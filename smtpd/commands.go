@@ -1,11 +1,13 @@
 package smtpd
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -132,11 +134,11 @@ func (s *session) starttlsCmd(arg string) *smtp.SMTPError {
 // mailCmd: RFC 5321 sec 4.1.1.2 with the parameters of RFC 1870 (SIZE),
 // RFC 6152 (BODY), RFC 3461 (RET, ENVID) and RFC 6531 (SMTPUTF8).
 func (s *session) mailCmd(arg string) *smtp.SMTPError {
-	path, params, okSyntax, okPath := parsePath(arg, "FROM:")
-	if !okSyntax {
+	path, params, err := addr.ParseArg(arg, "FROM:")
+	if errors.Is(err, addr.ErrCommand) {
 		return replyMailSyntax
 	}
-	if !okPath {
+	if err != nil {
 		return replyBadSender
 	}
 	tx := &transaction{}
@@ -146,14 +148,14 @@ func (s *session) mailCmd(arg string) *smtp.SMTPError {
 		}
 	}
 	if path != "" {
-		addr, utf, ok := parseMailbox(path)
-		if !ok {
+		m, err := addr.Parse(path)
+		if err != nil {
 			return replyBadSender
 		}
-		if utf && !tx.smtputf8 {
+		if m.UTF8() && !tx.smtputf8 {
 			return replyNeedUTF8
 		}
-		tx.from = addr
+		tx.from = m.String()
 	}
 	s.tx = tx
 	return replyMailOK
@@ -213,25 +215,25 @@ func (s *session) rcptCmd(arg string) *smtp.SMTPError {
 	if s.tx == nil {
 		return replyNeedMail
 	}
-	path, params, okSyntax, okPath := parsePath(arg, "TO:")
-	if !okSyntax {
+	path, params, err := addr.ParseArg(arg, "TO:")
+	if errors.Is(err, addr.ErrCommand) {
 		return replyRcptSyntax
 	}
-	if !okPath || path == "" {
+	if err != nil || path == "" {
 		return replyBadRcpt
 	}
 	var rc store.Recipient
 	if strings.EqualFold(path, "postmaster") { // RFC 5321 sec 4.5.1
 		path = "postmaster@" + s.srv.opts.Hostname
 	}
-	addr, utf, ok := parseMailbox(path)
-	if !ok {
+	m, err := addr.Parse(path)
+	if err != nil {
 		return replyBadRcpt
 	}
-	if utf && !s.tx.smtputf8 {
+	if m.UTF8() && !s.tx.smtputf8 {
 		return replyNeedUTF8
 	}
-	rc.Addr = addr
+	rc.Addr = m.String()
 	for _, p := range params {
 		if r := rcptParam(&rc, p); r != nil {
 			return r
@@ -242,7 +244,7 @@ func (s *session) rcptCmd(arg string) *smtp.SMTPError {
 		s.noError = s.tx.overshoot <= s.srv.opts.RecipientOvershootLimit
 		return replyTooManyRcpts
 	}
-	if r := s.checkRcpt(addr); r != nil {
+	if r := s.checkRcpt(rc.Addr); r != nil {
 		return r
 	}
 	s.tx.rcpts = append(s.tx.rcpts, rc)
@@ -344,12 +346,12 @@ func (s *session) vrfyCmd(arg string) *smtp.SMTPError {
 	if strings.HasPrefix(arg, "<") && strings.HasSuffix(arg, ">") {
 		path = arg[1 : len(arg)-1]
 	}
-	addr, _, ok := parseMailbox(path)
-	if !ok {
+	m, err := addr.Parse(path)
+	if err != nil {
 		return replyBadRcpt
 	}
-	if r := s.checkRcpt(addr); r != nil {
+	if r := s.checkRcpt(m.String()); r != nil {
 		return r
 	}
-	return replyVrfy(addr)
+	return replyVrfy(m.String())
 }

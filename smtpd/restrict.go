@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // A restriction list (smtpd_*_restrictions) is parsed once, at New, into
@@ -169,8 +171,8 @@ func (r rule) eval(c *check) (permit bool, reply *smtp.SMTPError) {
 }
 
 // fqdnAddress: the domain has a dot (or is an address literal).
-func fqdnAddress(addr string) bool {
-	d := domainPart(addr)
+func fqdnAddress(a string) bool {
+	_, d := addr.Split(a)
 	if strings.HasPrefix(d, "[") {
 		return true
 	}

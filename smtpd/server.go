@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -271,24 +271,11 @@ func (s *Server) relayAllowed(rcpt string) (bool, error) {
 	if s.opts.RelayDomains == nil {
 		return false, nil
 	}
-	d := domainPart(rcpt)
-	if d == "" || senderRouted(rcpt) {
+	d := addr.DomainOf(rcpt)
+	if d == "" || addr.Routed(rcpt) {
 		return false, nil
 	}
 	return s.opts.RelayDomains.Match(d)
-}
-
-// senderRouted reports sender-specified routing in the local part:
-// user@elsewhere@relay (quoted or not), user%elsewhere@relay (the percent
-// hack) and elsewhere!user@relay (a bang path). A next hop may act on such
-// routing, so Postfix never counts these as authorized destinations
-// (allow_untrusted_routing = no; RESOLVE_FLAG_ROUTED in trivial-rewrite).
-func senderRouted(addr string) bool {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return false
-	}
-	return strings.ContainsAny(addr[:i], "@%!")
 }
 
 // storeReply is the one place that turns an internal (store) error into

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // byIDs runs op on each existing message of ids in one transaction and
@@ -192,7 +194,7 @@ func (f *Filter) match(m *Message) bool {
 	if f.Domain == "" && f.Recipient == "" {
 		return true
 	}
-	dom, rcpt := strings.ToLower(strings.TrimSuffix(f.Domain, ".")), strings.ToLower(f.Recipient)
+	dom, rcpt := addr.Fold(f.Domain), strings.ToLower(f.Recipient)
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		if (dom == "" || r.Domain() == dom) &&

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // FlushResult counts what a flush did.
@@ -23,7 +25,7 @@ type FlushResult struct {
 // pending recipients become Forced and due now (FlushPending when the
 // message is active). Cost is set by the destination, not the queue.
 func (s *Store) Flush(dest string, subtree bool) (FlushResult, error) {
-	dest = strings.TrimSuffix(strings.ToLower(dest), ".")
+	dest = addr.Fold(dest)
 	match := func(d string) bool {
 		return d == dest || subtree && strings.HasSuffix(d, "."+dest)
 	}

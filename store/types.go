@@ -2,6 +2,8 @@ package store
 
 import (
 	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // State is where a message is in its life. See DESIGN.md "Data model".
@@ -119,8 +121,9 @@ type Recipient struct {
 }
 
 // Domain returns the recipient's destination: the domain after the
-// right-most '@', or "" when there is none.
-func (r *Recipient) Domain() string { return DomainOf(r.Addr) }
+// right-most '@' in its destination form (addr.DomainOf: lower case, no
+// trailing dot, A-labels), or "" when there is none.
+func (r *Recipient) Domain() string { return addr.DomainOf(r.Addr) }
 
 // Message is the envelope of one queued message: Postfix's queue file
 // minus the content, which is stored separately (bucket "body").

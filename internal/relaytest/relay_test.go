@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -240,9 +241,9 @@ func checkQueueDomains(t *testing.T, path string, want int) {
 
 // isRelayRecipient: the domain is a relay domain and the local part holds
 // no routing operator.
-func isRelayRecipient(addr string) bool {
-	dom := store.DomainOf(addr)
-	local := addr[:max(0, strings.LastIndexByte(addr, '@'))]
+func isRelayRecipient(a string) bool {
+	dom := addr.DomainOf(a)
+	local := a[:max(0, strings.LastIndexByte(a, '@'))]
 	local = strings.Trim(local, "\"")
 	if strings.ContainsAny(local, "@%!:") {
 		return false
