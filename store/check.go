@@ -69,8 +69,8 @@ func (c *checker) records() {
 		}
 		n[m.State]++
 		size += m.Size
-		if body := b(bktBody).Get(k); body == nil || int64(len(body)) != m.Size {
-			c.fail("%s: body missing or size %d != %d", m.ID, len(body), m.Size)
+		if n, ok := bodySize(b(bktBody), m.ID); !ok || n != m.Size {
+			c.fail("%s: body missing or size %d != %d", m.ID, n, m.Size)
 		}
 		if !m.Pending() {
 			c.fail("%s: no pending recipient", m.ID)
@@ -124,8 +124,10 @@ func (c *checker) orphans() {
 		return m
 	}
 	c.tx.Bucket(bktBody).ForEach(func(k, _ []byte) error {
-		if msgs.Get(k) == nil {
-			c.fail("body %s without record", k)
+		if len(k) != idLen && len(k) != idLen+4 {
+			c.fail("body key %q malformed", k)
+		} else if msgs.Get(k[:idLen]) == nil && c.tx.Bucket(bktSpool).Get(k[:idLen]) == nil {
+			c.fail("body %s without record", k[:idLen])
 		}
 		return nil
 	})

@@ -35,6 +35,10 @@ var (
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
 
+	// ErrBusy: the content budget (Options.ContentLimit) stayed used up
+	// for the whole wait; smtpd answers 452 4.3.1, like ErrNoSpace.
+	ErrBusy = errors.New("store: in-flight content limit reached")
+
 	// ErrBadID: a string that is not a queue ID.
 	ErrBadID = errors.New("store: malformed queue id")
 )

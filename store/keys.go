@@ -18,6 +18,7 @@ var (
 	bktActive  = []byte("active")
 	bktDest    = []byte("dest")
 	bktCorrupt = []byte("corrupt")
+	bktSpool   = []byte("spool") // schema 2: IDs of bodies being written (Spool)
 )
 
 // Keys in bucket meta. Counters are 8-byte big-endian signed integers.
@@ -48,6 +49,15 @@ func stateCounter(s State) []byte {
 
 // msgKey is the key in buckets msg, body, hold and active: the ID bytes.
 func msgKey(id ID) []byte { return []byte(id) }
+
+// bodyKey is the key of chunk seq of a body in bucket body: the ID bytes
+// ‖ big-endian seq, so a body's chunks are adjacent and in order.
+func bodyKey(id ID, seq uint32) []byte {
+	k := make([]byte, idLen+4)
+	copy(k, id)
+	binary.BigEndian.PutUint32(k[idLen:], seq)
+	return k
+}
 
 // timeKey encodes t as big-endian Unix nanoseconds (times before 1970
 // are clamped to 0), so byte order is time order.

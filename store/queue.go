@@ -114,20 +114,6 @@ func (s *Store) NextDue() (time.Time, bool, error) {
 	return t, ok, err
 }
 
-// Body returns a copy of the message content.
-func (s *Store) Body(id ID) ([]byte, error) {
-	var out []byte
-	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bktBody).Get(msgKey(id))
-		if v == nil {
-			return fmt.Errorf("store: body %s: %w", id, ErrNotFound)
-		}
-		out = append([]byte(nil), v...)
-		return nil
-	})
-	return out, err
-}
-
 // Get returns a copy of the message's envelope.
 func (s *Store) Get(id ID) (*Message, error) {
 	var m *Message

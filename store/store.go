@@ -32,6 +32,11 @@ type Options struct {
 	// MaxSize, when positive, caps the space the queue's live pages may
 	// take: Enqueue fails with ErrNoSpace rather than grow past it.
 	MaxSize int64
+	// ContentLimit bounds the memory that Spools (messages being
+	// received) hold: each holds BodyChunk of it until it is enqueued or
+	// aborted; Spool waits for a share, then fails with ErrBusy. 0 means
+	// no bound (inflight_content_limit).
+	ContentLimit int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// OnCorrupt, when set, is called after a transaction that moved an
@@ -69,6 +74,7 @@ type Store struct {
 	path    string
 	o       Options
 	closed  atomic.Bool
+	budget  *budget
 	report  OpenReport
 	pidFile string
 }
@@ -110,7 +116,7 @@ func Open(path string, o Options) (*Store, error) {
 	if o.batchDelay > 0 {
 		db.MaxBatchDelay = o.batchDelay
 	}
-	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid"}
+	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit)}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -172,6 +178,9 @@ func (s *Store) init() error {
 		s.report.Rebuilt = true
 	}
 	return s.update("recover", func(w *wtx) error {
+		if err := w.dropSpooled(); err != nil {
+			return err
+		}
 		n, err := w.recoverLeases()
 		s.report.Recovered = n
 		s.report.Quarantined = len(w.quarantined)

@@ -168,7 +168,7 @@ func (w *wtx) save(old, m *Message) error {
 	}
 	if m == nil {
 		w.bytes -= old.Size
-		if err := w.body.Delete(k); err != nil {
+		if err := deleteBody(w.body, old.ID); err != nil {
 			return err
 		}
 		return w.msg.Delete(k)
@@ -218,8 +218,16 @@ func (w *wtx) insert(m *Message, body []byte) error {
 	if w.msg.Get(k) != nil {
 		return fmt.Errorf("duplicate queue id %s", m.ID)
 	}
-	if err := w.body.Put(k, body); err != nil {
+	if err := w.putBody(m.ID, body); err != nil {
 		return err
+	}
+	return w.insertRecord(m)
+}
+
+// insertRecord stores a new message whose body is already in place.
+func (w *wtx) insertRecord(m *Message) error {
+	if w.msg.Get(msgKey(m.ID)) != nil {
+		return fmt.Errorf("duplicate queue id %s", m.ID)
 	}
 	w.bytes += m.Size
 	return w.save(nil, m)
@@ -290,12 +298,15 @@ func (w *wtx) quarantine(id ID, rec []byte, cause error) error {
 	if err := w.corrupt.Put(rk, append([]byte(nil), rec...)); err != nil {
 		return err
 	}
-	if b := w.body.Get(k); b != nil {
-		if err := w.corrupt.Put(bk, append([]byte(nil), b...)); err != nil {
+	if b, ok := bodyBytes(w.body, id); ok {
+		if err := w.corrupt.Put(bk, b); err != nil {
 			return err
 		}
 	}
-	for _, b := range []*bolt.Bucket{w.msg, w.body, w.hold, w.active} {
+	if err := deleteBody(w.body, id); err != nil {
+		return err
+	}
+	for _, b := range []*bolt.Bucket{w.msg, w.hold, w.active} {
 		if err := b.Delete(k); err != nil {
 			return err
 		}
