@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -180,7 +181,7 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("unit lacks %q", want)
 		}
 	}
-	if strings.Contains(string(unit), "@") {
+	if regexp.MustCompile(`@[A-Z]+@`).Match(unit) {
 		t.Errorf("unit has unexpanded placeholders:\n%s", unit)
 	}
 	if _, err := os.Stat(filepath.Join(dest, "usr", "lib", "sysusers.d", "holdfast.conf")); err != nil {
