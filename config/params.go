@@ -101,6 +101,12 @@ func defaults() map[string]*param {
 		"smtpd_data_restrictions":               {kind: kindList, def: ""},
 		"smtpd_etrn_restrictions":               {kind: kindList, def: ""},
 		"smtpd_sasl_auth_enable":                {kind: kindBool, def: "no"},
+		"smtpd_sasl_type":                       {kind: kindEnum, def: "cyrus", enum: []string{"cyrus", "dovecot", "passwd-file"}}, // cyrus is refused when AUTH is on
+		"smtpd_sasl_path":                       {kind: kindString, def: "smtpd"},
+		"smtpd_sasl_security_options":           {kind: kindList, def: "noanonymous"},
+		"smtpd_sasl_tls_security_options":       {kind: kindList, def: "$smtpd_sasl_security_options"},
+		"smtpd_sasl_authenticated_header":       {kind: kindBool, def: "no"},
+		"smtpd_client_auth_rate_limit":          {kind: kindInt, def: "0"},
 		"smtpd_forbid_unauth_pipelining":        {kind: kindBool, def: "yes"},
 		"smtpd_forbid_bare_newline":             {kind: kindEnum, def: "normalize", enum: []string{"normalize", "yes", "note", "reject", "no"}}, // Postfix 3.9
 		"smtpd_forbid_bare_newline_exclusions":  {kind: kindNetworks, def: "$mynetworks"},

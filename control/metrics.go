@@ -30,6 +30,7 @@ type Metrics struct {
 	sessionsOpen    prometheus.Gauge
 	sessionsTotal   prometheus.Counter
 	sessionsReject  *prometheus.CounterVec
+	authResults     *prometheus.CounterVec
 	commitDuration  prometheus.Histogram
 	commitBatchSize prometheus.Histogram
 
@@ -73,6 +74,10 @@ func NewMetrics(stats StatsFunc) *Metrics {
 		Name: "holdfast_smtp_sessions_rejected_total",
 		Help: "SMTP connections refused or ended by policy, by reason.",
 	}, []string{"reason"})
+	m.authResults = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_smtp_auth_total",
+		Help: "SMTP AUTH attempts by result: success, failure, temporary, malformed, aborted, rate_limited.",
+	}, []string{"result"})
 	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "holdfast_store_commit_duration_seconds",
 		Help:    "Duration of store commits (enqueue including fsync).",
@@ -84,7 +89,7 @@ func NewMetrics(stats StatsFunc) *Metrics {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
 	m.reg.MustRegister(m.messages, m.flushRequests, m.flushDuration, m.deliveryDur,
-		m.sessionsOpen, m.sessionsTotal, m.sessionsReject, m.commitDuration, m.commitBatchSize,
+		m.sessionsOpen, m.sessionsTotal, m.sessionsReject, m.authResults, m.commitDuration, m.commitBatchSize,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
 		m.reg.MustRegister(&queueCollector{stats: stats})
@@ -161,6 +166,13 @@ func (m *Metrics) SessionClosed() {
 func (m *Metrics) SessionRejected(reason string) {
 	if m != nil {
 		m.sessionsReject.WithLabelValues(reason).Inc()
+	}
+}
+
+// AuthResult counts one SMTP AUTH attempt (smtpd.AuthEvents).
+func (m *Metrics) AuthResult(result string) {
+	if m != nil {
+		m.authResults.WithLabelValues(result).Inc()
 	}
 }
 

@@ -42,6 +42,8 @@ func init() {
 		{verb: "HELO", handle: (*session).heloCmd, junk: true, preTLS: true, counted: cntHelo},
 		{verb: "EHLO", handle: (*session).ehloCmd, junk: true, preTLS: true, counted: cntEhlo},
 		{verb: "STARTTLS", handle: (*session).starttlsCmd, preTLS: true, counted: cntStartTLS},
+		// RFC 4954; auth.go.
+		{verb: "AUTH", handle: (*session).authCmd, needHelo: replyMailHelo, noTxn: replyAuthInTxn, counted: cntAuth},
 		{verb: "MAIL", handle: (*session).mailCmd, needHelo: replyMailHelo, noTxn: replyNestedMail, afterBdat: replyMailAfterBdat, group: true, counted: cntMail},
 		{verb: "RCPT", handle: (*session).rcptCmd, afterBdat: replyRcptAfterBdat, group: true, counted: cntRcpt},
 		{verb: "DATA", handle: (*session).dataCmd, afterBdat: replyDataAfterBdat, counted: cntData},
@@ -101,6 +103,9 @@ func (s *session) ehloCmd(arg string) *smtp.SMTPError {
 	}
 	if o.TLS != nil && !s.tls {
 		kw = append(kw, "STARTTLS")
+	}
+	if m := s.authMechs(); len(m) > 0 {
+		kw = append(kw, "AUTH "+strings.Join(m, " "))
 	}
 	kw = append(kw, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING")
 	return rep(250, none, strings.Join(kw, "\n"))
@@ -293,7 +298,7 @@ func rcptParam(rc *store.Recipient, p string) *smtp.SMTPError {
 
 // checkRcpt evaluates the restriction stages for a recipient.
 func (s *session) checkRcpt(rcpt string) *smtp.SMTPError {
-	c := &check{srv: s.srv, client: s.client, namaddr: s.namaddr, rcpt: rcpt}
+	c := &check{srv: s.srv, s: s, client: s.client, namaddr: s.namaddr, rcpt: rcpt}
 	if s.tx != nil {
 		c.sender = s.tx.from
 	}

@@ -123,6 +123,9 @@ func (s *session) received(tx *transaction, id string, now time.Time) string {
 	}
 	var b strings.Builder
 	b.WriteString("Received: from " + helo + " (" + s.name + " [" + s.rfcAddr + "])\r\n")
+	if s.sasl.login != "" && o.SASL.AuthenticatedHeader {
+		b.WriteString("\t(Authenticated sender: " + s.sasl.login + ")\r\n")
+	}
 	date := now.Format("Mon, _2 Jan 2006 15:04:05 -0700 (MST)")
 	by := "\tby " + o.Hostname + " (" + o.MailName + ") with " + s.protocol() + " id " + id
 	if len(tx.rcpts) == 1 {

@@ -36,7 +36,7 @@ func (s *session) etrn(arg string) *smtp.SMTPError {
 	}
 	// Row 7: smtpd_etrn_restrictions, after the client restrictions
 	// (smtpd_delay_reject = yes).
-	c := &check{srv: s.srv, client: s.client, namaddr: s.namaddr, etrn: site}
+	c := &check{srv: s.srv, s: s, client: s.client, namaddr: s.namaddr, etrn: site}
 	c.class, c.name = "Client host", s.namaddr
 	if r := s.srv.client.eval(c); r != nil {
 		return r

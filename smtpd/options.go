@@ -97,6 +97,9 @@ type Options struct {
 	// EnforceTLS is smtpd_tls_security_level = encrypt.
 	EnforceTLS bool
 
+	// SASL configures AUTH (auth.go); the zero value is AUTH off.
+	SASL SASLOptions
+
 	// MyNetworks is mynetworks; nil matches nothing.
 	MyNetworks NetMatcher
 	// RelayDomains is relay_domains: destinations accepted from anyone.
@@ -245,7 +248,7 @@ func (o Options) withDefaults() Options {
 // name the parameter; restriction names are checked by New.
 func OptionsFromConfig(c *config.Config) (Options, error) {
 	var o Options
-	for _, step := range []func(*config.Config, *Options) error{scalarsFromConfig, policyFromConfig, tlsFromConfig} {
+	for _, step := range []func(*config.Config, *Options) error{scalarsFromConfig, policyFromConfig, tlsFromConfig, saslFromConfig} {
 		if err := step(c, &o); err != nil {
 			return Options{}, fmt.Errorf("smtpd: %w", err)
 		}

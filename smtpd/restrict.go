@@ -99,6 +99,7 @@ type check struct {
 	rcpt    string // recipient address (RCPT, VRFY)
 	etrn    string // ETRN domain
 	srv     *Server
+	s       *session // the session (its AUTH state)
 }
 
 // eval runs a list. It returns the reply that rejects, or nil when the
@@ -128,7 +129,7 @@ func (r rule) eval(c *check) (permit bool, reply *smtp.SMTPError) {
 	case rulePermitMynetworks:
 		return o.MyNetworks != nil && c.client.IsValid() && o.MyNetworks.Contains(c.client.Unmap()), nil
 	case rulePermitSASL:
-		return false, nil // no AUTH: never authenticated
+		return c.s != nil && c.s.authenticated(), nil
 	case ruleRejectUnauthDest, ruleDeferUnauthDest:
 		if c.rcpt == "" {
 			return false, nil

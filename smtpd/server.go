@@ -61,6 +61,7 @@ type Server struct {
 	closing  atomic.Bool
 	wg       sync.WaitGroup
 	nextID   atomic.Uint64
+	authRate authRate // smtpd_client_auth_rate_limit
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.

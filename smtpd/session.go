@@ -42,6 +42,8 @@ type session struct {
 
 	tx *transaction // nil outside a mail transaction
 
+	sasl saslState // AUTH (auth.go)
+
 	errors int
 	junk   int
 	// counts per command for the disconnect log: ok / total.
@@ -118,6 +120,7 @@ func (s *session) run() {
 	s.log.Info().Str("event", "connect").Msgf("connect from %s", s.namaddr)
 	reason := ""
 	defer func() {
+		s.authEnd()
 		s.flush()
 		ev := s.log.Info().Str("event", "disconnect").Str("counts", s.countString())
 		if reason != "" {
@@ -160,7 +163,7 @@ func (s *session) run() {
 		if bareLF && s.bareCommand() {
 			return
 		}
-		s.log.Debug().Str("in", line).Msg("command")
+		s.log.Debug().Str("in", redactAuth(line)).Msg("command")
 		s.dispatch(line)
 		if s.inData {
 			s.inData = false
@@ -170,6 +173,15 @@ func (s *session) run() {
 				return
 			}
 			s.finishData(r)
+		}
+		for s.sasl.x != nil { // an AUTH exchange (auth.go)
+			line, _, err := s.readCommand()
+			if err != nil {
+				s.authEnd()
+				reason = s.readFailed(err)
+				return
+			}
+			s.authContinue(line)
 		}
 		if s.chunk != nil {
 			r, err := s.receiveChunk()
@@ -321,6 +333,10 @@ func (s *session) dispatch(line string) {
 	if r == nil {
 		return // BDAT: the reply follows the chunk
 	}
+	if r.Code == 334 { // AUTH continues: counted when it ends
+		s.reply(r)
+		return
+	}
 	failed := r.Code >= 400 && !s.noError
 	s.countCmd(cmd.counted, r.Code < 400)
 	s.reply(r)
@@ -439,6 +455,7 @@ func (s *session) handshake() error {
 	s.r = bufio.NewReaderSize(tc, 1024)
 	s.w = bufio.NewWriterSize(tc, 1024)
 	s.tls = true
+	s.sasl = saslState{} // RFC 3207 sec 4.2
 	s.helo = ""
 	s.esmtp = false
 	s.reset()
@@ -466,6 +483,9 @@ func (s *session) protocol() string {
 	if s.tls {
 		p += "S"
 	}
+	if s.sasl.login != "" { // RFC 3848
+		p += "A"
+	}
 	return p
 }
 
@@ -474,6 +494,7 @@ const (
 	cntHelo = iota
 	cntEhlo
 	cntStartTLS
+	cntAuth
 	cntMail
 	cntRcpt
 	cntData
@@ -487,7 +508,7 @@ const (
 	numCounted
 )
 
-var countNames = [numCounted]string{"helo", "ehlo", "starttls", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown"}
+var countNames = [numCounted]string{"helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop", "vrfy", "etrn", "quit", "unknown"}
 
 func (s *session) countCmd(i int, ok bool) {
 	s.counts[i][1]++

@@ -1,0 +1,393 @@
+package smtpd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/auth"
+	"github.com/holdfast-mta/holdfast/config"
+)
+
+// SMTP AUTH (RFC 4954) with Postfix's checks and replies
+// (smtpd_sasl_proto.c, smtpd_sasl_glue.c). The AUTH handler starts the
+// exchange; while it is in progress the session loop reads each client
+// response and hands it to authContinue (as it reads DATA content).
+
+// SASLOptions configure AUTH. A nil Backend means
+// smtpd_sasl_auth_enable = no: no AUTH in EHLO, AUTH answers 503.
+type SASLOptions struct {
+	// Backend checks credentials (smtpd_sasl_type, smtpd_sasl_path).
+	Backend auth.Backend
+	// TLSAuthOnly is smtpd_tls_auth_only: AUTH only after STARTTLS.
+	TLSAuthOnly bool
+	// Security and TLSSecurity are smtpd_sasl_security_options and
+	// smtpd_sasl_tls_security_options: the mechanisms offered without
+	// and with TLS.
+	Security, TLSSecurity auth.Security
+	// AuthenticatedHeader is smtpd_sasl_authenticated_header: the login
+	// in our Received: header.
+	AuthenticatedHeader bool
+	// ClientAuthRateLimit is smtpd_client_auth_rate_limit: AUTH commands
+	// per client and RateTimeUnit (anvil_rate_time_unit); 0 = no limit.
+	// Clients in smtpd_client_event_limit_exceptions are exempt.
+	ClientAuthRateLimit int
+	RateTimeUnit        time.Duration
+}
+
+// AuthEvents, when Options.Events also implements it, counts AUTH
+// results for metrics: "success", "failure" (wrong credentials),
+// "temporary" (back-end unavailable), "malformed", "aborted",
+// "rate_limited".
+type AuthEvents interface {
+	AuthResult(result string)
+}
+
+// saslState is the session's AUTH state.
+type saslState struct {
+	login  string        // the authenticated login, "" before
+	method string        // its mechanism
+	x      auth.Exchange // an exchange in progress
+	mech   string        // its mechanism
+	mechs  []string      // offered, as announced in EHLO (cached)
+}
+
+// authenticated is permit_sasl_authenticated's test: a successful AUTH
+// with a mechanism other than ANONYMOUS (Postfix's permit_sasl_auth).
+func (s *session) authenticated() bool {
+	return s.sasl.login != "" && !strings.EqualFold(s.sasl.method, "ANONYMOUS")
+}
+
+// authMechs lists the mechanisms this session may use, filtered by the
+// security options for its TLS state; nil when AUTH is off, or before
+// TLS with smtpd_tls_auth_only.
+func (s *session) authMechs() []string {
+	o := &s.srv.opts.SASL
+	if o.Backend == nil || (o.TLSAuthOnly && !s.tls) {
+		return nil
+	}
+	all, err := o.Backend.Mechanisms()
+	if err != nil {
+		s.log.Warn().Err(err).Msg("SASL: cannot list mechanisms")
+		return nil
+	}
+	sec := o.Security
+	if s.tls {
+		sec = o.TLSSecurity
+	}
+	var names []string
+	for _, m := range all {
+		if sec.Allows(m) {
+			names = append(names, m.Name)
+		}
+	}
+	return names
+}
+
+// authNeedsTLS reports whether mech is offered with TLS only (538).
+func (s *session) authNeedsTLS(mech string) bool {
+	o := &s.srv.opts.SASL
+	if s.tls || o.Backend == nil {
+		return false
+	}
+	all, err := o.Backend.Mechanisms()
+	if err != nil {
+		return false
+	}
+	for _, m := range all {
+		if strings.EqualFold(m.Name, mech) {
+			return o.TLSSecurity.Allows(m)
+		}
+	}
+	return false
+}
+
+// authCmd: the checks of smtpd_sasl_auth_cmd in Postfix's order (HELO
+// and the transaction are checked by the dispatcher), then the first
+// step of the exchange.
+func (s *session) authCmd(arg string) *smtp.SMTPError {
+	o := &s.srv.opts.SASL
+	if o.Backend == nil {
+		return replyAuthDisabled
+	}
+	if o.TLSAuthOnly && !s.tls {
+		return replyAuthNeedTLS // RFC 4954 sec 4
+	}
+	if s.sasl.login != "" {
+		return replyAuthAlready
+	}
+	args := strings.Fields(arg)
+	if len(args) < 1 || len(args) > 2 {
+		return replyAuthSyntax
+	}
+	if len(arg)+len("AUTH ") >= s.srv.opts.LineLengthLimit-1 {
+		return s.authFailed(replyAuthLineTooLong, "malformed")
+	}
+	if lim := o.ClientAuthRateLimit; lim > 0 && !s.eventExempt() && s.srv.authRate.add(s.client, o.RateTimeUnit, time.Now()) > lim {
+		s.log.Warn().Msgf("Too many AUTH commands from %s", s.namaddr)
+		return s.authFailed(replyAuthRate(s.client.String()), "rate_limited")
+	}
+	mech := strings.ToUpper(args[0])
+	offered := false
+	for _, m := range s.authMechs() {
+		offered = offered || m == mech
+	}
+	if !offered {
+		if s.authNeedsTLS(mech) {
+			return s.authFailed(replyAuthMechNeedsTLS, "failure")
+		}
+		return s.authFailed(replyAuthFailed("Invalid authentication mechanism"), "failure")
+	}
+	x, err := o.Backend.Start(mech, s.authInfo())
+	if err != nil {
+		return s.authError(mech, err)
+	}
+	s.sasl.x, s.sasl.mech = x, mech
+	resp := ""
+	if len(args) == 2 {
+		resp = args[1]
+	}
+	return s.authStep(resp, true)
+}
+
+func (s *session) authInfo() auth.Info {
+	info := auth.Info{Service: "smtp", Remote: s.client, Secured: s.tls}
+	if ta, ok := s.raw.LocalAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			info.Local = a.Unmap()
+		}
+	}
+	return info
+}
+
+// authContinue takes one client response of the exchange in progress.
+// Its reply ends the AUTH command, or is the next 334 challenge.
+func (s *session) authContinue(line string) {
+	var r *smtp.SMTPError
+	switch {
+	case line == "*": // RFC 4954 sec 4
+		s.log.Warn().Msgf("%s: SASL %s authentication aborted", s.namaddr, s.sasl.mech)
+		s.authEnd()
+		r = s.authFailed(replyAuthAborted, "aborted")
+	case len(line) >= s.srv.opts.LineLengthLimit-1:
+		s.authEnd()
+		r = s.authFailed(replyAuthLineTooLong, "malformed")
+	default:
+		r = s.authStep(line, false)
+	}
+	if r.Code == 334 {
+		s.reply(r)
+		return
+	}
+	s.countCmd(cntAuth, r.Code < 400)
+	if r.Code >= 400 {
+		s.replyErr(r)
+		return
+	}
+	s.reply(r)
+}
+
+// authStep runs one step of the exchange.
+func (s *session) authStep(resp string, initial bool) *smtp.SMTPError {
+	mech := s.sasl.mech
+	ch, done, err := s.sasl.x.Step(resp, initial)
+	if err != nil {
+		s.authEnd()
+		return s.authError(mech, err)
+	}
+	if !done {
+		return rep(334, none, ch)
+	}
+	login := printable(s.sasl.x.Login())
+	s.authEnd()
+	s.sasl.login, s.sasl.method = login, mech
+	s.log = s.log.With().Str("sasl_method", mech).Str("sasl_username", login).Logger()
+	s.log.Info().Str("event", "auth").Msgf("%s: SASL %s authentication succeeded", s.namaddr, mech)
+	s.authResult("success")
+	return replyAuthOK
+}
+
+// authError turns a back-end error into Postfix's reply.
+func (s *session) authError(mech string, err error) *smtp.SMTPError {
+	var f *auth.Failure
+	switch {
+	case errors.Is(err, auth.ErrMalformed):
+		s.log.Warn().Msgf("%s: SASL %s authentication failed: malformed response", s.namaddr, mech)
+		return s.authFailed(replyAuthDecode, "malformed")
+	case errors.Is(err, auth.ErrNoMech):
+		return s.authFailed(replyAuthFailed("Invalid authentication mechanism"), "failure")
+	case errors.As(err, &f) && !f.Temp:
+		s.log.Warn().Str("event", "auth_failed").Msgf("%s: SASL %s authentication failed: %s", s.namaddr, mech, f.Reason)
+		return s.authFailed(replyAuthFailed(f.Reason), "failure")
+	case f != nil:
+		s.log.Warn().Str("event", "auth_failed").Msgf("%s: SASL %s authentication failed: %s", s.namaddr, mech, f.Reason)
+		return s.authFailed(replyAuthTemp(f.Reason), "temporary")
+	}
+	s.log.Error().Err(err).Msgf("%s: SASL %s authentication failed", s.namaddr, mech)
+	return s.authFailed(replyAuthTemp("Authentication backend error"), "temporary")
+}
+
+func (s *session) authFailed(r *smtp.SMTPError, result string) *smtp.SMTPError {
+	s.authResult(result)
+	return r
+}
+
+func (s *session) authResult(result string) {
+	if ev, ok := s.srv.opts.Events.(AuthEvents); ok {
+		ev.AuthResult(result)
+	}
+}
+
+// authEnd closes the exchange in progress, if any.
+func (s *session) authEnd() {
+	if s.sasl.x != nil {
+		s.sasl.x.Close()
+		s.sasl.x = nil
+	}
+}
+
+// eventExempt: the client is in smtpd_client_event_limit_exceptions.
+func (s *session) eventExempt() bool {
+	ex := s.srv.opts.ConnectionLimitExceptions
+	return ex != nil && ex.Contains(s.client)
+}
+
+// authRate counts AUTH commands per client address and time unit, as
+// Postfix's anvil(8) does for smtpd_client_auth_rate_limit.
+type authRate struct {
+	mu    sync.Mutex
+	m     map[netip.Addr]*rateSlot
+	sweep time.Time
+}
+
+type rateSlot struct {
+	start time.Time
+	n     int
+}
+
+// add counts one event and returns the client's count in this unit.
+func (a *authRate) add(ip netip.Addr, unit time.Duration, now time.Time) int {
+	if unit <= 0 {
+		unit = time.Minute
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = make(map[netip.Addr]*rateSlot)
+	}
+	if now.Sub(a.sweep) > unit { // forget clients whose unit ended
+		for k, v := range a.m {
+			if now.Sub(v.start) > unit {
+				delete(a.m, k)
+			}
+		}
+		a.sweep = now
+	}
+	r := a.m[ip]
+	if r == nil || now.Sub(r.start) > unit {
+		r = &rateSlot{start: now}
+		a.m[ip] = r
+	}
+	r.n++
+	return r.n
+}
+
+// AUTH replies (Postfix's text; RFC 4954 sec 6 codes).
+var (
+	replyAuthOK           = rep(235, ec(2, 7, 0), "Authentication successful")
+	replyAuthDisabled     = rep(503, ec(5, 5, 1), "Error: authentication not enabled")
+	replyAuthAlready      = rep(503, ec(5, 5, 1), "Error: already authenticated")
+	replyAuthInTxn        = rep(503, ec(5, 5, 1), "Error: MAIL transaction in progress")
+	replyAuthNeedTLS      = rep(504, ec(5, 5, 4), "Encryption required for requested authentication mechanism")
+	replyAuthMechNeedsTLS = rep(538, ec(5, 7, 11), "Encryption required for requested authentication mechanism")
+	replyAuthSyntax       = rep(501, ec(5, 5, 4), "Syntax: AUTH mechanism")
+	replyAuthAborted      = rep(501, ec(5, 7, 0), "Authentication aborted")
+	replyAuthDecode       = rep(501, ec(5, 5, 2), "Cannot decode response")
+	replyAuthLineTooLong  = rep(500, ec(5, 5, 6), "Authentication Exchange line is too long")
+)
+
+func replyAuthFailed(reason string) *smtp.SMTPError {
+	return rep(535, ec(5, 7, 8), "Error: authentication failed: "+reason)
+}
+
+func replyAuthTemp(reason string) *smtp.SMTPError {
+	return rep(454, ec(4, 7, 0), "Temporary authentication failure: "+reason)
+}
+
+func replyAuthRate(addr string) *smtp.SMTPError {
+	return rep(450, ec(4, 7, 1), "Error: too many AUTH commands from "+addr)
+}
+
+// saslFromConfig reads smtpd_sasl_auth_enable and the parameters it
+// brings in, and opens the back-end: smtpd_sasl_type dovecot (the
+// auth-client socket at smtpd_sasl_path) or passwd-file (the file at
+// smtpd_sasl_path). Postfix's default type, cyrus, is not supported.
+func saslFromConfig(c *config.Config, o *Options) error {
+	var err error
+	so := &o.SASL
+	if so.TLSAuthOnly, err = c.Bool("smtpd_tls_auth_only"); err != nil {
+		return err
+	}
+	if so.AuthenticatedHeader, err = c.Bool("smtpd_sasl_authenticated_header"); err != nil {
+		return err
+	}
+	if so.ClientAuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {
+		return err
+	}
+	so.RateTimeUnit = time.Minute
+	if config.Known("anvil_rate_time_unit") {
+		if so.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
+			return err
+		}
+	}
+	for name, dst := range map[string]*auth.Security{"smtpd_sasl_security_options": &so.Security, "smtpd_sasl_tls_security_options": &so.TLSSecurity} {
+		words, err := c.List(name)
+		if err != nil {
+			return err
+		}
+		if *dst, err = auth.ParseSecurity(words); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	enable, err := c.Bool("smtpd_sasl_auth_enable")
+	if err != nil || !enable {
+		return err
+	}
+	so.Backend, err = OpenSASL(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), c.String("myhostname"))
+	return err
+}
+
+// OpenSASL opens the back-end named by smtpd_sasl_type with
+// smtpd_sasl_path (also used by the ODMR server).
+func OpenSASL(typ, path, hostname string) (auth.Backend, error) {
+	switch typ {
+	case "dovecot":
+		return auth.NewDovecot(path), nil
+	case "passwd-file":
+		p, err := auth.OpenPasswdFile(path, hostname)
+		if err != nil {
+			return nil, fmt.Errorf("smtpd_sasl_path: %w", err)
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("smtpd_sasl_type: %q is not supported (use dovecot or passwd-file)", typ)
+}
+
+// redactAuth hides the credentials of an AUTH command line in the debug
+// log (STYLE §19); responses during the exchange are never logged.
+func redactAuth(line string) string {
+	verb, arg, _ := strings.Cut(line, " ")
+	if !strings.EqualFold(verb, "AUTH") {
+		return line
+	}
+	if mech, _, ok := strings.Cut(strings.TrimSpace(arg), " "); ok {
+		return verb + " " + mech + " <redacted>"
+	}
+	return line
+}
