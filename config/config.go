@@ -295,3 +295,18 @@ func (c *Config) checkUsers(name string) error {
 	}
 	return nil
 }
+
+// Where says where a parameter was set: "FILE:LINE", or "default" for a
+// parameter left at its default (and "" file for a Set value).
+func (c *Config) Where(name string) string {
+	s, ok := c.set[name]
+	switch {
+	case !ok:
+		return "default"
+	case s.file == "":
+		return name
+	case s.line == 0:
+		return s.file
+	}
+	return fmt.Sprintf("%s:%d", s.file, s.line)
+}

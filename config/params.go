@@ -169,6 +169,7 @@ func defaults() map[string]*param {
 		"default_transport":                                   {kind: kindString, def: "smtp"},
 		"relay_transport":                                     {kind: kindString, def: "relay"},
 		"transport_maps":                                      {kind: kindMaps, def: ""},
+		"master_cf":                                           {kind: kindString, def: ""}, // ours: a Postfix master.cf whose smtp, lmtp, error and discard services are transports
 
 		// SMTP client.
 		"smtp_helo_name":                   {kind: kindString, def: "$myhostname"},
@@ -194,6 +195,24 @@ func defaults() map[string]*param {
 		"smtp_mx_session_limit":            {kind: kindInt, def: "2"},
 		"smtp_skip_5xx_greeting":           {kind: kindBool, def: "yes"},
 		"smtp_line_length_limit":           {kind: kindInt, def: "999"},
+
+		// LMTP client (the lmtp transport, lmtp(8)).
+		"lmtp_lhlo_name":                     {kind: kindString, def: "$myhostname"},
+		"lmtp_tcp_port":                      {kind: kindInt, def: "24"},
+		"lmtp_host_lookup":                   {kind: kindList, def: "dns"},
+		"lmtp_tls_security_level":            {kind: kindEnum, def: "", enum: []string{"", "none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"}},
+		"lmtp_connect_timeout":               {kind: kindTime, def: "0s"},
+		"lmtp_lhlo_timeout":                  {kind: kindTime, def: "300s"},
+		"lmtp_starttls_timeout":              {kind: kindTime, def: "300s"},
+		"lmtp_mail_timeout":                  {kind: kindTime, def: "300s"},
+		"lmtp_rcpt_timeout":                  {kind: kindTime, def: "300s"},
+		"lmtp_data_init_timeout":             {kind: kindTime, def: "120s"},
+		"lmtp_data_xfer_timeout":             {kind: kindTime, def: "180s"},
+		"lmtp_data_done_timeout":             {kind: kindTime, def: "600s"},
+		"lmtp_quit_timeout":                  {kind: kindTime, def: "300s"},
+		"lmtp_rset_timeout":                  {kind: kindTime, def: "20s"},
+		"lmtp_destination_concurrency_limit": {kind: kindInt, def: "$default_destination_concurrency_limit"},
+		"lmtp_destination_recipient_limit":   {kind: kindInt, def: "$default_destination_recipient_limit"},
 
 		// Operations (ours).
 		"control_socket":   {kind: kindString, def: "$queue_directory/control.sock"},

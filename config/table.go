@@ -268,3 +268,66 @@ func readNames(path string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// TableEntry is one entry of a lookup table and where it is written:
+// File and Line of a text table's source line, or the table spec and 0
+// for inline: and static: tables.
+type TableEntry struct {
+	File  string
+	Line  int
+	Key   string
+	Value string
+}
+
+// Where is "FILE:LINE" (or the table spec) for messages.
+func (e TableEntry) Where() string {
+	if e.Line == 0 {
+		return e.File
+	}
+	return fmt.Sprintf("%s:%d", e.File, e.Line)
+}
+
+// Entries lists every entry of the tables of a maps parameter (e.g.
+// transport_maps), table by table in file order, so that start-up checks
+// can name the line of a bad entry.
+func (c *Config) Entries(name string) ([]TableEntry, error) {
+	specs, err := c.List(name)
+	if err != nil {
+		return nil, err
+	}
+	var out []TableEntry
+	for _, spec := range specs {
+		typ, tname, err := splitTableSpec(spec)
+		if err != nil {
+			return nil, c.errorf(name, "%v", err)
+		}
+		switch typ {
+		case "static":
+			out = append(out, TableEntry{File: spec, Key: "*", Value: unbrace(tname)})
+			continue
+		case "inline":
+			words, _ := splitList(unbrace(tname))
+			for _, w := range words {
+				k, v, _ := strings.Cut(unbrace(w), "=")
+				out = append(out, TableEntry{File: spec, Key: strings.ToLower(strings.TrimSpace(k)), Value: strings.TrimSpace(v)})
+			}
+			continue
+		}
+		data, err := os.ReadFile(tname)
+		if err != nil {
+			return nil, c.errorf(name, "table %s: %v", spec, err)
+		}
+		lines, err := logicalLines(tname, data)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range lines {
+			k, v := l.text, ""
+			if i := strings.IndexAny(l.text, " \t"); i >= 0 {
+				k, v = l.text[:i], l.text[i:]
+			}
+			out = append(out, TableEntry{File: tname, Line: l.line, Key: strings.ToLower(k), Value: strings.TrimSpace(v)})
+		}
+	}
+	return out, nil
+}

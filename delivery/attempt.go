@@ -101,6 +101,19 @@ func (d *Scheduler) plan(a *attempt) []*group {
 			}
 			a.results[i] = local(store.RcptDelivered, "2.0.0", text)
 			continue
+		case routeRetry:
+			dsn, text := splitDSN(rt.Text, "4.0.0")
+			dsn = "4" + dsn[1:] // retry always defers (error(8) as retry)
+			if text == "" {
+				text = "mail for " + r.Domain() + " is deferred"
+			}
+			a.results[i] = local(store.RcptPending, dsn, text)
+			continue
+		case routeUnavailable:
+			// qmgr(8) defers mail for a transport it cannot reach with
+			// "4.3.0 mail transport unavailable"; the reason says why.
+			a.results[i] = local(store.RcptPending, "4.3.0", "mail transport unavailable: "+rt.Text)
+			continue
 		}
 		if d.deferred[rt.Hop.Transport] && !r.Forced {
 			// reference spec §3.5: wait for a flush, no connection.
@@ -206,6 +219,14 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 		return nil, false
 	}
 	defer func() { <-d.slots }()
+	if procs := d.procs[g.hop.Transport]; procs != nil { // master.cf maxproc
+		select {
+		case procs <- struct{}{}:
+		case <-ctx.Done():
+			return nil, false
+		}
+		defer func() { <-procs }()
+	}
 	if a.body == nil {
 		body, err := d.s.Body(a.m.ID)
 		if err != nil {
@@ -236,7 +257,7 @@ func (d *Scheduler) connect(ctx context.Context, targets []target) (*conn, *sess
 	for _, t := range targets {
 		cn, err := d.dial(ctx, t, true)
 		var se *sessionError
-		if errors.As(err, &se) && se.res.DSN == "4.7.5" && d.o.TLSLevel == TLSMay {
+		if errors.As(err, &se) && se.res.DSN == "4.7.5" && t.cf.TLSLevel == TLSMay {
 			cn, err = d.dial(ctx, t, false)
 		}
 		if err == nil {

@@ -37,7 +37,7 @@ func classify(err error, t target, stage string, softBounce bool) result {
 	switch {
 	case errors.As(err, &se):
 		text := replyText(se)
-		r.Reply = fmt.Sprintf("host %s[%s] said: %s (in reply to %s command)", t.Name, t.Addr, text, stage)
+		r.Reply = fmt.Sprintf("host %s[%s] said: %s (in reply to %s command)", t.Name, t.ip(), text, stage)
 		r.Diag = "smtp; " + text
 		r.DSN = enhanced(se)
 		switch {
@@ -51,9 +51,9 @@ func classify(err error, t target, stage string, softBounce bool) result {
 			r.DSN = "4" + r.DSN[1:]
 		}
 	case isTimeout(err):
-		r = transient(t, "4.4.2", fmt.Sprintf("conversation with %s[%s] timed out while %s", t.Name, t.Addr, sending(stage)))
+		r = transient(t, "4.4.2", fmt.Sprintf("conversation with %s[%s] timed out while %s", t.Name, t.ip(), sending(stage)))
 	default:
-		r = transient(t, "4.4.2", fmt.Sprintf("lost connection with %s[%s] while %s", t.Name, t.Addr, sending(stage)))
+		r = transient(t, "4.4.2", fmt.Sprintf("lost connection with %s[%s] while %s", t.Name, t.ip(), sending(stage)))
 	}
 	return r
 }

@@ -49,11 +49,17 @@ func (e *sessionError) Error() string { return e.res.Reply }
 // offered (level may) or required (encrypt), EHLO again over TLS
 // (RFC 3207 sec 4.2).
 func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, error) {
-	to := &d.o.Timeouts
-	dctx, cancel := context.WithTimeout(ctx, to.Connect)
+	dctx, cancel := ctx, context.CancelFunc(func() {})
+	if c := t.cf.Timeouts.Connect; c > 0 { // lmtp_connect_timeout 0: the system's limit
+		dctx, cancel = context.WithTimeout(ctx, c)
+	}
 	defer cancel()
 	var nd net.Dialer
-	raw, err := nd.DialContext(dctx, "tcp", net.JoinHostPort(t.Addr.String(), strconv.Itoa(t.Port)))
+	network, addr := "tcp", net.JoinHostPort(t.Addr.String(), strconv.Itoa(t.Port))
+	if t.Path != "" {
+		network, addr = "unix", t.Path
+	}
+	raw, err := nd.DialContext(dctx, network, addr)
 	if err != nil {
 		return nil, &sessionError{connectFailure(t, err)}
 	}
@@ -62,7 +68,7 @@ func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, err
 	if !stop() || err != nil {
 		raw.Close()
 		if err == nil {
-			err = &sessionError{transient(t, "4.4.2", fmt.Sprintf("lost connection with %s[%s] while performing the EHLO handshake", t.Name, t.Addr))}
+			err = &sessionError{transient(t, "4.4.2", fmt.Sprintf("lost connection with %s[%s] while performing the EHLO handshake", t.Name, t.ip()))}
 		}
 		return nil, err
 	}
@@ -71,7 +77,11 @@ func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, err
 
 // handshake runs greeting, EHLO and STARTTLS on raw.
 func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error) {
-	to := &d.o.Timeouts
+	to, cf := &t.cf.Timeouts, t.cf
+	hello := "EHLO"
+	if t.lmtp {
+		hello = "LHLO" // RFC 2033 sec 4.1
+	}
 	tp := textproto.NewConn(raw)
 	raw.SetDeadline(time.Now().Add(to.Helo))
 	_, banner, err := tp.ReadResponse(220)
@@ -80,13 +90,13 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 	}
 	banner, _, _ = strings.Cut(banner, "\n")
 	ext := map[string]bool{}
-	if d.o.TLSLevel != TLSNone && tryTLS {
-		if err := tp.PrintfLine("EHLO %s", d.o.HeloName); err != nil {
-			return nil, d.greetError(t, err, "performing the EHLO handshake")
+	if cf.TLSLevel != TLSNone && tryTLS {
+		if err := tp.PrintfLine("%s %s", hello, cf.HeloName); err != nil {
+			return nil, d.greetError(t, err, "performing the "+hello+" handshake")
 		}
 		_, msg, err := tp.ReadResponse(250)
 		if err != nil {
-			return nil, d.greetError(t, err, "performing the EHLO handshake")
+			return nil, d.greetError(t, err, "performing the "+hello+" handshake")
 		}
 		for _, l := range strings.Split(msg, "\n")[1:] {
 			k, _, _ := strings.Cut(l, " ")
@@ -108,11 +118,11 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 		}
 		tc := tls.Client(raw, cfg)
 		if err := tc.Handshake(); err != nil {
-			return nil, &sessionError{transient(t, "4.7.5", fmt.Sprintf("Cannot start TLS: handshake failure with %s[%s]: %v", t.Name, t.Addr, err))}
+			return nil, &sessionError{transient(t, "4.7.5", fmt.Sprintf("Cannot start TLS: handshake failure with %s[%s]: %v", t.Name, t.ip(), err))}
 		}
 		nc, isTLS = tc, true
-	} else if d.o.TLSLevel == TLSEncrypt {
-		return nil, &sessionError{transient(t, "4.7.4", fmt.Sprintf("TLS is required, but was not offered by host %s[%s]", t.Name, t.Addr))}
+	} else if cf.TLSLevel == TLSEncrypt {
+		return nil, &sessionError{transient(t, "4.7.4", fmt.Sprintf("TLS is required, but was not offered by host %s[%s]", t.Name, t.ip()))}
 	}
 	raw.SetDeadline(time.Time{})
 	var rest io.Reader = nc
@@ -121,11 +131,15 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 	}
 	// go-smtp's Client reads a greeting first; the server sent its one
 	// greeting already, so it is replayed from memory.
-	c := smtp.NewClient(&greeted{Conn: nc, r: io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), rest)})
+	g := &greeted{Conn: nc, r: io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), rest)}
+	c := smtp.NewClient(g)
+	if t.lmtp {
+		c = smtp.NewClientLMTP(g)
+	}
 	c.CommandTimeout = to.Helo
-	if err := c.Hello(d.o.HeloName); err != nil {
+	if err := c.Hello(cf.HeloName); err != nil {
 		c.Close()
-		return nil, d.greetError(t, err, "performing the EHLO handshake")
+		return nil, d.greetError(t, err, "performing the "+hello+" handshake")
 	}
 	cn := &conn{t: t, netc: nc, c: c, tls: isTLS}
 	if ok, v := c.Extension("SIZE"); ok {
@@ -146,7 +160,7 @@ func (d *Scheduler) greetError(t target, err error, stage string) error {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		r := classify(se, t, "EHLO", true) // a site failure is never permanent
-		r.Reply = fmt.Sprintf("host %s[%s] refused to talk to me: %s", t.Name, t.Addr, replyText(se))
+		r.Reply = fmt.Sprintf("host %s[%s] refused to talk to me: %s", t.Name, t.ip(), replyText(se))
 		return &sessionError{r}
 	}
 	return &sessionError{classify(err, t, stage, true)}
@@ -165,7 +179,7 @@ func (g *greeted) Read(p []byte) (int, error) { return g.r.Read(p) }
 // DATA when at least one was accepted. It returns one result per
 // recipient, in order. On a network error the connection is marked broken.
 func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) []result {
-	to := &d.o.Timeouts
+	to := &cn.t.cf.Timeouts
 	out := make([]result, len(rcpts))
 	all := func(r result) []result {
 		for i := range out {
@@ -175,14 +189,14 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 	}
 	cn.uses++
 	if cn.size > 0 && int64(len(body)) > cn.size {
-		text := fmt.Sprintf("message size %d exceeds size limit %d of server %s[%s]", len(body), cn.size, cn.t.Name, cn.t.Addr)
+		text := fmt.Sprintf("message size %d exceeds size limit %d of server %s[%s]", len(body), cn.size, cn.t.Name, cn.t.ip())
 		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.3.4", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
 	}
 	utf8 := m.SMTPUTF8 && cn.utf8
 	if m.SMTPUTF8 && !cn.utf8 && needsUTF8(m, rcpts, body) {
 		// RFC 6531 sec 3.2: without SMTPUTF8 at the next hop, only mail
 		// that really needs it is returned; the rest goes as plain SMTP.
-		text := fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s[%s]", cn.t.Name, cn.t.Addr)
+		text := fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s[%s]", cn.t.Name, cn.t.ip())
 		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.6.7", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
 	}
 	cn.c.CommandTimeout = to.Mail
@@ -213,6 +227,12 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 		}
 		return out
 	}
+	if cn.t.lmtp {
+		for k, r := range d.dataLMTP(cn, m, rcpts, ok, body) {
+			out[ok[k]] = r
+		}
+		return out
+	}
 	res := d.data(cn, body)
 	// A next hop without DSN cannot honour NOTIFY=SUCCESS: the notice
 	// ("relayed") is ours to send (RFC 3461 sec 5.2.3, as Postfix).
@@ -225,7 +245,7 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 
 // data sends DATA, the content and the final dot.
 func (d *Scheduler) data(cn *conn, body []byte) result {
-	to := &d.o.Timeouts
+	to := &cn.t.cf.Timeouts
 	cn.c.CommandTimeout = to.DataInit
 	w, err := cn.c.Data()
 	if err != nil {
@@ -337,7 +357,7 @@ func printable(s string) bool {
 // close ends the session with QUIT, bounded by smtp_quit_timeout.
 func (d *Scheduler) closeConn(cn *conn) {
 	if !cn.broken {
-		cn.c.CommandTimeout = d.o.Timeouts.Quit
+		cn.c.CommandTimeout = cn.t.cf.Timeouts.Quit
 		if cn.c.Quit() == nil {
 			return
 		}

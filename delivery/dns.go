@@ -16,10 +16,26 @@ type target struct {
 	Name string     // MX host name (or the hop's host)
 	Addr netip.Addr // its address
 	Port int
+	Path string  // Unix socket of an lmtp:unix:/path hop (then no Addr)
+	cf   *Client // the transport's client settings
+	lmtp bool    // speak LMTP (RFC 2033)
 }
 
-// Relay is Postfix's "name[addr]:port" form used in logs and replies.
+// ip is the address part of "name[addr]": the IP address, or the socket
+// path of a Unix-domain next hop.
+func (t target) ip() string {
+	if t.Path != "" {
+		return t.Path
+	}
+	return t.Addr.String()
+}
+
+// Relay is Postfix's "name[addr]:port" form used in logs and replies
+// ("name[/path]" for a Unix socket).
 func (t target) Relay() string {
+	if t.Path != "" {
+		return fmt.Sprintf("%s[%s]", t.Name, t.Path)
+	}
 	return fmt.Sprintf("%s[%s]:%d", t.Name, t.Addr, t.Port)
 }
 
@@ -47,15 +63,24 @@ func (e *lookupError) Error() string { return e.text }
 // the host's own A/AAAA records when it has no MX; a [host] or an address
 // skips MX. At most MXAddressLimit addresses.
 func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
+	tr := d.transport(h.Transport)
+	cf, lmtp := tr.Client, tr.Kind == KindLMTP
+	if cf == nil { // not an SMTP or LMTP transport: resolve never gives one
+		return nil, &lookupError{text: "4.3.0 mail transport unavailable"}
+	}
+	if h.Unix {
+		return []target{{Name: d.o.Hostname, Path: h.Host, cf: cf, lmtp: lmtp}}, nil
+	}
 	port := h.Port
 	if port == 0 {
-		port = d.o.Port
+		port = cf.Port
 	}
 	if a, err := netip.ParseAddr(h.Host); err == nil {
-		return []target{{Name: h.Host, Addr: a.Unmap(), Port: port}}, nil
+		return []target{{Name: h.Host, Addr: a.Unmap(), Port: port, cf: cf, lmtp: lmtp}}, nil
 	}
+	dns := cf.DNS
 	var hosts []string
-	if h.MX && d.o.DNS {
+	if h.MX && dns {
 		mxs, err := d.resolver.LookupMX(ctx, h.Host)
 		switch {
 		case err == nil:
@@ -80,7 +105,7 @@ func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
 	var out []target
 	var firstErr error
 	for _, name := range hosts {
-		addrs, err := d.addrs(ctx, name)
+		addrs, err := d.addrs(ctx, name, dns)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = dnsError(name, "A", err)
@@ -88,8 +113,8 @@ func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
 			continue
 		}
 		for _, a := range addrs {
-			out = append(out, target{Name: name, Addr: a.Unmap(), Port: port})
-			if len(out) == d.o.MXAddressLimit {
+			out = append(out, target{Name: name, Addr: a.Unmap(), Port: port, cf: cf, lmtp: lmtp})
+			if len(out) == cf.MXAddressLimit {
 				return out, nil
 			}
 		}
@@ -103,8 +128,8 @@ func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
 // addrs looks up a host's addresses: in the DNS (absolute name, no
 // search domain), or with smtp_host_lookup = native through the system's
 // resolver as given (/etc/hosts).
-func (d *Scheduler) addrs(ctx context.Context, name string) ([]netip.Addr, error) {
-	if d.o.DNS {
+func (d *Scheduler) addrs(ctx context.Context, name string, dns bool) ([]netip.Addr, error) {
+	if dns {
 		return d.resolver.LookupIP(ctx, name)
 	}
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", name)

@@ -15,7 +15,18 @@
 //     SMTP, with their own <transport>_destination_concurrency_limit and
 //     defer_transports entries), and the next hop the one those name, else
 //     relayhost, else the recipient's domain; error:text bounces,
-//     discard: drops;
+//     retry:text defers, discard: drops; lmtp:[host]:port,
+//     lmtp:inet:host and lmtp:unix:/path deliver over LMTP (RFC 2033:
+//     LHLO, one reply per accepted recipient after the content, so each
+//     recipient is delivered, deferred or bounced on its own);
+//   - transports are the built-in ones (smtp, relay, lmtp, error, retry,
+//     discard and every defer_transports name) and the services of a
+//     Postfix master.cf (master_cf) whose command is smtp, lmtp, error or
+//     discard, with their -o options applied to that transport and
+//     maxproc as its limit of deliveries at once. A transport holdfast
+//     cannot run (local, virtual, pipe, an unknown name) defers its mail
+//     with "4.3.0 mail transport unavailable: <why>", never bounces it;
+//     OptionsFromConfig reports such table entries with file and line;
 //   - a transport in defer_transports defers ("4.3.2 deferred transport")
 //     without a connection, unless a flush forced the recipient. New mail
 //     queued through Admit (as serve does) gets that outcome before its
@@ -57,7 +68,8 @@
 //     cleanup does.
 //   - TLS levels are none, may and encrypt; certificates are not verified
 //     (as Postfix at those levels).
-//   - Every transport other than error and discard is SMTP.
+//   - Every transport is SMTP, LMTP, error, retry or discard; local
+//     delivery, pipes and content filters are not holdfast's job.
 //   - No success notice for discard: or for a final delivery (there is
 //     none: holdfast only relays).
 package delivery

@@ -289,6 +289,7 @@ func TestSlowDestinationDoesNotBlockOthers(t *testing.T) {
 			return 20
 		}
 		e.tm["slow.test"] = fmt.Sprintf("slow:[127.0.0.1]:%d", slow.Port)
+		e.o.TransportDefs = map[string]*Transport{"slow": {Kind: KindSMTP}} // a master.cf smtp service
 	})
 	for i := 0; i < 10; i++ {
 		e.enqueue("alice@origin.test", "x@slow.test")

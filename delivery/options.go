@@ -1,7 +1,6 @@
 package delivery
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -52,6 +51,10 @@ type Options struct {
 	Relayhost string
 	// Transports is transport_maps; nil = none.
 	Transports TransportTable
+	// TransportDefs are the transports defined in master.cf (master_cf)
+	// and the built-in lmtp with the lmtp_* parameters, by name; they
+	// replace the built-in ones of the same name (see Transport).
+	TransportDefs map[string]*Transport
 	// DefaultTransport is default_transport ("smtp"): the transport of a
 	// recipient without a transport map entry whose domain is not in
 	// RelayDomains. RelayTransport is relay_transport ("relay", an SMTP
@@ -128,6 +131,11 @@ type Options struct {
 	// Events, if not nil, is told of every recipient outcome and the
 	// duration of every SMTP transaction (metrics, flush --wait).
 	Events Events
+	// Warnings are the start-up findings of OptionsFromConfig for the
+	// operator's log: transport table entries naming a transport holdfast
+	// cannot run (with file and line), master.cf services and -o options
+	// it does not apply.
+	Warnings []string
 }
 
 // DomainMatcher matches a recipient domain against a domain list.
@@ -241,6 +249,14 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	if err := lookupOptions(c, &o); err != nil {
 		return o, err
 	}
+	if o.Warnings, err = transportsFromConfig(c, &o); err != nil {
+		return o, err
+	}
+	w, err := transportWarnings(c, o)
+	if err != nil {
+		return o, err
+	}
+	o.Warnings = append(o.Warnings, w...)
 	return o, nil
 }
 
@@ -266,15 +282,8 @@ func lookupOptions(c *config.Config, o *Options) error {
 			o.DNS = !off
 		}
 	}
-	switch lvl := c.String("smtp_tls_security_level"); lvl {
-	case "", TLSNone:
-		o.TLSLevel = TLSNone
-	case TLSMay, TLSEncrypt:
-		o.TLSLevel = lvl
-	default:
-		return &config.Error{Param: "smtp_tls_security_level", Msg: fmt.Sprintf("level %q is not supported by holdfast (none, may, encrypt)", lvl)}
-	}
-	return nil
+	o.TLSLevel, err = tlsLevel(c, "smtp_tls_security_level")
+	return err
 }
 
 // withDefaults fills zero fields with Postfix's defaults.
@@ -350,12 +359,16 @@ func (o Options) withDefaults() Options {
 
 // destLimit is the connection limit for one next hop of transport.
 func (o *Options) destLimit(transport string) int {
+	n := o.DefaultDestinationLimit
 	if o.DestinationLimit != nil {
-		if n := o.DestinationLimit(transport); n > 0 {
-			return n
+		if l := o.DestinationLimit(transport); l > 0 {
+			n = l
 		}
 	}
-	return o.DefaultDestinationLimit
+	if t := o.TransportDefs[transport]; t != nil && t.MaxProc > 0 && t.MaxProc < n {
+		n = t.MaxProc // no more sessions than deliveries the transport may run
+	}
+	return n
 }
 
 // backoff is the delay before the next attempt of a recipient that has

@@ -14,7 +14,7 @@ import (
 func TestResolveRelayTransport(t *testing.T) {
 	c := testutil.Config(t, "relay_domains", "relay.test, parent.test",
 		"transport_maps", "inline:{mapped.relay.test=etrn-only:[mx.mapped.test]}",
-		"relay_destination_concurrency_limit", "3")
+		"relay_destination_concurrency_limit", "3", "defer_transports", "etrn-only")
 	o, err := OptionsFromConfig(c)
 	if err != nil {
 		t.Fatal(err)

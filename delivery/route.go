@@ -13,9 +13,11 @@ import (
 type routeKind uint8
 
 const (
-	routeSMTP    routeKind = iota // deliver over SMTP to the next hop
-	routeError                    // error:text — bounce with text (error(8))
-	routeDiscard                  // discard:text — drop, log (discard(8))
+	routeSMTP        routeKind = iota // deliver over SMTP or LMTP to the next hop
+	routeError                        // error:text — bounce with text (error(8))
+	routeDiscard                      // discard:text — drop, log (discard(8))
+	routeRetry                        // retry:text — defer with text (error(8) as retry)
+	routeUnavailable                  // a transport holdfast cannot run: defer
 )
 
 // hop is a (transport, next hop) pair: the unit of connection reuse,
@@ -24,8 +26,9 @@ const (
 type hop struct {
 	Transport string
 	Host      string // domain or host name, or IP address of a [literal]
-	Port      int    // 0 = Options.Port
+	Port      int    // 0 = the transport's default port
 	MX        bool   // look up MX records for Host ([host] skips them)
+	Unix      bool   // LMTP over the Unix socket at Host (lmtp:unix:/path)
 }
 
 // Key names the hop in logs, the dead list and the store's "dest" bucket:
@@ -34,6 +37,9 @@ func (h hop) Key() string { return h.Transport + ":" + h.Nexthop() }
 
 // Nexthop is the next hop in transport(5) syntax.
 func (h hop) Nexthop() string {
+	if h.Unix {
+		return "unix:" + h.Host
+	}
 	s := h.Host
 	if !h.MX {
 		s = "[" + s + "]"
@@ -89,11 +95,16 @@ func (d *Scheduler) resolve(rcpt string) (route, error) {
 			nexthop = nh
 		}
 	}
-	switch transport {
-	case "error":
+	t := d.transport(transport)
+	switch t.Kind {
+	case KindError:
 		return route{Kind: routeError, Text: nexthop}, nil
-	case "discard":
+	case KindRetry:
+		return route{Kind: routeRetry, Text: nexthop}, nil
+	case KindDiscard:
 		return route{Kind: routeDiscard, Text: nexthop}, nil
+	case "":
+		return route{Kind: routeUnavailable, Text: t.Unavailable}, nil
 	}
 	if nexthop == "" && d.o.Relayhost != "" {
 		nexthop = d.o.Relayhost
@@ -104,7 +115,7 @@ func (d *Scheduler) resolve(rcpt string) (route, error) {
 		}
 		nexthop = domain
 	}
-	h, err := parseNexthop(nexthop)
+	h, err := parseNexthop(nexthop, t.Kind)
 	if err != nil {
 		return route{}, err
 	}
@@ -143,10 +154,21 @@ func isDigits(s string) bool {
 }
 
 // parseNexthop reads "[host]", "[host]:port", "host", "host:port".
-// RFC 5321 sec 4.1.3 address literals ("[ipv6:...]") are accepted.
-func parseNexthop(s string) (hop, error) {
+// RFC 5321 sec 4.1.3 address literals ("[ipv6:...]") are accepted. For
+// LMTP (kind KindLMTP) it also reads lmtp(8)'s "inet:" prefix and
+// "unix:/path", and never looks up MX records.
+func parseNexthop(s, kind string) (hop, error) {
 	var h hop
-	h.MX = true
+	h.MX = kind != KindLMTP
+	if kind == KindLMTP {
+		if p, ok := strings.CutPrefix(s, "unix:"); ok {
+			if p == "" {
+				return h, fmt.Errorf("bad next hop %q", s)
+			}
+			return hop{Host: p, Unix: true}, nil
+		}
+		s = strings.TrimPrefix(s, "inet:")
+	}
 	host := s
 	if strings.HasPrefix(s, "[") {
 		j := strings.IndexByte(s, ']')

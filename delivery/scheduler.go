@@ -28,6 +28,10 @@ type Scheduler struct {
 	slots    chan struct{} // global transaction limit (Concurrency)
 	pools    pools
 	deferred map[string]bool // defer_transports
+	// transports are the transports by name (built in and TransportDefs);
+	// procs limits the deliveries in progress of those with a maxproc.
+	transports map[string]*Transport
+	procs      map[string]chan struct{}
 
 	deadMu sync.Mutex
 	dead   map[string]deadHop // by hop key
@@ -62,6 +66,13 @@ func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
 	}
 	for _, t := range o.DeferTransports {
 		d.deferred[t] = true
+	}
+	d.transports = completeTransports(&o)
+	d.procs = map[string]chan struct{}{}
+	for name, t := range d.transports {
+		if t.MaxProc > 0 {
+			d.procs[name] = make(chan struct{}, t.MaxProc)
+		}
 	}
 	dests, err := s.Dests()
 	if err != nil {

@@ -66,7 +66,7 @@ func TestParseNexthop(t *testing.T) {
 		{"[x]:99999", hop{}, true},
 	}
 	for _, tt := range tests {
-		got, err := parseNexthop(tt.in)
+		got, err := parseNexthop(tt.in, KindSMTP)
 		if (err != nil) != tt.err || (!tt.err && got != tt.want) {
 			t.Errorf("parseNexthop(%q) = %+v, %v; want %+v, err %v", tt.in, got, err, tt.want, tt.err)
 		}
@@ -78,7 +78,13 @@ func TestResolve(t *testing.T) {
 		"etrn.test":     "etrn-only:[mailhost.etrn.test]",
 		"gone.test":     "error:mail for gone.test is not accepted",
 		"user@any.test": ":[special.test]",
-	}, Relayhost: "[smarthost.test]:587"}.withDefaults()}
+		"later.test":    "retry:4.7.1 try again tomorrow",
+		"store.test":    "lmtp:[192.0.2.7]:2424",
+		"sock.test":     "lmtp:unix:/run/lmtp.sock",
+		"inet.test":     "lmtp:inet:mda.test",
+		"mbox.test":     "local:",
+		"pipe.test":     "uucp:gateway",
+	}, Relayhost: "[smarthost.test]:587", DeferTransports: []string{"etrn-only"}}.withDefaults()}
 	tests := []struct {
 		addr string
 		kind routeKind
@@ -88,6 +94,12 @@ func TestResolve(t *testing.T) {
 		{"a@gone.test", routeError, ""},
 		{"user@any.test", routeSMTP, "smtp:[special.test]"},
 		{"other@any.test", routeSMTP, "smtp:[smarthost.test]:587"},
+		{"a@later.test", routeRetry, ""},
+		{"a@store.test", routeSMTP, "lmtp:[192.0.2.7]:2424"},
+		{"a@sock.test", routeSMTP, "lmtp:unix:/run/lmtp.sock"},
+		{"a@inet.test", routeSMTP, "lmtp:[mda.test]"},
+		{"a@mbox.test", routeUnavailable, ""},
+		{"a@pipe.test", routeUnavailable, ""},
 	}
 	for _, tt := range tests {
 		r, err := d.resolve(tt.addr)

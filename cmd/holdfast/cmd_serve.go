@@ -214,6 +214,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	// In-flight deliveries get the same time as SMTP sessions; both stop
 	// together (0 = cut at once).
 	dopts.ShutdownGrace = max(d.stopTimeout, time.Nanosecond)
+	for _, w := range dopts.Warnings { // transports: reported, never silently ignored
+		log.Warn().Msg(w)
+	}
 	dopts.Events = d.metrics // recipient outcomes: metrics and flush --wait
 	d.sched, err = delivery.New(dopts, d.store, log.With().Str("component", "delivery").Logger())
 	if err != nil {

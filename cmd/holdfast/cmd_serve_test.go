@@ -225,3 +225,30 @@ func TestServeShutdownTimeout(t *testing.T) {
 }
 
 var listenRE = regexp.MustCompile(`"smtpd_listen":\["([^"]+)"`)
+
+// The etrn-only transport defined as ETRN_README defines it, in a
+// master.cf line used unchanged (master_cf): its mail is deferred on
+// arrival and delivered by ETRN, with the service's -o options applied.
+func TestServeMasterCfETRNOnly(t *testing.T) {
+	master := filepath.Join(t.TempDir(), "master.cf")
+	text := "# ETRN_README: a copy of the smtp transport for ETRN-only customers\n" +
+		"etrn-only unix  -       -       n       -       -       smtp\n" +
+		"    -o smtp_helo_name=etrn.relay.test\n"
+	if err := os.WriteFile(master, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := newRelay(t, "master_cf = "+master)
+	r.send("a@sender.test", "u@customer.tld")
+	if s := r.stats(); s.Deferred != 1 || s.Incoming+s.Active != 0 {
+		t.Fatalf("not deferred on arrival: %+v", s)
+	}
+	r.quiet(200 * time.Millisecond)
+	if got := r.etrn("customer.tld"); got != "250 Queuing started" {
+		t.Fatalf("ETRN: %q", got)
+	}
+	if got := r.mta.Wait(1, 10*time.Second); len(got) != 1 || got[0].Helo != "etrn.relay.test" {
+		t.Fatalf("delivered %+v", got)
+	}
+	r.waitEmpty()
+	r.check()
+}

@@ -1,0 +1,190 @@
+package delivery
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Transport kinds: what holdfast does with mail for a transport, as the
+// Postfix delivery agent of that name does it.
+const (
+	KindSMTP    = "smtp"    // SMTP client, smtp(8)
+	KindLMTP    = "lmtp"    // LMTP client, lmtp(8) (RFC 2033)
+	KindError   = "error"   // bounce with the next hop as the reason, error(8)
+	KindRetry   = "retry"   // defer with the next hop as the reason, error(8) as retry
+	KindDiscard = "discard" // drop and log, discard(8)
+)
+
+// Transport is a transport that transport_maps, default_transport or
+// relay_transport can name: built in (smtp, relay, lmtp, error, retry,
+// discard and every defer_transports name) or a master.cf service.
+type Transport struct {
+	// Kind is one of the Kind constants, "" for a transport holdfast
+	// cannot run (local, virtual, pipe, an unknown name): its mail is
+	// deferred with Unavailable as the reason, never bounced.
+	Kind        string
+	Unavailable string
+	// Client holds the SMTP or LMTP client settings, with the service's
+	// -o options applied; nil = the Options' own (smtp_* parameters).
+	Client *Client
+	// MaxProc is master.cf's maxproc: deliveries of this transport in
+	// progress at once, all destinations together; 0 = no limit other
+	// than delivery_concurrency_limit.
+	MaxProc int
+	// Where names the definition in logs: "master.cf:12" or "built in".
+	Where string
+}
+
+// Client are the settings of one SMTP or LMTP transport.
+type Client struct {
+	// HeloName is sent in EHLO (smtp_helo_name) or LHLO (lmtp_lhlo_name).
+	HeloName string
+	// TLSLevel is TLSNone, TLSMay or TLSEncrypt.
+	TLSLevel string
+	// Timeouts of the protocol stages.
+	Timeouts Timeouts
+	// DNS: host names are looked up in the DNS (MX records for SMTP
+	// next hops without [ ]; LMTP never uses MX records).
+	DNS bool
+	// MXAddressLimit caps the addresses tried per delivery.
+	MXAddressLimit int
+	// Port is the TCP port of a next hop given without one: 25 for SMTP,
+	// lmtp_tcp_port (24) for LMTP.
+	Port int
+}
+
+// builtinClient is the client of the smtp-kind transports from Options.
+func (o *Options) builtinClient() *Client {
+	return &Client{HeloName: o.HeloName, TLSLevel: o.TLSLevel, Timeouts: o.Timeouts, DNS: o.DNS,
+		MXAddressLimit: o.MXAddressLimit, Port: o.Port}
+}
+
+// builtinTransports are the transports holdfast runs without a master.cf
+// entry, as Postfix's stock master.cf defines them.
+func builtinTransports(o *Options) map[string]*Transport {
+	smtp := o.builtinClient()
+	lmtp := *smtp
+	lmtp.Port = 24
+	m := map[string]*Transport{
+		"smtp":    {Kind: KindSMTP, Client: smtp, Where: "built in"},
+		"relay":   {Kind: KindSMTP, Client: smtp, Where: "built in"},
+		"lmtp":    {Kind: KindLMTP, Client: &lmtp, Where: "built in"},
+		"error":   {Kind: KindError, Where: "built in"},
+		"retry":   {Kind: KindRetry, Where: "built in"},
+		"discard": {Kind: KindDiscard, Where: "built in"},
+	}
+	for _, name := range o.DeferTransports {
+		if m[name] == nil {
+			m[name] = &Transport{Kind: KindSMTP, Client: smtp, Where: "defer_transports"}
+		}
+	}
+	return m
+}
+
+// completeTransports merges the given transports over the built-in ones
+// and fills the defaults of their clients.
+func completeTransports(o *Options) map[string]*Transport {
+	m := builtinTransports(o)
+	for name, t := range o.TransportDefs {
+		t := *t
+		if t.Kind == KindSMTP || t.Kind == KindLMTP {
+			if t.Client == nil {
+				t.Client = m[t.Kind].Client
+			}
+			c := t.Client.withDefaults(t.Kind, o)
+			t.Client = &c
+		}
+		m[name] = &t
+	}
+	return m
+}
+
+// withDefaults fills zero fields from the scheduler's options.
+func (c Client) withDefaults(kind string, o *Options) Client {
+	if c.HeloName == "" {
+		c.HeloName = o.HeloName
+	}
+	if c.TLSLevel == "" {
+		c.TLSLevel = TLSNone
+	}
+	if c.MXAddressLimit <= 0 {
+		c.MXAddressLimit = o.MXAddressLimit
+	}
+	if c.Port <= 0 {
+		c.Port = o.Port
+		if kind == KindLMTP {
+			c.Port = 24
+		}
+	}
+	def := o.Timeouts
+	for _, p := range []struct{ dst, src *time.Duration }{
+		{&c.Timeouts.Helo, &def.Helo}, {&c.Timeouts.StartTLS, &def.StartTLS},
+		{&c.Timeouts.Mail, &def.Mail}, {&c.Timeouts.Rcpt, &def.Rcpt},
+		{&c.Timeouts.DataInit, &def.DataInit}, {&c.Timeouts.DataXfer, &def.DataXfer},
+		{&c.Timeouts.DataDone, &def.DataDone}, {&c.Timeouts.Rset, &def.Rset},
+		{&c.Timeouts.Quit, &def.Quit},
+	} {
+		if *p.dst <= 0 {
+			*p.dst = *p.src
+		}
+	}
+	// Connect 0 is allowed: lmtp_connect_timeout's default, the system's
+	// own limit. A negative value means the same.
+	return c
+}
+
+// transport returns the transport named name; a name holdfast does not
+// know is unavailable.
+func (d *Scheduler) transport(name string) *Transport {
+	m := d.transports
+	if m == nil { // a Scheduler built without New (unit tests)
+		m = completeTransports(&d.o)
+	}
+	if t := m[name]; t != nil {
+		return t
+	}
+	return &Transport{Unavailable: fmt.Sprintf("transport %s is not defined (holdfast runs smtp, relay, lmtp, error, retry, discard, the defer_transports names and the smtp and lmtp services of master_cf)", name)}
+}
+
+// TransportNames lists the transports a Scheduler with these options
+// runs, sorted, for start-up checks.
+func (o Options) TransportNames() []string {
+	o = o.withDefaults()
+	m := completeTransports(&o)
+	out := make([]string, 0, len(m))
+	for n, t := range m {
+		if t.Kind != "" {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// CheckTransport says why a transport(5) result ("transport:nexthop")
+// cannot be delivered by these options, or "" when it can. serve calls it
+// for every transport_maps entry, default_transport and relay_transport,
+// so that an operator sees the problem at start-up with its file and line.
+func (o Options) CheckTransport(value string) string {
+	o = o.withDefaults()
+	m := completeTransports(&o)
+	name, nexthop := splitTransport(strings.TrimSpace(value))
+	if name == "" {
+		return ""
+	}
+	t := m[name]
+	if t == nil {
+		return fmt.Sprintf("transport %s is not defined: its mail will be deferred", name)
+	}
+	if t.Kind == "" {
+		return t.Unavailable + ": its mail will be deferred"
+	}
+	if (t.Kind == KindSMTP || t.Kind == KindLMTP) && nexthop != "" {
+		if _, err := parseNexthop(nexthop, t.Kind); err != nil {
+			return err.Error()
+		}
+	}
+	return ""
+}

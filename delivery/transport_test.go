@@ -1,0 +1,260 @@
+package delivery
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// lmtpServer is go-smtp's server in LMTP mode (RFC 2033) as the final
+// store: the local part of each recipient says what it answers after the
+// content ("full" 452, "gone" 550, anything else 250).
+type lmtpServer struct {
+	mu    sync.Mutex
+	got   map[string]string // recipient -> content, for those accepted
+	lhlo  []string
+	ready chan struct{}
+}
+
+func newLMTPServer(t *testing.T, network, addr string) (*lmtpServer, net.Listener) {
+	t.Helper()
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := &lmtpServer{got: map[string]string{}}
+	s := smtp.NewServer(ls)
+	s.LMTP = true
+	s.Domain = "mda.test"
+	s.ReadTimeout, s.WriteTimeout = 10*time.Second, 10*time.Second
+	go s.Serve(l)
+	t.Cleanup(func() { s.Close() })
+	return ls, l
+}
+
+func (s *lmtpServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s.mu.Lock()
+	s.lhlo = append(s.lhlo, c.Hostname())
+	s.mu.Unlock()
+	return &lmtpSession{s: s}, nil
+}
+
+func (s *lmtpServer) received() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range s.got {
+		out[k] = v
+	}
+	return out
+}
+
+type lmtpSession struct {
+	s     *lmtpServer
+	rcpts []string
+}
+
+func (x *lmtpSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (x *lmtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	x.rcpts = append(x.rcpts, to)
+	return nil
+}
+func (x *lmtpSession) Data(io.Reader) error { return errors.New("LMTPData expected") }
+func (x *lmtpSession) Reset()               { x.rcpts = nil }
+func (x *lmtpSession) Logout() error        { return nil }
+
+func (x *lmtpSession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	for _, to := range x.rcpts {
+		switch strings.SplitN(to, "@", 2)[0] {
+		case "full":
+			status.SetStatus(to, &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "Mailbox full"})
+		case "gone":
+			status.SetStatus(to, &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user"})
+		default:
+			x.s.mu.Lock()
+			x.s.got[to] = string(b)
+			x.s.mu.Unlock()
+			status.SetStatus(to, nil)
+		}
+	}
+	return nil
+}
+
+// checkLMTPOutcomes delivers one message with three recipients over LMTP
+// and checks one outcome per recipient in the queue: delivered, deferred
+// with the server's 452, bounced with its 550.
+func checkLMTPOutcomes(t *testing.T, e *env, ls *lmtpServer, relay string) {
+	t.Helper()
+	id := e.enqueue("alice@origin.test", "ok@store.test", "full@store.test", "gone@store.test")
+	m := e.waitMsg(id, "lmtp attempt", func(m *store.Message) bool { return m != nil && m.Recipients[1].Attempts >= 1 })
+	want := []store.RcptState{store.RcptDelivered, store.RcptPending, store.RcptBounced}
+	for i, st := range want {
+		if m.Recipients[i].State != st {
+			t.Errorf("%s: state %v, want %v (reply %q)", m.Recipients[i].Addr, m.Recipients[i].State, st, m.Recipients[i].Reply)
+		}
+	}
+	if r := m.Recipients[1]; r.DSN != "4.2.2" || !strings.Contains(r.Reply, "said: 452 4.2.2 <full@store.test> Mailbox full (in reply to end of DATA command)") {
+		t.Errorf("deferred recipient: %s %q", r.DSN, r.Reply)
+	}
+	got := ls.received()
+	if len(got) != 1 || !strings.Contains(got["ok@store.test"], "Hello.") {
+		t.Fatalf("LMTP server stored %v", got)
+	}
+	d := parseDSN(t, e.origin.Wait(1, 5*time.Second)[0].Data)
+	if len(d.rcpts) != 1 {
+		t.Fatalf("bounce for %d recipients", len(d.rcpts))
+	}
+	checkField(t, d.rcpts[0], "Final-Recipient", "rfc822; gone@store.test")
+	checkField(t, d.rcpts[0], "Status", "5.1.1")
+	checkField(t, d.rcpts[0], "Diagnostic-Code", "smtp; 550 5.1.1 <gone@store.test> No such user")
+	if !strings.Contains(e.logs.String(), `"relay":"`+relay+`"`) {
+		t.Errorf("no log line with relay %s:\n%s", relay, e.logs.String())
+	}
+	if ls.lhlo[0] != "relay.test" {
+		t.Errorf("LHLO %q", ls.lhlo)
+	}
+}
+
+// lmtp:[host]:port delivers to an LMTP server with one result per
+// recipient (RFC 2033 sec 4.2).
+func TestLMTPTransport(t *testing.T) {
+	ls, l := newLMTPServer(t, "tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	e := newEnv(t, func(e *env) { e.tm["store.test"] = fmt.Sprintf("lmtp:[127.0.0.1]:%d", port) })
+	checkLMTPOutcomes(t, e, ls, fmt.Sprintf("127.0.0.1[127.0.0.1]:%d", port))
+}
+
+// lmtp:unix:/path speaks LMTP over a Unix-domain socket, as Postfix's
+// lmtp(8) does for a local mail store.
+func TestLMTPUnixSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "h12lmtp-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "lmtp.sock")
+	ls, _ := newLMTPServer(t, "unix", sock)
+	e := newEnv(t, func(e *env) { e.tm["store.test"] = "lmtp:unix:" + sock })
+	checkLMTPOutcomes(t, e, ls, "relay.test["+sock+"]")
+}
+
+// retry:text defers with that text (error(8) run as retry), never bounces
+// and never connects.
+func TestRetryTransport(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.tm["later.test"] = "retry:4.7.1 customer asked us to hold mail" })
+	id := e.enqueue("alice@origin.test", "x@later.test")
+	m := e.waitAttempts(id, 1)
+	r := m.Recipients[0]
+	if r.State != store.RcptPending || r.DSN != "4.7.1" || r.Reply != "customer asked us to hold mail" {
+		t.Fatalf("retry: %+v", r)
+	}
+	e.clock.Advance(time.Hour)
+	e.d.Wake()
+	m = e.waitAttempts(id, 2)
+	if m.Recipients[0].State != store.RcptPending || e.mta.Conns() != 0 || len(e.origin.Messages()) != 0 {
+		t.Fatalf("second attempt %+v, %d connections, %d notices", m.Recipients[0], e.mta.Conns(), len(e.origin.Messages()))
+	}
+}
+
+// A transport holdfast cannot run (local:, virtual:, pipe services, an
+// unknown name) defers with a reason that says so; it never bounces.
+func TestUnavailableTransportDefers(t *testing.T) {
+	e := newEnv(t, func(e *env) {
+		e.tm["mbox.test"] = "local:"
+		e.tm["uucp.test"] = "uucp:gateway"
+	})
+	id := e.enqueue("alice@origin.test", "x@mbox.test", "y@uucp.test")
+	m := e.waitAttempts(id, 1)
+	for i, want := range []string{"transport local is not defined", "transport uucp is not defined"} {
+		r := m.Recipients[i]
+		if r.State != store.RcptPending || r.DSN != "4.3.0" || !strings.HasPrefix(r.Reply, "mail transport unavailable: ") || !strings.Contains(r.Reply, want) {
+			t.Errorf("%s: %+v", r.Addr, r)
+		}
+	}
+	if len(e.origin.Messages()) != 0 {
+		t.Fatal("a notice was sent")
+	}
+}
+
+// master.cf services become transports: smtp and lmtp commands with their
+// -o options applied and maxproc as a concurrency cap, error as retry,
+// local as a transport whose mail is deferred; unapplied options and
+// unknown transports in transport_maps are start-up warnings with file
+// and line.
+func TestMasterCfTransports(t *testing.T) {
+	dir := t.TempDir()
+	master := filepath.Join(dir, "master.cf")
+	os.WriteFile(master, []byte(`# ETRN_README
+etrn-only unix  -       -       n       -       -       smtp
+slow      unix  -       -       n       -       2       smtp
+    -o smtp_connect_timeout=7s -o { smtp_helo_name = helo.example }
+    -o smtp_bind_address=192.0.2.1 -o smtp_bogus=1
+mda       unix  -       -       n       -       -       lmtp -o lmtp_lhlo_name=lhlo.example
+retry     unix  -       -       n       -       -       error
+local     unix  -       n       n       -       -       local
+smtp      inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+`), 0o644)
+	transport := filepath.Join(dir, "transport")
+	os.WriteFile(transport, []byte("customer.test etrn-only:[mx.customer.test]\nmbox.test local:\n# comment\nbad.test nosuch:[x]\n"), 0o644)
+	c := testutil.Config(t, "master_cf", master, "transport_maps", "hash:"+transport, "defer_transports", "etrn-only")
+	o, err := OptionsFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := o.TransportDefs["slow"]
+	if slow.Kind != KindSMTP || slow.MaxProc != 2 || slow.Client.Timeouts.Connect != 7*time.Second || slow.Client.HeloName != "helo.example" {
+		t.Errorf("slow: %+v %+v", slow, slow.Client)
+	}
+	if o.destLimit("slow") != 2 || o.destLimit("etrn-only") != 20 {
+		t.Errorf("limits slow %d etrn-only %d", o.destLimit("slow"), o.destLimit("etrn-only"))
+	}
+	if mda := o.TransportDefs["mda"]; mda.Kind != KindLMTP || mda.Client.HeloName != "lhlo.example" || mda.Client.Port != 24 {
+		t.Errorf("mda: %+v %+v", mda, mda.Client)
+	}
+	if o.TransportDefs["retry"].Kind != KindRetry || o.TransportDefs["local"].Kind != "" {
+		t.Errorf("retry %+v local %+v", o.TransportDefs["retry"], o.TransportDefs["local"])
+	}
+	warn := strings.Join(o.Warnings, "\n")
+	for _, w := range []string{
+		master + ":3: service slow: -o smtp_bind_address has no effect",
+		master + ":3: service slow: -o smtp_bogus is an unknown parameter",
+		master + ":9: service smtp/inet (smtpd) is not started from master.cf",
+		transport + ":2: mbox.test: holdfast does not run the local delivery agent (" + master + ":8, service local): its mail will be deferred",
+		transport + ":4: bad.test: transport nosuch is not defined",
+	} {
+		if !strings.Contains(warn, w) {
+			t.Errorf("no warning %q in:\n%s", w, warn)
+		}
+	}
+	if strings.Contains(warn, "pickup") || strings.Contains(warn, "customer.test") {
+		t.Errorf("unexpected warning:\n%s", warn)
+	}
+
+	// A level holdfast does not implement in -o is an error, as in main.cf.
+	os.WriteFile(master, []byte("secure unix - - n - - smtp -o smtp_tls_security_level=verify\n"), 0o644)
+	if _, err := OptionsFromConfig(c); err == nil || !strings.Contains(err.Error(), master+":1: smtp_tls_security_level: level \"verify\" is not supported") {
+		t.Errorf("verify level: %v", err)
+	}
+	// -o smtpd_* on an smtpd service would be ignored: refused.
+	os.WriteFile(master, []byte("submission inet n - n - - smtpd\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"), 0o644)
+	if _, err := OptionsFromConfig(c); err == nil || !strings.Contains(err.Error(), "holdfast runs one SMTP server") {
+		t.Errorf("smtpd -o: %v", err)
+	}
+}
