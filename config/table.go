@@ -77,6 +77,15 @@ func (m mapTable) Lookup(key string) (string, bool, error) {
 	return v, ok, nil
 }
 
+// Keys lists the keys (for etrn_login_maps: ATRN without an argument).
+func (m mapTable) Keys() []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
 // staticTable returns its value for every key.
 type staticTable string
 
@@ -146,6 +155,17 @@ func (ts tables) Lookup(key string) (string, bool, error) {
 		}
 	}
 	return "", false, nil
+}
+
+// Keys lists the keys of the tables that can list theirs.
+func (ts tables) Keys() []string {
+	var keys []string
+	for _, t := range ts {
+		if l, ok := t.(interface{ Keys() []string }); ok {
+			keys = append(keys, l.Keys()...)
+		}
+	}
+	return keys
 }
 
 // maps opens every table of a *_maps parameter.

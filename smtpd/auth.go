@@ -355,6 +355,13 @@ func saslFromConfig(c *config.Config, o *Options) error {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
+	owners, err := c.Table("etrn_login_maps")
+	if err != nil {
+		return err
+	}
+	if owners != nil {
+		o.ETRNOwners = auth.NewOwners(owners)
+	}
 	enable, err := c.Bool("smtpd_sasl_auth_enable")
 	if err != nil || !enable {
 		return err
@@ -390,4 +397,40 @@ func redactAuth(line string) string {
 		return verb + " " + mech + " <redacted>"
 	}
 	return line
+}
+
+// etrnOwner applies etrn_login_maps to an ETRN for site. owner is true
+// when the authenticated login owns site (smtpd_etrn_restrictions are
+// then skipped). A client that has authenticated may ETRN only what it
+// owns; nobody may ETRN a listed destination it does not own. Unlisted
+// destinations of unauthenticated clients are left to
+// smtpd_etrn_restrictions.
+func (s *session) etrnOwner(site string) (owner bool, r *smtp.SMTPError) {
+	o := s.srv.opts.ETRNOwners
+	if o == nil {
+		return false, nil
+	}
+	login := ""
+	if s.authenticated() {
+		login = s.sasl.login
+	}
+	owned, listed, err := o.Owns(login, site)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("etrn_login_maps lookup failed")
+		return false, replyLookupFailure(site)
+	}
+	why := ""
+	switch {
+	case owned:
+		return true, nil
+	case listed && login == "":
+		why = "Authentication required for this destination"
+	case listed, login != "":
+		why = "Destination not owned by " + login
+	default:
+		return false, nil
+	}
+	s.log.Warn().Str("event", "etrn").Str("site", site).
+		Msgf("reject: ETRN %.100s from %s: %s", site, s.namaddr, why)
+	return false, replyRejected(554, ec(5, 7, 1), site, "Etrn command", why)
 }

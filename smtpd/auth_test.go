@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
@@ -229,5 +230,53 @@ func TestAuthSwaks(t *testing.T) {
 	}
 	if n := e.queued(); n != 6 {
 		t.Errorf("%d messages queued, want 6", n)
+	}
+}
+
+// TestETRNOwners: etrn_login_maps lets an owner ETRN from anywhere and
+// keeps everybody else off a listed destination.
+func TestETRNOwners(t *testing.T) {
+	e := startServer(t, newConfig(t, authConfig(t,
+		"smtpd_etrn_restrictions = permit", // open: ownership must still hold
+		"etrn_login_maps = inline:{ customer.test=alice, @empty.test=bob }")...))
+	m := &store.Message{ID: store.NewID(), Sender: "a@sender.test", Arrival: time.Now(), State: store.StateDeferred,
+		Recipients: []store.Recipient{{Addr: "x@customer.test", NextAttempt: time.Now().Add(time.Hour)}}}
+	if err := e.st.Enqueue(m, []byte("Subject: x\r\n\r\nx\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	notFlushed := func() {
+		t.Helper()
+		if due, ok, err := e.st.NextDue(); err != nil || !ok || time.Until(due) < 30*time.Minute {
+			t.Fatalf("queue flushed (next due %v, %v, %v)", due, ok, err)
+		}
+	}
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("ETRN customer.test\r\n")
+	c.expect("554 5.7.1 <customer.test>: Etrn command rejected: Authentication required for this destination")
+	c.send("AUTH PLAIN " + b64("\x00bob\x00secret") + "\r\n")
+	c.expect("235 *")
+	c.send("ETRN customer.test\r\n")
+	c.expect("554 5.7.1 <customer.test>: Etrn command rejected: Destination not owned by bob")
+	notFlushed()
+	c.send("ETRN other.test\r\n") // unlisted, but bob may ETRN only his own
+	c.expect("554 5.7.1 <other.test>: Etrn command rejected: Destination not owned by bob")
+	c.send("ETRN @empty.test\r\n")
+	c.expect("250 Queuing started")
+	c.send("ETRN sub.empty.test\r\n")
+	c.expect("250 Queuing started")
+
+	c2 := e.dial("")
+	c2.expect("220 *")
+	c2.ehlo()
+	c2.send("ETRN other.test\r\n") // unlisted, not authenticated: smtpd_etrn_restrictions, then eligibility
+	c2.expect("459 <other.test>: service unavailable")
+	c2.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
+	c2.expect("235 *")
+	c2.send("ETRN customer.test\r\n")
+	c2.expect("250 Queuing started")
+	if due, _, _ := e.st.NextDue(); time.Until(due) > time.Minute {
+		t.Errorf("owner's ETRN did not flush (next due %v)", due)
 	}
 }

@@ -41,9 +41,16 @@ func (s *session) etrn(arg string) *smtp.SMTPError {
 	if r := s.srv.client.eval(c); r != nil {
 		return r
 	}
-	c.class, c.name = "Etrn command", site
-	if r := s.srv.etrn.eval(c); r != nil {
+	// etrn_login_maps: ownership decides before smtpd_etrn_restrictions.
+	owner, r := s.etrnOwner(site)
+	if r != nil {
 		return r
+	}
+	c.class, c.name = "Etrn command", site
+	if !owner {
+		if r := s.srv.etrn.eval(c); r != nil {
+			return r
+		}
 	}
 	// Row 8: not eligible; the domain is echoed as typed.
 	f := s.srv.flush

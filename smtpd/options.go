@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/auth"
 	"github.com/holdfast-mta/holdfast/config"
 )
 
@@ -117,6 +118,10 @@ type Options struct {
 	// OpenTable opens the type:table argument of check_*_access
 	// (config.OpenTable). Required only when such a restriction is used.
 	OpenTable func(spec string) (Table, error)
+
+	// ETRNOwners is etrn_login_maps (nil = not set): who owns which
+	// destination, for ETRN (etrn.go) and ATRN.
+	ETRNOwners *auth.Owners
 
 	// ETRNReplyCounts is etrn_reply_counts: answer ETRN with RFC 1985's
 	// 251/253 replies instead of Postfix's "250 Queuing started".

@@ -1,0 +1,45 @@
+package auth
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/holdfast-mta/holdfast/config"
+)
+
+func TestOwners(t *testing.T) {
+	tab, err := config.OpenTable("inline:{ customer.example=alice, {@example.net = bob, alice}, shop.example.net=carol }")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := NewOwners(tab)
+	for _, c := range []struct {
+		login, site   string
+		owned, listed bool
+	}{
+		{"alice", "customer.example", true, true},
+		{"alice", "CUSTOMER.example.", true, true},
+		{"bob", "customer.example", false, true},
+		{"alice", "sub.customer.example", false, false}, // no @ entry
+		{"bob", "example.net", true, true},
+		{"bob", "a.b.example.net", true, true},
+		{"bob", "shop.example.net", false, true}, // the more specific entry decides
+		{"carol", "shop.example.net", true, true},
+		{"", "customer.example", false, true},
+		{"alice", "other.example", false, false},
+	} {
+		owned, listed, err := o.Owns(c.login, c.site)
+		if err != nil || owned != c.owned || listed != c.listed {
+			t.Errorf("Owns(%q, %q) = %v, %v, %v; want %v, %v", c.login, c.site, owned, listed, err, c.owned, c.listed)
+		}
+	}
+	if d, _ := o.Domains("alice"); !slices.Equal(d, []string{"customer.example", "example.net"}) {
+		t.Errorf("Domains(alice) = %v", d)
+	}
+	if d, _ := o.Domains("carol"); !slices.Equal(d, []string{"shop.example.net"}) {
+		t.Errorf("Domains(carol) = %v", d)
+	}
+	if NewOwners(nil) != nil {
+		t.Error("NewOwners(nil) not nil")
+	}
+}
