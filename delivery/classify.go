@@ -34,6 +34,7 @@ type result struct {
 func classify(err error, t target, stage string, softBounce bool) result {
 	r := result{Remote: t.Name, Relay: t.Relay()}
 	var se *smtp.SMTPError
+	var le *replyLimitError
 	switch {
 	case errors.As(err, &se):
 		text := replyText(se)
@@ -50,6 +51,10 @@ func classify(err error, t target, stage string, softBounce bool) result {
 			r.State, r.Status = store.RcptPending, "deferred"
 			r.DSN = "4" + r.DSN[1:]
 		}
+	case errors.As(err, &le):
+		// A protocol error, not the server's answer: a deferral (RFC 3463
+		// 4.5.0), whatever the reply code was going to be.
+		r = transient(t, "4.5.0", fmt.Sprintf("host %s[%s] sent a %s while %s", t.Name, t.Addr, le.what, receiving(stage)))
 	case isTimeout(err):
 		r = transient(t, "4.4.2", fmt.Sprintf("conversation with %s[%s] timed out while %s", t.Name, t.ip(), sending(stage)))
 	default:
@@ -68,6 +73,19 @@ func sending(stage string) string {
 	case "end of DATA":
 		// The server may have taken the message: it may come twice.
 		return "sending end of data -- message may be sent more than once"
+	}
+	return stage
+}
+
+// receiving words the stage for a bad reply: "receiving the initial
+// server greeting", "performing the EHLO handshake", or the reply to a
+// command ("receiving the reply to RCPT TO").
+func receiving(stage string) string {
+	switch stage {
+	case "MAIL FROM", "RCPT TO", "RSET", "DATA", "QUIT":
+		return "receiving the reply to " + stage
+	case "end of DATA":
+		return "receiving the reply to the end of data -- message may be sent more than once"
 	}
 	return stage
 }

@@ -82,7 +82,9 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 	if t.lmtp {
 		hello = "LHLO" // RFC 2033 sec 4.1
 	}
-	tp := textproto.NewConn(raw)
+	// Every reply is read through a bound (reply.go): a server that sends
+	// an endless line or endless "250-" lines ends the session.
+	tp := textproto.NewConn(bound(raw))
 	raw.SetDeadline(time.Now().Add(to.Helo))
 	_, banner, err := tp.ReadResponse(220)
 	if err != nil {
@@ -125,7 +127,7 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 		return nil, &sessionError{transient(t, "4.7.4", fmt.Sprintf("TLS is required, but was not offered by host %s[%s]", t.Name, t.ip()))}
 	}
 	raw.SetDeadline(time.Time{})
-	var rest io.Reader = nc
+	var rest io.Reader = bound(nc) // TLS: the plaintext is bounded afresh
 	if !isTLS {
 		rest = tp.R // whatever the reader has buffered comes first
 	}
