@@ -1,7 +1,8 @@
 // Package flush is holdfast's fast-flush policy: which destinations the
-// flush index covers, which ETRN arguments are syntactically valid, and the request that turns an ETRN,
-// `holdfast flush DOMAIN` or `holdfast flush --all` into one store
-// transaction plus a wake-up of the delivery scheduler.
+// flush index covers, which ETRN arguments are syntactically valid, and
+// the request that turns an ETRN, `holdfast flush DOMAIN` or `holdfast
+// flush --all` into store transactions plus a wake-up of the delivery
+// scheduler.
 //
 // # Basics
 //
@@ -23,9 +24,15 @@
 // eligible domain can be flushed at once.
 //
 // A Service serves flush requests: Flush normalises the site, checks that
-// it is eligible (ErrNotEligible otherwise), calls store.Flush — one
-// transaction that makes the destination's pending recipients due now and
-// forced — wakes the scheduler and logs the count.
+// it is eligible (ErrNotEligible otherwise), runs a store.FlushRun — one
+// transaction per store.FlushChunk index entries that makes the
+// destination's pending recipients due now and forced — wakes the
+// scheduler after each chunk and logs the count. It answers when the
+// first chunk is committed and finishes a larger destination in the
+// background; a request for a destination whose flush is running joins
+// it instead of starting another (Exim's smtp_etrn_serialize answers 458
+// instead; we answer 250, see README). Close stops the background flushes
+// at their next chunk.
 //
 // # Caveats
 //

@@ -3,6 +3,8 @@ package flush
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -16,14 +18,18 @@ import (
 // `holdfast flush DOMAIN` exits 69 (reference spec §2.9).
 var ErrNotEligible = errors.New("flush: destination not eligible for fast flush")
 
+// ErrClosed: the service is shutting down (Close) and starts no flush.
+var ErrClosed = errors.New("flush: service closed")
+
 // Waker is the part of the delivery scheduler a flush needs: a
 // non-blocking kick so that flushed mail is attempted at once.
 type Waker interface{ Wake() }
 
 // Service turns flush requests into store transactions. Safe for
 // concurrent use: concurrent requests for different destinations each
-// cost one bbolt commit; repeated requests for a destination whose mail
-// is being delivered only mark it (store.Flush), never duplicate it.
+// run their own flush; a request for a destination whose flush is still
+// running joins it (Flush); repeated requests for a destination whose
+// mail is being delivered only mark it (store.Flush), never duplicate it.
 type Service struct {
 	policy *Policy
 	store  *store.Store
@@ -31,12 +37,39 @@ type Service struct {
 	log    zerolog.Logger
 	// event is the log event name: "flush" (operator) or "etrn" (SMTP).
 	event string
+	// runs is shared by the copies As makes.
+	runs *runs
+	// beforeStep, when set, is called before each background chunk
+	// (tests hold a flush running with it).
+	beforeStep func()
+}
+
+// runs are the flushes going on, by destination and subtree switch.
+type runs struct {
+	mu      sync.Mutex
+	m       map[runKey]*run
+	wg      sync.WaitGroup
+	closing atomic.Bool
+}
+
+// run is one flush going on. ready is closed when its first chunk is
+// committed; res and err are set before and not changed after.
+type run struct {
+	ready chan struct{}
+	res   store.FlushResult
+	err   error
+}
+
+type runKey struct {
+	dest    string
+	subtree bool
 }
 
 // NewService returns a Service that logs with event=flush. w may be nil
 // (no scheduler to wake, e.g. an off-line tool).
 func NewService(p *Policy, s *store.Store, w Waker, log zerolog.Logger) *Service {
-	return &Service{policy: p, store: s, waker: w, log: log, event: "flush"}
+	return &Service{policy: p, store: s, waker: w, log: log, event: "flush",
+		runs: &runs{m: make(map[runKey]*run)}}
 }
 
 // As returns a Service that shares everything with s but logs its
@@ -61,6 +94,16 @@ func (s *Service) Eligible(domain string) bool {
 // site is normalised first; it must be eligible (ErrNotEligible). The
 // result counts the messages made due now and those that were active and
 // will be retried when their attempt ends.
+//
+// The flush is a store.FlushRun, one transaction per store.FlushChunk
+// messages. Flush returns when the first chunk is committed: for a
+// destination of at most FlushChunk messages that is the whole flush;
+// for a larger one the result counts the messages listed in the index at
+// that moment (Pending of them not reached yet) and the rest of the run
+// goes on in the background. A request for a destination (and subtree
+// switch) whose flush is still running joins it: it returns at once with
+// that flush's result and Joined set, and starts nothing (the running
+// flush reaches mail queued after it started, store.FlushRun).
 func (s *Service) Flush(site string, subtree bool) (store.FlushResult, error) {
 	dest, err := addr.Domain(site)
 	if err != nil {
@@ -73,16 +116,107 @@ func (s *Service) Flush(site string, subtree bool) (store.FlushResult, error) {
 	if !ok {
 		return store.FlushResult{}, ErrNotEligible
 	}
+	key := runKey{dest, subtree}
+	rs := s.runs
+	rs.mu.Lock()
+	if rs.closing.Load() {
+		rs.mu.Unlock()
+		return store.FlushResult{}, fmt.Errorf("flush: %s: %w", dest, ErrClosed)
+	}
+	if cur, ok := rs.m[key]; ok {
+		rs.mu.Unlock()
+		<-cur.ready
+		if cur.err != nil {
+			return store.FlushResult{}, cur.err
+		}
+		res := cur.res
+		res.Joined = true
+		s.log.Debug().Str("event", s.event).Str("site", dest).Bool("subtree", subtree).Msg("flush joined")
+		return res, nil
+	}
+	cur := &run{ready: make(chan struct{})}
+	rs.m[key] = cur
+	rs.wg.Add(1)
+	rs.mu.Unlock()
+
 	start := time.Now()
-	res, err := s.store.Flush(dest, subtree)
-	if err != nil {
-		return res, fmt.Errorf("flush: %s: %w", dest, err)
+	r := s.store.NewFlushRun(dest, subtree)
+	res, err := r.Next()
+	if err == nil && !r.Done() {
+		left, lerr := r.Remaining()
+		if lerr != nil {
+			s.log.Warn().Err(lerr).Str("site", dest).Msg("flush: counting the rest of the destination")
+		}
+		res.Messages += left
+		res.Pending = left
 	}
 	s.wake(res)
-	s.log.Info().Str("event", s.event).Str("site", dest).Bool("subtree", subtree).
-		Int("messages", res.Messages).Int("active", res.Active).
-		Dur("took", time.Since(start)).Msg("flush requested")
+	if err != nil {
+		err = fmt.Errorf("flush: %s: %w", dest, err)
+	}
+	cur.res, cur.err = res, err
+	close(cur.ready)
+	if err != nil || r.Done() {
+		s.end(key)
+		if err == nil {
+			s.logDone(dest, subtree, res, start, "flush requested")
+		}
+		return res, err
+	}
+	go s.finish(key, r, res, start)
 	return res, nil
+}
+
+// finish runs the rest of a flush in the background, one chunk at a time,
+// and stops early when the service closes.
+func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, start time.Time) {
+	defer s.end(key)
+	reached := res.Messages - res.Pending
+	for !r.Done() && !s.runs.closing.Load() {
+		if s.beforeStep != nil {
+			s.beforeStep()
+		}
+		step, err := r.Next()
+		s.wake(step)
+		reached += step.Messages
+		if err != nil {
+			s.log.Error().Err(err).Str("event", s.event).Str("site", key.dest).
+				Int("reached", reached).Msg("flush stopped; the rest stays at its schedule")
+			return
+		}
+	}
+	res.Messages, res.Pending = reached, 0
+	if !r.Done() {
+		s.log.Info().Str("event", s.event).Str("site", key.dest).Int("reached", reached).
+			Msg("flush stopped by shutdown; the rest stays at its schedule")
+		return
+	}
+	s.logDone(key.dest, key.subtree, res, start, "flush done")
+}
+
+// end forgets a finished run.
+func (s *Service) end(key runKey) {
+	s.runs.mu.Lock()
+	delete(s.runs.m, key)
+	s.runs.mu.Unlock()
+	s.runs.wg.Done()
+}
+
+func (s *Service) logDone(dest string, subtree bool, res store.FlushResult, start time.Time, msg string) {
+	s.log.Info().Str("event", s.event).Str("site", dest).Bool("subtree", subtree).
+		Int("messages", res.Messages).Int("active", res.Active).Int("pending", res.Pending).
+		Dur("took", time.Since(start)).Msg(msg)
+}
+
+// Close stops the flushes running in the background at their next chunk
+// and waits for them; later requests fail with ErrClosed. What they
+// committed stays; the rest of their destinations' mail keeps its
+// schedule. The daemon calls it before it closes the store.
+func (s *Service) Close() {
+	s.runs.mu.Lock()
+	s.runs.closing.Store(true)
+	s.runs.mu.Unlock()
+	s.runs.wg.Wait()
 }
 
 // FlushAll expedites every deferred message, eligible destination or not

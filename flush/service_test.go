@@ -2,6 +2,7 @@ package flush
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -134,5 +135,46 @@ func TestServiceEligibleNormalises(t *testing.T) {
 	}
 	if svc.As("etrn").event != "etrn" || svc.event != "flush" {
 		t.Errorf("As did not copy")
+	}
+}
+
+// TestServiceFlushJoins: a flush of more than a chunk answers after its
+// first chunk with the destination's count and goes on in the
+// background; a request for the same destination meanwhile joins it
+// (same counts, Joined, nothing new started); once it ends, a request
+// starts a new flush. Close stops a running flush at its next chunk.
+func TestServiceFlushJoins(t *testing.T) {
+	svc, s, _ := newService(t)
+	n := store.FlushChunk + 10
+	later := time.Now().Add(time.Hour)
+	for i := range n {
+		m := &store.Message{Sender: "a@sender.test", Recipients: []store.Recipient{
+			{Addr: fmt.Sprintf("u%d@customer.tld", i), NextAttempt: later}}}
+		if err := s.Enqueue(m, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold, steps := make(chan struct{}), make(chan struct{}, 10)
+	svc.beforeStep = func() { steps <- struct{}{}; <-hold }
+
+	res, err := svc.Flush("customer.tld", false)
+	if err != nil || res.Joined || res.Messages != n || res.Pending != 10 {
+		t.Fatalf("first Flush = %+v, %v; want %d messages, 10 pending", res, err, n)
+	}
+	<-steps // the background run waits before its second chunk
+	if st, _ := s.Stats(); st.Incoming != int64(store.FlushChunk) {
+		t.Errorf("after the reply %d messages are due; want the first chunk, %d", st.Incoming, store.FlushChunk)
+	}
+	again, err := svc.As("etrn").Flush("CUSTOMER.tld.", false)
+	if err != nil || !again.Joined || again.Messages != n {
+		t.Errorf("second Flush while running = %+v, %v; want it joined with %d messages", again, err, n)
+	}
+	close(hold)
+	svc.Close() // waits for the run, which had started its last chunk
+	if st, _ := s.Stats(); st.Incoming != int64(n) {
+		t.Errorf("after the run %d messages are due; want %d", st.Incoming, n)
+	}
+	if _, err := svc.Flush("customer.tld", false); !errors.Is(err, ErrClosed) {
+		t.Errorf("Flush after Close: %v; want ErrClosed", err)
 	}
 }

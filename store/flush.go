@@ -17,55 +17,217 @@ type FlushResult struct {
 	Messages int
 	// Active is how many of Messages were being delivered.
 	Active int
+	// Pending is how many of Messages the flush had not reached when it
+	// answered: flush.Service answers after the first chunk of a large
+	// destination and goes on in the background; Messages then counts
+	// the messages listed in the index at that moment.
+	Pending int
+	// Joined: a flush of the same destination was already running, and
+	// the request joined it; the counts are that flush's.
+	Joined bool
 }
 
+// FlushChunk is how many flush-index entries one flush transaction
+// takes. A flush of a large destination is a series of such transactions,
+// each shared with concurrent Enqueues through DB.Batch, so that no
+// transaction holds bbolt's single write lock for a time proportional to
+// the destination's queue (BenchmarkFlushFlood in package flush).
+const FlushChunk = 256
+
 // Flush expedites the mail for one destination (dest is a normalised
-// domain; subtree also covers its sub-domains) in one transaction: a
-// prefix seek in the flush index, then per listed message the matching
-// pending recipients become Forced and due now (FlushPending when the
-// message is active). Cost is set by the destination, not the queue.
+// domain; subtree also covers its sub-domains): per message listed in the
+// flush index, the matching pending recipients become Forced and due now
+// (FlushPending when the message is active). It runs the whole FlushRun,
+// one transaction per FlushChunk index entries, and returns when the last
+// one is committed. Cost is set by the destination, not the queue.
 func (s *Store) Flush(dest string, subtree bool) (FlushResult, error) {
+	r := s.NewFlushRun(dest, subtree)
+	var res FlushResult
+	for !r.Done() {
+		step, err := r.Next()
+		res.Messages += step.Messages
+		res.Active += step.Active
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// FlushRun is one flush of a destination walked in chunks: each Next is
+// one transaction over the next FlushChunk entries of the destination's
+// flush index, in key order (for one destination that is arrival order).
+// What each Next committed is durable on its own; a crash between two
+// leaves the rest of the destination's mail at its old schedule (nothing
+// else changes), and a new flush picks it up. Mail queued for the
+// destination while the run goes on is reached when its index key sorts
+// after the run's position, which holds for every message queued after
+// the run started (queue IDs are time-ordered) unless it shares the
+// millisecond of the last message of a chunk. A FlushRun is not safe for
+// concurrent use.
+type FlushRun struct {
+	s        *Store
+	dest     string
+	subtree  bool
+	prefixes [][]byte
+	// after is the last index key a committed Next handled, nil before
+	// the first.
+	after []byte
+	done  bool
+}
+
+// NewFlushRun prepares a chunked flush of dest; nothing is read yet.
+func (s *Store) NewFlushRun(dest string, subtree bool) *FlushRun {
 	dest = addr.Fold(dest)
+	return &FlushRun{s: s, dest: dest, subtree: subtree, prefixes: flushPrefixes(dest, subtree)}
+}
+
+// Done reports whether the run has passed the last index entry.
+func (r *FlushRun) Done() bool { return r.done }
+
+// Next expedites the messages of the next FlushChunk index entries in one
+// transaction, through DB.Batch (it shares the commit, and the fsync, of
+// concurrent Enqueues, Leases and Finishes). Index entries whose record
+// is gone are deleted. A message with entries for several sub-domains of
+// a subtree flush is expedited once, at its first entry.
+func (r *FlushRun) Next() (FlushResult, error) {
+	if r.done {
+		return FlushResult{}, nil
+	}
+	dest := r.dest
 	match := func(d string) bool {
-		return d == dest || subtree && strings.HasSuffix(d, "."+dest)
+		return d == dest || r.subtree && strings.HasSuffix(d, "."+dest)
 	}
 	var res FlushResult
-	err := s.update("flush "+dest, func(w *wtx) error {
-		res = FlushResult{}
-		var ids []ID
-		var orphans [][]byte
-		for _, p := range flushPrefixes(dest, subtree) {
-			c := w.flush.Cursor()
-			for k, _ := c.Seek(p); k != nil && hasPrefix(k, p); k, _ = c.Next() {
-				_, id, ok := parseFlushKey(k)
-				if !ok || w.msg.Get(msgKey(id)) == nil {
-					orphans = append(orphans, append([]byte(nil), k...))
-					continue
-				}
-				if !containsID(ids, id) {
-					ids = append(ids, id)
-				}
-			}
+	var last []byte
+	var more bool
+	err := r.s.batch("flush "+dest, func(w *wtx) error {
+		// bbolt may run this closure again: start from r's state.
+		res, last, more = FlushResult{}, nil, false
+		var ks [][]byte
+		ks, more = w.flushKeys(r.prefixes, r.after, FlushChunk)
+		if len(ks) > 0 {
+			last = ks[len(ks)-1]
 		}
-		for _, k := range orphans {
-			if err := w.flush.Delete(k); err != nil {
+		for _, k := range ks {
+			_, id, ok := parseFlushKey(k)
+			if !ok || w.msg.Get(msgKey(id)) == nil {
+				if err := w.flush.Delete(k); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := w.expediteAt(k, id, match, &res); err != nil {
 				return err
 			}
 		}
-		return w.expediteAll(ids, match, &res)
+		return nil
 	})
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	if last != nil {
+		r.after = last
+	}
+	r.done = !more
+	return res, nil
+}
+
+// Remaining counts the messages listed in the index after the run's
+// position, in one read transaction (writers go on meanwhile): what the
+// rest of the run will expedite, unless the queue changes before. A
+// subtree count keeps the IDs it has seen, to count a message with
+// entries for several sub-domains once.
+func (r *FlushRun) Remaining() (int, error) {
+	if r.done {
+		return 0, nil
+	}
+	n := 0
+	err := r.s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktFlush)
+		var seen map[ID]bool
+		if len(r.prefixes) > 1 {
+			seen = make(map[ID]bool)
+		}
+		return eachFlushKey(b, r.prefixes, r.after, func(k []byte) bool {
+			_, id, ok := parseFlushKey(k)
+			switch {
+			case !ok:
+			case seen == nil:
+				n++
+			case !seen[id]:
+				seen[id] = true
+				n++
+			}
+			return true
+		})
+	})
+	return n, err
+}
+
+// flushKeys copies up to n flush keys under prefixes (in order) after the
+// key after; more reports whether any key follows them.
+func (w *wtx) flushKeys(prefixes [][]byte, after []byte, n int) (ks [][]byte, more bool) {
+	eachFlushKey(w.flush, prefixes, after, func(k []byte) bool {
+		if len(ks) == n {
+			more = true
+			return false
+		}
+		ks = append(ks, append([]byte(nil), k...))
+		return true
+	})
+	return ks, more
+}
+
+// eachFlushKey calls fn with each key of b under prefixes (sorted, as
+// flushPrefixes returns them) that sorts after after, in key order, until
+// fn returns false.
+func eachFlushKey(b *bolt.Bucket, prefixes [][]byte, after []byte, fn func(k []byte) bool) error {
+	c := b.Cursor()
+	for _, p := range prefixes {
+		k, _ := c.Seek(p)
+		if after != nil && string(after) >= string(p) {
+			k, _ = c.Seek(after)
+			if k != nil && string(k) == string(after) {
+				k, _ = c.Next()
+			}
+		}
+		for ; k != nil && hasPrefix(k, p); k, _ = c.Next() {
+			if !fn(k) {
+				return nil
+			}
+		}
+	}
+	return nil
 }
 
 func hasPrefix(k, p []byte) bool { return len(k) >= len(p) && string(k[:len(p)]) == string(p) }
 
-func containsID(l []ID, id ID) bool {
-	for _, x := range l {
-		if x == id {
-			return true
+// expediteAt expedites the message id listed at flush key k, unless k is
+// not its first key in the walk (a subtree flush reaches a message with
+// recipients in several sub-domains once per sub-domain). A corrupt
+// record is quarantined by load and skipped.
+func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushResult) error {
+	old, err := w.load(id)
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, d := range w.indexed(old) {
+		if match(d) && string(flushKey(d, id)) < string(k) {
+			return nil
 		}
 	}
-	return false
+	done, active, err := w.expedite(old, match)
+	if done {
+		res.Messages++
+	}
+	if active {
+		res.Active++
+	}
+	return err
 }
 
 func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) error {
@@ -92,9 +254,13 @@ func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) e
 }
 
 // expedite makes the pending recipients of old that match due now and
-// Forced, or FlushPending when old is active. Held messages are left.
+// Forced, or FlushPending when old is active. Held messages are left. A
+// message the flush finds already expedited counts as done but is not
+// written again, so that repeated flushes of mail not yet attempted cost
+// reads only.
 func (w *wtx) expedite(old *Message, match func(string) bool) (done, active bool, err error) {
 	m := clone(old)
+	changed := false
 	switch m.State {
 	case StateHold:
 		return false, false, nil
@@ -102,22 +268,33 @@ func (w *wtx) expedite(old *Message, match func(string) bool) (done, active bool
 		for i := range m.Recipients {
 			r := &m.Recipients[i]
 			if r.State == RcptPending && match(r.Domain()) {
-				r.FlushPending, done = true, true
+				done = true
+				changed = changed || !r.FlushPending
+				r.FlushPending = true
 			}
 		}
-		if !done {
-			return false, false, nil
+		if !changed {
+			return done, done, nil
 		}
 		return true, true, w.save(old, m)
 	}
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		if r.State == RcptPending && match(r.Domain()) {
-			r.Forced, r.NextAttempt, done = true, w.now, true
+			done = true
+			changed = changed || !r.Forced || r.NextAttempt.After(w.now)
+			r.Forced = true
+			if r.NextAttempt.After(w.now) || r.NextAttempt.IsZero() {
+				r.NextAttempt = w.now
+			}
 		}
 	}
 	if !done {
 		return false, false, nil
+	}
+	changed = changed || m.State != StateIncoming || m.Due.IsZero() || m.Due.After(w.now)
+	if !changed {
+		return true, false, nil
 	}
 	m.State = StateIncoming
 	if m.Due.IsZero() || m.Due.After(w.now) {
@@ -127,44 +304,49 @@ func (w *wtx) expedite(old *Message, match func(string) bool) (done, active bool
 }
 
 // FlushAll (sendmail -q) expedites every pending recipient of every
-// message not on hold, in one transaction. It walks the queue in chunks
-// so that memory stays bounded whatever the queue size.
+// message not on hold. It walks the queue in ID order, FlushChunk
+// messages per transaction (through DB.Batch, as FlushRun.Next), so that
+// neither memory nor the time it holds the write lock grows with the
+// queue; it returns when the last chunk is committed.
 func (s *Store) FlushAll() (FlushResult, error) {
 	var res FlushResult
-	err := s.update("flush all", func(w *wtx) error {
-		res = FlushResult{}
-		return w.eachChunk(func(ids []ID) error {
-			return w.expediteAll(ids, all, &res)
-		})
-	})
-	return res, err
-}
-
-// eachChunk calls fn with the message IDs in ID order, 1000 at a time,
-// re-seeking between chunks so that fn may change the msg bucket.
-func (w *wtx) eachChunk(fn func(ids []ID) error) error {
 	var after []byte
 	for {
-		ids := make([]ID, 0, 1000)
-		c := w.msg.Cursor()
-		k, _ := c.First()
-		if after != nil {
-			k, _ = c.Seek(after)
-			if k != nil && string(k) == string(after) {
-				k, _ = c.Next()
+		var step FlushResult
+		var last []byte
+		err := s.batch("flush all", func(w *wtx) error {
+			step, last = FlushResult{}, nil
+			ids := w.idsAfter(after, FlushChunk)
+			if len(ids) > 0 {
+				last = []byte(ids[len(ids)-1])
 			}
+			return w.expediteAll(ids, all, &step)
+		})
+		res.Messages += step.Messages
+		res.Active += step.Active
+		if err != nil || last == nil {
+			return res, err
 		}
-		for ; k != nil && len(ids) < cap(ids); k, _ = c.Next() {
-			ids = append(ids, ID(k))
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		after = []byte(ids[len(ids)-1])
-		if err := fn(ids); err != nil {
-			return err
+		after = last
+	}
+}
+
+// idsAfter lists up to n message IDs after the key after (nil: from the
+// first), in ID order.
+func (w *wtx) idsAfter(after []byte, n int) []ID {
+	ids := make([]ID, 0, n)
+	c := w.msg.Cursor()
+	k, _ := c.First()
+	if after != nil {
+		k, _ = c.Seek(after)
+		if k != nil && string(k) == string(after) {
+			k, _ = c.Next()
 		}
 	}
+	for ; k != nil && len(ids) < n; k, _ = c.Next() {
+		ids = append(ids, ID(k))
+	}
+	return ids
 }
 
 // FlushID (postqueue -i) expedites every pending recipient of one message.

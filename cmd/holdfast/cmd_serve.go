@@ -450,6 +450,8 @@ func (d *daemon) shutdown() error {
 		d.metricsLn.Close()
 	}
 	d.serving.Wait()
+	// Flushes still going on in the background stop at their next chunk.
+	d.flush.Close()
 	if err := d.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store close: %w", err))
 	}
@@ -470,6 +472,9 @@ func (d *daemon) abort() {
 		d.control.Shutdown(ctx)
 	}
 	d.serving.Wait()
+	if d.flush != nil {
+		d.flush.Close()
+	}
 	if d.store != nil {
 		d.store.Close()
 	}

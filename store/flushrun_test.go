@@ -1,0 +1,130 @@
+package store
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// enqueueDeferred queues n messages, one per recipient address made by
+// addr(i), deferred by a day, without a Check per message.
+func (f *fixture) enqueueDeferred(n int, addr func(i int) string) []ID {
+	f.t.Helper()
+	var ids []ID
+	for i := range n {
+		m := newMsg(addr(i))
+		m.Recipients[0].NextAttempt = f.clk.Now().Add(24 * time.Hour)
+		if err := f.s.Enqueue(m, []byte("Subject: x\r\n\r\nbody\r\n")); err != nil {
+			f.t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// TestFlushRunChunks: a destination larger than a chunk is flushed in
+// several transactions of at most FlushChunk messages; Remaining says
+// what is left; the whole run reaches every message once, and the index
+// and counters stay exact (Check in cleanup).
+func TestFlushRunChunks(t *testing.T) {
+	f := open(t)
+	n := 2*FlushChunk + 17
+	ids := f.enqueueDeferred(n, func(i int) string { return fmt.Sprintf("u%d@big.tld", i) })
+	f.enqueueDeferred(5, func(i int) string { return fmt.Sprintf("u%d@other.tld", i) })
+	f.check()
+
+	r := f.s.NewFlushRun("big.tld", false)
+	if left, err := r.Remaining(); err != nil || left != n {
+		t.Fatalf("Remaining before the run = %d, %v; want %d", left, err, n)
+	}
+	total, steps := 0, 0
+	for !r.Done() {
+		res, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Messages > FlushChunk {
+			t.Errorf("one step expedited %d messages, more than a chunk (%d)", res.Messages, FlushChunk)
+		}
+		total += res.Messages
+		steps++
+		left, err := r.Remaining()
+		if err != nil || left != n-total {
+			t.Errorf("after step %d: Remaining = %d, %v; want %d", steps, left, err, n-total)
+		}
+		f.check()
+	}
+	if total != n || steps != 3 {
+		t.Errorf("run expedited %d messages in %d steps; want %d in 3", total, steps, n)
+	}
+	for _, id := range ids {
+		m := f.get(id)
+		if m.State != StateIncoming || !m.Recipients[0].Forced {
+			t.Fatalf("%s: %s forced=%v after the run", id, m.State, m.Recipients[0].Forced)
+		}
+	}
+	if st := f.stats(); st.Deferred != 5 || st.Incoming != int64(n) {
+		t.Errorf("stats %+v; want %d incoming, 5 deferred (other.tld untouched)", st, n)
+	}
+	// A second flush of mail already expedited writes nothing but counts it.
+	res, err := f.s.Flush("big.tld", false)
+	if err != nil || res.Messages != n {
+		t.Errorf("second Flush = %+v, %v; want %d messages", res, err, n)
+	}
+}
+
+// TestFlushRunReachesNewMail: mail queued for the destination while a
+// run is between chunks is reached by the same run.
+func TestFlushRunReachesNewMail(t *testing.T) {
+	f := open(t)
+	f.enqueueDeferred(FlushChunk+1, func(i int) string { return fmt.Sprintf("u%d@big.tld", i) })
+	r := f.s.NewFlushRun("big.tld", false)
+	if _, err := r.Next(); err != nil || r.Done() {
+		t.Fatalf("first step: %v, done=%v", err, r.Done())
+	}
+	f.clk.Add(time.Millisecond) // queue IDs are time-ordered
+	late := f.enqueueDeferred(1, func(int) string { return "late@big.tld" })[0]
+	res, err := r.Next()
+	if err != nil || !r.Done() || res.Messages != 2 {
+		t.Fatalf("second step = %+v, %v, done=%v; want the last old message and the new one", res, err, r.Done())
+	}
+	if m := f.get(late); m.State != StateIncoming || !m.Recipients[0].Forced {
+		t.Errorf("mail queued during the run: %s forced=%v", m.State, m.Recipients[0].Forced)
+	}
+}
+
+// TestFlushRunSubtreeOnce: a message with recipients in two sub-domains
+// has two index entries under @customer.tld, possibly in different
+// chunks; the subtree flush expedites and counts it once.
+func TestFlushRunSubtreeOnce(t *testing.T) {
+	f := open(t)
+	f.enqueueDeferred(FlushChunk, func(i int) string { return fmt.Sprintf("u%d@a.customer.tld", i) })
+	m := newMsg("x@a.customer.tld", "y@z.customer.tld", "w@customer.tld")
+	for i := range m.Recipients {
+		m.Recipients[i].NextAttempt = f.clk.Now().Add(time.Hour)
+	}
+	if err := f.s.Enqueue(m, []byte("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	r := f.s.NewFlushRun("customer.tld", true)
+	if left, err := r.Remaining(); err != nil || left != FlushChunk+1 {
+		t.Errorf("Remaining = %d, %v; want %d", left, err, FlushChunk+1)
+	}
+	total := 0
+	for !r.Done() {
+		res, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += res.Messages
+	}
+	if total != FlushChunk+1 {
+		t.Errorf("subtree run counted %d messages; want %d", total, FlushChunk+1)
+	}
+	got := f.get(m.ID)
+	for _, rc := range got.Recipients {
+		if !rc.Forced {
+			t.Errorf("%s not forced", rc.Addr)
+		}
+	}
+}
