@@ -191,9 +191,13 @@ func TestETRNFloodAcceptance(t *testing.T) {
 	if testing.Short() {
 		n = 5000
 	}
+	bound := 5.0
+	if raceEnabled {
+		bound = 10 // one transaction per flush measured x377 without it
+	}
 	svc, s := floodStore(t, n)
 	best := 0.0
-	for try := 0; try < 3 && (try == 0 || best > 5); try++ {
+	for try := 0; try < 3 && (try == 0 || best > bound); try++ {
 		idle, busy, flushes, redeferred := floodRatio(t, svc, s, time.Second)
 		ratio := float64(busy) / float64(idle)
 		t.Logf("%d queued: acceptance p50 idle %v, under flood %v (x%.2f); %d flush requests, %d re-deferred",
@@ -205,8 +209,8 @@ func TestETRNFloodAcceptance(t *testing.T) {
 			best = ratio
 		}
 	}
-	if best > 5 {
-		t.Errorf("acceptance p50 under an ETRN flood is %.1fx idle; want < 5x", best)
+	if best > bound {
+		t.Errorf("acceptance p50 under an ETRN flood is %.1fx idle; want < %gx", best, bound)
 	}
 }
 
