@@ -202,8 +202,8 @@ func TestETRNFloodAcceptance(t *testing.T) {
 		ratio := float64(busy) / float64(idle)
 		t.Logf("%d queued: acceptance p50 idle %v, under flood %v (x%.2f); %d flush requests, %d re-deferred",
 			n, idle, busy, ratio, flushes, redeferred)
-		if redeferred < store.FlushChunk {
-			t.Fatalf("the flood re-deferred only %d messages: it did not flush", redeferred)
+		if redeferred == 0 {
+			t.Fatalf("the flood re-deferred nothing: it did not flush")
 		}
 		if try == 0 || ratio < best {
 			best = ratio
