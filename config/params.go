@@ -191,6 +191,7 @@ func defaults() map[string]*param {
 		"smtp_data_done_timeout":           {kind: kindTime, def: "600s"},
 		"smtp_quit_timeout":                {kind: kindTime, def: "300s"},
 		"smtp_rset_timeout":                {kind: kindTime, def: "20s"},
+		"smtp_delivery_deadline":           {kind: kindTime, def: "1800s"}, // ours: one mail transaction as a whole
 		"smtp_connection_cache_time_limit": {kind: kindTime, def: "2s"},
 		"smtp_mx_address_limit":            {kind: kindInt, def: "5"},
 		"smtp_mx_session_limit":            {kind: kindInt, def: "2"},
@@ -212,6 +213,7 @@ func defaults() map[string]*param {
 		"lmtp_data_done_timeout":             {kind: kindTime, def: "600s"},
 		"lmtp_quit_timeout":                  {kind: kindTime, def: "300s"},
 		"lmtp_rset_timeout":                  {kind: kindTime, def: "20s"},
+		"lmtp_delivery_deadline":             {kind: kindTime, def: "1800s"}, // ours: as smtp_delivery_deadline
 		"lmtp_destination_concurrency_limit": {kind: kindInt, def: "$default_destination_concurrency_limit"},
 		"lmtp_destination_recipient_limit":   {kind: kindInt, def: "$default_destination_recipient_limit"},
 

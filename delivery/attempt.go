@@ -242,7 +242,7 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 	stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
 	defer stop()
 	start := time.Now()
-	res := d.send(cn, a.m, g.rcpts, a.body)
+	res := d.sendWithin(cn, a.m, g.rcpts, a.body)
 	if d.o.Events != nil {
 		d.o.Events.ObserveDelivery(time.Since(start))
 	}

@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -254,10 +255,16 @@ func (d *Scheduler) data(cn *conn, body []byte) result {
 		d.brokenUnlessReply(cn, err)
 		return classify(err, cn.t, "DATA", d.o.SoftBounce)
 	}
-	cn.netc.SetWriteDeadline(time.Now().Add(to.DataXfer))
-	if _, err := w.Write(body); err != nil {
-		cn.broken = true
-		return classify(err, cn.t, "sending message body", true)
+	// smtp_data_xfer_timeout bounds each write, as Postfix's limit per
+	// write call: a large message on a slow link goes on while it moves.
+	for rest := body; len(rest) > 0; {
+		n := min(len(rest), dataChunk)
+		cn.netc.SetWriteDeadline(time.Now().Add(to.DataXfer))
+		if _, err := w.Write(rest[:n]); err != nil {
+			cn.broken = true
+			return classify(err, cn.t, "sending message body", true)
+		}
+		rest = rest[n:]
 	}
 	if len(body) > 0 && body[len(body)-1] != '\n' {
 		if _, err := w.Write([]byte("\r\n")); err != nil {
@@ -272,6 +279,41 @@ func (d *Scheduler) data(cn *conn, body []byte) result {
 		return classify(err, cn.t, "end of DATA", d.o.SoftBounce)
 	}
 	return classify(&smtp.SMTPError{Code: 250, EnhancedCode: smtp.NoEnhancedCode, Message: resp.StatusText}, cn.t, "end of DATA", false)
+}
+
+// dataChunk is how much of the content is written per write deadline.
+const dataChunk = 64 << 10
+
+// sendWithin is send bounded by the delivery deadline (Timeouts.Delivery):
+// at the deadline the connection is closed, and the recipients the
+// transaction left pending are deferred with that reason.
+func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, body []byte) []result {
+	limit := cn.t.cf.Timeouts.Delivery
+	if limit <= 0 {
+		return d.send(cn, m, rcpts, body)
+	}
+	var over atomic.Bool
+	timer := time.AfterFunc(limit, func() {
+		over.Store(true)
+		cn.netc.Close()
+	})
+	res := d.send(cn, m, rcpts, body)
+	timer.Stop()
+	if !over.Load() {
+		return res
+	}
+	cn.broken = true
+	name := "smtp_delivery_deadline"
+	if cn.t.lmtp {
+		name = "lmtp_delivery_deadline"
+	}
+	text := fmt.Sprintf("conversation with %s[%s] timed out: the delivery took longer than %s (%v)", cn.t.Name, cn.t.Addr, name, limit)
+	for i := range res {
+		if res[i].State == store.RcptPending {
+			res[i] = transient(cn.t, "4.4.2", text)
+		}
+	}
+	return res
 }
 
 // brokenUnlessReply marks the connection broken unless err is an SMTP

@@ -31,6 +31,7 @@ var clientParams = []struct {
 	{"data_done", "smtp_data_done_timeout", "lmtp_data_done_timeout"},
 	{"quit", "smtp_quit_timeout", "lmtp_quit_timeout"},
 	{"rset", "smtp_rset_timeout", "lmtp_rset_timeout"},
+	{"deadline", "smtp_delivery_deadline", "lmtp_delivery_deadline"},
 }
 
 // clientFromConfig reads the client settings of kind (KindSMTP or
@@ -45,7 +46,7 @@ func clientFromConfig(c *config.Config, kind string) (*Client, map[string]bool, 
 		"connect": &cl.Timeouts.Connect, "hello": &cl.Timeouts.Helo, "starttls": &cl.Timeouts.StartTLS,
 		"mail": &cl.Timeouts.Mail, "rcpt": &cl.Timeouts.Rcpt, "data_init": &cl.Timeouts.DataInit,
 		"data_xfer": &cl.Timeouts.DataXfer, "data_done": &cl.Timeouts.DataDone,
-		"quit": &cl.Timeouts.Quit, "rset": &cl.Timeouts.Rset,
+		"quit": &cl.Timeouts.Quit, "rset": &cl.Timeouts.Rset, "deadline": &cl.Timeouts.Delivery,
 	}
 	for _, p := range clientParams {
 		name := p.smtp

@@ -28,6 +28,11 @@ type Timeouts struct {
 	DataDone time.Duration // smtp_data_done_timeout (final dot -> reply)
 	Rset     time.Duration // smtp_rset_timeout
 	Quit     time.Duration // smtp_quit_timeout
+	// Delivery bounds one mail transaction as a whole, from MAIL FROM to
+	// the reply after the final dot (smtp_delivery_deadline, ours): the
+	// stage limits above apply to each command, so a server that answers
+	// each RCPT just in time could otherwise hold a delivery for hours.
+	Delivery time.Duration
 }
 
 // TLS levels of smtp_tls_security_level that the client implements.
@@ -205,6 +210,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		{"smtp_data_done_timeout", &o.Timeouts.DataDone},
 		{"smtp_quit_timeout", &o.Timeouts.Quit},
 		{"smtp_rset_timeout", &o.Timeouts.Rset},
+		{"smtp_delivery_deadline", &o.Timeouts.Delivery},
 		{"smtp_connection_cache_time_limit", &o.ConnCacheTime},
 	}
 	for _, t := range times {
@@ -305,6 +311,7 @@ func (o Options) withDefaults() Options {
 	setDur(&o.Timeouts.Rcpt, 300*time.Second)
 	setDur(&o.Timeouts.DataInit, 120*time.Second)
 	setDur(&o.Timeouts.DataXfer, 180*time.Second)
+	setDur(&o.Timeouts.Delivery, 1800*time.Second)
 	setDur(&o.Timeouts.DataDone, 600*time.Second)
 	setDur(&o.Timeouts.Rset, 20*time.Second)
 	setDur(&o.Timeouts.Quit, 300*time.Second)

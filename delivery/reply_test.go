@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -193,4 +194,18 @@ func (c *chunked) Read(p []byte) (int, error) {
 	k := copy(p[:min(len(p), c.n)], c.b)
 	c.b = c.b[k:]
 	return k, nil
+}
+
+// smtp_delivery_deadline bounds a transaction as a whole, whatever the
+// stage limits allow: the next hop here takes 2s to answer the final dot
+// (smtp_data_done_timeout allows 600s), the deadline is 300ms.
+func TestDeliveryDeadline(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.o.Timeouts.Delivery = 300 * time.Millisecond })
+	e.mta.Delay(2 * time.Second)
+	id := e.enqueue("alice@origin.test", "bob@customer.test")
+	m := e.waitAttempts(id, 1)
+	want := "conversation with 127.0.0.1[127.0.0.1] timed out: the delivery took longer than smtp_delivery_deadline (300ms)"
+	if r := m.Recipients[0]; r.State != store.RcptPending || r.Reply != want || r.DSN != "4.4.2" {
+		t.Fatalf("%+v", r)
+	}
 }

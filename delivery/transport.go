@@ -124,7 +124,7 @@ func (c Client) withDefaults(kind string, o *Options) Client {
 		{&c.Timeouts.Mail, &def.Mail}, {&c.Timeouts.Rcpt, &def.Rcpt},
 		{&c.Timeouts.DataInit, &def.DataInit}, {&c.Timeouts.DataXfer, &def.DataXfer},
 		{&c.Timeouts.DataDone, &def.DataDone}, {&c.Timeouts.Rset, &def.Rset},
-		{&c.Timeouts.Quit, &def.Quit},
+		{&c.Timeouts.Quit, &def.Quit}, {&c.Timeouts.Delivery, &def.Delivery},
 	} {
 		if *p.dst <= 0 {
 			*p.dst = *p.src
