@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 FUZZTIME ?= 30s
 
-.PHONY: all build run test tools test-short vet fmt fmt-check bench bench-compare bench-go fuzz soak install clean
+.PHONY: all build run test deb man tools test-short vet fmt fmt-check bench bench-compare bench-go fuzz soak install clean
 
 all: build
 
@@ -94,6 +94,25 @@ install: build
 	install -m 0644 packaging/holdfast.cf $(DESTDIR)$(SYSCONFDIR)/holdfast/holdfast.cf.example
 	test -e $(DESTDIR)$(SYSCONFDIR)/holdfast/holdfast.cf || \
 		install -m 0644 packaging/holdfast.cf $(DESTDIR)$(SYSCONFDIR)/holdfast/holdfast.cf
+
+# The manual pages: holdfast(8) as written, holdfast.cf(5) made from the
+# parameter table by the binary itself.
+man: build
+	mkdir -p bin/pkg
+	gzip -9n < docs/man/holdfast.8 > bin/pkg/holdfast.8.gz
+	./$(BIN) config --man | gzip -9n > bin/pkg/holdfast.cf.5.gz
+
+# A Debian package in bin/, built with nfpm (a Go module: go run fetches
+# and caches it, nothing is installed). Version: the last tag, or
+# 0.0.0~git<date>.<revision>.
+NFPM ?= github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+deb: man
+	sed -e 's|@SBINDIR@|/usr/sbin|g' -e 's|@SYSCONFDIR@|/etc|g' packaging/holdfast.service > bin/pkg/holdfast.service
+	HOLDFAST_ARCH=$$($(GO) env GOARCH) \
+	HOLDFAST_VERSION=$$(git describe --tags --abbrev=0 2>/dev/null | sed 's/^v//' || true) ; \
+	[ -n "$$HOLDFAST_VERSION" ] || HOLDFAST_VERSION=0.0.0~git$$(git log -1 --format=%cd.%h --date=format:%Y%m%d 2>/dev/null || echo 0) ; \
+	export HOLDFAST_ARCH HOLDFAST_VERSION ; \
+	$(GO) run $(NFPM) package -f packaging/nfpm.yaml -p deb -t bin/
 
 clean:
 	rm -rf bin var

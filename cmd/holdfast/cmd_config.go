@@ -44,8 +44,9 @@ func runConfig(args []string, stdout, stderr io.Writer) int {
 	onlySet := fs.Bool("n", false, "show only parameters set in the file")
 	defaults := fs.Bool("d", false, "show default values")
 	expand := fs.Bool("x", false, "expand $name in values")
+	man := fs.Bool("man", false, "print the manual page holdfast.cf(5), made from the parameter table")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: holdfast config [-c FILE] [-n|-d] [-x] [NAME...]")
+		fmt.Fprintln(stderr, "usage: holdfast config [-c FILE] [-n|-d] [-x] [NAME...] | --man")
 		fs.PrintDefaults()
 	}
 	var names []string
@@ -62,6 +63,10 @@ func runConfig(args []string, stdout, stderr io.Writer) int {
 		}
 		names = append(names, args[0])
 		args = args[1:]
+	}
+	if *man {
+		writeConfigMan(stdout)
+		return 0
 	}
 	if *onlySet && *defaults {
 		fmt.Fprintln(stderr, "holdfast config: -n and -d cannot be combined")

@@ -1,0 +1,203 @@
+package config
+
+// descriptions says what each parameter does here, one or two sentences
+// for holdfast.cf(5) (`holdfast config --man`). Postfix's parameters mean
+// what postconf(5) says; the text notes where holdfast differs. Every
+// parameter of the defaults table has one (TestEveryParameterDescribed).
+// For a parameter accepted only for compatibility the text is Postfix's
+// meaning, and the manual page says that it has no effect here.
+var descriptions = map[string]string{
+	// Identity and addressing.
+	"mail_name":                        "The mail system name in the SMTP greeting and the Received: header.",
+	"myhostname":                       "This host's fully qualified name: the greeting, EHLO to next hops, Received: and the loop check. Default: the system's host name.",
+	"mydomain":                         "This host's domain: $myhostname without its first label.",
+	"myorigin":                         "The domain that locally submitted mail without a domain appears to come from.",
+	"mydestination":                    "Domains this host is the final destination for. holdfast delivers no mail locally: mail for these domains is refused unless a transport routes it elsewhere.",
+	"mynetworks":                       "Trusted client networks (CIDR, [IPv6]/len, /file, type:table): permit_mynetworks, relay for any destination, exemption from per-client limits. Default: by mynetworks_style.",
+	"mynetworks_style":                 "How mynetworks is computed when it is not set: host (this host's addresses), subnet or class.",
+	"relay_domains":                    "Destinations this host accepts mail for and relays: the ISP's customer domains. Domain names, /file, type:table; a domain also matches its sub-domains per parent_domain_matches_subdomains.",
+	"recipient_delimiter":              "Separator between a local part and its extension (user+ext) when looking up recipients in tables.",
+	"parent_domain_matches_subdomains": "Parameters whose domain lists match a domain's sub-domains too (Postfix's compatibility behaviour).",
+	"permit_mx_backup_networks":        "With permit_mx_backup, the networks the primary MX of a backed-up domain must be in.",
+	"empty_address_recipient":          "Where mail to the null address would go; used for double bounces.",
+	"double_bounce_sender":             "Sender of postmaster notices about undeliverable bounces.",
+
+	// Operator interface.
+	"authorized_flush_users":  "Users who may flush the queue (holdfast flush, postqueue -f/-s, sendmail -q).",
+	"authorized_mailq_users":  "Users who may list the queue (mailq, postqueue -p, holdfast queue list/shape/stats).",
+	"authorized_submit_users": "Users who may submit mail with sendmail.",
+	"control_socket":          "holdfast: the Unix socket the command-line tools use to talk to the daemon.",
+	"mail_owner":              "The user that owns the queue; with root, the only one that may change it through the control socket.",
+	"metrics_listen":          "holdfast: address for the Prometheus /metrics endpoint; empty turns it off.",
+	"log_format":              "holdfast: json (one JSON object per event) or console (human-readable lines).",
+	"log_level":               "holdfast: the least severe level logged: trace, debug, info, warn or error.",
+	"debug_peer_list":         "Clients and next hops whose sessions are logged at debug level.",
+	"shutdown_timeout":        "holdfast: how long a graceful stop waits for sessions and deliveries before it cuts them; mail not yet acknowledged is never lost.",
+
+	// Queue.
+	"queue_directory":              "Directory of the queue database queue.db (and the spool of messages being received).",
+	"queue_minfree":                "Free space the queue's file system must keep; below it new mail is refused with 452 4.3.1.",
+	"queue_size_limit":             "holdfast: cap on the size of queue.db in bytes (k, m, g allowed); 0 means none. Over it new mail gets 452 4.3.1.",
+	"queue_run_delay":              "Postfix's interval between deferred-queue scans; holdfast retries at exact times, and uses this only as the longest a due message waits when the clock jumps.",
+	"maximal_queue_lifetime":       "How long a message may stay in the queue before it is returned to the sender.",
+	"bounce_queue_lifetime":        "How long a bounce may stay in the queue before it is given up.",
+	"minimal_backoff_time":         "The first retry interval; each failed attempt doubles it.",
+	"maximal_backoff_time":         "The longest retry interval.",
+	"delay_warning_time":           "When to send the sender a delay notice for mail still queued; 0 turns the notice off.",
+	"confirm_delay_cleared":        "Tell the sender when mail that got a delay notice was delivered after all.",
+	"qmgr_message_active_limit":    "Messages in delivery at one time.",
+	"qmgr_message_recipient_limit": "Recipients of active messages held in memory at one time.",
+	"qmgr_clog_warn_time":          "Minimal interval between warnings that the active queue is congested.",
+	"soft_bounce":                  "Turn every permanent delivery failure into a temporary one (for testing a change without losing mail).",
+	"bounce_size_limit":            "The largest part of an original message returned in a bounce.",
+	"bounce_notice_recipient":      "Who gets postmaster copies of bounces (notify_classes bounce).",
+	"2bounce_notice_recipient":     "Who gets undeliverable bounces (notify_classes 2bounce).",
+	"delay_notice_recipient":       "Who gets postmaster copies of delay notices (notify_classes delay).",
+	"error_notice_recipient":       "Who gets reports of SMTP protocol and policy errors (notify_classes protocol, policy).",
+	"notify_classes":               "Which problems are reported to the postmaster: bounce, 2bounce, delay, policy, protocol, resource, software.",
+	"hopcount_limit":               "The most Received: headers a message may carry; over it the message is bounced (5.4.6) as a mail loop.",
+	"header_size_limit":            "The most bytes of one header (with its continuation lines) kept as a header.",
+	"line_length_limit":            "The longest line kept in one piece; longer lines are broken.",
+	"message_size_limit":           "The largest message accepted (bytes, announced in EHLO SIZE); 0 means no limit.",
+
+	// Fast flush (ETRN).
+	"fast_flush_domains":      "Destinations whose mail is indexed for ETRN and flush DOMAIN. holdfast's index is exact and kept in the queue database.",
+	"fast_flush_refresh_time": "Postfix refreshes idle flush logs after this time; holdfast's index needs no refresh and only checks the value.",
+	"fast_flush_purge_time":   "Postfix removes empty flush logs after this time; holdfast's index has no empty logs and only checks the value.",
+	"etrn_reply_counts":       "holdfast: yes gives RFC 1985's 251/253 ETRN replies with the number of messages started; no gives Postfix's 250.",
+	"defer_transports":        "Transports whose mail is not delivered on its own, only when flushed (ETRN, holdfast flush): the ETRN-only customers.",
+
+	// Delivery.
+	"default_transport":                     "The transport for destinations that are not relay_domains and have no transport_maps entry.",
+	"relay_transport":                       "The transport for relay_domains without a transport_maps entry.",
+	"relayhost":                             "The next hop for mail that has no transport_maps entry (empty: the destination's MX).",
+	"transport_maps":                        "Tables that map a recipient or domain to transport:nexthop (transport(5) search order).",
+	"transport_retry_time":                  "How long a transport that cannot be run is left alone before it is tried again.",
+	"delivery_concurrency_limit":            "holdfast: parallel deliveries, all destinations together.",
+	"default_destination_concurrency_limit": "Parallel deliveries to one destination.",
+	"default_destination_concurrency_failed_cohort_limit": "Failed connections in a row after which a destination is taken as dead and its mail deferred.",
+	"default_destination_recipient_limit":                 "Recipients per delivery to one destination.",
+	"initial_destination_concurrency":                     "Parallel deliveries to a destination before the first succeeds.",
+	"relay_destination_concurrency_limit":                 "Parallel deliveries to one destination through the relay transport.",
+	"relay_destination_recipient_limit":                   "Recipients per delivery through the relay transport.",
+	"smtp_destination_concurrency_limit":                  "Parallel deliveries to one destination through the smtp transport.",
+	"smtp_destination_recipient_limit":                    "Recipients per delivery through the smtp transport.",
+	"disable_dns_lookups":                                 "Do not look up MX or address records; next hops must be given as [address].",
+	"dns_resolver":                                        "holdfast: host:port of the one DNS server used for every lookup (MX, A/AAAA, PTR, DNSBL, TXT). Empty: the servers of /etc/resolv.conf.",
+	"smtp_bind_address":                                   "Local IPv4 address of outgoing SMTP connections.",
+	"smtp_bind_address6":                                  "Local IPv6 address of outgoing SMTP connections.",
+	"smtp_connect_timeout":                                "Time limit for connecting to a next hop.",
+	"smtp_helo_timeout":                                   "Time limit for the next hop's greeting and its reply to EHLO/HELO.",
+	"smtp_mail_timeout":                                   "Time limit for the reply to MAIL FROM.",
+	"smtp_rcpt_timeout":                                   "Time limit for the reply to each RCPT TO.",
+	"smtp_data_init_timeout":                              "Time limit for the reply to DATA.",
+	"smtp_data_xfer_timeout":                              "Time limit for sending the message content (per write).",
+	"smtp_data_done_timeout":                              "Time limit for the reply after the final dot.",
+	"smtp_rset_timeout":                                   "Time limit for the reply to RSET on a cached connection.",
+	"smtp_quit_timeout":                                   "Time limit for the reply to QUIT.",
+	"smtp_starttls_timeout":                               "Time limit for the STARTTLS handshake with a next hop.",
+	"smtp_connection_cache_time_limit":                    "How long an idle connection to a next hop is kept for the next message.",
+	"smtp_helo_name":                                      "The name sent in EHLO/HELO to next hops.",
+	"smtp_host_lookup":                                    "How next-hop names are resolved: dns, native or both.",
+	"smtp_line_length_limit":                              "The longest line sent to a next hop; longer lines are folded.",
+	"smtp_mx_address_limit":                               "The most next-hop addresses tried for one delivery.",
+	"smtp_mx_session_limit":                               "The most sessions tried for one delivery.",
+	"smtp_skip_5xx_greeting":                              "Try the next MX host when one greets with 5xx, instead of bouncing.",
+	"smtp_tls_security_level":                             "TLS to next hops: none, may (when offered) or encrypt (required).",
+	"smtp_tls_CAfile":                                     "Certificates of the authorities trusted for next hops' certificates.",
+
+	// LMTP transport: the smtp_* settings' counterparts.
+	"master_cf":                          "holdfast: a Postfix master.cf whose smtp and lmtp services (with their -o options and maxproc) become transports; empty: only the built-in transports.",
+	"lmtp_tcp_port":                      "The port of an LMTP next hop given without one.",
+	"lmtp_connect_timeout":               "Time limit for connecting to an LMTP server.",
+	"lmtp_lhlo_timeout":                  "Time limit for the LMTP server's greeting and its reply to LHLO.",
+	"lmtp_lhlo_name":                     "The name sent in LHLO.",
+	"lmtp_mail_timeout":                  "Time limit for the reply to MAIL FROM over LMTP.",
+	"lmtp_rcpt_timeout":                  "Time limit for the reply to each RCPT TO over LMTP.",
+	"lmtp_data_init_timeout":             "Time limit for the reply to DATA over LMTP.",
+	"lmtp_data_xfer_timeout":             "Time limit for sending the content over LMTP (per write).",
+	"lmtp_data_done_timeout":             "Time limit for the per-recipient replies after the final dot (RFC 2033).",
+	"lmtp_rset_timeout":                  "Time limit for the reply to RSET over LMTP.",
+	"lmtp_quit_timeout":                  "Time limit for the reply to QUIT over LMTP.",
+	"lmtp_starttls_timeout":              "Time limit for the STARTTLS handshake with an LMTP server.",
+	"lmtp_host_lookup":                   "How LMTP next-hop names are resolved: dns, native or both.",
+	"lmtp_tls_security_level":            "TLS to LMTP servers: none, may or encrypt.",
+	"lmtp_destination_concurrency_limit": "Parallel deliveries to one LMTP destination.",
+	"lmtp_destination_recipient_limit":   "Recipients per delivery to one LMTP destination.",
+
+	// SMTP server.
+	"smtpd_listen":                          "holdfast: the addresses the SMTP server listens on (host:port, comma or space separated).",
+	"smtpd_banner":                          "The text after 220 in the greeting.",
+	"smtpd_connection_limit":                "holdfast: simultaneous SMTP sessions, all clients together; over it new connections get 421.",
+	"smtpd_client_connection_count_limit":   "Simultaneous sessions from one client (outside smtpd_client_event_limit_exceptions).",
+	"smtpd_timeout":                         "Time limit for a client's command or data; shorter under stress.",
+	"smtpd_error_sleep_time":                "Pause before replying to a client that has made more than smtpd_soft_error_limit errors.",
+	"smtpd_soft_error_limit":                "Errors after which each reply is delayed by smtpd_error_sleep_time.",
+	"smtpd_hard_error_limit":                "Errors after which the session is ended with 421.",
+	"smtpd_junk_command_limit":              "NOOP, RSET, VRFY, ETRN and the like a client may send before it counts as an error.",
+	"smtpd_recipient_limit":                 "Recipients accepted in one transaction; the next gets 452 4.5.3.",
+	"smtpd_helo_required":                   "Require HELO or EHLO before MAIL FROM.",
+	"smtpd_delay_reject":                    "Answer client, helo and sender restrictions at RCPT TO, as Postfix does by default.",
+	"smtpd_client_restrictions":             "Restrictions on the client's address and name.",
+	"smtpd_helo_restrictions":               "Restrictions on the HELO/EHLO name.",
+	"smtpd_sender_restrictions":             "Restrictions on MAIL FROM.",
+	"smtpd_relay_restrictions":              "Relay control, applied at RCPT TO before smtpd_recipient_restrictions.",
+	"smtpd_recipient_restrictions":          "Restrictions on RCPT TO.",
+	"smtpd_data_restrictions":               "Restrictions applied at DATA.",
+	"smtpd_etrn_restrictions":               "Restrictions on ETRN: who may flush which destination.",
+	"smtpd_discard_ehlo_keywords":           "EHLO keywords not announced (and their commands refused).",
+	"smtpd_enforce_tls":                     "Obsolete form of smtpd_tls_security_level = encrypt.",
+	"smtpd_forbid_unauth_pipelining":        "End the session of a client that sends commands ahead of the replies without having negotiated PIPELINING (or talks before the greeting).",
+	"smtpd_forbid_bare_newline":             "What to do with a bare LF or CR in DATA or BDAT: normalize (store CRLF), note (log), yes/reject (refuse the message), no.",
+	"smtpd_forbid_bare_newline_exclusions":  "Clients that smtpd_forbid_bare_newline does not apply to.",
+	"smtpd_forbid_bare_newline_reject_code": "Reply code for a message refused for a bare newline.",
+	"smtpd_peername_lookup":                 "Look up the client's name (reverse DNS with forward confirmation); no uses unknown.",
+	"smtpd_sasl_auth_enable":                "Offer SMTP AUTH.",
+	"smtpd_tls_auth_only":                   "Offer AUTH only over TLS.",
+	"smtpd_tls_security_level":              "STARTTLS for clients: none, may (offered) or encrypt (required before MAIL).",
+	"smtpd_tls_cert_file":                   "The server's certificate chain (PEM).",
+	"smtpd_tls_key_file":                    "The server's private key (PEM).",
+	"smtpd_sasl_type":                       "The credential back-end of SMTP AUTH: dovecot (Dovecot's auth socket) or passwd-file (a Dovecot passwd-file read by holdfast).",
+	"smtpd_sasl_path":                       "The Dovecot auth socket (smtpd_sasl_type = dovecot) or the passwd-file (passwd-file).",
+	"smtpd_sasl_security_options":           "SASL mechanism properties refused without TLS: noplaintext, noanonymous, ...",
+	"smtpd_sasl_tls_security_options":       "SASL mechanism properties refused over TLS.",
+	"smtpd_sasl_authenticated_header":       "Put the authenticated login in the Received: header.",
+	"smtpd_client_auth_rate_limit":          "Failed AUTH attempts one client may make per anvil_rate_time_unit; 0 means no limit.",
+	"disable_vrfy_command":                  "Refuse VRFY.",
+
+	// Reply codes.
+	"access_map_defer_code":        "Reply code of a DEFER result in an access table.",
+	"access_map_reject_code":       "Reply code of a REJECT result in an access table.",
+	"defer_code":                   "Reply code of defer and defer_if_permit/defer_if_reject.",
+	"reject_code":                  "Reply code of the reject restriction.",
+	"invalid_hostname_reject_code": "Reply code of reject_invalid_helo_hostname.",
+	"non_fqdn_reject_code":         "Reply code of the reject_non_fqdn_* restrictions.",
+	"plaintext_reject_code":        "Reply code when TLS is required and the client has not started it.",
+	"relay_domains_reject_code":    "Reply code of relay access denied.",
+	"unknown_address_reject_code":  "Reply code of reject_unknown_sender_domain and reject_unknown_recipient_domain.",
+	"unknown_client_reject_code":   "Reply code of reject_unknown_client_hostname.",
+	"unknown_hostname_reject_code": "Reply code of reject_unknown_helo_hostname.",
+}
+
+// Description returns what a parameter does, for holdfast.cf(5).
+func Description(name string) string { return descriptions[name] }
+
+// ManEntry is what holdfast.cf(5) says of one parameter: its default as
+// written in the table (Computed when it depends on the host, such as
+// myhostname) and its description.
+type ManEntry struct {
+	Name, Default, Description string
+	Computed                   bool
+}
+
+// ManEntries returns every parameter of the defaults table, sorted by
+// name.
+func ManEntries() []ManEntry {
+	out := make([]ManEntry, 0, len(params))
+	for _, name := range Default().Names() {
+		p := params[name]
+		out = append(out, ManEntry{Name: name, Default: p.def, Computed: p.fn != nil,
+			Description: descriptions[name]})
+	}
+	return out
+}
