@@ -64,6 +64,7 @@ var descriptions = map[string]string{
 	"fast_flush_domains":      "Destinations whose mail is indexed for ETRN and flush DOMAIN. holdfast's index is exact and kept in the queue database.",
 	"fast_flush_refresh_time": "Postfix refreshes idle flush logs after this time; holdfast's index needs no refresh and only checks the value.",
 	"fast_flush_purge_time":   "Postfix removes empty flush logs after this time; holdfast's index has no empty logs and only checks the value.",
+	"etrn_login_maps":         "holdfast: tables mapping a destination to the SASL logins that own it; when set, an authenticated client may ETRN or ATRN only its own destinations, and nobody else may ETRN a listed one.",
 	"etrn_reply_counts":       "holdfast: yes gives RFC 1985's 251/253 ETRN replies with the number of messages started; no gives Postfix's 250.",
 	"defer_transports":        "Transports whose mail is not delivered on its own, only when flushed (ETRN, holdfast flush): the ETRN-only customers.",
 
