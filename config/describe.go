@@ -87,6 +87,7 @@ var descriptions = map[string]string{
 	"dns_resolver":                                        "holdfast: host:port of the one DNS server used for every lookup (MX, A/AAAA, PTR, DNSBL, TXT). Empty: the servers of /etc/resolv.conf.",
 	"smtp_bind_address":                                   "Local IPv4 address of outgoing SMTP connections.",
 	"smtp_bind_address6":                                  "Local IPv6 address of outgoing SMTP connections.",
+	"smtp_delivery_deadline":                              "holdfast: time limit for one delivery to a next hop as a whole, whatever each step's limit; over it the delivery is deferred.",
 	"smtp_connect_timeout":                                "Time limit for connecting to a next hop.",
 	"smtp_helo_timeout":                                   "Time limit for the next hop's greeting and its reply to EHLO/HELO.",
 	"smtp_mail_timeout":                                   "Time limit for the reply to MAIL FROM.",
@@ -110,6 +111,7 @@ var descriptions = map[string]string{
 	// LMTP transport: the smtp_* settings' counterparts.
 	"master_cf":                          "holdfast: a Postfix master.cf whose smtp and lmtp services (with their -o options and maxproc) become transports; empty: only the built-in transports.",
 	"lmtp_tcp_port":                      "The port of an LMTP next hop given without one.",
+	"lmtp_delivery_deadline":             "holdfast: time limit for one LMTP delivery as a whole.",
 	"lmtp_connect_timeout":               "Time limit for connecting to an LMTP server.",
 	"lmtp_lhlo_timeout":                  "Time limit for the LMTP server's greeting and its reply to LHLO.",
 	"lmtp_lhlo_name":                     "The name sent in LHLO.",
