@@ -263,6 +263,8 @@ func (c *Config) check(name string, p *param) error {
 		return nil
 	case kindUsers:
 		return c.checkUsers(name)
+	case kindTemplate:
+		return nil
 	case kindList:
 		_, err := c.List(name)
 		return err

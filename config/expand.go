@@ -39,6 +39,11 @@ func (c *Config) expandValue(owner, raw string, stack []string) (string, error) 
 			i++
 			continue
 		}
+		if strings.HasPrefix(raw[i:], "$$") { // "$$" is a literal '$' (Postfix's mac_parse)
+			b.WriteByte('$')
+			i += 2
+			continue
+		}
 		ref, n, err := parseRef(raw[i:])
 		if err != nil {
 			return "", c.errorf(owner, "%v", err)
@@ -220,6 +225,10 @@ func references(raw string) []string {
 	var out []string
 	for i := 0; i < len(raw); i++ {
 		if raw[i] != '$' {
+			continue
+		}
+		if strings.HasPrefix(raw[i:], "$$") {
+			i++
 			continue
 		}
 		r, n, err := parseRef(raw[i:])

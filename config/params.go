@@ -24,6 +24,7 @@ const (
 	kindNetworks             // network list (Networks)
 	kindMaps                 // list of lookup tables
 	kindUsers                // user list: names, !name, /file, type:table
+	kindTemplate             // reply template: $names expanded when used, not at load
 )
 
 // param is one entry of the defaults table.
@@ -100,6 +101,16 @@ func defaults() map[string]*param {
 		"smtpd_relay_restrictions":              {kind: kindList, def: "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination"},
 		"smtpd_recipient_restrictions":          {kind: kindList, def: ""},
 		"smtpd_data_restrictions":               {kind: kindList, def: ""},
+		"smtpd_end_of_data_restrictions":        {kind: kindList, def: ""},
+		"smtpd_restriction_classes":             {kind: kindList, def: ""},
+		"smtpd_reject_unlisted_recipient":       {kind: kindBool, def: "yes"},
+		"smtpd_null_access_lookup_key":          {kind: kindString, def: "<>"},
+		"show_user_unknown_table_name":          {kind: kindBool, def: "yes"},
+		"relay_recipient_maps":                  {kind: kindMaps, def: ""},
+		"unknown_relay_recipient_reject_code":   {kind: kindInt, def: "550"},
+		"maps_rbl_reject_code":                  {kind: kindInt, def: "554"},
+		"rbl_reply_maps":                        {kind: kindMaps, def: ""},
+		"default_rbl_reply":                     {kind: kindTemplate, def: "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}"},
 		"smtpd_etrn_restrictions":               {kind: kindList, def: ""},
 		"smtpd_sasl_auth_enable":                {kind: kindBool, def: "no"},
 		"smtpd_sasl_type":                       {kind: kindEnum, def: "cyrus", enum: []string{"cyrus", "dovecot", "passwd-file"}}, // cyrus is refused when AUTH is on

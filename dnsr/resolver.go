@@ -36,6 +36,9 @@ type Options struct {
 	// ConfFile is the resolv.conf read when Server is empty
 	// ("" = /etc/resolv.conf).
 	ConfFile string
+	// HostsFile is read by AddrName and HostAddrs before the DNS, as the
+	// system resolver does ("" = /etc/hosts; "-" = none).
+	HostsFile string
 	// Timeout is the wait for one answer from one server; 0 = the
 	// resolv.conf timeout (5s).
 	Timeout time.Duration
@@ -57,6 +60,7 @@ type Resolver struct {
 	timeout  time.Duration
 	attempts int
 	cache    *cache
+	hosts    *hosts
 
 	mu       sync.Mutex
 	inflight map[string]*call
@@ -98,6 +102,14 @@ func New(o Options) (*Resolver, error) {
 		o.Now = time.Now
 	}
 	r.cache = newCache(o.CacheSize, o.MaxTTL, o.Now)
+	switch o.HostsFile {
+	case "":
+		r.hosts = readHosts("/etc/hosts")
+	case "-":
+		r.hosts = readHosts("")
+	default:
+		r.hosts = readHosts(o.HostsFile)
+	}
 	return r, nil
 }
 

@@ -53,6 +53,12 @@ func (s *session) bdatCmd(arg string) *smtp.SMTPError {
 		c.fail = replyChunkTooBig
 		tx.bdatFail = replyChunkTooBig
 	}
+	if c.fail == nil && tx.body == nil {
+		// The first chunk: smtpd_data_restrictions, as at DATA.
+		if r := s.checkData(); r != nil {
+			c.fail, tx.bdatFail = r, r
+		}
+	}
 	s.chunk = c
 	return nil
 }

@@ -73,6 +73,9 @@ func (s *session) heloCmd(arg string) *smtp.SMTPError {
 	if arg == "" {
 		return replyHeloSyntax
 	}
+	if r := s.checkHelo(printable(arg)); r != nil {
+		return r
+	}
 	s.reset()
 	s.helo = printable(arg)
 	s.esmtp = false
@@ -84,6 +87,9 @@ func (s *session) ehloCmd(arg string) *smtp.SMTPError {
 	arg = strings.TrimSpace(arg)
 	if arg == "" {
 		return replyEhloSyntax
+	}
+	if r := s.checkHelo(printable(arg)); r != nil {
+		return r
 	}
 	s.reset()
 	s.helo = printable(arg)
@@ -162,6 +168,9 @@ func (s *session) mailCmd(arg string) *smtp.SMTPError {
 		}
 		tx.from = m.String()
 	}
+	if r := s.checkMail(tx); r != nil {
+		return r
+	}
 	s.tx = tx
 	return replyMailOK
 }
@@ -214,8 +223,7 @@ func (tx *transaction) mailParam(p string, limit int64) *smtp.SMTPError {
 }
 
 // rcptCmd: RFC 5321 sec 4.1.1.3 with NOTIFY and ORCPT (RFC 3461 sec 4).
-// Restrictions run with smtpd_delay_reject = yes: client, sender, relay,
-// then recipient restrictions.
+// Restrictions: restrict_stage.go (checkRcpt).
 func (s *session) rcptCmd(arg string) *smtp.SMTPError {
 	if s.tx == nil {
 		return replyNeedMail
@@ -249,7 +257,7 @@ func (s *session) rcptCmd(arg string) *smtp.SMTPError {
 		s.noError = s.tx.overshoot <= s.srv.opts.RecipientOvershootLimit
 		return replyTooManyRcpts
 	}
-	if r := s.checkRcpt(rc.Addr); r != nil {
+	if r := s.checkRcpt("RCPT", rc.Addr); r != nil {
 		return r
 	}
 	s.tx.rcpts = append(s.tx.rcpts, rc)
@@ -296,31 +304,6 @@ func rcptParam(rc *store.Recipient, p string) *smtp.SMTPError {
 	return nil
 }
 
-// checkRcpt evaluates the restriction stages for a recipient.
-func (s *session) checkRcpt(rcpt string) *smtp.SMTPError {
-	c := &check{srv: s.srv, s: s, client: s.client, namaddr: s.namaddr, rcpt: rcpt}
-	if s.tx != nil {
-		c.sender = s.tx.from
-	}
-	stages := []struct {
-		l     ruleList
-		class string
-		name  string
-	}{
-		{s.srv.client, "Client host", s.namaddr},
-		{s.srv.sender, "Sender address", c.sender},
-		{s.srv.relay, "Recipient address", rcpt},
-		{s.srv.recipient, "Recipient address", rcpt},
-	}
-	for _, st := range stages {
-		c.class, c.name = st.class, st.name
-		if r := st.l.eval(c); r != nil {
-			return r
-		}
-	}
-	return nil
-}
-
 func (s *session) rsetCmd(arg string) *smtp.SMTPError {
 	if strings.TrimSpace(arg) != "" {
 		return replyRsetSyntax
@@ -355,7 +338,7 @@ func (s *session) vrfyCmd(arg string) *smtp.SMTPError {
 	if err != nil {
 		return replyBadRcpt
 	}
-	if r := s.checkRcpt(m.String()); r != nil {
+	if r := s.checkRcpt("VRFY", m.String()); r != nil {
 		return r
 	}
 	return replyVrfy(m.String())

@@ -26,6 +26,9 @@ func (s *session) dataCmd(arg string) *smtp.SMTPError {
 	if strings.TrimSpace(arg) != "" {
 		return replyDataSyntax
 	}
+	if r := s.checkData(); r != nil {
+		return r
+	}
 	s.inData = true
 	return replyStartData
 }
@@ -75,6 +78,16 @@ func (s *session) contentFailed(c *content) *smtp.SMTPError {
 // enqueue hands a complete message to the queue and returns the reply:
 // 250 only after the commit (DESIGN.md, Enqueue), else storeReply's.
 func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []byte) *smtp.SMTPError {
+	if r := s.checkEOD(tx); r != nil {
+		return r
+	}
+	if tx.discard {
+		// DISCARD: claim success and drop the message, as Postfix does.
+		s.log.Info().Str("event", "discarded").Str("queue_id", string(id)).Str("from", tx.from).
+			Int("nrcpt", len(tx.rcpts)).Str("client", s.namaddr).Msg("message discarded by access table")
+		s.errors, s.junk = 0, 0
+		return replyQueued(string(id))
+	}
 	m := &store.Message{
 		ID:         id,
 		Sender:     tx.from,
@@ -92,6 +105,9 @@ func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []by
 		Body8Bit:   tx.body8bit,
 	}
 	m.WarnAt = warnAt(tx.from, now, s.srv.opts.DelayWarning)
+	if tx.hold {
+		m.State = store.StateHold // HOLD: the message waits in the hold queue
+	}
 	log := s.log.With().Str("queue_id", string(id)).Logger()
 	if err := s.srv.queue.Enqueue(m, body); err != nil {
 		return storeReply(err, log)

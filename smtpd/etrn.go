@@ -34,23 +34,11 @@ func (s *session) etrn(arg string) *smtp.SMTPError {
 	if !flush.ValidSite(site) {
 		return replyEtrnBadParam
 	}
-	// Row 7: smtpd_etrn_restrictions, after the client restrictions
-	// (smtpd_delay_reject = yes).
-	c := &check{srv: s.srv, s: s, client: s.client, namaddr: s.namaddr, etrn: site}
-	c.class, c.name = "Client host", s.namaddr
-	if r := s.srv.client.eval(c); r != nil {
+	// Row 7: the client and helo restrictions (smtpd_delay_reject =
+	// yes), then etrn_login_maps (ownership decides before
+	// smtpd_etrn_restrictions), then smtpd_etrn_restrictions.
+	if r := s.checkEtrn(site, s.etrnOwner); r != nil {
 		return r
-	}
-	// etrn_login_maps: ownership decides before smtpd_etrn_restrictions.
-	owner, r := s.etrnOwner(site)
-	if r != nil {
-		return r
-	}
-	c.class, c.name = "Etrn command", site
-	if !owner {
-		if r := s.srv.etrn.eval(c); r != nil {
-			return r
-		}
 	}
 	// Row 8: not eligible; the domain is echoed as typed.
 	f := s.srv.flush

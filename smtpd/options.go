@@ -1,13 +1,16 @@
 package smtpd
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
 	"github.com/holdfast-mta/holdfast/auth"
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/dnsr"
 )
 
 // Table is a lookup table (check_*_access maps). config.Table satisfies it.
@@ -26,6 +29,55 @@ type DomainMatcher interface {
 type NetMatcher interface {
 	Contains(ip netip.Addr) bool
 }
+
+// Resolver answers the DNS questions of the client name lookup and of
+// the DNS-based restrictions. *dnsr.Resolver satisfies it.
+type Resolver interface {
+	LookupA(ctx context.Context, name string) ([]netip.Addr, error)
+	LookupIP(ctx context.Context, name string) ([]netip.Addr, error)
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+	// AddrName and HostAddrs consult /etc/hosts before the DNS, as the
+	// system resolver does for Postfix's client name lookup.
+	AddrName(ctx context.Context, a netip.Addr) (string, error)
+	HostAddrs(ctx context.Context, name string) ([]netip.Addr, error)
+}
+
+// ReplyCodes are the configurable reply codes of the restrictions
+// (Postfix's *_reject_code parameters); zero fields take the defaults.
+type ReplyCodes struct {
+	Reject          int // reject_code (554)
+	Defer           int // defer_code (450)
+	AccessReject    int // access_map_reject_code (554)
+	AccessDefer     int // access_map_defer_code (450)
+	RelayDomains    int // relay_domains_reject_code (554)
+	UnknownClient   int // unknown_client_reject_code (450)
+	UnknownHostname int // unknown_hostname_reject_code (450)
+	UnknownAddress  int // unknown_address_reject_code (450)
+	InvalidHostname int // invalid_hostname_reject_code (501)
+	NonFQDN         int // non_fqdn_reject_code (504)
+	RelayRecipient  int // unknown_relay_recipient_reject_code (550)
+	MapsRBL         int // maps_rbl_reject_code (554): $rbl_code
+}
+
+func (c *ReplyCodes) withDefaults() {
+	for _, f := range []struct {
+		p *int
+		v int
+	}{
+		{&c.Reject, 554}, {&c.Defer, 450}, {&c.AccessReject, 554}, {&c.AccessDefer, 450},
+		{&c.RelayDomains, 554}, {&c.UnknownClient, 450}, {&c.UnknownHostname, 450},
+		{&c.UnknownAddress, 450}, {&c.InvalidHostname, 501}, {&c.NonFQDN, 504},
+		{&c.RelayRecipient, 550}, {&c.MapsRBL, 554},
+	} {
+		if *f.p == 0 {
+			*f.p = f.v
+		}
+	}
+}
+
+// DefaultRBLReply is Postfix's default_rbl_reply.
+const DefaultRBLReply = "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}"
 
 // Options are the typed settings of the SMTP server (STYLE §20): cmd
 // builds them from the configuration with OptionsFromConfig; tests build
@@ -111,13 +163,47 @@ type Options struct {
 	// default "permit_mynetworks, permit_sasl_authenticated,
 	// defer_unauth_destination"; the others default to empty.
 	ClientRestrictions    []string
+	HeloRestrictions      []string
 	SenderRestrictions    []string
 	RelayRestrictions     []string
 	RecipientRestrictions []string
+	DataRestrictions      []string
+	EODRestrictions       []string
 	ETRNRestrictions      []string
+	// RestrictionClasses are smtpd_restriction_classes: name -> list,
+	// usable as a restriction or as an access table result.
+	RestrictionClasses map[string][]string
 	// OpenTable opens the type:table argument of check_*_access
 	// (config.OpenTable). Required only when such a restriction is used.
 	OpenTable func(spec string) (Table, error)
+	// DelayReject is smtpd_delay_reject (Postfix's default yes; the
+	// zero value is "no"): client, helo and sender restrictions answer
+	// at RCPT (and ETRN) instead of at connect, HELO and MAIL.
+	DelayReject bool
+	// PeernameLookup is smtpd_peername_lookup: look up the client's
+	// name (reverse DNS with forward confirmation); off, it is "unknown".
+	PeernameLookup bool
+	// Resolver answers DNS questions; nil = the system's name servers.
+	Resolver Resolver
+	// Codes are the restriction reply codes.
+	Codes ReplyCodes
+	// SoftBounce is soft_bounce: restriction 5XX replies become 4XX.
+	SoftBounce bool
+	// DefaultRBLReply is default_rbl_reply ("" = DefaultRBLReply);
+	// RBLReplyMaps is rbl_reply_maps (nil = none).
+	DefaultRBLReply string
+	RBLReplyMaps    Table
+	// RelayRecipients is relay_recipient_maps (nil = every recipient in
+	// relay_domains is valid). RejectUnlistedRecipient is
+	// smtpd_reject_unlisted_recipient: the map is applied at RCPT even
+	// without reject_unlisted_recipient in a list. ShowUnknownTable is
+	// show_user_unknown_table_name.
+	RelayRecipients         Table
+	RejectUnlistedRecipient bool
+	ShowUnknownTable        bool
+	// NullAccessKey is smtpd_null_access_lookup_key ("<>"): the key
+	// check_sender_access looks up for the null sender.
+	NullAccessKey string
 
 	// ETRNOwners is etrn_login_maps (nil = not set): who owns which
 	// destination, for ETRN (etrn.go) and ATRN.
@@ -242,6 +328,13 @@ func (o Options) withDefaults() Options {
 	if o.RelayRestrictions == nil {
 		o.RelayRestrictions = DefaultRelayRestrictions
 	}
+	o.Codes.withDefaults()
+	if o.DefaultRBLReply == "" {
+		o.DefaultRBLReply = DefaultRBLReply
+	}
+	if o.NullAccessKey == "" {
+		o.NullAccessKey = "<>"
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -253,7 +346,7 @@ func (o Options) withDefaults() Options {
 // name the parameter; restriction names are checked by New.
 func OptionsFromConfig(c *config.Config) (Options, error) {
 	var o Options
-	for _, step := range []func(*config.Config, *Options) error{scalarsFromConfig, policyFromConfig, tlsFromConfig, saslFromConfig} {
+	for _, step := range []func(*config.Config, *Options) error{scalarsFromConfig, policyFromConfig, restrictFromConfig, tlsFromConfig, saslFromConfig} {
 		if err := step(c, &o); err != nil {
 			return Options{}, fmt.Errorf("smtpd: %w", err)
 		}
@@ -287,11 +380,16 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		}
 	}
 	for name, dst := range map[string]*bool{
-		"disable_vrfy_command":           &o.DisableVRFY,
-		"smtpd_helo_required":            &o.HeloRequired,
-		"etrn_reply_counts":              &o.ETRNReplyCounts,
-		"smtpd_forbid_unauth_pipelining": &o.ForbidUnauthPipelining,
-		"smtpd_enforce_tls":              &o.EnforceTLS,
+		"disable_vrfy_command":            &o.DisableVRFY,
+		"smtpd_helo_required":             &o.HeloRequired,
+		"etrn_reply_counts":               &o.ETRNReplyCounts,
+		"smtpd_forbid_unauth_pipelining":  &o.ForbidUnauthPipelining,
+		"smtpd_enforce_tls":               &o.EnforceTLS,
+		"smtpd_delay_reject":              &o.DelayReject,
+		"smtpd_peername_lookup":           &o.PeernameLookup,
+		"soft_bounce":                     &o.SoftBounce,
+		"smtpd_reject_unlisted_recipient": &o.RejectUnlistedRecipient,
+		"show_user_unknown_table_name":    &o.ShowUnknownTable,
 	} {
 		if *dst, err = c.Bool(name); err != nil {
 			return err
@@ -342,11 +440,14 @@ func policyFromConfig(c *config.Config, o *Options) error {
 	}
 	o.RelayDomains = relay
 	for name, dst := range map[string]*[]string{
-		"smtpd_client_restrictions":    &o.ClientRestrictions,
-		"smtpd_sender_restrictions":    &o.SenderRestrictions,
-		"smtpd_relay_restrictions":     &o.RelayRestrictions,
-		"smtpd_recipient_restrictions": &o.RecipientRestrictions,
-		"smtpd_etrn_restrictions":      &o.ETRNRestrictions,
+		"smtpd_client_restrictions":      &o.ClientRestrictions,
+		"smtpd_helo_restrictions":        &o.HeloRestrictions,
+		"smtpd_sender_restrictions":      &o.SenderRestrictions,
+		"smtpd_relay_restrictions":       &o.RelayRestrictions,
+		"smtpd_recipient_restrictions":   &o.RecipientRestrictions,
+		"smtpd_data_restrictions":        &o.DataRestrictions,
+		"smtpd_end_of_data_restrictions": &o.EODRestrictions,
+		"smtpd_etrn_restrictions":        &o.ETRNRestrictions,
 	} {
 		v, err := c.List(name)
 		if err != nil {
@@ -359,6 +460,65 @@ func policyFromConfig(c *config.Config, o *Options) error {
 	}
 	o.OpenTable = func(spec string) (Table, error) { return config.OpenTable(spec) }
 	return nil
+}
+
+// restrictFromConfig reads the restriction classes, reply codes, DNS
+// list replies, relay_recipient_maps and the resolver (dns_resolver).
+func restrictFromConfig(c *config.Config, o *Options) error {
+	classes, err := c.List("smtpd_restriction_classes")
+	if err != nil {
+		return err
+	}
+	o.RestrictionClasses = map[string][]string{}
+	for _, name := range classes {
+		items, err := c.List(name)
+		if err != nil {
+			return err
+		}
+		if _, ok := c.Raw(name); !ok {
+			return fmt.Errorf("smtpd_restriction_classes: class %s has no definition", name)
+		}
+		o.RestrictionClasses[name] = items
+	}
+	for name, dst := range map[string]*int{
+		"reject_code": &o.Codes.Reject, "defer_code": &o.Codes.Defer,
+		"access_map_reject_code": &o.Codes.AccessReject, "access_map_defer_code": &o.Codes.AccessDefer,
+		"relay_domains_reject_code": &o.Codes.RelayDomains, "unknown_client_reject_code": &o.Codes.UnknownClient,
+		"unknown_hostname_reject_code": &o.Codes.UnknownHostname, "unknown_address_reject_code": &o.Codes.UnknownAddress,
+		"invalid_hostname_reject_code": &o.Codes.InvalidHostname, "non_fqdn_reject_code": &o.Codes.NonFQDN,
+		"unknown_relay_recipient_reject_code": &o.Codes.RelayRecipient, "maps_rbl_reject_code": &o.Codes.MapsRBL,
+	} {
+		if *dst, err = c.Int(name); err != nil {
+			return err
+		}
+	}
+	o.DefaultRBLReply, _ = c.Raw("default_rbl_reply")
+	o.NullAccessKey = c.String("smtpd_null_access_lookup_key")
+	if o.RBLReplyMaps, err = optionalTable(c, "rbl_reply_maps"); err != nil {
+		return err
+	}
+	if o.RelayRecipients, err = optionalTable(c, "relay_recipient_maps"); err != nil {
+		return err
+	}
+	r, err := dnsr.New(dnsr.Options{Server: c.String("dns_resolver")})
+	if err != nil {
+		return fmt.Errorf("dns_resolver: %w", err)
+	}
+	o.Resolver = r
+	return nil
+}
+
+// optionalTable opens a maps parameter; nil when it is empty.
+func optionalTable(c *config.Config, name string) (Table, error) {
+	specs, err := c.List(name)
+	if err != nil || len(specs) == 0 {
+		return nil, err
+	}
+	t, err := c.Table(name)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // tlsFromConfig loads smtpd_tls_cert_file/key_file; level "none" turns

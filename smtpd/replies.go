@@ -154,3 +154,15 @@ func replyRelayDenied(code int, enh smtp.EnhancedCode, addr string) *smtp.SMTPEr
 func replyLookupFailure(name string) *smtp.SMTPError {
 	return rep(451, ec(4, 3, 0), "<"+name+">: Temporary lookup failure")
 }
+
+// Restriction replies without a subject.
+var (
+	replyConfigError  = rep(451, ec(4, 3, 5), "Server configuration error")
+	rep450Unavailable = rep(450, ec(4, 7, 1), "Service unavailable")
+)
+
+// replyAccessDeniedFor answers commands after the client restrictions
+// rejected the connection (smtpd_delay_reject = no; RFC 5321 sec 3.1).
+func replyAccessDeniedFor(namaddr string) *smtp.SMTPError {
+	return rep(503, ec(5, 7, 0), "Error: access denied for "+namaddr)
+}

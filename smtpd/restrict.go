@@ -2,324 +2,180 @@ package smtpd
 
 import (
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/emersion/go-smtp"
-
-	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
-// A restriction list (smtpd_*_restrictions) is parsed once, at New, into
-// a slice of rules; an unknown name is a start-up error. Evaluation
-// follows Postfix's smtpd_check.c: the first rule that decides ends the
-// list; "permit" ends it without a reply.
+// A restriction list (smtpd_*_restrictions, a restriction class) is
+// parsed once, at New, into rules; an unknown name is a start-up error.
+// Evaluation follows Postfix's smtpd_check.c (generic_checks): the first
+// rule that permits or rejects ends the list; warn_if_reject,
+// defer_if_permit and defer_if_reject change what a later rejection or
+// the end of the stage does (restrict_stage.go).
 
-type ruleKind int
+// verdict is the outcome of one restriction.
+type verdict int
 
 const (
-	rulePermit ruleKind = iota
-	ruleReject
-	ruleDefer
-	rulePermitMynetworks
-	rulePermitSASL
-	ruleRejectUnauthDest
-	ruleDeferUnauthDest
-	ruleRejectNonFQDNRcpt
-	ruleCheckClient
-	ruleCheckSender
-	ruleCheckRecipient
-	ruleCheckETRN
+	dunno  verdict = iota // no decision: the next restriction
+	permit                // OK: the list ends, the stage passes
+	reject                // the list ends with the reply
 )
 
-var ruleNames = map[string]ruleKind{
-	"permit":                    rulePermit,
-	"reject":                    ruleReject,
-	"defer":                     ruleDefer,
-	"permit_mynetworks":         rulePermitMynetworks,
-	"permit_sasl_authenticated": rulePermitSASL,
-	"reject_unauth_destination": ruleRejectUnauthDest,
-	"defer_unauth_destination":  ruleDeferUnauthDest,
-	"reject_non_fqdn_recipient": ruleRejectNonFQDNRcpt,
-	"check_client_access":       ruleCheckClient,
-	"check_sender_access":       ruleCheckSender,
-	"check_recipient_access":    ruleCheckRecipient,
-	"check_etrn_access":         ruleCheckETRN,
+// argKind says what follows a restriction name in the list.
+type argKind int
+
+const (
+	argNone   argKind = iota
+	argTable          // type:table
+	argDomain         // a DNS list domain, with an optional =filter
+	argNumber         // seconds (sleep)
+)
+
+// restriction is one row of the restriction table.
+type restriction struct {
+	arg argKind
+	fn  func(*check, *rule) (verdict, *smtp.SMTPError)
 }
 
+// rule is one parsed restriction with its argument.
 type rule struct {
-	kind  ruleKind
-	table Table
+	name   string
+	do     restriction
+	table  Table      // argTable
+	domain string     // argDomain: the list's domain, without the filter
+	filter *replyMask // argDomain: "=127.0.0.2" etc., nil = any reply
+	secs   int        // argNumber
 }
 
 type ruleList []rule
 
-// parseRules parses one restriction parameter.
-func parseRules(param string, items []string, open func(string) (Table, error)) (ruleList, error) {
+// restrictions maps names to their implementation; filled in init
+// because the functions refer to the table (restriction classes).
+var restrictions map[string]restriction
+
+func init() {
+	restrictions = map[string]restriction{}
+	for _, m := range []map[string]restriction{genericRestrictions(), clientRestrictions(), heloRestrictions(), addressRestrictions(), dnsRestrictions()} {
+		for k, v := range m {
+			restrictions[k] = v
+		}
+	}
+}
+
+// genericRestrictions are those that do not look at the client or the
+// envelope.
+func genericRestrictions() map[string]restriction {
+	return map[string]restriction{
+		"permit": {fn: func(*check, *rule) (verdict, *smtp.SMTPError) { return permit, nil }},
+		"reject": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return reject, c.rejected(c.codes().Reject, ec(5, 7, 1), "Access denied")
+		}},
+		"defer": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return reject, c.rejected(c.codes().Defer, ec(4, 3, 2), "Try again later")
+		}},
+		"defer_if_permit": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			c.deferIfPermit(c.rejected(450, ec(4, 7, 0), "defer_if_permit requested"))
+			return dunno, nil
+		}},
+		"defer_if_reject": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			c.deferIfReject(c.rejected(450, ec(4, 7, 0), "defer_if_reject requested"))
+			return dunno, nil
+		}},
+		// warn_if_reject is handled by the list loop.
+		"warn_if_reject":           {fn: func(*check, *rule) (verdict, *smtp.SMTPError) { return dunno, nil }},
+		"sleep":                    {arg: argNumber, fn: sleepRule},
+		"reject_unauth_pipelining": {fn: rejectUnauthPipelining},
+		"permit_sasl_authenticated": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			if c.s != nil && c.s.authenticated() {
+				return permit, nil
+			}
+			return dunno, nil
+		}},
+	}
+}
+
+// parseRules parses one restriction list. classes are the names of
+// smtpd_restriction_classes, usable as restrictions.
+func parseRules(param string, items []string, open func(string) (Table, error), classes map[string]bool) (ruleList, error) {
 	var l ruleList
 	for i := 0; i < len(items); i++ {
 		name := strings.ToLower(strings.TrimSpace(items[i]))
 		if name == "" {
 			continue
 		}
-		kind, ok := ruleNames[name]
-		if !ok {
+		r := rule{name: name}
+		do, ok := restrictions[name]
+		switch {
+		case ok:
+			r.do = do
+		case classes[name]:
+			r.do = restriction{fn: classRule}
+		default:
 			return nil, fmt.Errorf("%s: unknown restriction %q", param, items[i])
 		}
-		r := rule{kind: kind}
-		switch kind {
-		case ruleCheckClient, ruleCheckSender, ruleCheckRecipient, ruleCheckETRN:
+		if do.arg != argNone {
 			if i+1 >= len(items) {
-				return nil, fmt.Errorf("%s: %s needs a type:table argument", param, name)
-			}
-			if open == nil {
-				return nil, fmt.Errorf("%s: %s: no table opener configured", param, name)
+				return nil, fmt.Errorf("%s: %s needs an argument", param, name)
 			}
 			i++
-			t, err := open(items[i])
-			if err != nil {
+			if err := r.parseArg(items[i], open); err != nil {
 				return nil, fmt.Errorf("%s: %s %s: %w", param, name, items[i], err)
 			}
-			r.table = t
 		}
 		l = append(l, r)
 	}
 	return l, nil
 }
 
-// check is what a restriction list is evaluated against.
-type check struct {
-	class string // "Client host", "Sender address", "Recipient address", "Etrn command"
-	name  string // the bracketed subject of a reply
-	// inputs
-	client  netip.Addr
-	namaddr string // unknown[192.0.2.1]
-	sender  string // envelope sender, "" for <> or none
-	rcpt    string // recipient address (RCPT, VRFY)
-	etrn    string // ETRN domain
-	srv     *Server
-	s       *session // the session (its AUTH state)
-}
-
-// eval runs a list. It returns the reply that rejects, or nil when the
-// list permits or ends without a decision.
-func (l ruleList) eval(c *check) *smtp.SMTPError {
-	for _, r := range l {
-		permit, reply := r.eval(c)
-		if reply != nil {
-			return reply
+// parseArg reads the argument of a restriction.
+func (r *rule) parseArg(arg string, open func(string) (Table, error)) error {
+	switch r.do.arg {
+	case argTable:
+		if open == nil {
+			return fmt.Errorf("no table opener configured")
 		}
-		if permit {
-			return nil
+		t, err := open(arg)
+		if err != nil {
+			return err
+		}
+		r.table = t
+	case argNumber:
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a number of seconds")
+		}
+		r.secs = n
+	case argDomain:
+		d, f, hasFilter := strings.Cut(arg, "=")
+		if d == "" {
+			return fmt.Errorf("want a DNS list domain")
+		}
+		r.domain = strings.ToLower(strings.TrimSuffix(d, "."))
+		if hasFilter {
+			m, err := parseReplyMask(f)
+			if err != nil {
+				return err
+			}
+			r.filter = m
 		}
 	}
 	return nil
 }
 
-func (r rule) eval(c *check) (permit bool, reply *smtp.SMTPError) {
-	o := &c.srv.opts
-	switch r.kind {
-	case rulePermit:
-		return true, nil
-	case ruleReject: // reject_code 554
-		return false, replyRejected(554, ec(5, 7, 1), c.name, c.class, "Access denied")
-	case ruleDefer: // defer_code 450
-		return false, replyRejected(450, ec(4, 3, 2), c.name, c.class, "Try again later")
-	case rulePermitMynetworks:
-		return o.MyNetworks != nil && c.client.IsValid() && o.MyNetworks.Contains(c.client.Unmap()), nil
-	case rulePermitSASL:
-		return c.s != nil && c.s.authenticated(), nil
-	case ruleRejectUnauthDest, ruleDeferUnauthDest:
-		if c.rcpt == "" {
-			return false, nil
-		}
-		ok, err := c.srv.relayAllowed(c.rcpt)
-		if err != nil {
-			return false, replyLookupFailure(c.rcpt)
-		}
-		if ok {
-			return false, nil
-		}
-		if r.kind == ruleRejectUnauthDest { // relay_domains_reject_code 554
-			return false, replyRelayDenied(554, ec(5, 7, 1), c.rcpt)
-		}
-		return false, replyRelayDenied(454, ec(4, 7, 1), c.rcpt)
-	case ruleRejectNonFQDNRcpt:
-		if c.rcpt == "" || fqdnAddress(c.rcpt) {
-			return false, nil
-		}
-		return false, replyRejected(504, ec(5, 5, 2), c.rcpt, "Recipient address", "need fully-qualified address")
-	case ruleCheckClient:
-		return accessClient(r.table, c)
-	case ruleCheckSender:
-		if c.sender == "" {
-			return false, nil
-		}
-		return accessAddress(r.table, c.sender, c.sender, "Sender address")
-	case ruleCheckRecipient:
-		if c.rcpt == "" {
-			return false, nil
-		}
-		return accessAddress(r.table, c.rcpt, c.rcpt, "Recipient address")
-	case ruleCheckETRN:
-		if c.etrn == "" {
-			return false, nil
-		}
-		return accessKeys(r.table, domainKeys(strings.ToLower(c.etrn)), c.etrn, "Etrn command")
-	}
-	return false, nil
+// parseValueRules parses the right-hand side of an access table entry
+// as a restriction list (a class name, or restrictions without tables,
+// as Postfix allows).
+func parseValueRules(value string, classes map[string]bool) (ruleList, error) {
+	items := strings.FieldsFunc(value, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	return parseRules("access table", items, func(string) (Table, error) {
+		return nil, fmt.Errorf("lookup tables are not allowed in access table results; use a restriction class")
+	}, classes)
 }
 
-// fqdnAddress: the domain has a dot (or is an address literal).
-func fqdnAddress(a string) bool {
-	_, d := addr.Split(a)
-	if strings.HasPrefix(d, "[") {
-		return true
-	}
-	return strings.Contains(d, ".") && !strings.HasSuffix(d, ".")
-}
-
-// accessClient looks up the client address, then its network prefixes
-// (1.2.3.4, 1.2.3, 1.2, 1), as check_client_access does. The client's
-// name is always "unknown" (no reverse lookup), so it is not looked up.
-func accessClient(t Table, c *check) (bool, *smtp.SMTPError) {
-	if !c.client.IsValid() {
-		return false, nil
-	}
-	ip := c.client.Unmap()
-	s := ip.String()
-	keys := []string{s}
-	sep := "."
-	if ip.Is6() {
-		sep = ":"
-	}
-	for {
-		i := strings.LastIndex(s, sep)
-		if i <= 0 {
-			break
-		}
-		s = s[:i]
-		keys = append(keys, s)
-	}
-	return accessKeys(t, keys, c.namaddr, "Client host")
-}
-
-// accessAddress looks up user@domain, then domain and its parents, then
-// user@ (Postfix's check_*_access order for addresses).
-func accessAddress(t Table, addr, name, class string) (bool, *smtp.SMTPError) {
-	a := strings.ToLower(addr)
-	keys := []string{a}
-	if i := strings.LastIndexByte(a, '@'); i >= 0 {
-		keys = append(keys, domainKeys(a[i+1:])...)
-		keys = append(keys, a[:i+1])
-	}
-	return accessKeys(t, keys, name, class)
-}
-
-// domainKeys: the domain and its parent domains (parent_domain_matches_subdomains
-// includes smtpd_access_maps by default).
-func domainKeys(d string) []string {
-	var keys []string
-	for d != "" {
-		keys = append(keys, d)
-		i := strings.IndexByte(d, '.')
-		if i < 0 || strings.HasPrefix(d, "[") {
-			break
-		}
-		d = d[i+1:]
-	}
-	return keys
-}
-
-// accessKeys looks up keys in order and applies the first result.
-func accessKeys(t Table, keys []string, name, class string) (bool, *smtp.SMTPError) {
-	for _, k := range keys {
-		v, found, err := t.Lookup(k)
-		if err != nil {
-			return false, replyLookupFailure(name)
-		}
-		if found {
-			return accessAction(v, name, class)
-		}
-	}
-	return false, nil
-}
-
-// accessAction interprets an access(5) result.
-func accessAction(v, name, class string) (bool, *smtp.SMTPError) {
-	v = strings.TrimSpace(v)
-	word, text, _ := strings.Cut(v, " ")
-	text = strings.TrimSpace(text)
-	switch strings.ToUpper(word) {
-	case "OK", "PERMIT":
-		return true, nil
-	case "DUNNO":
-		return false, nil
-	case "REJECT": // access_map_reject_code 554
-		if text == "" {
-			text = "Access denied"
-		}
-		return false, replyRejected(554, ec(5, 7, 1), name, class, text)
-	case "HOLD", "DISCARD", "FILTER", "REDIRECT":
-		if class == "Etrn command" {
-			// Reference spec §1.5: cannot apply to ETRN; Postfix warns
-			// and ignores them.
-			return false, nil
-		}
-	case "DEFER": // access_map_defer_code 450
-		if text == "" {
-			text = "Access denied"
-		}
-		return false, replyRejected(450, ec(4, 7, 1), name, class, text)
-	}
-	if allDigits(word) && len(word) != 3 {
-		return true, nil // a number means OK (access(5))
-	}
-	if len(word) == 3 && allDigits(word) && (word[0] == '4' || word[0] == '5') {
-		code, _ := strconv.Atoi(word)
-		enh := ec(int(word[0]-'0'), 7, 1)
-		if e, rest, ok := parseEnhanced(text); ok && e[0] == int(word[0]-'0') {
-			enh, text = e, rest
-		}
-		if text == "" {
-			text = "Access denied"
-		}
-		return false, replyRejected(code, enh, name, class, text)
-	}
-	if allDigits(word) {
-		return true, nil
-	}
-	// An action this server does not implement (HOLD, FILTER, ...):
-	// Postfix's answer to a broken access map.
-	return false, replyRejected(451, ec(4, 3, 5), name, class, "Server configuration error")
-}
-
-// parseEnhanced splits "5.7.1 text" into the code and the text.
-func parseEnhanced(s string) (smtp.EnhancedCode, string, bool) {
-	first, rest, _ := strings.Cut(s, " ")
-	parts := strings.Split(first, ".")
-	if len(parts) != 3 {
-		return smtp.EnhancedCode{}, s, false
-	}
-	var e smtp.EnhancedCode
-	for i, p := range parts {
-		if p == "" || len(p) > 3 || !allDigits(p) {
-			return smtp.EnhancedCode{}, s, false
-		}
-		e[i], _ = strconv.Atoi(p)
-	}
-	return e, strings.TrimSpace(rest), true
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+// classRule evaluates a restriction class by name.
+func classRule(c *check, r *rule) (verdict, *smtp.SMTPError) {
+	return c.run(c.srv.classes[r.name])
 }

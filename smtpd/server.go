@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -51,7 +53,13 @@ type Server struct {
 	flush Flusher
 	log   zerolog.Logger
 
-	client, sender, relay, recipient, etrn ruleList
+	// The restriction stages, and smtpd_restriction_classes by name.
+	client, helo, sender, relay, recipient, data, eod, etrn ruleList
+	classes                                                 map[string]ruleList
+	classNames                                              map[string]bool
+	// pipeCheck: some list uses reject_unauth_pipelining.
+	pipeCheck bool
+	resolver  Resolver
 
 	slots    chan struct{} // global session bound
 	mu       sync.Mutex
@@ -82,25 +90,70 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 		lns:      make(map[net.Listener]struct{}),
 	}
+	if err := s.parseRestrictions(); err != nil {
+		return nil, fmt.Errorf("smtpd: %w", err)
+	}
+	s.resolver = o.Resolver
+	if s.resolver == nil {
+		r, err := dnsr.New(dnsr.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("smtpd: %w", err)
+		}
+		s.resolver = r
+	}
+	return s, nil
+}
+
+// parseRestrictions parses the restriction classes, then every stage's
+// list; an unknown restriction is an error.
+func (s *Server) parseRestrictions() error {
+	o := &s.opts
+	s.classes, s.classNames = map[string]ruleList{}, map[string]bool{}
+	for name := range o.RestrictionClasses {
+		s.classNames[strings.ToLower(name)] = true
+	}
+	for name, items := range o.RestrictionClasses {
+		l, err := parseRules(name, items, o.OpenTable, s.classNames)
+		if err != nil {
+			return err
+		}
+		s.classes[strings.ToLower(name)] = l
+	}
 	lists := []struct {
 		param string
 		items []string
 		dst   *ruleList
 	}{
 		{"smtpd_client_restrictions", o.ClientRestrictions, &s.client},
+		{"smtpd_helo_restrictions", o.HeloRestrictions, &s.helo},
 		{"smtpd_sender_restrictions", o.SenderRestrictions, &s.sender},
 		{"smtpd_relay_restrictions", o.RelayRestrictions, &s.relay},
 		{"smtpd_recipient_restrictions", o.RecipientRestrictions, &s.recipient},
+		{"smtpd_data_restrictions", o.DataRestrictions, &s.data},
+		{"smtpd_end_of_data_restrictions", o.EODRestrictions, &s.eod},
 		{"smtpd_etrn_restrictions", o.ETRNRestrictions, &s.etrn},
 	}
 	for _, l := range lists {
-		r, err := parseRules(l.param, l.items, o.OpenTable)
+		r, err := parseRules(l.param, l.items, o.OpenTable, s.classNames)
 		if err != nil {
-			return nil, fmt.Errorf("smtpd: %w", err)
+			return err
 		}
 		*l.dst = r
+		for _, items := range append([][]string{l.items}, mapValues(o.RestrictionClasses)...) {
+			for _, it := range items {
+				s.pipeCheck = s.pipeCheck || strings.EqualFold(strings.TrimSpace(it), "reject_unauth_pipelining")
+			}
+		}
 	}
-	return s, nil
+	return nil
+}
+
+func mapValues(m map[string][]string) [][]string {
+	var out [][]string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
 }
 
 // ListenAndServe listens on every Options.Listen address and serves until

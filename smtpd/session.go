@@ -32,9 +32,20 @@ type session struct {
 	id   string
 
 	client  netip.Addr
-	name    string // client host name; always "unknown" (no reverse lookup)
-	namaddr string // unknown[192.0.2.1]
+	port    string // client port
+	namaddr string // name[192.0.2.1]
 	rfcAddr string // 192.0.2.1 or IPv6:2001:db8::1 (Received:)
+	// name is the client's forward-confirmed name, reverseName its
+	// address's name (lookupPeer); "unknown" when there is none.
+	name, reverseName         string
+	nameStatus, reverseStatus peerStatus
+
+	// illPipelining: the client sent a command ahead of a reply where
+	// RFC 2920 does not allow it (reject_unauth_pipelining).
+	illPipelining bool
+	// denied is the reply of smtpd_client_restrictions at connect
+	// (smtpd_delay_reject = no); later commands are refused.
+	denied *smtp.SMTPError
 
 	helo  string // HELO/EHLO argument, "" before
 	esmtp bool
@@ -85,15 +96,22 @@ type transaction struct {
 	arrival  time.Time
 	bdatSize int64
 	bdatFail *smtp.SMTPError
+	// hold and discard are access-table results (HOLD, DISCARD): the
+	// message goes to the hold queue, or is accepted and dropped.
+	hold, discard bool
 }
 
 func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
 	sess := &session{
-		srv: s, conn: c, raw: c, id: s.newID(), client: ip, name: "unknown",
+		srv: s, conn: c, raw: c, id: s.newID(), client: ip,
+		name: "unknown", reverseName: "unknown", nameStatus: peerPerm, reverseStatus: peerPerm,
 		r: bufio.NewReaderSize(c, 1024),
 		w: bufio.NewWriterSize(c, 1024),
 	}
-	sess.namaddr = "unknown[" + ip.String() + "]"
+	sess.namaddr = newNamaddr(sess.name, ip)
+	if _, port, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		sess.port = port
+	}
 	sess.rfcAddr = ip.String()
 	if ip.Is6() {
 		sess.rfcAddr = "IPv6:" + ip.String()
@@ -117,7 +135,9 @@ var errLineTooLong = errors.New("line too long")
 // QUIT, an error limit, a timeout, shutdown or a lost connection.
 func (s *session) run() {
 	o := &s.srv.opts
-	s.log.Info().Str("event", "connect").Msgf("connect from %s", s.namaddr)
+	s.lookupPeer()
+	s.namaddr = newNamaddr(s.name, s.client)
+	s.log.Info().Str("event", "connect").Str("client_name", s.name).Msgf("connect from %s", s.namaddr)
 	reason := ""
 	defer func() {
 		s.authEnd()
@@ -133,7 +153,10 @@ func (s *session) run() {
 	}()
 	// A client that talks before the greeting violates RFC 5321 sec
 	// 4.3.1; Postfix's smtpd_forbid_unauth_pipelining disconnects it.
-	if o.ForbidUnauthPipelining && kernelPending(s.raw) {
+	if (o.ForbidUnauthPipelining || s.srv.pipeCheck) && kernelPending(s.raw) {
+		s.illPipelining = true
+	}
+	if o.ForbidUnauthPipelining && s.illPipelining {
 		reason, s.rejected = "improper command pipelining after CONNECT", "pipelining"
 		s.log.Info().Msg(reason)
 		s.reply(replyPipelining)
@@ -143,7 +166,14 @@ func (s *session) run() {
 	if o.BareNewlineExclusions != nil && o.BareNewlineExclusions.Contains(s.client) {
 		s.bare = BareNewlineNo
 	}
-	s.reply(replyGreeting(o.Banner))
+	if r := s.checkConnect(); r != nil {
+		s.denied = r // replaces the greeting, as in Postfix
+		s.logReject("CONNECT", r)
+		s.reply(r)
+		s.errors++
+	} else {
+		s.reply(replyGreeting(o.Banner))
+	}
 	for {
 		if s.errors >= o.HardErrorLimit {
 			reason, s.rejected = "too many errors", "errors"
@@ -310,15 +340,24 @@ func (s *session) dispatch(line string) {
 		s.replyErr(replyUnknownCmd)
 		return
 	}
-	if o.ForbidUnauthPipelining && cmd.verb != "QUIT" && (!s.esmtp || !cmd.group) && s.inputPending() {
-		s.countCmd(cmd.counted, false)
+	// RFC 2920 sec 3.1 (Postfix's SMTPD_FLAG_ILL_PIPELINING), looked
+	// for only when something acts on it.
+	if (o.ForbidUnauthPipelining || s.srv.pipeCheck) && !s.illPipelining && cmd.verb != "QUIT" &&
+		(!s.esmtp || !cmd.group) && s.inputPending() {
+		s.illPipelining = true
 		s.log.Info().Str("command", cmd.verb).Msg("improper command pipelining")
+	}
+	if o.ForbidUnauthPipelining && s.illPipelining && cmd.verb != "QUIT" {
+		s.countCmd(cmd.counted, false)
 		s.reply(replyPipelining)
 		s.quit, s.rejected = true, "pipelining"
 		return
 	}
 	var r *smtp.SMTPError
+	denied := s.accessDenied(cmd.verb)
 	switch {
+	case denied != nil:
+		r = denied
 	case o.EnforceTLS && !s.tls && !cmd.preTLS:
 		r = replyTLSFirst
 	case cmd.needHelo != nil && o.HeloRequired && s.helo == "":
@@ -542,4 +581,11 @@ func ratio(ok, all int) string {
 		return strconv.Itoa(ok)
 	}
 	return strconv.Itoa(ok) + "/" + strconv.Itoa(all)
+}
+
+
+// sleep is the "sleep N" restriction: pending replies are sent first.
+func (s *session) sleep(secs int) {
+	s.flush()
+	time.Sleep(time.Duration(secs) * time.Second)
 }

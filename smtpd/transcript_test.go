@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // TestTranscripts runs every testdata/*.txt dialog against a real
@@ -15,12 +17,16 @@ import (
 //	@ name = value   main.cf line added to the test configuration
 //	@tls             offer STARTTLS with a generated test certificate
 //	@seed ADDR       queue one message for ADDR before the dialog
+//	@dns RR          a record (zone-file syntax) served by a miekg/dns
+//	                 server on loopback, which dns_resolver points at
+//	@dnsfail NAME    that server answers SERVFAIL for NAME ("x.test.")
 //	=== [ADDR]       start a new session (from local address ADDR)
 //	C: line          client line; consecutive C: lines go in one write
 //	S: line          expected reply line; a trailing '*' matches the rest
 //	X:               the server hangs up
 //	!starttls        client side of the TLS handshake
 //	!queued N        the store holds N messages
+//	!held N          N of them are in the hold queue
 func TestTranscripts(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.txt")
 	if err != nil || len(files) == 0 {
@@ -40,7 +46,7 @@ func runTranscript(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	var cfgLines, seeds []string
+	var cfgLines, seeds, records, fails []string
 	tlsOn := false
 	body := 0
 	for i, l := range lines {
@@ -51,6 +57,10 @@ func runTranscript(t *testing.T, path string) {
 			tlsOn = true
 		case strings.HasPrefix(l, "@seed "):
 			seeds = append(seeds, l[6:])
+		case strings.HasPrefix(l, "@dns "):
+			records = append(records, l[5:])
+		case strings.HasPrefix(l, "@dnsfail "):
+			fails = append(fails, l[9:])
 		case l == "" || strings.HasPrefix(l, "#"):
 		default:
 			body = i
@@ -58,6 +68,13 @@ func runTranscript(t *testing.T, path string) {
 		if body != 0 {
 			break
 		}
+	}
+	if len(records)+len(fails) > 0 {
+		ds := testutil.NewDNS(t, records...)
+		for _, f := range fails {
+			ds.Fail(f)
+		}
+		cfgLines = append(cfgLines, "dns_resolver = "+ds.Addr)
 	}
 	var opts []envOption
 	if tlsOn {
@@ -111,6 +128,13 @@ func runTranscript(t *testing.T, path string) {
 			want, _ := strconv.ParseInt(strings.TrimSpace(l[8:]), 10, 64)
 			if got := e.queued(); got != want {
 				t.Fatalf("%s:%d: store holds %d messages, want %d", path, lineNo, got, want)
+			}
+		case strings.HasPrefix(l, "!held "):
+			flushPending()
+			want, _ := strconv.ParseInt(strings.TrimSpace(l[6:]), 10, 64)
+			st, err := e.st.Stats()
+			if err != nil || st.Hold != want {
+				t.Fatalf("%s:%d: hold queue holds %d messages (%v), want %d", path, lineNo, st.Hold, err, want)
 			}
 		default:
 			t.Fatalf("%s:%d: bad transcript line %q", path, lineNo, l)

@@ -234,6 +234,7 @@ func (w *wtx) insertRecord(m *Message) error {
 }
 
 // prepare fills in what Enqueue owns: ID, arrival, size, state and due.
+// A message given with State StateHold is stored on hold.
 // State and due follow the recipients (schedule): a new message is
 // incoming, due now, unless every pending recipient already has a later
 // NextAttempt (deferred on arrival), in which case it is deferred until
@@ -255,8 +256,14 @@ func prepare(m *Message, body []byte, now time.Time) error {
 		m.Arrival = now
 	}
 	m.Size = int64(len(body))
+	hold := m.State == StateHold
 	m.HeldFrom = 0
 	schedule(m, now)
+	if hold {
+		// Put on hold on arrival (an smtpd access table's HOLD): as
+		// Hold would, remembering where a release returns it.
+		m.HeldFrom, m.State, m.Due = m.State, StateHold, time.Time{}
+	}
 	return nil
 }
 

@@ -1,0 +1,132 @@
+package smtpd
+
+import (
+	"strings"
+
+	"github.com/emersion/go-smtp"
+)
+
+// addressRestrictions check the envelope sender and recipient.
+func addressRestrictions() map[string]restriction {
+	return map[string]restriction{
+		"reject_non_fqdn_sender": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return c.nonFQDN(c.sender, "Sender address")
+		}},
+		"reject_non_fqdn_recipient": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return c.nonFQDN(c.rcpt, "Recipient address")
+		}},
+		"reject_unknown_sender_domain": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return c.unknownDomain(c.sender, "Sender address")
+		}},
+		"reject_unknown_recipient_domain": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return c.unknownDomain(c.rcpt, "Recipient address")
+		}},
+		"permit_auth_destination": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			if c.rcpt == "" {
+				return dunno, nil
+			}
+			ok, err := c.srv.relayAllowed(c.rcpt)
+			if err != nil {
+				return c.decide(replyLookupFailure(c.rcpt))
+			}
+			if ok {
+				return permit, nil
+			}
+			return dunno, nil
+		}},
+		"reject_unauth_destination": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return c.unauthDestination(c.codes().RelayDomains, ec(5, 7, 1))
+		}},
+		"defer_unauth_destination": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			return c.unauthDestination(c.codes().RelayDomains-100, ec(4, 7, 1))
+		}},
+		"reject_unlisted_recipient": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			if c.rcpt == "" {
+				return dunno, nil
+			}
+			return c.relayRecipient()
+		}},
+		"check_recipient_maps": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			if c.rcpt == "" {
+				return dunno, nil
+			}
+			return c.relayRecipient()
+		}},
+	}
+}
+
+// nonFQDN: the address has no domain or the domain has no dot.
+func (c *check) nonFQDN(a, class string) (verdict, *smtp.SMTPError) {
+	if a == "" || fqdnAddress(a) {
+		return dunno, nil
+	}
+	return c.as(class, a, func() (verdict, *smtp.SMTPError) {
+		return c.deny(c.codes().NonFQDN, ec(5, 5, 2), "need fully-qualified address")
+	})
+}
+
+// fqdnAddress: the domain has a dot (or is an address literal).
+func fqdnAddress(a string) bool {
+	d := domainOf(a)
+	if strings.HasPrefix(d, "[") {
+		return true
+	}
+	return strings.Contains(d, ".") && !strings.HasSuffix(d, ".")
+}
+
+// unauthDestination is reject_unauth_destination / defer_unauth_destination.
+func (c *check) unauthDestination(code int, enh smtp.EnhancedCode) (verdict, *smtp.SMTPError) {
+	if c.rcpt == "" {
+		return dunno, nil
+	}
+	ok, err := c.srv.relayAllowed(c.rcpt)
+	if err != nil {
+		return c.decide(replyLookupFailure(c.rcpt))
+	}
+	if ok {
+		return dunno, nil
+	}
+	return c.decide(replyRelayDenied(code, enh, c.rcpt))
+}
+
+// relayRecipient is relay_recipient_maps (check_rcpt_maps for the relay
+// address class): a recipient in relay_domains must be listed, as
+// user@domain or by the @domain catch-all. The map is consulted once per
+// recipient.
+func (c *check) relayRecipient() (verdict, *smtp.SMTPError) {
+	t := c.srv.opts.RelayRecipients
+	if t == nil || c.rcptChecked {
+		return dunno, nil
+	}
+	if c.warnLevel == 0 {
+		c.rcptChecked = true
+	}
+	ok, err := c.srv.relayAllowed(c.rcpt)
+	if err != nil {
+		return c.decide(replyLookupFailure(c.rcpt))
+	}
+	if !ok {
+		return dunno, nil // not the relay address class
+	}
+	a := strings.ToLower(c.rcpt)
+	keys := []string{a}
+	if i := strings.LastIndexByte(a, '@'); i >= 0 {
+		keys = append(keys, a[i:])
+	}
+	for _, k := range keys {
+		_, found, err := t.Lookup(k)
+		if err != nil {
+			return c.decide(replyLookupFailure(c.rcpt))
+		}
+		if found {
+			return dunno, nil
+		}
+	}
+	text := "User unknown"
+	if c.srv.opts.ShowUnknownTable {
+		text += " in relay recipient table"
+	}
+	return c.as("Recipient address", c.rcpt, func() (verdict, *smtp.SMTPError) {
+		return c.deny(c.codes().RelayRecipient, ec(5, 1, 1), text)
+	})
+}
