@@ -255,6 +255,7 @@ func (d *daemon) startSMTP(c *config.Config) error {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	sopts.Events = d.metrics
+	sopts.Resolver = d.resolver // one cache for smtpd and delivery
 	q := d.metrics.Queue(d.sched.Admit(d.store))
 	f := etrnFlusher{Service: d.flush.As("etrn"), m: d.metrics}
 	d.smtp, err = smtpd.New(sopts, q, f, d.log.With().Str("component", "smtpd").Logger())
