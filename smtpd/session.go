@@ -583,7 +583,6 @@ func ratio(ok, all int) string {
 	return strconv.Itoa(ok) + "/" + strconv.Itoa(all)
 }
 
-
 // sleep is the "sleep N" restriction: pending replies are sent first.
 func (s *session) sleep(secs int) {
 	s.flush()

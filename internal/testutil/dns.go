@@ -33,16 +33,8 @@ func NewDNS(t testing.TB, records ...string) *DNS {
 	t.Helper()
 	s := &DNS{fail: map[string]bool{}, truncate: map[string]bool{}, asks: map[string]int{}}
 	s.Add(t, records...)
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPTCP(t)
 	s.Addr = pc.LocalAddr().String()
-	ln, err := net.Listen("tcp", s.Addr)
-	if err != nil {
-		pc.Close()
-		t.Fatal(err)
-	}
 	for _, srv := range []*dns.Server{
 		{PacketConn: pc, Handler: dns.HandlerFunc(s.serve)},
 		{Listener: ln, Handler: dns.HandlerFunc(s.serve)},
@@ -54,6 +46,27 @@ func NewDNS(t testing.TB, records ...string) *DNS {
 		t.Cleanup(func() { srv.Shutdown() })
 	}
 	return s
+}
+
+// listenUDPTCP binds UDP and TCP on one loopback port; the TCP port may
+// be taken, so a few ports are tried.
+func listenUDPTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var last error
+	for range 20 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+		last = err
+	}
+	t.Fatalf("no loopback port free for UDP and TCP: %v", last)
+	return nil, nil
 }
 
 // Add adds records.
