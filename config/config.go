@@ -312,3 +312,21 @@ func (c *Config) Where(name string) string {
 	}
 	return fmt.Sprintf("%s:%d", s.file, s.line)
 }
+
+// Stressed returns a copy of c in which the parameter stress is "yes", as
+// Postfix's master(8) sets it (-o stress=yes) for a service that has
+// reached its process limit: values written `${stress?{x}:{y}}` then give
+// their overload value x. When stress is set in the file (or by Set), the
+// copy is c itself: "stress = yes" forces the overload values always and
+// "stress =" never, as `-o stress=yes` and `-o stress=` do in master.cf.
+func (c *Config) Stressed() *Config {
+	if c.IsSet("stress") {
+		return c
+	}
+	cp := &Config{file: c.file, set: make(map[string]setting, len(c.set)+1), warnings: c.warnings}
+	for k, v := range c.set {
+		cp.set[k] = v
+	}
+	cp.set["stress"] = setting{value: "yes"}
+	return cp
+}

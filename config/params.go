@@ -88,13 +88,13 @@ func defaults() map[string]*param {
 		"smtpd_banner":                          {kind: kindString, def: "$myhostname ESMTP $mail_name"},
 		"smtpd_helo_required":                   {kind: kindBool, def: "no"},
 		"smtpd_delay_reject":                    {kind: kindBool, def: "yes"},
-		"smtpd_junk_command_limit":              {kind: kindInt, def: "100"},
+		"smtpd_junk_command_limit":              {kind: kindInt, def: "${stress?{1}:{100}}"},
 		"smtpd_soft_error_limit":                {kind: kindInt, def: "10"},
-		"smtpd_hard_error_limit":                {kind: kindInt, def: "20"},
+		"smtpd_hard_error_limit":                {kind: kindInt, def: "${stress?{1}:{20}}"},
 		"smtpd_error_sleep_time":                {kind: kindTime, def: "1s"},
 		"smtpd_recipient_limit":                 {kind: kindInt, def: "1000"},
-		"smtpd_timeout":                         {kind: kindTime, def: "300s"},
-		"smtpd_client_connection_count_limit":   {kind: kindInt, def: "50"}, // $default_process_limit / 2
+		"smtpd_timeout":                         {kind: kindTime, def: "${stress?{10}:{300}}s"},
+		"smtpd_client_connection_count_limit":   {kind: kindInt, def: "${stress?{10}:{50}}"}, // Postfix: 50 ($default_process_limit / 2), also under stress
 		"smtpd_client_restrictions":             {kind: kindList, def: ""},
 		"smtpd_helo_restrictions":               {kind: kindList, def: ""},
 		"smtpd_sender_restrictions":             {kind: kindList, def: ""},
@@ -147,6 +147,28 @@ func defaults() map[string]*param {
 		"plaintext_reject_code":                 {kind: kindInt, def: "450"},
 		"message_size_limit":                    {kind: kindSize, def: "10240000"},
 		"queue_minfree":                         {kind: kindSize, def: "0"},
+
+		// Deadlines and stress (Postfix 3.7 smtpd(8), STRESS_README). A
+		// session is under stress when smtpd_stress_threshold percent of
+		// smtpd_connection_limit is busy; then stress = yes.
+		"stress":                     {kind: kindString, def: ""},                    // set per session; in the file it forces the mode
+		"smtpd_stress_threshold":     {kind: kindInt, def: "80"},                     // ours: percent of smtpd_connection_limit
+		"smtpd_per_request_deadline": {kind: kindBool, def: "yes"},                   // Postfix: ${stress?{yes}:{no}}
+		"smtpd_min_data_rate":        {kind: kindInt, def: "500"},                    // bytes/s during DATA and BDAT
+		"smtpd_transaction_deadline": {kind: kindTime, def: "${stress?{60}:{600}}s"}, // ours: MAIL to the end of the content
+
+		// Per-client limits (Postfix's anvil(8)) for clients outside
+		// smtpd_client_event_limit_exceptions, per anvil_rate_time_unit.
+		// Postfix's rate limits default to 0 (off); ours are on.
+		"smtpd_client_connection_rate_limit":      {kind: kindInt, def: "${stress?{20}:{100}}"},
+		"smtpd_client_message_rate_limit":         {kind: kindInt, def: "${stress?{20}:{100}}"},
+		"smtpd_client_recipient_rate_limit":       {kind: kindInt, def: "${stress?{200}:{1000}}"},
+		"smtpd_client_new_tls_session_rate_limit": {kind: kindInt, def: "${stress?{20}:{100}}"},
+		"smtpd_client_etrn_rate_limit":            {kind: kindInt, def: "${stress?{10}:{30}}"}, // ours: Postfix has none
+		"smtpd_client_event_limit_exceptions":     {kind: kindNetworks, def: "$mynetworks"},
+		"smtpd_client_ipv4_prefix_length":         {kind: kindInt, def: "32"},
+		"smtpd_client_ipv6_prefix_length":         {kind: kindInt, def: "84"},
+		"anvil_rate_time_unit":                    {kind: kindTime, def: "60s"},
 
 		// Queue and scheduling (reference spec 5.2).
 		"queue_directory":                                     {kind: kindString, def: "/var/spool/holdfast"}, // ours: holds queue.db

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -138,6 +139,10 @@ func (s *session) starttlsCmd(arg string) *smtp.SMTPError {
 	if s.srv.opts.TLS == nil {
 		return replyTLSNotOffered
 	}
+	if l := s.io.lim.ClientNewTLSRateLimit; !s.exempt && l > 0 && s.srv.anvil.rate(s.client, evNewTLS, time.Now()) > l {
+		s.log.Warn().Msgf("Refusing STARTTLS request from %s for service smtp", s.namaddr)
+		return replyTooManyTLS(s.namaddr)
+	}
 	s.startTLS = true
 	return replyStartTLS
 }
@@ -148,6 +153,9 @@ func (s *session) mailCmd(arg string) *smtp.SMTPError {
 	path, params, err := addr.ParseArg(arg, "FROM:")
 	if errors.Is(err, addr.ErrCommand) {
 		return replyMailSyntax
+	}
+	if s.overRate(evMail, s.io.lim.ClientMessageRateLimit, "Message delivery request") {
+		return replyTooMuchMail(s.client.String())
 	}
 	if err != nil {
 		return replyBadSender
@@ -231,6 +239,9 @@ func (s *session) rcptCmd(arg string) *smtp.SMTPError {
 	path, params, err := addr.ParseArg(arg, "TO:")
 	if errors.Is(err, addr.ErrCommand) {
 		return replyRcptSyntax
+	}
+	if s.overRate(evRcpt, s.io.lim.ClientRecipientRateLimit, "Recipient address") {
+		return replyTooManyRcptsFrom(s.client.String())
 	}
 	if err != nil || path == "" {
 		return replyBadRcpt

@@ -22,6 +22,11 @@ func (s *session) etrn(arg string) *smtp.SMTPError {
 	if len(args) != 1 {
 		return replyEtrnSyntax
 	}
+	// Ours: a per-client ETRN rate (smtpd_client_etrn_rate_limit), checked
+	// where Postfix checks its other rates: after the command's shape.
+	if s.overRate(evETRN, s.io.lim.ClientETRNRateLimit, "ETRN request") {
+		return replyTooManyEtrn(s.client.String())
+	}
 	// Row 5: one leading '@' or '#' removed, then a host name or an
 	// address literal.
 	site, subtree := args[0], false

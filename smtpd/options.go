@@ -99,8 +99,16 @@ type Options struct {
 	DisableVRFY bool
 	// HeloRequired is smtpd_helo_required.
 	HeloRequired bool
-	// Timeout is smtpd_timeout (default 300s).
-	Timeout time.Duration
+	// Limits are the deadlines, error limits and per-client limits in
+	// force normally (Timeout is smtpd_timeout, default 300s, ...).
+	Limits
+	// Stress are the same limits under stress (Postfix's ${stress?...}
+	// values). All zero: Postfix's stress defaults applied to Limits.
+	Stress Limits
+	// StressThreshold is the percentage of MaxConnections in use from
+	// which the server is under stress (smtpd_stress_threshold, ours;
+	// 0 = 80, negative = never).
+	StressThreshold int
 	// LineLengthLimit is line_length_limit (default 2048): longer command
 	// lines are cut there and the rest is skipped.
 	LineLengthLimit int
@@ -109,20 +117,21 @@ type Options struct {
 	// RecipientOvershootLimit is smtpd_recipient_overshoot_limit (1000):
 	// how many "too many recipients" replies are not counted as errors.
 	RecipientOvershootLimit int
-	// SoftErrorLimit, HardErrorLimit, ErrorSleep and JunkCommandLimit are
-	// smtpd_soft_error_limit (10), smtpd_hard_error_limit (20),
-	// smtpd_error_sleep_time (1s; negative = no sleep) and
-	// smtpd_junk_command_limit (100).
-	SoftErrorLimit   int
-	HardErrorLimit   int
-	ErrorSleep       time.Duration
-	JunkCommandLimit int
-	// ClientConnectionLimit is smtpd_client_connection_count_limit (50)
-	// per client address; 0 = unlimited.
-	ClientConnectionLimit int
-	// ConnectionLimitExceptions are exempt from ClientConnectionLimit
+	// SoftErrorLimit and ErrorSleep are smtpd_soft_error_limit (10) and
+	// smtpd_error_sleep_time (1s; negative = no sleep).
+	SoftErrorLimit int
+	ErrorSleep     time.Duration
+	// ConnectionLimitExceptions are exempt from the per-client limits
 	// (smtpd_client_event_limit_exceptions, default $mynetworks).
 	ConnectionLimitExceptions NetMatcher
+	// RateTimeUnit is anvil_rate_time_unit (60s), the unit of the
+	// per-client rates; ClientIPv4Prefix and ClientIPv6Prefix are
+	// smtpd_client_ipv4_prefix_length (32) and
+	// smtpd_client_ipv6_prefix_length (84): addresses in one such range
+	// count as one client.
+	RateTimeUnit     time.Duration
+	ClientIPv4Prefix int
+	ClientIPv6Prefix int
 	// MaxConnections bounds the sessions (goroutines) of the server
 	// (holdfast_smtpd_max_connections, default 100, like Postfix's
 	// default_process_limit); 0 = the default.
@@ -292,9 +301,6 @@ func (o Options) withDefaults() Options {
 	if o.MailName == "" {
 		o.MailName = "holdfast"
 	}
-	if o.Timeout <= 0 {
-		o.Timeout = 300 * time.Second
-	}
 	if o.LineLengthLimit <= 0 {
 		o.LineLengthLimit = 2048
 	}
@@ -307,23 +313,34 @@ func (o Options) withDefaults() Options {
 	if o.SoftErrorLimit <= 0 {
 		o.SoftErrorLimit = 10
 	}
-	if o.HardErrorLimit <= 0 {
-		o.HardErrorLimit = 20
-	}
 	switch {
 	case o.ErrorSleep == 0:
 		o.ErrorSleep = time.Second
 	case o.ErrorSleep < 0:
 		o.ErrorSleep = 0
 	}
-	if o.JunkCommandLimit <= 0 {
-		o.JunkCommandLimit = 100
-	}
 	if o.MaxConnections <= 0 {
 		o.MaxConnections = 100
 	}
 	if o.BareNewlineRejectCode <= 0 {
 		o.BareNewlineRejectCode = 550
+	}
+	o.Limits = o.Limits.withDefaults()
+	if o.Stress == (Limits{}) {
+		o.Stress = stressDefaults(o.Limits)
+	}
+	o.Stress = o.Stress.withDefaults()
+	if o.StressThreshold == 0 {
+		o.StressThreshold = 80
+	}
+	if o.RateTimeUnit <= 0 {
+		o.RateTimeUnit = time.Minute
+	}
+	if o.ClientIPv4Prefix <= 0 {
+		o.ClientIPv4Prefix = 32
+	}
+	if o.ClientIPv6Prefix <= 0 {
+		o.ClientIPv6Prefix = 84
 	}
 	if o.RelayRestrictions == nil {
 		o.RelayRestrictions = DefaultRelayRestrictions
@@ -369,11 +386,11 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		"line_length_limit":                     &o.LineLengthLimit,
 		"smtpd_recipient_limit":                 &o.RecipientLimit,
 		"smtpd_soft_error_limit":                &o.SoftErrorLimit,
-		"smtpd_hard_error_limit":                &o.HardErrorLimit,
-		"smtpd_junk_command_limit":              &o.JunkCommandLimit,
-		"smtpd_client_connection_count_limit":   &o.ClientConnectionLimit,
 		"smtpd_forbid_bare_newline_reject_code": &o.BareNewlineRejectCode,
 		"smtpd_connection_limit":                &o.MaxConnections,
+		"smtpd_stress_threshold":                &o.StressThreshold,
+		"smtpd_client_ipv4_prefix_length":       &o.ClientIPv4Prefix,
+		"smtpd_client_ipv6_prefix_length":       &o.ClientIPv6Prefix,
 	} {
 		if *dst, err = c.Int(name); err != nil {
 			return err
@@ -398,7 +415,19 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	if o.MessageSizeLimit, err = c.Size("message_size_limit"); err != nil {
 		return err
 	}
-	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
+	if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
+		return err
+	}
+	if o.ClientIPv4Prefix > 32 || o.ClientIPv6Prefix > 128 {
+		return fmt.Errorf("smtpd_client_ipv4_prefix_length (at most 32) or smtpd_client_ipv6_prefix_length (at most 128) too large")
+	}
+	if o.StressThreshold == 0 {
+		o.StressThreshold = -1 // an explicit 0 means never
+	}
+	if o.Limits, err = limitsFromConfig(c); err != nil {
+		return err
+	}
+	if o.Stress, err = limitsFromConfig(c.Stressed()); err != nil {
 		return err
 	}
 	if o.ErrorSleep, err = c.Time("smtpd_error_sleep_time"); err != nil {
@@ -416,6 +445,44 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	return nil
 }
 
+// limitsFromConfig reads the limits that depend on stress; c is the
+// configuration as it reads normally or under stress (config.Stressed).
+func limitsFromConfig(c *config.Config) (Limits, error) {
+	var l Limits
+	var err error
+	for name, dst := range map[string]*int{
+		"smtpd_hard_error_limit":                  &l.HardErrorLimit,
+		"smtpd_junk_command_limit":                &l.JunkCommandLimit,
+		"smtpd_min_data_rate":                     &l.MinDataRate,
+		"smtpd_client_connection_count_limit":     &l.ClientConnectionLimit,
+		"smtpd_client_connection_rate_limit":      &l.ClientConnectionRateLimit,
+		"smtpd_client_message_rate_limit":         &l.ClientMessageRateLimit,
+		"smtpd_client_recipient_rate_limit":       &l.ClientRecipientRateLimit,
+		"smtpd_client_new_tls_session_rate_limit": &l.ClientNewTLSRateLimit,
+		"smtpd_client_etrn_rate_limit":            &l.ClientETRNRateLimit,
+	} {
+		if *dst, err = c.Int(name); err != nil {
+			return l, err
+		}
+	}
+	if l.PerRequestDeadline, err = c.Bool("smtpd_per_request_deadline"); err != nil {
+		return l, err
+	}
+	if l.Timeout, err = c.Time("smtpd_timeout"); err != nil {
+		return l, err
+	}
+	if l.TransactionDeadline, err = c.Time("smtpd_transaction_deadline"); err != nil {
+		return l, err
+	}
+	if l.Timeout <= 0 {
+		return l, fmt.Errorf("smtpd_timeout: must be more than 0")
+	}
+	if l.MinDataRate <= 0 {
+		return l, fmt.Errorf("smtpd_min_data_rate: must be at least 1")
+	}
+	return l, nil
+}
+
 // policyFromConfig reads mynetworks, relay_domains and the restriction
 // lists (parsed by New).
 func policyFromConfig(c *config.Config, o *Options) error {
@@ -423,14 +490,12 @@ func policyFromConfig(c *config.Config, o *Options) error {
 	if err != nil {
 		return err
 	}
-	o.MyNetworks, o.ConnectionLimitExceptions = nets, nets
-	if config.Known("smtpd_client_event_limit_exceptions") {
-		ex, err := c.Networks("smtpd_client_event_limit_exceptions")
-		if err != nil {
-			return err
-		}
-		o.ConnectionLimitExceptions = ex
+	o.MyNetworks = nets
+	ex, err := c.Networks("smtpd_client_event_limit_exceptions")
+	if err != nil {
+		return err
 	}
+	o.ConnectionLimitExceptions = ex
 	if o.BareNewlineExclusions, err = c.Networks("smtpd_forbid_bare_newline_exclusions"); err != nil {
 		return err
 	}

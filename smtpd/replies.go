@@ -124,6 +124,31 @@ func replyBareLF(code int, host string) *smtp.SMTPError {
 	return rep(code, ec(5, 5, 2), host+" Error: bare <LF> received")
 }
 
+// Per-client rate limits (Postfix smtpd.c, anvil): MAIL and RCPT name the
+// client's address, the TLS replies its name[address].
+
+func replyTooMuchMail(addr string) *smtp.SMTPError {
+	return rep(450, ec(4, 7, 1), "Error: too much mail from "+addr)
+}
+
+func replyTooManyRcptsFrom(addr string) *smtp.SMTPError {
+	return rep(450, ec(4, 7, 1), "Error: too many recipients from "+addr)
+}
+
+func replyTooManyTLS(namaddr string) *smtp.SMTPError {
+	return rep(454, ec(4, 7, 0), "Error: too many new TLS sessions from "+namaddr)
+}
+
+func replyTooManyTLSHangup(host, namaddr string) *smtp.SMTPError {
+	return rep(421, ec(4, 7, 0), host+" Error: too many new TLS sessions from "+namaddr)
+}
+
+// replyTooManyEtrn is ours (Postfix has no ETRN rate limit): RFC 1985's
+// 458, without an enhanced code like Postfix's other ETRN replies.
+func replyTooManyEtrn(addr string) *smtp.SMTPError {
+	return rep(458, none, "Error: too many ETRN requests from "+addr)
+}
+
 // replyEtrnDenied: RFC 1985's 459; DOMAIN is the argument as typed after
 // the one-character prefix is removed (reference spec §1.2 row 8).
 func replyEtrnDenied(domain string) *smtp.SMTPError {

@@ -62,8 +62,10 @@ type Server struct {
 	resolver  Resolver
 
 	slots    chan struct{} // global session bound
+	stressAt int           // busy slots from which the server is under stress; 0 = never
+	inStress atomic.Bool   // the stress state last logged
+	anvil    *anvil        // per-client counts and rates
 	mu       sync.Mutex
-	perIP    map[netip.Addr]int
 	sessions map[*session]struct{}
 	lns      map[net.Listener]struct{}
 	closing  atomic.Bool
@@ -86,10 +88,11 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 	s := &Server{
 		opts: o, queue: q, flush: f, log: log,
 		slots:    make(chan struct{}, o.MaxConnections),
-		perIP:    make(map[netip.Addr]int),
+		anvil:    newAnvil(o.RateTimeUnit, o.ClientIPv4Prefix, o.ClientIPv6Prefix),
 		sessions: make(map[*session]struct{}),
 		lns:      make(map[net.Listener]struct{}),
 	}
+	s.stressAt = stressAt(&s.opts)
 	if err := s.parseRestrictions(); err != nil {
 		return nil, fmt.Errorf("smtpd: %w", err)
 	}
@@ -230,30 +233,22 @@ func (s *Server) handle(c net.Conn) {
 	ip := remoteIP(c)
 	select {
 	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
+		defer func() { <-s.slots; s.noteStress() }()
 	default:
 		s.refuse(c, ip, replyTooManyConns(s.opts.Hostname), "too many connections")
 		s.rejected("too_many_connections")
 		return
 	}
-	s.mu.Lock()
-	s.perIP[ip]++
-	n := s.perIP[ip]
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		if s.perIP[ip]--; s.perIP[ip] <= 0 {
-			delete(s.perIP, ip)
-		}
-		s.mu.Unlock()
-	}()
+	s.noteStress()
 	exempt := s.opts.ConnectionLimitExceptions != nil && s.opts.ConnectionLimitExceptions.Contains(ip)
-	if lim := s.opts.ClientConnectionLimit; lim > 0 && n > lim && !exempt {
-		s.refuse(c, ip, replyTooManyConnsFrom(s.opts.Hostname, ip.String()), "too many connections from client")
-		s.rejected("too_many_connections_from_client")
-		return
+	if !exempt {
+		defer s.anvil.disconnect(ip)
+		if !s.admit(c, ip) {
+			return
+		}
 	}
 	sess := newSession(s, c, ip)
+	sess.exempt = exempt
 	s.mu.Lock()
 	if s.closing.Load() {
 		s.mu.Unlock()
@@ -275,6 +270,26 @@ func (s *Server) handle(c net.Conn) {
 	if sess.rejected != "" {
 		s.rejected(sess.rejected)
 	}
+}
+
+// admit applies the per-client connection count and rate limits to a
+// new connection from a client outside smtpd_client_event_limit_exceptions
+// (Postfix's anvil_clnt_connect; the connection is counted either way).
+func (s *Server) admit(c net.Conn, ip netip.Addr) bool {
+	lim := s.limits()
+	count, rate := s.anvil.connect(ip, time.Now())
+	r := replyTooManyConnsFrom(s.opts.Hostname, ip.String())
+	switch {
+	case lim.ClientConnectionLimit > 0 && count > lim.ClientConnectionLimit:
+		s.refuse(c, ip, r, fmt.Sprintf("Connection concurrency limit exceeded: %d from unknown[%s] for service smtp", count, ip))
+		s.rejected("too_many_connections_from_client")
+		return false
+	case lim.ClientConnectionRateLimit > 0 && rate > lim.ClientConnectionRateLimit:
+		s.refuse(c, ip, r, fmt.Sprintf("Connection rate limit exceeded: %d from unknown[%s] for service smtp", rate, ip))
+		s.rejected("connection_rate_from_client")
+		return false
+	}
+	return true
 }
 
 // rejected reports a connection refused or a session ended by policy.

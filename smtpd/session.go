@@ -75,6 +75,16 @@ type session struct {
 	noteBareLF bool
 
 	idle atomic.Bool // waiting for a command (Shutdown may interrupt)
+
+	// io sets the connection's deadlines (smtpd_timeout,
+	// smtpd_per_request_deadline, smtpd_min_data_rate, the transaction
+	// deadline) and holds the limits in force for the current request.
+	io deadlines
+	// exempt: the client is in smtpd_client_event_limit_exceptions, so
+	// the per-client limits do not apply.
+	exempt bool
+	// where is the last command's verb, "CONNECT" before any (logs).
+	where string
 }
 
 // transaction is the state between MAIL and the end of DATA (or RSET).
@@ -105,9 +115,12 @@ func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
 	sess := &session{
 		srv: s, conn: c, raw: c, id: s.newID(), client: ip,
 		name: "unknown", reverseName: "unknown", nameStatus: peerPerm, reverseStatus: peerPerm,
-		r: bufio.NewReaderSize(c, 1024),
-		w: bufio.NewWriterSize(c, 1024),
 	}
+	sess.io.s = sess
+	sess.where = "CONNECT"
+	sess.io.begin(false)
+	sess.r = bufio.NewReaderSize(&sess.io, 1024)
+	sess.w = bufio.NewWriterSize(&sess.io, 1024)
 	sess.namaddr = newNamaddr(sess.name, ip)
 	if _, port, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
 		sess.port = port
@@ -125,7 +138,7 @@ func (s *session) reset() { s.tx = nil }
 // interruptIdle makes a session that waits for a command notice Shutdown.
 func (s *session) interruptIdle() {
 	if s.idle.Load() {
-		s.conn.SetReadDeadline(time.Now())
+		s.raw.SetReadDeadline(time.Now())
 	}
 }
 
@@ -175,7 +188,14 @@ func (s *session) run() {
 		s.reply(replyGreeting(o.Banner))
 	}
 	for {
-		if s.errors >= o.HardErrorLimit {
+		// Each command is a new request: its deadline, and the limits
+		// of the stress state now (Postfix: smtp_stream_setup in the
+		// loop).
+		s.io.begin(false)
+		if s.tx == nil {
+			s.io.txEnd = time.Time{}
+		}
+		if s.errors >= s.io.lim.HardErrorLimit {
 			reason, s.rejected = "too many errors", "errors"
 			s.reply(replyTooManyErrors(o.Hostname))
 			return
@@ -195,8 +215,12 @@ func (s *session) run() {
 		}
 		s.log.Debug().Str("in", redactAuth(line)).Msg("command")
 		s.dispatch(line)
+		if s.tx != nil && s.io.txEnd.IsZero() && s.io.lim.TransactionDeadline > 0 {
+			s.io.txEnd = time.Now().Add(s.io.lim.TransactionDeadline)
+		}
 		if s.inData {
 			s.inData = false
+			s.io.begin(true)
 			r, err := s.receive()
 			if err != nil {
 				reason = s.readFailed(err)
@@ -214,6 +238,7 @@ func (s *session) run() {
 			s.authContinue(line)
 		}
 		if s.chunk != nil {
+			s.io.begin(true)
 			r, err := s.receiveChunk()
 			if err != nil {
 				reason = s.readFailed(err)
@@ -231,21 +256,30 @@ func (s *session) run() {
 				s.log.Info().Err(err).Msg("TLS handshake failed")
 				return
 			}
+			if s.quit {
+				return
+			}
 		}
 	}
 }
 
 // readFailed turns a read error into the session's end: 421 on timeout
-// or shutdown, nothing on a lost connection.
+// or shutdown, nothing on a lost connection. The reply gets a request's
+// time of its own, as in Postfix.
 func (s *session) readFailed(err error) string {
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
+		why := s.io.why
+		s.io.begin(false)
 		if s.srv.closing.Load() {
 			s.reply(replyShutdown)
 			return "shutdown"
 		}
 		s.reply(replyTimeout(s.srv.opts.Hostname))
-		return "timeout"
+		if why == "" {
+			why = "timeout"
+		}
+		s.log.Info().Str("reason", why).Msgf("%s after %s from %s", why, s.where, s.namaddr)
+		return why
 	}
 	return "lost connection"
 }
@@ -263,7 +297,6 @@ func (s *session) readCommand() (line string, bareLF bool, err error) {
 	}
 	s.idle.Store(true)
 	defer s.idle.Store(false)
-	s.conn.SetReadDeadline(time.Now().Add(s.srv.opts.Timeout))
 	if s.srv.closing.Load() && s.r.Buffered() == 0 {
 		return "", false, errShutdown
 	}
@@ -335,6 +368,10 @@ func (s *session) dispatch(line string) {
 		return
 	}
 	cmd := lookupCommand(verb)
+	s.where = "UNKNOWN"
+	if cmd != nil {
+		s.where = cmd.verb
+	}
 	if cmd == nil {
 		s.countCmd(cntUnknown, false)
 		s.replyErr(replyUnknownCmd)
@@ -388,7 +425,7 @@ func (s *session) dispatch(line string) {
 	// Junk commands (Postfix's SMTPD_CMD_FLAG_LIMIT): past the limit each
 	// one also counts as an error.
 	if cmd.junk {
-		if s.junk > o.JunkCommandLimit {
+		if s.junk > s.io.lim.JunkCommandLimit {
 			s.errors++
 		}
 		s.junk++
@@ -443,11 +480,11 @@ func (s *session) reply(r *smtp.SMTPError) {
 	}
 }
 
+// flush sends the queued replies (deadlines: s.io).
 func (s *session) flush() error {
 	if s.w.Buffered() == 0 {
 		return nil
 	}
-	s.conn.SetWriteDeadline(time.Now().Add(s.srv.opts.Timeout))
 	return s.w.Flush()
 }
 
@@ -485,14 +522,14 @@ func (s *session) handshake() error {
 		return err
 	}
 	tc := tls.Server(s.conn, s.srv.opts.TLS)
-	tc.SetDeadline(time.Now().Add(s.srv.opts.Timeout))
+	tc.SetDeadline(time.Now().Add(s.io.lim.Timeout))
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
 	tc.SetDeadline(time.Time{})
 	s.conn = tc
-	s.r = bufio.NewReaderSize(tc, 1024)
-	s.w = bufio.NewWriterSize(tc, 1024)
+	s.r = bufio.NewReaderSize(&s.io, 1024)
+	s.w = bufio.NewWriterSize(&s.io, 1024)
 	s.tls = true
 	s.sasl = saslState{} // RFC 3207 sec 4.2
 	s.helo = ""
@@ -500,6 +537,14 @@ func (s *session) handshake() error {
 	s.reset()
 	st := tc.ConnectionState()
 	s.log.Info().Str("tls", tls.VersionName(st.Version)).Str("cipher", tls.CipherSuiteName(st.CipherSuite)).Msg("TLS established")
+	// A new (not resumed) TLS session counts against
+	// smtpd_client_new_tls_session_rate_limit; over it the session ends
+	// (Postfix: the real protection is STARTTLS's check before the
+	// handshake, this one is for "human factors").
+	if !st.DidResume && s.overRate(evNewTLS, s.io.lim.ClientNewTLSRateLimit, "New TLS session") {
+		s.reply(replyTooManyTLSHangup(s.srv.opts.Hostname, s.namaddr))
+		s.rejected = "tls_rate_from_client"
+	}
 	return nil
 }
 

@@ -1,0 +1,319 @@
+package smtpd
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// outside is a configuration in which 127.0.0.1 is outside mynetworks
+// (and so outside smtpd_client_event_limit_exceptions).
+func outside(lines ...string) []string {
+	return append([]string{"mynetworks = 127.0.0.2/32"}, lines...)
+}
+
+// closedWithin reads until the server hangs up and returns the last line
+// and how long it took; it fails the test if that takes longer than max.
+func (c *client) closedWithin(max time.Duration) (string, time.Duration) {
+	c.t.Helper()
+	start := time.Now()
+	c.conn.SetReadDeadline(start.Add(max))
+	last := ""
+	for {
+		l, err := c.line()
+		if err != nil {
+			if time.Since(start) >= max {
+				c.t.Fatalf("not closed within %v (last line %q)", max, last)
+			}
+			return last, time.Since(start)
+		}
+		last = l
+	}
+}
+
+// trickle writes s one byte every gap until the server hangs up or s
+// ends; it returns when it stopped.
+func (c *client) trickle(s string, gap time.Duration) {
+	for i := 0; i < len(s); i++ {
+		if _, err := c.conn.Write([]byte{s[i]}); err != nil {
+			return
+		}
+		time.Sleep(gap)
+	}
+}
+
+// The stress values of ${stress?{x}:{y}} defaults reach Options.Stress;
+// "stress = yes" in the file forces them.
+func TestOptionsStress(t *testing.T) {
+	o, err := OptionsFromConfig(newConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Timeout != 300*time.Second || o.Stress.Timeout != 10*time.Second ||
+		o.HardErrorLimit != 20 || o.Stress.HardErrorLimit != 1 ||
+		o.JunkCommandLimit != 100 || o.Stress.JunkCommandLimit != 1 ||
+		o.ClientConnectionLimit != 50 || o.Stress.ClientConnectionLimit != 10 ||
+		!o.PerRequestDeadline || o.MinDataRate != 500 ||
+		o.TransactionDeadline != 600*time.Second || o.Stress.TransactionDeadline != time.Minute ||
+		o.ClientMessageRateLimit != 100 || o.ClientETRNRateLimit != 30 || o.StressThreshold != 80 {
+		t.Errorf("defaults: %+v", o)
+	}
+	o, err = OptionsFromConfig(newConfig(t, "stress = yes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Timeout != 10*time.Second || o.Stress.Timeout != 10*time.Second {
+		t.Errorf("stress = yes: timeout %v, under stress %v", o.Timeout, o.Stress.Timeout)
+	}
+	c := newConfig(t, "smtpd_timeout = ${stress?{3}:{30}}s")
+	if v, _ := c.Stressed().Time("smtpd_timeout"); v != 3*time.Second {
+		t.Errorf("Stressed smtpd_timeout = %v", v)
+	}
+	if _, err := OptionsFromConfig(newConfig(t, "smtpd_min_data_rate = 0")); err == nil {
+		t.Error("smtpd_min_data_rate = 0 accepted")
+	}
+}
+
+// smtpd_per_request_deadline = yes: a command trickled one byte at a time
+// is cut at smtpd_timeout even though no single read waits that long;
+// with "no" (Postfix's per-read timeout) the same client completes it.
+func TestPerRequestDeadline(t *testing.T) {
+	t.Parallel()
+	for _, on := range []string{"yes", "no"} {
+		e := startServer(t, newConfig(t, "smtpd_timeout = 1s", "smtpd_per_request_deadline = "+on))
+		c := e.dial("")
+		c.expect("220 *")
+		start := time.Now()
+		done := make(chan struct{})
+		go func() { c.trickle("NOOP trickled one byte at a time\r\n", 100*time.Millisecond); close(done) }()
+		if on == "yes" {
+			last, took := c.closedWithin(5 * time.Second)
+			if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 3*time.Second {
+				t.Errorf("per-request deadline: closed after %v with %q", took, last)
+			}
+		} else {
+			c.expect("250 2.0.0 Ok")
+			if took := time.Since(start); took < 2*time.Second {
+				t.Errorf("per-read timeout: reply after %v, before the command was sent", took)
+			}
+		}
+		<-done
+	}
+}
+
+// smtpd_min_data_rate: during DATA every n bytes earn n/rate seconds, so a
+// body sent faster than the rate is not cut at smtpd_timeout, and one sent
+// slower is.
+func TestMinDataRate(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, "smtpd_timeout = 1s", "smtpd_min_data_rate = 500"))
+	fast := e.dial("")
+	fast.expect("220 *")
+	fast.send("HELO c.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	fast.expect("250 *")
+	fast.expect("250 *")
+	fast.expect("250 *")
+	fast.expect("354 *")
+	// 1,000 bytes every 0.5 s: 2,000 bytes/s, 3 s in all.
+	line := strings.Repeat("x", 998) + "\r\n"
+	for range 6 {
+		fast.send(line)
+		time.Sleep(500 * time.Millisecond)
+	}
+	fast.send(".\r\n")
+	fast.expect("250 2.0.0 Ok: queued as *")
+
+	slow := e.dial("")
+	slow.expect("220 *")
+	slow.send("HELO c.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	slow.expect("250 *")
+	slow.expect("250 *")
+	slow.expect("250 *")
+	slow.expect("354 *")
+	// 10 bytes every 0.1 s: 100 bytes/s, under the rate.
+	go func() {
+		for range 100 {
+			if _, err := slow.conn.Write([]byte("slow body\n")); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	last, took := slow.closedWithin(6 * time.Second)
+	if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 3*time.Second {
+		t.Errorf("slow DATA: closed after %v with %q", took, last)
+	}
+	if n := e.queued(); n != 1 {
+		t.Errorf("queued %d messages, want 1", n)
+	}
+}
+
+// smtpd_transaction_deadline cuts a transaction whose commands each come
+// well within smtpd_timeout.
+func TestTransactionDeadline(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, "smtpd_timeout = 10s", "smtpd_transaction_deadline = 1s"))
+	c := e.dial("")
+	c.expect("220 *")
+	c.send("HELO c.test\r\nMAIL FROM:<a@sender.test>\r\n")
+	c.expect("250 *")
+	c.expect("250 *")
+	start := time.Now()
+	go func() {
+		for range 20 {
+			if _, err := c.conn.Write([]byte("RCPT TO:<u@customer.test>\r\n")); err != nil {
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	for {
+		l, err := c.line()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if strings.HasPrefix(l, "421 ") {
+			if l != "421 4.4.2 relay.test Error: timeout exceeded" {
+				t.Errorf("got %q", l)
+			}
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("transaction not cut after %v", time.Since(start))
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("cut after %v, want about 1s", took)
+	}
+	// Outside a transaction the deadline does not run.
+	d := e.dial("")
+	d.expect("220 *")
+	for range 4 {
+		time.Sleep(400 * time.Millisecond)
+		d.send("NOOP\r\n")
+		d.expect("250 *")
+	}
+}
+
+// Each per-client rate gets Postfix's reply from a client outside
+// mynetworks; a client in mynetworks is not limited.
+func TestClientRateLimits(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, outside(
+		"smtpd_client_message_rate_limit = 2",
+		"smtpd_client_recipient_rate_limit = 3",
+		"smtpd_client_etrn_rate_limit = 2",
+		"smtpd_client_connection_rate_limit = 4",
+		"fast_flush_domains = customer.test",
+	)...))
+	for _, from := range []string{"127.0.0.1", "127.0.0.2"} {
+		c := e.dial(from)
+		c.expect("220 *")
+		c.send("EHLO c.test\r\n")
+		for l := c.expect("250*"); !strings.HasPrefix(l, "250 "); l = c.expect("250*") {
+		}
+		limited := from == "127.0.0.1"
+		for i := 1; i <= 3; i++ {
+			c.send("MAIL FROM:<a@sender.test>\r\n")
+			if limited && i == 3 {
+				c.expect("450 4.7.1 Error: too much mail from 127.0.0.1")
+				break
+			}
+			c.expect("250 2.1.0 Ok")
+			c.send("RCPT TO:<u@customer.test>\r\n")
+			c.expect("250 2.1.5 Ok")
+			if i == 2 {
+				c.send("RCPT TO:<v@customer.test>\r\nRCPT TO:<w@customer.test>\r\n")
+				c.expect("250 2.1.5 Ok")
+				if limited {
+					c.expect("450 4.7.1 Error: too many recipients from 127.0.0.1")
+				} else {
+					c.expect("250 2.1.5 Ok")
+				}
+			}
+			c.send("RSET\r\n")
+			c.expect("250 *")
+		}
+		for i := 1; i <= 3; i++ {
+			c.send("ETRN customer.test\r\n")
+			if limited && i == 3 {
+				c.expect("458 Error: too many ETRN requests from 127.0.0.1")
+			} else {
+				c.expect("250 Queuing started")
+			}
+		}
+		c.send("QUIT\r\n")
+		c.expect("221 *")
+	}
+	// 127.0.0.1 has made one connection; three more are allowed.
+	for i := 2; i <= 5; i++ {
+		c := e.dial("127.0.0.1")
+		if i == 5 {
+			c.expect("421 4.7.0 relay.test Error: too many connections from 127.0.0.1")
+			c.expectClose()
+			break
+		}
+		c.expect("220 *")
+		c.conn.Close()
+	}
+	e.dial("127.0.0.2").expect("220 *")
+}
+
+// smtpd_client_new_tls_session_rate_limit: a handshake over the limit
+// ends the session with 421; then STARTTLS itself is refused with 454.
+func TestClientTLSRateLimit(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, outside("smtpd_client_new_tls_session_rate_limit = 1")...), withTLS)
+	starttls := func() *client {
+		c := e.dial("127.0.0.1")
+		c.expect("220 *")
+		c.ehlo()
+		c.send("STARTTLS\r\n")
+		return c
+	}
+	c := starttls()
+	c.expect("220 2.0.0 Ready to start TLS")
+	c.startTLS()
+	c.ehlo()
+	c = starttls()
+	c.expect("220 2.0.0 Ready to start TLS")
+	c.startTLS()
+	c.expect("421 4.7.0 relay.test Error: too many new TLS sessions from unknown[127.0.0.1]")
+	c.expectClose()
+	c = starttls()
+	c.expect("454 4.7.0 Error: too many new TLS sessions from unknown[127.0.0.1]")
+}
+
+// Stress: once smtpd_stress_threshold percent of the slots are busy, the
+// ${stress?...} values are in force, also for sessions opened before:
+// an idle session under smtpd_timeout = ${stress?{1}:{30}}s is cut after
+// about a second, and a session with one error is ended (hard error
+// limit 1).
+func TestStressShrinksLimits(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, "smtpd_connection_limit = 5", "smtpd_timeout = ${stress?{1}:{30}}s"))
+	early := e.dial("")
+	early.expect("220 *")
+	early.send("BOGUS\r\n")
+	early.expect("502 *")
+	idle := e.dial("")
+	idle.expect("220 *")
+	third := e.dial("")
+	third.expect("220 *")
+	time.Sleep(1500 * time.Millisecond)
+	third.send("NOOP\r\n")
+	third.expect("250 *") // not under stress: 30 s
+	// The fourth session of five puts the server under stress.
+	fourth := e.dial("")
+	fourth.expect("220 *")
+	start := time.Now()
+	early.send("NOOP\r\n")
+	early.expect("250 *")
+	early.expect("421 4.7.0 relay.test Error: too many errors")
+	early.expectClose()
+	last, took := idle.closedWithin(5 * time.Second)
+	if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 3*time.Second {
+		t.Errorf("idle session opened before stress: closed after %v with %q", took, last)
+	}
+	t.Logf("stress cut an idle session after %v", time.Since(start).Round(10*time.Millisecond))
+}
