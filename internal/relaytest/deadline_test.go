@@ -1,0 +1,159 @@
+package relaytest
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/crashtest"
+)
+
+// slowResult is what one slow client saw.
+type slowResult struct {
+	held time.Duration // from the greeting to the server's hang-up
+	last string        // the server's last line
+	err  error
+}
+
+// slowClient connects from address from, then sends an endless command
+// one byte every gap until the server hangs up; ready is told once the
+// greeting came.
+func slowClient(addr, from string, gap time.Duration, ready func(bool), done chan<- slowResult) {
+	s, code, msg, err := crashtest.Dial(addr, from, 10*time.Second)
+	if err != nil || code != 220 {
+		ready(false)
+		done <- slowResult{err: fmt.Errorf("greeting %d %s: %v", code, msg, err)}
+		return
+	}
+	defer s.Close()
+	ready(true)
+	start := time.Now()
+	s.Conn.SetDeadline(start.Add(60 * time.Second))
+	closed := make(chan string, 1)
+	go func() {
+		last := ""
+		for {
+			code, msg, err := s.Read()
+			if err != nil {
+				closed <- last
+				return
+			}
+			last = fmt.Sprintf("%d %s", code, msg)
+		}
+	}()
+	line := "EHLO " + strings.Repeat("a", 1000)
+	for i := 0; ; i++ {
+		if _, err := s.Conn.Write([]byte{line[i%len(line)]}); err != nil {
+			break
+		}
+		select {
+		case last := <-closed:
+			done <- slowResult{held: time.Since(start), last: last}
+			return
+		case <-time.After(gap):
+		}
+	}
+	select {
+	case last := <-closed:
+		done <- slowResult{held: time.Since(start), last: last}
+	case <-time.After(30 * time.Second):
+		done <- slowResult{err: fmt.Errorf("write failed but no hang-up")}
+	}
+}
+
+// TestSlowClientsCutAtDeadline reproduces "1,000 connections sending 1
+// byte/s with smtpd_timeout = 10s" at CI scale: 200 clients from 200
+// addresses outside mynetworks (so per-client limits do not help) each
+// trickle an endless command at one byte a second. With the per-request
+// deadline every one of them is cut at smtpd_timeout (3 s here), and
+// while they hold their slots a client from mynetworks gets 220 and its
+// message is accepted. The second run shows stress mode: with
+// smtpd_timeout = ${stress?{2}:{60}}s the clients that came before the
+// slots were 80% busy are cut after 2 s too, not 60 s.
+func TestSlowClientsCutAtDeadline(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, param string
+		timeout     time.Duration
+	}{
+		{"fixed", "3s", 3 * time.Second},
+		{"stress", "${stress?{2}:{60}}s", 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			slowClients(t, tc.param, tc.timeout)
+		})
+	}
+}
+
+func slowClients(t *testing.T, param string, timeout time.Duration) {
+	const n = 200
+	sink := crashtest.NewSink(t)
+	d := newRelay(t, sink, map[string]string{
+		"smtpd_timeout":          param,
+		"smtpd_connection_limit": "250", // the 200 slow clients hold 80%: stress
+	})
+	var wg sync.WaitGroup
+	greeted := make(chan bool, n)
+	done := make(chan slowResult, n)
+	start := time.Now()
+	for i := range n {
+		from := fmt.Sprintf("127.0.%d.%d", 1+i/250, 1+i%250)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slowClient(d.Addr(), from, time.Second, func(ok bool) { greeted <- ok }, done)
+		}()
+	}
+	for range n {
+		if !<-greeted {
+			t.Fatalf("a slow client got no greeting: %v", (<-done).err)
+		}
+	}
+	allIn := time.Since(start)
+
+	// All 200 hold a slot: a client from mynetworks is served at once.
+	t0 := time.Now()
+	s := dial(t, d, "127.0.0.2")
+	greet := time.Since(t0)
+	expect(t, s, "EHLO customer.example", 250, "")
+	expect(t, s, "MAIL FROM:<a@customer.example>", 250, "")
+	expect(t, s, "RCPT TO:<user@sink.test>", 250, "")
+	expect(t, s, "DATA", 354, "")
+	expect(t, s, crashtest.SeqHeader+": during-the-attack\r\nSubject: x\r\n\r\nhello\r\n.", 250, "2.0.0")
+	expect(t, s, "QUIT", 221, "")
+	served := time.Since(t0)
+
+	wg.Wait()
+	close(done)
+	var held []time.Duration
+	lasts := map[string]int{}
+	for r := range done {
+		if r.err != nil {
+			t.Errorf("slow client: %v", r.err)
+			continue
+		}
+		held = append(held, r.held)
+		lasts[r.last]++
+	}
+	sort.Slice(held, func(i, j int) bool { return held[i] < held[j] })
+	if len(held) != n {
+		t.Fatalf("%d of %d slow clients reported", len(held), n)
+	}
+	p50, worst := held[n/2], held[n-1]
+	t.Logf("%d slow clients (1 byte/s) greeted within %v; held a slot p50 %v, max %v at smtpd_timeout = %s; last lines %v; mynetworks client greeted after %v, message accepted after %v",
+		n, allIn.Round(time.Millisecond), p50.Round(10*time.Millisecond), worst.Round(10*time.Millisecond), param, lasts,
+		greet.Round(time.Millisecond), served.Round(time.Millisecond))
+	if worst > timeout+3*time.Second {
+		t.Errorf("a slow client held its slot %v, want about smtpd_timeout = %v", worst, timeout)
+	}
+	if lasts["421 4.4.2 relay.test Error: timeout exceeded"] != n {
+		t.Errorf("last lines %v, want 421 4.4.2 ... timeout exceeded for all %d", lasts, n)
+	}
+	if !sink.WaitFor(30*time.Second, func() bool { return sink.Total() >= 1 }) {
+		t.Errorf("the message accepted during the attack was not delivered")
+	}
+}
