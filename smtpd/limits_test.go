@@ -91,11 +91,14 @@ func TestPerRequestDeadline(t *testing.T) {
 			if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 3*time.Second {
 				t.Errorf("per-request deadline: closed after %v with %q", took, last)
 			}
+			t.Logf("command trickled at 10 bytes/s cut after %v at smtpd_timeout = 1s", took.Round(10*time.Millisecond))
 		} else {
 			c.expect("250 2.0.0 Ok")
-			if took := time.Since(start); took < 2*time.Second {
+			took := time.Since(start)
+			if took < 2*time.Second {
 				t.Errorf("per-read timeout: reply after %v, before the command was sent", took)
 			}
+			t.Logf("per-read timeout: the same command answered after %v", took.Round(10*time.Millisecond))
 		}
 		<-done
 	}
@@ -143,6 +146,7 @@ func TestMinDataRate(t *testing.T) {
 	if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 3*time.Second {
 		t.Errorf("slow DATA: closed after %v with %q", took, last)
 	}
+	t.Logf("DATA at 2,000 bytes/s for 3 s accepted; DATA at 100 bytes/s cut after %v (smtpd_timeout = 1s, smtpd_min_data_rate = 500)", took.Round(10*time.Millisecond))
 	if n := e.queued(); n != 1 {
 		t.Errorf("queued %d messages, want 1", n)
 	}
@@ -182,9 +186,11 @@ func TestTransactionDeadline(t *testing.T) {
 			t.Fatalf("transaction not cut after %v", time.Since(start))
 		}
 	}
-	if took := time.Since(start); took > 3*time.Second {
+	took := time.Since(start)
+	if took > 3*time.Second {
 		t.Errorf("cut after %v, want about 1s", took)
 	}
+	t.Logf("transaction of RCPTs every 0.3 s cut after %v at smtpd_transaction_deadline = 1s", took.Round(10*time.Millisecond))
 	// Outside a transaction the deadline does not run.
 	d := e.dial("")
 	d.expect("220 *")
