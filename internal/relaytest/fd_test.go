@@ -31,6 +31,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 	d := crashtest.NewDaemon(t, relayParams(t, sink, map[string]string{
 		"metrics_listen":                      metrics,
 		"smtpd_client_connection_count_limit": "0", // let the flood hold sessions
+		"smtpd_client_connection_rate_limit":  "0", // and connect 300 times in a minute
 	}))
 	d.Wrap = []string{prlimit, "--nofile=100:128", "--"}
 	d.Start()
