@@ -62,6 +62,9 @@ type MTAOptions struct {
 	// NOTIFY and ORCPT (recorded in Received). Without it a client that
 	// sends them gets go-smtp's 504 reply.
 	DSN bool
+	// SMTPUTF8 announces RFC 6531 and accepts UTF-8 addresses; without
+	// it the relay must not send them (it bounces or downgrades).
+	SMTPUTF8 bool
 }
 
 // MTA is a scripted SMTP server on 127.0.0.1 standing in for a customer's
@@ -79,6 +82,7 @@ type MTA struct {
 
 	mu       sync.Mutex
 	srv      *smtp.Server
+	ln       net.Listener // closed by stop itself: see stop
 	done     chan struct{}
 	conns    int
 	open     int
@@ -253,6 +257,7 @@ func (m *MTA) serve(l net.Listener) {
 	s.MaxMessageBytes = m.opts.MaxMessageBytes
 	s.TLSConfig = m.tls
 	s.EnableDSN = m.opts.DSN
+	s.EnableSMTPUTF8 = m.opts.SMTPUTF8
 	s.ReadTimeout = 30 * time.Second
 	if m.opts.ReadTimeout > 0 {
 		s.ReadTimeout = m.opts.ReadTimeout
@@ -261,7 +266,7 @@ func (m *MTA) serve(l net.Listener) {
 	s.ErrorLog = discardLogger{}
 	done := make(chan struct{})
 	m.mu.Lock()
-	m.srv, m.done = s, done
+	m.srv, m.done, m.ln = s, done, l
 	m.mu.Unlock()
 	go func() {
 		defer close(done)
@@ -271,13 +276,17 @@ func (m *MTA) serve(l net.Listener) {
 
 func (m *MTA) stop() {
 	m.mu.Lock()
-	s, done := m.srv, m.done
-	m.srv, m.done = nil, nil
+	s, done, l := m.srv, m.done, m.ln
+	m.srv, m.done, m.ln = nil, nil, nil
 	m.mu.Unlock()
 	if s == nil {
 		return
 	}
+	// A Close before Serve has registered the listener would leave Serve
+	// accepting for ever (a test that fails right after NewMTA hung its
+	// package): closing the listener ends Serve either way.
 	_ = s.Close()
+	_ = l.Close()
 	<-done
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
