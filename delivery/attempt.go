@@ -125,7 +125,9 @@ func (d *Scheduler) plan(a *attempt) []*group {
 			continue
 		}
 		g := byKey[rt.Hop.Key()]
-		if g == nil {
+		if g == nil || len(g.rcpts) >= d.o.rcptLimit(rt.Hop.Transport) {
+			// A full group: the next recipients go in a transaction of
+			// their own (<transport>_destination_recipient_limit).
 			g = &group{hop: rt.Hop}
 			byKey[rt.Hop.Key()] = g
 			groups = append(groups, g)

@@ -56,6 +56,12 @@ func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, err
 	}
 	defer cancel()
 	var nd net.Dialer
+	if b := t.cf.BindAddress; b.IsValid() && t.Addr.Is4() { // smtp_bind_address
+		nd.LocalAddr = &net.TCPAddr{IP: b.AsSlice()}
+	}
+	if b := t.cf.BindAddress6; b.IsValid() && t.Addr.Is6() {
+		nd.LocalAddr = &net.TCPAddr{IP: b.AsSlice()}
+	}
 	network, addr := "tcp", net.JoinHostPort(t.Addr.String(), strconv.Itoa(t.Port))
 	if t.Path != "" {
 		network, addr = "unix", t.Path

@@ -37,7 +37,8 @@
 //     minimal_backoff_time has passed, unless forced; the dead list is kept
 //     in the store's dest bucket;
 //   - the rest are grouped by (transport, next hop): one SMTP transaction
-//     per group, over a session from the hop's pool (at most
+//     per group of at most <transport>_destination_recipient_limit
+//     recipients, over a session from the hop's pool (at most
 //     <transport>_destination_concurrency_limit sessions, reused between
 //     messages), within delivery_concurrency_limit transactions in all.
 //

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,8 @@ var clientParams = []struct {
 	{"nodns", "disable_dns_lookups", "disable_dns_lookups"},
 	{"mxlimit", "smtp_mx_address_limit", ""},
 	{"port", "", "lmtp_tcp_port"},
+	{"bind", "smtp_bind_address", ""},
+	{"bind6", "smtp_bind_address6", ""},
 	{"connect", "smtp_connect_timeout", "lmtp_connect_timeout"},
 	{"hello", "smtp_helo_timeout", "lmtp_lhlo_timeout"},
 	{"starttls", "smtp_starttls_timeout", "lmtp_starttls_timeout"},
@@ -71,6 +74,10 @@ func clientFromConfig(c *config.Config, kind string) (*Client, map[string]bool, 
 			cl.MXAddressLimit, err = c.Int(name)
 		case "port":
 			cl.Port, err = c.Int(name)
+		case "bind":
+			cl.BindAddress, err = bindAddress(c, name, false)
+		case "bind6":
+			cl.BindAddress6, err = bindAddress(c, name, true)
 		default:
 			*times[p.field], err = c.Time(name)
 		}
@@ -97,6 +104,19 @@ func tlsLevel(c *config.Config, name string) (string, error) {
 	default:
 		return "", &config.Error{File: whereFile(c, name), Param: name, Msg: fmt.Sprintf("level %q is not supported by holdfast (none, may, encrypt)", lvl)}
 	}
+}
+
+// bindAddress reads smtp_bind_address (IPv4) or smtp_bind_address6.
+func bindAddress(c *config.Config, name string, v6 bool) (netip.Addr, error) {
+	v := c.String(name)
+	if v == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(v, "[]"))
+	if err != nil || a.Is4() == v6 || a.Zone() != "" {
+		return netip.Addr{}, &config.Error{File: whereFile(c, name), Param: name, Msg: fmt.Sprintf("bad address %q", v)}
+	}
+	return a, nil
 }
 
 func whereFile(c *config.Config, name string) string {

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"net/netip"
 	"strings"
 	"time"
 
@@ -100,6 +101,13 @@ type Options struct {
 	DestinationLimit func(transport string) int
 	// DefaultDestinationLimit is default_destination_concurrency_limit.
 	DefaultDestinationLimit int
+	// RecipientLimit gives the most recipients of one message sent in one
+	// transaction for a transport (<transport>_destination_recipient_limit,
+	// else default_destination_recipient_limit); more make more
+	// transactions. nil = DefaultRecipientLimit.
+	RecipientLimit func(transport string) int
+	// DefaultRecipientLimit is default_destination_recipient_limit (50).
+	DefaultRecipientLimit int
 	// Timeouts of the SMTP client.
 	Timeouts Timeouts
 	// ConnCacheTime is how long an idle connection is kept for reuse
@@ -119,6 +127,8 @@ type Options struct {
 	Resolver  *dnsr.Resolver
 	// Port is the TCP port of a next hop given without one (25).
 	Port int
+	// BindAddress, BindAddress6: smtp_bind_address, smtp_bind_address6.
+	BindAddress, BindAddress6 netip.Addr
 	// MXAddressLimit caps the addresses tried per delivery
 	// (smtp_mx_address_limit, 5).
 	MXAddressLimit int
@@ -240,18 +250,11 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	if o.BounceSizeLimit, err = c.Size("bounce_size_limit"); err != nil {
 		return o, err
 	}
-	def := o.DefaultDestinationLimit
-	o.DestinationLimit = func(transport string) int {
-		name := transport + "_destination_concurrency_limit"
-		if !known(c, name) {
-			return def
-		}
-		n, err := c.Int(name)
-		if err != nil || n <= 0 {
-			return def
-		}
-		return n
+	o.DestinationLimit = perTransport(c, "_destination_concurrency_limit", o.DefaultDestinationLimit)
+	if o.DefaultRecipientLimit, err = c.Int("default_destination_recipient_limit"); err != nil {
+		return o, err
 	}
+	o.RecipientLimit = perTransport(c, "_destination_recipient_limit", o.DefaultRecipientLimit)
 	if err := lookupOptions(c, &o); err != nil {
 		return o, err
 	}
@@ -264,6 +267,22 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	}
 	o.Warnings = append(o.Warnings, w...)
 	return o, nil
+}
+
+// perTransport reads <transport><suffix> (a qmgr limit such as
+// smtp_destination_concurrency_limit), else def.
+func perTransport(c *config.Config, suffix string, def int) func(string) int {
+	return func(transport string) int {
+		name := transport + suffix
+		if !known(c, name) {
+			return def
+		}
+		n, err := c.Int(name)
+		if err != nil || n <= 0 {
+			return def
+		}
+		return n
+	}
 }
 
 // known reports whether c has a value for name (set, or in the defaults).
@@ -288,7 +307,13 @@ func lookupOptions(c *config.Config, o *Options) error {
 			o.DNS = !off
 		}
 	}
-	o.TLSLevel, err = tlsLevel(c, "smtp_tls_security_level")
+	if o.TLSLevel, err = tlsLevel(c, "smtp_tls_security_level"); err != nil {
+		return err
+	}
+	if o.BindAddress, err = bindAddress(c, "smtp_bind_address", false); err != nil {
+		return err
+	}
+	o.BindAddress6, err = bindAddress(c, "smtp_bind_address6", true)
 	return err
 }
 
@@ -337,6 +362,7 @@ func (o Options) withDefaults() Options {
 	setInt(&o.Concurrency, 100)
 	setInt(&o.ActiveLimit, 20000)
 	setInt(&o.DefaultDestinationLimit, 20)
+	setInt(&o.DefaultRecipientLimit, 50)
 	setInt(&o.Port, 25)
 	setInt(&o.MXAddressLimit, 5)
 	setInt(&o.LeaseBatch, 100)
@@ -376,6 +402,16 @@ func (o *Options) destLimit(transport string) int {
 		n = t.MaxProc // no more sessions than deliveries the transport may run
 	}
 	return n
+}
+
+// rcptLimit is the most recipients per transaction for transport.
+func (o *Options) rcptLimit(transport string) int {
+	if o.RecipientLimit != nil {
+		if n := o.RecipientLimit(transport); n > 0 {
+			return n
+		}
+	}
+	return o.DefaultRecipientLimit
 }
 
 // backoff is the delay before the next attempt of a recipient that has

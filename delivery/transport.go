@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -53,12 +54,16 @@ type Client struct {
 	// Port is the TCP port of a next hop given without one: 25 for SMTP,
 	// lmtp_tcp_port (24) for LMTP.
 	Port int
+	// BindAddress and BindAddress6 are the local addresses of connections
+	// to IPv4 and IPv6 next hops (smtp_bind_address, smtp_bind_address6);
+	// invalid = the system's choice.
+	BindAddress, BindAddress6 netip.Addr
 }
 
 // builtinClient is the client of the smtp-kind transports from Options.
 func (o *Options) builtinClient() *Client {
 	return &Client{HeloName: o.HeloName, TLSLevel: o.TLSLevel, Timeouts: o.Timeouts, DNS: o.DNS,
-		MXAddressLimit: o.MXAddressLimit, Port: o.Port}
+		MXAddressLimit: o.MXAddressLimit, Port: o.Port, BindAddress: o.BindAddress, BindAddress6: o.BindAddress6}
 }
 
 // builtinTransports are the transports holdfast runs without a master.cf

@@ -204,7 +204,7 @@ func TestMasterCfTransports(t *testing.T) {
 etrn-only unix  -       -       n       -       -       smtp
 slow      unix  -       -       n       -       2       smtp
     -o smtp_connect_timeout=7s -o { smtp_helo_name = helo.example }
-    -o smtp_bind_address=192.0.2.1 -o smtp_bogus=1
+    -o queue_run_delay=10s -o smtp_bogus=1
 mda       unix  -       -       n       -       -       lmtp -o lmtp_lhlo_name=lhlo.example
 retry     unix  -       -       n       -       -       error
 local     unix  -       n       n       -       -       local
@@ -233,7 +233,7 @@ pickup    unix  n       -       n       60      1       pickup
 	}
 	warn := strings.Join(o.Warnings, "\n")
 	for _, w := range []string{
-		master + ":3: service slow: -o smtp_bind_address has no effect",
+		master + ":3: service slow: -o queue_run_delay has no effect",
 		master + ":3: service slow: -o smtp_bogus is an unknown parameter",
 		master + ":9: service smtp/inet (smtpd) is not started from master.cf",
 		transport + ":2: mbox.test: holdfast does not run the local delivery agent (" + master + ":8, service local): its mail will be deferred",
@@ -256,5 +256,69 @@ pickup    unix  n       -       n       60      1       pickup
 	os.WriteFile(master, []byte("submission inet n - n - - smtpd\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"), 0o644)
 	if _, err := OptionsFromConfig(c); err == nil || !strings.Contains(err.Error(), "holdfast runs one SMTP server") {
 		t.Errorf("smtpd -o: %v", err)
+	}
+}
+
+// <transport>_destination_recipient_limit splits a message's recipients
+// for one next hop into transactions of at most that many.
+func TestRecipientLimit(t *testing.T) {
+	e := newEnv(t, func(e *env) {
+		e.o.RecipientLimit = func(transport string) int {
+			if transport == "smtp" {
+				return 2
+			}
+			return 50
+		}
+	})
+	id := e.enqueue("alice@origin.test", "a@customer.test", "b@customer.test", "c@customer.test", "d@customer.test", "e@customer.test")
+	e.waitGone(id)
+	got := e.mta.Messages()
+	if len(got) != 3 || len(got[0].To) != 2 || len(got[1].To) != 2 || len(got[2].To) != 1 {
+		t.Fatalf("transactions %+v", got)
+	}
+	if e.mta.Conns() != 1 {
+		t.Errorf("%d connections, want the one session reused", e.mta.Conns())
+	}
+}
+
+// smtp_bind_address sets the local address of outgoing connections; a
+// master.cf -o overrides it for one transport.
+func TestBindAddress(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	from := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		from <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+		c.Close()
+	}()
+	c := testutil.Config(t, "smtp_bind_address", "127.0.0.2")
+	o, err := OptionsFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(e *env) {
+		e.o.BindAddress = o.BindAddress
+		e.tm["bound.test"] = fmt.Sprintf("smtp:[127.0.0.1]:%d", l.Addr().(*net.TCPAddr).Port)
+	})
+	e.enqueue("alice@origin.test", "x@bound.test")
+	select {
+	case ip := <-from:
+		if ip != "127.0.0.2" {
+			t.Fatalf("connection from %s, want 127.0.0.2", ip)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection")
+	}
+	for _, bad := range [][2]string{{"smtp_bind_address", "::1"}, {"smtp_bind_address6", "127.0.0.1"}, {"smtp_bind_address", "nonsense"}} {
+		if _, err := OptionsFromConfig(testutil.Config(t, bad[0], bad[1])); err == nil {
+			t.Errorf("%s = %s accepted", bad[0], bad[1])
+		}
 	}
 }
