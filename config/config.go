@@ -15,7 +15,12 @@
 //
 // Every parameter holdfast knows is in one defaults table (params.go). An
 // unknown parameter in the file is a warning (Warnings), not an error; a
-// bad value is an *Error naming file, line and parameter.
+// bad value is an *Error naming file, line and parameter. No parameter is
+// quietly ignored (compat.go): each one in the table has its effect or is
+// listed as accepted for compatibility only, and setting such a one is a
+// warning; a setting whose ignoring would weaken security or send mail
+// elsewhere (content_filter, header_checks, virtual_alias_maps, ...) is
+// an error.
 //
 // A Config is not safe for concurrent Set calls; once loaded, reads from
 // several goroutines are safe.
@@ -96,6 +101,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	c.warnUnknown()
+	c.warnings = append(c.warnings, c.compatWarnings()...)
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -190,6 +196,9 @@ func (c *Config) errorf(name, format string, args ...any) *Error {
 // first problem: parameters set in the file first, in line order, then the
 // others in name order.
 func (c *Config) Validate() error {
+	if err := c.checkRefused(); err != nil {
+		return err
+	}
 	names := c.Names()
 	sort.SliceStable(names, func(i, j int) bool {
 		si, iok := c.set[names[i]]

@@ -225,8 +225,12 @@ func ManEntries() []ManEntry {
 	out := make([]ManEntry, 0, len(params))
 	for _, name := range Default().Names() {
 		p := params[name]
+		desc := descriptions[name]
+		if why, ok := compatOnly[name]; ok {
+			desc += " Accepted for compatibility; no effect in holdfast: " + why + "."
+		}
 		out = append(out, ManEntry{Name: name, Default: p.def, Computed: p.fn != nil,
-			Description: descriptions[name]})
+			Description: desc})
 	}
 	return out
 }
