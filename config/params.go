@@ -253,7 +253,10 @@ func defaults() map[string]*param {
 		// Operations (ours).
 		"control_socket":   {kind: kindString, def: "$queue_directory/control.sock"},
 		"metrics_listen":   {kind: kindString, def: ""}, // empty = no metrics listener
-		"log_format":       {kind: kindEnum, def: "json", enum: []string{"json", "console"}},
+		"log_format":       {kind: kindEnum, def: "json", enum: []string{"json", "console", "postfix"}},
+		"syslog_name":      {kind: kindString, def: "holdfast"}, // Postfix: postfix
+		"syslog_facility":  {kind: kindEnum, def: "mail", enum: []string{"mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"}},
+		"maillog_file":     {kind: kindString, def: ""},
 		"log_level":        {kind: kindEnum, def: "info", enum: []string{"trace", "debug", "info", "warn", "error"}},
 		"shutdown_timeout": {kind: kindTime, def: "30s"}, // graceful stop: wait this long for sessions and deliveries
 	}

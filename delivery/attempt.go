@@ -345,9 +345,28 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 			d.o.Events.Outcome(m.ID, m.Recipients[o.Rcpt].Addr, a.results[o.Rcpt].Status)
 		}
 	}
+	if removed(m, f) {
+		a.log.Info().Str("event", "removed").Msg("removed")
+	}
 	if len(f.Bounces) > 0 {
 		d.Wake()
 	}
+}
+
+// removed reports whether the outcomes f leave no recipient of m to be
+// delivered: the store then removed the message (Postfix's qmgr logs
+// "QUEUEID: removed").
+func removed(m *store.Message, f store.Finish) bool {
+	done := make(map[int]bool, len(f.Outcomes))
+	for _, o := range f.Outcomes {
+		done[o.Rcpt] = o.Result != store.RcptPending
+	}
+	for i := range m.Recipients {
+		if m.Recipients[i].State == store.RcptPending && !done[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // record commits the outcome of an attempt. A failure (a full disk:

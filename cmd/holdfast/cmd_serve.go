@@ -63,7 +63,14 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if code := overrides.apply(c, stderr); code != 0 {
 		return code
 	}
-	log := newLogger(c, stderr)
+	log, logCloser, err := newLogger(c, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "holdfast serve: %v\n", err)
+		return exConfig
+	}
+	if logCloser != nil {
+		defer logCloser.Close()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -12,7 +12,7 @@ import (
 
 func TestNewLoggerJSON(t *testing.T) {
 	var buf bytes.Buffer
-	log := newLogger(config.Default(), &buf)
+	log, _, _ := newLogger(config.Default(), &buf)
 	log.Info().Str("queue_id", "abc123").Str("status", "sent").Msg("delivered")
 	log.Debug().Msg("hidden at info level")
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
@@ -37,7 +37,7 @@ func TestNewLoggerConsole(t *testing.T) {
 	c.Set("log_format", "console")
 	c.Set("log_level", "debug")
 	var buf bytes.Buffer
-	log := newLogger(c, &buf)
+	log, _, _ := newLogger(c, &buf)
 	log.Debug().Str("queue_id", "abc123").Msg("deferred")
 	out := buf.String()
 	if json.Valid([]byte(strings.TrimSpace(out))) {
