@@ -56,7 +56,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad integer", "\n\nsmtpd_recipient_limit = -5\n", `main.cf:3: smtpd_recipient_limit: bad integer value "-5" (want a number >= 0)`},
 		{"bad time", "minimal_backoff_time = 5x\n", `main.cf:1: minimal_backoff_time: bad time value "5x" (want a number with unit s, m, h, d or w)`},
 		{"bad size", "message_size_limit = 10MB\n", `main.cf:1: message_size_limit: bad size value "10MB" (want bytes, optionally with k, m or g)`},
-		{"bad enum", "log_format = xml\n", `main.cf:1: log_format: bad value "xml" (want json or console)`},
+		{"bad enum", "log_format = xml\n", `main.cf:1: log_format: bad value "xml" (want json or console or postfix)`},
 		{"bad network", "mynetworks = 127.0.0.0/33\n", `main.cf:1: mynetworks: bad network "127.0.0.0/33"`},
 		{"bad table type", "transport_maps = ldap:/etc/x\n", `main.cf:1: transport_maps: unsupported table type "ldap" in "ldap:/etc/x" (holdfast reads hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static)`},
 		{"undefined name in a list", "relay_domains = a.tld $customers\n", "main.cf:1: relay_domains: undefined parameter $customers"},
