@@ -95,3 +95,24 @@ func TestSyslogFallback(t *testing.T) {
 		}
 	}
 }
+
+// A full log file system (/dev/full answers every write with ENOSPC)
+// loses log lines, counted, and never an error that would stop the
+// daemon.
+func TestFullLogFileSystem(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	w, err := New(Options{Name: "holdfast", File: "/dev/full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	p := []byte(`{"level":"info","component":"delivery","queue_id":"q1","event":"removed","message":"removed"}`)
+	if n, err := w.Write(p); err != nil || n != len(p) {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if w.Dropped() != 1 {
+		t.Errorf("Dropped = %d, want 1", w.Dropped())
+	}
+}
