@@ -173,6 +173,7 @@ func defaults() map[string]*param {
 		// Queue and scheduling (reference spec 5.2).
 		"queue_directory":                                     {kind: kindString, def: "/var/spool/holdfast"}, // ours: holds queue.db
 		"queue_size_limit":                                    {kind: kindSize, def: "0"},                     // ours: queue.db size cap, 0 = none
+		"inflight_content_limit":                              {kind: kindSize, def: "67108864"},              // ours: memory for content being received (256 KiB per message), 0 = none
 		"queue_run_delay":                                     {kind: kindTime, def: "300s"},
 		"minimal_backoff_time":                                {kind: kindTime, def: "300s"},
 		"maximal_backoff_time":                                {kind: kindTime, def: "4000s"},

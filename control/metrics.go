@@ -186,9 +186,11 @@ func (m *Metrics) ObserveCommit(d time.Duration, batch int) {
 	}
 }
 
-// Enqueuer is the part of the store smtpd queues through.
+// Enqueuer is the part of the store smtpd and local submission queue
+// through: Spool (content written as it arrives) or Enqueue (in memory).
 type Enqueuer interface {
 	Enqueue(m *store.Message, body []byte) error
+	Spool(id store.ID) (store.Content, error)
 }
 
 // Queue wraps q so that every successful Enqueue is counted as accepted
@@ -202,8 +204,30 @@ type measured struct {
 }
 
 func (w measured) Enqueue(msg *store.Message, body []byte) error {
+	return w.measure(func() error { return w.q.Enqueue(msg, body) })
+}
+
+// Spool wraps the queue's spool so that its Enqueue is measured.
+func (w measured) Spool(id store.ID) (store.Content, error) {
+	sp, err := w.q.Spool(id)
+	if err != nil {
+		return nil, err
+	}
+	return measuredContent{Content: sp, w: w}, nil
+}
+
+type measuredContent struct {
+	store.Content
+	w measured
+}
+
+func (c measuredContent) Enqueue(msg *store.Message) error {
+	return c.w.measure(func() error { return c.Content.Enqueue(msg) })
+}
+
+func (w measured) measure(enqueue func() error) error {
 	start := time.Now()
-	if err := w.q.Enqueue(msg, body); err != nil {
+	if err := enqueue(); err != nil {
 		return err
 	}
 	// The duration includes the wait for the group commit: the latency

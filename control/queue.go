@@ -1,8 +1,11 @@
 package control
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -90,14 +93,30 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, err := s.o.Store.Body(id)
-	if errors.Is(err, store.ErrNotFound) {
+	// The body is streamed chunk by chunk into the JSON (Show's encoding:
+	// base64), so a 10 MB message is never held whole. Its first chunk is
+	// read before anything is written, so that a missing body is a 404.
+	body := s.o.Store.BodyReader(id)
+	if _, err := body.Read(nil); errors.Is(err, store.ErrNotFound) {
 		return errf(http.StatusNotFound, CodeNotFound, "%s: no such message", id)
+	} else if err != nil && err != io.EOF {
+		return err
 	}
+	view, err := json.Marshal(View(m))
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, Show{Message: View(m), Body: body})
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"message":%s,"body":"`, view)
+	enc := base64.NewEncoder(base64.StdEncoding, w)
+	if _, err := body.WriteTo(enc); err != nil {
+		// Too late for a status: the client sees JSON cut short.
+		s.o.Log.Warn().Str("queue_id", string(id)).Err(err).Msg("queue show: body read failed")
+		return nil
+	}
+	enc.Close()
+	io.WriteString(w, "\"}\n")
+	return nil
 }
 
 // ops maps an operation name to the store call and, for ALL and filters,

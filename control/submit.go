@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -42,19 +43,37 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil || limit <= 0 {
 		limit = 1 << 40
 	}
-	content, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
-	if err != nil {
-		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
-	}
-	bodyRead(w)
-	if int64(len(content)) > limit {
-		return errf(http.StatusRequestEntityTooLarge, CodeTooBig, "message file too big")
+	var queue Enqueuer = s.o.Store
+	if s.o.Queue != nil {
+		queue = s.o.Queue
 	}
 	now := s.o.Now()
 	id := store.NewID()
-	body := s.localHeaders(id, sender, content, now)
+	// The content goes to the queue's spool as it is read, as SMTP's
+	// does: memory stays bounded whatever the size of the message.
+	sp, err := queue.Spool(id)
+	if err != nil {
+		return submitError(err)
+	}
+	in := bufio.NewReader(io.LimitReader(r.Body, limit+1))
+	head, err := readHead(in, headLimit)
+	if err != nil {
+		sp.Abort()
+		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
+	}
+	sp.Write(s.localHeaders(id, sender, head, now))
+	n, err := io.Copy(sp, in)
+	if err != nil {
+		sp.Abort()
+		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
+	}
+	bodyRead(w)
+	if int64(len(head))+n > limit {
+		sp.Abort()
+		return errf(http.StatusRequestEntityTooLarge, CodeTooBig, "message file too big")
+	}
 	m := &store.Message{
-		ID: id, Sender: sender, Arrival: now, Size: int64(len(body)),
+		ID: id, Sender: sender, Arrival: now,
 		Protocol: "LOCAL", ClientName: "localhost",
 	}
 	if sender != "" && s.o.DelayWarning > 0 {
@@ -63,15 +82,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	for _, a := range rcpts {
 		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
 	}
-	var queue Enqueuer = s.o.Store
-	if s.o.Queue != nil {
-		queue = s.o.Queue
-	}
-	if err := queue.Enqueue(m, body); err != nil {
-		if errors.Is(err, store.ErrNoSpace) {
-			return errf(http.StatusInsufficientStorage, CodeNoSpace, "queue file write error: %v", err)
-		}
-		return err
+	if err := sp.Enqueue(m); err != nil {
+		return submitError(err)
 	}
 	s.o.Metrics.Accepted()
 	if s.o.Wake != nil && s.o.Queue == nil {
@@ -80,6 +92,41 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	s.o.Log.Info().Str("queue_id", string(id)).Str("from", sender).Int64("size", m.Size).
 		Int("nrcpt", len(rcpts)).Int("uid", peer.UID).Msg("local submission")
 	return writeJSON(w, SubmitReply{ID: string(id)})
+}
+
+// submitError maps a queue failure: a full disk or in-flight budget is
+// 507 (sendmail's EX_TEMPFAIL), anything else internal.
+func submitError(err error) error {
+	if errors.Is(err, store.ErrNoSpace) || errors.Is(err, store.ErrBusy) {
+		return errf(http.StatusInsufficientStorage, CodeNoSpace, "queue file write error: %v", err)
+	}
+	return err
+}
+
+// headLimit bounds the header section that local submission reads into
+// memory to look for From:, Date: and Message-ID:; a longer header is
+// passed on as it is.
+const headLimit = 1 << 20
+
+// readHead reads the header section with its empty line (or the whole
+// content when it has none, or the first limit bytes and the rest of
+// that line).
+func readHead(in *bufio.Reader, limit int) ([]byte, error) {
+	var head []byte
+	for len(head) < limit {
+		line, err := in.ReadSlice('\n')
+		head = append(head, line...)
+		if err == io.EOF {
+			return head, nil
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return nil, err
+		}
+		if err == nil && (string(line) == "\r\n" || string(line) == "\n") {
+			break
+		}
+	}
+	return head, nil
 }
 
 // localAddress qualifies a bare user name with myorigin.

@@ -7,9 +7,12 @@ import (
 )
 
 // Enqueuer is where new mail is queued: the store, or a wrapper of it
-// (smtpd's Queue and control's local submission have this shape).
+// (smtpd's Queue and control's local submission have this shape). Spool
+// is the bounded path (content written as it arrives); Enqueue takes a
+// content already in memory.
 type Enqueuer interface {
 	Enqueue(m *store.Message, body []byte) error
+	Spool(id store.ID) (store.Content, error)
 }
 
 // Admit wraps q so that new mail is deferred on arrival where DESIGN.md
@@ -32,6 +35,29 @@ type admitter struct {
 }
 
 func (a admitter) Enqueue(m *store.Message, body []byte) error {
+	return a.admit(m, func() error { return a.q.Enqueue(m, body) })
+}
+
+// Spool wraps the queue's spool so that its Enqueue is admitted.
+func (a admitter) Spool(id store.ID) (store.Content, error) {
+	sp, err := a.q.Spool(id)
+	if err != nil {
+		return nil, err
+	}
+	return admitted{Content: sp, a: a}, nil
+}
+
+type admitted struct {
+	store.Content
+	a admitter
+}
+
+func (c admitted) Enqueue(m *store.Message) error {
+	return c.a.admit(m, func() error { return c.Content.Enqueue(m) })
+}
+
+// admit runs enqueue (which commits m) with defer_transports applied.
+func (a admitter) admit(m *store.Message, enqueue func() error) error {
 	d := a.d
 	now := d.o.Clock.Now()
 	deferred := d.deferOnArrival(m, now)
@@ -46,7 +72,7 @@ func (a admitter) Enqueue(m *store.Message, body []byte) error {
 			r.Reply, r.DSN = res.Reply, res.DSN
 		}
 	}
-	if err := a.q.Enqueue(m, body); err != nil {
+	if err := enqueue(); err != nil {
 		if saved != nil {
 			copy(m.Recipients, saved) // the caller's message as it was
 		}

@@ -17,7 +17,29 @@ type attempt struct {
 	now     time.Time
 	log     zerolog.Logger
 	results map[int]result // by recipient index
-	body    []byte
+	// head is the content's header section (at most headLimit bytes),
+	// read once; the content itself is streamed from the store.
+	head []byte
+	// whole is the content, read only for a failure notice when it is
+	// within bounce_size_limit.
+	whole []byte
+}
+
+// headLimit bounds the header section an attempt keeps in memory (for
+// the SMTPUTF8 check and notices); it is header_size_limit's order.
+const headLimit = 256 << 10
+
+// loadHead reads the header section of a's message once.
+func (d *Scheduler) loadHead(a *attempt) error {
+	if a.head != nil {
+		return nil
+	}
+	h, err := d.s.BodyHead(a.m.ID, headLimit)
+	if err != nil {
+		return err
+	}
+	a.head = h
+	return nil
 }
 
 // group is the recipients of a message for one hop: one SMTP transaction.
@@ -229,22 +251,18 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 		}
 		defer func() { <-procs }()
 	}
-	if a.body == nil {
-		body, err := d.s.Body(a.m.ID)
-		if err != nil {
-			a.log.Error().Err(err).Msg("read body failed")
-			out := make([]result, len(g.rcpts))
-			for i := range out {
-				out[i] = local(store.RcptPending, "4.3.0", "queue file read error")
-			}
-			return out, false
+	if err := d.loadHead(a); err != nil {
+		a.log.Error().Err(err).Msg("read body failed")
+		out := make([]result, len(g.rcpts))
+		for i := range out {
+			out[i] = local(store.RcptPending, "4.3.0", "queue file read error")
 		}
-		a.body = body
+		return out, false
 	}
 	stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
 	defer stop()
 	start := time.Now()
-	res := d.sendWithin(cn, a.m, g.rcpts, a.body)
+	res := d.sendWithin(cn, a.m, g.rcpts, a.head)
 	if d.o.Events != nil {
 		d.o.Events.ObserveDelivery(time.Since(start))
 	}

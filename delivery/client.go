@@ -187,7 +187,9 @@ func (g *greeted) Read(p []byte) (int, error) { return g.r.Read(p) }
 // one RCPT TO each (one recipient's reply affects only that recipient),
 // DATA when at least one was accepted. It returns one result per
 // recipient, in order. On a network error the connection is marked broken.
-func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) []result {
+// head is the content's header section; the content is streamed from the
+// store by data.
+func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, head []byte) []result {
 	to := &cn.t.cf.Timeouts
 	out := make([]result, len(rcpts))
 	all := func(r result) []result {
@@ -197,19 +199,19 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 		return out
 	}
 	cn.uses++
-	if cn.size > 0 && int64(len(body)) > cn.size {
-		text := fmt.Sprintf("message size %d exceeds size limit %d of server %s[%s]", len(body), cn.size, cn.t.Name, cn.t.ip())
+	if cn.size > 0 && m.Size > cn.size {
+		text := fmt.Sprintf("message size %d exceeds size limit %d of server %s[%s]", m.Size, cn.size, cn.t.Name, cn.t.ip())
 		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.3.4", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
 	}
 	utf8 := m.SMTPUTF8 && cn.utf8
-	if m.SMTPUTF8 && !cn.utf8 && needsUTF8(m, rcpts, body) {
+	if m.SMTPUTF8 && !cn.utf8 && needsUTF8(m, rcpts, head) {
 		// RFC 6531 sec 3.2: without SMTPUTF8 at the next hop, only mail
 		// that really needs it is returned; the rest goes as plain SMTP.
 		text := fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s[%s]", cn.t.Name, cn.t.ip())
 		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.6.7", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
 	}
 	cn.c.CommandTimeout = to.Mail
-	if err := cn.c.Mail(m.Sender, mailOptions(m, len(body), utf8)); err != nil {
+	if err := cn.c.Mail(m.Sender, mailOptions(m, m.Size, utf8)); err != nil {
 		cn.lostAtMail = d.brokenUnlessReply(cn, err)
 		return all(classify(err, cn.t, "MAIL FROM", d.o.SoftBounce))
 	}
@@ -237,12 +239,12 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 		return out
 	}
 	if cn.t.lmtp {
-		for k, r := range d.dataLMTP(cn, m, rcpts, ok, body) {
+		for k, r := range d.dataLMTP(cn, m, rcpts, ok) {
 			out[ok[k]] = r
 		}
 		return out
 	}
-	res := d.data(cn, body)
+	res := d.data(cn, m.ID)
 	// A next hop without DSN cannot honour NOTIFY=SUCCESS: the notice
 	// ("relayed") is ours to send (RFC 3461 sec 5.2.3, as Postfix).
 	res.Relayed = res.State == store.RcptDelivered && !cn.dsn
@@ -252,8 +254,11 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, body []byte) [
 	return out
 }
 
-// data sends DATA, the content and the final dot.
-func (d *Scheduler) data(cn *conn, body []byte) result {
+// data sends DATA, the content (read from the store chunk by chunk) and
+// the final dot. A content that cannot be read is a local failure: the
+// transfer is abandoned without its final dot, so the next hop takes
+// nothing.
+func (d *Scheduler) data(cn *conn, id store.ID) result {
 	to := &cn.t.cf.Timeouts
 	cn.c.CommandTimeout = to.DataInit
 	w, err := cn.c.Data()
@@ -263,20 +268,8 @@ func (d *Scheduler) data(cn *conn, body []byte) result {
 	}
 	// smtp_data_xfer_timeout bounds each write, as Postfix's limit per
 	// write call: a large message on a slow link goes on while it moves.
-	for rest := body; len(rest) > 0; {
-		n := min(len(rest), dataChunk)
-		cn.netc.SetWriteDeadline(time.Now().Add(to.DataXfer))
-		if _, err := w.Write(rest[:n]); err != nil {
-			cn.broken = true
-			return classify(err, cn.t, "sending message body", true)
-		}
-		rest = rest[n:]
-	}
-	if len(body) > 0 && body[len(body)-1] != '\n' {
-		if _, err := w.Write([]byte("\r\n")); err != nil {
-			cn.broken = true
-			return classify(err, cn.t, "sending message body", true)
-		}
+	if r := d.writeBody(cn, w, id, to.DataXfer); r != nil {
+		return *r
 	}
 	cn.c.SubmissionTimeout = to.DataDone
 	resp, err := w.CloseWithResponse()
@@ -293,17 +286,17 @@ const dataChunk = 64 << 10
 // sendWithin is send bounded by the delivery deadline (Timeouts.Delivery):
 // at the deadline the connection is closed, and the recipients the
 // transaction left pending are deferred with that reason.
-func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, body []byte) []result {
+func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, head []byte) []result {
 	limit := cn.t.cf.Timeouts.Delivery
 	if limit <= 0 {
-		return d.send(cn, m, rcpts, body)
+		return d.send(cn, m, rcpts, head)
 	}
 	var over atomic.Bool
 	timer := time.AfterFunc(limit, func() {
 		over.Store(true)
 		cn.netc.Close()
 	})
-	res := d.send(cn, m, rcpts, body)
+	res := d.send(cn, m, rcpts, head)
 	timer.Stop()
 	if !over.Load() {
 		return res
@@ -322,6 +315,61 @@ func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, body []b
 	return res
 }
 
+// writeBody streams the content of message id from the store to w (the
+// DATA writer), ending it with CRLF when it lacks one. A failure ends the
+// connection: from the store it is a local 4.3.0 (the transfer is
+// abandoned without its final dot, so the next hop takes nothing), from
+// the network the classified error.
+func (d *Scheduler) writeBody(cn *conn, w io.Writer, id store.ID, xfer time.Duration) *result {
+	lw := &lastByte{w: w, conn: cn.netc, xfer: xfer}
+	_, err := d.s.BodyReader(id).WriteTo(lw)
+	if err == nil && lw.last != '\n' && lw.n > 0 {
+		_, err = lw.Write([]byte("\r\n"))
+	}
+	if err == nil {
+		return nil
+	}
+	cn.broken = true
+	if lw.err == nil { // the store, not the network
+		cn.netc.Close()
+		r := local(store.RcptPending, "4.3.0", "queue file read error")
+		return &r
+	}
+	r := classify(err, cn.t, "sending message body", true)
+	return &r
+}
+
+// lastByte passes writes on in pieces of dataChunk, each with its write
+// deadline (xfer), and remembers the last byte and any error.
+type lastByte struct {
+	w    io.Writer
+	conn net.Conn
+	xfer time.Duration
+	n    int64
+	last byte
+	err  error
+}
+
+func (l *lastByte) Write(p []byte) (int, error) {
+	total := 0
+	for len(p) > 0 {
+		k := min(len(p), dataChunk)
+		l.conn.SetWriteDeadline(time.Now().Add(l.xfer))
+		n, err := l.w.Write(p[:k])
+		total += n
+		if n > 0 {
+			l.n += int64(n)
+			l.last = p[n-1]
+		}
+		if err != nil {
+			l.err = err
+			return total, err
+		}
+		p = p[k:]
+	}
+	return total, nil
+}
+
 // brokenUnlessReply marks the connection broken unless err is an SMTP
 // reply (after which the session goes on).
 func (d *Scheduler) brokenUnlessReply(cn *conn, err error) bool {
@@ -336,8 +384,8 @@ func (d *Scheduler) brokenUnlessReply(cn *conn, err error) bool {
 // mailOptions are the MAIL FROM parameters: SIZE (RFC 1870), SMTPUTF8
 // (RFC 6531), RET and ENVID (RFC 3461). go-smtp sends each only when the
 // server announced the extension.
-func mailOptions(m *store.Message, size int, utf8 bool) *smtp.MailOptions {
-	o := &smtp.MailOptions{Size: int64(size), UTF8: utf8}
+func mailOptions(m *store.Message, size int64, utf8 bool) *smtp.MailOptions {
+	o := &smtp.MailOptions{Size: size, UTF8: utf8}
 	switch m.Ret {
 	case store.RetFull:
 		o.Return = smtp.DSNReturnFull
@@ -374,8 +422,8 @@ func rcptOptions(r *store.Recipient) *smtp.RcptOptions {
 }
 
 // needsUTF8: the envelope addresses or the header section are not ASCII.
-func needsUTF8(m *store.Message, rcpts []int, body []byte) bool {
-	if !ascii([]byte(m.Sender)) || !ascii(headerPart(body)) {
+func needsUTF8(m *store.Message, rcpts []int, head []byte) bool {
+	if !ascii([]byte(m.Sender)) || !ascii(headerPart(head)) {
 		return true
 	}
 	for _, i := range rcpts {

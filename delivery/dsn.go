@@ -42,6 +42,7 @@ func (d *Scheduler) bounce(a *attempt, idx []int, kind dsnKind) *store.NewMessag
 		}
 		return nil
 	}
+	d.readForNotice(a, kind)
 	body := d.buildDSN(a, rcpts, kind)
 	msg := &store.Message{
 		ID:       store.NewID(),
@@ -108,6 +109,24 @@ notifications of mail delivery errors from other systems.
                    The mail system
 `
 
+// readForNotice reads what a notice returns of the original: its header
+// section, and the whole content when it is within bounce_size_limit.
+func (d *Scheduler) readForNotice(a *attempt, kind dsnKind) {
+	if err := d.loadHead(a); err != nil {
+		a.log.Error().Err(err).Msg("read body for the notice failed")
+	}
+	m := a.m
+	if a.whole != nil || m.Ret == store.RetHdrs || kind != dsnFailed || m.Size > d.o.BounceSizeLimit {
+		return
+	}
+	body, err := d.s.Body(m.ID)
+	if err != nil {
+		a.log.Error().Err(err).Msg("read body for the notice failed")
+		return
+	}
+	a.whole = body
+}
+
 // buildDSN writes the multipart/report notice (reference spec §3.9).
 func (d *Scheduler) buildDSN(a *attempt, rcpts []int, kind dsnKind) []byte {
 	m, now := a.m, d.o.Clock.Now()
@@ -117,7 +136,7 @@ func (d *Scheduler) buildDSN(a *attempt, rcpts []int, kind dsnKind) []byte {
 		dsnDelayed: "Delayed Mail (still being retried)",
 		dsnRelayed: "Successful Mail Delivery Report",
 	}[kind]
-	origID := originalMessageID(a.body)
+	origID := originalMessageID(a.head)
 	var b bytes.Buffer
 	h := func(format string, args ...any) { fmt.Fprintf(&b, format+"\r\n", args...) }
 	h("Date: %s", now.Format(time.RFC1123Z))
@@ -161,7 +180,11 @@ func (d *Scheduler) buildDSN(a *attempt, rcpts []int, kind dsnKind) []byte {
 	}
 	h("")
 	d.writeStatus(&b, a, rcpts, kind, boundary)
-	writeOriginal(&b, a, kind, boundary, d.o.BounceSizeLimit)
+	var full []byte
+	if m.Ret != store.RetHdrs && kind == dsnFailed {
+		full = a.whole
+	}
+	writeOriginal(&b, a, kind, boundary, full)
 	h("--%s--", boundary)
 	return b.Bytes()
 }
@@ -218,18 +241,19 @@ func (d *Scheduler) writeStatus(b *bytes.Buffer, a *attempt, rcpts []int, kind d
 	h("")
 }
 
-// writeOriginal returns the message (RET=FULL, small enough) or its
-// headers (RET=HDRS, larger than bounce_size_limit, delay warnings).
-func writeOriginal(b *bytes.Buffer, a *attempt, kind dsnKind, boundary string, limit int64) {
+// writeOriginal returns the message (full: RET=FULL, small enough, read
+// by the caller) or its headers (RET=HDRS, larger than
+// bounce_size_limit, delay warnings).
+func writeOriginal(b *bytes.Buffer, a *attempt, kind dsnKind, boundary string, whole []byte) {
 	m := a.m
 	h := func(format string, args ...any) { fmt.Fprintf(b, format+"\r\n", args...) }
-	full := m.Ret != store.RetHdrs && int64(len(a.body)) <= limit && kind == dsnFailed
-	content := a.body
+	full := whole != nil
+	content := whole
 	h("--%s", boundary)
 	switch {
 	case kind == dsnRelayed:
 		// RET applies to failure notices only (RFC 3461 sec 4.3).
-		content = headerPart(a.body)
+		content = headerPart(a.head)
 		h("Content-Description: Message Headers")
 		if m.SMTPUTF8 {
 			h("Content-Type: message/global-headers")
@@ -244,7 +268,7 @@ func writeOriginal(b *bytes.Buffer, a *attempt, kind dsnKind, boundary string, l
 			h("Content-Type: message/rfc822")
 		}
 	default:
-		content = headerPart(a.body)
+		content = headerPart(a.head)
 		h("Content-Description: Undelivered Message Headers")
 		if m.SMTPUTF8 {
 			h("Content-Type: message/global-headers")

@@ -28,7 +28,7 @@ func FuzzDSN(f *testing.F) {
 		d := &Scheduler{o: Options{Hostname: "relay.test", Clock: newFakeClock(time.Unix(1_800_000_000, 0))}.withDefaults()}
 		m := &store.Message{ID: store.NewID(), Sender: sender, EnvID: envid, Arrival: time.Unix(1_799_990_000, 0),
 			Recipients: []store.Recipient{{Addr: rcpt, Orig: orig}}}
-		a := &attempt{m: m, now: time.Unix(1_800_000_000, 0), log: zerolog.Nop(), body: body,
+		a := &attempt{m: m, now: time.Unix(1_800_000_000, 0), log: zerolog.Nop(), head: body, whole: body,
 			results: map[int]result{0: {State: store.RcptBounced, DSN: "5.1.1", Reply: reply, Diag: "smtp; " + reply}}}
 		for _, kind := range []dsnKind{dsnFailed, dsnDelayed, dsnRelayed} {
 			checkDSN(t, d.buildDSN(a, []int{0}, kind))

@@ -3,7 +3,6 @@ package delivery
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -16,7 +15,7 @@ import (
 // the positions in rcpts of the recipients the server accepted; the
 // result has one entry per element of ok. A recipient whose reply never
 // came (lost connection, timeout) is deferred.
-func (d *Scheduler) dataLMTP(cn *conn, m *store.Message, rcpts, ok []int, body []byte) []result {
+func (d *Scheduler) dataLMTP(cn *conn, m *store.Message, rcpts, ok []int) []result {
 	to := &cn.t.cf.Timeouts
 	out := make([]result, len(ok))
 	all := func(r result) []result {
@@ -31,16 +30,8 @@ func (d *Scheduler) dataLMTP(cn *conn, m *store.Message, rcpts, ok []int, body [
 		d.brokenUnlessReply(cn, err)
 		return all(classify(err, cn.t, "DATA", d.o.SoftBounce))
 	}
-	cn.netc.SetWriteDeadline(time.Now().Add(to.DataXfer))
-	if _, err := w.Write(body); err != nil {
-		cn.broken = true
-		return all(classify(err, cn.t, "sending message body", true))
-	}
-	if len(body) > 0 && body[len(body)-1] != '\n' {
-		if _, err := w.Write([]byte("\r\n")); err != nil {
-			cn.broken = true
-			return all(classify(err, cn.t, "sending message body", true))
-		}
+	if r := d.writeBody(cn, w, m.ID, to.DataXfer); r != nil {
+		return all(*r)
 	}
 	cn.c.SubmissionTimeout = to.DataDone
 	resp, err := w.CloseWithLMTPResponse()

@@ -24,11 +24,24 @@ type wakingQueue struct {
 	d *delivery.Scheduler
 }
 
-func (q wakingQueue) Enqueue(m *store.Message, body []byte) error {
-	if err := q.s.Enqueue(m, body); err != nil {
+func (q wakingQueue) Spool(id store.ID) (store.Content, error) {
+	sp, err := q.s.Spool(id)
+	if err != nil {
+		return nil, err
+	}
+	return wakingContent{sp, q.d}, nil
+}
+
+type wakingContent struct {
+	store.Content
+	d *delivery.Scheduler
+}
+
+func (c wakingContent) Enqueue(m *store.Message) error {
+	if err := c.Content.Enqueue(m); err != nil {
 		return err
 	}
-	q.d.Wake()
+	c.d.Wake()
 	return nil
 }
 

@@ -161,7 +161,14 @@ func TestDurability(t *testing.T) {
 // failingQueue fails every Enqueue with err.
 type failingQueue struct{ err error }
 
-func (f failingQueue) Enqueue(*store.Message, []byte) error { return f.err }
+func (f failingQueue) Spool(store.ID) (store.Content, error) { return failingContent(f), nil }
+
+// failingContent takes the content and fails its Enqueue.
+type failingContent struct{ err error }
+
+func (failingContent) Write(p []byte) (int, error)    { return len(p), nil }
+func (c failingContent) Enqueue(*store.Message) error { return c.err }
+func (failingContent) Abort()                         {}
 
 func TestStoreErrorsReplies(t *testing.T) {
 	for _, tc := range []struct {
@@ -297,5 +304,106 @@ func TestDelayWarningTime(t *testing.T) {
 	c2.expect("250 2.0.0 Ok: queued as *")
 	if m, _ := e2.onlyMessage(); !m.WarnAt.IsZero() {
 		t.Errorf("default: WarnAt %v", m.WarnAt)
+	}
+}
+
+// TestInflightContentLimit: when the in-flight content budget is taken
+// (here one message's worth), DATA and the first BDAT wait briefly and
+// are then answered 452 4.3.1 (the BDAT's data is still read); a
+// finished message frees the budget.
+func TestInflightContentLimit(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{
+		NoSync: true, ContentLimit: store.BodyChunk, ContentWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, MyNetworks: loopback{}}, st, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, st: st}
+	e.addr = serve(t, srv)
+	start := func(c *client) {
+		c.expect("220 *")
+		c.send("EHLO c\r\n")
+		for l := c.expect("250*"); strings.HasPrefix(l, "250-"); l = c.expect("250*") {
+		}
+		c.send("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\n")
+		c.expect("250 2.1.0 Ok")
+		c.expect("250 2.1.5 Ok")
+	}
+	a := e.dial("")
+	start(a)
+	a.send("DATA\r\n")
+	a.expect("354 *")
+	a.send("Subject: holds the budget\r\n\r\n")
+
+	b := e.dial("")
+	start(b)
+	b.send("DATA\r\n")
+	b.expect("452 4.3.1 Insufficient system storage")
+	b.send("BDAT 5\r\nhelloBDAT 3 LAST\r\nx\r\n")
+	b.expect("452 4.3.1 Insufficient system storage")
+	b.expect("452 4.3.1 Insufficient system storage")
+
+	a.send("body\r\n.\r\n")
+	a.expect("250 2.0.0 Ok: queued as *")
+	b.send("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	b.expect("250 2.1.0 Ok")
+	b.expect("250 2.1.5 Ok")
+	b.expect("354 *")
+	b.send("now\r\n.\r\n")
+	b.expect("250 2.0.0 Ok: queued as *")
+	if n := e.queued(); n != 2 {
+		t.Fatalf("%d queued", n)
+	}
+}
+
+// TestLargeMessageChunks: a message of several store chunks, by DATA and
+// by BDAT, is stored whole and byte for byte; one cut off in the middle
+// leaves no chunk behind (the store check after the test).
+func TestLargeMessageChunks(t *testing.T) {
+	e := startServer(t, newConfig(t))
+	var b strings.Builder
+	for i := 0; b.Len() < 3*store.BodyChunk+100; i++ {
+		fmt.Fprintf(&b, "line %d %s\r\n", i, strings.Repeat("y", i%900))
+	}
+	text := b.String()
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	c.expect("250 2.1.0 Ok")
+	c.expect("250 2.1.5 Ok")
+	c.expect("354 *")
+	c.send(text + ".\r\n")
+	id1 := strings.TrimPrefix(c.expect("250 2.0.0 Ok: queued as *"), "250 2.0.0 Ok: queued as ")
+	c.send(fmt.Sprintf("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nBDAT %d LAST\r\n%s", len(text), text))
+	c.expect("250 2.1.0 Ok")
+	c.expect("250 2.1.5 Ok")
+	id2 := strings.TrimPrefix(c.expect("250 2.0.0 Ok: queued as *"), "250 2.0.0 Ok: queued as ")
+	for _, id := range []string{id1, id2} {
+		body, err := e.st.Body(store.ID(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, got, ok := strings.Cut(string(body), ")\r\n"); !ok || !strings.HasSuffix(got, text) || len(body) < len(text) {
+			t.Fatalf("%s: body of %d bytes differs", id, len(body))
+		}
+	}
+	v := e.dial("")
+	v.expect("220 *")
+	v.ehlo()
+	v.send("MAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	v.expect("250 2.1.0 Ok")
+	v.expect("250 2.1.5 Ok")
+	v.expect("354 *")
+	v.send(text)
+	v.conn.Close()
+	c.send("NOOP\r\n")
+	c.expect("250 2.0.0 Ok")
+	if n := e.queued(); n != 2 {
+		t.Fatalf("%d queued", n)
 	}
 }

@@ -1,15 +1,12 @@
 package smtpd
 
 import (
-	"bytes"
 	"io"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
-
-	"github.com/holdfast-mta/holdfast/store"
 )
 
 // chunk is a BDAT command (RFC 3030) whose data is read next; the reply
@@ -53,7 +50,7 @@ func (s *session) bdatCmd(arg string) *smtp.SMTPError {
 		c.fail = replyChunkTooBig
 		tx.bdatFail = replyChunkTooBig
 	}
-	if c.fail == nil && tx.body == nil {
+	if c.fail == nil && tx.content == nil {
 		// The first chunk: smtpd_data_restrictions, as at DATA.
 		if r := s.checkData(); r != nil {
 			c.fail, tx.bdatFail = r, r
@@ -65,7 +62,9 @@ func (s *session) bdatCmd(arg string) *smtp.SMTPError {
 
 // inBdat: a BDAT transfer has begun; MAIL, RCPT and DATA are refused
 // until BDAT LAST or RSET.
-func (tx *transaction) inBdat() bool { return tx != nil && (tx.body != nil || tx.bdatFail != nil) }
+func (tx *transaction) inBdat() bool {
+	return tx != nil && (tx.content != nil || tx.bdatFail != nil)
+}
 
 // receiveChunk reads (or skips) the data of the pending BDAT and returns
 // its reply; after BDAT LAST the message is enqueued like after DATA.
@@ -75,15 +74,19 @@ func (tx *transaction) inBdat() bool { return tx != nil && (tx.body != nil || tx
 func (s *session) receiveChunk() (*smtp.SMTPError, error) {
 	c, tx := s.chunk, s.tx
 	s.chunk = nil
+	if c.fail == nil && tx.content == nil {
+		if r := s.spool(tx); r != nil {
+			// The data is still read (and dropped); so is the rest of
+			// the transfer.
+			c.fail, tx.bdatFail = r, r
+		} else {
+			tx.arrival = s.srv.opts.Now()
+			tx.spool.Write([]byte(s.received(tx, string(tx.id), tx.arrival)))
+			tx.content = &content{w: tx.spool, limit: s.srv.opts.MessageSizeLimit}
+		}
+	}
 	var dst io.Writer = io.Discard
 	if c.fail == nil {
-		if tx.body == nil {
-			tx.id = store.NewID()
-			tx.arrival = s.srv.opts.Now()
-			tx.body = new(bytes.Buffer)
-			tx.body.WriteString(s.received(tx, string(tx.id), tx.arrival))
-			tx.content = &content{w: tx.body, limit: s.srv.opts.MessageSizeLimit}
-		}
 		dst = tx.content
 	}
 	if err := s.readChunk(dst, c.size); err != nil {
@@ -96,6 +99,7 @@ func (s *session) receiveChunk() (*smtp.SMTPError, error) {
 		c.fail = s.contentFailed(tx.content)
 		if c.fail != nil {
 			tx.bdatFail = c.fail
+			tx.spool.Abort()
 		}
 	}
 	if c.fail != nil {
@@ -108,8 +112,10 @@ func (s *session) receiveChunk() (*smtp.SMTPError, error) {
 	if !c.last {
 		return replyChunkOK(c.size), nil
 	}
+	sp := tx.spool
+	tx.spool = nil
 	s.reset()
-	return s.enqueue(tx, tx.id, tx.arrival, tx.body.Bytes()), nil
+	return s.enqueue(tx, tx.arrival, sp), nil
 }
 
 // readChunk copies exactly n bytes of chunk data, with smtpd_timeout per

@@ -63,12 +63,25 @@ type commitCounter struct {
 	times []time.Time
 }
 
-func (c *commitCounter) Enqueue(m *store.Message, body []byte) error {
-	err := c.q.Enqueue(m, body)
+func (c *commitCounter) Spool(id store.ID) (store.Content, error) {
+	sp, err := c.q.Spool(id)
+	if err != nil {
+		return nil, err
+	}
+	return countedContent{sp, c}, nil
+}
+
+type countedContent struct {
+	store.Content
+	c *commitCounter
+}
+
+func (cc countedContent) Enqueue(m *store.Message) error {
+	err := cc.Content.Enqueue(m)
 	now := time.Now()
-	c.mu.Lock()
-	c.times = append(c.times, now)
-	c.mu.Unlock()
+	cc.c.mu.Lock()
+	cc.c.times = append(cc.c.times, now)
+	cc.c.mu.Unlock()
 	return err
 }
 

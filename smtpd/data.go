@@ -13,7 +13,9 @@ import (
 )
 
 // dataCmd: RFC 5321 sec 4.1.1.4. The content itself is read by the loop
-// (receive) after the 354 reply has been queued.
+// (receive) after the 354 reply has been queued. The queue's spool is
+// taken here, so that a full in-flight budget or disk is answered before
+// the client sends the content.
 func (s *session) dataCmd(arg string) *smtp.SMTPError {
 	if s.tx == nil {
 		return replyNeedRcpt
@@ -29,32 +31,46 @@ func (s *session) dataCmd(arg string) *smtp.SMTPError {
 	if r := s.checkData(); r != nil {
 		return r
 	}
+	if r := s.spool(s.tx); r != nil {
+		return r
+	}
 	s.inData = true
 	return replyStartData
 }
 
-// receive reads the content after 354 and answers it. The 250 is
-// returned only after the store committed the message (DESIGN.md,
+// spool takes the queue's spool for tx's content.
+func (s *session) spool(tx *transaction) *smtp.SMTPError {
+	id := store.NewID()
+	sp, err := s.srv.queue.Spool(id)
+	if err != nil {
+		return storeReply(err, s.log)
+	}
+	tx.id, tx.spool = id, sp
+	return nil
+}
+
+// receive reads the content after 354 into the spool and answers it. The
+// 250 is returned only after the store committed the message (DESIGN.md,
 // Enqueue). A read error (lost client, timeout) is returned with nothing
 // stored.
 func (s *session) receive() (*smtp.SMTPError, error) {
 	o := &s.srv.opts
 	tx := s.tx
+	sp := tx.spool
+	tx.spool = nil
 	s.reset()
-	id := store.NewID()
 	now := o.Now()
-	hdr := s.received(tx, string(id), now)
-	var body bytes.Buffer
-	body.Grow(len(hdr) + int(min(max(tx.size, 4096), 1<<20)))
-	body.WriteString(hdr)
-	c := &content{w: &body, limit: o.MessageSizeLimit}
+	sp.Write([]byte(s.received(tx, string(tx.id), now)))
+	c := &content{w: sp, limit: o.MessageSizeLimit}
 	if err := s.readData(c); err != nil {
+		sp.Abort()
 		return nil, err
 	}
 	if r := s.contentFailed(c); r != nil {
+		sp.Abort()
 		return r, nil
 	}
-	return s.enqueue(tx, id, now, body.Bytes()), nil
+	return s.enqueue(tx, now, sp), nil
 }
 
 // contentFailed returns the reply for content that is not to be queued:
@@ -75,14 +91,18 @@ func (s *session) contentFailed(c *content) *smtp.SMTPError {
 	return nil
 }
 
-// enqueue hands a complete message to the queue and returns the reply:
-// 250 only after the commit (DESIGN.md, Enqueue), else storeReply's.
-func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []byte) *smtp.SMTPError {
+// enqueue queues the message whose content is in sp and returns the
+// reply: 250 only after the commit (DESIGN.md, Enqueue), else
+// storeReply's (a write error of the content comes out here too).
+func (s *session) enqueue(tx *transaction, now time.Time, sp store.Content) *smtp.SMTPError {
+	id := tx.id
 	if r := s.checkEOD(tx); r != nil {
+		sp.Abort()
 		return r
 	}
 	if tx.discard {
 		// DISCARD: claim success and drop the message, as Postfix does.
+		sp.Abort()
 		s.log.Info().Str("event", "discarded").Str("queue_id", string(id)).Str("from", tx.from).
 			Int("nrcpt", len(tx.rcpts)).Str("client", s.namaddr).Msg("message discarded by access table")
 		s.errors, s.junk = 0, 0
@@ -93,7 +113,6 @@ func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []by
 		Sender:     tx.from,
 		Recipients: tx.rcpts,
 		Arrival:    now,
-		Size:       int64(len(body)),
 		State:      store.StateIncoming,
 		ClientAddr: s.client.String(),
 		ClientName: s.name,
@@ -109,7 +128,7 @@ func (s *session) enqueue(tx *transaction, id store.ID, now time.Time, body []by
 		m.State = store.StateHold // HOLD: the message waits in the hold queue
 	}
 	log := s.log.With().Str("queue_id", string(id)).Logger()
-	if err := s.srv.queue.Enqueue(m, body); err != nil {
+	if err := sp.Enqueue(m); err != nil {
 		return storeReply(err, log)
 	}
 	log.Info().Str("event", "accepted").Str("from", tx.from).Int64("size", m.Size).

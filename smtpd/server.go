@@ -28,10 +28,13 @@ import (
 	"github.com/holdfast-mta/holdfast/store"
 )
 
-// Queue is where accepted mail goes (*store.Store satisfies it). Enqueue
-// returns only after the message is durable.
+// Queue is where accepted mail goes (*store.Store satisfies it). Spool
+// starts a message's content, which the session writes as it arrives
+// (the store commits it in bounded chunks); its Enqueue returns only
+// after the message is durable. Spool fails with store.ErrBusy when the
+// in-flight content budget stays used up (452 4.3.1).
 type Queue interface {
-	Enqueue(m *store.Message, body []byte) error
+	Spool(id store.ID) (store.Content, error)
 }
 
 // Flusher serves ETRN: the fast-flush policy and the flush request
@@ -353,6 +356,10 @@ func (s *Server) relayAllowed(rcpt string) (bool, error) {
 func storeReply(err error, log zerolog.Logger) *smtp.SMTPError {
 	if errors.Is(err, store.ErrNoSpace) {
 		log.Warn().Err(err).Msg("queue file write error: insufficient system storage")
+		return replyNoSpace
+	}
+	if errors.Is(err, store.ErrBusy) {
+		log.Warn().Err(err).Msg("in-flight content limit reached: insufficient system storage")
 		return replyNoSpace
 	}
 	log.Error().Err(err).Msg("queue file write error")

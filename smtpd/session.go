@@ -100,8 +100,8 @@ type transaction struct {
 	// BDAT (RFC 3030): the message being assembled, its ID and arrival
 	// time, the data size so far, and the failure that makes the rest of
 	// the transfer be skipped.
-	body     *bytes.Buffer
-	content  *content // writes body
+	spool    store.Content // the content, from DATA or the first BDAT
+	content  *content      // writes spool (BDAT)
 	id       store.ID
 	arrival  time.Time
 	bdatSize int64
@@ -133,7 +133,13 @@ func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
 	return sess
 }
 
-func (s *session) reset() { s.tx = nil }
+// reset ends the transaction; a content being spooled is dropped.
+func (s *session) reset() {
+	if s.tx != nil && s.tx.spool != nil {
+		s.tx.spool.Abort()
+	}
+	s.tx = nil
+}
 
 // interruptIdle makes a session that waits for a command notice Shutdown.
 func (s *session) interruptIdle() {
@@ -154,6 +160,7 @@ func (s *session) run() {
 	reason := ""
 	defer func() {
 		s.authEnd()
+		s.reset()
 		s.flush()
 		ev := s.log.Info().Str("event", "disconnect").Str("counts", s.countString())
 		if reason != "" {

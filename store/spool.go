@@ -47,8 +47,8 @@ type Spool struct {
 const contentWait = 5 * time.Second
 
 // Spool starts the content of a new message with the given ID. When the
-// content budget (Options.ContentLimit) is used up it waits up to five
-// seconds for a share and then fails with ErrBusy.
+// content budget (Options.ContentLimit) is used up it waits up to
+// Options.ContentWait for a share and then fails with ErrBusy.
 func (s *Store) Spool(id ID) (Content, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
@@ -214,11 +214,14 @@ type budget struct {
 	wait  time.Duration // contentWait; shorter in tests
 }
 
-func newBudget(limit int64) *budget {
+func newBudget(limit int64, wait time.Duration) *budget {
 	if limit <= 0 {
 		return &budget{}
 	}
-	return &budget{slots: make(chan struct{}, max(1, limit/BodyChunk)), wait: contentWait}
+	if wait <= 0 {
+		wait = contentWait
+	}
+	return &budget{slots: make(chan struct{}, max(1, limit/BodyChunk)), wait: wait}
 }
 
 func (b *budget) acquire(wait time.Duration) (func(), error) {

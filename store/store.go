@@ -37,6 +37,9 @@ type Options struct {
 	// aborted; Spool waits for a share, then fails with ErrBusy. 0 means
 	// no bound (inflight_content_limit).
 	ContentLimit int64
+	// ContentWait is how long Spool waits for a share of ContentLimit
+	// before ErrBusy; 0 means five seconds.
+	ContentWait time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// OnCorrupt, when set, is called after a transaction that moved an
@@ -116,7 +119,7 @@ func Open(path string, o Options) (*Store, error) {
 	if o.batchDelay > 0 {
 		db.MaxBatchDelay = o.batchDelay
 	}
-	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit)}
+	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit, o.ContentWait)}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err

@@ -360,6 +360,10 @@ func (d *daemon) openStore(c *config.Config) error {
 	if err := os.MkdirAll(d.queueDir, 0o700); err != nil {
 		return fmt.Errorf("queue_directory: %w", err)
 	}
+	inflight, err := c.Size("inflight_content_limit")
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
 	maxSize, err := c.Size("queue_size_limit")
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
@@ -367,7 +371,7 @@ func (d *daemon) openStore(c *config.Config) error {
 	dbPath := filepath.Join(d.queueDir, queueDBName)
 	opts := store.Options{
 		Timeout: lockTimeout, Eligible: d.policy.Eligible, PolicyKey: d.policy.Key(),
-		MaxSize: maxSize,
+		MaxSize: maxSize, ContentLimit: inflight,
 		OnCorrupt: func(id store.ID, err error) {
 			d.log.Error().Str("queue_id", string(id)).Err(err).
 				Msg("corrupt queue record moved aside; run holdfast db check")
