@@ -18,6 +18,23 @@ import (
 	"strings"
 )
 
+// Open opens the back-end named by smtpd_sasl_type ("dovecot" or
+// "passwd-file") with smtpd_sasl_path; hostname goes into CRAM-MD5
+// challenges.
+func Open(typ, path, hostname string) (Backend, error) {
+	switch typ {
+	case "dovecot":
+		return NewDovecot(path), nil
+	case "passwd-file":
+		p, err := OpenPasswdFile(path, hostname)
+		if err != nil {
+			return nil, fmt.Errorf("smtpd_sasl_path: %w", err)
+		}
+		return p, nil
+	}
+	return nil, fmt.Errorf("smtpd_sasl_type: %q is not supported (use dovecot or passwd-file)", typ)
+}
+
 // Mech is a SASL mechanism with its security properties (the flags of
 // Dovecot's MECH line and of Postfix's smtpd_sasl_security_options).
 type Mech struct {

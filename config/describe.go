@@ -68,6 +68,8 @@ var descriptions = map[string]string{
 	"fast_flush_domains":      "Destinations whose mail is indexed for ETRN and flush DOMAIN. holdfast's index is exact and kept in the queue database.",
 	"fast_flush_refresh_time": "Postfix refreshes idle flush logs after this time; holdfast's index needs no refresh and only checks the value.",
 	"fast_flush_purge_time":   "Postfix removes empty flush logs after this time; holdfast's index has no empty logs and only checks the value.",
+	"odmr_listen":             "holdfast: addresses of the On-Demand Mail Relay service (RFC 2645 ATRN, port 366); empty turns it off. Needs smtpd_sasl_type/smtpd_sasl_path and etrn_login_maps.",
+	"odmr_tls_wrappermode":    "holdfast: on odmr_listen, start every connection with TLS (smtpd_tls_cert_file), since fetchmail's ODMR mode cannot STARTTLS.",
 	"etrn_login_maps":         "holdfast: tables mapping a destination to the SASL logins that own it; when set, an authenticated client may ETRN or ATRN only its own destinations, and nobody else may ETRN a listed one.",
 	"etrn_reply_counts":       "holdfast: yes gives RFC 1985's 251/253 ETRN replies with the number of messages started; no gives Postfix's 250.",
 	"defer_transports":        "Transports whose mail is not delivered on its own, only when flushed (ETRN, holdfast flush): the ETRN-only customers.",
@@ -195,7 +197,7 @@ var descriptions = map[string]string{
 	"smtpd_sasl_security_options":           "SASL mechanism properties refused without TLS: noplaintext, noanonymous, ...",
 	"smtpd_sasl_tls_security_options":       "SASL mechanism properties refused over TLS.",
 	"smtpd_sasl_authenticated_header":       "Put the authenticated login in the Received: header.",
-	"smtpd_client_auth_rate_limit":          "Failed AUTH attempts one client may make per anvil_rate_time_unit; 0 means no limit.",
+	"smtpd_client_auth_rate_limit":          "AUTH commands one client may send per anvil_rate_time_unit (as Postfix: this bounds password guessing); 0 means no limit.",
 	"disable_vrfy_command":                  "Refuse VRFY.",
 
 	// Reply codes.

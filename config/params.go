@@ -75,6 +75,8 @@ func defaults() map[string]*param {
 		"fast_flush_domains":          {kind: kindDomains, def: "$relay_domains"},
 		"fast_flush_refresh_time":     {kind: kindTime, def: "12h"},
 		"fast_flush_purge_time":       {kind: kindTime, def: "7d"},
+		"odmr_listen":                 {kind: kindList, def: ""},   // ours: ODMR (RFC 2645) addresses, e.g. :366; empty = off
+		"odmr_tls_wrappermode":        {kind: kindBool, def: "no"}, // ours: implicit TLS on odmr_listen (smtpd_tls_cert_file)
 		"etrn_login_maps":             {kind: kindMaps, def: ""},   // ours: destination -> logins that may ETRN/ATRN it
 		"etrn_reply_counts":           {kind: kindBool, def: "no"}, // ours: RFC 1985 251/253 replies
 		"authorized_flush_users":      {kind: kindUsers, def: "static:anyone"},

@@ -366,24 +366,8 @@ func saslFromConfig(c *config.Config, o *Options) error {
 	if err != nil || !enable {
 		return err
 	}
-	so.Backend, err = OpenSASL(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), c.String("myhostname"))
+	so.Backend, err = auth.Open(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), c.String("myhostname"))
 	return err
-}
-
-// OpenSASL opens the back-end named by smtpd_sasl_type with
-// smtpd_sasl_path (also used by the ODMR server).
-func OpenSASL(typ, path, hostname string) (auth.Backend, error) {
-	switch typ {
-	case "dovecot":
-		return auth.NewDovecot(path), nil
-	case "passwd-file":
-		p, err := auth.OpenPasswdFile(path, hostname)
-		if err != nil {
-			return nil, fmt.Errorf("smtpd_sasl_path: %w", err)
-		}
-		return p, nil
-	}
-	return nil, fmt.Errorf("smtpd_sasl_type: %q is not supported (use dovecot or passwd-file)", typ)
 }
 
 // redactAuth hides the credentials of an AUTH command line in the debug

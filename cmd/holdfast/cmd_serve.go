@@ -25,6 +25,7 @@ import (
 	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/flush"
 	"github.com/holdfast-mta/holdfast/internal/listener"
+	"github.com/holdfast-mta/holdfast/odmr"
 	"github.com/holdfast-mta/holdfast/smtpd"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -171,10 +172,13 @@ type daemon struct {
 	flush    *flush.Service
 	sched    *delivery.Scheduler
 	smtp     *smtpd.Server
+	odmr     *odmr.Server // nil when odmr_listen is empty
 	metrics  *control.Metrics
 	control  *control.Server
 	// listeners are the smtpd_listen sockets, in configuration order.
 	listeners []net.Listener
+	// odmrLns are the odmr_listen sockets.
+	odmrLns []net.Listener
 	// metricsLn is the metrics_listen socket, if any.
 	metricsLn net.Listener
 	// stopTimeout is shutdown_timeout: how long a graceful stop waits for
@@ -233,6 +237,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	if err := d.startSMTP(c); err != nil {
 		return nil, err
 	}
+	if err := d.startODMR(c); err != nil {
+		return nil, err
+	}
 	if err := d.startControl(c); err != nil {
 		return nil, err
 	}
@@ -278,6 +285,39 @@ func (d *daemon) startSMTP(c *config.Config) error {
 			return fmt.Errorf("%w: smtpd_listen %s: %v", errListen, a, err)
 		}
 		d.listeners = append(d.listeners, listener.New(l, "smtpd "+l.Addr().String(), d.log))
+	}
+	return nil
+}
+
+// startODMR starts the ODMR provider (RFC 2645) when odmr_listen is set:
+// it leases from the store and delivers through the scheduler.
+func (d *daemon) startODMR(c *config.Config) error {
+	o, err := odmr.OptionsFromConfig(c)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	if len(o.Listen) == 0 {
+		return nil
+	}
+	srv, err := odmr.New(o, d.store, d.sched, d.log.With().Str("component", "odmr").Logger())
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	for _, a := range o.Listen {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("%w: odmr_listen %s: %v", errListen, a, err)
+		}
+		d.odmrLns = append(d.odmrLns, l)
+	}
+	d.odmr = srv
+	for _, l := range d.odmrLns {
+		d.serve("odmr "+l.Addr().String(), func() error {
+			if err := srv.Serve(l); !errors.Is(err, odmr.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
 	}
 	return nil
 }
@@ -448,6 +488,13 @@ func (d *daemon) shutdown() error {
 	} else if err != nil {
 		errs = append(errs, fmt.Errorf("smtpd shutdown: %w", err))
 	}
+	if d.odmr != nil {
+		// A turnaround in progress commits its message in flight; the
+		// rest stay queued.
+		if err := d.odmr.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+			d.log.Warn().Msg("shutdown: ODMR sessions still busy at shutdown_timeout were cut")
+		}
+	}
 	if err := <-d.schedDone; err != nil {
 		errs = append(errs, fmt.Errorf("delivery: %w", err))
 	}
@@ -473,6 +520,14 @@ func (d *daemon) shutdown() error {
 // abort undoes a partial start (nothing is serving yet).
 func (d *daemon) abort() {
 	for _, l := range d.listeners {
+		l.Close()
+	}
+	if d.odmr != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		d.odmr.Shutdown(ctx)
+		cancel()
+	}
+	for _, l := range d.odmrLns {
 		l.Close()
 	}
 	if d.metricsLn != nil {

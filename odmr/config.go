@@ -1,0 +1,68 @@
+package odmr
+
+import (
+	"crypto/tls"
+	"fmt"
+
+	"github.com/holdfast-mta/holdfast/auth"
+	"github.com/holdfast-mta/holdfast/config"
+)
+
+// OptionsFromConfig reads odmr_listen and odmr_tls_wrappermode and the
+// smtpd parameters ODMR shares: the SASL back-end (smtpd_sasl_type,
+// smtpd_sasl_path; ODMR needs one whatever smtpd_sasl_auth_enable says,
+// since it serves authenticated customers only), the security options,
+// etrn_login_maps, smtpd_timeout, line_length_limit and, for the
+// wrapper mode, smtpd_tls_cert_file/key_file. An empty odmr_listen
+// gives empty Options (no server).
+func OptionsFromConfig(c *config.Config) (Options, error) {
+	var o Options
+	var err error
+	if o.Listen, err = c.List("odmr_listen"); err != nil || len(o.Listen) == 0 {
+		return Options{}, err
+	}
+	o.Hostname = c.String("myhostname")
+	if o.Backend, err = auth.Open(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), o.Hostname); err != nil {
+		return Options{}, fmt.Errorf("odmr_listen: %w", err)
+	}
+	for name, dst := range map[string]*auth.Security{"smtpd_sasl_security_options": &o.Security, "smtpd_sasl_tls_security_options": &o.TLSSecurity} {
+		words, err := c.List(name)
+		if err != nil {
+			return Options{}, err
+		}
+		if *dst, err = auth.ParseSecurity(words); err != nil {
+			return Options{}, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	owners, err := c.Table("etrn_login_maps")
+	if err != nil {
+		return Options{}, err
+	}
+	if owners == nil {
+		return Options{}, fmt.Errorf("odmr_listen: etrn_login_maps is empty, so no login owns a domain")
+	}
+	o.Owners = auth.NewOwners(owners)
+	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
+		return Options{}, err
+	}
+	if o.LineLengthLimit, err = c.Int("line_length_limit"); err != nil {
+		return Options{}, err
+	}
+	wrap, err := c.Bool("odmr_tls_wrappermode")
+	if err != nil || !wrap {
+		return o, err
+	}
+	cert, key := c.String("smtpd_tls_cert_file"), c.String("smtpd_tls_key_file")
+	if cert == "" {
+		return Options{}, fmt.Errorf("odmr_tls_wrappermode: smtpd_tls_cert_file is not set")
+	}
+	if key == "" {
+		key = cert
+	}
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return Options{}, fmt.Errorf("odmr_tls_wrappermode: %w", err)
+	}
+	o.WrapperTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return o, nil
+}

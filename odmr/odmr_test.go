@@ -1,0 +1,347 @@
+package odmr
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/auth"
+	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/delivery"
+	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// rig is a provider: a real store, a scheduler (not running: only ODMR
+// delivers) and the ODMR server on loopback.
+type rig struct {
+	t    *testing.T
+	st   *store.Store
+	d    *delivery.Scheduler
+	srv  *Server
+	addr string
+}
+
+func newRig(t *testing.T, run bool) *rig {
+	t.Helper()
+	r := &rig{t: t}
+	r.st = testutil.Store(t, store.Options{NoSync: true, Eligible: func(string) bool { return true }})
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	// The customers' domains have no MX: the scheduler only defers
+	// (defer_transports, as for ETRN-only customers); ODMR delivers.
+	d, err := delivery.New(delivery.Options{Hostname: "relay.test", HeloName: "relay.test",
+		DeferTransports: []string{"smtp", "relay"}}, r.st, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d = d
+	if run {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); d.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	pw := filepath.Join(t.TempDir(), "passwd")
+	os.WriteFile(pw, []byte("alice:{PLAIN}secret\nbob:{PLAIN}bobpw\n"), 0o600)
+	backend, err := auth.OpenPasswdFile(pw, "relay.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, _ := auth.ParseSecurity([]string{"noanonymous"})
+	r.srv, err = New(Options{Hostname: "relay.test", Backend: backend, Security: sec, TLSSecurity: sec,
+		Owners:  auth.NewOwners(inlineTable(t, "inline:{ a.test=alice, b.test=alice, c.test=bob }")),
+		Timeout: 20 * time.Second, Batch: 2}, r.st, d, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = l.Addr().String()
+	go r.srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		r.srv.Shutdown(ctx)
+	})
+	return r
+}
+
+func inlineTable(t *testing.T, spec string) config.Table {
+	t.Helper()
+	tab, err := config.OpenTable(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+// queue enqueues one message from sender to rcpts.
+func (r *rig) queue(sender string, rcpts ...string) store.ID {
+	r.t.Helper()
+	m := &store.Message{ID: store.NewID(), Sender: sender, Arrival: time.Now(), State: store.StateIncoming}
+	for _, a := range rcpts {
+		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
+	}
+	body := []byte("Subject: for " + rcpts[0] + "\r\n\r\nhello\r\n")
+	m.Size = int64(len(body))
+	if err := r.st.Enqueue(m, body); err != nil {
+		r.t.Fatal(err)
+	}
+	return m.ID
+}
+
+func (r *rig) stats() store.Stats {
+	r.t.Helper()
+	s, err := r.st.Stats()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return s
+}
+
+// fetchmail runs Debian's fetchmail in ODMR mode as the customer,
+// forwarding to smtphost; it returns its output.
+func (r *rig) fetchmail(user, pass, domains, smtphost string) (string, error) {
+	r.t.Helper()
+	bin := testutil.Tool(r.t, "fetchmail")
+	dir := r.t.TempDir()
+	host, port, _ := strings.Cut(r.addr, ":")
+	rc := filepath.Join(dir, "fetchmailrc")
+	fmt.Fprintf(mustCreate(r.t, rc), "set no syslog\npoll %s port %s proto odmr user %q password %q fetchdomains %s smtphost %s\n",
+		host, port, user, pass, domains, strings.Replace(smtphost, ":", "/", 1))
+	cmd := exec.Command(bin, "-f", rc, "-v", "--nodetach", "--nosyslog")
+	cmd.Env = append(os.Environ(), "FETCHMAILHOME="+dir, "HOME="+dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			cmd.Process.Kill()
+		case <-done:
+		}
+	}()
+	out, err := cmd.CombinedOutput()
+	close(done)
+	return string(out), err
+}
+
+func mustCreate(t *testing.T, path string) *os.File {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// TestFetchmailODMR: fetchmail as the real ODMR customer; its smtphost is
+// a go-smtp server standing in for the customer's MTA.
+func TestFetchmailODMR(t *testing.T) {
+	r := newRig(t, true)
+	mta := testutil.NewMTA(t, testutil.MTAOptions{})
+	for i := range 3 {
+		r.queue("s@origin.test", fmt.Sprintf("u%d@a.test", i))
+	}
+	r.queue("s@origin.test", "v@b.test", "w@c.test") // c.test is bob's: stays
+	r.queue("s@origin.test", "bad@b.test")
+	mta.Rcpt("bad@b.test", &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"})
+
+	// Wrong password: 535, nothing sent.
+	out, _ := r.fetchmail("alice", "wrong", "a.test,b.test", mta.Addr)
+	if !strings.Contains(out, "535") || len(mta.Messages()) != 0 {
+		t.Fatalf("wrong password: %d messages sent\n%s", len(mta.Messages()), out)
+	}
+	// A domain not owned: 450, nothing sent.
+	out, _ = r.fetchmail("alice", "secret", "a.test,c.test", mta.Addr)
+	if !strings.Contains(out, "450") || len(mta.Messages()) != 0 {
+		t.Fatalf("not owned: %d messages sent\n%s", len(mta.Messages()), out)
+	}
+	out, err := r.fetchmail("alice", "secret", "a.test,b.test", mta.Addr)
+	if err != nil {
+		t.Fatalf("fetchmail: %v\n%s", err, out)
+	}
+	got := mta.Messages()
+	if len(got) != 4 {
+		t.Fatalf("customer MTA got %d messages, want 4\n%s", len(got), out)
+	}
+	for _, m := range got {
+		for _, to := range m.To {
+			if !strings.HasSuffix(to, "@a.test") && !strings.HasSuffix(to, "@b.test") {
+				t.Errorf("delivered to %s", to)
+			}
+		}
+	}
+	// Left: w@c.test's message, and the bounce for bad@b.test.
+	st := r.stats()
+	if total := st.Incoming + st.Active + st.Deferred + st.Hold; total != 2 {
+		t.Errorf("queue holds %d messages, want 2 (c.test's, the DSN): %+v", total, st)
+	}
+	msgs, _, err := r.st.List(store.Filter{}, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sawDSN := false
+	for _, m := range msgs {
+		if m.Sender == "" && len(m.Recipients) == 1 && m.Recipients[0].Addr == "s@origin.test" {
+			sawDSN = true
+		}
+	}
+	if !sawDSN {
+		t.Errorf("no bounce DSN to the sender: %+v", msgs)
+	}
+	// Nothing more for alice.
+	out, _ = r.fetchmail("alice", "secret", "a.test,b.test", mta.Addr)
+	if !strings.Contains(out, "453") {
+		t.Errorf("second ATRN: want 453 You have no mail\n%s", out)
+	}
+}
+
+// dialog is a raw client on the ODMR port.
+type dialog struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func (r *rig) dial() *dialog {
+	r.t.Helper()
+	c, err := net.DialTimeout("tcp", r.addr, 5*time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r.t.Cleanup(func() { c.Close() })
+	d := &dialog{t: r.t, c: c, r: bufio.NewReader(c)}
+	d.expect("220 relay.test ESMTP holdfast ODMR")
+	return d
+}
+
+func (d *dialog) send(s string) {
+	d.t.Helper()
+	if _, err := d.c.Write([]byte(s + "\r\n")); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *dialog) expect(want string) string {
+	d.t.Helper()
+	l, err := d.r.ReadString('\n')
+	if err != nil {
+		d.t.Fatalf("want %q: %v", want, err)
+	}
+	l = strings.TrimRight(l, "\r\n")
+	if p, ok := strings.CutSuffix(want, "*"); ok && strings.HasPrefix(l, p) || l == want {
+		return l
+	}
+	d.t.Fatalf("want %q, got %q", want, l)
+	return ""
+}
+
+func (d *dialog) ehlo() {
+	d.t.Helper()
+	d.send("EHLO customer.test")
+	for !strings.HasPrefix(d.expect("250*"), "250 ") {
+	}
+}
+
+func TestODMRBadInput(t *testing.T) {
+	r := newRig(t, false)
+	r.queue("s@origin.test", "u@a.test")
+	d := r.dial()
+	d.send("ATRN a.test")
+	d.expect("530 5.7.0 Authentication required")
+	d.send("MAIL FROM:<x@y>")
+	d.expect("530 5.7.0 Authentication required")
+	d.ehlo()
+	d.send("AUTH PLAIN " + strings.Repeat("QUFB", 25000))
+	d.expect("500 5.5.6 Authentication Exchange line is too long")
+	d.send("AUTH PLAIN %%%%")
+	d.expect("501 5.5.2 Cannot decode response")
+	d.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+	d.expect("235 2.7.0 Authentication successful")
+	d.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+	d.expect("503 5.5.1 Error: already authenticated")
+	many := make([]string, 10000)
+	for i := range many {
+		many[i] = fmt.Sprintf("d%d.test", i)
+	}
+	d.send("ATRN " + strings.Join(many, ","))
+	d.expect("501 5.5.4 Error: too many domains")
+	d.send("ATRN a.test,b..test")
+	d.expect("501 5.5.4 Syntax: ATRN [domain[,domain...]]")
+	d.send("ATRN c.test")
+	d.expect("450 4.7.1 <c.test>: Access denied: not owned by alice")
+	d.send("ATRN b.test")
+	d.expect("453 You have no mail")
+	// The customer's server answers garbage after the turnaround: the
+	// message goes back to the queue, never marked delivered.
+	d.send("ATRN")
+	d.expect("250 OK now reversing the connection")
+	d.send("garbage")
+	if _, err := d.r.ReadString('\n'); err == nil {
+		// holdfast may send nothing, or QUIT; either way it ends.
+	}
+	waitQueued(t, r, 1)
+}
+
+// waitQueued waits until n messages are back in the queue (not active).
+func waitQueued(t *testing.T, r *rig, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := r.stats()
+		if st.Active == 0 && st.Incoming+st.Deferred == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %+v, want %d queued and none active", st, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestODMRCut: the customer's server goes away in the middle of the
+// second message: the first is delivered, the rest stay queued, none is
+// left leased.
+func TestODMRCut(t *testing.T) {
+	r := newRig(t, false)
+	for i := range 4 {
+		r.queue("s@origin.test", fmt.Sprintf("u%d@a.test", i))
+	}
+	d := r.dial()
+	d.ehlo()
+	d.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+	d.expect("235 *")
+	d.send("ATRN a.test")
+	d.expect("250 OK now reversing the connection")
+	// Now we are the customer's server.
+	d.send("220 customer.test ESMTP")
+	d.expect("EHLO relay.test")
+	d.send("250 customer.test")
+	for _, step := range []struct{ want, reply string }{
+		{"MAIL FROM:<s@origin.test>*", "250 ok"}, {"RCPT TO:<u*", "250 ok"}, {"DATA", "354 go"},
+	} {
+		d.expect(step.want)
+		d.send(step.reply)
+	}
+	for d.expect("*") != "." {
+	}
+	d.send("250 queued")
+	d.expect("MAIL FROM:*")
+	d.c.Close() // cut
+	waitQueued(t, r, 3)
+}

@@ -1,0 +1,259 @@
+// Package odmr is holdfast's On-Demand Mail Relay provider (RFC 2645):
+// a customer on a changing address connects (port 366), authenticates
+// with SMTP AUTH, says ATRN with the domains it owns (etrn_login_maps),
+// and the queued mail for them is delivered back over the same
+// connection, the roles swapped. Delivery goes through the scheduler's
+// own client and commit (delivery.Scheduler.Turnaround) on messages
+// leased from the flush index (store.LeaseDest), so ODMR and the
+// scheduler never deliver the same message at once.
+//
+// The customer side, pulling mail into a holdfast at the customer's
+// site, is Client (holdfast atrn).
+package odmr
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/holdfast-mta/holdfast/auth"
+	"github.com/holdfast-mta/holdfast/delivery"
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// Leaser leases the queued mail of destinations (*store.Store).
+type Leaser interface {
+	LeaseDest(dests []string, n int, skip func(store.ID) bool) ([]*store.Message, error)
+}
+
+// Deliverer delivers leased mail over the customer's connection
+// (*delivery.Scheduler).
+type Deliverer interface {
+	Turnaround(ctx context.Context, nc net.Conn, name string, msgs []*store.Message, more func() ([]*store.Message, error), match func(string) bool) (delivery.TurnResult, error)
+}
+
+// Options configure the provider.
+type Options struct {
+	// Listen are the addresses (odmr_listen; empty = off).
+	Listen []string
+	// WrapperTLS, when set, makes every connection start with TLS
+	// (odmr_tls_wrappermode = yes): fetchmail's ODMR mode cannot
+	// STARTTLS.
+	WrapperTLS *tls.Config
+	// Hostname is $myhostname (greeting, EHLO).
+	Hostname string
+	// Backend checks credentials (smtpd_sasl_type, smtpd_sasl_path).
+	Backend auth.Backend
+	// Security and TLSSecurity filter the mechanisms offered without and
+	// with TLS (smtpd_sasl_security_options, smtpd_sasl_tls_security_options).
+	Security, TLSSecurity auth.Security
+	// Owners is etrn_login_maps: the only source of what a login may ATRN.
+	Owners *auth.Owners
+	// Timeout is smtpd_timeout for each command (default 300s).
+	Timeout time.Duration
+	// LineLengthLimit bounds command lines (line_length_limit, 2048).
+	LineLengthLimit int
+	// MaxConnections bounds the sessions (default 100).
+	MaxConnections int
+	// MaxDomains bounds the domains of one ATRN (default 100).
+	MaxDomains int
+	// Batch is how many messages are leased at a time (default 100).
+	Batch int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Hostname == "" {
+		o.Hostname = "localhost"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 300 * time.Second
+	}
+	if o.LineLengthLimit <= 0 {
+		o.LineLengthLimit = 2048
+	}
+	if o.MaxConnections <= 0 {
+		o.MaxConnections = 100
+	}
+	if o.MaxDomains <= 0 {
+		o.MaxDomains = 100
+	}
+	if o.Batch <= 0 {
+		o.Batch = 100
+	}
+	return o
+}
+
+// Server is the ODMR provider. Create it with New.
+type Server struct {
+	o     Options
+	lease Leaser
+	dlv   Deliverer
+	log   zerolog.Logger
+
+	slots   chan struct{}
+	mu      sync.Mutex
+	lns     map[net.Listener]struct{}
+	conns   map[net.Conn]struct{}
+	closing bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("odmr: server closed")
+
+// New returns a provider. It needs a back-end: ODMR requires AUTH.
+func New(o Options, l Leaser, d Deliverer, log zerolog.Logger) (*Server, error) {
+	if o.Backend == nil {
+		return nil, errors.New("odmr: odmr_listen needs smtpd_sasl_auth_enable = yes and a SASL back-end")
+	}
+	if l == nil || d == nil {
+		return nil, errors.New("odmr: no queue or scheduler")
+	}
+	o = o.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{o: o, lease: l, dlv: d, log: log, slots: make(chan struct{}, o.MaxConnections),
+		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}, nil
+}
+
+// ListenAndServe listens on Options.Listen and serves until Shutdown.
+func (s *Server) ListenAndServe() error {
+	errc := make(chan error, len(s.o.Listen))
+	var lns []net.Listener
+	for _, a := range s.o.Listen {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("odmr: listen %s: %w", a, err)
+		}
+		lns = append(lns, l)
+	}
+	for _, l := range lns {
+		go func() { errc <- s.Serve(l) }()
+	}
+	var first error
+	for range lns {
+		if err := <-errc; first == nil || errors.Is(first, ErrServerClosed) {
+			first = err
+		}
+	}
+	return first
+}
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.lns[l] = struct{}{}
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			delete(s.lns, l)
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				s.mu.Lock()
+				s.lns[l] = struct{}{}
+				s.mu.Unlock()
+				continue
+			}
+			return fmt.Errorf("odmr: accept: %w", err)
+		}
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+}
+
+// Shutdown stops accepting and cuts the sessions when ctx ends; a
+// transfer in progress commits the message in flight, the rest stay
+// queued.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.lns {
+		l.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.cancel()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.SetDeadline(time.Now())
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer s.wg.Done()
+	defer c.Close()
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections\r\n", s.o.Hostname)
+		return
+	}
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	ip := remoteIP(c)
+	sess := &session{srv: s, raw: c, conn: c, client: ip, log: s.log.With().Str("remote", ip.String()).Str("service", "odmr").Logger()}
+	if s.o.WrapperTLS != nil {
+		tc := tls.Server(c, s.o.WrapperTLS)
+		tc.SetDeadline(time.Now().Add(s.o.Timeout))
+		if err := tc.Handshake(); err != nil {
+			sess.log.Info().Err(err).Msg("TLS handshake failed")
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		sess.conn, sess.tls = tc, true
+	}
+	sess.r = bufio.NewReaderSize(sess.conn, 1024)
+	sess.w = bufio.NewWriterSize(sess.conn, 1024)
+	sess.run()
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			return a.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
