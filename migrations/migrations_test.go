@@ -29,9 +29,10 @@ func version(t *testing.T, db *bolt.DB) int {
 
 func TestDefaultCreatesBuckets(t *testing.T) {
 	db := openDB(t)
+	n := Default.Latest()
 	from, to, err := Default.Apply(db)
-	if err != nil || from != 0 || to != 2 {
-		t.Fatalf("Apply = %d, %d, %v; want 0, 2, nil", from, to, err)
+	if err != nil || from != 0 || to != n {
+		t.Fatalf("Apply = %d, %d, %v; want 0, %d, nil", from, to, err, n)
 	}
 	db.View(func(tx *bolt.Tx) error {
 		for _, n := range append(initialBuckets, spoolBucket) {
@@ -42,7 +43,7 @@ func TestDefaultCreatesBuckets(t *testing.T) {
 		return nil
 	})
 	// Second run: nothing to do.
-	if from, to, err := Default.Apply(db); err != nil || from != 2 || to != 2 {
+	if from, to, err := Default.Apply(db); err != nil || from != n || to != n {
 		t.Fatalf("re-Apply = %d, %d, %v", from, to, err)
 	}
 }
@@ -52,48 +53,50 @@ func TestExtraStep(t *testing.T) {
 	if _, _, err := Default.Apply(db); err != nil {
 		t.Fatal(err)
 	}
+	n := Default.Latest()
 	r := Default.Clone()
 	runs := 0
-	r.Register(Step{Version: 3, Name: "add extra", Apply: func(tx *bolt.Tx) error {
+	r.Register(Step{Version: n + 1, Name: "add extra", Apply: func(tx *bolt.Tx) error {
 		runs++
 		_, err := tx.CreateBucketIfNotExists([]byte("extra"))
 		return err
 	}})
-	if Default.Latest() != 2 {
+	if Default.Latest() != n {
 		t.Fatal("Clone shares steps with Default")
 	}
 	from, to, err := r.Apply(db)
-	if err != nil || from != 2 || to != 3 || runs != 1 {
+	if err != nil || from != n || to != n+1 || runs != 1 {
 		t.Fatalf("Apply = %d, %d, %v, runs %d", from, to, err, runs)
 	}
-	if version(t, db) != 3 {
+	if version(t, db) != n+1 {
 		t.Fatal("version not recorded")
 	}
 	// Idempotent: re-applying the step itself does no harm.
-	if err := db.Update(r.Steps()[2].Apply); err != nil {
+	if err := db.Update(r.Steps()[n].Apply); err != nil {
 		t.Fatal(err)
 	}
 	// The released registry now refuses the newer file.
 	if _, _, err := Default.Apply(db); !errors.Is(err, ErrTooNew) {
-		t.Fatalf("Default.Apply on schema 3: %v, want ErrTooNew", err)
+		t.Fatalf("Default.Apply on schema %d: %v, want ErrTooNew", n+1, err)
 	}
 }
 
 func TestFailingStepRollsBack(t *testing.T) {
 	db := openDB(t)
+	n := Default.Latest()
 	r := Default.Clone()
 	boom := errors.New("boom")
-	r.Register(Step{Version: 3, Name: "fails", Apply: func(tx *bolt.Tx) error {
+	r.Register(Step{Version: n + 1, Name: "fails", Apply: func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucket([]byte("half")); err != nil {
 			return err
 		}
 		return boom
 	}})
 	_, to, err := r.Apply(db)
-	if !errors.Is(err, boom) || to != 2 {
+	if !errors.Is(err, boom) || to != n {
 		t.Fatalf("Apply = %d, %v", to, err)
 	}
-	if version(t, db) != 2 {
+	if version(t, db) != n {
 		t.Fatal("failed step recorded")
 	}
 	db.View(func(tx *bolt.Tx) error {
