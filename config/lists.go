@@ -240,11 +240,7 @@ func tableKeys(spec string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var keys []string
-	for k := range t.(mapTable) {
-		keys = append(keys, k)
-	}
-	return keys, nil
+	return t.(interface{ Keys() []string }).Keys(), nil
 }
 
 // looksIPv6 reports whether w is an IPv6 address or prefix written without

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -48,7 +49,8 @@ func splitTableSpec(spec string) (typ, name string, err error) {
 
 // OpenTable opens a table given as Postfix does: `hash:/path`,
 // `texthash:/path` (and the other indexed types) or a plain `/path` read
-// the text file at path; `inline:{ key=value, { key = text } }` and
+// the text file at path, and follow it: a changed file is read again by
+// itself (fileTable); `inline:{ key=value, { key = text } }` and
 // `static:value` are as in Postfix. A relative path is relative to the
 // working directory.
 func OpenTable(spec string) (Table, error) {
@@ -62,11 +64,15 @@ func OpenTable(spec string) (Table, error) {
 	case "inline":
 		return parseInline(spec, name)
 	}
-	data, err := os.ReadFile(name)
+	t, err := openFileTable(name)
+	var pe *Error
+	if errors.As(err, &pe) {
+		return nil, err // names file and line already
+	}
 	if err != nil {
 		return nil, fmt.Errorf("table %s: %w", spec, err)
 	}
-	return parseTableText(name, data)
+	return t, nil
 }
 
 // mapTable is a table held in memory; it never returns an error.

@@ -72,6 +72,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if logCloser != nil {
 		defer logCloser.Close()
 	}
+	watchTables(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -553,4 +554,17 @@ func notify(log zerolog.Logger, state string) {
 	if _, err := sdnotify.SdNotify(false, state); err != nil {
 		log.Warn().Err(err).Str("state", state).Msg("sd_notify failed")
 	}
+}
+
+// watchTables logs each re-read of a lookup table whose file changed
+// (config.TableEvents): the new contents in force, or why the old stay.
+func watchTables(log zerolog.Logger) {
+	fn := func(file string, err error) {
+		if err != nil {
+			log.Warn().Err(err).Str("table", file).Msg("lookup table not re-read; the previous contents stay in force")
+			return
+		}
+		log.Info().Str("table", file).Msg("lookup table re-read")
+	}
+	config.TableEvents.Store(&fn)
 }
