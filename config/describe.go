@@ -136,7 +136,7 @@ var descriptions = map[string]string{
 
 	// Deadlines, stress and per-client limits (README: Limits and deadlines).
 	"stress":                                  "Set per session to yes while smtpd_stress_threshold percent of the connection slots are busy, so that ${stress?{x}:{y}} values give x. In the file it forces the mode: yes always, empty never (Postfix: -o stress= in master.cf).",
-	"smtpd_stress_threshold":                  "holdfast: percent of smtpd_connection_limit busy (counting the new session) from which the server is under stress; 0 = never. Postfix's master sets stress when every process is busy.",
+	"smtpd_stress_threshold":                  "holdfast: percent of smtpd_connection_limit busy (counting the new session) from which the server is under stress, until fewer than a tenth below that are busy; 0 = never. Postfix's master sets stress when every process is busy.",
 	"smtpd_per_request_deadline":              "smtpd_timeout limits the time to receive a whole request (a command, or DATA/BDAT content) and send its reply, counting only time spent waiting in reads and writes, not each read. holdfast's default is yes (Postfix: ${stress?{yes}:{no}}).",
 	"smtpd_min_data_rate":                     "With smtpd_per_request_deadline, bytes/s of DATA or BDAT content that keep the deadline from running out: every n bytes add n/rate seconds, up to smtpd_timeout.",
 	"smtpd_transaction_deadline":              "holdfast: time limit from an accepted MAIL FROM to the end of the message content; 0 = none. Replies are not cut by it.",

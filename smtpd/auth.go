@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -35,10 +33,9 @@ type SASLOptions struct {
 	// in our Received: header.
 	AuthenticatedHeader bool
 	// ClientAuthRateLimit is smtpd_client_auth_rate_limit: AUTH commands
-	// per client and RateTimeUnit (anvil_rate_time_unit); 0 = no limit.
-	// Clients in smtpd_client_event_limit_exceptions are exempt.
+	// per client and Options.RateTimeUnit (anvil_rate_time_unit); 0 = no
+	// limit. Clients in smtpd_client_event_limit_exceptions are exempt.
 	ClientAuthRateLimit int
-	RateTimeUnit        time.Duration
 }
 
 // AuthEvents, when Options.Events also implements it, counts AUTH
@@ -129,8 +126,7 @@ func (s *session) authCmd(arg string) *smtp.SMTPError {
 	if len(arg)+len("AUTH ") >= s.srv.opts.LineLengthLimit-1 {
 		return s.authFailed(replyAuthLineTooLong, "malformed")
 	}
-	if lim := o.ClientAuthRateLimit; lim > 0 && !s.eventExempt() && s.srv.authRate.add(s.client, o.RateTimeUnit, time.Now()) > lim {
-		s.log.Warn().Msgf("Too many AUTH commands from %s", s.namaddr)
+	if s.overRate(evAuth, o.ClientAuthRateLimit, "AUTH command") {
 		return s.authFailed(replyAuthRate(s.client.String()), "rate_limited")
 	}
 	mech := strings.ToUpper(args[0])
@@ -252,52 +248,6 @@ func (s *session) authEnd() {
 	}
 }
 
-// eventExempt: the client is in smtpd_client_event_limit_exceptions.
-func (s *session) eventExempt() bool {
-	ex := s.srv.opts.ConnectionLimitExceptions
-	return ex != nil && ex.Contains(s.client)
-}
-
-// authRate counts AUTH commands per client address and time unit, as
-// Postfix's anvil(8) does for smtpd_client_auth_rate_limit.
-type authRate struct {
-	mu    sync.Mutex
-	m     map[netip.Addr]*rateSlot
-	sweep time.Time
-}
-
-type rateSlot struct {
-	start time.Time
-	n     int
-}
-
-// add counts one event and returns the client's count in this unit.
-func (a *authRate) add(ip netip.Addr, unit time.Duration, now time.Time) int {
-	if unit <= 0 {
-		unit = time.Minute
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.m == nil {
-		a.m = make(map[netip.Addr]*rateSlot)
-	}
-	if now.Sub(a.sweep) > unit { // forget clients whose unit ended
-		for k, v := range a.m {
-			if now.Sub(v.start) > unit {
-				delete(a.m, k)
-			}
-		}
-		a.sweep = now
-	}
-	r := a.m[ip]
-	if r == nil || now.Sub(r.start) > unit {
-		r = &rateSlot{start: now}
-		a.m[ip] = r
-	}
-	r.n++
-	return r.n
-}
-
 // AUTH replies (Postfix's text; RFC 4954 sec 6 codes).
 var (
 	replyAuthOK           = rep(235, ec(2, 7, 0), "Authentication successful")
@@ -339,12 +289,6 @@ func saslFromConfig(c *config.Config, o *Options) error {
 	}
 	if so.ClientAuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {
 		return err
-	}
-	so.RateTimeUnit = time.Minute
-	if config.Known("anvil_rate_time_unit") {
-		if so.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
-			return err
-		}
 	}
 	for name, dst := range map[string]*auth.Security{"smtpd_sasl_security_options": &so.Security, "smtpd_sasl_tls_security_options": &so.TLSSecurity} {
 		words, err := c.List(name)

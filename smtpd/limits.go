@@ -86,19 +86,19 @@ func stressDefaults(n Limits) Limits {
 
 // stressAt is the number of busy slots from which the server is under
 // stress: StressThreshold percent of MaxConnections, rounded up, at least
-// one; 0 = never.
-func stressAt(o *Options) int {
+// one; 0 = never. stressEnd is the number below which stress ends: a
+// tenth of stressAt lower (at least one), so that a server hovering at
+// the threshold does not flap between the two sets of limits.
+func stressAt(o *Options) (at, end int) {
 	if o.StressThreshold < 0 || o.StressThreshold > 100 {
-		return 0
+		return 0, 0
 	}
-	n := (o.MaxConnections*o.StressThreshold + 99) / 100
-	return max(n, 1)
+	at = max((o.MaxConnections*o.StressThreshold+99)/100, 1)
+	return at, at - max(at/10, 1)
 }
 
 // stressed reports whether the server is under stress now.
-func (s *Server) stressed() bool {
-	return s.stressAt > 0 && len(s.slots) >= s.stressAt
-}
+func (s *Server) stressed() bool { return s.inStress.Load() }
 
 // limits returns the limits in force now.
 func (s *Server) limits() *Limits {
@@ -108,17 +108,28 @@ func (s *Server) limits() *Limits {
 	return &s.opts.Limits
 }
 
-// noteStress logs a change of the stress state and, when stress begins,
-// wakes every session that waits for input so that it takes the stress
-// limits at once (a session already under a longer deadline would hold
-// its slot for smtpd_timeout otherwise).
+// noteStress updates the stress state after a slot was taken or freed,
+// logs a change and, when stress begins, wakes every session that waits
+// for input so that it takes the stress limits at once (a session
+// already under a longer deadline would hold its slot for smtpd_timeout
+// otherwise).
 func (s *Server) noteStress() {
-	now := s.stressed()
-	if s.inStress.Load() == now || !s.inStress.CompareAndSwap(!now, now) {
+	if s.stressAt == 0 {
 		return
 	}
-	if !now {
-		s.log.Info().Str("event", "stress").Msg("connection slots no longer busy: normal limits in force")
+	busy := len(s.slots)
+	switch {
+	case busy >= s.stressAt:
+		if !s.inStress.CompareAndSwap(false, true) {
+			return
+		}
+	case busy < s.stressEnd:
+		if s.inStress.CompareAndSwap(true, false) {
+			s.log.Info().Str("event", "stress").Int("busy", busy).Int("limit", cap(s.slots)).
+				Msgf("%d of %d connection slots busy: normal limits in force", busy, cap(s.slots))
+		}
+		return
+	default:
 		return
 	}
 	s.log.Warn().Str("event", "stress").Int("busy", len(s.slots)).Int("limit", cap(s.slots)).
@@ -138,12 +149,13 @@ const (
 	evRcpt
 	evNewTLS
 	evETRN
+	evAuth
 	numEvents
 )
 
 // anvil counts per-client events as Postfix's anvil(8) does: sessions in
-// progress, and connections, messages, recipients, new TLS sessions and
-// ETRN requests in the current time unit. A client's rates start a new
+// progress, and connections, messages, recipients, new TLS sessions, ETRN
+// requests and AUTH commands in the current time unit. A client's rates start a new
 // unit at its first event after the last unit ended; a client without
 // sessions is forgotten once its unit has ended. Clients are grouped by
 // address prefix (smtpd_client_ipv4/ipv6_prefix_length).

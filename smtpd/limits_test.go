@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -322,4 +323,46 @@ func TestStressShrinksLimits(t *testing.T) {
 		t.Errorf("idle session opened before stress: closed after %v with %q", took, last)
 	}
 	t.Logf("stress cut an idle session after %v", time.Since(start).Round(10*time.Millisecond))
+}
+
+// anvil: rates per time unit, sessions in progress, address ranges, and
+// a client forgotten once it has no session and its unit has ended.
+func TestAnvil(t *testing.T) {
+	a := newAnvil(time.Minute, 32, 84)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ip := netip.MustParseAddr("192.0.2.1")
+	if n, r := a.connect(ip, t0); n != 1 || r != 1 {
+		t.Errorf("first connect: count %d rate %d", n, r)
+	}
+	if n, r := a.connect(ip, t0.Add(time.Second)); n != 2 || r != 2 {
+		t.Errorf("second connect: count %d rate %d", n, r)
+	}
+	for i := 1; i <= 3; i++ {
+		if r := a.incr(ip, evMail, t0.Add(2*time.Second)); r != i {
+			t.Errorf("mail %d: rate %d", i, r)
+		}
+	}
+	// A new unit starts at the first event after the last one ended.
+	if r := a.incr(ip, evMail, t0.Add(61*time.Second)); r != 1 {
+		t.Errorf("mail in the next unit: rate %d, want 1", r)
+	}
+	if r := a.rate(ip, evConnect, t0.Add(62*time.Second)); r != 0 {
+		t.Errorf("connection rate in the next unit: %d, want 0", r)
+	}
+	// IPv6 addresses in one /84 are one client; another /84 is another.
+	v6a, v6b, v6c := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::fff:ffff:1"), netip.MustParseAddr("2001:db8:0:0:1::1")
+	a.incr(v6a, evRcpt, t0)
+	if r := a.incr(v6b, evRcpt, t0); r != 2 {
+		t.Errorf("same /84: rate %d, want 2", r)
+	}
+	if r := a.incr(v6c, evRcpt, t0); r != 1 {
+		t.Errorf("other /84: rate %d, want 1", r)
+	}
+	// Sessions keep a client; without them it is swept after its unit.
+	a.disconnect(ip)
+	a.disconnect(ip)
+	a.connect(netip.MustParseAddr("192.0.2.9"), t0.Add(10*time.Minute))
+	if n := a.size(); n != 1 {
+		t.Errorf("%d clients tracked after the sweep, want 1", n)
+	}
 }

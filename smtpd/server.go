@@ -64,17 +64,17 @@ type Server struct {
 	pipeCheck bool
 	resolver  Resolver
 
-	slots    chan struct{} // global session bound
-	stressAt int           // busy slots from which the server is under stress; 0 = never
-	inStress atomic.Bool   // the stress state last logged
-	anvil    *anvil        // per-client counts and rates
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	lns      map[net.Listener]struct{}
-	closing  atomic.Bool
-	wg       sync.WaitGroup
-	nextID   atomic.Uint64
-	authRate authRate // smtpd_client_auth_rate_limit
+	slots     chan struct{} // global session bound
+	stressAt  int           // busy slots from which the server is under stress; 0 = never
+	stressEnd int           // busy slots below which stress ends
+	inStress  atomic.Bool   // under stress (Postfix: stress = yes)
+	anvil     *anvil        // per-client counts and rates
+	mu        sync.Mutex
+	sessions  map[*session]struct{}
+	lns       map[net.Listener]struct{}
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+	nextID    atomic.Uint64
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -95,7 +95,7 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 		lns:      make(map[net.Listener]struct{}),
 	}
-	s.stressAt = stressAt(&s.opts)
+	s.stressAt, s.stressEnd = stressAt(&s.opts)
 	if err := s.parseRestrictions(); err != nil {
 		return nil, fmt.Errorf("smtpd: %w", err)
 	}
