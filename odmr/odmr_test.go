@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/delivery"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/smtpd"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -344,4 +346,50 @@ func TestODMRCut(t *testing.T) {
 	d.expect("MAIL FROM:*")
 	d.c.Close() // cut
 	waitQueued(t, r, 3)
+}
+
+// TestPullHoldfastToHoldfast: holdfast atrn's Pull makes a second
+// holdfast (its smtpd over its own store) take the provider's mail.
+func TestPullHoldfastToHoldfast(t *testing.T) {
+	r := newRig(t, true)
+	for i := range 5 {
+		r.queue("s@origin.test", fmt.Sprintf("u%d@a.test", i))
+	}
+	r.queue("s@origin.test", "x@b.test", "y@c.test")
+	cst := testutil.Store(t, store.Options{NoSync: true})
+	c := testutil.Config(t, "myhostname", "customer.test", "mynetworks", "127.0.0.0/8", "relay_domains", "a.test, b.test")
+	so, err := smtpd.OptionsFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := smtpd.New(so, cst, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	o := ClientOptions{Addr: r.addr, User: "alice", Password: "secret", Forward: l.Addr().String(), HeloName: "customer.test"}
+	if err := Pull(context.Background(), o); err != nil { // every domain alice owns
+		t.Fatal(err)
+	}
+	st, _ := cst.Stats()
+	if n := st.Incoming + st.Deferred + st.Active; n != 6 {
+		t.Errorf("customer queued %d messages, want 6", n)
+	}
+	waitQueued(t, r, 1) // y@c.test (bob's) stays
+	if err := Pull(context.Background(), o); !errors.Is(err, ErrNoMail) {
+		t.Errorf("second pull: %v, want ErrNoMail", err)
+	}
+	o.Password = "wrong"
+	if err := Pull(context.Background(), o); err == nil || !strings.Contains(err.Error(), "535") {
+		t.Errorf("wrong password: %v", err)
+	}
 }
