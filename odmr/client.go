@@ -100,7 +100,7 @@ func (o *ClientOptions) negotiate(c net.Conn, tp *textproto.Conn) error {
 		}
 		_, msg, err := tp.ReadResponse(want)
 		if err != nil {
-			return msg, fmt.Errorf("odmr: %s: %w", strings.Fields(cmd+" greeting")[0], err)
+			return msg, fmt.Errorf("odmr: %s: %w", strings.Fields(cmd + " greeting")[0], err)
 		}
 		return msg, nil
 	}
