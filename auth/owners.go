@@ -3,6 +3,8 @@ package auth
 import (
 	"slices"
 	"strings"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // Table is a lookup table (config.Table satisfies it).
@@ -29,7 +31,7 @@ func NewOwners(t Table) *Owners {
 // Lookup returns the logins that own site; listed is false when no entry
 // covers it.
 func (o *Owners) Lookup(site string) (logins []string, listed bool, err error) {
-	site = strings.ToLower(strings.TrimSuffix(site, "."))
+	site = addr.Fold(site)
 	keys := []string{site}
 	if !strings.HasPrefix(site, "[") {
 		for d := site; d != ""; {

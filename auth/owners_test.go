@@ -8,7 +8,7 @@ import (
 )
 
 func TestOwners(t *testing.T) {
-	tab, err := config.OpenTable("inline:{ customer.example=alice, {@example.net = bob, alice}, shop.example.net=carol }")
+	tab, err := config.OpenTable("inline:{ customer.example=alice, {@example.net = bob, alice}, shop.example.net=carol, café.example=dave }")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,6 +27,8 @@ func TestOwners(t *testing.T) {
 		{"carol", "shop.example.net", true, true},
 		{"", "customer.example", false, true},
 		{"alice", "other.example", false, false},
+		{"dave", "xn--caf-dma.example", true, true}, // one destination, either form
+		{"dave", "CAFÉ.example.", true, true},
 	} {
 		owned, listed, err := o.Owns(c.login, c.site)
 		if err != nil || owned != c.owned || listed != c.listed {

@@ -335,7 +335,7 @@ func (c *Config) Entries(name string) ([]TableEntry, error) {
 			words, _ := splitList(unbrace(tname))
 			for _, w := range words {
 				k, v, _ := strings.Cut(unbrace(w), "=")
-				out = append(out, TableEntry{File: spec, Key: strings.ToLower(strings.TrimSpace(k)), Value: strings.TrimSpace(v)})
+				out = append(out, TableEntry{File: spec, Key: addr.Key(strings.TrimSpace(k)), Value: strings.TrimSpace(v)})
 			}
 			continue
 		}
@@ -352,7 +352,7 @@ func (c *Config) Entries(name string) ([]TableEntry, error) {
 			if i := strings.IndexAny(l.text, " \t"); i >= 0 {
 				k, v = l.text[:i], l.text[i:]
 			}
-			out = append(out, TableEntry{File: tname, Line: l.line, Key: strings.ToLower(k), Value: strings.TrimSpace(v)})
+			out = append(out, TableEntry{File: tname, Line: l.line, Key: addr.Key(k), Value: strings.TrimSpace(v)})
 		}
 	}
 	return out, nil

@@ -3,9 +3,9 @@ package control
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -98,7 +98,7 @@ func (f Filter) storeFilter(now time.Time) (store.Filter, error) {
 		}
 		sf.States = append(sf.States, st)
 	}
-	sf.Domain = strings.ToLower(strings.TrimSuffix(f.Domain, "."))
+	sf.Domain = addr.Fold(f.Domain)
 	sf.Sender, sf.Recipient = f.Sender, f.Recipient
 	if f.OlderThan != "" {
 		age, err := ParseAge(f.OlderThan)

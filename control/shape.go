@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -140,11 +141,11 @@ func (s *shaper) add(m *store.Message) {
 	}
 }
 
-func (s *shaper) addAddr(addr string, b int) {
+func (s *shaper) addAddr(a string, b int) {
 	s.inc("TOTAL", b)
 	d := "MAILER-DAEMON"
-	if addr != "" {
-		d = strings.Trim(strings.ToLower(addr[strings.LastIndexByte(addr, '@')+1:]), ".")
+	if a != "" {
+		d = strings.Trim(addr.Fold(a[strings.LastIndexByte(a, '@')+1:]), ".")
 	}
 	isNew := s.inc(d, b)
 	for s.o.Parents {

@@ -194,6 +194,6 @@ func parseNexthop(s, kind string) (hop, error) {
 	if _, err := netip.ParseAddr(host); err == nil {
 		h.MX = false // an address has no MX records
 	}
-	h.Host = strings.ToLower(strings.TrimSuffix(host, "."))
+	h.Host = addr.Fold(host) // A-labels for the DNS and the dead list
 	return h, nil
 }

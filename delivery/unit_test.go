@@ -61,6 +61,8 @@ func TestParseNexthop(t *testing.T) {
 		{"[192.0.2.1]", hop{Host: "192.0.2.1"}, false},
 		{"[ipv6:2001:db8::1]:25", hop{Host: "2001:db8::1", Port: 25}, false},
 		{"192.0.2.7", hop{Host: "192.0.2.7"}, false},
+		{"[mx.Café.test]:2525", hop{Host: "mx.xn--caf-dma.test", Port: 2525}, false},
+		{"café.test", hop{Host: "xn--caf-dma.test", MX: true}, false},
 		{"[broken", hop{}, true},
 		{"[x]:http", hop{}, true},
 		{"[x]:99999", hop{}, true},
