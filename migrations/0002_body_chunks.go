@@ -3,8 +3,9 @@ package migrations
 import bolt "go.etcd.io/bbolt"
 
 // Frozen with schema 2: bodies are stored in chunks (bucket body,
-// id ‖ big-endian uint32 sequence -> at most 256 KiB of content) instead
-// of one value under the ID, and a body being received is written chunk
+// id ‖ big-endian uint32 sequence -> a nested bucket whose one value,
+// under key 0x00, is at most 256 KiB of content) instead of one value
+// under the ID, and a body being received is written chunk
 // by chunk before its message is enqueued, listed meanwhile in bucket
 // spool (id -> empty) so that a crash's leftovers are found and removed
 // at open. Schema-1 bodies (one value under the ID) stay as they are and

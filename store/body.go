@@ -7,14 +7,44 @@ import (
 	"io"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Message content is kept in bucket body in chunks of at most BodyChunk
-// bytes, under bodyKey(id, 0), bodyKey(id, 1), ... in order. A body
-// written by a schema-1 binary is one value under msgKey(id); it is read
-// the same way (legacy). Readers take one chunk per read transaction, so
-// neither their memory nor the life of a read transaction (which holds
-// bbolt's remap of a growing file) depends on the size of a message.
+// bytes, under bodyKey(id, 0), bodyKey(id, 1), ... in order. Each chunk
+// is the one value (key chunkValue) of its own nested bucket: bbolt
+// rewrites the whole leaf a key is added to, and keeps up to four values
+// in a leaf, so chunks stored side by side as values would each be
+// copied (read through the mmap, written again) by the next few
+// insertions; behind a bucket header a chunk is written once and never
+// read back until delivery. A body written by a schema-1 binary is one
+// value under msgKey(id); it is read the same way (legacy). Readers take
+// one chunk per read transaction, so neither their memory nor the life
+// of a read transaction (which holds bbolt's remap of a growing file)
+// depends on the size of a message.
+
+// chunkValue is the key of the one value in a chunk's bucket.
+var chunkValue = []byte{0}
+
+// putChunk stores chunk seq of id's body. bbolt keeps a reference to
+// data until the transaction ends.
+func putChunk(b *bolt.Bucket, id ID, seq uint32, data []byte) error {
+	cb, err := b.CreateBucketIfNotExists(bodyKey(id, seq))
+	if err != nil {
+		return err
+	}
+	return cb.Put(chunkValue, data)
+}
+
+// getChunk returns chunk seq of id's body (nil, false when absent); the
+// slice is valid for the transaction only.
+func getChunk(b *bolt.Bucket, id ID, seq uint32) ([]byte, bool) {
+	cb := b.Bucket(bodyKey(id, seq))
+	if cb == nil {
+		return nil, false
+	}
+	return cb.Get(chunkValue), true
+}
 
 // BodyChunk is the largest value in bucket body written by this version.
 const BodyChunk = 256 << 10
@@ -23,7 +53,7 @@ const BodyChunk = 256 << 10
 func (w *wtx) putBody(id ID, body []byte) error {
 	for seq := uint32(0); seq == 0 || len(body) > 0; seq++ {
 		n := min(len(body), BodyChunk)
-		if err := w.body.Put(bodyKey(id, seq), body[:n]); err != nil {
+		if err := putChunk(w.body, id, seq, body[:n]); err != nil {
 			return err
 		}
 		body = body[n:]
@@ -36,18 +66,15 @@ func deleteBody(b *bolt.Bucket, id ID) error {
 	if err := b.Delete(msgKey(id)); err != nil {
 		return err
 	}
-	var keys [][]byte
-	c := b.Cursor()
-	p := []byte(id)
-	for k, _ := c.Seek(bodyKey(id, 0)); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-		keys = append(keys, append([]byte(nil), k...))
-	}
-	for _, k := range keys {
-		if err := b.Delete(k); err != nil {
+	for seq := uint32(0); ; seq++ {
+		err := b.DeleteBucket(bodyKey(id, seq))
+		if errors.Is(err, berrors.ErrBucketNotFound) {
+			return nil
+		}
+		if err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
 // bodySize sums the lengths of id's body chunks in tx; ok is false when
@@ -56,13 +83,14 @@ func bodySize(b *bolt.Bucket, id ID) (n int64, ok bool) {
 	if v := b.Get(msgKey(id)); v != nil {
 		return int64(len(v)), true
 	}
-	c := b.Cursor()
-	p := []byte(id)
-	for k, v := c.Seek(bodyKey(id, 0)); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+	for seq := uint32(0); ; seq++ {
+		v, found := getChunk(b, id, seq)
+		if !found {
+			return n, ok
+		}
 		n += int64(len(v))
 		ok = true
 	}
-	return n, ok
 }
 
 // bodyBytes returns a copy of id's whole body (quarantine only: rare).
@@ -72,13 +100,14 @@ func bodyBytes(b *bolt.Bucket, id ID) ([]byte, bool) {
 	}
 	var out []byte
 	ok := false
-	c := b.Cursor()
-	p := []byte(id)
-	for k, v := c.Seek(bodyKey(id, 0)); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+	for seq := uint32(0); ; seq++ {
+		v, found := getChunk(b, id, seq)
+		if !found {
+			return out, ok
+		}
 		out = append(out, v...)
 		ok = true
 	}
-	return out, ok
 }
 
 // BodyReader reads a message's content chunk by chunk, each chunk in its
@@ -154,9 +183,9 @@ func (r *BodyReader) next() error {
 			r.rest = r.buf
 			return nil
 		}
-		v := b.Get(bodyKey(r.id, r.seq))
-		if v == nil {
-			if r.seq == 0 || b.Get(bodyKey(r.id, 0)) == nil {
+		v, ok := getChunk(b, r.id, r.seq)
+		if !ok {
+			if _, first := getChunk(b, r.id, 0); r.seq == 0 || !first {
 				return fmt.Errorf("store: body %s: %w", r.id, ErrNotFound)
 			}
 			r.eof, r.rest = true, nil

@@ -93,7 +93,7 @@ func (sp *Spool) flushChunk() error {
 		}
 		b := tx.Bucket(bktBody)
 		b.FillPercent = appendFill
-		return b.Put(bodyKey(sp.id, seq), chunk)
+		return putChunk(b, sp.id, seq, chunk)
 	})
 	if err != nil {
 		return fmt.Errorf("store: spool %s: %w", sp.id, classify(err))
@@ -131,7 +131,7 @@ func (sp *Spool) Enqueue(m *Message) error {
 			return err
 		}
 		if seq == 0 || len(tail) > 0 {
-			if err := w.body.Put(bodyKey(m.ID, seq), tail); err != nil {
+			if err := putChunk(w.body, m.ID, seq, tail); err != nil {
 				return err
 			}
 		}

@@ -452,7 +452,12 @@ func (d *Daemon) Command(timeout time.Duration, args ...string) (stdout, stderr 
 
 // RSS is the resident set size of the running daemon in bytes (0 if it is
 // not running or /proc is unavailable).
-func (d *Daemon) RSS() int64 {
+func (d *Daemon) RSS() int64 { return d.ProcStatus("VmRSS") }
+
+// ProcStatus is a size field of /proc/PID/status of the running daemon
+// in bytes ("VmRSS", "VmHWM" (peak RSS), "RssAnon", "RssFile"); 0 if it
+// is not running or /proc is unavailable.
+func (d *Daemon) ProcStatus(field string) int64 {
 	pid := d.PID()
 	if pid == 0 {
 		return 0
@@ -462,9 +467,9 @@ func (d *Daemon) RSS() int64 {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			var kb int64
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
 			return kb * 1024
 		}
 	}
