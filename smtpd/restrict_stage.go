@@ -51,6 +51,7 @@ func (s *session) checkConnect() *smtp.SMTPError {
 	if v, r := c.stage(s.srv.client, "Client host", s.namaddr); v == reject {
 		return r
 	}
+	s.deferClient = c.permitDefer
 	return nil
 }
 
@@ -61,10 +62,11 @@ func (s *session) checkHelo(helo string) *smtp.SMTPError {
 		return nil
 	}
 	c := s.newCheck("HELO")
-	c.helo = helo
+	c.helo, c.permitDefer = helo, s.deferClient
 	if v, r := c.stage(s.srv.helo, "Helo command", helo); v == reject {
 		return r
 	}
+	s.deferHelo = c.permitDefer
 	return nil
 }
 
@@ -75,11 +77,21 @@ func (s *session) checkMail(tx *transaction) *smtp.SMTPError {
 		return nil
 	}
 	c := s.newCheck("MAIL")
-	c.sender, c.hasSender = tx.from, true
+	c.sender, c.hasSender, c.permitDefer = tx.from, true, s.early()
 	if v, r := c.stage(s.srv.sender, "Sender address", tx.from); v == reject {
 		return r
 	}
+	tx.deferSender = c.permitDefer
 	return nil
+}
+
+// early is the defer_if_permit left by the client and helo stages when
+// they ran at connect and HELO (smtpd_delay_reject = no).
+func (s *session) early() *smtp.SMTPError {
+	if s.deferClient != nil {
+		return s.deferClient
+	}
+	return s.deferHelo
 }
 
 // checkRcpt evaluates a recipient (RCPT, VRFY): the delayed stages, then
@@ -93,6 +105,8 @@ func (s *session) checkRcpt(where, rcpt string) *smtp.SMTPError {
 		if v, r := c.early("MAIL"); v == reject {
 			return r
 		}
+	} else if c.permitDefer = s.early(); c.tx != nil && c.tx.deferSender != nil {
+		c.permitDefer = c.tx.deferSender
 	}
 	v, r := c.stage(s.srv.relay, "Recipient address", rcpt)
 	if v != reject {
@@ -121,6 +135,8 @@ func (s *session) checkEtrn(site string, owner func(string) (bool, *smtp.SMTPErr
 		if v, r := c.early("HELO"); v == reject {
 			return r
 		}
+	} else {
+		c.permitDefer = s.early()
 	}
 	own, r := owner(site)
 	if r != nil {

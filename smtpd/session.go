@@ -46,6 +46,10 @@ type session struct {
 	// denied is the reply of smtpd_client_restrictions at connect
 	// (smtpd_delay_reject = no); later commands are refused.
 	denied *smtp.SMTPError
+	// deferClient and deferHelo are the defer_if_permit replies the
+	// client and helo stages left when they ran at connect and HELO
+	// (smtpd_delay_reject = no), applied at RCPT and ETRN.
+	deferClient, deferHelo *smtp.SMTPError
 
 	helo  string // HELO/EHLO argument, "" before
 	esmtp bool
@@ -109,6 +113,9 @@ type transaction struct {
 	// hold and discard are access-table results (HOLD, DISCARD): the
 	// message goes to the hold queue, or is accepted and dropped.
 	hold, discard bool
+	// deferSender is the sender stage's defer_if_permit when it ran at
+	// MAIL (smtpd_delay_reject = no).
+	deferSender *smtp.SMTPError
 }
 
 func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
