@@ -40,7 +40,11 @@ NextAttempt of its pending recipients. When no recipient is pending the
 message, its body and all its entries are deleted in the same
 transaction.
 
-The flush index. A flush key is the destination with its labels
+The flush index. A destination is a recipient's domain in the one form
+internal/addr gives it (Recipient.Domain: lower case, no trailing dot,
+IDNA A-labels, so mail for u@café.test is indexed under
+"xn--caf-dma.test"; schema 3's migration rewrote keys written in the
+older U-label form). A flush key is the destination with its labels
 reversed ("sub.customer.tld" is stored as "tld.customer.sub"), a 0x00
 byte and the ID. Flush(d, false) seeks to "reversed(d)\x00"; Flush(d,
 true) also seeks to "reversed(d)." for the sub-domains. The separator

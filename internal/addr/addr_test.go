@@ -127,6 +127,7 @@ func TestDomain(t *testing.T) {
 		{in: "[café]", bad: true},
 		{in: "café test", bad: true},
 		{in: strings.Repeat("é", 60) + ".test", bad: true}, // A-label over 63
+		{in: strings.Repeat("\ufdfa", 400), bad: true},     // over maxUTF8Len
 	}
 	for _, tt := range tests {
 		got, err := Domain(tt.in)

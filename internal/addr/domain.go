@@ -19,6 +19,10 @@ var ErrDomain = errors.New("addr: bad domain name")
 const (
 	maxHostnameLen = 255 // VALID_HOSTNAME_LEN
 	maxLabelLen    = 63  // VALID_LABEL_LEN
+	// maxUTF8Len bounds the input of the IDNA conversion (Postfix converts
+	// into a 1024-byte buffer): longer names are refused before the
+	// mapping, which can expand one character to eighteen, runs.
+	maxUTF8Len = 1024
 )
 
 // profile converts U-labels to A-labels as Postfix does since 3.2
@@ -52,6 +56,9 @@ func Domain(d string) (string, error) {
 	}
 	if isASCII(d) {
 		return strings.ToLower(d), nil
+	}
+	if len(d) > maxUTF8Len {
+		return "", fmt.Errorf("%w: %d bytes", ErrDomain, len(d))
 	}
 	if !utf8.ValidString(d) {
 		return "", fmt.Errorf("%w: malformed UTF-8", ErrDomain)
