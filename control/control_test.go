@@ -574,6 +574,8 @@ func TestMetricsScrape(t *testing.T) {
 	m.Outcome("aaaaaaaaaaaa", "x@y", "sent")
 	m.SessionOpened()
 	m.SessionRejected("too_many_connections")
+	m.Stress(true)
+	m.RateLimited("mail")
 	m.ObserveDelivery(30 * time.Millisecond)
 	m.ObserveCommit(2*time.Millisecond, 8)
 	q := m.Queue(e.store)
@@ -641,6 +643,8 @@ func TestMetricsScrape(t *testing.T) {
 		{"holdfast_delivery_duration_seconds", nil, 1},
 		{"holdfast_smtp_sessions_open", nil, 1},
 		{"holdfast_smtp_sessions_rejected_total", map[string]string{"reason": "too_many_connections"}, 1},
+		{"holdfast_smtp_stress", nil, 1},
+		{"holdfast_smtp_rate_limited_total", map[string]string{"event": "mail"}, 1},
 		{"holdfast_store_commit_duration_seconds", nil, 2},
 		{"holdfast_store_commit_batch_size", nil, 1},
 	} {

@@ -31,6 +31,8 @@ type Metrics struct {
 	sessionsTotal   prometheus.Counter
 	sessionsReject  *prometheus.CounterVec
 	authResults     *prometheus.CounterVec
+	stress          prometheus.Gauge
+	rateLimited     *prometheus.CounterVec
 	commitDuration  prometheus.Histogram
 	commitBatchSize prometheus.Histogram
 
@@ -78,6 +80,14 @@ func NewMetrics(stats StatsFunc) *Metrics {
 		Name: "holdfast_smtp_auth_total",
 		Help: "SMTP AUTH attempts by result: success, failure, temporary, malformed, aborted, rate_limited.",
 	}, []string{"result"})
+	m.stress = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "holdfast_smtp_stress",
+		Help: "1 while the SMTP server is under stress (smtpd_stress_threshold of its slots busy): the ${stress?...} limits are in force.",
+	})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_smtp_rate_limited_total",
+		Help: "SMTP commands refused by a per-client rate limit, by event: mail, rcpt, newtls, etrn, auth.",
+	}, []string{"event"})
 	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "holdfast_store_commit_duration_seconds",
 		Help:    "Duration of store commits (enqueue including fsync).",
@@ -89,7 +99,7 @@ func NewMetrics(stats StatsFunc) *Metrics {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
 	m.reg.MustRegister(m.messages, m.flushRequests, m.flushDuration, m.deliveryDur,
-		m.sessionsOpen, m.sessionsTotal, m.sessionsReject, m.authResults, m.commitDuration, m.commitBatchSize,
+		m.sessionsOpen, m.sessionsTotal, m.sessionsReject, m.authResults, m.stress, m.rateLimited, m.commitDuration, m.commitBatchSize,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
 		m.reg.MustRegister(&queueCollector{stats: stats})
@@ -173,6 +183,25 @@ func (m *Metrics) SessionRejected(reason string) {
 func (m *Metrics) AuthResult(result string) {
 	if m != nil {
 		m.authResults.WithLabelValues(result).Inc()
+	}
+}
+
+// Stress records the SMTP server's stress state (smtpd.LimitEvents).
+func (m *Metrics) Stress(on bool) {
+	if m != nil {
+		v := 0.0
+		if on {
+			v = 1
+		}
+		m.stress.Set(v)
+	}
+}
+
+// RateLimited counts a command refused by a per-client rate limit
+// (smtpd.LimitEvents); event is "mail", "rcpt", "newtls", "etrn" or "auth".
+func (m *Metrics) RateLimited(event string) {
+	if m != nil {
+		m.rateLimited.WithLabelValues(event).Inc()
 	}
 }
 

@@ -141,6 +141,7 @@ func (s *session) starttlsCmd(arg string) *smtp.SMTPError {
 	}
 	if l := s.io.lim.ClientNewTLSRateLimit; !s.exempt && l > 0 && s.srv.anvil.rate(s.client, evNewTLS, time.Now()) > l {
 		s.log.Warn().Msgf("Refusing STARTTLS request from %s for service smtp", s.namaddr)
+		s.srv.limitEvents(func(e LimitEvents) { e.RateLimited("newtls") })
 		return replyTooManyTLS(s.namaddr)
 	}
 	s.startTLS = true

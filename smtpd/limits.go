@@ -125,6 +125,7 @@ func (s *Server) noteStress() {
 		}
 	case busy < s.stressEnd:
 		if s.inStress.CompareAndSwap(true, false) {
+			s.limitEvents(func(ev LimitEvents) { ev.Stress(false) })
 			s.log.Info().Str("event", "stress").Int("busy", busy).Int("limit", cap(s.slots)).
 				Msgf("%d of %d connection slots busy: normal limits in force", busy, cap(s.slots))
 		}
@@ -132,6 +133,7 @@ func (s *Server) noteStress() {
 	default:
 		return
 	}
+	s.limitEvents(func(ev LimitEvents) { ev.Stress(true) })
 	s.log.Warn().Str("event", "stress").Int("busy", len(s.slots)).Int("limit", cap(s.slots)).
 		Msgf("%d of %d connection slots busy: stress-adaptive limits in force (smtpd_timeout %v)",
 			len(s.slots), cap(s.slots), s.opts.Stress.Timeout)
@@ -141,6 +143,17 @@ func (s *Server) noteStress() {
 	}
 	s.mu.Unlock()
 }
+
+// LimitEvents, when Options.Events also implements it, is told of the
+// stress state and of commands refused by a per-client rate limit
+// (*control.Metrics satisfies it). event is one of eventNames.
+type LimitEvents interface {
+	Stress(on bool)
+	RateLimited(event string)
+}
+
+// eventNames name the counted events for LimitEvents.
+var eventNames = [numEvents]string{"connect", "mail", "rcpt", "newtls", "etrn", "auth"}
 
 // Client events counted per time unit (anvil's rates).
 const (
@@ -289,5 +302,13 @@ func (s *session) overRate(ev, limit int, what string) bool {
 	}
 	s.log.Warn().Str("event", "rate_limit").Int("rate", rate).
 		Msgf("%s rate limit exceeded: %d from %s for service smtp", what, rate, s.namaddr)
+	s.srv.limitEvents(func(e LimitEvents) { e.RateLimited(eventNames[ev]) })
 	return true
+}
+
+// limitEvents calls f with Options.Events if it is a LimitEvents.
+func (s *Server) limitEvents(f func(LimitEvents)) {
+	if ev, ok := s.opts.Events.(LimitEvents); ok {
+		f(ev)
+	}
 }

@@ -1,8 +1,10 @@
 package smtpd
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -41,6 +43,31 @@ func (c *client) trickle(s string, gap time.Duration) {
 		}
 		time.Sleep(gap)
 	}
+}
+
+// limitEvents records LimitEvents calls.
+type limitEvents struct {
+	sessionEvents
+	mu      sync.Mutex
+	stress  []bool
+	limited []string
+}
+
+func (ev *limitEvents) Stress(on bool) {
+	ev.mu.Lock()
+	ev.stress = append(ev.stress, on)
+	ev.mu.Unlock()
+}
+func (ev *limitEvents) RateLimited(event string) {
+	ev.mu.Lock()
+	ev.limited = append(ev.limited, event)
+	ev.mu.Unlock()
+}
+
+func (ev *limitEvents) String() string {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return fmt.Sprintf("stress %v limited %v", ev.stress, ev.limited)
 }
 
 // The stress values of ${stress?{x}:{y}} defaults reach Options.Stress;
@@ -206,13 +233,14 @@ func TestTransactionDeadline(t *testing.T) {
 // mynetworks; a client in mynetworks is not limited.
 func TestClientRateLimits(t *testing.T) {
 	t.Parallel()
+	ev := &limitEvents{}
 	e := startServer(t, newConfig(t, outside(
 		"smtpd_client_message_rate_limit = 2",
 		"smtpd_client_recipient_rate_limit = 3",
 		"smtpd_client_etrn_rate_limit = 2",
 		"smtpd_client_connection_rate_limit = 4",
 		"fast_flush_domains = customer.test",
-	)...))
+	)...), withOptions(func(o *Options) { o.Events = ev }))
 	for _, from := range []string{"127.0.0.1", "127.0.0.2"} {
 		c := e.dial(from)
 		c.expect("220 *")
@@ -264,6 +292,9 @@ func TestClientRateLimits(t *testing.T) {
 		c.conn.Close()
 	}
 	e.dial("127.0.0.2").expect("220 *")
+	if got := ev.String(); got != "stress [] limited [rcpt mail etrn]" {
+		t.Errorf("events: %s", got)
+	}
 }
 
 // smtpd_client_new_tls_session_rate_limit: a handshake over the limit
@@ -298,7 +329,9 @@ func TestClientTLSRateLimit(t *testing.T) {
 // limit 1).
 func TestStressShrinksLimits(t *testing.T) {
 	t.Parallel()
-	e := startServer(t, newConfig(t, "smtpd_connection_limit = 5", "smtpd_timeout = ${stress?{1}:{30}}s"))
+	ev := &limitEvents{}
+	e := startServer(t, newConfig(t, "smtpd_connection_limit = 5", "smtpd_timeout = ${stress?{1}:{30}}s"),
+		withOptions(func(o *Options) { o.Events = ev }))
 	early := e.dial("")
 	early.expect("220 *")
 	early.send("BOGUS\r\n")
@@ -323,6 +356,9 @@ func TestStressShrinksLimits(t *testing.T) {
 		t.Errorf("idle session opened before stress: closed after %v with %q", took, last)
 	}
 	t.Logf("stress cut an idle session after %v", time.Since(start).Round(10*time.Millisecond))
+	if got := ev.String(); !strings.HasPrefix(got, "stress [true") {
+		t.Errorf("events: %s", got)
+	}
 }
 
 // anvil: rates per time unit, sessions in progress, address ranges, and
