@@ -189,7 +189,9 @@ func serviceTransport(c *config.Config, s *config.Service) (*Transport, []string
 	switch s.Command {
 	case "smtp", "lmtp":
 		t.Kind = s.Command
-		cl, applied, err := clientFromConfig(c.With(s.File, s.Line, s.Options), t.Kind)
+		// $service_name is the service's own name, as in Postfix.
+		opts := append([]config.Override{{Name: "service_name", Value: s.Name}}, s.Options...)
+		cl, applied, err := clientFromConfig(c.With(s.File, s.Line, opts), t.Kind)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -322,3 +322,32 @@ func TestBindAddress(t *testing.T) {
 		}
 	}
 }
+
+// The master.cf Postfix installs loads as is: its smtp, relay, lmtp,
+// error, retry and discard services are transports, local and virtual are
+// transports whose mail is deferred, the daemons whose work holdfast does
+// itself pass silently, and what is not applied is reported.
+func TestStockMasterCf(t *testing.T) {
+	path, _ := filepath.Abs(filepath.Join("testdata", "master.cf.stock"))
+	o, err := OptionsFromConfig(testutil.Config(t, "master_cf", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]string{"smtp": KindSMTP, "relay": KindSMTP, "lmtp": KindLMTP, "error": KindError,
+		"retry": KindRetry, "discard": KindDiscard, "local": "", "virtual": ""}
+	for name, kind := range kinds {
+		if tr := o.TransportDefs[name]; tr == nil || tr.Kind != kind {
+			t.Errorf("%s: %+v, want kind %q", name, tr, kind)
+		}
+	}
+	if len(o.TransportDefs) != len(kinds) {
+		t.Errorf("transports %v", o.TransportDefs)
+	}
+	want := []string{
+		path + ":3: service smtp/inet (smtpd) is not started from master.cf: holdfast listens on smtpd_listen",
+		path + ":17: service relay: -o syslog_name has no effect on a holdfast transport",
+	}
+	if strings.Join(o.Warnings, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(o.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
