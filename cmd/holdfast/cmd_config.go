@@ -167,6 +167,9 @@ func (o overrideFlag) apply(c *config.Config, stderr io.Writer) int {
 			return exConfig
 		}
 		c.Set(name, strings.TrimSpace(value))
+		if why, ok := config.CompatOnly(name); ok {
+			fmt.Fprintf(stderr, "holdfast: warning: -o %s: accepted for compatibility, no effect in holdfast: %s\n", name, why)
+		}
 	}
 	if err := c.Validate(); err != nil {
 		fmt.Fprintf(stderr, "holdfast: -o: %v\n", err)
