@@ -178,12 +178,12 @@ func TestCompatibilityDoc(t *testing.T) {
 // Setting a compatibility-only parameter is a warning naming it; a refused
 // setting is an error naming file and line.
 func TestCompatWarningsAndRefusals(t *testing.T) {
-	c, err := Parse("main.cf", []byte("queue_minfree = 100000000\nmydomain = example.net\nmyorigin = $mydomain\nsmtp_skip_5xx_greeting = yes\nhopcount_limit = 20\n"))
+	c, err := Parse("main.cf", []byte("queue_minfree = 100000000\nmydomain = example.net\nmyorigin = $mydomain\nsmtp_skip_5xx_greeting = yes\nheader_size_limit = 20000\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := strings.Join(c.Warnings(), "\n")
-	for _, want := range []string{"main.cf:1: queue_minfree: accepted for compatibility, no effect in holdfast: ", "main.cf:5: hopcount_limit: accepted"} {
+	for _, want := range []string{"main.cf:1: queue_minfree: accepted for compatibility, no effect in holdfast: ", "main.cf:5: header_size_limit: accepted"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("no warning %q in %q", want, w)
 		}

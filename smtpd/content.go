@@ -20,6 +20,14 @@ type content struct {
 	cr    bool  // the last byte was a CR whose successor is unknown yet
 	// bareLF is set when a bare LF was seen (smtpd_forbid_bare_newline).
 	bareLF bool
+	// hops counts the Received: header fields of the header section, as
+	// Postfix's cleanup does for hopcount_limit (our own is not in it).
+	hops int
+	// Header scan state: the header section ended (empty line), the
+	// current line's first bytes and length.
+	inBody  bool
+	head    [9]byte
+	lineLen int
 }
 
 var (
@@ -77,6 +85,9 @@ func (c *content) end() {
 }
 
 func (c *content) put(p []byte) {
+	if !c.inBody {
+		c.scanHeader(p)
+	}
 	if c.over || c.err != nil || len(p) == 0 {
 		return
 	}
@@ -86,4 +97,30 @@ func (c *content) put(p []byte) {
 	}
 	c.n += int64(len(p))
 	_, c.err = c.w.Write(p)
+}
+
+// received is the name of the field hopcount_limit counts.
+var received = []byte("received:")
+
+// scanHeader counts Received: fields in p, content with CRLF line ends,
+// until the empty line that ends the header section (RFC 5322 sec 2.1).
+// Folded lines begin with white space and are not counted.
+func (c *content) scanHeader(p []byte) {
+	for _, b := range p {
+		if b != '\n' {
+			if c.lineLen < len(c.head) {
+				c.head[c.lineLen] = b
+			}
+			c.lineLen++
+			continue
+		}
+		if c.lineLen <= 1 { // "\r\n": the end of the header section
+			c.inBody = true
+			return
+		}
+		if c.lineLen >= len(c.head) && bytes.EqualFold(c.head[:], received) {
+			c.hops++
+		}
+		c.lineLen = 0
+	}
 }

@@ -85,6 +85,11 @@ func (s *session) contentFailed(c *content) *smtp.SMTPError {
 	switch {
 	case c.over:
 		return replySizeExceeded
+	case s.srv.opts.HopcountLimit > 0 && c.hops+1 >= s.srv.opts.HopcountLimit:
+		// Postfix's cleanup counts the Received: fields with smtpd's own
+		// and refuses at hop_count >= hopcount_limit: a mail loop.
+		s.log.Warn().Int("hops", c.hops+1).Msg("message rejected: hopcount exceeded")
+		return replyTooManyHops
 	case c.bareLF && s.bare == BareNewlineReject:
 		return replyBareLF(s.srv.opts.BareNewlineRejectCode, s.srv.opts.Hostname)
 	}

@@ -95,6 +95,10 @@ type Options struct {
 
 	// MessageSizeLimit is message_size_limit in bytes; 0 = unlimited.
 	MessageSizeLimit int64
+	// HopcountLimit is hopcount_limit: a message with this many Received:
+	// fields, ours included, is refused at the end of DATA (554 5.4.0),
+	// as Postfix's cleanup does; 0 = no limit.
+	HopcountLimit int
 	// DisableVRFY is disable_vrfy_command.
 	DisableVRFY bool
 	// HeloRequired is smtpd_helo_required.
@@ -413,6 +417,9 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		}
 	}
 	if o.MessageSizeLimit, err = c.Size("message_size_limit"); err != nil {
+		return err
+	}
+	if o.HopcountLimit, err = c.Int("hopcount_limit"); err != nil {
 		return err
 	}
 	if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {

@@ -42,10 +42,12 @@ var (
 	replyBadSender    = rep(501, ec(5, 1, 7), "Bad sender address syntax")
 	replySizeSyntax   = rep(501, ec(5, 5, 4), "Bad message size syntax")
 	replySizeExceeded = rep(552, ec(5, 3, 4), "Message size exceeds fixed limit")
-	replyRetSyntax    = rep(501, ec(5, 5, 4), "Bad RET parameter syntax")
-	replyEnvidSyntax  = rep(501, ec(5, 5, 4), "Bad ENVID parameter syntax")
-	replyBodySyntax   = rep(501, ec(5, 5, 4), "Bad BODY keyword syntax")
-	replyNeedUTF8     = rep(553, ec(5, 6, 7), "Must declare SMTPUTF8 to send unicode address")
+	// replyTooManyHops: hopcount_limit (Postfix's smtpd, CLEANUP_STAT_HOPS).
+	replyTooManyHops = rep(554, ec(5, 4, 0), "Error: too many hops")
+	replyRetSyntax   = rep(501, ec(5, 5, 4), "Bad RET parameter syntax")
+	replyEnvidSyntax = rep(501, ec(5, 5, 4), "Bad ENVID parameter syntax")
+	replyBodySyntax  = rep(501, ec(5, 5, 4), "Bad BODY keyword syntax")
+	replyNeedUTF8    = rep(553, ec(5, 6, 7), "Must declare SMTPUTF8 to send unicode address")
 
 	replyNeedMail      = rep(503, ec(5, 5, 1), "Error: need MAIL command")
 	replyRcptSyntax    = rep(501, ec(5, 5, 4), "Syntax: RCPT TO:<address>")
