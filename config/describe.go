@@ -59,7 +59,7 @@ var descriptions = map[string]string{
 	"delay_notice_recipient":       "Who gets postmaster copies of delay notices (notify_classes delay).",
 	"error_notice_recipient":       "Who gets reports of SMTP protocol and policy errors (notify_classes protocol, policy).",
 	"notify_classes":               "Which problems are reported to the postmaster: bounce, 2bounce, delay, policy, protocol, resource, software.",
-	"hopcount_limit":               "The most Received: headers a message may carry; over it the message is bounced (5.4.6) as a mail loop.",
+	"hopcount_limit":               "The most Received: headers a message may carry, ours included: one that reaches it is refused at the end of DATA with 554 5.4.0 Error: too many hops (a mail loop), as Postfix's cleanup does.",
 	"header_size_limit":            "The most bytes of one header (with its continuation lines) kept as a header.",
 	"line_length_limit":            "The longest line kept in one piece; longer lines are broken.",
 	"message_size_limit":           "The largest message accepted (bytes, announced in EHLO SIZE); 0 means no limit.",
@@ -151,6 +151,7 @@ var descriptions = map[string]string{
 	"anvil_rate_time_unit":                    "The time unit of the per-client rate limits.",
 
 	// SMTP server.
+	"proxy_interfaces":                      "Addresses (or host names) of a proxy or NAT that forwards mail to this host: a next hop at one of them is this host, a mail loop (deferred: mail for X loops back to myself).",
 	"smtpd_listen":                          "holdfast: the addresses the SMTP server listens on (host:port, comma or space separated).",
 	"smtpd_banner":                          "The text after 220 in the greeting.",
 	"smtpd_connection_limit":                "holdfast: simultaneous SMTP sessions, all clients together; over it new connections get 421.",

@@ -86,6 +86,7 @@ func defaults() map[string]*param {
 
 		// SMTP server.
 		"smtpd_listen":                          {kind: kindList, def: ":25"}, // ours: addresses to listen on
+		"proxy_interfaces":                      {kind: kindList, def: ""},    // addresses of a proxy/NAT in front of us (loop detection)
 		"smtpd_connection_limit":                {kind: kindInt, def: "1000"}, // ours: simultaneous SMTP sessions, all clients
 		"smtpd_banner":                          {kind: kindString, def: "$myhostname ESMTP $mail_name"},
 		"smtpd_helo_required":                   {kind: kindBool, def: "no"},

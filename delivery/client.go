@@ -98,6 +98,9 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 		return nil, d.greetError(t, err, "receiving the initial server greeting")
 	}
 	banner, _, _ = strings.Cut(banner, "\n")
+	if err := d.loopCheck(t, banner, "greeted me"); err != nil {
+		return nil, err
+	}
 	ext := map[string]bool{}
 	if cf.TLSLevel != TLSNone && tryTLS {
 		if err := tp.PrintfLine("%s %s", hello, cf.HeloName); err != nil {
@@ -106,6 +109,9 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 		_, msg, err := tp.ReadResponse(250)
 		if err != nil {
 			return nil, d.greetError(t, err, "performing the "+hello+" handshake")
+		}
+		if err := d.loopCheck(t, msg, "replied to HELO/EHLO"); err != nil {
+			return nil, err
 		}
 		for _, l := range strings.Split(msg, "\n")[1:] {
 			k, _, _ := strings.Cut(l, " ")
@@ -157,6 +163,24 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 	cn.utf8, _ = c.Extension("SMTPUTF8")
 	cn.dsn, _ = c.Extension("DSN")
 	return cn, nil
+}
+
+// loopCheck: an SMTP server whose greeting or EHLO reply names our own
+// myhostname is holdfast itself (or shares its name), as Postfix's
+// smtp_helo.c decides: the mail is deferred with Postfix's text, and the
+// hop is not tried again until minimal_backoff_time. LMTP servers are
+// local and may share the host name: not checked.
+func (d *Scheduler) loopCheck(t target, reply, how string) error {
+	name, _, _ := strings.Cut(strings.TrimSpace(reply), " ")
+	if t.lmtp || !strings.EqualFold(name, d.o.Hostname) {
+		return nil
+	}
+	d.log.Warn().Str("relay", t.Relay()).Msgf("host %s[%s] %s with my own hostname %s", t.Name, t.ip(), how, d.o.Hostname)
+	dest := t.dest
+	if dest == "" {
+		dest = t.Name
+	}
+	return &sessionError{transient(t, "4.4.6", "mail for "+dest+" loops back to myself")}
 }
 
 // greetError is a session failure: a reply from the server (Postfix: "host

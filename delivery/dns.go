@@ -19,6 +19,10 @@ type target struct {
 	Path string  // Unix socket of an lmtp:unix:/path hop (then no Addr)
 	cf   *Client // the transport's client settings
 	lmtp bool    // speak LMTP (RFC 2033)
+	// dest is the next hop the target serves, in transport(5) syntax
+	// ("example.com", "[192.0.2.1]:2525"): the X of "mail for X loops
+	// back to myself".
+	dest string
 }
 
 // ip is the address part of "name[addr]": the IP address, or the socket
@@ -61,8 +65,31 @@ func (e *lookupError) Error() string { return e.text }
 // targets lists the addresses of a hop in the order to try them: MX hosts
 // by preference (RFC 5321 sec 5.1), each host's addresses, falling back to
 // the host's own A/AAAA records when it has no MX; a [host] or an address
-// skips MX. At most MXAddressLimit addresses.
+// skips MX. At most MXAddressLimit addresses. For SMTP, the list ends
+// before the first address of holdfast itself (Options.Self): as Postfix's
+// smtp_find_self, only better MX hosts than ourselves are tried, and a
+// hop that is only ourselves is a loop (deferred, 4.4.6).
 func (d *Scheduler) targets(ctx context.Context, h hop) ([]target, error) {
+	out, err := d.lookupTargets(ctx, h)
+	if err != nil || len(out) == 0 || out[0].lmtp {
+		return out, err
+	}
+	for i := range out {
+		out[i].dest = h.Nexthop()
+	}
+	for i := range out {
+		if d.o.Self != nil && out[i].Addr.IsValid() && d.o.Self(netip.AddrPortFrom(out[i].Addr, uint16(out[i].Port))) {
+			if i == 0 {
+				return nil, &lookupError{text: "4.4.6 mail for " + h.Nexthop() + " loops back to myself"}
+			}
+			return out[:i], nil
+		}
+	}
+	return out, nil
+}
+
+// lookupTargets is targets without the loop check.
+func (d *Scheduler) lookupTargets(ctx context.Context, h hop) ([]target, error) {
 	tr := d.transport(h.Transport)
 	cf, lmtp := tr.Client, tr.Kind == KindLMTP
 	if cf == nil { // not an SMTP or LMTP transport: resolve never gives one

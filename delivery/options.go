@@ -50,6 +50,11 @@ type Options struct {
 	// Hostname is myhostname: the Reporting-MTA of DSNs and the name in
 	// their text.
 	Hostname string
+	// Self reports whether an address is one holdfast itself receives mail
+	// on (its smtpd_listen sockets, proxy_interfaces): delivering there is
+	// a loop. nil = no address check. A next hop that greets with
+	// Hostname is a loop too.
+	Self func(netip.AddrPort) bool
 	// HeloName is smtp_helo_name, sent in EHLO.
 	HeloName string
 	// Relayhost is used for recipients without a transport map entry

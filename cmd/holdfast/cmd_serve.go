@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -182,6 +183,9 @@ type daemon struct {
 	odmrLns []net.Listener
 	// metricsLn is the metrics_listen socket, if any.
 	metricsLn net.Listener
+	// self is the addresses holdfast receives mail on (loop detection);
+	// set once the listeners are bound, before the scheduler runs.
+	self *self
 	// stopTimeout is shutdown_timeout: how long a graceful stop waits for
 	// SMTP sessions and deliveries in progress before it cuts them.
 	stopTimeout time.Duration
@@ -226,6 +230,7 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	// In-flight deliveries get the same time as SMTP sessions; both stop
 	// together (0 = cut at once).
 	dopts.ShutdownGrace = max(d.stopTimeout, time.Nanosecond)
+	dopts.Self = func(a netip.AddrPort) bool { return d.self.Is(a) }
 	for _, w := range dopts.Warnings { // transports: reported, never silently ignored
 		log.Warn().Msg(w)
 	}
@@ -240,6 +245,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	}
 	if err := d.startODMR(c); err != nil {
 		return nil, err
+	}
+	if d.self, err = newSelf(c, d.listeners); err != nil {
+		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
 	if err := d.startControl(c); err != nil {
 		return nil, err
@@ -309,7 +317,7 @@ func (d *daemon) startODMR(c *config.Config) error {
 		if err != nil {
 			return fmt.Errorf("%w: odmr_listen %s: %v", errListen, a, err)
 		}
-		d.odmrLns = append(d.odmrLns, l)
+		d.odmrLns = append(d.odmrLns, listener.New(l, "odmr "+l.Addr().String(), d.log))
 	}
 	d.odmr = srv
 	for _, l := range d.odmrLns {
