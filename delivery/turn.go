@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/holdfast-mta/holdfast/store"
@@ -49,8 +50,10 @@ func (d *Scheduler) Turnaround(ctx context.Context, nc net.Conn, name string, ms
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
 	defer stop()
+	var commits sync.WaitGroup
+	defer commits.Wait()
 	for len(msgs) > 0 && !cn.broken {
-		d.turnBatch(ctx, cn, name, msgs, match, &res)
+		d.turnBatch(ctx, cn, name, msgs, match, &res, &commits)
 		if cn.broken || ctx.Err() != nil || more == nil {
 			break
 		}
@@ -64,7 +67,11 @@ func (d *Scheduler) Turnaround(ctx context.Context, nc net.Conn, name string, ms
 }
 
 // turnBatch delivers one leased batch over cn.
-func (d *Scheduler) turnBatch(ctx context.Context, cn *conn, name string, msgs []*store.Message, match func(string) bool, res *TurnResult) {
+// Each message's outcome is committed by its own goroutine while the
+// next message is sent, so that the commits share fsyncs (the store's
+// group commit), as the scheduler's parallel workers do; Turnaround
+// waits for them before it returns.
+func (d *Scheduler) turnBatch(ctx context.Context, cn *conn, name string, msgs []*store.Message, match func(string) bool, res *TurnResult, commits *sync.WaitGroup) {
 	for k, m := range msgs {
 		if cn.broken || ctx.Err() != nil {
 			res.Returned += d.unleaseAll(msgs[k:])
@@ -102,8 +109,10 @@ func (d *Scheduler) turnBatch(ctx context.Context, cn *conn, name string, msgs [
 				}
 			}
 		}
-		d.finish(context.Background(), a) // the outcome is committed even when ctx ends now
 		res.Messages++
+		// The outcome is committed even when ctx ends now.
+		commits.Add(1)
+		go func() { defer commits.Done(); d.finish(context.Background(), a) }()
 	}
 }
 

@@ -90,7 +90,9 @@ func inlineTable(t *testing.T, spec string) config.Table {
 	return tab
 }
 
-// queue enqueues one message from sender to rcpts.
+// queue enqueues one message from sender to rcpts through the
+// scheduler's Admit, as serve does: defer_transports mail is deferred on
+// arrival, never leased by the scheduler.
 func (r *rig) queue(sender string, rcpts ...string) store.ID {
 	r.t.Helper()
 	m := &store.Message{ID: store.NewID(), Sender: sender, Arrival: time.Now(), State: store.StateIncoming}
@@ -99,7 +101,7 @@ func (r *rig) queue(sender string, rcpts ...string) store.ID {
 	}
 	body := []byte("Subject: for " + rcpts[0] + "\r\n\r\nhello\r\n")
 	m.Size = int64(len(body))
-	if err := r.st.Enqueue(m, body); err != nil {
+	if err := r.d.Admit(r.st).Enqueue(m, body); err != nil {
 		r.t.Fatal(err)
 	}
 	return m.ID
