@@ -177,6 +177,7 @@ var descriptions = map[string]string{
 	"show_user_unknown_table_name":          "Name the table in \"User unknown in relay recipient table\" replies.",
 	"relay_recipient_maps":                  "Valid recipients in relay_domains (user@domain, or @domain for all); others are rejected at RCPT. Empty: all are valid.",
 	"unknown_relay_recipient_reject_code":   "Reply code for a recipient missing from relay_recipient_maps.",
+	"multi_recipient_bounce_reject_code":    "Reply code of reject_multi_recipient_bounce.",
 	"maps_rbl_reject_code":                  "Reply code of a DNS block list rejection ($rbl_code).",
 	"rbl_reply_maps":                        "Reply templates per DNS list domain (domain=filter, then domain).",
 	"default_rbl_reply":                     "Reply template of a DNS list rejection: $rbl_code, $rbl_class, $rbl_what, $rbl_domain, $rbl_reason, $client_address, $client_name, $helo_name, $sender, $recipient.",

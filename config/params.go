@@ -111,6 +111,7 @@ func defaults() map[string]*param {
 		"show_user_unknown_table_name":          {kind: kindBool, def: "yes"},
 		"relay_recipient_maps":                  {kind: kindMaps, def: ""},
 		"unknown_relay_recipient_reject_code":   {kind: kindInt, def: "550"},
+		"multi_recipient_bounce_reject_code":    {kind: kindInt, def: "550"},
 		"maps_rbl_reject_code":                  {kind: kindInt, def: "554"},
 		"rbl_reply_maps":                        {kind: kindMaps, def: ""},
 		"default_rbl_reply":                     {kind: kindTemplate, def: "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}"},

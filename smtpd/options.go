@@ -58,6 +58,9 @@ type ReplyCodes struct {
 	NonFQDN         int // non_fqdn_reject_code (504)
 	RelayRecipient  int // unknown_relay_recipient_reject_code (550)
 	MapsRBL         int // maps_rbl_reject_code (554): $rbl_code
+	// Plaintext is plaintext_reject_code (450), MultiRecipientBounce
+	// multi_recipient_bounce_reject_code (550).
+	Plaintext, MultiRecipientBounce int
 }
 
 func (c *ReplyCodes) withDefaults() {
@@ -68,7 +71,7 @@ func (c *ReplyCodes) withDefaults() {
 		{&c.Reject, 554}, {&c.Defer, 450}, {&c.AccessReject, 554}, {&c.AccessDefer, 450},
 		{&c.RelayDomains, 554}, {&c.UnknownClient, 450}, {&c.UnknownHostname, 450},
 		{&c.UnknownAddress, 450}, {&c.InvalidHostname, 501}, {&c.NonFQDN, 504},
-		{&c.RelayRecipient, 550}, {&c.MapsRBL, 554},
+		{&c.RelayRecipient, 550}, {&c.MapsRBL, 554}, {&c.Plaintext, 450}, {&c.MultiRecipientBounce, 550},
 	} {
 		if *f.p == 0 {
 			*f.p = f.v
@@ -559,6 +562,7 @@ func restrictFromConfig(c *config.Config, o *Options) error {
 		"unknown_hostname_reject_code": &o.Codes.UnknownHostname, "unknown_address_reject_code": &o.Codes.UnknownAddress,
 		"invalid_hostname_reject_code": &o.Codes.InvalidHostname, "non_fqdn_reject_code": &o.Codes.NonFQDN,
 		"unknown_relay_recipient_reject_code": &o.Codes.RelayRecipient, "maps_rbl_reject_code": &o.Codes.MapsRBL,
+		"plaintext_reject_code": &o.Codes.Plaintext, "multi_recipient_bounce_reject_code": &o.Codes.MultiRecipientBounce,
 	} {
 		if *dst, err = c.Int(name); err != nil {
 			return err

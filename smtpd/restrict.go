@@ -88,6 +88,13 @@ func genericRestrictions() map[string]restriction {
 		"warn_if_reject":           {fn: func(*check, *rule) (verdict, *smtp.SMTPError) { return dunno, nil }},
 		"sleep":                    {arg: argNumber, fn: sleepRule},
 		"reject_unauth_pipelining": {fn: rejectUnauthPipelining},
+		"reject_plaintext_session": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+			if c.s.tls {
+				return dunno, nil
+			}
+			return c.decide(rep(c.codes().Plaintext, ec(4, 7, 1), "Session encryption is required"))
+		}},
+		"reject_multi_recipient_bounce": {fn: rejectMultiRecipientBounce},
 		"permit_sasl_authenticated": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
 			if c.s != nil && c.s.authenticated() {
 				return permit, nil

@@ -62,6 +62,22 @@ func rejectUnauthPipelining(c *check, _ *rule) (verdict, *smtp.SMTPError) {
 	return c.deny(503, ec(5, 5, 0), "Improper use of SMTP command pipelining")
 }
 
+// rejectMultiRecipientBounce: a null sender with more than one
+// recipient (counting the one being checked at RCPT).
+func rejectMultiRecipientBounce(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+	if c.tx == nil || !c.hasSender || c.sender != "" {
+		return dunno, nil
+	}
+	n := len(c.tx.rcpts)
+	if c.where == "RCPT" {
+		n++ // this recipient
+	}
+	if n <= 1 {
+		return dunno, nil
+	}
+	return c.deny(c.codes().MultiRecipientBounce, ec(5, 5, 3), "Multi-recipient bounce")
+}
+
 // sleepRule pauses, as a tarpit for clients that do not wait.
 func sleepRule(c *check, r *rule) (verdict, *smtp.SMTPError) {
 	c.s.sleep(r.secs)
