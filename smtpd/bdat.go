@@ -4,7 +4,6 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/emersion/go-smtp"
 )
@@ -118,8 +117,8 @@ func (s *session) receiveChunk() (*smtp.SMTPError, error) {
 	return s.enqueue(tx, tx.arrival, sp), nil
 }
 
-// readChunk copies exactly n bytes of chunk data, with smtpd_timeout per
-// read.
+// readChunk copies exactly n bytes of chunk data; the deadlines are
+// s.io's (smtpd_timeout for the chunk, with smtpd_min_data_rate).
 func (s *session) readChunk(dst io.Writer, n int64) error {
 	for n > 0 {
 		// Replies are flushed before a read that would block.
@@ -128,7 +127,6 @@ func (s *session) readChunk(dst io.Writer, n int64) error {
 				return err
 			}
 		}
-		s.conn.SetReadDeadline(time.Now().Add(s.srv.opts.Timeout))
 		step := min(n, 64<<10)
 		m, err := io.CopyN(dst, s.r, step)
 		n -= m

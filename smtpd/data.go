@@ -187,14 +187,9 @@ func (s *session) readData(c *content) error {
 	std := s.bare != BareNewlineNo
 	lineStart, prevCRLF := true, true
 	var last byte = '\n'
-	var lastSet time.Time
 	for {
-		// smtpd_timeout applies to each read; refreshing the deadline at
-		// most once a second keeps the cost off the per-line path.
-		if now := time.Now(); now.Sub(lastSet) > time.Second {
-			lastSet = now
-			s.conn.SetReadDeadline(now.Add(s.srv.opts.Timeout))
-		}
+		// Deadlines: s.io (smtpd_timeout for the whole content, with
+		// smtpd_min_data_rate, and the transaction deadline).
 		if s.w.Buffered() > 0 && !s.lineBuffered() {
 			if err := s.flush(); err != nil { // the 354, before a read that would block
 				return err
