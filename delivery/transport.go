@@ -150,6 +150,16 @@ func (d *Scheduler) transport(name string) *Transport {
 	if t := m[name]; t != nil {
 		return t
 	}
+	return undefined(name)
+}
+
+// undefined is the transport for a name that is neither built in nor
+// defined in master_cf.
+func undefined(name string) *Transport {
+	switch name {
+	case "local", "virtual", "pipe":
+		return &Transport{Unavailable: fmt.Sprintf("transport %s is Postfix's %s delivery agent, which holdfast does not run (no local or mailbox delivery)", name, name)}
+	}
 	return &Transport{Unavailable: fmt.Sprintf("transport %s is not defined (holdfast runs smtp, relay, lmtp, error, retry, discard, the defer_transports names and the smtp and lmtp services of master_cf)", name)}
 }
 
@@ -181,7 +191,7 @@ func (o Options) CheckTransport(value string) string {
 	}
 	t := m[name]
 	if t == nil {
-		return fmt.Sprintf("transport %s is not defined: its mail will be deferred", name)
+		t = undefined(name)
 	}
 	if t.Kind == "" {
 		return t.Unavailable + ": its mail will be deferred"

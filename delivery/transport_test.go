@@ -181,7 +181,7 @@ func TestUnavailableTransportDefers(t *testing.T) {
 	})
 	id := e.enqueue("alice@origin.test", "x@mbox.test", "y@uucp.test")
 	m := e.waitAttempts(id, 1)
-	for i, want := range []string{"transport local is not defined", "transport uucp is not defined"} {
+	for i, want := range []string{"transport local is Postfix's local delivery agent, which holdfast does not run (no local or mailbox delivery)", "transport uucp is not defined"} {
 		r := m.Recipients[i]
 		if r.State != store.RcptPending || r.DSN != "4.3.0" || !strings.HasPrefix(r.Reply, "mail transport unavailable: ") || !strings.Contains(r.Reply, want) {
 			t.Errorf("%s: %+v", r.Addr, r)
