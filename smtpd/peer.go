@@ -31,7 +31,9 @@ func (s *session) lookupPeer() {
 	if !s.srv.opts.PeernameLookup || r == nil || !s.client.IsValid() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), dnsTimeout)
+	// The lookups hold a slot before the greeting: at most smtpd_timeout
+	// (10 s under stress), like a request.
+	ctx, cancel := context.WithTimeout(context.Background(), min(dnsTimeout, s.io.lim.Timeout))
 	defer cancel()
 	name, err := r.AddrName(ctx, s.client)
 	if err == nil && !addr.ValidHostname(name) {
