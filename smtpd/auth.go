@@ -362,3 +362,20 @@ func (s *session) etrnOwner(site string) (owner bool, r *smtp.SMTPError) {
 		Msgf("reject: ETRN %.100s from %s: %s", site, s.namaddr, why)
 	return false, replyRejected(554, ec(5, 7, 1), site, "Etrn command", why)
 }
+
+// mailAuthParam takes MAIL FROM's AUTH= parameter (RFC 4954 sec 5) when
+// AUTH is on, as Postfix's smtpd_sasl_mail_opt: refused when given twice,
+// otherwise accepted. holdfast never relays it, so the identity it names
+// is only logged, never trusted.
+func (s *session) mailAuthParam(tx *transaction, val string) *smtp.SMTPError {
+	if tx.authSeen {
+		return replyAuthParamTwice
+	}
+	tx.authSeen = true
+	if v, ok := decodeXtext(val); ok && v != "<>" && s.authenticated() {
+		s.log.Info().Str("sasl_sender", printable(v)).Msg("MAIL AUTH= parameter")
+	}
+	return nil
+}
+
+var replyAuthParamTwice = rep(503, ec(5, 5, 4), "Error: multiple AUTH= options")

@@ -84,7 +84,9 @@ func TestAuthDialog(t *testing.T) {
 	c.expect("235 2.7.0 Authentication successful")
 	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
 	c.expect("503 5.5.1 Error: already authenticated")
-	c.send("MAIL FROM:<a@client.test>\r\n")
+	c.send("MAIL FROM:<a@client.test> AUTH=<> AUTH=<>\r\n")
+	c.expect("503 5.5.4 Error: multiple AUTH= options")
+	c.send("MAIL FROM:<a@client.test> AUTH=bob+40client.test\r\n")
 	c.expect("250 2.1.0 Ok")
 	c.send("RCPT TO:<x@elsewhere.test>\r\n")
 	c.expect("250 2.1.5 Ok")
@@ -177,6 +179,8 @@ func TestAuthDisabled(t *testing.T) {
 	c.ehlo()
 	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
 	c.expect("503 5.5.1 Error: authentication not enabled")
+	c.send("MAIL FROM:<a@client.test> AUTH=<>\r\n")
+	c.expect("555 5.5.4 Unsupported option: AUTH=<>")
 }
 
 // TestAuthDovecot: smtpd with smtpd_sasl_type = dovecot against a real

@@ -149,7 +149,8 @@ func (s *session) starttlsCmd(arg string) *smtp.SMTPError {
 }
 
 // mailCmd: RFC 5321 sec 4.1.1.2 with the parameters of RFC 1870 (SIZE),
-// RFC 6152 (BODY), RFC 3461 (RET, ENVID) and RFC 6531 (SMTPUTF8).
+// RFC 6152 (BODY), RFC 3461 (RET, ENVID), RFC 6531 (SMTPUTF8) and RFC
+// 4954 (AUTH).
 func (s *session) mailCmd(arg string) *smtp.SMTPError {
 	path, params, err := addr.ParseArg(arg, "FROM:")
 	if errors.Is(err, addr.ErrCommand) {
@@ -163,6 +164,14 @@ func (s *session) mailCmd(arg string) *smtp.SMTPError {
 	}
 	tx := &transaction{}
 	for _, p := range params {
+		// RFC 4954 sec 5 (auth.go); with AUTH off it is an unsupported
+		// option, as in Postfix 3.7 (var_smtpd_sasl_enable).
+		if k, v, _ := strings.Cut(p, "="); strings.EqualFold(k, "AUTH") && s.srv.opts.SASL.Backend != nil {
+			if r := s.mailAuthParam(tx, v); r != nil {
+				return r
+			}
+			continue
+		}
 		if r := tx.mailParam(p, s.srv.opts.MessageSizeLimit); r != nil {
 			return r
 		}

@@ -93,6 +93,7 @@ type session struct {
 
 // transaction is the state between MAIL and the end of DATA (or RSET).
 type transaction struct {
+	authSeen  bool // MAIL had an AUTH= parameter (RFC 4954 sec 5)
 	from      string
 	rcpts     []store.Recipient
 	size      int64 // SIZE= declared
