@@ -25,7 +25,6 @@ var compatOnly = map[string]string{
 	"fast_flush_refresh_time":         "the flush index is exact (updated in the delivery transaction): there is nothing to refresh",
 	"fast_flush_purge_time":           "the flush index is exact (updated in the delivery transaction): there is nothing to purge",
 	"header_size_limit":               "headers are kept whole; message_size_limit bounds the message",
-	"plaintext_reject_code":           "reject_plaintext_session is not implemented (an unknown restriction is a start-up error)",
 	"queue_minfree":                   "a full disk is answered with 452 4.3.1; queue_size_limit caps the queue file",
 	"confirm_delay_cleared":           "no notice is sent when a delayed message is delivered",
 	"transport_retry_time":            "transports run in-process: there are no dead delivery processes to wait for",
