@@ -1,9 +1,11 @@
 package smtpd
 
 import (
-	"bufio"
-	"io"
+	"bytes"
+	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -20,61 +22,64 @@ import (
 
 var replyLine = regexp.MustCompile(`^[2-5][0-9][0-9][ -][^\r\n]*\r\n$`)
 
-// FuzzSession feeds arbitrary bytes as a client's whole input to a live
-// session over loopback TCP and a real store: every output line must be
-// a well-formed reply, the first the greeting, and the store consistent.
+// FuzzSession feeds arbitrary bytes as a client's whole input to a
+// session, in memory: the connection reads the input then EOF and
+// collects the replies (no network round trip, no fsync), and the queue
+// keeps content in memory. The first byte picks smtpd_forbid_bare_newline
+// (normalize, reject, no). Every output line must be a well-formed
+// reply, the first the greeting; every queued content has CRLF line ends
+// only and fits message_size_limit.
 func FuzzSession(f *testing.F) {
-	f.Add([]byte("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\nhi\r\n.\r\nETRN customer.test\r\nQUIT\r\n"))
-	f.Add([]byte("HELO c\r\nETRN @customer.test\r\nETRN #x\r\nSTARTTLS\r\nVRFY <\"a b\"@c.test>\r\nRSET\r\n"))
-	c, err := config.Parse("fuzz.cf", []byte("myhostname = relay.test\nmynetworks = 127.0.0.0/8\nrelay_domains = customer.test\n"+
-		"smtpd_error_sleep_time = 0\nsmtpd_timeout = 2s\nmessage_size_limit = 4096\nsmtpd_forbid_unauth_pipelining = no\n"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	opts, err := OptionsFromConfig(c)
-	if err != nil {
-		f.Fatal(err)
-	}
-	pol, err := flush.New(c)
-	if err != nil {
-		f.Fatal(err)
-	}
-	st, err := store.Open(filepath.Join(f.TempDir(), "q.db"), store.Options{NoSync: true, Eligible: pol.Eligible, PolicyKey: pol.Key()})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		if err := st.Check(); err != nil {
-			f.Error(err)
-		}
-		st.Close()
-	})
-	srv, err := New(opts, st, flush.NewService(pol, st, &waker{}, zerolog.Nop()), zerolog.Nop())
-	if err != nil {
-		f.Fatal(err)
-	}
-	addr := serve(f, srv)
-	f.Fuzz(func(t *testing.T, in []byte) {
-		conn, err := net.Dial("tcp", addr)
+	f.Add([]byte("\x00EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\nhi\r\n.\r\nETRN customer.test\r\nQUIT\r\n"))
+	f.Add([]byte("\x01HELO c\r\nETRN @customer.test\r\nETRN #x\r\nSTARTTLS\r\nVRFY <\"a b\"@c.test>\r\nRSET\r\n"))
+	f.Add([]byte("\x00EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@customer.test>\r\nBDAT 7\r\nhello\r.BDAT 3 LAST\r\n\n.\r\nQUIT\r\n"))
+	f.Add([]byte("\x02EHLO c\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\nhello\r.\rMAIL FROM:<x@evil.test>\r\n.\n.\r\n"))
+	var srvs []*Server
+	q := &memQueue{t: f, limit: 4096}
+	for _, mode := range []string{"normalize", "reject", "no"} {
+		c, err := config.Parse("fuzz.cf", []byte("myhostname = relay.test\nmynetworks = 127.0.0.0/8\nrelay_domains = customer.test\n"+
+			"smtpd_error_sleep_time = 0\nsmtpd_timeout = 2s\nmessage_size_limit = 4096\nsmtpd_forbid_unauth_pipelining = no\n"+
+			"smtpd_peername_lookup = no\nsmtpd_forbid_bare_newline_exclusions =\nsmtpd_forbid_bare_newline = "+mode+"\n"))
 		if err != nil {
-			t.Fatal(err)
+			f.Fatal(err)
 		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		go func() {
-			conn.Write(in)
-			conn.(*net.TCPConn).CloseWrite()
-		}()
-		r := bufio.NewReader(conn)
+		opts, err := OptionsFromConfig(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		pol, err := flush.New(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		// ETRN needs a real flush service; it is the only use of the store.
+		st, err := store.Open(filepath.Join(f.TempDir(), "q.db"), store.Options{NoSync: true, Eligible: pol.Eligible, PolicyKey: pol.Key()})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Cleanup(func() { st.Close() })
+		srv, err := New(opts, q, flush.NewService(pol, st, &waker{}, zerolog.Nop()), zerolog.Nop())
+		if err != nil {
+			f.Fatal(err)
+		}
+		srvs = append(srvs, srv)
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) == 0 {
+			return
+		}
+		srv := srvs[int(in[0])%len(srvs)]
+		conn := &memConn{r: bytes.NewReader(in[1:])}
+		srv.wg.Add(1)
+		srv.handle(conn)
+		out := conn.out.String()
 		first := true
-		for {
-			l, err := r.ReadString('\n')
-			if err == io.EOF && l == "" {
-				break
+		for out != "" {
+			i := strings.Index(out, "\r\n")
+			if i < 0 {
+				t.Fatalf("reply without CRLF: %q", out)
 			}
-			if err != nil {
-				t.Fatalf("read: %v (partial %q)", err, l)
-			}
+			l := out[:i+2]
+			out = out[i+2:]
 			if !replyLine.MatchString(l) {
 				t.Fatalf("malformed reply line %q", l)
 			}
@@ -82,6 +87,138 @@ func FuzzSession(f *testing.F) {
 				t.Fatalf("greeting %q", l)
 			}
 			first = false
+		}
+	})
+}
+
+// memConn is a client connection in memory: reads come from r (then
+// EOF), writes go to out; deadlines do nothing (reads never block).
+type memConn struct {
+	r   *bytes.Reader
+	out bytes.Buffer
+}
+
+func (c *memConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *memConn) Write(p []byte) (int, error)      { return c.out.Write(p) }
+func (c *memConn) Close() error                     { return nil }
+func (c *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 25} }
+func (c *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000} }
+func (c *memConn) SetDeadline(time.Time) error      { return nil }
+func (c *memConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+// memQueue is a Queue in memory for the fuzzer: Enqueue checks what a
+// session hands over (CRLF line ends only, within the size limit).
+type memQueue struct {
+	t     testing.TB
+	limit int64 // message_size_limit (the content after our Received:)
+}
+
+func (q *memQueue) Spool(id store.ID) (store.Content, error) {
+	return &memContent{q: q}, nil
+}
+
+type memContent struct {
+	q    *memQueue
+	b    bytes.Buffer
+	done bool
+}
+
+func (c *memContent) Write(p []byte) (int, error) { return c.b.Write(p) }
+func (c *memContent) Abort()                      { c.done = true }
+
+func (c *memContent) Enqueue(m *store.Message) error {
+	if c.done {
+		return errors.New("enqueue after abort")
+	}
+	c.done = true
+	b := c.b.Bytes()
+	if i := bareNewline(b); i >= 0 {
+		return fmt.Errorf("queued content has a bare CR or LF at %d: %q", i, b)
+	}
+	// Our Received: header is well under 1 KB.
+	if c.q.limit > 0 && int64(len(b)) > c.q.limit+1024 {
+		return fmt.Errorf("queued content of %d bytes over the limit %d", len(b), c.q.limit)
+	}
+	if len(m.Recipients) == 0 {
+		return errors.New("queued without recipients")
+	}
+	return nil
+}
+
+// bareNewline returns the index of the first CR not followed by LF or
+// LF not preceded by CR, or -1.
+func bareNewline(b []byte) int {
+	for i, c := range b {
+		switch {
+		case c == '\r' && (i+1 == len(b) || b[i+1] != '\n'):
+			return i
+		case c == '\n' && (i == 0 || b[i-1] != '\r'):
+			return i
+		}
+	}
+	return -1
+}
+
+// FuzzContent drives the DATA reader (readData, with the first input
+// byte choosing smtpd_forbid_bare_newline) and the BDAT path (content
+// written in pieces cut at the positions the input gives). What is
+// stored has CRLF line ends only; DATA ends only at <CR><LF>.<CR><LF>
+// unless the mode is no; and BDAT content does not depend on where the
+// chunks were cut.
+func FuzzContent(f *testing.F) {
+	f.Add([]byte("\x00hello\r\n..dot\r\n.\r\n"), uint16(3))
+	f.Add([]byte("\x00hello\r.\rMAIL FROM:<x@evil.test>\r\n.\r\n"), uint16(7))
+	f.Add([]byte("\x02a\n.\nRSET\r\n"), uint16(1))
+	f.Add([]byte("\x01a\r\n.\nb\n.\r\nc\r\n.\r\n"), uint16(2))
+	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1}, &memQueue{t: f}, nil, zerolog.Nop())
+	if err != nil {
+		f.Fatal(err)
+	}
+	modes := []BareNewline{BareNewlineNormalize, BareNewlineReject, BareNewlineNo}
+	f.Fuzz(func(t *testing.T, in []byte, cut uint16) {
+		if len(in) == 0 {
+			return
+		}
+		mode := modes[int(in[0])%len(modes)]
+		data := in[1:]
+		conn := &memConn{r: bytes.NewReader(data)}
+		s := newSession(srv, conn, netip.MustParseAddr("192.0.2.1"))
+		s.bare = mode
+		var got bytes.Buffer
+		c := &content{w: &got, limit: 1 << 20}
+		err := s.readData(c)
+		if i := bareNewline(got.Bytes()); i >= 0 {
+			t.Fatalf("DATA stored a bare CR or LF at %d: %q", i, got.Bytes())
+		}
+		if err == nil && mode != BareNewlineNo {
+			consumed := data[:len(data)-conn.r.Len()-s.r.Buffered()]
+			if !bytes.HasSuffix(consumed, []byte("\r\n.\r\n")) && !bytes.Equal(consumed, []byte(".\r\n")) {
+				t.Fatalf("DATA ended without CRLF.CRLF: %q", consumed)
+			}
+		}
+
+		// BDAT: the same bytes in pieces of cut+1 bytes, and whole.
+		var whole, pieces bytes.Buffer
+		cw := &content{w: &whole}
+		cw.Write(data)
+		cw.end()
+		cp := &content{w: &pieces}
+		step := int(cut)%64 + 1
+		for p := data; len(p) > 0; {
+			n := min(step, len(p))
+			cp.Write(p[:n])
+			p = p[n:]
+		}
+		cp.end()
+		if !bytes.Equal(whole.Bytes(), pieces.Bytes()) {
+			t.Fatalf("BDAT content depends on the chunks: %q vs %q", whole.Bytes(), pieces.Bytes())
+		}
+		if i := bareNewline(whole.Bytes()); i >= 0 {
+			t.Fatalf("BDAT stored a bare CR or LF at %d: %q", i, whole.Bytes())
+		}
+		if cw.bareLF != bytes.Contains(bytes.ReplaceAll(data, []byte("\r\n"), nil), []byte("\n")) {
+			t.Fatalf("bareLF = %v for %q", cw.bareLF, data)
 		}
 	})
 }
