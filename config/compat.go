@@ -80,6 +80,7 @@ var refused = map[string]refusal{
 	"smtp_sasl_auth_enable":           {why: "SMTP client authentication is not supported", ok: func(v string) bool { return v == "" || strings.EqualFold(v, "no") }},
 	"smtp_tls_wrappermode":            {why: "TLS wrapper mode (port 465) is not supported: the client would talk plaintext", ok: func(v string) bool { return v == "" || strings.EqualFold(v, "no") }},
 	"smtpd_tls_wrappermode":           {why: "TLS wrapper mode (port 465) is not supported: the server would talk plaintext", ok: func(v string) bool { return v == "" || strings.EqualFold(v, "no") }},
+	"enable_idna2003_compatibility":   {why: "only IDNA2008 (UTS 46 non-transitional) conversion is supported: names with ß or ς would map to other destinations than with transitional processing", ok: func(v string) bool { return v == "" || strings.EqualFold(v, "no") }},
 }
 
 // compatWarnings are the warnings for compatibility-only parameters set

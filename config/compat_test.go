@@ -198,13 +198,14 @@ func TestCompatWarningsAndRefusals(t *testing.T) {
 		{"header_checks = regexp:/etc/postfix/header_checks\n", "main.cf:1: header_checks: not supported"},
 		{"smtpd_discard_ehlo_keywords = etrn\n", "main.cf:1: smtpd_discard_ehlo_keywords: not supported"},
 		{"smtp_sasl_auth_enable = yes\n", "main.cf:1: smtp_sasl_auth_enable: not supported"},
+		{"enable_idna2003_compatibility = yes\n", "main.cf:1: enable_idna2003_compatibility: not supported by holdfast: only IDNA2008"},
 	} {
 		_, err := Parse("main.cf", []byte(tc.text))
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.text, err, tc.want)
 		}
 	}
-	for _, ok := range []string{"content_filter =\n", "smtp_sasl_auth_enable = no\n", "smtpd_discard_ehlo_keywords =\n"} {
+	for _, ok := range []string{"content_filter =\n", "smtp_sasl_auth_enable = no\n", "smtpd_discard_ehlo_keywords =\n", "enable_idna2003_compatibility = no\n"} {
 		if _, err := Parse("main.cf", []byte(ok)); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
