@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,6 +120,11 @@ func (r *rig) stats() store.Stats {
 // fetchmail runs Debian's fetchmail in ODMR mode as the customer,
 // forwarding to smtphost; it returns its output.
 func (r *rig) fetchmail(user, pass, domains, smtphost string) (string, error) {
+	return r.fetchmailCmd(user, pass, domains, smtphost, nil)
+}
+
+// fetchmailCmd is fetchmail with started called once it runs.
+func (r *rig) fetchmailCmd(user, pass, domains, smtphost string, started func(*exec.Cmd)) (string, error) {
 	r.t.Helper()
 	bin := testutil.Tool(r.t, "fetchmail")
 	dir := r.t.TempDir()
@@ -138,9 +144,18 @@ func (r *rig) fetchmail(user, pass, domains, smtphost string) (string, error) {
 		case <-done:
 		}
 	}()
-	out, err := cmd.CombinedOutput()
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		close(done)
+		return "", err
+	}
+	if started != nil {
+		started(cmd)
+	}
+	err := cmd.Wait()
 	close(done)
-	return string(out), err
+	return out.String(), err
 }
 
 func mustCreate(t *testing.T, path string) *os.File {
@@ -302,13 +317,14 @@ func TestODMRBadInput(t *testing.T) {
 	waitQueued(t, r, 1)
 }
 
-// waitQueued waits until n messages are back in the queue (not active).
+// waitQueued waits until n messages are back in the queue (not active);
+// n < 0: until none is active.
 func waitQueued(t *testing.T, r *rig, n int64) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st := r.stats()
-		if st.Active == 0 && st.Incoming+st.Deferred == n {
+		if st.Active == 0 && (n < 0 || st.Incoming+st.Deferred == n) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -393,5 +409,44 @@ func TestPullHoldfastToHoldfast(t *testing.T) {
 	o.Password = "wrong"
 	if err := Pull(context.Background(), o); err == nil || !strings.Contains(err.Error(), "535") {
 		t.Errorf("wrong password: %v", err)
+	}
+}
+
+// TestFetchmailCut: fetchmail dies in the middle of the transfer (the
+// customer's server receiving the second message): nothing is lost, none
+// is left leased, and at most the one in flight is delivered again.
+func TestFetchmailCut(t *testing.T) {
+	r := newRig(t, true)
+	mta := testutil.NewMTA(t, testutil.MTAOptions{})
+	const n = 5
+	for i := range n {
+		r.queue("s@origin.test", fmt.Sprintf("u%d@a.test", i))
+	}
+	var proc atomic.Pointer[os.Process]
+	var seen atomic.Int32
+	mta.OnData(func(testutil.Received) {
+		if seen.Add(1) == 2 {
+			if p := proc.Load(); p != nil {
+				p.Kill()
+			}
+		}
+	})
+	r.fetchmailCmd("alice", "secret", "a.test", mta.Addr, func(c *exec.Cmd) { proc.Store(c.Process) })
+	waitQueued(t, r, -1)
+	st := r.stats()
+	got := map[string]bool{}
+	for _, m := range mta.Messages() {
+		got[m.To[0]] = true
+	}
+	queued := int(st.Incoming + st.Deferred)
+	t.Logf("received %d, queued %d of %d", len(got), queued, n)
+	if len(got)+queued < n {
+		t.Errorf("lost mail: %d received, %d queued, of %d", len(got), queued, n)
+	}
+	if len(got)+queued > n+1 {
+		t.Errorf("more than the one in flight would be repeated: %d received, %d queued", len(got), queued)
+	}
+	if len(got) == n {
+		t.Errorf("the cut did not happen: all %d delivered", n)
 	}
 }
