@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -349,5 +350,57 @@ func TestStockMasterCf(t *testing.T) {
 	}
 	if strings.Join(o.Warnings, "\n") != strings.Join(want, "\n") {
 		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(o.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// An LMTP server that answers the first recipient after the content and
+// then hangs up: that recipient is delivered, the one whose reply never
+// came is deferred (it may be delivered twice, never lost).
+func TestLMTPLostAfterFirstReply(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		io.WriteString(c, "220 mda.test LMTP\r\n")
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch cmd := strings.ToUpper(strings.TrimSpace(line)); {
+			case strings.HasPrefix(cmd, "LHLO"):
+				io.WriteString(c, "250-mda.test\r\n250 PIPELINING\r\n")
+			case cmd == "DATA":
+				io.WriteString(c, "354 go ahead\r\n")
+				for {
+					l, err := r.ReadString('\n')
+					if err != nil || l == ".\r\n" {
+						break
+					}
+				}
+				io.WriteString(c, "250 2.0.0 <a@store.test> delivered\r\n")
+				return // and no reply for the second recipient
+			default:
+				io.WriteString(c, "250 ok\r\n")
+			}
+		}
+	}()
+	e := newEnv(t, func(e *env) { e.tm["store.test"] = fmt.Sprintf("lmtp:[127.0.0.1]:%d", l.Addr().(*net.TCPAddr).Port) })
+	id := e.enqueue("alice@origin.test", "a@store.test", "b@store.test")
+	m := e.waitMsg(id, "lmtp attempt", func(m *store.Message) bool { return m != nil && m.Recipients[1].Attempts >= 1 })
+	if m.Recipients[0].State != store.RcptDelivered {
+		t.Errorf("first recipient %+v", m.Recipients[0])
+	}
+	if r := m.Recipients[1]; r.State != store.RcptPending || !strings.Contains(r.Reply, "lost connection with 127.0.0.1[127.0.0.1] while sending end of data -- message may be sent more than once") {
+		t.Errorf("second recipient %+v", r)
 	}
 }
