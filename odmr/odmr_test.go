@@ -43,8 +43,10 @@ func newRig(t *testing.T, run bool) *rig {
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	// The customers' domains have no MX: the scheduler only defers
 	// (defer_transports, as for ETRN-only customers); ODMR delivers.
+	// smtp_helo_timeout of 2s: a customer server that stalls after the
+	// turnaround is given up quickly.
 	d, err := delivery.New(delivery.Options{Hostname: "relay.test", HeloName: "relay.test",
-		DeferTransports: []string{"smtp", "relay"}}, r.st, log)
+		DeferTransports: []string{"smtp", "relay"}, Timeouts: delivery.Timeouts{Helo: 2 * time.Second}}, r.st, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,5 +450,32 @@ func TestFetchmailCut(t *testing.T) {
 	}
 	if len(got) == n {
 		t.Errorf("the cut did not happen: all %d delivered", n)
+	}
+}
+
+// TestODMRStall: the customer's server says nothing after the
+// turnaround: at smtp_helo_timeout the session ends and the mail is back
+// in the queue, unattempted.
+func TestODMRStall(t *testing.T) {
+	r := newRig(t, false)
+	id := r.queue("s@origin.test", "u@a.test")
+	d := r.dial()
+	d.ehlo()
+	d.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+	d.expect("235 *")
+	d.send("ATRN a.test")
+	d.expect("250 OK now reversing the connection")
+	start := time.Now()
+	if l, err := d.r.ReadString('\n'); err == nil {
+		t.Fatalf("holdfast sent %q to a silent server", l)
+	}
+	if time.Since(start) > 15*time.Second {
+		t.Errorf("session ended after %v", time.Since(start))
+	}
+	waitQueued(t, r, 1)
+	m, err := r.st.Get(id)
+	// As Admit left it: one deferral, "deferred transport".
+	if err != nil || m.Recipients[0].Attempts != 1 || m.Recipients[0].Reply != "deferred transport" {
+		t.Errorf("message after the stall: %+v, %v", m, err)
 	}
 }
