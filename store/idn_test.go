@@ -2,9 +2,13 @@ package store
 
 import (
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // A queue written before destinations were A-labels (schema 2): mail for
@@ -73,5 +77,65 @@ func TestIDNMigration(t *testing.T) {
 	}
 	if d, ok := dests["etrn-only:xn--caf-dma.test"]; !ok || !d.DeadUntil.Equal(dead) || len(dests) != 1 {
 		t.Fatalf("Dests = %+v", dests)
+	}
+}
+
+// The same on a file written by the last binary before destinations were
+// A-labels (schema 1, testdata/schema1-idn.db): one message for
+// u@café.test and v@customer.tld, indexed under "café.test" and
+// "customer.tld", with café.test eligible, and a dead-list entry for
+// etrn-only:café.test. Opened with the same policy key (no rebuild), the
+// migrations alone bring it to the A-label form.
+func TestIDNFixture(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "schema1-idn.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "queue.db")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var old []string
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.View(func(tx *boltTx) error {
+		return tx.Bucket(bktFlush).ForEach(func(k, _ []byte) error {
+			old = append(old, string(k))
+			return nil
+		})
+	})
+	db.Close()
+	if !slices.Contains(old, "test.café\x000000000000b1") {
+		t.Fatalf("fixture index %q lacks the U-label key", old)
+	}
+
+	eligible := func(d string) bool { return d == "xn--caf-dma.test" || eligibleTLD(d) }
+	s, err := Open(path, Options{Eligible: eligible, PolicyKey: "idn", NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if r := s.Report(); r.SchemaFrom != 1 || r.SchemaTo < 3 || r.Rebuilt {
+		t.Fatalf("Report = %+v", r)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"xn--caf-dma.test", "café.test"} {
+		if res, err := s.Flush(name, false); err != nil || res.Messages != 1 {
+			t.Errorf("Flush(%q) = %+v, %v", name, res, err)
+		}
+	}
+	dests, err := s.Dests()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dests["etrn-only:xn--caf-dma.test"]; !ok || len(dests) != 1 {
+		t.Errorf("Dests = %+v", dests)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
 	}
 }
