@@ -115,7 +115,7 @@ var descriptions = map[string]string{
 	"smtp_tls_CAfile":                                     "Certificates of the authorities trusted for next hops' certificates.",
 
 	// LMTP transport: the smtp_* settings' counterparts.
-	"master_cf":                          "holdfast: a Postfix master.cf whose smtp and lmtp services (with their -o options and maxproc) become transports; empty: only the built-in transports.",
+	"master_cf":                          "holdfast: a Postfix master.cf whose smtp and lmtp services (with their -o options and maxproc), error, retry and discard services become transports; its other delivery services (local, virtual, pipe) are transports whose mail is deferred; empty: only the built-in transports.",
 	"lmtp_tcp_port":                      "The port of an LMTP next hop given without one.",
 	"lmtp_delivery_deadline":             "holdfast: time limit for one LMTP delivery as a whole.",
 	"lmtp_connect_timeout":               "Time limit for connecting to an LMTP server.",
