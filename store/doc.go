@@ -18,7 +18,9 @@ Buckets (names and key codecs are in keys.go):
 
 	meta     schema version, policy fingerprint, counters
 	msg      id -> envelope record (record.go: version byte, fields, CRC-32C)
-	body     id -> content as received
+	body     id ‖ big-endian chunk number -> bucket {0x00 -> ≤ 256 KiB of content}
+	         (schema 1: id -> whole content; still read)
+	spool    id -> ∅                                  bodies being written (Spool)
 	due      big-endian unix nanos ‖ id -> ∅         the schedule
 	flush    reversed domain ‖ 0x00 ‖ id -> ∅        the fast-flush index
 	hold     id -> ∅                                  messages on hold
@@ -39,6 +41,21 @@ state, attempt count and next attempt; the message is due at the earliest
 NextAttempt of its pending recipients. When no recipient is pending the
 message, its body and all its entries are deleted in the same
 transaction.
+
+Content. A body is stored in chunks of BodyChunk (256 KiB), each the one
+value of its own nested bucket, so that adding a chunk never makes bbolt
+copy the chunks before it (bbolt rewrites a whole leaf to insert, and a
+leaf keeps up to four values however big). Spool writes a body as it
+arrives: each full chunk is committed on its own through DB.Batch, with
+the ID in bucket spool; Spool.Enqueue commits the last chunk, removes
+the spool entry and inserts the record in one transaction, so a message
+exists only whole and 250 still follows that one commit. Abort deletes
+the chunks; Open deletes what a crash left. Options.ContentLimit bounds
+the memory of all spools together (one chunk each); Spool waits
+Options.ContentWait for a share, then returns ErrBusy. BodyReader reads
+one chunk per read transaction (a long read transaction would hold up
+bbolt's remap of a growing file), and fails with ErrNotFound, never a
+short body, if the message is removed meanwhile.
 
 The flush index. A destination is a recipient's domain in the one form
 internal/addr gives it (Recipient.Domain: lower case, no trailing dot,
