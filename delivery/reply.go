@@ -41,8 +41,10 @@ func (e *replyLimitError) Unwrap() error { return errReplyLimit }
 // between look like, until a line "ddd " with the same code.
 type replyBound struct {
 	r     io.Reader
-	buf   []byte  // read from r, not yet handed on
-	ready int     // buf[:ready] is complete lines
+	buf   []byte  // buf[off:end] is read from r, not yet handed on
+	off   int     // start of what is not handed on yet
+	end   int     // end of what was read
+	ready int     // buf[off:ready] is complete lines
 	line  int     // bytes of the current line so far
 	head  [4]byte // the current line's first bytes
 	lines int     // lines of the current multi-line reply so far
@@ -54,30 +56,34 @@ type replyBound struct {
 // Read hands on complete lines; once they are out, it returns the error
 // that stopped reading: a *replyLimitError, or r's (EOF, a timeout).
 func (b *replyBound) Read(p []byte) (int, error) {
-	for b.ready == 0 {
+	for b.ready == b.off {
 		if b.err != nil {
 			return 0, b.err
 		}
 		if b.buf == nil {
-			b.buf = make([]byte, 0, 4*MaxReplyLine)
+			b.buf = make([]byte, 4*MaxReplyLine)
 		}
-		n, err := b.r.Read(b.buf[len(b.buf):cap(b.buf)])
-		if lerr := b.scan(b.buf[len(b.buf) : len(b.buf)+n]); lerr != nil {
+		if len(b.buf)-b.end < MaxReplyLine {
+			// What is left is part of one line: at most MaxReplyLine.
+			b.end = copy(b.buf, b.buf[b.off:b.end])
+			b.off, b.ready = 0, 0
+		}
+		n, err := b.r.Read(b.buf[b.end:])
+		if lerr := b.scan(b.buf[b.end : b.end+n]); lerr != nil {
 			err = lerr
 		}
-		b.buf = b.buf[:len(b.buf)+n]
+		b.end += n
 		if err != nil {
 			b.err = err
 		}
 	}
-	n := copy(p, b.buf[:b.ready])
-	b.ready -= n
-	b.buf = b.buf[:copy(b.buf, b.buf[n:])]
+	n := copy(p, b.buf[b.off:b.ready])
+	b.off += n
 	return n, nil
 }
 
-// scan advances the counters over p, the bytes just appended to buf, and
-// marks complete lines ready. It stops at a broken bound.
+// scan advances the counters over p, the bytes just read into buf at
+// end, and marks complete lines ready. It stops at a broken bound.
 func (b *replyBound) scan(p []byte) error {
 	for i, c := range p {
 		if b.line < len(b.head) {
@@ -94,7 +100,7 @@ func (b *replyBound) scan(p []byte) error {
 			return err
 		}
 		b.line = 0
-		b.ready = len(b.buf) + i + 1
+		b.ready = b.end + i + 1
 	}
 	return nil
 }

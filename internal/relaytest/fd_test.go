@@ -86,6 +86,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 		c.Close()
 	}
 	flood = nil
+	ended := time.Now()
 
 	// After the flood: SMTP greets and takes a message, which is delivered.
 	var s *crashtest.Session
@@ -103,6 +104,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 	if s == nil {
 		t.Fatalf("no 220 after the flood:\n%s", d.LogTail(20))
 	}
+	t.Logf("greeted %v after the flood ended", time.Since(ended).Round(time.Millisecond))
 	defer s.Close()
 	expect(t, s, "EHLO stranger.example", 250, "")
 	expect(t, s, "MAIL FROM:<a@stranger.example>", 250, "")
