@@ -154,7 +154,7 @@ var descriptions = map[string]string{
 	"proxy_interfaces":                      "Addresses (or host names) of a proxy or NAT that forwards mail to this host: a next hop at one of them is this host, a mail loop (deferred: mail for X loops back to myself).",
 	"smtpd_listen":                          "holdfast: the addresses the SMTP server listens on (host:port, comma or space separated).",
 	"smtpd_banner":                          "The text after 220 in the greeting.",
-	"smtpd_connection_limit":                "holdfast: simultaneous SMTP sessions, all clients together; over it new connections get 421.",
+	"smtpd_connection_limit":                "holdfast: simultaneous SMTP sessions, all clients together; over it new connections get 421. The last tenth is kept for clients in smtpd_client_event_limit_exceptions.",
 	"smtpd_client_connection_count_limit":   "Simultaneous sessions from one client (outside smtpd_client_event_limit_exceptions).",
 	"smtpd_timeout":                         "Time limit for a client's request (with smtpd_per_request_deadline) or each read; ${stress?{10}:{300}}s: 10 s under stress.",
 	"smtpd_error_sleep_time":                "Pause before replying to a client that has made more than smtpd_soft_error_limit errors.",

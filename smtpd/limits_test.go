@@ -402,3 +402,18 @@ func TestAnvil(t *testing.T) {
 		t.Errorf("%d clients tracked after the sweep, want 1", n)
 	}
 }
+
+// The last tenth of smtpd_connection_limit is kept for clients in
+// smtpd_client_event_limit_exceptions: a flood from outside fills nine
+// slots of ten, and a client from mynetworks still gets 220.
+func TestSlotsKeptForExceptions(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, outside("smtpd_connection_limit = 10")...))
+	for i := range 9 {
+		e.dial(fmt.Sprintf("127.0.0.%d", 10+i)).expect("220 *")
+	}
+	over := e.dial("127.0.0.30")
+	over.expect("421 4.7.0 relay.test Error: too many connections")
+	over.expectClose()
+	e.dial("127.0.0.2").expect("220 *")
+}

@@ -234,6 +234,7 @@ func (s *Server) handle(c net.Conn) {
 	defer s.wg.Done()
 	defer c.Close()
 	ip := remoteIP(c)
+	exempt := s.opts.ConnectionLimitExceptions != nil && s.opts.ConnectionLimitExceptions.Contains(ip)
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots; s.noteStress() }()
@@ -242,8 +243,14 @@ func (s *Server) handle(c net.Conn) {
 		s.rejected("too_many_connections")
 		return
 	}
+	// The last tenth of the slots is kept for the exempt clients
+	// (mynetworks), so that a flood from outside cannot lock them out.
+	if !exempt && len(s.slots) > cap(s.slots)-cap(s.slots)/10 {
+		s.refuse(c, ip, replyTooManyConns(s.opts.Hostname), "too many connections (the rest is kept for smtpd_client_event_limit_exceptions)")
+		s.rejected("too_many_connections")
+		return
+	}
 	s.noteStress()
-	exempt := s.opts.ConnectionLimitExceptions != nil && s.opts.ConnectionLimitExceptions.Contains(ip)
 	if !exempt {
 		defer s.anvil.disconnect(ip)
 		if !s.admit(c, ip) {
