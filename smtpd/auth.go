@@ -52,7 +52,6 @@ type saslState struct {
 	method string        // its mechanism
 	x      auth.Exchange // an exchange in progress
 	mech   string        // its mechanism
-	mechs  []string      // offered, as announced in EHLO (cached)
 }
 
 // authenticated is permit_sasl_authenticated's test: a successful AUTH

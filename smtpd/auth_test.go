@@ -123,6 +123,18 @@ func TestAuthTLSOnly(t *testing.T) {
 	c.ehlo()
 	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
 	c.expect("235 2.7.0 Authentication successful")
+
+	// swaks: refused without TLS, accepted with it.
+	swaks := testutil.Tool(t, "swaks")
+	host, port, _ := strings.Cut(e.addr, ":")
+	args := []string{"--server", host, "--port", port, "--from", "a@client.test", "--to", "x@elsewhere.test",
+		"--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "secret", "--helo", "client.test"}
+	if out, err := exec.Command(swaks, args...).CombinedOutput(); err == nil || !strings.Contains(string(out), "did not advertise") {
+		t.Errorf("swaks without TLS: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(swaks, append(args, "--tls")...).CombinedOutput(); err != nil {
+		t.Errorf("swaks with TLS: %v\n%s", err, out)
+	}
 }
 
 // noplaintext without TLS, plaintext allowed with it: 538 before

@@ -19,7 +19,7 @@ func TestATRNHoldfastToHoldfast(t *testing.T) {
 	os.WriteFile(pw, []byte("alice:{PLAIN}secret\n"), 0o600)
 	provider := newRelay(t, "odmr_listen = 127.0.0.1:0", "smtpd_sasl_type = passwd-file", "smtpd_sasl_path = "+pw,
 		"etrn_login_maps = inline:{ customer.tld=alice }")
-	customer := newRelay(t)
+	customer := newRelay(t, "myhostname = customer.tld") // not the provider's name: that would be a loop
 	for range 3 {
 		provider.send("a@origin.test", "u@customer.tld")
 	}
