@@ -196,7 +196,7 @@ func (s *session) run() {
 	}
 	if r := s.checkConnect(); r != nil {
 		s.denied = r // replaces the greeting, as in Postfix
-		s.logReject("CONNECT", r)
+		s.logReject("CONNECT", r, "")
 		s.reply(r)
 		s.errors++
 	} else {
@@ -435,7 +435,7 @@ func (s *session) dispatch(line string) {
 		s.errors++
 	}
 	if r.Code >= 400 && r.Code < 600 && !s.noError {
-		s.logReject(verb, r)
+		s.logReject(verb, r, arg)
 	}
 	// Junk commands (Postfix's SMTPD_CMD_FLAG_LIMIT): past the limit each
 	// one also counts as an error.
@@ -452,7 +452,7 @@ func (s *session) dispatch(line string) {
 func (s *session) finishData(r *smtp.SMTPError) {
 	if r.Code >= 400 {
 		s.counts[cntData][0]--
-		s.logReject("DATA", r)
+		s.logReject("DATA", r, "")
 		s.replyErr(r)
 		return
 	}
@@ -463,7 +463,7 @@ func (s *session) finishData(r *smtp.SMTPError) {
 func (s *session) finishChunk(r *smtp.SMTPError) {
 	s.countCmd(cntBdat, r.Code < 400)
 	if r.Code >= 400 {
-		s.logReject("BDAT", r)
+		s.logReject("BDAT", r, "")
 		s.replyErr(r)
 		return
 	}
@@ -563,14 +563,51 @@ func (s *session) handshake() error {
 	return nil
 }
 
-// logReject logs one event per rejected command with the reply.
-func (s *session) logReject(verb string, r *smtp.SMTPError) {
-	ev := s.log.Info().Str("event", "reject").Str("command", strings.ToUpper(verb)).
+// logReject logs one event per rejected command with the reply and, as
+// Postfix's smtpd_check.c does, the envelope so far: from (MAIL's
+// argument, or the transaction's sender), to (RCPT's argument), proto
+// and helo.
+func (s *session) logReject(verb string, r *smtp.SMTPError, arg string) {
+	verb = strings.ToUpper(verb)
+	ev := s.log.Info().Str("event", "reject").Str("command", verb).
 		Str("reply", strings.TrimRight(formatReply(r), "\r\n")).Str("client", s.namaddr)
+	switch {
+	case verb == "MAIL":
+		ev = ev.Str("from", logPath(arg))
+	case s.tx != nil:
+		ev = ev.Str("from", s.tx.from)
+	}
+	if verb == "RCPT" {
+		ev = ev.Str("to", logPath(arg))
+	}
+	if verb != "CONNECT" {
+		proto := "SMTP"
+		if s.esmtp {
+			proto = "ESMTP"
+		}
+		ev = ev.Str("proto", proto)
+	}
 	if s.helo != "" {
 		ev = ev.Str("helo", s.helo)
 	}
 	ev.Msg("NOQUEUE: reject")
+}
+
+// logPath is the address of a MAIL FROM:<a> or RCPT TO:<a> argument for
+// the log, at most 256 bytes (the rest of a hostile line is not logged).
+func logPath(arg string) string {
+	if i := strings.IndexByte(arg, '<'); i >= 0 {
+		arg = arg[i+1:]
+		if j := strings.IndexByte(arg, '>'); j >= 0 {
+			arg = arg[:j]
+		}
+	} else if _, rest, ok := strings.Cut(arg, ":"); ok {
+		arg = ""
+		if f := strings.Fields(rest); len(f) > 0 {
+			arg = f[0]
+		}
+	}
+	return arg[:min(len(arg), 256)]
 }
 
 // protocol is the Received: "with" protocol name.

@@ -77,6 +77,10 @@ func TestPflogsummAndFail2ban(t *testing.T) {
 		t.Fatal(err)
 	}
 	log, _ := os.ReadFile(maillog)
+	want := "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 <x@other.test>: Relay access denied; from=<s@example.org> to=<x@other.test> proto=ESMTP helo=<client.test>\n"
+	if !strings.Contains(string(log), want) {
+		t.Errorf("maillog lacks %q", want)
+	}
 
 	out, err := exec.Command("pflogsumm", "--syslog-name=holdfast", maillog).CombinedOutput()
 	if err != nil {
