@@ -377,6 +377,23 @@ func TestSubmit(t *testing.T) {
 			t.Errorf("body lacks %q:\n%s", want, body)
 		}
 	}
+	if m.SMTPUTF8 {
+		t.Error("ASCII submission marked SMTPUTF8")
+	}
+	// smtputf8_autodetect_classes = sendmail: UTF-8 in the envelope or the
+	// header section marks the message SMTPUTF8.
+	for _, tc := range []struct{ rcpt, content string }{
+		{"u@café.test", "Subject: hi\r\n\r\nhello\r\n"},
+		{"x@customer.test", "Subject: café\r\n\r\nhello\r\n"},
+	} {
+		id, err := e.client.Submit(ctx, "", false, []string{tc.rcpt}, strings.NewReader(tc.content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err := e.store.Get(store.ID(id)); err != nil || !m.SMTPUTF8 {
+			t.Errorf("submission to %s, %q: SMTPUTF8 not set (%v)", tc.rcpt, tc.content, err)
+		}
+	}
 	if _, err := e.client.Submit(ctx, "", true, []string{"x@customer.test"}, strings.NewReader(strings.Repeat("x", 2000))); !isCode(err, CodeTooBig) {
 		t.Errorf("big submit: %v", err)
 	}

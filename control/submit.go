@@ -75,6 +75,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	m := &store.Message{
 		ID: id, Sender: sender, Arrival: now,
 		Protocol: "LOCAL", ClientName: "localhost",
+		// Postfix's smtputf8_autodetect_classes (default sendmail,
+		// verify): a local submission whose envelope or header section
+		// is not ASCII ("u@café.test") is marked SMTPUTF8, so that it
+		// goes to next hops that offer it and is returned by others
+		// instead of being sent as if it were ASCII.
+		SMTPUTF8: !isASCII(sender) || !isASCII(strings.Join(rcpts, "")) || !isASCII(string(head)),
 	}
 	if sender != "" && s.o.DelayWarning > 0 {
 		m.WarnAt = now.Add(s.o.DelayWarning) // reference spec §3.8
@@ -127,6 +133,15 @@ func readHead(in *bufio.Reader, limit int) ([]byte, error) {
 		}
 	}
 	return head, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // localAddress qualifies a bare user name with myorigin.
