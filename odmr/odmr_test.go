@@ -3,9 +3,11 @@ package odmr
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -38,6 +40,12 @@ type rig struct {
 
 func newRig(t *testing.T, run bool) *rig {
 	t.Helper()
+	return newRigTLS(t, run, nil)
+}
+
+// newRigTLS: with wrap, odmr_tls_wrappermode.
+func newRigTLS(t *testing.T, run bool, wrap *tls.Config) *rig {
+	t.Helper()
 	r := &rig{t: t}
 	r.st = testutil.Store(t, store.Options{NoSync: true, Eligible: func(string) bool { return true }})
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
@@ -66,7 +74,7 @@ func newRig(t *testing.T, run bool) *rig {
 	sec, _ := auth.ParseSecurity([]string{"noanonymous"})
 	r.srv, err = New(Options{Hostname: "relay.test", Backend: backend, Security: sec, TLSSecurity: sec,
 		Owners:  auth.NewOwners(inlineTable(t, "inline:{ a.test=alice, b.test=alice, c.test=bob }")),
-		Timeout: 20 * time.Second, Batch: 2}, r.st, d, log)
+		Timeout: 20 * time.Second, Batch: 2, WrapperTLS: wrap}, r.st, d, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,5 +485,38 @@ func TestODMRStall(t *testing.T) {
 	// As Admit left it: one deferral, "deferred transport".
 	if err != nil || m.Recipients[0].Attempts != 1 || m.Recipients[0].Reply != "deferred transport" {
 		t.Errorf("message after the stall: %+v, %v", m, err)
+	}
+}
+
+// TestPullWrapperTLS: odmr_tls_wrappermode: TLS from the first byte,
+// the whole ODMR session and the turnaround inside it; a plaintext
+// client gets no greeting.
+func TestPullWrapperTLS(t *testing.T) {
+	cert, err := testutil.SelfSignedTLS("relay.test", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigTLS(t, false, cert)
+	r.queue("s@origin.test", "u@a.test")
+	mta := testutil.NewMTA(t, testutil.MTAOptions{Domain: "customer.test"})
+	o := ClientOptions{Addr: r.addr, User: "alice", Password: "secret", Forward: mta.Addr, HeloName: "customer.test",
+		TLS: &tls.Config{InsecureSkipVerify: true}}
+	if err := Pull(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if got := mta.Wait(1, 10*time.Second); len(got) != 1 {
+		t.Fatalf("customer got %d messages", len(got))
+	}
+	waitQueued(t, r, 0)
+	// Plain TCP to the TLS port: no greeting, a clean end.
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(25 * time.Second))
+	c.Write([]byte("EHLO x\r\n"))
+	if b, _ := io.ReadAll(c); strings.Contains(string(b), "220 ") {
+		t.Errorf("plaintext got %q", b)
 	}
 }
