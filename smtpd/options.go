@@ -215,6 +215,7 @@ type Options struct {
 	// without reject_unlisted_recipient in a list. ShowUnknownTable is
 	// show_user_unknown_table_name.
 	RelayRecipients         Table
+	RecipientDelimiter      string // recipient_delimiter: user+ext also finds user
 	RejectUnlistedRecipient bool
 	ShowUnknownTable        bool
 	// NullAccessKey is smtpd_null_access_lookup_key ("<>"): the key
@@ -570,6 +571,7 @@ func restrictFromConfig(c *config.Config, o *Options) error {
 	}
 	o.DefaultRBLReply, _ = c.Raw("default_rbl_reply")
 	o.NullAccessKey = c.String("smtpd_null_access_lookup_key")
+	o.RecipientDelimiter = c.String("recipient_delimiter")
 	if o.RBLReplyMaps, err = optionalTable(c, "rbl_reply_maps"); err != nil {
 		return err
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // Access tables (access(5)): check_*_access look up keys in Postfix's
@@ -93,8 +95,8 @@ func addrKeys(ip netip.Addr) []string {
 
 // addressKeys: user@domain, then domain and its parents, then user@
 // (Postfix's check_*_access order for addresses).
-func addressKeys(addr string) []string {
-	a := strings.ToLower(addr)
+func addressKeys(address string) []string {
+	a := addr.Key(address)
 	keys := []string{a}
 	if i := strings.LastIndexByte(a, '@'); i >= 0 {
 		keys = append(keys, domainKeys(a[i+1:])...)
@@ -108,6 +110,7 @@ func addressKeys(addr string) []string {
 // default); an address literal or numeric name only as is.
 func domainKeys(d string) []string {
 	var keys []string
+	d = addr.Key(d)
 	for d != "" {
 		keys = append(keys, d)
 		i := strings.IndexByte(d, '.')

@@ -4,6 +4,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // addressRestrictions check the envelope sender and recipient.
@@ -89,6 +91,24 @@ func (c *check) unauthDestination(code int, enh smtp.EnhancedCode) (verdict, *sm
 	return c.decide(replyRelayDenied(code, enh, c.rcpt))
 }
 
+// relayRecipientKeys: user+ext@domain, user@domain (the extension
+// removed at the first recipient_delimiter character), @domain, as
+// Postfix's mail_addr_find for a domain that is not local.
+func relayRecipientKeys(a, delim string) []string {
+	keys := []string{a}
+	i := strings.LastIndexByte(a, '@')
+	if i < 0 {
+		return keys
+	}
+	local, domain := a[:i], a[i:]
+	if delim != "" {
+		if j := strings.IndexAny(local, delim); j > 0 {
+			keys = append(keys, local[:j]+domain)
+		}
+	}
+	return append(keys, domain)
+}
+
 // relayRecipient is relay_recipient_maps (check_rcpt_maps for the relay
 // address class): a recipient in relay_domains must be listed, as
 // user@domain or by the @domain catch-all. The map is consulted once per
@@ -108,11 +128,7 @@ func (c *check) relayRecipient() (verdict, *smtp.SMTPError) {
 	if !ok {
 		return dunno, nil // not the relay address class
 	}
-	a := strings.ToLower(c.rcpt)
-	keys := []string{a}
-	if i := strings.LastIndexByte(a, '@'); i >= 0 {
-		keys = append(keys, a[i:])
-	}
+	keys := relayRecipientKeys(addr.Key(c.rcpt), c.srv.opts.RecipientDelimiter)
 	for _, k := range keys {
 		_, found, err := t.Lookup(k)
 		if err != nil {
