@@ -394,6 +394,16 @@ func TestSubmit(t *testing.T) {
 			t.Errorf("submission to %s, %q: SMTPUTF8 not set (%v)", tc.rcpt, tc.content, err)
 		}
 	}
+	// Bare CR and bare LF are queued as CRLF, as over SMTP.
+	id, err = e.client.Submit(ctx, "", false, []string{"x@customer.test"}, strings.NewReader("Subject: cr\n\nhello\r.\rworld\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = e.store.Body(store.ID(id))
+	if !bytes.HasSuffix(body, []byte("\r\nSubject: cr\r\n\r\nhello\r\n.\r\nworld\r\n")) ||
+		bytes.Count(body, []byte("\r")) != bytes.Count(body, []byte("\n")) {
+		t.Errorf("body not made CRLF: %q", body)
+	}
 	if _, err := e.client.Submit(ctx, "", true, []string{"x@customer.test"}, strings.NewReader(strings.Repeat("x", 2000))); !isCode(err, CodeTooBig) {
 		t.Errorf("big submit: %v", err)
 	}

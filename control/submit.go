@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/crlf"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -61,10 +62,19 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		sp.Abort()
 		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
 	}
-	sp.Write(s.localHeaders(id, sender, head, now))
-	n, err := io.Copy(sp, in)
+	// Line ends are made CRLF, as for SMTP: nothing queued carries a
+	// bare CR or LF.
+	norm := &crlf.Writer{W: sp}
+	norm.Write(s.localHeaders(id, sender, head, now))
+	n, err := io.Copy(norm, in)
+	if err == nil {
+		err = norm.Close()
+	}
 	if err != nil {
 		sp.Abort()
+		if errors.Is(err, store.ErrNoSpace) {
+			return submitError(err) // writing, not reading, failed
+		}
 		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
 	}
 	bodyRead(w)

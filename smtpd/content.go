@@ -3,23 +3,21 @@ package smtpd
 import (
 	"bytes"
 	"io"
+
+	"github.com/holdfast-mta/holdfast/internal/crlf"
 )
 
 // content is where the message content of DATA and BDAT goes on its way
-// to the queue: every line end is made CRLF, and the size is limited.
-// RFC 5321 sec 2.3.8 allows CR and LF only as the CRLF pair; a bare LF
-// or a bare CR is stored as CRLF, so that what is relayed never carries
-// one (a next hop that took a bare CR or LF for a line end could
-// otherwise be made to see a second message: SMTP smuggling).
+// to the queue: every line end is made CRLF (internal/crlf: a bare LF or
+// bare CR is stored as CRLF, so that what is relayed never carries one),
+// and the size is limited.
 type content struct {
 	w     io.Writer
 	limit int64 // message_size_limit on what is stored; 0 = none
 	n     int64 // bytes stored
 	over  bool  // past limit: the rest is discarded
 	err   error // the first write error of w; the rest is discarded
-	cr    bool  // the last byte was a CR whose successor is unknown yet
-	// bareLF is set when a bare LF was seen (smtpd_forbid_bare_newline).
-	bareLF bool
+	norm  *crlf.Writer
 	// hops counts the Received: header fields of the header section, as
 	// Postfix's cleanup does for hopcount_limit (our own is not in it).
 	hops int
@@ -30,73 +28,53 @@ type content struct {
 	lineLen int
 }
 
-var (
-	crlf = []byte("\r\n")
-	lf   = crlf[1:]
-)
-
 // Write stores p with its line ends made CRLF. It never fails: the
 // outcome (over, err) is read at the end, as the client must be read to
 // the end of the content anyway.
 func (c *content) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		if c.cr {
-			c.cr = false
-			if p[0] == '\n' {
-				c.put(lf)
-				p = p[1:]
-				continue
-			}
-			c.put(lf) // a bare CR: stored as CRLF
-		}
-		i := bytes.IndexAny(p, "\r\n")
-		switch {
-		case i < 0:
-			c.put(p)
-			return n, nil
-		case p[i] == '\n':
-			c.bareLF = true
-			c.put(p[:i])
-			c.put(crlf)
-			p = p[i+1:]
-		case i+1 == len(p):
-			c.put(p)
-			c.cr = true
-			return n, nil
-		case p[i+1] == '\n':
-			c.put(p[:i+2])
-			p = p[i+2:]
-		default:
-			c.put(p[:i+1])
-			c.put(lf)
-			p = p[i+1:]
-		}
+	if c.norm == nil {
+		c.norm = &crlf.Writer{W: putter{c}}
 	}
-	return n, nil
+	c.norm.Write(p)
+	return len(p), nil
 }
 
 // end completes a CR left at the very end of the content.
 func (c *content) end() {
-	if c.cr {
-		c.cr = false
-		c.put(lf)
+	if c.norm != nil {
+		c.norm.Close()
 	}
 }
 
-func (c *content) put(p []byte) {
+// bareLF reports that a bare LF was seen (smtpd_forbid_bare_newline).
+func (c *content) bareLF() bool { return c.norm != nil && c.norm.BareLF }
+
+// noteBareLF records a bare LF that the DATA reader dropped with its
+// "." line (it never reaches the normaliser).
+func (c *content) noteBareLF() {
+	if c.norm == nil {
+		c.norm = &crlf.Writer{W: putter{c}}
+	}
+	c.norm.BareLF = true
+}
+
+type putter struct{ c *content }
+
+func (p putter) Write(b []byte) (int, error) {
+	c := p.c
 	if !c.inBody {
-		c.scanHeader(p)
+		c.scanHeader(b)
 	}
-	if c.over || c.err != nil || len(p) == 0 {
-		return
+	if c.over || c.err != nil || len(b) == 0 {
+		return len(b), nil
 	}
-	if c.limit > 0 && c.n+int64(len(p)) > c.limit {
+	if c.limit > 0 && c.n+int64(len(b)) > c.limit {
 		c.over = true
-		return
+		return len(b), nil
 	}
-	c.n += int64(len(p))
-	_, c.err = c.w.Write(p)
+	c.n += int64(len(b))
+	_, c.err = c.w.Write(b)
+	return len(b), nil
 }
 
 // received is the name of the field hopcount_limit counts.

@@ -79,7 +79,7 @@ func (s *session) receive() (*smtp.SMTPError, error) {
 // the end of the content). With note, the bare LF is remembered for the
 // disconnect log.
 func (s *session) contentFailed(c *content) *smtp.SMTPError {
-	if c.bareLF && s.bare == BareNewlineNote {
+	if c.bareLF() && s.bare == BareNewlineNote {
 		s.noteBareLF = true
 	}
 	switch {
@@ -90,7 +90,7 @@ func (s *session) contentFailed(c *content) *smtp.SMTPError {
 		// and refuses at hop_count >= hopcount_limit: a mail loop.
 		s.log.Warn().Int("hops", c.hops+1).Msg("message rejected: hopcount exceeded")
 		return replyTooManyHops
-	case c.bareLF && s.bare == BareNewlineReject:
+	case c.bareLF() && s.bare == BareNewlineReject:
 		return replyBareLF(s.srv.opts.BareNewlineRejectCode, s.srv.opts.Hostname)
 	}
 	return nil
@@ -215,7 +215,9 @@ func (s *session) readData(c *content) error {
 				return nil
 			case std && (!isCRLF || !prevCRLF) && (n == 2 || n == 3 && isCRLF):
 				// "." with a bare LF on either side: dropped.
-				c.bareLF = c.bareLF || !isCRLF
+				if !isCRLF {
+					c.noteBareLF()
+				}
 				prevCRLF, lineStart, last = isCRLF, true, '\n'
 				continue
 			}

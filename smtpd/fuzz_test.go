@@ -217,8 +217,8 @@ func FuzzContent(f *testing.F) {
 		if i := bareNewline(whole.Bytes()); i >= 0 {
 			t.Fatalf("BDAT stored a bare CR or LF at %d: %q", i, whole.Bytes())
 		}
-		if cw.bareLF != bytes.Contains(bytes.ReplaceAll(data, []byte("\r\n"), nil), []byte("\n")) {
-			t.Fatalf("bareLF = %v for %q", cw.bareLF, data)
+		if cw.bareLF() != bytes.Contains(bytes.ReplaceAll(data, []byte("\r\n"), nil), []byte("\n")) {
+			t.Fatalf("bareLF = %v for %q", cw.bareLF(), data)
 		}
 	})
 }
