@@ -169,10 +169,11 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 // myhostname is holdfast itself (or shares its name), as Postfix's
 // smtp_helo.c decides: the mail is deferred with Postfix's text, and the
 // hop is not tried again until minimal_backoff_time. LMTP servers are
-// local and may share the host name: not checked.
+// local and may share the host name, and an ODMR customer connected to
+// us: not checked.
 func (d *Scheduler) loopCheck(t target, reply, how string) error {
 	name, _, _ := strings.Cut(strings.TrimSpace(reply), " ")
-	if t.lmtp || !strings.EqualFold(name, d.o.Hostname) {
+	if t.lmtp || t.turn || !strings.EqualFold(name, d.o.Hostname) {
 		return nil
 	}
 	d.log.Warn().Str("relay", t.Relay()).Msgf("host %s[%s] %s with my own hostname %s", t.Name, t.ip(), how, d.o.Hostname)

@@ -23,6 +23,10 @@ type target struct {
 	// ("example.com", "[192.0.2.1]:2525"): the X of "mail for X loops
 	// back to myself".
 	dest string
+	// turn: the session is an ODMR turnaround on a connection the
+	// customer opened; it greets with whatever name it has, and cannot
+	// be a loop.
+	turn bool
 }
 
 // ip is the address part of "name[addr]": the IP address, or the socket

@@ -37,7 +37,7 @@ func (d *Scheduler) Turnaround(ctx context.Context, nc net.Conn, name string, ms
 	var res TurnResult
 	cf := *d.o.builtinClient()
 	cf.TLSLevel = TLSNone // nc is what the customer connected with
-	t := target{Name: name, cf: &cf}
+	t := target{Name: name, cf: &cf, turn: true}
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		if a, ok := netip.AddrFromSlice(ta.IP); ok {
 			t.Addr, t.Port = a.Unmap(), ta.Port
