@@ -1,0 +1,92 @@
+package control
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/store"
+)
+
+// /metrics keeps at most metricsMaxConns connections: idle keep-alives
+// beyond it are closed, the oldest first, and a new scrape is answered.
+func TestMetricsConnectionCap(t *testing.T) {
+	s, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ServeMetrics(l, NewMetrics(s.Stats)) }()
+	defer func() {
+		l.Close()
+		<-done
+	}()
+	const n = 2 * metricsMaxConns
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("scrape %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// The first n - metricsMaxConns were closed to make room: a read on
+	// them ends at once, on the others at the shared deadline.
+	open := make([]bool, n)
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.SetReadDeadline(deadline)
+			_, err := c.Read(make([]byte, 1))
+			open[i] = errors.Is(err, os.ErrDeadlineExceeded)
+		}()
+	}
+	wg.Wait()
+	closed := 0
+	for i := range open {
+		if open[i] {
+			continue
+		}
+		closed++
+		if i >= n-metricsMaxConns {
+			t.Errorf("connection %d (of the newest %d) was closed", i, metricsMaxConns)
+		}
+	}
+	if closed < n-metricsMaxConns {
+		t.Errorf("%d connections closed, want %d", closed, n-metricsMaxConns)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + l.Addr().String() + "/metrics")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("new scrape: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}
