@@ -46,10 +46,17 @@ func readHosts(file string) *hosts {
 
 // AddrName returns the name of an address as the system resolver's
 // getnameinfo would: the first name /etc/hosts gives it, else the first
-// PTR record.
+// PTR record. With the system's name servers a loopback address is
+// never asked about.
 func (r *Resolver) AddrName(ctx context.Context, a netip.Addr) (string, error) {
 	if n := r.hosts.names[a.Unmap()]; len(n) > 0 {
 		return n[0], nil
+	}
+	if r.system && a.IsLoopback() {
+		// RFC 6761 sec 6.3: loopback names are not sent to the
+		// network's name servers; an address /etc/hosts does not name
+		// has no name.
+		return "", &Error{Name: a.String(), Type: "PTR", Kind: NXDomain}
 	}
 	names, err := r.LookupPTR(ctx, a)
 	if err != nil {

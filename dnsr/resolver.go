@@ -61,6 +61,7 @@ type Resolver struct {
 	attempts int
 	cache    *cache
 	hosts    *hosts
+	system   bool // the servers are resolv.conf's (no dns_resolver)
 
 	mu       sync.Mutex
 	inflight map[string]*call
@@ -83,8 +84,10 @@ func New(o Options) (*Resolver, error) {
 			return nil, err
 		}
 		r.servers = []string{s}
-	} else if err := r.system(o.ConfFile); err != nil {
+	} else if err := r.readConf(o.ConfFile); err != nil {
 		return nil, err
+	} else {
+		r.system = true
 	}
 	if r.timeout <= 0 {
 		r.timeout = 5 * time.Second
@@ -113,8 +116,8 @@ func New(o Options) (*Resolver, error) {
 	return r, nil
 }
 
-// system reads the servers, timeout and attempts from resolv.conf.
-func (r *Resolver) system(file string) error {
+// readConf reads the servers, timeout and attempts from resolv.conf.
+func (r *Resolver) readConf(file string) error {
 	if file == "" {
 		file = "/etc/resolv.conf"
 	}

@@ -194,3 +194,31 @@ func TestServerAddr(t *testing.T) {
 		}
 	}
 }
+
+// With the system's servers a loopback address is named by /etc/hosts or
+// not at all, never asked of the network (RFC 6761 sec 6.3).
+func TestLoopbackNotAsked(t *testing.T) {
+	ds := testutil.NewDNS(t, "2.0.0.127.in-addr.arpa. 60 IN PTR leaked.test.")
+	host, port, _ := net.SplitHostPort(ds.Addr)
+	dir := t.TempDir()
+	conf, hosts := filepath.Join(dir, "resolv.conf"), filepath.Join(dir, "hosts")
+	os.WriteFile(conf, []byte("nameserver "+host+"\n"), 0o644)
+	os.WriteFile(hosts, []byte("127.0.0.1 localhost\n"), 0o644)
+	r, err := New(Options{ConfFile: conf, HostsFile: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.servers = []string{net.JoinHostPort(host, port)}
+	ctx := context.Background()
+	if n, err := r.AddrName(ctx, netip.MustParseAddr("127.0.0.1")); err != nil || n != "localhost" {
+		t.Errorf("127.0.0.1: %q %v", n, err)
+	}
+	if n, err := r.AddrName(ctx, netip.MustParseAddr("127.0.0.2")); !IsNXDomain(err) || ds.Asked("2.0.0.127.in-addr.arpa. PTR") != 0 {
+		t.Errorf("127.0.0.2: %q %v, asked %d times", n, err, ds.Asked("2.0.0.127.in-addr.arpa. PTR"))
+	}
+	// With dns_resolver the server is asked (tests and local resolvers).
+	r2, _ := New(Options{Server: ds.Addr, HostsFile: hosts})
+	if n, err := r2.AddrName(ctx, netip.MustParseAddr("127.0.0.2")); err != nil || n != "leaked.test" {
+		t.Errorf("127.0.0.2 with dns_resolver: %q %v", n, err)
+	}
+}
