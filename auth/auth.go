@@ -15,15 +15,20 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 )
 
 // Open opens the back-end named by smtpd_sasl_type ("dovecot" or
 // "passwd-file") with smtpd_sasl_path; hostname goes into CRAM-MD5
-// challenges.
-func Open(typ, path, hostname string) (Backend, error) {
+// challenges. A relative Dovecot socket path is taken relative to dir
+// ($queue_directory), as Postfix's "private/auth" is.
+func Open(typ, path, dir, hostname string) (Backend, error) {
 	switch typ {
 	case "dovecot":
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
 		return NewDovecot(path), nil
 	case "passwd-file":
 		p, err := OpenPasswdFile(path, hostname)

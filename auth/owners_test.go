@@ -45,3 +45,16 @@ func TestOwners(t *testing.T) {
 		t.Error("NewOwners(nil) not nil")
 	}
 }
+
+func TestOpen(t *testing.T) {
+	b, err := Open("dovecot", "private/auth", "/var/spool/holdfast", "h")
+	if err != nil || b.(*Dovecot).path != "/var/spool/holdfast/private/auth" {
+		t.Errorf("relative dovecot path: %v %v", b, err)
+	}
+	if _, err := Open("cyrus", "smtpd", "/q", "h"); err == nil {
+		t.Error("cyrus accepted")
+	}
+	if _, err := Open("passwd-file", "/nonexistent/passwd", "/q", "h"); err == nil {
+		t.Error("missing passwd-file accepted")
+	}
+}

@@ -195,7 +195,7 @@ var descriptions = map[string]string{
 	"smtpd_tls_cert_file":                   "The server's certificate chain (PEM).",
 	"smtpd_tls_key_file":                    "The server's private key (PEM).",
 	"smtpd_sasl_type":                       "The credential back-end of SMTP AUTH: dovecot (Dovecot's auth socket) or passwd-file (a Dovecot passwd-file read by holdfast).",
-	"smtpd_sasl_path":                       "The Dovecot auth socket (smtpd_sasl_type = dovecot) or the passwd-file (passwd-file).",
+	"smtpd_sasl_path":                       "The Dovecot auth socket (smtpd_sasl_type = dovecot; a relative path is under $queue_directory, as Postfix's private/auth) or the passwd-file (passwd-file). Also used by odmr_listen.",
 	"smtpd_sasl_security_options":           "SASL mechanism properties refused without TLS: noplaintext, noanonymous, ...",
 	"smtpd_sasl_tls_security_options":       "SASL mechanism properties refused over TLS.",
 	"smtpd_sasl_authenticated_header":       "Put the authenticated login in the Received: header.",

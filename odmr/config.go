@@ -22,7 +22,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		return Options{}, err
 	}
 	o.Hostname = c.String("myhostname")
-	if o.Backend, err = auth.Open(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), o.Hostname); err != nil {
+	if o.Backend, err = auth.Open(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), c.String("queue_directory"), o.Hostname); err != nil {
 		return Options{}, fmt.Errorf("odmr_listen: %w", err)
 	}
 	for name, dst := range map[string]*auth.Security{"smtpd_sasl_security_options": &o.Security, "smtpd_sasl_tls_security_options": &o.TLSSecurity} {

@@ -309,7 +309,7 @@ func saslFromConfig(c *config.Config, o *Options) error {
 	if err != nil || !enable {
 		return err
 	}
-	so.Backend, err = auth.Open(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), c.String("myhostname"))
+	so.Backend, err = auth.Open(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), c.String("queue_directory"), c.String("myhostname"))
 	return err
 }
 
