@@ -320,3 +320,44 @@ func bomb(n int) string {
 	}
 	return b.String()
 }
+
+// Stressed gives the ${stress?{x}:{y}} values x; stress set in the file
+// forces one mode in both.
+func TestStressed(t *testing.T) {
+	c, err := Parse("t.cf", []byte("smtpd_junk_command_limit = ${stress?{2}:{7}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		c    *Config
+		name string
+		want string
+	}{
+		{c, "smtpd_junk_command_limit", "7"},
+		{c.Stressed(), "smtpd_junk_command_limit", "2"},
+		{c, "smtpd_timeout", "300s"},
+		{c.Stressed(), "smtpd_timeout", "10s"},
+		{c.Stressed(), "smtpd_per_request_deadline", "yes"},
+	} {
+		if got, err := tc.c.Expand(tc.name); err != nil || got != tc.want {
+			t.Errorf("%s = %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+	if v, _ := c.Expand("stress"); v != "" {
+		t.Errorf("stress = %q outside stress", v)
+	}
+	forced, err := Parse("t.cf", []byte("stress = yes\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := forced.String("smtpd_timeout"), forced.Stressed().String("smtpd_timeout"); a != "10s" || b != "10s" {
+		t.Errorf("stress = yes: %s, stressed %s", a, b)
+	}
+	off, err := Parse("t.cf", []byte("stress =\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := off.Stressed().String("smtpd_timeout"); v != "300s" {
+		t.Errorf("stress = (empty): stressed smtpd_timeout %s", v)
+	}
+}
