@@ -173,6 +173,12 @@ func (c *check) accessResult(value string) (verdict, *smtp.SMTPError) {
 	case "DISCARD":
 		return c.delegate("discard", text, "triggers DISCARD action")
 	case "FILTER", "REDIRECT", "BCC", "PREPEND", "HANGUP":
+		if c.where == "ETRN" && word != "HANGUP" {
+			// ETRN receives no mail: Postfix warns and ignores these
+			// (can_delegate_action; reference spec §1.5).
+			c.s.log.Warn().Str("action", word).Msg("access table action is unavailable in smtpd_etrn_restrictions")
+			return dunno, nil
+		}
 		// Actions holdfast does not implement: a configuration error,
 		// never a silent pass (Postfix's answer to a broken table).
 		c.s.log.Error().Str("action", word).Msg("access table action not supported by holdfast")
