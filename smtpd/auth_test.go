@@ -296,3 +296,42 @@ func TestETRNOwners(t *testing.T) {
 		t.Errorf("owner's ETRN did not flush (next due %v)", due)
 	}
 }
+
+// TestPermitSASLEveryStage: permit_sasl_authenticated decides in each
+// restriction list.
+func TestPermitSASLEveryStage(t *testing.T) {
+	for _, param := range []string{"smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
+		"smtpd_relay_restrictions", "smtpd_recipient_restrictions"} {
+		t.Run(param, func(t *testing.T) {
+			e := startServer(t, newConfig(t, authConfig(t, param+" = permit_sasl_authenticated, reject")...))
+			c := e.dial("")
+			c.expect("220 *")
+			c.ehlo()
+			c.send("MAIL FROM:<a@client.test>\r\n")
+			c.expect("250 2.1.0 Ok")
+			c.send("RCPT TO:<x@customer.test>\r\n")
+			c.expect("554 5.7.1 *")
+			c.send("RSET\r\n")
+			c.expect("250 2.0.0 Ok")
+			c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
+			c.expect("235 *")
+			c.send("MAIL FROM:<a@client.test>\r\n")
+			c.expect("250 2.1.0 Ok")
+			c.send("RCPT TO:<x@customer.test>\r\n")
+			c.expect("250 2.1.5 Ok")
+		})
+	}
+}
+
+func TestPermitSASLEtrn(t *testing.T) {
+	e := startServer(t, newConfig(t, authConfig(t, "smtpd_etrn_restrictions = permit_sasl_authenticated, reject")...))
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("ETRN customer.test\r\n")
+	c.expect("554 5.7.1 <customer.test>: Etrn command rejected: Access denied")
+	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
+	c.expect("235 *")
+	c.send("ETRN customer.test\r\n")
+	c.expect("250 Queuing started")
+}
