@@ -25,6 +25,7 @@ import (
 
 	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/internal/addr"
+	"github.com/holdfast-mta/holdfast/internal/listener"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -215,9 +216,11 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.closing.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			// Out of descriptors (EMFILE, ENFILE) and the like pass:
+			// retry as net/http does (the daemon's listeners also retry
+			// themselves, internal/listener, and log it).
+			if listener.Temporary(err) {
+				delay = min(max(2*delay, listener.MinDelay), listener.MaxDelay)
 				time.Sleep(delay)
 				continue
 			}
