@@ -166,6 +166,16 @@ func (r *BodyReader) WriteTo(w io.Writer) (int64, error) {
 
 // next loads the next chunk into buf.
 func (r *BodyReader) next() error {
+	err := r.body()
+	var de *DamageError
+	if errors.As(err, &de) {
+		de.Cause = fmt.Sprintf("body of %s: %s", r.id, de.Cause)
+		r.s.reportDamaged(r.id, de)
+	}
+	return err
+}
+
+func (r *BodyReader) body() error {
 	return r.s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bktBody)
 		if r.seq == 0 && r.off == 0 {

@@ -29,19 +29,37 @@ func (s *Store) Check() error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	tx, err := s.db.Begin(true)
-	if err != nil {
-		return classify(err)
-	}
-	defer tx.Rollback()
 	var errs []error
-	for err := range tx.Check() {
+	err := s.guard("check", func() error {
+		tx, err := s.db.Begin(true)
+		if err != nil {
+			return classify(err)
+		}
+		defer tx.Rollback()
+		// bbolt's page check runs in a goroutine of its own, where a
+		// damaged page can crash the process: walk the pages first (the
+		// write lock held keeps the file still) and stop at damage.
+		if probs, err := CheckPages(s.path, 20); err != nil || len(probs) > 0 {
+			if err != nil {
+				return err
+			}
+			for _, p := range probs {
+				errs = append(errs, &DamageError{Op: "check", Page: p.Page, Bucket: p.Bucket, Cause: p.What})
+			}
+			return nil
+		}
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		w := &wtx{s: s}
+		c := &checker{tx: tx, w: w, errs: &errs}
+		c.records()
+		c.orphans()
+		return nil
+	})
+	if err != nil {
 		errs = append(errs, err)
 	}
-	w := &wtx{s: s}
-	c := &checker{tx: tx, w: w, errs: &errs}
-	c.records()
-	c.orphans()
 	return errors.Join(errs...)
 }
 

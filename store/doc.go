@@ -139,7 +139,7 @@ of an active message makes the worker's Finish fail with ErrNotFound.
 Enqueue, Lease and Finish wait up to 1 ms for each other to share their
 commit (DB.MaxBatchDelay), so concurrent delivery workers and the
 scheduler's lease share fsyncs as concurrent SMTP sessions do. Their
-closures may run more than once (bbolt re-runs a batch without a failing
+closures may run more than once (the batch is re-run without a failing
 member); the OnCorrupt callback is called after the commit, from the run
 that committed. Unlease and the operator operations are
 single transactions; a flush is one batched transaction per chunk.
@@ -166,6 +166,27 @@ and 10 ms without slowing a lone writer (10 ms costs it 4x). The msg,
 body and due buckets split pages at 90% instead of bbolt's 50%, since
 their keys mostly grow: at a million queued 1 KiB messages the file
 holds 1,691 bytes per message instead of 2,557.
+
+A damaged file. bbolt panics when a page fails its checks (and a wild
+page number faults), so every transaction the store runs goes through
+guard, which turns the panic or fault into a *DamageError (ErrDamaged)
+naming the page and, from a page walk done once at the first damage
+(pages.go, bounds-checked reads of the file, no bbolt), the bucket. The
+batching of DB.Batch is redone here (damage.go) so that a batch and its
+commit run under guard in a goroutine of the store's, not in bbolt's.
+Lease, the flushes and the lease recovery of Open read each message
+through loadGuarded: a record on an unreadable page is skipped, reported
+once to Options.OnDamaged with its ID, and left in the file; the rest of
+the queue goes on. Check walks the pages before bbolt's own check (which
+runs in a goroutine of bbolt's, where a fault would kill the process).
+Salvage copies what can still be read into a new file: it reads every
+page not on bbolt's freelist with bounds checks (so a damaged root or
+branch page hides nothing below it), decodes records (their CRC tells a
+record from a body) and body chunks (the body key layout of keys.go), and
+enqueues each message whose record and whole body survive through
+Enqueue and Hold, which rebuild the indexes and counters. It names the
+lost messages it can (records without their body; IDs in the due and
+flush indexes without a record).
 
 Record encoding: version 1 is the only version. A later version adds a
 decoder and keeps the old ones; encodeMessage always writes the newest.

@@ -25,8 +25,11 @@ var (
 	ErrCorrupt = errors.New("store: corrupt record")
 
 	// ErrDamaged: the queue file itself cannot be read (not a bbolt file,
-	// truncated, a bad checksum or a page that fails bbolt's checks).
-	// `holdfast db check` tells more; serve refuses to start.
+	// truncated, a bad checksum or a page that fails bbolt's checks). A
+	// damaged page is reported as a *DamageError (page, bucket), never as
+	// a panic. `holdfast db check` tells more, `holdfast db salvage`
+	// copies what can be read into a new file; serve refuses to start
+	// when Open meets it.
 	ErrDamaged = errors.New("store: queue file is damaged")
 
 	// ErrNotActive: Finish or Unlease on a message that is not leased.

@@ -101,7 +101,7 @@ func (r *FlushRun) Next() (FlushResult, error) {
 	var res FlushResult
 	var last []byte
 	var more bool
-	err := r.s.batch("flush "+dest, func(w *wtx) error {
+	err := r.s.batch("flush "+dest, func(w *wtx) (err error) {
 		// bbolt may run this closure again: start from r's state.
 		res, last, more = FlushResult{}, nil, false
 		var ks [][]byte
@@ -111,14 +111,16 @@ func (r *FlushRun) Next() (FlushResult, error) {
 		}
 		for _, k := range ks {
 			_, id, ok := parseFlushKey(k)
-			if !ok || w.msg.Get(msgKey(id)) == nil {
+			if ok {
+				ok, err = w.expediteAt(k, id, match, &res)
+				if err != nil {
+					return err
+				}
+			}
+			if !ok {
 				if err := w.flush.Delete(k); err != nil {
 					return err
 				}
-				continue
-			}
-			if err := w.expediteAt(k, id, match, &res); err != nil {
-				return err
 			}
 		}
 		return nil
@@ -206,18 +208,23 @@ func hasPrefix(k, p []byte) bool { return len(k) >= len(p) && string(k[:len(p)])
 // expediteAt expedites the message id listed at flush key k, unless k is
 // not its first key in the walk (a subtree flush reaches a message with
 // recipients in several sub-domains once per sub-domain). A corrupt
-// record is quarantined by load and skipped.
-func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushResult) error {
-	old, err := w.load(id)
-	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) {
-		return nil
+// record is quarantined by load and skipped; a record on a damaged page
+// is skipped (loadGuarded). found is false when there is no record: the
+// key is an orphan.
+func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushResult) (found bool, err error) {
+	old, err := w.loadGuarded(id)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
+		return true, nil
 	}
 	if err != nil {
-		return err
+		return true, err
 	}
 	for _, d := range w.indexed(old) {
 		if match(d) && string(flushKey(d, id)) < string(k) {
-			return nil
+			return true, nil
 		}
 	}
 	done, active, err := w.expedite(old, match)
@@ -227,13 +234,13 @@ func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushRes
 	if active {
 		res.Active++
 	}
-	return err
+	return true, err
 }
 
 func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) error {
 	for _, id := range ids {
-		old, err := w.load(id)
-		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) {
+		old, err := w.loadGuarded(id)
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrDamaged) {
 			continue
 		}
 		if err != nil {

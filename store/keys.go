@@ -52,6 +52,7 @@ func msgKey(id ID) []byte { return []byte(id) }
 
 // bodyKey is the key of chunk seq of a body in bucket body: the ID bytes
 // ‖ big-endian seq, so a body's chunks are adjacent and in order.
+// Salvage (salvage.go) recognises body chunks by this layout.
 func bodyKey(id ID, seq uint32) []byte {
 	k := make([]byte, idLen+4)
 	copy(k, id)

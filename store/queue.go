@@ -25,7 +25,7 @@ func (s *Store) Enqueue(m *Message, body []byte) error {
 	if err := prepare(m, body, s.now()); err != nil {
 		return fmt.Errorf("store: enqueue: %w", err)
 	}
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.dbBatch(func(tx *bolt.Tx) error {
 		w := s.begin(tx)
 		if err := s.checkSize(tx, len(body)); err != nil {
 			return err
@@ -74,12 +74,12 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 		}
 		for _, k := range ks {
 			_, id, ok := parseDueKey(k)
-			old, err := w.load(id)
+			old, err := w.loadGuarded(id)
 			if !ok || errors.Is(err, ErrNotFound) {
 				w.due.Delete(k) // an entry without a record: drop it
 				continue
 			}
-			if errors.Is(err, ErrCorrupt) {
+			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
 				continue
 			}
 			if err != nil {

@@ -84,7 +84,7 @@ func (sp *Spool) Write(p []byte) (int, error) {
 // flushChunk commits the buffered chunk and the spool entry.
 func (sp *Spool) flushChunk() error {
 	s, seq, chunk := sp.s, sp.seq, sp.buf
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.dbBatch(func(tx *bolt.Tx) error {
 		if err := s.checkSize(tx, len(chunk)); err != nil {
 			return err
 		}
@@ -125,7 +125,7 @@ func (sp *Spool) Enqueue(m *Message) error {
 	}
 	m.Size = sp.n
 	seq, tail := sp.seq, sp.buf
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.dbBatch(func(tx *bolt.Tx) error {
 		w := s.begin(tx)
 		if err := s.checkSize(tx, len(tail)); err != nil {
 			return err
@@ -165,7 +165,7 @@ func (sp *Spool) abortChunks() {
 	}
 	id := sp.id
 	// Best effort: what a failure leaves is removed at the next Open.
-	sp.s.db.Batch(func(tx *bolt.Tx) error {
+	sp.s.dbBatch(func(tx *bolt.Tx) error {
 		if tx.Bucket(bktMsg).Get(msgKey(id)) != nil {
 			return nil
 		}

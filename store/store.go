@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -46,6 +47,12 @@ type Options struct {
 	// undecodable record to the corrupt bucket (store never logs; the
 	// caller does). It must not call back into the store.
 	OnCorrupt func(id ID, err error)
+	// OnDamaged, when set, is called once per message whose record or
+	// body sits on a page of the file that cannot be read (a
+	// *DamageError): the message is skipped by Lease and the flushes and
+	// stays in the file for `holdfast db salvage`. Same rules as
+	// OnCorrupt.
+	OnDamaged func(id ID, err error)
 	// batchDelay overrides bbolt's MaxBatchDelay; arrayFreelist and
 	// noSyncFreelist select the other bbolt settings. Benchmarks only.
 	batchDelay                    time.Duration
@@ -80,6 +87,13 @@ type Store struct {
 	budget  *budget
 	report  OpenReport
 	pidFile string
+	batches batcher
+	// The page walk run at the first damage (locate), kept.
+	walkOnce     sync.Once
+	walkSeen     map[uint64]string
+	walkProblems []PageProblem
+	// damagedIDs: messages already reported to OnDamaged.
+	damagedIDs sync.Map
 }
 
 // batchDelay is how long DB.Batch waits to gather concurrent Enqueues
@@ -160,7 +174,16 @@ func holder(path string) string {
 }
 
 func (s *Store) init() error {
-	from, to, err := migrations.Default.Apply(s.db)
+	var from, to int
+	err := s.guard("open", func() error {
+		var err error
+		from, to, err = migrations.Default.Apply(s.db)
+		return err
+	})
+	var de *DamageError
+	if errors.As(err, &de) {
+		return fmt.Errorf("store: open %s: %w", s.path, de)
+	}
 	if errors.Is(err, migrations.ErrTooNew) {
 		return fmt.Errorf("store: open %s: %w (file schema %d, binary %d)",
 			s.path, ErrSchemaTooNew, from, migrations.Default.Latest())
@@ -170,10 +193,13 @@ func (s *Store) init() error {
 	}
 	s.report.SchemaFrom, s.report.SchemaTo = from, to
 	var stored string
-	s.db.View(func(tx *bolt.Tx) error {
+	err = s.dbView(func(tx *bolt.Tx) error {
 		stored = string(tx.Bucket(bktMeta).Get(metaPolicy))
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("store: open %s: %w", s.path, err)
+	}
 	if stored != s.o.PolicyKey {
 		if err := s.RebuildIndex(); err != nil {
 			return err
@@ -240,7 +266,7 @@ func classify(err error) error {
 // update runs fn in one read-write transaction with the counters kept,
 // and reports quarantined records after the commit.
 func (s *Store) update(op string, fn func(w *wtx) error) error {
-	return s.write(s.db.Update, op, fn)
+	return s.write(s.dbUpdate, op, fn)
 }
 
 // batch is update through DB.Batch: concurrent callers share one commit
@@ -249,7 +275,7 @@ func (s *Store) update(op string, fn func(w *wtx) error) error {
 // transaction; every side effect (OnCorrupt) happens in write, once,
 // after the commit, from the run that committed.
 func (s *Store) batch(op string, fn func(w *wtx) error) error {
-	return s.write(s.db.Batch, op, fn)
+	return s.write(s.dbBatch, op, fn)
 }
 
 // write runs fn through run (DB.Update or DB.Batch).
@@ -266,10 +292,26 @@ func (s *Store) write(run func(func(*bolt.Tx) error) error, op string, fn func(w
 		return w.commit()
 	})
 	if err != nil {
+		var de *DamageError
+		if errors.As(err, &de) && de.Op == "" {
+			de.Op = op
+			return de
+		}
 		return fmt.Errorf("store: %s: %w", op, classify(err))
 	}
 	s.reportCorrupt(w)
+	for i, id := range w.damaged {
+		s.reportDamaged(id, w.derrs[i])
+	}
 	return nil
+}
+
+// reportDamaged calls OnDamaged once per message.
+func (s *Store) reportDamaged(id ID, err error) {
+	if _, dup := s.damagedIDs.LoadOrStore(id, true); dup || s.o.OnDamaged == nil {
+		return
+	}
+	s.o.OnDamaged(id, err)
 }
 
 func (s *Store) reportCorrupt(w *wtx) {
@@ -286,7 +328,7 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	return classify(s.db.View(fn))
+	return classify(s.dbView(fn))
 }
 
 // clone returns a deep copy of m.

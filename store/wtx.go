@@ -23,6 +23,9 @@ type wtx struct {
 	bytes, ncorrupt                   int64
 	quarantined                       []ID
 	qerrs                             []error
+	// damaged: messages skipped because a page of theirs is unreadable.
+	damaged []ID
+	derrs   []error
 }
 
 // appendFill is the page fill for the append-mostly buckets.
@@ -82,6 +85,25 @@ func (w *wtx) load(id ID) (*Message, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// loadGuarded is load for the operations that walk many messages (Lease,
+// the flushes): a record on a damaged page is skipped with a *DamageError
+// naming the message, noted for OnDamaged, and the transaction goes on
+// (the panic came from a read, which changed nothing).
+func (w *wtx) loadGuarded(id ID) (*Message, error) {
+	var m *Message
+	err := w.s.guard("", func() error {
+		var err error
+		m, err = w.load(id)
+		return err
+	})
+	var de *DamageError
+	if errors.As(err, &de) {
+		de.Cause = fmt.Sprintf("message %s: %s", id, de.Cause)
+		w.damaged, w.derrs = append(w.damaged, id), append(w.derrs, de)
+	}
+	return m, err
 }
 
 // dueOf returns the due key a message must have, nil for none.
@@ -378,8 +400,8 @@ func (w *wtx) recoverLeases() (int, error) {
 	ids := keys(w.active)
 	n := 0
 	for _, id := range ids {
-		old, err := w.load(id)
-		if errors.Is(err, ErrCorrupt) {
+		old, err := w.loadGuarded(id)
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
 			continue
 		}
 		if err != nil {
@@ -395,7 +417,7 @@ func (w *wtx) recoverLeases() (int, error) {
 		n++
 	}
 	for _, id := range keys(w.hold) {
-		old, err := w.load(id)
+		old, err := w.loadGuarded(id)
 		if err != nil || old.HeldFrom != StateActive {
 			continue
 		}
