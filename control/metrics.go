@@ -35,6 +35,7 @@ type Metrics struct {
 	rateLimited     *prometheus.CounterVec
 	commitDuration  prometheus.Histogram
 	commitBatchSize prometheus.Histogram
+	damaged         prometheus.Counter
 
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
@@ -98,7 +99,11 @@ func NewMetrics(stats StatsFunc) *Metrics {
 		Help:    "Messages per group commit.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
-	m.reg.MustRegister(m.messages, m.flushRequests, m.flushDuration, m.deliveryDur,
+	m.damaged = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "holdfast_queue_damaged_messages_total",
+		Help: "Messages that cannot be delivered because a page of queue.db holding their record or body cannot be read (holdfast db salvage).",
+	})
+	m.reg.MustRegister(m.messages, m.damaged, m.flushRequests, m.flushDuration, m.deliveryDur,
 		m.sessionsOpen, m.sessionsTotal, m.sessionsReject, m.authResults, m.stress, m.rateLimited, m.commitDuration, m.commitBatchSize,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
@@ -109,6 +114,14 @@ func NewMetrics(stats StatsFunc) *Metrics {
 
 // Registry is the registry behind /metrics, for extra collectors.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Damaged counts one message that cannot be delivered because its
+// record or body is on a damaged page (serve, from store's OnDamaged).
+func (m *Metrics) Damaged() {
+	if m != nil {
+		m.damaged.Inc()
+	}
+}
 
 // Accepted counts one message queued (smtpd after the commit of DATA;
 // the control server for local submission).

@@ -311,3 +311,24 @@ func (s *Store) locate(e *DamageError) {
 		e.Cause += "; " + p.What
 	}
 }
+
+// PageBuckets maps every page reached from the root of the queue file at
+// path to its bucket ("root" for the page listing the buckets), for
+// diagnosis (and the damage tests, which garble chosen pages).
+func PageBuckets(path string) (map[uint64]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	w, err := openWalk(f, fi.Size(), 1)
+	if err != nil {
+		return nil, err
+	}
+	w.walk()
+	return w.seen, nil
+}

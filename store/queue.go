@@ -67,30 +67,24 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 	err := s.batch("lease", func(w *wtx) error {
 		out = out[:0]
 		limit := dueKey(now, "zzzzzzzzzzzz")
-		var ks [][]byte
-		c := w.due.Cursor()
-		for k, _ := c.First(); k != nil && len(ks) < n && string(k) <= string(limit); k, _ = c.Next() {
-			ks = append(ks, append([]byte(nil), k...))
-		}
-		for _, k := range ks {
-			_, id, ok := parseDueKey(k)
-			old, err := w.loadGuarded(id)
-			if !ok || errors.Is(err, ErrNotFound) {
-				w.due.Delete(k) // an entry without a record: drop it
-				continue
+		// Messages that cannot be read (damaged page) keep their due
+		// entry: walk on past them, so that they never hide the rest.
+		var after []byte
+		for len(out) < n {
+			ks := dueKeys(w.due, after, limit, n-len(out))
+			if len(ks) == 0 {
+				return nil
 			}
-			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
-				continue
+			after = ks[len(ks)-1]
+			for _, k := range ks {
+				m, err := w.leaseOne(k)
+				if err != nil {
+					return err
+				}
+				if m != nil {
+					out = append(out, m)
+				}
 			}
-			if err != nil {
-				return err
-			}
-			m := clone(old)
-			m.State, m.Due = StateActive, time.Time{}
-			if err := w.save(old, m); err != nil {
-				return err
-			}
-			out = append(out, m)
 		}
 		return nil
 	})
@@ -98,6 +92,42 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// dueKeys copies up to n due keys after the key after (nil: from the
+// first), up to limit.
+func dueKeys(b *bolt.Bucket, after, limit []byte, n int) [][]byte {
+	var ks [][]byte
+	c := b.Cursor()
+	k, _ := c.First()
+	if after != nil {
+		if k, _ = c.Seek(after); k != nil && string(k) == string(after) {
+			k, _ = c.Next()
+		}
+	}
+	for ; k != nil && len(ks) < n && string(k) <= string(limit); k, _ = c.Next() {
+		ks = append(ks, append([]byte(nil), k...))
+	}
+	return ks
+}
+
+// leaseOne makes the message of due key k active; nil when it cannot be
+// read (corrupt record moved aside, damaged page) or is gone.
+func (w *wtx) leaseOne(k []byte) (*Message, error) {
+	_, id, ok := parseDueKey(k)
+	old, err := w.loadGuarded(id)
+	if !ok || errors.Is(err, ErrNotFound) {
+		return nil, w.due.Delete(k) // an entry without a record: drop it
+	}
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := clone(old)
+	m.State, m.Due = StateActive, time.Time{}
+	return m, w.save(old, m)
 }
 
 // NextDue returns the earliest due time; false when nothing is scheduled.

@@ -182,7 +182,8 @@ func (s *Store) init() error {
 	})
 	var de *DamageError
 	if errors.As(err, &de) {
-		return fmt.Errorf("store: open %s: %w", s.path, de)
+		de.Op = "open " + s.path
+		return de
 	}
 	if errors.Is(err, migrations.ErrTooNew) {
 		return fmt.Errorf("store: open %s: %w (file schema %d, binary %d)",
@@ -197,6 +198,10 @@ func (s *Store) init() error {
 		stored = string(tx.Bucket(bktMeta).Get(metaPolicy))
 		return nil
 	})
+	if errors.As(err, &de) {
+		de.Op = "open " + s.path
+		return de
+	}
 	if err != nil {
 		return fmt.Errorf("store: open %s: %w", s.path, err)
 	}

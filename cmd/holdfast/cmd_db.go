@@ -17,12 +17,16 @@ import (
 )
 
 func init() {
-	register("db", "check, back up or compact the queue database", runDB)
+	register("db", "check, back up, compact or salvage the queue database", runDB)
 }
 
 const dbUsage = `usage: holdfast db check [-c FILE]      consistency of the file and the flush index
        holdfast db backup [-c FILE] OUT  consistent snapshot (through the daemon while it runs)
-       holdfast db compact [-c FILE]     rewrite the file without free pages (daemon stopped)`
+       holdfast db compact [-c FILE]     rewrite the file without free pages (daemon stopped)
+       holdfast db salvage [-c FILE] [-replace] [OUT]
+                                         copy every readable message of a damaged file into
+                                         OUT (default queue.db.salvaged); -replace puts it in
+                                         place of queue.db, kept as queue.db.damaged (daemon stopped)`
 
 func runDB(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -33,12 +37,19 @@ func runDB(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("holdfast db "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	replace := false
+	if verb == "salvage" {
+		fs.BoolVar(&replace, "replace", false, "put the salvaged file in place of queue.db")
+	}
 	pos, err := parseMixed(fs, args[1:])
 	if err != nil {
 		return exUsage
 	}
-	want := map[string]int{"check": 0, "backup": 1, "compact": 0}
+	want := map[string]int{"check": 0, "backup": 1, "compact": 0, "salvage": 1}
 	n, ok := want[verb]
+	if verb == "salvage" && len(pos) == 0 {
+		n = 0
+	}
 	if !ok || len(pos) != n {
 		fmt.Fprintln(stderr, dbUsage)
 		return exUsage
@@ -53,6 +64,8 @@ func runDB(args []string, stdout, stderr io.Writer) int {
 		return dbCheck(cl, c, running, stdout, stderr)
 	case "backup":
 		return dbBackup(cl, c, running, pos[0], stdout, stderr)
+	case "salvage":
+		return dbSalvage(cl, c, running, pos, replace, stdout, stderr)
 	}
 	return dbCompact(cl, c, running, stdout, stderr)
 }
@@ -83,8 +96,12 @@ func dbError(err error, c *config.Config, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "holdfast: %s is in use by another process and its control socket does not answer\n", dbPath(c))
 		return exTempFail
 	}
+	if errors.Is(err, store.ErrDamaged) {
+		fmt.Fprintf(stderr, "holdfast: %v; `holdfast db salvage` copies what can still be read into a new file\n", err)
+		return exDataErr
+	}
 	fmt.Fprintf(stderr, "holdfast: %v\n", err)
-	if errors.Is(err, store.ErrCorrupt) || errors.Is(err, store.ErrDamaged) {
+	if errors.Is(err, store.ErrCorrupt) {
 		return exDataErr
 	}
 	return exIOErr
@@ -193,4 +210,80 @@ func dbCompact(cl *control.Client, c *config.Config, running bool, stdout, stder
 	}
 	fmt.Fprintf(stdout, "%s: %d -> %d bytes\n", src, before.Size(), after.Size())
 	return 0
+}
+
+// dbSalvage copies every readable message of queue.db into a new file
+// (store.Salvage) and reports what was lost. With replace, the damaged
+// file is renamed queue.db.damaged and the new one takes its place, so
+// that `holdfast serve` starts on it; without, the operator moves it.
+func dbSalvage(cl *control.Client, c *config.Config, running bool, pos []string, replace bool, stdout, stderr io.Writer) int {
+	if running {
+		fmt.Fprintf(stderr, "holdfast: db salvage: the daemon is running (control socket %s); stop it first\n", cl.Path)
+		return exTempFail
+	}
+	src := dbPath(c)
+	before, err := os.Stat(src)
+	if err != nil {
+		fmt.Fprintf(stderr, "holdfast: %v\n", err)
+		return exNoInput
+	}
+	out := src + ".salvaged"
+	if len(pos) > 0 {
+		out = pos[0]
+	}
+	aside := src + ".damaged"
+	if replace {
+		if _, err := os.Stat(aside); err == nil {
+			fmt.Fprintf(stderr, "holdfast: db salvage: %s exists (an earlier salvage?); move it away first\n", aside)
+			return exCantCreat
+		}
+	}
+	p, err := flush.New(c)
+	if err != nil {
+		fmt.Fprintf(stderr, "holdfast: %v\n", err)
+		return exConfig
+	}
+	rep, err := store.Salvage(src, out, store.Options{Timeout: lockTimeout, Eligible: p.Eligible, PolicyKey: p.Key()})
+	if err != nil {
+		os.Remove(out)
+		return dbError(err, c, stderr)
+	}
+	if st, ok := before.Sys().(*syscall.Stat_t); ok {
+		os.Chown(out, int(st.Uid), int(st.Gid))
+	}
+	os.Chmod(out, before.Mode().Perm())
+	printSalvage(stdout, src, out, rep)
+	if !replace {
+		fmt.Fprintf(stdout, "to use it: mv %s %s && mv %s %s, then start holdfast\n", src, aside, out, src)
+		return 0
+	}
+	if err := os.Rename(src, aside); err != nil {
+		fmt.Fprintf(stderr, "holdfast: %v\n", err)
+		return exIOErr
+	}
+	if err := os.Rename(out, src); err != nil {
+		fmt.Fprintf(stderr, "holdfast: %v (the damaged file is %s)\n", err, aside)
+		return exIOErr
+	}
+	fmt.Fprintf(stdout, "%s replaced by the salvaged file; the damaged file is kept as %s\n", src, aside)
+	return 0
+}
+
+func printSalvage(w io.Writer, src, out string, rep store.SalvageReport) {
+	fmt.Fprintf(w, "%s: %d pages read, %d damaged\n", src, rep.Pages, len(rep.Damaged))
+	for _, p := range rep.Damaged {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+	fmt.Fprintf(w, "%s: %d messages recovered (%d on hold)\n", out, rep.Recovered, rep.Held)
+	fmt.Fprintf(w, "lost: %d messages named by the damaged file", len(rep.Lost))
+	if rep.LostUnnamed > 0 {
+		fmt.Fprintf(w, ", and %d contents without a readable record", rep.LostUnnamed)
+	}
+	fmt.Fprintln(w)
+	for _, id := range rep.Lost {
+		fmt.Fprintf(w, "  %s\n", id)
+	}
+	if rep.Quarantined > 0 {
+		fmt.Fprintf(w, "not copied: %d records already in the corrupt bucket (holdfast queue lists them in the old file)\n", rep.Quarantined)
+	}
 }

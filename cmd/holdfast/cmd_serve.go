@@ -122,7 +122,8 @@ func startError(err error, cfgPath string) (string, int) {
 		}
 		return fmt.Sprintf("queue %s is in use by another process", le.path), exTempFail
 	case errors.Is(err, store.ErrCorrupt):
-		return fmt.Sprintf("%v; run `holdfast db check -c %s`", err, cfgPath), exDataErr
+		return fmt.Sprintf("%v; run `holdfast db check -c %s`, and `holdfast db salvage -c %s` to copy what can be read into a new file",
+			err, cfgPath, cfgPath), exDataErr
 	case errors.Is(err, store.ErrSchemaTooNew):
 		return fmt.Sprintf("%v; this holdfast is older than the queue file", err), exConfig
 	case errors.Is(err, os.ErrPermission):
@@ -424,6 +425,13 @@ func (d *daemon) openStore(c *config.Config) error {
 		OnCorrupt: func(id store.ID, err error) {
 			d.log.Error().Str("queue_id", string(id)).Err(err).
 				Msg("corrupt queue record moved aside; run holdfast db check")
+		},
+		// Called once per message, from the store operation that met the
+		// damage; d.metrics is set before any goroutine uses the store.
+		OnDamaged: func(id store.ID, err error) {
+			d.log.Error().Str("queue_id", string(id)).Err(err).
+				Msg("message cannot be delivered: queue.db is damaged where it is kept; stop holdfast and run holdfast db salvage")
+			d.metrics.Damaged()
 		},
 	}
 	d.store, err = store.Open(dbPath, opts)

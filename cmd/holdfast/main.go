@@ -5,7 +5,7 @@
 //	holdfast config [-n|-d|-x] [NAME]   show parameters (postconf)
 //	holdfast queue list|show|delete|hold|release|requeue ...
 //	holdfast flush DOMAIN | --all       (postqueue -s / -f)
-//	holdfast db check|backup|compact
+//	holdfast db check|backup|compact|salvage
 //
 // Invoked as sendmail, mailq, postqueue or postsuper (argv[0], e.g. through
 // the links that make install creates) it accepts those programs' flags.
@@ -86,6 +86,7 @@ const (
 	exNoInput     = 66 // EX_NOINPUT
 	exUnavailable = 69 // EX_UNAVAILABLE
 	exSoftware    = 70 // EX_SOFTWARE
+	exCantCreat   = 73 // EX_CANTCREAT
 	exIOErr       = 74 // EX_IOERR
 	exTempFail    = 75 // EX_TEMPFAIL
 	exNoPerm      = 77 // EX_NOPERM
