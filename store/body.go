@@ -21,7 +21,8 @@ import (
 // value under msgKey(id); it is read the same way (legacy). Readers take
 // one chunk per read transaction, so neither their memory nor the life
 // of a read transaction (which holds bbolt's remap of a growing file)
-// depends on the size of a message.
+// depends on the size of a message. Salvage (salvage.go) reads this
+// layout from the raw pages: change them together.
 
 // chunkValue is the key of the one value in a chunk's bucket.
 var chunkValue = []byte{0}

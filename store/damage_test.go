@@ -43,6 +43,13 @@ func newDamageFixture(t *testing.T, n int) *damageFixture {
 		}
 		f.ids = append(f.ids, m.ID)
 	}
+	// One body of several chunks, each on pages of its own.
+	big := newMsg("big@customer.tld")
+	big.Recipients[0].NextAttempt = later
+	if err := s.Enqueue(big, bigBody()); err != nil {
+		t.Fatal(err)
+	}
+	f.ids = append(f.ids, big.ID)
 	if _, err := s.Hold(f.ids[0]); err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +97,14 @@ func (f *damageFixture) layout(t *testing.T) {
 			slices.Sort(l)
 		}
 	}
+}
+
+func bigBody() []byte {
+	b := make([]byte, 2*BodyChunk+1000)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
+	}
+	return b
 }
 
 // garble overwrites whole pages with random bytes.
@@ -164,6 +179,9 @@ func TestDamagedRootPage(t *testing.T) {
 	body, err := s.Body(f.ids[7])
 	if want := fmt.Sprintf("Subject: 7\r\n\r\n%0300d\r\n", 7); err != nil || string(body) != want {
 		t.Errorf("salvaged body of message 7: %q, %v", body, err)
+	}
+	if body, err := s.Body(f.ids[len(f.ids)-1]); err != nil || string(body) != string(bigBody()) {
+		t.Errorf("salvaged body of %d bytes in 3 chunks: %d bytes, %v", len(bigBody()), len(body), err)
 	}
 }
 

@@ -182,7 +182,8 @@ runs in a goroutine of bbolt's, where a fault would kill the process).
 Salvage copies what can still be read into a new file: it reads every
 page not on bbolt's freelist with bounds checks (so a damaged root or
 branch page hides nothing below it), decodes records (their CRC tells a
-record from a body) and body chunks (the body key layout of keys.go), and
+record from a body) and body chunks (body.go: each the one value of a
+nested bucket named by bodyKey, inline or on pages of its own), and
 enqueues each message whose record and whole body survive through
 Enqueue and Hold, which rebuild the indexes and counters. It names the
 lost messages it can (records without their body; IDs in the due and

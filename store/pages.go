@@ -143,6 +143,28 @@ func (w *pageWalk) page(id uint64, bucket string) []byte {
 	return p
 }
 
+// readPage reads page id with its overflow, checking only that it is
+// within the file and says it is page id (salvage re-reads pages it has
+// seen); nil otherwise.
+func (w *pageWalk) readPage(id uint64) []byte {
+	if id < 2 || id >= w.hwm {
+		return nil
+	}
+	hdr := make([]byte, boltPageHeader)
+	if _, err := w.f.ReadAt(hdr, int64(id*w.psize)); err != nil || binary.LittleEndian.Uint64(hdr) != id {
+		return nil
+	}
+	over := uint64(binary.LittleEndian.Uint32(hdr[12:]))
+	if id+over >= w.hwm || int64((id+over+1)*w.psize) > w.size {
+		return nil
+	}
+	p := make([]byte, (over+1)*w.psize)
+	if _, err := w.f.ReadAt(p, int64(id*w.psize)); err != nil {
+		return nil
+	}
+	return p
+}
+
 // elems returns the elements of a branch or leaf page, or false with the
 // problem recorded when an element points outside the page or the keys
 // are out of order.

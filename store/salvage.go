@@ -197,6 +197,12 @@ func (sc *scan) leaf(id uint64, p []byte, path []int) {
 	for i, k := range keys {
 		v := vals[i]
 		if lflags[i]&leafIsBucket != 0 {
+			if bid, seq, ok := parseBodyKey(k); ok {
+				// A body chunk: the one value of its own bucket.
+				loc := chunkLoc{seq: seq, page: id, elem: i, inline: path}
+				sc.chunks[bid] = append(sc.chunks[bid], loc)
+				continue
+			}
 			if len(v) > bucketHeader && binary.LittleEndian.Uint64(v) == 0 {
 				sc.leaf(id, v[bucketHeader:], append(slices.Clone(path), i))
 			}
@@ -223,13 +229,6 @@ func (sc *scan) entry(k, v []byte, loc chunkLoc) {
 			return
 		}
 	}
-	if len(k) == idLen+4 {
-		if id, err := ParseID(string(k[:idLen])); err == nil {
-			loc.seq = binary.BigEndian.Uint32(k[idLen:])
-			sc.chunks[id] = append(sc.chunks[id], loc)
-			return
-		}
-	}
 	if len(k) != idLen {
 		return
 	}
@@ -250,16 +249,49 @@ func (sc *scan) entry(k, v []byte, loc chunkLoc) {
 
 func (sc *scan) name(id ID) { sc.named[id] = true }
 
+// parseBodyKey splits a body chunk's key (bodyKey).
+func parseBodyKey(k []byte) (ID, uint32, bool) {
+	if len(k) != idLen+4 {
+		return "", 0, false
+	}
+	id, err := ParseID(string(k[:idLen]))
+	if err != nil {
+		return "", 0, false
+	}
+	return id, binary.BigEndian.Uint32(k[idLen:]), true
+}
+
+// chunk reads a body chunk: the value under chunkValue in the bucket
+// whose header is at loc, inline or on a page of its own.
+func (sc *scan) chunk(loc chunkLoc) ([]byte, bool) {
+	hdr, ok := sc.value(loc)
+	if !ok || len(hdr) < bucketHeader {
+		return nil, false
+	}
+	root := binary.LittleEndian.Uint64(hdr)
+	var p []byte
+	if root == 0 {
+		p = hdr[bucketHeader:]
+	} else if p = sc.w.readPage(root); p == nil {
+		return nil, false
+	}
+	_, keys, vals, _, lflags, ok := sc.w.elems(root, "body", p)
+	if !ok {
+		return nil, false
+	}
+	for i, k := range keys {
+		if string(k) == string(chunkValue) && lflags[i]&leafIsBucket == 0 {
+			return vals[i], true
+		}
+	}
+	return nil, false
+}
+
 // value re-reads the value at loc.
 func (sc *scan) value(loc chunkLoc) ([]byte, bool) {
 	w := sc.w
-	hdr := make([]byte, boltPageHeader)
-	if _, err := w.f.ReadAt(hdr, int64(loc.page*w.psize)); err != nil {
-		return nil, false
-	}
-	over := uint64(binary.LittleEndian.Uint32(hdr[12:]))
-	p := make([]byte, (over+1)*w.psize)
-	if _, err := w.f.ReadAt(p, int64(loc.page*w.psize)); err != nil {
+	p := w.readPage(loc.page)
+	if p == nil {
 		return nil, false
 	}
 	for _, i := range loc.inline {
@@ -283,7 +315,7 @@ func (sc *scan) body(m *Message) ([]byte, bool) {
 	if cs := sc.chunks[m.ID]; len(cs) > 0 {
 		slices.SortFunc(cs, func(a, b chunkLoc) int { return int(a.seq) - int(b.seq) })
 		for i, c := range cs {
-			v, ok := sc.value(c)
+			v, ok := sc.chunk(c)
 			if !ok || c.seq != uint32(i) {
 				return nil, false
 			}
