@@ -75,3 +75,15 @@ func TestParseRulesErrors(t *testing.T) {
 		t.Errorf("class name refused: %v", err)
 	}
 }
+
+// DNS list queries: IPv4 octets reversed, IPv6 nibbles reversed.
+func TestReverseQuery(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":   "1.2.0.192.",
+		"2001:db8::1": "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.",
+	} {
+		if got := reverseQuery(netip.MustParseAddr(in)); got != want {
+			t.Errorf("%s: %q, want %q", in, got, want)
+		}
+	}
+}
