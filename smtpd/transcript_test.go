@@ -20,6 +20,8 @@ import (
 //	@dns RR          a record (zone-file syntax) served by a miekg/dns
 //	                 server on loopback, which dns_resolver points at
 //	@dnsfail NAME    that server answers SERVFAIL for NAME ("x.test.")
+//	@dnstcp NAME     its UDP answers for NAME are truncated: asked again
+//	                 over TCP
 //	=== [ADDR]       start a new session (from local address ADDR)
 //	C: line          client line; consecutive C: lines go in one write
 //	S: line          expected reply line; a trailing '*' matches the rest
@@ -46,7 +48,7 @@ func runTranscript(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	var cfgLines, seeds, records, fails []string
+	var cfgLines, seeds, records, fails, tcp []string
 	tlsOn := false
 	body := 0
 	for i, l := range lines {
@@ -61,6 +63,8 @@ func runTranscript(t *testing.T, path string) {
 			records = append(records, l[5:])
 		case strings.HasPrefix(l, "@dnsfail "):
 			fails = append(fails, l[9:])
+		case strings.HasPrefix(l, "@dnstcp "):
+			tcp = append(tcp, l[8:])
 		case l == "" || strings.HasPrefix(l, "#"):
 		default:
 			body = i
@@ -69,10 +73,13 @@ func runTranscript(t *testing.T, path string) {
 			break
 		}
 	}
-	if len(records)+len(fails) > 0 {
+	if len(records)+len(fails)+len(tcp) > 0 {
 		ds := testutil.NewDNS(t, records...)
 		for _, f := range fails {
 			ds.Fail(f)
+		}
+		for _, n := range tcp {
+			ds.Truncate(n)
 		}
 		cfgLines = append(cfgLines, "dns_resolver = "+ds.Addr)
 	}
