@@ -25,7 +25,8 @@
 //
 // Metrics is nil-safe; the daemon's packages report through it:
 //   - smtpd: SessionOpened/SessionClosed per connection, SessionRejected;
-//     ETRN through FlushRequest("etrn", result, duration);
+//     ETRN through FlushRequest("etrn", result, duration), ATRN through
+//     FlushRequest("atrn", ...);
 //   - the queue smtpd writes to: Metrics.Queue wraps it (Accepted and
 //     ObserveCommit per message);
 //   - delivery: Outcome(id, addr, status) per recipient after the store

@@ -55,7 +55,7 @@ func NewMetrics(stats StatsFunc) *Metrics {
 	}, []string{"status"})
 	m.flushRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "holdfast_flush_requests_total",
-		Help: "ETRN and operator flush requests by source (etrn, cli) and result.",
+		Help: "ETRN, ATRN (ODMR) and operator flush requests by source (etrn, atrn, cli) and result.",
 	}, []string{"source", "result"})
 	m.flushDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "holdfast_flush_duration_seconds",

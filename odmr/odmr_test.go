@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ import (
 // rig is a provider: a real store, a scheduler (not running: only ODMR
 // delivers) and the ODMR server on loopback.
 type rig struct {
+	ev   events
 	t    *testing.T
 	st   *store.Store
 	d    *delivery.Scheduler
@@ -74,7 +76,7 @@ func newRigTLS(t *testing.T, run bool, wrap *tls.Config) *rig {
 	sec, _ := auth.ParseSecurity([]string{"noanonymous"})
 	r.srv, err = New(Options{Hostname: "relay.test", Backend: backend, Security: sec, TLSSecurity: sec,
 		Owners:  auth.NewOwners(inlineTable(t, "inline:{ a.test=alice, b.test=alice, c.test=bob }")),
-		Timeout: 20 * time.Second, Batch: 2, WrapperTLS: wrap}, r.st, d, log)
+		Timeout: 20 * time.Second, Batch: 2, WrapperTLS: wrap, Events: &r.ev}, r.st, d, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +92,27 @@ func newRigTLS(t *testing.T, run bool, wrap *tls.Config) *rig {
 		r.srv.Shutdown(ctx)
 	})
 	return r
+}
+
+// events counts ATRN results.
+type events struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (e *events) FlushRequest(source, result string, _ time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.n == nil {
+		e.n = map[string]int{}
+	}
+	e.n[source+"/"+result]++
+}
+
+func (e *events) count(k string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n[k]
 }
 
 func inlineTable(t *testing.T, spec string) config.Table {
@@ -325,6 +348,9 @@ func TestODMRBadInput(t *testing.T) {
 		// holdfast may send nothing, or QUIT; either way it ends.
 	}
 	waitQueued(t, r, 1)
+	if r.ev.count("atrn/refused") != 3 || r.ev.count("atrn/no_mail") != 1 || r.ev.count("atrn/error") != 1 {
+		t.Errorf("ATRN events %v", r.ev.n)
+	}
 }
 
 // waitQueued waits until n messages are back in the queue (not active);

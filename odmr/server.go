@@ -67,6 +67,14 @@ type Options struct {
 	MaxDomains int
 	// Batch is how many messages are leased at a time (default 100).
 	Batch int
+	// Events, if set, counts ATRN requests (*control.Metrics).
+	Events Events
+}
+
+// Events receives one call per ATRN: source "atrn"; result "ok" (turned
+// around, d is the whole transfer), "no_mail", "refused" or "error".
+type Events interface {
+	FlushRequest(source, result string, d time.Duration)
 }
 
 func (o Options) withDefaults() Options {

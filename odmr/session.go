@@ -289,12 +289,15 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 		s.fail(replyNeedAuth)
 		return false
 	}
+	start := time.Now()
 	if long {
+		s.event("refused", start)
 		s.fail(replyTooMany)
 		return false
 	}
 	domains, r := s.atrnDomains(arg)
 	if r != "" {
+		s.event("refused", start)
 		s.fail(r)
 		return false
 	}
@@ -310,11 +313,13 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 	first, err := lease()
 	if err != nil {
 		s.log.Error().Err(err).Msg("ATRN: lease failed")
+		s.event("error", start)
 		s.fail(replyATRNTemp)
 		return false
 	}
 	if len(first) == 0 {
 		s.log.Info().Str("event", "atrn").Strs("domains", domains).Msg("ATRN: no mail")
+		s.event("no_mail", start)
 		s.reply(replyNoMail)
 		return false
 	}
@@ -328,11 +333,19 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 	res, err := s.srv.dlv.Turnaround(s.srv.ctx, s.bufferedConn(), s.login, first, lease, match)
 	ev := s.log.Info().Str("event", "atrn").Strs("domains", domains).Int("messages", res.Messages).
 		Int("delivered", res.Delivered).Int("deferred", res.Deferred).Int("bounced", res.Bounced).Int("returned", res.Returned)
+	result := "ok"
 	if err != nil {
-		ev = ev.Err(err)
+		ev, result = ev.Err(err), "error"
 	}
 	ev.Msg("ATRN turnaround done")
+	s.event(result, start)
 	return true
+}
+
+func (s *session) event(result string, start time.Time) {
+	if ev := s.srv.o.Events; ev != nil {
+		ev.FlushRequest("atrn", result, time.Since(start))
+	}
 }
 
 // atrnDomains parses the argument (no argument: every destination the

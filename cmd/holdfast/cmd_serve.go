@@ -309,6 +309,7 @@ func (d *daemon) startODMR(c *config.Config) error {
 	if len(o.Listen) == 0 {
 		return nil
 	}
+	o.Events = d.metrics
 	srv, err := odmr.New(o, d.store, d.sched, d.log.With().Str("component", "odmr").Logger())
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
