@@ -148,6 +148,7 @@ var descriptions = map[string]string{
 	"smtpd_client_etrn_rate_limit":            "holdfast: ETRN commands one client may send per anvil_rate_time_unit; over it 458. Postfix has no ETRN rate limit.",
 	"smtpd_client_ipv4_prefix_length":         "IPv4 addresses in one such prefix count as one client for the per-client limits.",
 	"smtpd_client_ipv6_prefix_length":         "IPv6 addresses in one such prefix count as one client for the per-client limits.",
+	"smtpd_starttls_timeout":                  "Time limit for the TLS handshake after STARTTLS; 10 s under stress.",
 	"anvil_rate_time_unit":                    "The time unit of the per-client rate limits.",
 
 	// SMTP server.

@@ -160,6 +160,7 @@ func defaults() map[string]*param {
 		"smtpd_per_request_deadline": {kind: kindBool, def: "yes"},                   // Postfix: ${stress?{yes}:{no}}
 		"smtpd_min_data_rate":        {kind: kindInt, def: "500"},                    // bytes/s during DATA and BDAT
 		"smtpd_transaction_deadline": {kind: kindTime, def: "${stress?{60}:{600}}s"}, // ours: MAIL to the end of the content
+		"smtpd_starttls_timeout":     {kind: kindTime, def: "${stress?{10}:{300}}s"},
 
 		// Per-client limits (Postfix's anvil(8)) for clients outside
 		// smtpd_client_event_limit_exceptions, per anvil_rate_time_unit.

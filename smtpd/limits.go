@@ -15,6 +15,9 @@ import (
 type Limits struct {
 	// Timeout is smtpd_timeout (300s; 10s under stress).
 	Timeout time.Duration
+	// StartTLSTimeout is smtpd_starttls_timeout (300s; 10s under
+	// stress): the TLS handshake after STARTTLS.
+	StartTLSTimeout time.Duration
 	// PerRequestDeadline is smtpd_per_request_deadline: Timeout limits
 	// the time spent waiting to receive a whole request (a command, or
 	// the content of DATA or BDAT) and to send its reply, instead of
@@ -60,6 +63,9 @@ func (l Limits) withDefaults() Limits {
 	if l.Timeout <= 0 {
 		l.Timeout = 300 * time.Second
 	}
+	if l.StartTLSTimeout <= 0 {
+		l.StartTLSTimeout = 300 * time.Second
+	}
 	if l.MinDataRate <= 0 {
 		l.MinDataRate = 500
 	}
@@ -78,6 +84,7 @@ func (l Limits) withDefaults() Limits {
 func stressDefaults(n Limits) Limits {
 	l := n
 	l.Timeout = min(n.Timeout, 10*time.Second)
+	l.StartTLSTimeout = min(n.StartTLSTimeout, 10*time.Second)
 	l.PerRequestDeadline = true
 	l.HardErrorLimit = 1
 	l.JunkCommandLimit = 1

@@ -132,6 +132,21 @@ func TestPerRequestDeadline(t *testing.T) {
 	}
 }
 
+// smtpd_starttls_timeout limits the TLS handshake: a client that says
+// STARTTLS and then nothing is cut there, not at smtpd_timeout.
+func TestStartTLSTimeout(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, "smtpd_timeout = 30s", "smtpd_starttls_timeout = 1s"), withTLS)
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("STARTTLS\r\n")
+	c.expect("220 2.0.0 Ready to start TLS")
+	if _, took := c.closedWithin(5 * time.Second); took > 3*time.Second {
+		t.Errorf("handshake cut after %v, want about 1s", took)
+	}
+}
+
 // smtpd_min_data_rate: during DATA every n bytes earn n/rate seconds, so a
 // body sent faster than the rate is not cut at smtpd_timeout, and one sent
 // slower is.

@@ -485,6 +485,9 @@ func limitsFromConfig(c *config.Config) (Limits, error) {
 	if l.TransactionDeadline, err = c.Time("smtpd_transaction_deadline"); err != nil {
 		return l, err
 	}
+	if l.StartTLSTimeout, err = c.Time("smtpd_starttls_timeout"); err != nil {
+		return l, err
+	}
 	if l.Timeout <= 0 {
 		return l, fmt.Errorf("smtpd_timeout: must be more than 0")
 	}

@@ -537,7 +537,7 @@ func (s *session) handshake() error {
 		return err
 	}
 	tc := tls.Server(s.conn, s.srv.opts.TLS)
-	tc.SetDeadline(time.Now().Add(s.io.lim.Timeout))
+	tc.SetDeadline(time.Now().Add(s.io.lim.StartTLSTimeout))
 	if err := tc.Handshake(); err != nil {
 		return err
 	}
