@@ -42,6 +42,14 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		return Options{}, fmt.Errorf("odmr_listen: etrn_login_maps is empty, so no login owns a domain")
 	}
 	o.Owners = auth.NewOwners(owners)
+	if o.AuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {
+		return Options{}, err
+	}
+	if config.Known("anvil_rate_time_unit") {
+		if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
+			return Options{}, err
+		}
+	}
 	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
 		return Options{}, err
 	}

@@ -546,3 +546,18 @@ func TestPullWrapperTLS(t *testing.T) {
 		t.Errorf("plaintext got %q", b)
 	}
 }
+
+func TestODMRAuthRate(t *testing.T) {
+	r := newRig(t, false)
+	r.srv.o.AuthRateLimit = 2
+	for i := range 2 {
+		d := r.dial()
+		d.ehlo()
+		d.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00wrong")))
+		d.expect("535 5.7.8 *")
+		if i == 1 {
+			d.send("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+			d.expect("450 4.7.1 Error: too many AUTH commands from 127.0.0.1")
+		}
+	}
+}

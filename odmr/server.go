@@ -69,6 +69,11 @@ type Options struct {
 	Batch int
 	// Events, if set, counts ATRN requests (*control.Metrics).
 	Events Events
+	// AuthRateLimit is smtpd_client_auth_rate_limit for ODMR: AUTH
+	// commands per client address and RateTimeUnit
+	// (anvil_rate_time_unit); 0 = no limit.
+	AuthRateLimit int
+	RateTimeUnit  time.Duration
 }
 
 // Events receives one call per ATRN: source "atrn"; result "ok" (turned
@@ -114,6 +119,47 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	auths   rates
+}
+
+// rates counts events per client address and time unit (the part of
+// Postfix's anvil(8) that ODMR needs).
+type rates struct {
+	mu    sync.Mutex
+	m     map[netip.Addr]*rate
+	sweep time.Time
+}
+
+type rate struct {
+	start time.Time
+	n     int
+}
+
+// add counts one event and returns the client's count in this unit.
+func (r *rates) add(ip netip.Addr, unit time.Duration, now time.Time) int {
+	if unit <= 0 {
+		unit = time.Minute
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[netip.Addr]*rate{}
+	}
+	if now.Sub(r.sweep) > unit {
+		for k, v := range r.m {
+			if now.Sub(v.start) > unit {
+				delete(r.m, k)
+			}
+		}
+		r.sweep = now
+	}
+	c := r.m[ip]
+	if c == nil || now.Sub(c.start) > unit {
+		c = &rate{start: now}
+		r.m[ip] = c
+	}
+	c.n++
+	return c.n
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.

@@ -220,6 +220,11 @@ func (s *session) authCmd(arg string, long bool) {
 		s.fail(replyAuthSyntax)
 		return
 	}
+	if lim := s.srv.o.AuthRateLimit; lim > 0 && s.srv.auths.add(s.client, s.srv.o.RateTimeUnit, time.Now()) > lim {
+		s.log.Warn().Str("event", "rate_limit").Msg("too many AUTH commands")
+		s.fail("450 4.7.1 Error: too many AUTH commands from " + s.client.String())
+		return
+	}
 	mech := strings.ToUpper(args[0])
 	if !slices.Contains(s.mechs(), mech) {
 		s.fail("535 5.7.8 Error: authentication failed: Invalid authentication mechanism")
