@@ -146,7 +146,8 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 	}
 	// go-smtp's Client reads a greeting first; the server sent its one
 	// greeting already, so it is replayed from memory.
-	g := &greeted{Conn: nc, r: io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), rest)}
+	ehlo := &firstLine{r: rest} // go-smtp keeps the EHLO reply's name to itself
+	g := &greeted{Conn: nc, r: io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), ehlo)}
 	c := smtp.NewClient(g)
 	if t.lmtp {
 		c = smtp.NewClientLMTP(g)
@@ -155,6 +156,12 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 	if err := c.Hello(cf.HeloName); err != nil {
 		c.Close()
 		return nil, d.greetError(t, err, "performing the "+hello+" handshake")
+	}
+	if line := string(ehlo.line); len(line) > 4 {
+		if err := d.loopCheck(t, line[4:], "replied to HELO/EHLO"); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	cn := &conn{t: t, netc: nc, c: c, tls: isTLS}
 	if ok, v := c.Extension("SIZE"); ok {
@@ -198,6 +205,29 @@ func (d *Scheduler) greetError(t target, err error, stage string) error {
 		return &sessionError{r}
 	}
 	return &sessionError{classify(err, t, stage, true)}
+}
+
+// firstLine passes r on and keeps the first line read from it (at most
+// 512 bytes of it): the first line of the EHLO reply ("250-name ...").
+type firstLine struct {
+	r    io.Reader
+	line []byte
+	done bool
+}
+
+func (f *firstLine) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	for _, b := range p[:n] {
+		if f.done {
+			break
+		}
+		if b == '\r' || b == '\n' {
+			f.done = true
+		} else if len(f.line) < 512 {
+			f.line = append(f.line, b)
+		}
+	}
+	return n, err
 }
 
 // greeted is a net.Conn whose first bytes come from r.

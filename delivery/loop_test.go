@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/holdfast-mta/holdfast/store"
@@ -44,5 +45,27 @@ func TestLoopGreetsWithMyHostname(t *testing.T) {
 	want := "mail for [127.0.0.1]:" + port + " loops back to myself"
 	if r := m.Recipients[0]; r.State != store.RcptPending || r.DSN != "4.4.6" || r.Reply != want {
 		t.Fatalf("%+v, want deferred 4.4.6 %q", r, want)
+	}
+}
+
+// A next hop that answers EHLO with our own myhostname is a loop too.
+func TestLoopEHLOWithMyHostname(t *testing.T) {
+	h := newHostile(t, func(c net.Conn, w io.Writer) {
+		r := bufio.NewReader(c)
+		io.WriteString(w, "220 mx.other.test ESMTP\r\n")
+		r.ReadString('\n')
+		io.WriteString(w, "250-relay.test Hello\r\n250 PIPELINING\r\n")
+		r.ReadString('\n')
+	})
+	e := newEnv(t, func(e *env) { e.tm["hostile.test"] = "smtp:" + h.ln.Addr().String() })
+	id := e.enqueue("alice@origin.test", "bob@hostile.test")
+	m := e.waitAttempts(id, 1)
+	_, port, _ := net.SplitHostPort(h.ln.Addr().String())
+	want := "mail for [127.0.0.1]:" + port + " loops back to myself"
+	if r := m.Recipients[0]; r.State != store.RcptPending || r.DSN != "4.4.6" || r.Reply != want {
+		t.Fatalf("%+v, want deferred 4.4.6 %q", r, want)
+	}
+	if !strings.Contains(e.logs.String(), "replied to HELO/EHLO with my own hostname relay.test") {
+		t.Errorf("log: %s", e.logs.String())
 	}
 }
