@@ -10,19 +10,21 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// Message content is kept in bucket body in chunks of at most BodyChunk
-// bytes, under bodyKey(id, 0), bodyKey(id, 1), ... in order. Each chunk
-// is the one value (key chunkValue) of its own nested bucket: bbolt
-// rewrites the whole leaf a key is added to, and keeps up to four values
-// in a leaf, so chunks stored side by side as values would each be
-// copied (read through the mmap, written again) by the next few
-// insertions; behind a bucket header a chunk is written once and never
-// read back until delivery. A body written by a schema-1 binary is one
-// value under msgKey(id); it is read the same way (legacy). Readers take
-// one chunk per read transaction, so neither their memory nor the life
-// of a read transaction (which holds bbolt's remap of a growing file)
-// depends on the size of a message. Salvage (salvage.go) reads this
-// layout from the raw pages: change them together.
+// Message content is kept in bucket body. A body of at most BodyChunk
+// bytes is one value under msgKey(id), as schema 1 kept every body (most
+// mail: no overhead). A larger one is kept in chunks of BodyChunk bytes
+// under bodyKey(id, 0), bodyKey(id, 1), ... in order, each the one value
+// (key chunkValue) of its own nested bucket: bbolt rewrites the whole
+// leaf a key is added to, and keeps up to four values in a leaf, so
+// chunks stored side by side as values would each be copied (read
+// through the mmap, written again) by the next few insertions; behind a
+// bucket header a chunk is written once and never read back until
+// delivery. (A nested bucket costs a page of its own, which is why small
+// bodies are plain values.) Readers take at most BodyChunk bytes per read
+// transaction, so neither their memory nor the life of a read
+// transaction (which holds bbolt's remap of a growing file) depends on
+// the size of a message. Salvage (salvage.go) reads this layout from the
+// raw pages: change them together.
 
 // chunkValue is the key of the one value in a chunk's bucket.
 var chunkValue = []byte{0}
@@ -50,8 +52,12 @@ func getChunk(b *bolt.Bucket, id ID, seq uint32) ([]byte, bool) {
 // BodyChunk is the largest value in bucket body written by this version.
 const BodyChunk = 256 << 10
 
-// putBody stores body in chunks under id.
+// putBody stores body under id: one value, or chunks when larger than
+// BodyChunk.
 func (w *wtx) putBody(id ID, body []byte) error {
+	if len(body) <= BodyChunk {
+		return w.body.Put(msgKey(id), body)
+	}
 	for seq := uint32(0); seq == 0 || len(body) > 0; seq++ {
 		n := min(len(body), BodyChunk)
 		if err := putChunk(w.body, id, seq, body[:n]); err != nil {
@@ -62,7 +68,7 @@ func (w *wtx) putBody(id ID, body []byte) error {
 	return nil
 }
 
-// deleteBody removes every chunk of id's body (and a legacy body).
+// deleteBody removes id's body, one value or chunks.
 func deleteBody(b *bolt.Bucket, id ID) error {
 	if err := b.Delete(msgKey(id)); err != nil {
 		return err
@@ -116,14 +122,14 @@ func bodyBytes(b *bolt.Bucket, id ID) ([]byte, bool) {
 // removed while it is read, Read fails with ErrNotFound: a body is never
 // seen cut short.
 type BodyReader struct {
-	s      *Store
-	id     ID
-	seq    uint32 // next chunk
-	off    int    // next offset in a legacy body
-	legacy bool
-	buf    []byte
-	rest   []byte // unread part of buf
-	eof    bool
+	s     *Store
+	id    ID
+	seq   uint32 // next chunk
+	off   int    // next offset in a body kept as one value
+	whole bool   // the body is one value
+	buf   []byte
+	rest  []byte // unread part of buf
+	eof   bool
 }
 
 // BodyReader returns a reader of the message content.
@@ -180,9 +186,9 @@ func (r *BodyReader) body() error {
 	return r.s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bktBody)
 		if r.seq == 0 && r.off == 0 {
-			r.legacy = b.Get(msgKey(r.id)) != nil
+			r.whole = b.Get(msgKey(r.id)) != nil
 		}
-		if r.legacy {
+		if r.whole {
 			v := b.Get(msgKey(r.id))
 			if v == nil {
 				return fmt.Errorf("store: body %s: %w", r.id, ErrNotFound)

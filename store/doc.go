@@ -18,8 +18,8 @@ Buckets (names and key codecs are in keys.go):
 
 	meta     schema version, policy fingerprint, counters
 	msg      id -> envelope record (record.go: version byte, fields, CRC-32C)
-	body     id ‖ big-endian chunk number -> bucket {0x00 -> ≤ 256 KiB of content}
-	         (schema 1: id -> whole content; still read)
+	body     id -> content of at most 256 KiB (every body in schema 1)
+	         id ‖ big-endian chunk number -> bucket {0x00 -> 256 KiB of content}
 	spool    id -> ∅                                  bodies being written (Spool)
 	due      big-endian unix nanos ‖ id -> ∅         the schedule
 	flush    reversed domain ‖ 0x00 ‖ id -> ∅        the fast-flush index
@@ -42,10 +42,11 @@ NextAttempt of its pending recipients. When no recipient is pending the
 message, its body and all its entries are deleted in the same
 transaction.
 
-Content. A body is stored in chunks of BodyChunk (256 KiB), each the one
-value of its own nested bucket, so that adding a chunk never makes bbolt
-copy the chunks before it (bbolt rewrites a whole leaf to insert, and a
-leaf keeps up to four values however big). Spool writes a body as it
+Content. A body of up to BodyChunk (256 KiB) is one value; a larger one
+is stored in chunks of BodyChunk, each the one value of its own nested
+bucket, so that adding a chunk never makes bbolt copy the chunks before
+it (bbolt rewrites a whole leaf to insert, and a leaf keeps up to four
+values however big). Spool writes a body as it
 arrives: each full chunk is committed on its own through DB.Batch, with
 the ID in bucket spool; Spool.Enqueue commits the last chunk, removes
 the spool entry and inserts the record in one transaction, so a message

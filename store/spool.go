@@ -130,7 +130,12 @@ func (sp *Spool) Enqueue(m *Message) error {
 		if err := s.checkSize(tx, len(tail)); err != nil {
 			return err
 		}
-		if seq == 0 || len(tail) > 0 {
+		switch {
+		case seq == 0: // it all fits in one value
+			if err := w.body.Put(msgKey(m.ID), tail); err != nil {
+				return err
+			}
+		case len(tail) > 0:
 			if err := putChunk(w.body, m.ID, seq, tail); err != nil {
 				return err
 			}
