@@ -15,8 +15,7 @@ import (
 // A next hop at one of our own addresses is a loop: deferred with
 // Postfix's text, without a connection.
 func TestLoopOwnAddress(t *testing.T) {
-	var e *env
-	e = newEnv(t, func(e *env) {
+	e := newEnv(t, func(e *env) {
 		own := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", e.mta.Port))
 		e.o.Self = func(a netip.AddrPort) bool { return a == own }
 	})
