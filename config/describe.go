@@ -199,6 +199,7 @@ var descriptions = map[string]string{
 	"smtpd_sasl_path":                       "The Dovecot auth socket (smtpd_sasl_type = dovecot; a relative path is under $queue_directory, as Postfix's private/auth) or the passwd-file (passwd-file). Also used by odmr_listen.",
 	"smtpd_sasl_security_options":           "SASL mechanism properties refused without TLS: noplaintext, noanonymous, ...",
 	"smtpd_sasl_tls_security_options":       "SASL mechanism properties refused over TLS.",
+	"broken_sasl_auth_clients":              "Also announce AUTH in the obsolete AUTH=mechanisms form that some old clients (Outlook Express 4, Exchange 5.0) look for.",
 	"smtpd_sasl_authenticated_header":       "Put the authenticated login in the Received: header.",
 	"smtpd_client_auth_rate_limit":          "AUTH commands one client may send per anvil_rate_time_unit (as Postfix: this bounds password guessing); 0 means no limit.",
 	"disable_vrfy_command":                  "Refuse VRFY.",

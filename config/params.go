@@ -121,6 +121,7 @@ func defaults() map[string]*param {
 		"smtpd_sasl_path":                       {kind: kindString, def: "smtpd"},
 		"smtpd_sasl_security_options":           {kind: kindList, def: "noanonymous"},
 		"smtpd_sasl_tls_security_options":       {kind: kindList, def: "$smtpd_sasl_security_options"},
+		"broken_sasl_auth_clients":              {kind: kindBool, def: "no"},
 		"smtpd_sasl_authenticated_header":       {kind: kindBool, def: "no"},
 		"smtpd_client_auth_rate_limit":          {kind: kindInt, def: "0"},
 		"smtpd_forbid_unauth_pipelining":        {kind: kindBool, def: "yes"},

@@ -36,6 +36,9 @@ type SASLOptions struct {
 	// per client and Options.RateTimeUnit (anvil_rate_time_unit); 0 = no
 	// limit. Clients in smtpd_client_event_limit_exceptions are exempt.
 	ClientAuthRateLimit int
+	// BrokenClients is broken_sasl_auth_clients: also announce the
+	// pre-RFC "AUTH=mechanisms" form.
+	BrokenClients bool
 }
 
 // AuthEvents, when Options.Events also implements it, counts AUTH
@@ -284,6 +287,9 @@ func saslFromConfig(c *config.Config, o *Options) error {
 		return err
 	}
 	if so.AuthenticatedHeader, err = c.Bool("smtpd_sasl_authenticated_header"); err != nil {
+		return err
+	}
+	if so.BrokenClients, err = c.Bool("broken_sasl_auth_clients"); err != nil {
 		return err
 	}
 	if so.ClientAuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {

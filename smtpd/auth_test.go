@@ -34,20 +34,21 @@ func authConfig(t testing.TB, lines ...string) []string {
 }
 
 func TestAuthDialog(t *testing.T) {
-	e := startServer(t, newConfig(t, authConfig(t, "smtpd_sasl_authenticated_header = yes")...))
+	e := startServer(t, newConfig(t, authConfig(t, "smtpd_sasl_authenticated_header = yes", "broken_sasl_auth_clients = yes")...))
 	c := e.dial("")
 	c.expect("220 *")
 	c.send("EHLO client.test\r\n")
-	sawAuth := false
+	sawAuth, sawBroken := false, false
 	for {
 		l := c.expect("250*")
 		sawAuth = sawAuth || l == "250-AUTH PLAIN LOGIN CRAM-MD5"
+		sawBroken = sawBroken || l == "250-AUTH=PLAIN LOGIN CRAM-MD5"
 		if strings.HasPrefix(l, "250 ") {
 			break
 		}
 	}
-	if !sawAuth {
-		t.Error("EHLO lacks AUTH PLAIN LOGIN CRAM-MD5")
+	if !sawAuth || !sawBroken {
+		t.Errorf("EHLO lacks AUTH PLAIN LOGIN CRAM-MD5 (%v) or AUTH=PLAIN LOGIN CRAM-MD5 (%v)", sawAuth, sawBroken)
 	}
 	// Not authenticated: relaying is refused.
 	c.send("MAIL FROM:<a@client.test>\r\n")

@@ -113,6 +113,9 @@ func (s *session) ehloCmd(arg string) *smtp.SMTPError {
 	}
 	if m := s.authMechs(); len(m) > 0 {
 		kw = append(kw, "AUTH "+strings.Join(m, " "))
+		if o.SASL.BrokenClients { // broken_sasl_auth_clients: Outlook Express 4, Microsoft Exchange 5.0
+			kw = append(kw, "AUTH="+strings.Join(m, " "))
+		}
 	}
 	kw = append(kw, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING")
 	return rep(250, none, strings.Join(kw, "\n"))
