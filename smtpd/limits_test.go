@@ -152,7 +152,7 @@ func TestStartTLSTimeout(t *testing.T) {
 // slower is.
 func TestMinDataRate(t *testing.T) {
 	t.Parallel()
-	e := startServer(t, newConfig(t, "smtpd_timeout = 1s", "smtpd_min_data_rate = 500"))
+	e := startServer(t, newConfig(t, "smtpd_timeout = 2s", "smtpd_min_data_rate = 500"))
 	fast := e.dial("")
 	fast.expect("220 *")
 	fast.send("HELO c.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
@@ -160,11 +160,12 @@ func TestMinDataRate(t *testing.T) {
 	fast.expect("250 *")
 	fast.expect("250 *")
 	fast.expect("354 *")
-	// 1,000 bytes every 0.5 s: 2,000 bytes/s, 3 s in all.
+	// 1,000 bytes every 0.3 s: 3,300 bytes/s, 3 s in all, longer than
+	// smtpd_timeout.
 	line := strings.Repeat("x", 998) + "\r\n"
-	for range 6 {
+	for range 10 {
 		fast.send(line)
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond)
 	}
 	fast.send(".\r\n")
 	fast.expect("250 2.0.0 Ok: queued as *")
@@ -185,11 +186,11 @@ func TestMinDataRate(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	last, took := slow.closedWithin(6 * time.Second)
-	if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 3*time.Second {
+	last, took := slow.closedWithin(8 * time.Second)
+	if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 5*time.Second {
 		t.Errorf("slow DATA: closed after %v with %q", took, last)
 	}
-	t.Logf("DATA at 2,000 bytes/s for 3 s accepted; DATA at 100 bytes/s cut after %v (smtpd_timeout = 1s, smtpd_min_data_rate = 500)", took.Round(10*time.Millisecond))
+	t.Logf("DATA at 3,300 bytes/s for 3 s accepted; DATA at 100 bytes/s cut after %v (smtpd_timeout = 2s, smtpd_min_data_rate = 500)", took.Round(10*time.Millisecond))
 	if n := e.queued(); n != 1 {
 		t.Errorf("queued %d messages, want 1", n)
 	}
@@ -339,13 +340,13 @@ func TestClientTLSRateLimit(t *testing.T) {
 
 // Stress: once smtpd_stress_threshold percent of the slots are busy, the
 // ${stress?...} values are in force, also for sessions opened before:
-// an idle session under smtpd_timeout = ${stress?{1}:{30}}s is cut after
-// about a second, and a session with one error is ended (hard error
+// an idle session under smtpd_timeout = ${stress?{2}:{30}}s is cut after
+// about two seconds, and a session with one error is ended (hard error
 // limit 1).
 func TestStressShrinksLimits(t *testing.T) {
 	t.Parallel()
 	ev := &limitEvents{}
-	e := startServer(t, newConfig(t, "smtpd_connection_limit = 5", "smtpd_timeout = ${stress?{1}:{30}}s"),
+	e := startServer(t, newConfig(t, "smtpd_connection_limit = 5", "smtpd_timeout = ${stress?{2}:{30}}s"),
 		withOptions(func(o *Options) { o.Events = ev }))
 	early := e.dial("")
 	early.expect("220 *")
@@ -366,8 +367,8 @@ func TestStressShrinksLimits(t *testing.T) {
 	early.expect("250 *")
 	early.expect("421 4.7.0 relay.test Error: too many errors")
 	early.expectClose()
-	last, took := idle.closedWithin(5 * time.Second)
-	if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 3*time.Second {
+	last, took := idle.closedWithin(8 * time.Second)
+	if last != "421 4.4.2 relay.test Error: timeout exceeded" || took > 5*time.Second {
 		t.Errorf("idle session opened before stress: closed after %v with %q", took, last)
 	}
 	t.Logf("stress cut an idle session after %v", time.Since(start).Round(10*time.Millisecond))
