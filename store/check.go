@@ -251,7 +251,8 @@ func Compact(src, dst string) error {
 	if err != nil {
 		return fmt.Errorf("store: compact %s: %w", dst, classify(err))
 	}
-	if err := bolt.Compact(ddb, sdb, 64<<20); err != nil {
+	// A damaged source panics in bbolt: guard turns that into an error.
+	if err := (*Store)(nil).guard("compact "+src, func() error { return bolt.Compact(ddb, sdb, 64<<20) }); err != nil {
 		ddb.Close()
 		os.Remove(dst)
 		return fmt.Errorf("store: compact %s: %w", src, classify(err))

@@ -291,3 +291,38 @@ func TestScatteredLeafDamage(t *testing.T) {
 		}
 	}
 }
+
+// TestWildPageNumber: a branch element pointing far beyond the file makes
+// bbolt read outside its mapping, a memory fault that would kill the
+// process; under guard it is a DamageError like any other damage.
+func TestWildPageNumber(t *testing.T) {
+	f := newDamageFixture(t, 300)
+	page := f.branch["msg"][0]
+	fh, err := os.OpenFile(f.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // the children of the first three elements
+		var pgid [8]byte
+		binary.LittleEndian.PutUint64(pgid[:], 1<<34+uint64(i))
+		if _, err := fh.WriteAt(pgid[:], int64(page*f.psize)+boltPageHeader+int64(i)*pgElemSize+8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fh.Close()
+	s, err := Open(f.path, f.o)
+	if err != nil {
+		if !errors.Is(err, ErrDamaged) {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Logf("Open: %v", err)
+		return
+	}
+	defer s.Close()
+	_, gerr := s.Get(f.ids[1])
+	_, lerr := s.Lease(time.Now().Add(2*time.Hour), 1000)
+	if !errors.Is(gerr, ErrDamaged) {
+		t.Errorf("Get under a wild page number: %v; want ErrDamaged", gerr)
+	}
+	t.Logf("Get: %v\nLease: %v\nCheck: %v", gerr, lerr, s.Check())
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +128,10 @@ func Open(path string, o Options) (*Store, error) {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("store: open %s: %w%s", path, ErrLocked, holder(path))
 		}
+		var de *DamageError
+		if errors.As(err, &de) {
+			return nil, de
+		}
 		return nil, fmt.Errorf("store: open %s: %w", path, classify(err))
 	}
 	db.MaxBatchDelay = batchDelay
@@ -152,9 +157,10 @@ func openBolt(path string, bo *bolt.Options) (db *bolt.DB, err error) {
 	if err := checkFileSize(path); err != nil {
 		return nil, err
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("%w: %v", ErrDamaged, r)
+			db, err = nil, (*Store)(nil).damaged("open "+path, r)
 		}
 	}()
 	return bolt.Open(path, 0o600, bo)
