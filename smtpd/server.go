@@ -248,7 +248,7 @@ func (s *Server) handle(c net.Conn) {
 	}
 	// The last tenth of the slots is kept for the exempt clients
 	// (mynetworks), so that a flood from outside cannot lock them out.
-	if !exempt && len(s.slots) > cap(s.slots)-cap(s.slots)/10 {
+	if !exempt && s.opts.ConnectionLimitExceptions != nil && len(s.slots) > cap(s.slots)-cap(s.slots)/10 {
 		s.refuse(c, ip, replyTooManyConns(s.opts.Hostname), "too many connections (the rest is kept for smtpd_client_event_limit_exceptions)")
 		s.rejected("too_many_connections")
 		return
