@@ -120,6 +120,10 @@ func TestHostileNextHopBounded(t *testing.T) {
 			endless(w, "b")
 		}, "sent a reply line longer than 2048 bytes while receiving the reply to RCPT TO"},
 	}
+	// Reset the peak (VmHWM) to the current RSS, so that what earlier
+	// tests of the package used does not count (Linux 4.0+); where that is
+	// not allowed, the peak since the process began is measured.
+	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 	base := rssKB(t, "VmRSS")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
