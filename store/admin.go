@@ -17,8 +17,8 @@ func (s *Store) byIDs(name string, ids []ID, op func(w *wtx, old *Message) (bool
 	err := s.update(name, func(w *wtx) error {
 		n = 0
 		for _, id := range ids {
-			old, err := w.load(id)
-			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+			old, err := w.loadGuarded(id)
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
 				continue
 			}
 			if err != nil {
@@ -119,7 +119,7 @@ func (s *Store) Delete(ids ...ID) (int, error) {
 				n++
 				continue
 			}
-			old, err := w.load(id)
+			old, err := w.loadGuarded(id)
 			if err != nil {
 				continue
 			}

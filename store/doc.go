@@ -175,8 +175,8 @@ naming the page and, from a page walk done once at the first damage
 (pages.go, bounds-checked reads of the file, no bbolt), the bucket. The
 batching of DB.Batch is redone here (damage.go) so that a batch and its
 commit run under guard in a goroutine of the store's, not in bbolt's.
-Lease, the flushes and the lease recovery of Open read each message
-through loadGuarded: a record on an unreadable page is skipped, reported
+Lease, LeaseDest, the flushes, the operator operations by ID and the
+lease recovery of Open read each message through loadGuarded: a record on an unreadable page is skipped, reported
 once to Options.OnDamaged with its ID, and left in the file; the rest of
 the queue goes on. Check walks the pages before bbolt's own check (which
 runs in a goroutine of bbolt's, where a fault would kill the process).

@@ -37,8 +37,8 @@ func (s *Store) LeaseDest(dests []string, n int, skip func(ID) bool) ([]*Message
 			if len(out) >= n {
 				break
 			}
-			old, err := w.load(id)
-			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
+			old, err := w.loadGuarded(id)
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
 				continue
 			}
 			if err != nil {
