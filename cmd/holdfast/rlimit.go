@@ -11,9 +11,11 @@ import (
 
 // raiseNoFile raises the soft RLIMIT_NOFILE to the hard limit, so that the
 // daemon can hold as many sessions and deliveries as the system lets it.
-// Go's runtime already does this at start-up on Linux (since Go 1.19, when
-// the soft limit is below the hard one), but holdfast does not depend on
-// it: it asks again and logs the limit it runs with, and warns when the
+// Go's syscall package already does this in its init on Unix systems
+// (since Go 1.19, still so in Go 1.26: when the soft limit is below the
+// hard one minus one; child processes get the original back), so
+// soft_before in the log is usually the raised value. holdfast does not
+// depend on it: it asks again, logs the limit it runs with, and warns when the
 // limit is below what the connection limits may need (one descriptor per
 // SMTP session and per delivery, plus the queue, the listeners, the
 // control and metrics connections). Running out is survived (listeners
