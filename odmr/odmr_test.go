@@ -48,6 +48,12 @@ func newRig(t *testing.T, run bool) *rig {
 // newRigTLS: with wrap, odmr_tls_wrappermode.
 func newRigTLS(t *testing.T, run bool, wrap *tls.Config) *rig {
 	t.Helper()
+	return newRigWith(t, run, wrap, nil)
+}
+
+// newRigWith: with tr, the transport map the scheduler routes by.
+func newRigWith(t *testing.T, run bool, wrap *tls.Config, tr delivery.TransportTable) *rig {
+	t.Helper()
 	r := &rig{t: t}
 	r.st = testutil.Store(t, store.Options{NoSync: true, Eligible: func(string) bool { return true }})
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
@@ -56,7 +62,8 @@ func newRigTLS(t *testing.T, run bool, wrap *tls.Config) *rig {
 	// smtp_helo_timeout of 2s: a customer server that stalls after the
 	// turnaround is given up quickly.
 	d, err := delivery.New(delivery.Options{Hostname: "relay.test", HeloName: "relay.test",
-		DeferTransports: []string{"smtp", "relay"}, Timeouts: delivery.Timeouts{Helo: 2 * time.Second}}, r.st, log)
+		DeferTransports: []string{"smtp", "relay", "etrn-only"}, Timeouts: delivery.Timeouts{Helo: 2 * time.Second},
+		Transports: tr}, r.st, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,4 +567,48 @@ func TestODMRAuthRate(t *testing.T) {
 			d.expect("450 4.7.1 Error: too many AUTH commands from 127.0.0.1")
 		}
 	}
+}
+
+// TestODMRAndETRNAtOnce: while ETRN makes the scheduler deliver a
+// domain's mail to its registered server, the customer pulls the same
+// domain over ODMR: every message arrives exactly once, at one of the
+// two.
+func TestODMRAndETRNAtOnce(t *testing.T) {
+	viaETRN := testutil.NewMTA(t, testutil.MTAOptions{Domain: "gw.customer.test"})
+	viaODMR := testutil.NewMTA(t, testutil.MTAOptions{Domain: "customer.test"})
+	hop := fmt.Sprintf("etrn-only:[127.0.0.1]:%d", viaETRN.Port)
+	r := newRigWith(t, true, nil, tableFunc(func(rcpt string) (string, bool, error) {
+		return hop, strings.HasSuffix(rcpt, "@a.test"), nil
+	}))
+	const n = 40
+	for i := range n {
+		r.queue("s@origin.test", fmt.Sprintf("u%d@a.test", i))
+	}
+	waitQueued(t, r, n)
+	done := make(chan error, 1)
+	go func() {
+		done <- Pull(context.Background(), ClientOptions{Addr: r.addr, User: "alice", Password: "secret",
+			Domains: []string{"a.test"}, Forward: viaODMR.Addr, HeloName: "customer.test"})
+	}()
+	if _, err := r.st.Flush("a.test", false); err != nil {
+		t.Fatal(err)
+	}
+	r.d.Wake()
+	if err := <-done; err != nil && !errors.Is(err, ErrNoMail) {
+		t.Fatal(err)
+	}
+	waitQueued(t, r, 0)
+	seen := map[string]int{}
+	for _, m := range append(viaETRN.Messages(), viaODMR.Messages()...) {
+		seen[m.To[0]]++
+	}
+	for a, k := range seen {
+		if k != 1 {
+			t.Errorf("%s delivered %d times", a, k)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d of %d delivered", len(seen), n)
+	}
+	t.Logf("ETRN delivered %d, ODMR %d", len(viaETRN.Messages()), len(viaODMR.Messages()))
 }
