@@ -49,6 +49,10 @@
 // one transaction. Outcomes are classified in one function (classify): 2xx
 // delivered, 4xx and network errors deferred, 5xx bounced.
 //
+// Turnaround is the ODMR provider's delivery (RFC 2645): messages leased
+// with store.LeaseDest go over the connection the customer opened, with
+// the same client, outcomes and DSNs as a scheduled attempt.
+//
 // # DSN (RFC 3461)
 //
 // When the next hop announces DSN, RET and ENVID go with MAIL FROM and

@@ -1,6 +1,8 @@
 // Package smtpd is holdfast's SMTP server: an ESMTP engine with Postfix's
-// replies, relay control, durable acceptance into the store, and the
-// ETRN command served by the fast-flush index.
+// replies, relay control, durable acceptance into the store, SMTP AUTH
+// (auth.go, with the back-ends of package auth), and the ETRN command
+// served by the fast-flush index, limited to each login's own
+// destinations by etrn_login_maps.
 //
 // One goroutine per connection runs one loop that reads a command,
 // dispatches it through the command table, writes the reply and counts

@@ -8,7 +8,8 @@ It is the only package that imports bbolt.
 
 Open the queue with Open, enqueue with Enqueue (group commit through
 bbolt's DB.Batch: concurrent SMTP sessions share one fsync, and Enqueue
-returns only after the commit), lease due messages with Lease, end an
+returns only after the commit), lease due messages with Lease (or a
+destination's messages, due or not, with LeaseDest: ODMR), end an
 attempt with Finish. Flush, FlushAll and FlushID expedite deferred mail
 (ETRN, sendmail -q, postqueue -i). Hold, Release, Requeue and Delete (and
 their *All forms) are the postsuper operations; List pages through the
