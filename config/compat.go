@@ -39,7 +39,6 @@ var compatOnly = map[string]string{
 	"error_notice_recipient":   "no postmaster copies of errors are sent (notify_classes)",
 	"smtp_mx_session_limit":    "sessions are bounded by smtp_mx_address_limit only",
 	"smtp_skip_5xx_greeting":   "holdfast always skips a next hop that answers with a 5xx greeting (Postfix's default yes)",
-	"smtp_tls_CAfile":          "certificates are not verified (smtp_tls_security_level is none, may or encrypt, as Postfix at those levels)",
 	"smtp_line_length_limit":   "long lines are sent as received (SMTPUTF8 and 8BITMIME peers accept them; the next hop decides)",
 }
 

@@ -263,6 +263,13 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 	defer stop()
 	start := time.Now()
 	res := d.sendWithin(cn, a.m, g.rcpts, a.head)
+	info := cn.tls
+	if info == nil {
+		info = &tlsInfo{}
+	}
+	for i := range res {
+		res[i].TLS = info
+	}
 	if d.o.Events != nil {
 		d.o.Events.ObserveDelivery(time.Since(start))
 	}
@@ -270,15 +277,22 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 }
 
 // connect opens a session with the first target that answers, trying
-// them in order; with TLS level may a failed handshake is retried in
-// plaintext (Postfix's fallback). The last failure is returned.
+// them in order, each under its TLS policy; with TLS level may a failed
+// handshake is retried in plaintext (Postfix's fallback), with no other
+// level. The last failure is returned.
 func (d *Scheduler) connect(ctx context.Context, targets []target) (*conn, *sessionError) {
 	var last *sessionError
 	for _, t := range targets {
-		cn, err := d.dial(ctx, t, true)
 		var se *sessionError
-		if errors.As(err, &se) && se.res.DSN == "4.7.5" && t.cf.TLSLevel == TLSMay {
-			cn, err = d.dial(ctx, t, false)
+		p, err := d.policyFor(ctx, t)
+		if err != nil {
+			errors.As(err, &se)
+			last = se
+			continue
+		}
+		cn, err := d.dial(ctx, t, p)
+		if errors.As(err, &se) && se.res.DSN == "4.7.5" && p.level == TLSMay {
+			cn, err = d.dial(ctx, t, nil)
 		}
 		if err == nil {
 			return cn, nil
@@ -461,6 +475,11 @@ func (d *Scheduler) logResult(a *attempt, i int, res result, next time.Time) {
 	ev := a.log.Info()
 	if res.State == store.RcptPending {
 		ev = ev.Time("next_attempt", next)
+	}
+	if res.TLS != nil && res.TLS.Protocol == "" {
+		ev = ev.Str("tls", "none")
+	} else if res.TLS != nil {
+		ev = ev.Str("tls", res.TLS.Protocol).Str("tls_cipher", res.TLS.Cipher).Str("tls_trust", res.TLS.Trust)
 	}
 	ev.Str("to", r.Addr).Str("relay", relay).
 		Float64("delay", d.o.Clock.Now().Sub(a.m.Arrival).Seconds()).

@@ -22,6 +22,9 @@ type result struct {
 	Remote string          // host that gave the reply, for Remote-MTA
 	Relay  string          // name[addr]:port for the log, "none" without one
 	Status string          // log status: sent, deferred, bounced, expired
+	// TLS is the session's TLS, for the log: nil without a session,
+	// an empty Protocol for a plaintext one.
+	TLS *tlsInfo
 	// Relayed: delivered to a next hop that did not announce DSN, so a
 	// NOTIFY=SUCCESS recipient gets a "relayed" notice from us.
 	Relayed bool

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,12 +25,12 @@ type conn struct {
 	t      target
 	netc   net.Conn // the transport: TCP, or TLS over it after STARTTLS
 	c      *smtp.Client
-	tls    bool
-	size   int64 // SIZE announced by the server, 0 = none (RFC 1870)
-	utf8   bool  // SMTPUTF8 announced
-	dsn    bool  // DSN announced (RFC 3461): NOTIFY and the rest go on
-	uses   int   // transactions run on this connection
-	broken bool  // must not be reused
+	tls    *tlsInfo // nil: plaintext
+	size   int64    // SIZE announced by the server, 0 = none (RFC 1870)
+	utf8   bool     // SMTPUTF8 announced
+	dsn    bool     // DSN announced (RFC 3461): NOTIFY and the rest go on
+	uses   int      // transactions run on this connection
+	broken bool     // must not be reused
 	// lostAtMail: the session ended (421, lost connection) at MAIL FROM,
 	// before the transaction began; on a reused session the server most
 	// likely closed it while idle.
@@ -37,19 +38,16 @@ type conn struct {
 	idle       *time.Timer
 }
 
-// errNoTLS is a session that TLSEncrypt must refuse.
-var errNoTLS = errors.New("TLS is required, but was not offered")
-
 // sessionError is a failure before the first MAIL FROM: the site cannot be
 // used (connection, greeting, EHLO, STARTTLS).
 type sessionError struct{ res result }
 
 func (e *sessionError) Error() string { return e.res.Reply }
 
-// dial opens a session with t: connect, greeting, EHLO, STARTTLS when
-// offered (level may) or required (encrypt), EHLO again over TLS
-// (RFC 3207 sec 4.2).
-func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, error) {
+// dial opens a session with t under the TLS policy p (nil = plaintext):
+// connect, greeting, EHLO, STARTTLS when offered (level may) or required,
+// EHLO again over TLS (RFC 3207 sec 4.2).
+func (d *Scheduler) dial(ctx context.Context, t target, p *tlsPolicy) (*conn, error) {
 	dctx, cancel := ctx, context.CancelFunc(func() {})
 	if c := t.cf.Timeouts.Connect; c > 0 { // lmtp_connect_timeout 0: the system's limit
 		dctx, cancel = context.WithTimeout(ctx, c)
@@ -71,7 +69,7 @@ func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, err
 		return nil, &sessionError{connectFailure(t, err)}
 	}
 	stop := context.AfterFunc(ctx, func() { raw.Close() }) // shutdown cuts the session
-	c, err := d.handshake(raw, t, tryTLS)
+	c, err := d.handshake(raw, t, p)
 	if !stop() || err != nil {
 		raw.Close()
 		if err == nil {
@@ -82,8 +80,9 @@ func (d *Scheduler) dial(ctx context.Context, t target, tryTLS bool) (*conn, err
 	return c, nil
 }
 
-// handshake runs greeting, EHLO and STARTTLS on raw.
-func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error) {
+// handshake runs greeting, EHLO and STARTTLS on raw. One EHLO is sent
+// per plaintext session, and one more over TLS after STARTTLS.
+func (d *Scheduler) handshake(raw net.Conn, t target, p *tlsPolicy) (*conn, error) {
 	to, cf := &t.cf.Timeouts, t.cf
 	hello := "EHLO"
 	if t.lmtp {
@@ -101,53 +100,53 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 	if err := d.loopCheck(t, banner, "greeted me"); err != nil {
 		return nil, err
 	}
+	if err := tp.PrintfLine("%s %s", hello, cf.HeloName); err != nil {
+		return nil, d.greetError(t, err, "performing the "+hello+" handshake")
+	}
 	ext := map[string]bool{}
-	if cf.TLSLevel != TLSNone && tryTLS {
-		if err := tp.PrintfLine("%s %s", hello, cf.HeloName); err != nil {
-			return nil, d.greetError(t, err, "performing the "+hello+" handshake")
-		}
-		_, msg, err := tp.ReadResponse(250)
-		if err != nil {
-			return nil, d.greetError(t, err, "performing the "+hello+" handshake")
-		}
-		if err := d.loopCheck(t, msg, "replied to HELO/EHLO"); err != nil {
+	_, ehlo, err := tp.ReadResponse(250)
+	var te *textproto.Error
+	if err == nil {
+		if err := d.loopCheck(t, ehlo, "replied to HELO/EHLO"); err != nil {
 			return nil, err
 		}
-		for _, l := range strings.Split(msg, "\n")[1:] {
+		for _, l := range strings.Split(ehlo, "\n")[1:] {
 			k, _, _ := strings.Cut(l, " ")
 			ext[strings.ToUpper(k)] = true
 		}
-	}
-	nc, isTLS := raw, false
-	if ext["STARTTLS"] {
-		raw.SetDeadline(time.Now().Add(to.StartTLS))
-		if err := tp.PrintfLine("STARTTLS"); err != nil {
-			return nil, d.greetError(t, err, "sending STARTTLS")
-		}
-		if _, _, err := tp.ReadResponse(220); err != nil {
-			return nil, d.greetError(t, err, "sending STARTTLS")
-		}
-		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} // may/encrypt: no verification (Postfix)
-		if !t.Addr.IsValid() || t.Name != t.Addr.String() {
-			cfg.ServerName = t.Name
-		}
-		tc := tls.Client(raw, cfg)
-		if err := tc.Handshake(); err != nil {
-			return nil, &sessionError{transient(t, "4.7.5", fmt.Sprintf("Cannot start TLS: handshake failure with %s[%s]: %v", t.Name, t.ip(), err))}
-		}
-		nc, isTLS = tc, true
-	} else if cf.TLSLevel == TLSEncrypt {
-		return nil, &sessionError{transient(t, "4.7.4", fmt.Sprintf("TLS is required, but was not offered by host %s[%s]", t.Name, t.ip()))}
+	} else if !errors.As(err, &te) || te.Code/100 != 5 || t.lmtp {
+		return nil, d.greetError(t, err, "performing the "+hello+" handshake")
+	} // else EHLO refused: go-smtp's Hello below falls back to HELO
+	nc, info, err := d.startTLS(raw, tp, t, p, ext["STARTTLS"])
+	if err != nil {
+		return nil, err
 	}
 	raw.SetDeadline(time.Time{})
-	var rest io.Reader = bound(nc) // TLS: the plaintext is bounded afresh
-	if !isTLS {
-		rest = tp.R // whatever the reader has buffered comes first
+	g := &greeted{Conn: nc}
+	var ehloLine *firstLine
+	if info == nil {
+		// Plaintext: go-smtp's Client reads a greeting and sends EHLO;
+		// both were done, so the greeting and the EHLO reply are replayed
+		// from memory and its EHLO is not sent again.
+		replay := "220 " + banner + "\r\n"
+		if ehlo != "" {
+			replay += replayReply(250, ehlo)
+			g.skipLine = true
+		}
+		var rest io.Reader = tp.R // what is buffered comes first
+		if ehlo == "" {           // refused: go-smtp's EHLO or HELO reply is checked
+			ehloLine = &firstLine{r: tp.R}
+			rest = ehloLine
+		}
+		g.r = io.MultiReader(strings.NewReader(replay), rest)
+	} else {
+		// TLS: the plaintext is bounded afresh; the session restarts
+		// with EHLO (RFC 3207 sec 4.2), after the replayed greeting. The
+		// new EHLO reply's name is loop-checked too.
+		ehloTLS := &firstLine{r: bound(nc)}
+		g.r = io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), ehloTLS)
+		ehloLine = ehloTLS
 	}
-	// go-smtp's Client reads a greeting first; the server sent its one
-	// greeting already, so it is replayed from memory.
-	ehlo := &firstLine{r: rest} // go-smtp keeps the EHLO reply's name to itself
-	g := &greeted{Conn: nc, r: io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), ehlo)}
 	c := smtp.NewClient(g)
 	if t.lmtp {
 		c = smtp.NewClientLMTP(g)
@@ -157,19 +156,103 @@ func (d *Scheduler) handshake(raw net.Conn, t target, tryTLS bool) (*conn, error
 		c.Close()
 		return nil, d.greetError(t, err, "performing the "+hello+" handshake")
 	}
-	if line := string(ehlo.line); len(line) > 4 {
+	if line := ehloLine.text(); len(line) > 4 {
 		if err := d.loopCheck(t, line[4:], "replied to HELO/EHLO"); err != nil {
 			c.Close()
 			return nil, err
 		}
 	}
-	cn := &conn{t: t, netc: nc, c: c, tls: isTLS}
+	cn := &conn{t: t, netc: nc, c: c, tls: info}
 	if ok, v := c.Extension("SIZE"); ok {
 		cn.size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	}
 	cn.utf8, _ = c.Extension("SMTPUTF8")
 	cn.dsn, _ = c.Extension("DSN")
 	return cn, nil
+}
+
+// startTLS sends STARTTLS when the policy p wants it and the server
+// offered it, and checks the server's certificate against p. A level
+// that requires TLS never goes on in plaintext: no STARTTLS is 4.7.4, a
+// failed handshake or certificate 4.7.5 (Postfix's smtp_proto.c). info
+// is nil for a plaintext session.
+func (d *Scheduler) startTLS(raw net.Conn, tp *textproto.Conn, t target, p *tlsPolicy, offered bool) (net.Conn, *tlsInfo, error) {
+	if p == nil || p.level == TLSNone {
+		return raw, nil, nil
+	}
+	if !offered {
+		if p.required() {
+			return nil, nil, &sessionError{transient(t, "4.7.4", fmt.Sprintf("TLS is required, but was not offered by host %s[%s]", t.Name, t.ip()))}
+		}
+		return raw, nil, nil
+	}
+	raw.SetDeadline(time.Now().Add(t.cf.Timeouts.StartTLS))
+	if err := tp.PrintfLine("STARTTLS"); err != nil {
+		return nil, nil, d.greetError(t, err, "sending STARTTLS")
+	}
+	if _, msg, err := tp.ReadResponse(220); err != nil {
+		var te *textproto.Error
+		if !errors.As(err, &te) {
+			return nil, nil, d.greetError(t, err, "receiving the STARTTLS response")
+		}
+		if !p.required() {
+			return raw, nil, nil // may: on in plaintext
+		}
+		r := classify(&smtp.SMTPError{Code: te.Code, Message: msg, EnhancedCode: smtp.NoEnhancedCode}, t, "STARTTLS", true)
+		r.Reply = fmt.Sprintf("TLS is required, but host %s[%s] refused to start TLS: %s", t.Name, t.ip(), strings.ReplaceAll(te.Msg, "\n", " "))
+		return nil, nil, &sessionError{r}
+	}
+	if tp.R.Buffered() > 0 {
+		// Bytes after "220 Ready to start TLS" before our handshake:
+		// a server (or a man in the middle) injecting plaintext.
+		return nil, nil, &sessionError{transient(t, "4.7.5", fmt.Sprintf("Cannot start TLS: handshake failure with %s[%s]: plaintext after the STARTTLS reply", t.Name, t.ip()))}
+	}
+	tc := tls.Client(raw, p.clientConfig(t))
+	if err := tc.Handshake(); err != nil {
+		return nil, nil, &sessionError{transient(t, "4.7.5", fmt.Sprintf("Cannot start TLS: handshake failure with %s[%s]: %v", t.Name, t.ip(), err))}
+	}
+	cs := tc.ConnectionState()
+	trust, ok, why := checkPeer(cs, t, p, time.Now())
+	if !ok {
+		d.log.Info().Str("event", "tls_failed").Str("relay", t.Relay()).Str("tls_level", p.level).Msg(why)
+		tc.Close()
+		return nil, nil, &sessionError{transient(t, "4.7.5", "Server certificate not verified")}
+	}
+	info := &tlsInfo{Trust: trust, Protocol: versionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite), Bits: cipherBits(cs.CipherSuite)}
+	if p.s.LogLevel >= 1 {
+		d.log.Info().Str("event", "tls_established").Str("relay", t.Relay()).Str("tls_trust", info.Trust).
+			Str("tls_protocol", info.Protocol).Str("tls_cipher", info.Cipher).Int("tls_bits", info.Bits).Str("tls_level", p.level).
+			Msgf("%s TLS connection established to %s: %s with cipher %s (%d/%d bits)", info.Trust, t.Relay(), info.Protocol, info.Cipher, info.Bits, info.Bits)
+	}
+	return tc, info, nil
+}
+
+// replayReply rebuilds the lines of a reply that textproto read as msg.
+func replayReply(code int, msg string) string {
+	lines := strings.Split(msg, "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		sep := "-"
+		if i == len(lines)-1 {
+			sep = " "
+		}
+		fmt.Fprintf(&b, "%d%s%s\r\n", code, sep, l)
+	}
+	return b.String()
+}
+
+// cipherBits is the key size of a cipher suite's bulk cipher.
+func cipherBits(id uint16) int {
+	name := tls.CipherSuiteName(id)
+	switch {
+	case strings.Contains(name, "AES_128"):
+		return 128
+	case strings.Contains(name, "AES_256"), strings.Contains(name, "CHACHA20"):
+		return 256
+	case strings.Contains(name, "3DES"):
+		return 168
+	}
+	return 0
 }
 
 // loopCheck: an SMTP server whose greeting or EHLO reply names our own
@@ -215,6 +298,14 @@ type firstLine struct {
 	done bool
 }
 
+// text is the line kept, "" for a nil f.
+func (f *firstLine) text() string {
+	if f == nil {
+		return ""
+	}
+	return string(f.line)
+}
+
 func (f *firstLine) Read(p []byte) (int, error) {
 	n, err := f.r.Read(p)
 	for _, b := range p[:n] {
@@ -230,13 +321,28 @@ func (f *firstLine) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// greeted is a net.Conn whose first bytes come from r.
+// greeted is a net.Conn whose first bytes come from r. With skipLine,
+// the first line written (go-smtp's EHLO, already sent) is dropped.
 type greeted struct {
 	net.Conn
-	r io.Reader
+	r        io.Reader
+	skipLine bool
 }
 
 func (g *greeted) Read(p []byte) (int, error) { return g.r.Read(p) }
+
+func (g *greeted) Write(p []byte) (int, error) {
+	if !g.skipLine {
+		return g.Conn.Write(p)
+	}
+	i := bytes.IndexByte(p, '\n')
+	if i < 0 {
+		return len(p), nil
+	}
+	g.skipLine = false
+	n, err := g.Conn.Write(p[i+1:])
+	return i + 1 + n, err
+}
 
 // send runs one mail transaction for the recipients rcpts of m: MAIL FROM,
 // one RCPT TO each (one recipient's reply affects only that recipient),

@@ -19,6 +19,9 @@ type target struct {
 	Path string  // Unix socket of an lmtp:unix:/path hop (then no Addr)
 	cf   *Client // the transport's client settings
 	lmtp bool    // speak LMTP (RFC 2033)
+	// viaMX: the name came from an MX lookup, mxSecure: a DNSSEC-secure
+	// one (DANE trusts only a secure MX host name, RFC 7672 sec 2.2.1).
+	viaMX, mxSecure bool
 	// dest is the next hop the target serves, in transport(5) syntax
 	// ("example.com", "[192.0.2.1]:2525"): the X of "mail for X loops
 	// back to myself".
@@ -111,10 +114,12 @@ func (d *Scheduler) lookupTargets(ctx context.Context, h hop) ([]target, error) 
 	}
 	dns := cf.DNS
 	var hosts []string
+	viaMX, mxSecure := false, false
 	if h.MX && dns {
-		mxs, err := d.resolver.LookupMX(ctx, h.Host)
+		mxs, secure, err := d.resolver.LookupMXSecure(ctx, h.Host)
 		switch {
 		case err == nil:
+			viaMX, mxSecure = true, secure
 			for _, mx := range mxs {
 				name := strings.TrimSuffix(mx.Host, ".")
 				if name == "" && len(mxs) == 1 { // RFC 7505 null MX
@@ -144,7 +149,7 @@ func (d *Scheduler) lookupTargets(ctx context.Context, h hop) ([]target, error) 
 			continue
 		}
 		for _, a := range addrs {
-			out = append(out, target{Name: name, Addr: a.Unmap(), Port: port, cf: cf, lmtp: lmtp})
+			out = append(out, target{Name: name, Addr: a.Unmap(), Port: port, cf: cf, lmtp: lmtp, viaMX: viaMX, mxSecure: mxSecure})
 			if len(out) == cf.MXAddressLimit {
 				return out, nil
 			}

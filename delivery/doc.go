@@ -71,8 +71,11 @@
 //   - The delay warning is sent when Message.WarnAt has passed; whoever
 //     enqueues mail sets WarnAt (arrival + delay_warning_time) as Postfix's
 //     cleanup does.
-//   - TLS levels are none, may and encrypt; certificates are not verified
-//     (as Postfix at those levels).
+//   - TLS levels are Postfix's: none, may, encrypt, fingerprint, verify,
+//     secure, dane and dane-only (RFC 7672, TLSA trusted only with the
+//     resolver's AD bit), per destination with smtp_tls_policy_maps. A
+//     level above may never sends in plaintext: no STARTTLS defers with
+//     4.7.4, a failed handshake or certificate check with 4.7.5.
 //   - Every transport is SMTP, LMTP, error, retry or discard; local
 //     delivery, pipes and content filters are not holdfast's job.
 //   - No success notice for discard: or for a final delivery (there is

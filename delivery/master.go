@@ -97,12 +97,13 @@ func clientFromConfig(c *config.Config, kind string) (*Client, map[string]bool, 
 // not implement is an error, never a quiet downgrade.
 func tlsLevel(c *config.Config, name string) (string, error) {
 	switch lvl := c.String(name); lvl {
-	case "", TLSNone:
+	case "":
 		return TLSNone, nil
-	case TLSMay, TLSEncrypt:
-		return lvl, nil
 	default:
-		return "", &config.Error{File: whereFile(c, name), Param: name, Msg: fmt.Sprintf("level %q is not supported by holdfast (none, may, encrypt)", lvl)}
+		if _, ok := levelRank[lvl]; !ok {
+			return "", &config.Error{File: whereFile(c, name), Param: name, Msg: fmt.Sprintf("unknown level %q", lvl)}
+		}
+		return lvl, nil
 	}
 }
 

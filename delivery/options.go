@@ -36,13 +36,6 @@ type Timeouts struct {
 	Delivery time.Duration
 }
 
-// TLS levels of smtp_tls_security_level that the client implements.
-const (
-	TLSNone    = "none"
-	TLSMay     = "may"     // STARTTLS when offered, plaintext otherwise
-	TLSEncrypt = "encrypt" // STARTTLS required; no certificate verification
-)
-
 // Options configure a Scheduler. OptionsFromConfig fills them from the
 // configuration; tests set them directly. Zero durations and limits take
 // Postfix's defaults (see withDefaults).
@@ -118,8 +111,10 @@ type Options struct {
 	// ConnCacheTime is how long an idle connection is kept for reuse
 	// (smtp_connection_cache_time_limit, 2s in Postfix).
 	ConnCacheTime time.Duration
-	// TLSLevel is TLSNone, TLSMay or TLSEncrypt.
+	// TLSLevel is smtp_tls_security_level (a TLS* constant).
 	TLSLevel string
+	// TLS are the other smtp_tls_* settings; nil = Postfix's defaults.
+	TLS *TLSSettings
 	// DNS enables MX and address lookups in the DNS (smtp_host_lookup
 	// contains "dns" and disable_dns_lookups = no); otherwise next hops are
 	// resolved with the system resolver (native) and MX records are not
@@ -315,6 +310,9 @@ func lookupOptions(c *config.Config, o *Options) error {
 	if o.TLSLevel, err = tlsLevel(c, "smtp_tls_security_level"); err != nil {
 		return err
 	}
+	if o.TLS, err = TLSFromConfig(c); err != nil {
+		return err
+	}
 	if o.BindAddress, err = bindAddress(c, "smtp_bind_address", false); err != nil {
 		return err
 	}
@@ -388,6 +386,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.TLSLevel == "" {
 		o.TLSLevel = TLSNone
+	}
+	if o.TLS == nil {
+		o.TLS = DefaultTLS()
 	}
 	if o.Clock == nil {
 		o.Clock = systemClock{}

@@ -42,8 +42,10 @@ type Transport struct {
 type Client struct {
 	// HeloName is sent in EHLO (smtp_helo_name) or LHLO (lmtp_lhlo_name).
 	HeloName string
-	// TLSLevel is TLSNone, TLSMay or TLSEncrypt.
+	// TLSLevel is the transport's smtp_tls_security_level (a TLS*
+	// constant); TLS the other smtp_tls_* settings (nil = the Options').
 	TLSLevel string
+	TLS      *TLSSettings
 	// Timeouts of the protocol stages.
 	Timeouts Timeouts
 	// DNS: host names are looked up in the DNS (MX records for SMTP
@@ -62,7 +64,7 @@ type Client struct {
 
 // builtinClient is the client of the smtp-kind transports from Options.
 func (o *Options) builtinClient() *Client {
-	return &Client{HeloName: o.HeloName, TLSLevel: o.TLSLevel, Timeouts: o.Timeouts, DNS: o.DNS,
+	return &Client{HeloName: o.HeloName, TLSLevel: o.TLSLevel, TLS: o.TLS, Timeouts: o.Timeouts, DNS: o.DNS,
 		MXAddressLimit: o.MXAddressLimit, Port: o.Port, BindAddress: o.BindAddress, BindAddress6: o.BindAddress6}
 }
 
@@ -113,6 +115,9 @@ func (c Client) withDefaults(kind string, o *Options) Client {
 	}
 	if c.TLSLevel == "" {
 		c.TLSLevel = TLSNone
+	}
+	if c.TLS == nil {
+		c.TLS = o.TLS
 	}
 	if c.MXAddressLimit <= 0 {
 		c.MXAddressLimit = o.MXAddressLimit

@@ -248,10 +248,14 @@ pickup    unix  n       -       n       60      1       pickup
 		t.Errorf("unexpected warning:\n%s", warn)
 	}
 
-	// A level holdfast does not implement in -o is an error, as in main.cf.
-	os.WriteFile(master, []byte("secure unix - - n - - smtp -o smtp_tls_security_level=verify\n"), 0o644)
-	if _, err := OptionsFromConfig(c); err == nil || !strings.Contains(err.Error(), master+":1: smtp_tls_security_level: level \"verify\" is not supported") {
-		t.Errorf("verify level: %v", err)
+	// An unknown level in -o is an error, as in main.cf.
+	os.WriteFile(master, []byte("secure unix - - n - - smtp -o smtp_tls_security_level=verified\n"), 0o644)
+	if _, err := OptionsFromConfig(c); err == nil || !strings.Contains(err.Error(), master+":1: smtp_tls_security_level: unknown level \"verified\"") {
+		t.Errorf("unknown level: %v", err)
+	}
+	os.WriteFile(master, []byte("secure unix - - n - - smtp -o smtp_tls_security_level=secure\n"), 0o644)
+	if o, err := OptionsFromConfig(c); err != nil || o.TransportDefs["secure"].Client.TLSLevel != TLSSecure {
+		t.Errorf("secure level: %v", err)
 	}
 	// -o smtpd_* on an smtpd service would be ignored: refused.
 	os.WriteFile(master, []byte("submission inet n - n - - smtpd\n  -o smtpd_client_restrictions=permit_sasl_authenticated,reject\n"), 0o644)

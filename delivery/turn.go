@@ -43,7 +43,7 @@ func (d *Scheduler) Turnaround(ctx context.Context, nc net.Conn, name string, ms
 			t.Addr, t.Port = a.Unmap(), ta.Port
 		}
 	}
-	cn, err := d.handshake(nc, t, false)
+	cn, err := d.handshake(nc, t, nil)
 	if err != nil {
 		res.Returned = d.unleaseAll(msgs)
 		return res, err

@@ -196,7 +196,11 @@ func TestOptionsFromConfig(t *testing.T) {
 		t.Errorf("transport lookup %q %v %v", v, ok, err)
 	}
 	c.Set("smtp_tls_security_level", "dane")
+	if o, err := OptionsFromConfig(c); err != nil || o.TLSLevel != TLSDane || o.TLS.Digest != "sha256" || o.TLS.SecureMatch[1] != "dot-nexthop" {
+		t.Errorf("dane: %v", err)
+	}
+	c.Set("smtp_tls_protocols", ">=TLSv1.4")
 	if _, err := OptionsFromConfig(c); err == nil {
-		t.Error("dane accepted")
+		t.Error("bad smtp_tls_protocols accepted")
 	}
 }

@@ -72,32 +72,47 @@ func IsTemporary(err error) bool {
 // lookup asks for name's records of qtype. An invalid name is NXDomain,
 // as a server would answer it.
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	rrs, _, err := r.lookupAD(ctx, name, qtype)
+	return rrs, err
+}
+
+// lookupAD is lookup that also reports whether the answer (records or
+// their absence) came with the AD bit.
+func (r *Resolver) lookupAD(ctx context.Context, name string, qtype uint16) ([]dns.RR, bool, error) {
 	name = strings.TrimSuffix(name, ".")
 	typ := dns.TypeToString[qtype]
 	q := name
 	if !isASCII(q) {
 		var err error
 		if q, err = idna.Lookup.ToASCII(name); err != nil {
-			return nil, &Error{Name: name, Type: typ, Kind: NXDomain}
+			return nil, false, &Error{Name: name, Type: typ, Kind: NXDomain}
 		}
 	}
 	if _, ok := dns.IsDomainName(q); !ok {
-		return nil, &Error{Name: name, Type: typ, Kind: NXDomain}
+		return nil, false, &Error{Name: name, Type: typ, Kind: NXDomain}
 	}
 	a := r.query(ctx, dns.Fqdn(q), qtype)
 	if a.kind != 0 {
-		return nil, &Error{Name: name, Type: typ, Kind: a.kind, Err: a.err}
+		return nil, a.ad, &Error{Name: name, Type: typ, Kind: a.kind, Err: a.err}
 	}
-	return a.rrs, nil
+	return a.rrs, a.ad, nil
 }
 
 // LookupMX returns name's MX records, by preference, hosts of equal
 // preference in random order (RFC 5321 sec 5.1). Host names lose their
 // trailing dot; a null MX (RFC 7505) is a host "".
 func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	rrs, err := r.lookup(ctx, name, dns.TypeMX)
+	mxs, _, err := r.LookupMXSecure(ctx, name)
+	return mxs, err
+}
+
+// LookupMXSecure is LookupMX that also reports whether the MX RRset is
+// DNSSEC-secure (the resolver set the AD bit), which DANE needs to trust
+// the MX host names (RFC 7672 sec 2.2.1).
+func (r *Resolver) LookupMXSecure(ctx context.Context, name string) ([]*net.MX, bool, error) {
+	rrs, ad, err := r.lookupAD(ctx, name, dns.TypeMX)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	mxs := make([]*net.MX, 0, len(rrs))
 	for _, rr := range rrs {
@@ -106,7 +121,7 @@ func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 	}
 	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
 	slices.SortStableFunc(mxs, func(a, b *net.MX) int { return int(a.Pref) - int(b.Pref) })
-	return mxs, nil
+	return mxs, ad, nil
 }
 
 // LookupA returns name's IPv4 addresses (DNSBL answers are A records).
@@ -187,4 +202,22 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// LookupTLSA returns the TLSA records of name ("_25._tcp.mx.example.")
+// and whether the answer is DNSSEC-secure: the resolver set the AD bit.
+// Only a validating resolver's AD may be trusted (RFC 7672 sec 2.1.1):
+// dns_resolver must name one on a trusted path (the local host). A
+// secure denial (NXDOMAIN or no TLSA records) is an error for which
+// IsNotFound holds, with secure true.
+func (r *Resolver) LookupTLSA(ctx context.Context, name string) ([]*dns.TLSA, bool, error) {
+	rrs, ad, err := r.lookupAD(ctx, name, dns.TypeTLSA)
+	if err != nil {
+		return nil, ad, err
+	}
+	out := make([]*dns.TLSA, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, rr.(*dns.TLSA))
+	}
+	return out, ad, nil
 }

@@ -167,6 +167,9 @@ type answer struct {
 	kind Kind // 0 = records found
 	err  error
 	ttl  time.Duration
+	// ad: the server set the AD bit (RFC 4035 sec 3.2.3): a validating
+	// resolver vouches that the answer is DNSSEC-secure.
+	ad bool
 }
 
 // query answers a question from the cache, or asks it (once, however
@@ -205,7 +208,12 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) answer 
 func (r *Resolver) ask(ctx context.Context, name string, qtype uint16) answer {
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
-	m.SetEdns0(1232, false)
+	// AD in the question asks a validating resolver to say whether the
+	// answer is secure (RFC 6840 sec 5.7); TLSA questions set DO too, as
+	// DANE clients do (RFC 7672 sec 2.1.1), so that a resolver that gives
+	// AD only with DO still does.
+	m.AuthenticatedData = true
+	m.SetEdns0(1232, qtype == dns.TypeTLSA)
 	var last error = errors.New("no name server")
 	for range r.attempts {
 		for _, s := range r.servers {
@@ -243,12 +251,12 @@ func (r *Resolver) exchange(ctx context.Context, m *dns.Msg, server string) (*dn
 func interpret(resp *dns.Msg, qtype uint16) (answer, bool) {
 	switch resp.Rcode {
 	case dns.RcodeNameError:
-		return answer{kind: NXDomain, ttl: negativeTTL(resp)}, true
+		return answer{kind: NXDomain, ttl: negativeTTL(resp), ad: resp.AuthenticatedData}, true
 	case dns.RcodeSuccess:
 	default:
 		return answer{}, false
 	}
-	var a answer
+	a := answer{ad: resp.AuthenticatedData}
 	first := true
 	for _, rr := range resp.Answer {
 		h := rr.Header()
@@ -263,7 +271,7 @@ func interpret(resp *dns.Msg, qtype uint16) (answer, bool) {
 		}
 	}
 	if len(a.rrs) == 0 {
-		return answer{kind: NoData, ttl: negativeTTL(resp)}, true
+		return answer{kind: NoData, ttl: negativeTTL(resp), ad: resp.AuthenticatedData}, true
 	}
 	return a, true
 }

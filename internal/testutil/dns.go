@@ -14,7 +14,9 @@ import (
 // is given; a name it has no record for is NXDOMAIN, a name with records
 // of other types only is NODATA, both with an SOA (TTL 60) in the
 // authority section. Names can be made to fail (SERVFAIL) or to be
-// truncated over UDP. It counts the questions it gets.
+// truncated over UDP. It counts the questions it gets. In the role of a
+// validating resolver it sets the AD bit on the answers about names made
+// Secure, when the question asked for it (AD or DO, RFC 6840 sec 5.7).
 type DNS struct {
 	// Addr is "127.0.0.1:port", for dns_resolver.
 	Addr string
@@ -23,6 +25,7 @@ type DNS struct {
 	rrs      []dns.RR
 	fail     map[string]bool
 	truncate map[string]bool
+	secure   map[string]bool
 	asks     map[string]int // "name TYPE" (lower case, absolute name)
 	tcp      int
 }
@@ -31,7 +34,7 @@ type DNS struct {
 // "mx.test. 300 IN A 127.0.0.1"); it stops when the test ends.
 func NewDNS(t testing.TB, records ...string) *DNS {
 	t.Helper()
-	s := &DNS{fail: map[string]bool{}, truncate: map[string]bool{}, asks: map[string]int{}}
+	s := &DNS{fail: map[string]bool{}, truncate: map[string]bool{}, secure: map[string]bool{}, asks: map[string]int{}}
 	s.Add(t, records...)
 	pc, ln := listenUDPTCP(t)
 	s.Addr = pc.LocalAddr().String()
@@ -90,6 +93,16 @@ func (s *DNS) Fail(name string) {
 	s.mu.Unlock()
 }
 
+// Secure makes the answers about names (absolute, "x.test.") come with
+// the AD bit, as a validating resolver's answers for a signed zone.
+func (s *DNS) Secure(names ...string) {
+	s.mu.Lock()
+	for _, n := range names {
+		s.secure[strings.ToLower(n)] = true
+	}
+	s.mu.Unlock()
+}
+
 // Truncate makes UDP answers about name come back truncated (TC), so
 // the client must ask again over TCP.
 func (s *DNS) Truncate(name string) {
@@ -132,6 +145,8 @@ func (s *DNS) serve(w dns.ResponseWriter, r *dns.Msg) {
 			m.Truncated = true
 		default:
 			s.answer(m, q)
+			do := r.IsEdns0() != nil && r.IsEdns0().Do()
+			m.AuthenticatedData = s.secure[name] && (r.AuthenticatedData || do)
 		}
 	}
 	s.mu.Unlock()

@@ -33,6 +33,9 @@ type Received struct {
 	Size int64
 	// TLS reports whether the transaction ran over STARTTLS.
 	TLS bool
+	// ClientCert is the common name of the client's certificate, "" for
+	// none.
+	ClientCert string
 	// Helo is the EHLO/HELO name the client gave.
 	Helo string
 	// Ret and EnvID are the RFC 3461 RET= and ENVID= parameters of MAIL
@@ -51,6 +54,9 @@ type MTAOptions struct {
 	// TLS announces STARTTLS with a self-signed certificate for
 	// "localhost" and 127.0.0.1.
 	TLS bool
+	// TLSConfig, when set, is the server's TLS configuration instead
+	// (STARTTLS announced), e.g. with a certificate from a test CA.
+	TLSConfig *tls.Config
 	// MaxMessageBytes is announced as SIZE and enforced (552); 0 = none.
 	MaxMessageBytes int64
 	// Domain is the greeting host name; "" = "mx.test".
@@ -97,6 +103,29 @@ type MTA struct {
 	notify   chan struct{}
 	hangup   bool
 	hangups  int
+	ehlos    ehloCounter
+}
+
+// ehloCounter counts the EHLO and HELO commands in go-smtp's debug
+// stream (what was read and written, in chunks of whole lines).
+type ehloCounter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *ehloCounter) Write(p []byte) (int, error) {
+	s := "\n" + strings.ToUpper(string(p))
+	c.mu.Lock()
+	c.n += strings.Count(s, "\nEHLO ") + strings.Count(s, "\nHELO ")
+	c.mu.Unlock()
+	return len(p), nil
+}
+
+// Hellos is how many EHLO and HELO commands the MTA got.
+func (m *MTA) Hellos() int {
+	m.ehlos.mu.Lock()
+	defer m.ehlos.mu.Unlock()
+	return m.ehlos.n
 }
 
 // NewMTA starts an MTA on 127.0.0.1:0. It is shut down when the test ends.
@@ -106,7 +135,8 @@ func NewMTA(t testing.TB, o MTAOptions) *MTA {
 		o.Domain = "mx.test"
 	}
 	m := &MTA{opts: o, rcpt: map[string]*smtp.SMTPError{}, notify: make(chan struct{}, 1)}
-	if o.TLS {
+	m.tls = o.TLSConfig
+	if o.TLS && o.TLSConfig == nil {
 		cfg, err := SelfSignedTLS("localhost", "127.0.0.1")
 		if err != nil {
 			t.Fatalf("testutil: tls: %v", err)
@@ -264,6 +294,7 @@ func (m *MTA) serve(l net.Listener) {
 	}
 	s.WriteTimeout = 30 * time.Second
 	s.ErrorLog = discardLogger{}
+	s.Debug = &m.ehlos
 	done := make(chan struct{})
 	m.mu.Lock()
 	m.srv, m.done, m.ln = s, done, l
@@ -369,7 +400,11 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		s.cur.Size = opts.Size
 		s.cur.Ret, s.cur.EnvID = string(opts.Return), opts.EnvelopeID
 	}
-	_, s.cur.TLS = s.c.TLSConnectionState()
+	var cs tls.ConnectionState
+	cs, s.cur.TLS = s.c.TLSConnectionState()
+	if len(cs.PeerCertificates) > 0 {
+		s.cur.ClientCert = cs.PeerCertificates[0].Subject.CommonName
+	}
 	return nil
 }
 
