@@ -32,12 +32,14 @@ import (
 // rig is a provider: a real store, a scheduler (not running: only ODMR
 // delivers) and the ODMR server on loopback.
 type rig struct {
-	ev   events
-	t    *testing.T
-	st   *store.Store
-	d    *delivery.Scheduler
-	srv  *Server
-	addr string
+	// fetchmailOpts are extra fetchmail poll options ("ssl ...").
+	fetchmailOpts string
+	ev            events
+	t             *testing.T
+	st            *store.Store
+	d             *delivery.Scheduler
+	srv           *Server
+	addr          string
 }
 
 func newRig(t *testing.T, run bool) *rig {
@@ -170,8 +172,8 @@ func (r *rig) fetchmailCmd(user, pass, domains, smtphost string, started func(*e
 	dir := r.t.TempDir()
 	host, port, _ := strings.Cut(r.addr, ":")
 	rc := filepath.Join(dir, "fetchmailrc")
-	fmt.Fprintf(mustCreate(r.t, rc), "set no syslog\npoll %s port %s proto odmr user %q password %q fetchdomains %s smtphost %s\n",
-		host, port, user, pass, domains, strings.Replace(smtphost, ":", "/", 1))
+	fmt.Fprintf(mustCreate(r.t, rc), "set no syslog\npoll %s port %s proto odmr user %q password %q fetchdomains %s smtphost %s %s\n",
+		host, port, user, pass, domains, strings.Replace(smtphost, ":", "/", 1), r.fetchmailOpts)
 	cmd := exec.Command(bin, "-f", rc, "-v", "--nodetach", "--nosyslog")
 	cmd.Env = append(os.Environ(), "FETCHMAILHOME="+dir, "HOME="+dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -611,4 +613,22 @@ func TestODMRAndETRNAtOnce(t *testing.T) {
 		t.Errorf("%d of %d delivered", len(seen), n)
 	}
 	t.Logf("ETRN delivered %d, ODMR %d", len(viaETRN.Messages()), len(viaODMR.Messages()))
+}
+
+// TestFetchmailODMRTLS: fetchmail's ODMR mode cannot STARTTLS; with
+// odmr_tls_wrappermode it talks TLS from the first byte ("ssl").
+func TestFetchmailODMRTLS(t *testing.T) {
+	cert, err := testutil.SelfSignedTLS("relay.test", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRigTLS(t, false, cert)
+	r.fetchmailOpts = "ssl no sslcertck"
+	mta := testutil.NewMTA(t, testutil.MTAOptions{})
+	r.queue("s@origin.test", "u@a.test")
+	out, err := r.fetchmail("alice", "secret", "a.test", mta.Addr)
+	if err != nil || len(mta.Messages()) != 1 {
+		t.Fatalf("fetchmail over TLS: %v, %d messages\n%s", err, len(mta.Messages()), out)
+	}
+	waitQueued(t, r, 0)
 }

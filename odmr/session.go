@@ -2,6 +2,7 @@ package odmr
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -417,12 +418,36 @@ func validDomain(d string) bool {
 }
 
 // bufferedConn is the connection as Turnaround must read it: whatever
-// our reader holds already comes first.
+// our reader holds already comes first. Over TLS each line goes in its
+// own TLS record: fetchmail's ODMR relay waits in select(2) for the
+// socket and reads one line per wake-up, so a line left inside a record
+// it has already taken would never be read (it hangs in DATA).
 func (s *session) bufferedConn() net.Conn {
-	if s.r.Buffered() == 0 {
-		return s.conn
+	var c net.Conn = &prefixed{Conn: s.conn, r: s.r}
+	if s.tls {
+		c = &lineRecords{Conn: c}
 	}
-	return &prefixed{Conn: s.conn, r: s.r}
+	return c
+}
+
+// lineRecords writes each line with its own Write.
+type lineRecords struct{ net.Conn }
+
+func (l *lineRecords) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n') + 1
+		if i == 0 {
+			i = len(p)
+		}
+		k, err := l.Conn.Write(p[:i])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[i:]
+	}
+	return n, nil
 }
 
 type prefixed struct {
