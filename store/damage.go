@@ -96,7 +96,9 @@ var errTrySolo = errors.New("store: batch member failed; run it alone")
 // as it would inside bbolt's own batch goroutine. Same rules: calls
 // arriving within MaxBatchDelay share one transaction and one fsync, up to
 // MaxBatchSize; a member that fails is taken out and asked to run alone,
-// and the others run again.
+// and the others run again. The store's writers share commits through the
+// committer (commit.go) instead, which does not wait for a timer; the
+// batcher is kept for Options.batchDelay, the benchmarks' comparison.
 type batcher struct {
 	mu  sync.Mutex
 	cur *batchCalls

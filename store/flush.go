@@ -29,7 +29,7 @@ type FlushResult struct {
 
 // FlushChunk is how many flush-index entries one flush transaction
 // takes. A flush of a large destination is a series of such transactions,
-// each shared with concurrent Enqueues through DB.Batch, so that no
+// each shared with concurrent Enqueues (Store.batch), so that no
 // transaction holds bbolt's single write lock for a time proportional to
 // the destination's queue (BenchmarkFlushFlood in package flush).
 const FlushChunk = 256
@@ -86,7 +86,7 @@ func (s *Store) NewFlushRun(dest string, subtree bool) *FlushRun {
 func (r *FlushRun) Done() bool { return r.done }
 
 // Next expedites the messages of the next FlushChunk index entries in one
-// transaction, through DB.Batch (it shares the commit, and the fsync, of
+// transaction, shared (Store.batch: it shares the commit, and the fsync, of
 // concurrent Enqueues, Leases and Finishes). Index entries whose record
 // is gone are deleted. A message with entries for several sub-domains of
 // a subtree flush is expedited once, at its first entry.
@@ -312,7 +312,7 @@ func (w *wtx) expedite(old *Message, match func(string) bool) (done, active bool
 
 // FlushAll (sendmail -q) expedites every pending recipient of every
 // message not on hold. It walks the queue in ID order, FlushChunk
-// messages per transaction (through DB.Batch, as FlushRun.Next), so that
+// messages per transaction (shared, as FlushRun.Next), so that
 // neither memory nor the time it holds the write lock grows with the
 // queue; it returns when the last chunk is committed.
 func (s *Store) FlushAll() (FlushResult, error) {

@@ -9,7 +9,7 @@ import (
 )
 
 // Enqueue stores a new message: record, body, due entry and flush
-// entries, through DB.Batch so that concurrent sessions share one fsync.
+// entries, shared with concurrent writers (Store.batch) so that concurrent sessions share one fsync.
 // It fills in m.ID (when empty), Arrival (when zero), Size, State and Due,
 // and returns only after the commit. The message is due at the earliest
 // NextAttempt of its pending recipients, zero meaning now: a caller that
@@ -25,7 +25,7 @@ func (s *Store) Enqueue(m *Message, body []byte) error {
 	if err := prepare(m, body, s.now()); err != nil {
 		return fmt.Errorf("store: enqueue: %w", err)
 	}
-	err := s.dbBatch(func(tx *bolt.Tx) error {
+	err := s.shared(func(tx *bolt.Tx) error {
 		w := s.begin(tx)
 		if err := s.checkSize(tx, len(body)); err != nil {
 			return err
@@ -56,7 +56,7 @@ func (s *Store) checkSize(tx *bolt.Tx, n int) error {
 
 // Lease takes up to n messages due by now, in due order, and makes them
 // active. The returned messages are copies owned by the caller. Like
-// Enqueue and Finish it goes through DB.Batch, so that the scheduler's
+// Enqueue and Finish its commit is shared (Store.batch), so that the scheduler's
 // lease shares a commit with concurrent Enqueues and Finishes; bbolt may
 // run the closure again, which therefore starts from an empty result.
 func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
@@ -191,7 +191,7 @@ type NewMessage struct {
 
 // Finish ends an attempt on an active message in one transaction; see
 // the contract in doc.go. A message put on hold during the attempt gets
-// the outcomes and stays on hold. Like Enqueue it goes through DB.Batch,
+// the outcomes and stays on hold. Like Enqueue its commit is shared (Store.batch),
 // so that concurrent delivery workers share one fsync; the closure only
 // reads f and the stored record, so bbolt may run it again.
 func (s *Store) Finish(id ID, f Finish) error {

@@ -24,7 +24,7 @@ type Content interface {
 // Spool writes a new message's content into the queue file in chunks of
 // BodyChunk bytes as it arrives, so that a session holds at most one
 // chunk in memory whatever the size of the message. Each full chunk is
-// committed on its own (through DB.Batch, with the other writers of the
+// committed on its own (shared with the other writers of the
 // moment) and listed in bucket spool until Enqueue commits the message's
 // record with the last chunk, in one transaction: a message exists in
 // the queue only whole. The chunks of a spool that is never enqueued
@@ -84,7 +84,7 @@ func (sp *Spool) Write(p []byte) (int, error) {
 // flushChunk commits the buffered chunk and the spool entry.
 func (sp *Spool) flushChunk() error {
 	s, seq, chunk := sp.s, sp.seq, sp.buf
-	err := s.dbBatch(func(tx *bolt.Tx) error {
+	err := s.shared(func(tx *bolt.Tx) error {
 		if err := s.checkSize(tx, len(chunk)); err != nil {
 			return err
 		}
@@ -107,7 +107,7 @@ func (sp *Spool) Size() int64 { return sp.n }
 
 // Enqueue stores m with the content: the last chunk, the record, its
 // index entries, in one transaction shared with concurrent writers
-// (DB.Batch), like Store.Enqueue; m.Size is the content's size.
+// (Store.batch), like Store.Enqueue; m.Size is the content's size.
 func (sp *Spool) Enqueue(m *Message) error {
 	if sp.done {
 		return fmt.Errorf("store: enqueue %s: spool already finished", sp.id)
@@ -125,7 +125,7 @@ func (sp *Spool) Enqueue(m *Message) error {
 	}
 	m.Size = sp.n
 	seq, tail := sp.seq, sp.buf
-	err := s.dbBatch(func(tx *bolt.Tx) error {
+	err := s.shared(func(tx *bolt.Tx) error {
 		w := s.begin(tx)
 		if err := s.checkSize(tx, len(tail)); err != nil {
 			return err
@@ -170,7 +170,7 @@ func (sp *Spool) abortChunks() {
 	}
 	id := sp.id
 	// Best effort: what a failure leaves is removed at the next Open.
-	sp.s.dbBatch(func(tx *bolt.Tx) error {
+	sp.s.shared(func(tx *bolt.Tx) error {
 		if tx.Bucket(bktMsg).Get(msgKey(id)) != nil {
 			return nil
 		}

@@ -54,9 +54,14 @@ type Options struct {
 	// stays in the file for `holdfast db salvage`. Same rules as
 	// OnCorrupt.
 	OnDamaged func(id ID, err error)
-	// batchDelay overrides bbolt's MaxBatchDelay; arrayFreelist and
-	// noSyncFreelist select the other bbolt settings. Benchmarks only.
-	batchDelay                    time.Duration
+	// batchDelay, when positive, commits shared writes through the
+	// timer batcher (dbBatch, bbolt's DB.Batch redone) with this
+	// MaxBatchDelay instead of the committer (the way before it, for
+	// comparison); arrayFreelist and noSyncFreelist
+	// select the other bbolt settings. Benchmarks only.
+	batchDelay time.Duration
+	// gather overrides gatherWait (negative: no wait). Benchmarks only.
+	gather                        time.Duration
 	arrayFreelist, noSyncFreelist bool
 	pageSize                      int
 	fill                          float64
@@ -88,6 +93,8 @@ type Store struct {
 	budget  *budget
 	report  OpenReport
 	pidFile string
+	// batches is the timer batcher (dbBatch), used only with
+	// Options.batchDelay.
 	batches batcher
 	// The page walk run at the first damage (locate), kept.
 	walkOnce     sync.Once
@@ -95,11 +102,10 @@ type Store struct {
 	walkProblems []PageProblem
 	// damagedIDs: messages already reported to OnDamaged.
 	damagedIDs sync.Map
+	// shared runs a write transaction shared with concurrent writers:
+	// the committer's do, or dbBatch (Options.batchDelay).
+	shared func(func(*bolt.Tx) error) error
 }
-
-// batchDelay is how long DB.Batch waits to gather concurrent Enqueues
-// into one commit (see the benchmarks in doc.go).
-const batchDelay = time.Millisecond
 
 // Open opens (creating if needed) the queue file at path, applies pending
 // migrations, rebuilds the flush index if the policy changed, and returns
@@ -134,11 +140,16 @@ func Open(path string, o Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, classify(err))
 	}
-	db.MaxBatchDelay = batchDelay
+	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit, o.ContentWait)}
+	gather := gatherWait
+	if o.gather != 0 {
+		gather = max(o.gather, 0)
+	}
+	s.shared = (&committer{s: s, gather: gather}).do
 	if o.batchDelay > 0 {
 		db.MaxBatchDelay = o.batchDelay
+		s.shared = s.dbBatch
 	}
-	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit, o.ContentWait)}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, err
@@ -280,16 +291,18 @@ func (s *Store) update(op string, fn func(w *wtx) error) error {
 	return s.write(s.dbUpdate, op, fn)
 }
 
-// batch is update through DB.Batch: concurrent callers share one commit
-// (one fsync). bbolt may run fn more than once (when another member of
-// the batch fails, the rest run again), so fn must only change the
-// transaction; every side effect (OnCorrupt) happens in write, once,
-// after the commit, from the run that committed.
+// batch is update shared with concurrent writers (commit.go): it commits
+// at once when no other commit is running, and otherwise shares the next
+// commit (one fsync) with the writers that arrived meanwhile. fn may run
+// more than once (when another member of the batch fails, the rest run
+// again), so fn must only change the transaction; every side effect
+// (OnCorrupt) happens in write, once, after the commit, from the run that
+// committed.
 func (s *Store) batch(op string, fn func(w *wtx) error) error {
-	return s.write(s.dbBatch, op, fn)
+	return s.write(s.shared, op, fn)
 }
 
-// write runs fn through run (DB.Update or DB.Batch).
+// write runs fn through run (DB.Update or s.shared).
 func (s *Store) write(run func(func(*bolt.Tx) error) error, op string, fn func(w *wtx) error) error {
 	if s.closed.Load() {
 		return ErrClosed
