@@ -193,3 +193,31 @@ var (
 func replyAccessDeniedFor(namaddr string) *smtp.SMTPError {
 	return rep(503, ec(5, 7, 0), "Error: access denied for "+namaddr)
 }
+
+// AUTH replies (Postfix's text; RFC 4954 sec 6 codes).
+var (
+	replyAuthOK           = rep(235, ec(2, 7, 0), "Authentication successful")
+	replyAuthDisabled     = rep(503, ec(5, 5, 1), "Error: authentication not enabled")
+	replyAuthAlready      = rep(503, ec(5, 5, 1), "Error: already authenticated")
+	replyAuthInTxn        = rep(503, ec(5, 5, 1), "Error: MAIL transaction in progress")
+	replyAuthNeedTLS      = rep(504, ec(5, 5, 4), "Encryption required for requested authentication mechanism")
+	replyAuthMechNeedsTLS = rep(538, ec(5, 7, 11), "Encryption required for requested authentication mechanism")
+	replyAuthSyntax       = rep(501, ec(5, 5, 4), "Syntax: AUTH mechanism")
+	replyAuthAborted      = rep(501, ec(5, 7, 0), "Authentication aborted")
+	replyAuthDecode       = rep(501, ec(5, 5, 2), "Cannot decode response")
+	replyAuthLineTooLong  = rep(500, ec(5, 5, 6), "Authentication Exchange line is too long")
+)
+
+func replyAuthFailed(reason string) *smtp.SMTPError {
+	return rep(535, ec(5, 7, 8), "Error: authentication failed: "+reason)
+}
+
+func replyAuthTemp(reason string) *smtp.SMTPError {
+	return rep(454, ec(4, 7, 0), "Temporary authentication failure: "+reason)
+}
+
+func replyAuthRate(addr string) *smtp.SMTPError {
+	return rep(450, ec(4, 7, 1), "Error: too many AUTH commands from "+addr)
+}
+
+var replyAuthParamTwice = rep(503, ec(5, 5, 4), "Error: multiple AUTH= options")
