@@ -195,3 +195,77 @@ func TestTLSPolicyMaps(t *testing.T) {
 		t.Error("no Verified session logged")
 	}
 }
+
+// DANE (RFC 7672) against a loopback DNS server in the role of the
+// validating resolver: TLSA records with the AD bit are used (DANE-EE,
+// DANE-TA), the same records without it are not trusted.
+func TestDANE(t *testing.T) {
+	ca := must[*testutil.CA](t)(testutil.NewCA())
+	var names []string
+	for i := 1; i <= 7; i++ {
+		names = append(names, fmt.Sprintf("mx.d%d.test", i))
+	}
+	cert := must[tls.Certificate](t)(ca.Issue(time.Now().Add(time.Hour), names...))
+	srv := tlsServer(t, cert, nil)
+	spki := sha256.Sum256(cert.Leaf.RawSubjectPublicKeyInfo)
+	caSum := sha256.Sum256(ca.Cert.Raw)
+	ee := "3 1 1 " + hex.EncodeToString(spki[:])
+	ta := "2 0 1 " + hex.EncodeToString(caSum[:])
+	wrong := "3 1 1 " + strings.Repeat("ab", 32)
+	dns := testutil.NewDNS(t)
+	tests := []struct {
+		level, tlsa   string
+		secureTLSA    bool
+		secureMX      bool
+		bogus         bool   // SERVFAIL, as a validating resolver answers a DNSSEC-bogus name
+		dsn, reply    string // "" = delivered
+		trust, status string
+	}{
+		{level: TLSDaneOnly, tlsa: ee, secureTLSA: true, secureMX: true, trust: "Verified"},
+		{level: TLSDaneOnly, tlsa: ta, secureTLSA: true, secureMX: true, trust: "Verified"},
+		{level: TLSDaneOnly, tlsa: ee, secureMX: true, dsn: "4.7.5", reply: "no TLSA records found"},
+		{level: TLSDaneOnly, tlsa: wrong, secureTLSA: true, secureMX: true, dsn: "4.7.5", reply: "Server certificate not verified"},
+		{level: TLSDaneOnly, tlsa: ee, secureTLSA: true, dsn: "4.7.5", reply: "non DNSSEC destination"},
+		{level: TLSDane, tlsa: ee, secureMX: true, trust: "Trusted"}, // not secure: may
+		{level: TLSDane, tlsa: ee, secureTLSA: true, secureMX: true, bogus: true, dsn: "4.7.5", reply: "TLSA lookup error for mx.d7.test:PORT"},
+	}
+	for i, tc := range tests {
+		dom, mx := fmt.Sprintf("d%d.test.", i+1), names[i]+"."
+		tlsa := fmt.Sprintf("_%d._tcp.%s", srv.Port, mx)
+		dns.Add(t, dom+" 60 IN MX 10 "+mx, mx+" 60 IN A 127.0.0.1", tlsa+" 60 IN TLSA "+tc.tlsa)
+		if tc.secureMX {
+			dns.Secure(dom)
+		}
+		if tc.secureTLSA {
+			dns.Secure(tlsa)
+		}
+		if tc.bogus {
+			dns.Fail(tlsa)
+		}
+	}
+	for i, tc := range tests {
+		t.Run(fmt.Sprintf("%d %s", i+1, tc.level), func(t *testing.T) {
+			e := newEnv(t, func(e *env) {
+				e.o.TLSLevel, e.o.DNS, e.o.DNSServer, e.o.Port = tc.level, true, dns.Addr, srv.Port
+				s := DefaultTLS()
+				s.Roots, s.DNSSEC = ca.Pool, true
+				e.o.TLS = s
+			})
+			id := e.enqueue("alice@origin.test", fmt.Sprintf("bob@d%d.test", i+1))
+			if tc.dsn == "" {
+				e.waitGone(id)
+				if !strings.Contains(e.logs.String(), `"tls_trust":"`+tc.trust+`"`) {
+					t.Fatalf("not %s:\n%s", tc.trust, e.logs.String())
+				}
+				return
+			}
+			r := e.waitAttempts(id, 1).Recipients[0]
+			if r.DSN != tc.dsn || r.Reply != strings.ReplaceAll(tc.reply, "PORT", fmt.Sprint(srv.Port)) {
+				t.Fatalf("%s %q", r.DSN, r.Reply)
+			}
+		})
+	}
+	if n := len(srv.Messages()); n != 3 {
+		t.Errorf("%d messages delivered, want 3", n)
+	}
+}

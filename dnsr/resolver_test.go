@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -220,5 +221,29 @@ func TestLoopbackNotAsked(t *testing.T) {
 	r2, _ := New(Options{Server: ds.Addr, HostsFile: hosts})
 	if n, err := r2.AddrName(ctx, netip.MustParseAddr("127.0.0.2")); err != nil || n != "leaked.test" {
 		t.Errorf("127.0.0.2 with dns_resolver: %q %v", n, err)
+	}
+}
+
+// TLSA and MX answers report the resolver's AD bit: set for names the
+// validating resolver vouches for, not for the others (RFC 7672 sec
+// 2.1.1); a secure denial is IsNotFound with secure true.
+func TestDNSSECAD(t *testing.T) {
+	r, ds, _ := newTest(t)
+	ctx := context.Background()
+	ds.Add(t, "_25._tcp.a.mx.test. 300 IN TLSA 3 1 1 "+strings.Repeat("ab", 32),
+		"_25._tcp.b.mx.test. 300 IN TLSA 3 1 1 "+strings.Repeat("cd", 32))
+	ds.Secure("_25._tcp.a.mx.test.", "mx.test.", "_25._tcp.none.test.")
+	recs, secure, err := r.LookupTLSA(ctx, "_25._tcp.a.mx.test")
+	if err != nil || !secure || len(recs) != 1 || recs[0].Usage != 3 {
+		t.Fatalf("secure TLSA: %v %v %v", recs, secure, err)
+	}
+	if recs, secure, err := r.LookupTLSA(ctx, "_25._tcp.b.mx.test"); err != nil || secure || len(recs) != 1 {
+		t.Fatalf("insecure TLSA: %v %v %v", recs, secure, err)
+	}
+	if _, secure, err := r.LookupTLSA(ctx, "_25._tcp.none.test"); !IsNotFound(err) || !secure {
+		t.Fatalf("secure denial: %v %v", secure, err)
+	}
+	if _, secure, err := r.LookupMXSecure(ctx, "mx.test"); err != nil || !secure {
+		t.Fatalf("secure MX: %v %v", secure, err)
 	}
 }

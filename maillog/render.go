@@ -127,6 +127,10 @@ func render(e event) []line {
 		// queue (pflogsumm counts its size once per queue ID).
 		return []line{{"qmgr", fmt.Sprintf("%s: from=<%s>, size=%s, nrcpt=%s (queue active)",
 			e.qid(), e.str("from"), e.str("size"), e.str("nrcpt"))}}
+	case ev == "tls_established":
+		return []line{tlsSummary(e, comp)}
+	case ev == "tls_failed":
+		return []line{{tlsProgram(comp), e.str("message")}}
 	case ev == "removed":
 		return []line{{"qmgr", e.qid() + ": removed"}}
 	case ev == "bounce" || ev == "delay_warning" || ev == "success":
@@ -209,6 +213,27 @@ func delivery(e event) line {
 	}
 	fmt.Fprintf(&b, ", status=%s (%s)", e.str("status"), e.str("reply"))
 	return line{prog, b.String()}
+}
+
+// tlsSummary is Postfix's one line per TLS session (tls_log_summary at
+// *_tls_loglevel 1): "Verified TLS connection established to
+// mx[addr]:25: TLSv1.3 with cipher TLS_AES_128_GCM_SHA256 (128/128
+// bits)", "from client[addr]" for the server.
+func tlsSummary(e event, comp string) line {
+	dir, peer := "to", e.str("relay")
+	if comp == "smtpd" {
+		dir, peer = "from", e.str("client")
+	}
+	return line{tlsProgram(comp), fmt.Sprintf("%s TLS connection established %s %s: %s with cipher %s (%s/%s bits)",
+		e.str("tls_trust"), dir, peer, e.str("tls_protocol"), e.str("tls_cipher"), e.str("tls_bits"), e.str("tls_bits"))}
+}
+
+// tlsProgram is the Postfix program that logs a component's TLS lines.
+func tlsProgram(comp string) string {
+	if comp == "delivery" {
+		return "smtp"
+	}
+	return program(comp)
 }
 
 // delay formats seconds as Postfix does: two significant digits below
