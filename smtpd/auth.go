@@ -67,7 +67,7 @@ func (s *session) authenticated() bool {
 // security options for its TLS state; nil when AUTH is off, or before
 // TLS with smtpd_tls_auth_only.
 func (s *session) authMechs() []string {
-	o := &s.srv.opts.SASL
+	o := &s.cfg.opts.SASL
 	if o.Backend == nil || (o.TLSAuthOnly && !s.tls) {
 		return nil
 	}
@@ -91,7 +91,7 @@ func (s *session) authMechs() []string {
 
 // authNeedsTLS reports whether mech is offered with TLS only (538).
 func (s *session) authNeedsTLS(mech string) bool {
-	o := &s.srv.opts.SASL
+	o := &s.cfg.opts.SASL
 	if s.tls || o.Backend == nil {
 		return false
 	}
@@ -111,7 +111,7 @@ func (s *session) authNeedsTLS(mech string) bool {
 // and the transaction are checked by the dispatcher), then the first
 // step of the exchange.
 func (s *session) authCmd(arg string) *smtp.SMTPError {
-	o := &s.srv.opts.SASL
+	o := &s.cfg.opts.SASL
 	if o.Backend == nil {
 		return replyAuthDisabled
 	}
@@ -125,7 +125,7 @@ func (s *session) authCmd(arg string) *smtp.SMTPError {
 	if len(args) < 1 || len(args) > 2 {
 		return replyAuthSyntax
 	}
-	if len(arg)+len("AUTH ") >= s.srv.opts.LineLengthLimit-1 {
+	if len(arg)+len("AUTH ") >= s.cfg.opts.LineLengthLimit-1 {
 		return s.authFailed(replyAuthLineTooLong, "malformed")
 	}
 	if s.overRate(evAuth, o.ClientAuthRateLimit, "AUTH command") {
@@ -173,7 +173,7 @@ func (s *session) authContinue(line string) {
 		s.log.Warn().Msgf("%s: SASL %s authentication aborted", s.namaddr, s.sasl.mech)
 		s.authEnd()
 		r = s.authFailed(replyAuthAborted, "aborted")
-	case len(line) >= s.srv.opts.LineLengthLimit-1:
+	case len(line) >= s.cfg.opts.LineLengthLimit-1:
 		s.authEnd()
 		r = s.authFailed(replyAuthLineTooLong, "malformed")
 	default:
@@ -237,7 +237,7 @@ func (s *session) authFailed(r *smtp.SMTPError, result string) *smtp.SMTPError {
 }
 
 func (s *session) authResult(result string) {
-	if ev, ok := s.srv.opts.Events.(AuthEvents); ok {
+	if ev, ok := s.cfg.opts.Events.(AuthEvents); ok {
 		ev.AuthResult(result)
 	}
 }
@@ -313,7 +313,7 @@ func redactAuth(line string) string {
 // destinations of unauthenticated clients are left to
 // smtpd_etrn_restrictions.
 func (s *session) etrnOwner(site string) (owner bool, r *smtp.SMTPError) {
-	o := s.srv.opts.ETRNOwners
+	o := s.cfg.opts.ETRNOwners
 	if o == nil {
 		return false, nil
 	}

@@ -32,7 +32,7 @@ func (s *session) bdatCmd(arg string) *smtp.SMTPError {
 		return replyBdatSyntax
 	}
 	c := &chunk{size: size, last: len(args) == 2}
-	o := &s.srv.opts
+	o := &s.cfg.opts
 	tx := s.tx
 	switch {
 	case o.EnforceTLS && !s.tls:
@@ -79,9 +79,9 @@ func (s *session) receiveChunk() (*smtp.SMTPError, error) {
 			// the transfer.
 			c.fail, tx.bdatFail = r, r
 		} else {
-			tx.arrival = s.srv.opts.Now()
+			tx.arrival = s.cfg.opts.Now()
 			tx.spool.Write([]byte(s.received(tx, string(tx.id), tx.arrival)))
-			tx.content = &content{w: tx.spool, limit: s.srv.opts.MessageSizeLimit}
+			tx.content = &content{w: tx.spool, limit: s.cfg.opts.MessageSizeLimit}
 		}
 	}
 	var dst io.Writer = io.Discard

@@ -80,7 +80,7 @@ func (s *session) heloCmd(arg string) *smtp.SMTPError {
 	s.reset()
 	s.helo = printable(arg)
 	s.esmtp = false
-	return replyHelo(s.srv.opts.Hostname)
+	return replyHelo(s.cfg.opts.Hostname)
 }
 
 // ehloCmd answers with the keywords in Postfix's order (anchor 01).
@@ -95,7 +95,7 @@ func (s *session) ehloCmd(arg string) *smtp.SMTPError {
 	s.reset()
 	s.helo = printable(arg)
 	s.esmtp = true
-	o := &s.srv.opts
+	o := &s.cfg.opts
 	kw := []string{o.Hostname, "PIPELINING"}
 	if o.MessageSizeLimit > 0 {
 		kw = append(kw, "SIZE "+strconv.FormatInt(o.MessageSizeLimit, 10))
@@ -139,7 +139,7 @@ func (s *session) starttlsCmd(arg string) *smtp.SMTPError {
 	if s.tls {
 		return replyTLSActive
 	}
-	if s.srv.opts.TLS == nil {
+	if s.cfg.opts.TLS == nil {
 		return replyTLSNotOffered
 	}
 	if l := s.io.lim.ClientNewTLSRateLimit; !s.exempt && l > 0 && s.srv.anvil.rate(s.client, evNewTLS, time.Now()) > l {
@@ -169,13 +169,13 @@ func (s *session) mailCmd(arg string) *smtp.SMTPError {
 	for _, p := range params {
 		// RFC 4954 sec 5 (auth.go); with AUTH off it is an unsupported
 		// option, as in Postfix 3.7 (var_smtpd_sasl_enable).
-		if k, v, _ := strings.Cut(p, "="); strings.EqualFold(k, "AUTH") && s.srv.opts.SASL.Backend != nil {
+		if k, v, _ := strings.Cut(p, "="); strings.EqualFold(k, "AUTH") && s.cfg.opts.SASL.Backend != nil {
 			if r := s.mailAuthParam(tx, v); r != nil {
 				return r
 			}
 			continue
 		}
-		if r := tx.mailParam(p, s.srv.opts.MessageSizeLimit); r != nil {
+		if r := tx.mailParam(p, s.cfg.opts.MessageSizeLimit); r != nil {
 			return r
 		}
 	}
@@ -261,7 +261,7 @@ func (s *session) rcptCmd(arg string) *smtp.SMTPError {
 	}
 	var rc store.Recipient
 	if strings.EqualFold(path, "postmaster") { // RFC 5321 sec 4.5.1
-		path = "postmaster@" + s.srv.opts.Hostname
+		path = "postmaster@" + s.cfg.opts.Hostname
 	}
 	m, err := addr.Parse(path)
 	if err != nil {
@@ -276,9 +276,9 @@ func (s *session) rcptCmd(arg string) *smtp.SMTPError {
 			return r
 		}
 	}
-	if len(s.tx.rcpts) >= s.srv.opts.RecipientLimit {
+	if len(s.tx.rcpts) >= s.cfg.opts.RecipientLimit {
 		s.tx.overshoot++
-		s.noError = s.tx.overshoot <= s.srv.opts.RecipientOvershootLimit
+		s.noError = s.tx.overshoot <= s.cfg.opts.RecipientOvershootLimit
 		return replyTooManyRcpts
 	}
 	if r := s.checkRcpt("RCPT", rc.Addr); r != nil {
@@ -347,7 +347,7 @@ func (s *session) quitCmd(string) *smtp.SMTPError {
 // vrfyCmd answers 252 with the address (RFC 5321 sec 3.5.3) after the
 // recipient restrictions, as Postfix does.
 func (s *session) vrfyCmd(arg string) *smtp.SMTPError {
-	if s.srv.opts.DisableVRFY {
+	if s.cfg.opts.DisableVRFY {
 		return replyVrfyDisabled
 	}
 	arg = strings.TrimSpace(arg)

@@ -54,7 +54,7 @@ func (s *session) spool(tx *transaction) *smtp.SMTPError {
 // Enqueue). A read error (lost client, timeout) is returned with nothing
 // stored.
 func (s *session) receive() (*smtp.SMTPError, error) {
-	o := &s.srv.opts
+	o := &s.cfg.opts
 	tx := s.tx
 	sp := tx.spool
 	tx.spool = nil
@@ -85,13 +85,13 @@ func (s *session) contentFailed(c *content) *smtp.SMTPError {
 	switch {
 	case c.over:
 		return replySizeExceeded
-	case s.srv.opts.HopcountLimit > 0 && c.hops+1 >= s.srv.opts.HopcountLimit:
+	case s.cfg.opts.HopcountLimit > 0 && c.hops+1 >= s.cfg.opts.HopcountLimit:
 		// Postfix's cleanup counts the Received: fields with smtpd's own
 		// and refuses at hop_count >= hopcount_limit: a mail loop.
 		s.log.Warn().Int("hops", c.hops+1).Msg("message rejected: hopcount exceeded")
 		return replyTooManyHops
 	case c.bareLF() && s.bare == BareNewlineReject:
-		return replyBareLF(s.srv.opts.BareNewlineRejectCode, s.srv.opts.Hostname)
+		return replyBareLF(s.cfg.opts.BareNewlineRejectCode, s.cfg.opts.Hostname)
 	}
 	return nil
 }
@@ -128,7 +128,7 @@ func (s *session) enqueue(tx *transaction, now time.Time, sp store.Content) *smt
 		SMTPUTF8:   tx.smtputf8,
 		Body8Bit:   tx.body8bit,
 	}
-	m.WarnAt = warnAt(tx.from, now, s.srv.opts.DelayWarning)
+	m.WarnAt = warnAt(tx.from, now, s.cfg.opts.DelayWarning)
 	if tx.hold {
 		m.State = store.StateHold // HOLD: the message waits in the hold queue
 	}
@@ -156,7 +156,7 @@ func warnAt(sender string, arrival time.Time, delay time.Duration) time.Time {
 
 // received renders our Received: header like Postfix's smtpd.
 func (s *session) received(tx *transaction, id string, now time.Time) string {
-	o := &s.srv.opts
+	o := &s.cfg.opts
 	helo := s.helo
 	if helo == "" {
 		helo = s.name

@@ -50,7 +50,7 @@ func (deadlineErr) Temporary() bool { return true }
 // begin starts a request (content = false) or the content of DATA or
 // BDAT (true) under the limits in force now.
 func (d *deadlines) begin(content bool) {
-	d.lim = d.s.srv.limits()
+	d.lim = d.s.limits()
 	d.budget = d.lim.Timeout
 	d.content = content
 	d.why = ""
@@ -59,7 +59,7 @@ func (d *deadlines) begin(content bool) {
 // refresh takes the stress limits when stress began during the request:
 // the budget shrinks to the stress timeout.
 func (d *deadlines) refresh() {
-	if l := d.s.srv.limits(); l != d.lim {
+	if l := d.s.limits(); l != d.lim {
 		d.lim = l
 		d.budget = min(d.budget, l.Timeout)
 	}
@@ -120,7 +120,7 @@ func (d *deadlines) Read(p []byte) (int, error) {
 			d.reading.Store(false)
 			return 0, errShutdown
 		}
-		if s.srv.limits() != d.lim {
+		if s.limits() != d.lim {
 			d.reading.Store(false)
 			continue
 		}

@@ -64,7 +64,7 @@ func (s *session) etrn(arg string) *smtp.SMTPError {
 	s.log.Info().Str("event", "etrn").Str("site", site).Bool("subtree", subtree).
 		Int("messages", res.Messages).Int("active", res.Active).Int("pending", res.Pending).
 		Bool("joined", res.Joined).Msg("flush started")
-	if s.srv.opts.ETRNReplyCounts {
+	if s.cfg.opts.ETRNReplyCounts {
 		if res.Messages == 0 {
 			return replyEtrnNone(site)
 		}

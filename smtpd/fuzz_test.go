@@ -183,7 +183,7 @@ func FuzzContent(f *testing.F) {
 		mode := modes[int(in[0])%len(modes)]
 		data := in[1:]
 		conn := &memConn{r: bytes.NewReader(data)}
-		s := newSession(srv, conn, netip.MustParseAddr("192.0.2.1"))
+		s := newSession(srv, srv.cfg.Load(), conn, netip.MustParseAddr("192.0.2.1"))
 		s.bare = mode
 		var got bytes.Buffer
 		c := &content{w: &got, limit: 1 << 20}
@@ -256,7 +256,7 @@ func FuzzParse(f *testing.F) {
 
 // fuzzAccessResult interprets arg as an access table result.
 func fuzzAccessResult(arg string) {
-	srv := &Server{opts: Options{}.withDefaults(), classNames: map[string]bool{}}
-	c := &check{srv: srv, s: &session{log: zerolog.Nop(), namaddr: "x"}, class: "Client host", name: "x"}
+	cfg := &conf{opts: Options{}.withDefaults(), classNames: map[string]bool{}}
+	c := &check{cfg: cfg, s: &session{log: zerolog.Nop(), namaddr: "x"}, class: "Client host", name: "x"}
 	c.accessResult(arg)
 }

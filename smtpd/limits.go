@@ -107,13 +107,17 @@ func stressAt(o *Options) (at, end int) {
 // stressed reports whether the server is under stress now.
 func (s *Server) stressed() bool { return s.inStress.Load() }
 
-// limits returns the limits in force now.
-func (s *Server) limits() *Limits {
-	if s.stressed() {
+// limits returns the limits of the configuration under stress or not.
+func (s *conf) limits(stressed bool) *Limits {
+	if stressed {
 		return &s.opts.Stress
 	}
 	return &s.opts.Limits
 }
+
+// limits returns the session's limits in force now (stress is the
+// server's state, the limits the session's configuration).
+func (s *session) limits() *Limits { return s.cfg.limits(s.srv.stressed()) }
 
 // noteStress updates the stress state after a slot was taken or freed,
 // logs a change and, when stress begins, wakes every session that waits
@@ -121,29 +125,30 @@ func (s *Server) limits() *Limits {
 // already under a longer deadline would hold its slot for smtpd_timeout
 // otherwise).
 func (s *Server) noteStress() {
-	if s.stressAt == 0 {
-		return
-	}
-	busy := len(s.slots)
+	c := s.cfg.Load()
+	limit := c.opts.MaxConnections
+	busy := int(s.busy.Load())
 	switch {
-	case busy >= s.stressAt:
+	case c.stressAt != 0 && busy >= c.stressAt:
 		if !s.inStress.CompareAndSwap(false, true) {
 			return
 		}
-	case busy < s.stressEnd:
+	case c.stressAt == 0 || busy < c.stressEnd:
+		// A reload that turns stress off (smtpd_stress_threshold)
+		// ends it too.
 		if s.inStress.CompareAndSwap(true, false) {
 			s.limitEvents(func(ev LimitEvents) { ev.Stress(false) })
-			s.log.Info().Str("event", "stress").Int("busy", busy).Int("limit", cap(s.slots)).
-				Msgf("%d of %d connection slots busy: normal limits in force", busy, cap(s.slots))
+			s.log.Info().Str("event", "stress").Int("busy", busy).Int("limit", limit).
+				Msgf("%d of %d connection slots busy: normal limits in force", busy, limit)
 		}
 		return
 	default:
 		return
 	}
 	s.limitEvents(func(ev LimitEvents) { ev.Stress(true) })
-	s.log.Warn().Str("event", "stress").Int("busy", len(s.slots)).Int("limit", cap(s.slots)).
+	s.log.Warn().Str("event", "stress").Int("busy", busy).Int("limit", limit).
 		Msgf("%d of %d connection slots busy: stress-adaptive limits in force (smtpd_timeout %v)",
-			len(s.slots), cap(s.slots), s.opts.Stress.Timeout)
+			busy, limit, c.opts.Stress.Timeout)
 	s.mu.Lock()
 	for sess := range s.sessions {
 		sess.io.kick()
@@ -315,7 +320,7 @@ func (s *session) overRate(ev, limit int, what string) bool {
 
 // limitEvents calls f with Options.Events if it is a LimitEvents.
 func (s *Server) limitEvents(f func(LimitEvents)) {
-	if ev, ok := s.opts.Events.(LimitEvents); ok {
+	if ev, ok := s.cfg.Load().opts.Events.(LimitEvents); ok {
 		f(ev)
 	}
 }

@@ -27,8 +27,8 @@ const (
 func (s *session) lookupPeer() {
 	s.name, s.reverseName = "unknown", "unknown"
 	s.nameStatus, s.reverseStatus = peerPerm, peerPerm
-	r := s.srv.resolver
-	if !s.srv.opts.PeernameLookup || r == nil || !s.client.IsValid() {
+	r := s.cfg.resolver
+	if !s.cfg.opts.PeernameLookup || r == nil || !s.client.IsValid() {
 		return
 	}
 	// The lookups hold a slot before the greeting: at most smtpd_timeout

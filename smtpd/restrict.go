@@ -184,5 +184,5 @@ func parseValueRules(value string, classes map[string]bool) (ruleList, error) {
 
 // classRule evaluates a restriction class by name.
 func classRule(c *check, r *rule) (verdict, *smtp.SMTPError) {
-	return c.run(c.srv.classes[r.name])
+	return c.run(c.cfg.classes[r.name])
 }

@@ -39,7 +39,7 @@ func accessRestrictions() map[string]restriction {
 			}
 			keys := addressKeys(c.sender)
 			if c.sender == "" {
-				keys = []string{c.srv.opts.NullAccessKey}
+				keys = []string{c.cfg.opts.NullAccessKey}
 			}
 			return c.as("Sender address", c.sender, func() (verdict, *smtp.SMTPError) { return c.access(r.table, keys) })
 		}},
@@ -146,7 +146,7 @@ func (c *check) accessResult(value string) (verdict, *smtp.SMTPError) {
 	value = strings.TrimSpace(value)
 	word, text, _ := strings.Cut(value, " ")
 	text = strings.TrimSpace(text)
-	o := &c.srv.opts
+	o := &c.cfg.opts
 	switch strings.ToUpper(word) {
 	case "OK", "RELAY":
 		return permit, nil
@@ -201,7 +201,7 @@ func (c *check) accessOther(value, word, text string) (verdict, *smtp.SMTPError)
 		c.s.log.Warn().Str("value", value).Msg("do not specify lookup tables inside SMTPD access maps; define a restriction class")
 		return c.decide(replyConfigError)
 	}
-	l, err := parseValueRules(value, c.srv.classNames)
+	l, err := parseValueRules(value, c.cfg.classNames)
 	if err != nil || len(l) == 0 {
 		c.s.log.Warn().Str("value", value).Msg("access table result is not a restriction")
 		return c.decide(replyConfigError)

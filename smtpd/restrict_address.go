@@ -27,7 +27,7 @@ func addressRestrictions() map[string]restriction {
 			if c.rcpt == "" {
 				return dunno, nil
 			}
-			ok, err := c.srv.relayAllowed(c.rcpt)
+			ok, err := c.cfg.relayAllowed(c.rcpt)
 			if err != nil {
 				return c.decide(replyLookupFailure(c.rcpt))
 			}
@@ -81,7 +81,7 @@ func (c *check) unauthDestination(code int, enh smtp.EnhancedCode) (verdict, *sm
 	if c.rcpt == "" {
 		return dunno, nil
 	}
-	ok, err := c.srv.relayAllowed(c.rcpt)
+	ok, err := c.cfg.relayAllowed(c.rcpt)
 	if err != nil {
 		return c.decide(replyLookupFailure(c.rcpt))
 	}
@@ -114,21 +114,21 @@ func relayRecipientKeys(a, delim string) []string {
 // user@domain or by the @domain catch-all. The map is consulted once per
 // recipient.
 func (c *check) relayRecipient() (verdict, *smtp.SMTPError) {
-	t := c.srv.opts.RelayRecipients
+	t := c.cfg.opts.RelayRecipients
 	if t == nil || c.rcptChecked {
 		return dunno, nil
 	}
 	if c.warnLevel == 0 {
 		c.rcptChecked = true
 	}
-	ok, err := c.srv.relayAllowed(c.rcpt)
+	ok, err := c.cfg.relayAllowed(c.rcpt)
 	if err != nil {
 		return c.decide(replyLookupFailure(c.rcpt))
 	}
 	if !ok {
 		return dunno, nil // not the relay address class
 	}
-	keys := relayRecipientKeys(addr.Key(c.rcpt), c.srv.opts.RecipientDelimiter)
+	keys := relayRecipientKeys(addr.Key(c.rcpt), c.cfg.opts.RecipientDelimiter)
 	for _, k := range keys {
 		_, found, err := t.Lookup(k)
 		if err != nil {
@@ -139,7 +139,7 @@ func (c *check) relayRecipient() (verdict, *smtp.SMTPError) {
 		}
 	}
 	text := "User unknown"
-	if c.srv.opts.ShowUnknownTable {
+	if c.cfg.opts.ShowUnknownTable {
 		text += " in relay recipient table"
 	}
 	return c.as("Recipient address", c.rcpt, func() (verdict, *smtp.SMTPError) {

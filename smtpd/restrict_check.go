@@ -11,7 +11,7 @@ import (
 // the client, helo and sender stages run inside the RCPT or ETRN check,
 // so one check carries defer_if_permit across them.
 type check struct {
-	srv *Server
+	cfg *conf // the session's configuration
 	s   *session
 	tx  *transaction // the mail transaction checked, if any (HOLD, DISCARD)
 
@@ -33,7 +33,7 @@ type check struct {
 }
 
 // codes are the configured reply codes.
-func (c *check) codes() *ReplyCodes { return &c.srv.opts.Codes }
+func (c *check) codes() *ReplyCodes { return &c.cfg.opts.Codes }
 
 // stage runs one restriction list as one of Postfix's smtpd_check_*
 // stages: warn_if_reject and defer_if_reject do not outlive it.
@@ -114,7 +114,7 @@ func (c *check) decide(rep *smtp.SMTPError) (verdict, *smtp.SMTPError) {
 		c.rejectDefer, c.warnLevel = nil, 0
 		return c.decide(d)
 	}
-	if c.srv.opts.SoftBounce && r.Code >= 500 {
+	if c.cfg.opts.SoftBounce && r.Code >= 500 {
 		r.Code -= 100
 		if r.EnhancedCode != none {
 			r.EnhancedCode[0] = 4

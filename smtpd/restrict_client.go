@@ -12,7 +12,7 @@ import (
 func clientRestrictions() map[string]restriction {
 	m := map[string]restriction{
 		"permit_mynetworks": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
-			o := &c.srv.opts
+			o := &c.cfg.opts
 			if o.MyNetworks != nil && c.s.client.IsValid() && o.MyNetworks.Contains(c.s.client.Unmap()) {
 				return permit, nil
 			}

@@ -28,7 +28,7 @@ func (c *check) ctx() (context.Context, context.CancelFunc) {
 func (c *check) unknownHost(name string) (verdict, *smtp.SMTPError) {
 	ctx, cancel := c.ctx()
 	defer cancel()
-	r := c.srv.resolver
+	r := c.cfg.resolver
 	_, err := r.LookupIP(ctx, name)
 	if err == nil {
 		return dunno, nil
@@ -82,7 +82,7 @@ func (c *check) unknownDomain(a, class string) (verdict, *smtp.SMTPError) {
 func (c *check) mailhost(d string) (string, error) {
 	ctx, cancel := c.ctx()
 	defer cancel()
-	r := c.srv.resolver
+	r := c.cfg.resolver
 	mxs, err := r.LookupMX(ctx, d)
 	if err == nil {
 		if len(mxs) == 1 && mxs[0].Host == "" {
@@ -149,7 +149,7 @@ type dnsxl struct {
 func (c *check) lookupList(r *rule, query string) dnsxl {
 	ctx, cancel := c.ctx()
 	defer cancel()
-	res := c.srv.resolver
+	res := c.cfg.resolver
 	addrs, err := res.LookupA(ctx, query)
 	if err != nil {
 		if dnsr.IsTemporary(err) {
@@ -198,7 +198,7 @@ func (c *check) rblAddr(r *rule) (verdict, *smtp.SMTPError) {
 // be relayed to; a failed lookup makes a later rejection a deferral.
 func permitDNSWL(c *check, r *rule) (verdict, *smtp.SMTPError) {
 	if c.where == "RCPT" && c.rcpt != "" {
-		if ok, err := c.srv.relayAllowed(c.rcpt); err != nil || !ok {
+		if ok, err := c.cfg.relayAllowed(c.rcpt); err != nil || !ok {
 			return dunno, nil
 		}
 	}
@@ -245,7 +245,7 @@ func (c *check) rblDomain(r *rule, what, class string) (verdict, *smtp.SMTPError
 // filter) or default_rbl_reply, expanding $rbl_* and the client
 // attributes (rbl_reject_reply).
 func (c *check) rblReject(r *rule, res dnsxl, what, class string) (verdict, *smtp.SMTPError) {
-	o := &c.srv.opts
+	o := &c.cfg.opts
 	tmpl := ""
 	if t := o.RBLReplyMaps; t != nil {
 		keys := []string{r.domain}

@@ -14,7 +14,7 @@ import (
 
 // newCheck starts an evaluation for the session's current state.
 func (s *session) newCheck(where string) *check {
-	c := &check{srv: s.srv, s: s, tx: s.tx, where: where, helo: s.helo}
+	c := &check{cfg: s.cfg, s: s, tx: s.tx, where: where, helo: s.helo}
 	if s.tx != nil {
 		c.sender, c.hasSender = s.tx.from, true
 	}
@@ -24,7 +24,7 @@ func (s *session) newCheck(where string) *check {
 // early runs the client, helo and sender stages that smtpd_delay_reject
 // postpones to RCPT and ETRN; upto is the last stage to run.
 func (c *check) early(upto string) (verdict, *smtp.SMTPError) {
-	srv := c.srv
+	srv := c.cfg
 	if v, r := c.stage(srv.client, "Client host", c.s.namaddr); v == reject {
 		return v, r
 	}
@@ -44,11 +44,11 @@ func (c *check) early(upto string) (verdict, *smtp.SMTPError) {
 // checkConnect: smtpd_client_restrictions at connect when
 // smtpd_delay_reject = no. The reply replaces the greeting.
 func (s *session) checkConnect() *smtp.SMTPError {
-	if s.srv.opts.DelayReject {
+	if s.cfg.opts.DelayReject {
 		return nil
 	}
 	c := s.newCheck("CONNECT")
-	if v, r := c.stage(s.srv.client, "Client host", s.namaddr); v == reject {
+	if v, r := c.stage(s.cfg.client, "Client host", s.namaddr); v == reject {
 		return r
 	}
 	s.deferClient = c.permitDefer
@@ -58,12 +58,12 @@ func (s *session) checkConnect() *smtp.SMTPError {
 // checkHelo: smtpd_helo_restrictions at HELO/EHLO when
 // smtpd_delay_reject = no.
 func (s *session) checkHelo(helo string) *smtp.SMTPError {
-	if s.srv.opts.DelayReject {
+	if s.cfg.opts.DelayReject {
 		return nil
 	}
 	c := s.newCheck("HELO")
 	c.helo, c.permitDefer = helo, s.deferClient
-	if v, r := c.stage(s.srv.helo, "Helo command", helo); v == reject {
+	if v, r := c.stage(s.cfg.helo, "Helo command", helo); v == reject {
 		return r
 	}
 	s.deferHelo = c.permitDefer
@@ -73,12 +73,12 @@ func (s *session) checkHelo(helo string) *smtp.SMTPError {
 // checkMail: smtpd_sender_restrictions at MAIL when smtpd_delay_reject
 // = no; tx is the transaction MAIL is about to start.
 func (s *session) checkMail(tx *transaction) *smtp.SMTPError {
-	if s.srv.opts.DelayReject {
+	if s.cfg.opts.DelayReject {
 		return nil
 	}
 	c := s.newCheck("MAIL")
 	c.sender, c.hasSender, c.permitDefer = tx.from, true, s.early()
-	if v, r := c.stage(s.srv.sender, "Sender address", tx.from); v == reject {
+	if v, r := c.stage(s.cfg.sender, "Sender address", tx.from); v == reject {
 		return r
 	}
 	tx.deferSender = c.permitDefer
@@ -101,22 +101,22 @@ func (s *session) early() *smtp.SMTPError {
 func (s *session) checkRcpt(where, rcpt string) *smtp.SMTPError {
 	c := s.newCheck(where)
 	c.rcpt = rcpt
-	if s.srv.opts.DelayReject {
+	if s.cfg.opts.DelayReject {
 		if v, r := c.early("MAIL"); v == reject {
 			return r
 		}
 	} else if c.permitDefer = s.early(); c.tx != nil && c.tx.deferSender != nil {
 		c.permitDefer = c.tx.deferSender
 	}
-	v, r := c.stage(s.srv.relay, "Recipient address", rcpt)
+	v, r := c.stage(s.cfg.relay, "Recipient address", rcpt)
 	if v != reject {
-		v, r = c.stage(s.srv.recipient, "Recipient address", rcpt)
+		v, r = c.stage(s.cfg.recipient, "Recipient address", rcpt)
 	}
 	if r := c.finish(v, r); r != nil {
 		return r
 	}
 	discarding := c.tx != nil && c.tx.discard
-	if s.srv.opts.RejectUnlistedRecipient && !discarding {
+	if s.cfg.opts.RejectUnlistedRecipient && !discarding {
 		c.class, c.name, c.warnLevel = "Recipient address", rcpt, 0
 		if v, r := c.relayRecipient(); v == reject {
 			return r
@@ -131,7 +131,7 @@ func (s *session) checkRcpt(where, rcpt string) *smtp.SMTPError {
 func (s *session) checkEtrn(site string, owner func(string) (bool, *smtp.SMTPError)) *smtp.SMTPError {
 	c := s.newCheck("ETRN")
 	c.etrn = site
-	if s.srv.opts.DelayReject {
+	if s.cfg.opts.DelayReject {
 		if v, r := c.early("HELO"); v == reject {
 			return r
 		}
@@ -144,7 +144,7 @@ func (s *session) checkEtrn(site string, owner func(string) (bool, *smtp.SMTPErr
 	}
 	v := dunno
 	if !own {
-		v, r = c.stage(s.srv.etrn, "Etrn command", site)
+		v, r = c.stage(s.cfg.etrn, "Etrn command", site)
 	}
 	return c.finish(v, r)
 }
@@ -152,13 +152,13 @@ func (s *session) checkEtrn(site string, owner func(string) (bool, *smtp.SMTPErr
 // checkData: smtpd_data_restrictions at DATA (and at the first BDAT);
 // the recipient is known only when there is exactly one.
 func (s *session) checkData() *smtp.SMTPError {
-	return s.checkMessage(s.tx, "DATA", s.srv.data, "Data command", "DATA")
+	return s.checkMessage(s.tx, "DATA", s.cfg.data, "Data command", "DATA")
 }
 
 // checkEOD: smtpd_end_of_data_restrictions after the content of tx,
 // before it is committed.
 func (s *session) checkEOD(tx *transaction) *smtp.SMTPError {
-	return s.checkMessage(tx, "END-OF-MESSAGE", s.srv.eod, "End-of-data", "END-OF-MESSAGE")
+	return s.checkMessage(tx, "END-OF-MESSAGE", s.cfg.eod, "End-of-data", "END-OF-MESSAGE")
 }
 
 func (s *session) checkMessage(tx *transaction, where string, l ruleList, class, name string) *smtp.SMTPError {

@@ -53,12 +53,33 @@ type Flusher interface {
 }
 
 // Server is an SMTP server. Create it with New.
+//
+// Its configuration (the Options and what is derived from them) is one
+// value behind an atomic pointer that Reload swaps: a session takes the
+// value in force when it starts and keeps it to its end, so a reload
+// never changes the rules in the middle of a dialogue. The runtime state
+// (connection slots, anvil counts, sessions, listeners) stays.
 type Server struct {
-	opts  Options
+	cfg   atomic.Pointer[conf]
 	queue Queue
 	flush Flusher
 	log   zerolog.Logger
 
+	busy     atomic.Int64 // sessions holding a connection slot (smtpd_connection_limit)
+	inStress atomic.Bool  // under stress (Postfix: stress = yes)
+	anvil    *anvil       // per-client counts and rates
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	lns      map[net.Listener]struct{}
+	closing  atomic.Bool
+	wg       sync.WaitGroup
+	nextID   atomic.Uint64
+}
+
+// conf is a configuration of the server: the Options with everything
+// parsed from them. It is never changed once built.
+type conf struct {
+	opts Options
 	// The restriction stages, and smtpd_restriction_classes by name.
 	client, helo, sender, relay, recipient, data, eod, etrn ruleList
 	classes                                                 map[string]ruleList
@@ -66,18 +87,8 @@ type Server struct {
 	// pipeCheck: some list uses reject_unauth_pipelining.
 	pipeCheck bool
 	resolver  Resolver
-
-	slots     chan struct{} // global session bound
-	stressAt  int           // busy slots from which the server is under stress; 0 = never
-	stressEnd int           // busy slots below which stress ends
-	inStress  atomic.Bool   // under stress (Postfix: stress = yes)
-	anvil     *anvil        // per-client counts and rates
-	mu        sync.Mutex
-	sessions  map[*session]struct{}
-	lns       map[net.Listener]struct{}
-	closing   atomic.Bool
-	wg        sync.WaitGroup
-	nextID    atomic.Uint64
+	stressAt  int // busy slots from which the server is under stress; 0 = never
+	stressEnd int // busy slots below which stress ends
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -91,31 +102,66 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 		return nil, errors.New("smtpd: no queue")
 	}
 	o = o.withDefaults()
-	s := &Server{
-		opts: o, queue: q, flush: f, log: log,
-		slots:    make(chan struct{}, o.MaxConnections),
-		anvil:    newAnvil(o.RateTimeUnit, o.ClientIPv4Prefix, o.ClientIPv6Prefix),
-		sessions: make(map[*session]struct{}),
-		lns:      make(map[net.Listener]struct{}),
-	}
-	s.stressAt, s.stressEnd = stressAt(&s.opts)
-	if err := s.parseRestrictions(); err != nil {
-		return nil, fmt.Errorf("smtpd: %w", err)
-	}
-	s.resolver = o.Resolver
-	if s.resolver == nil {
+	if o.Resolver == nil {
 		r, err := dnsr.New(dnsr.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("smtpd: %w", err)
 		}
-		s.resolver = r
+		o.Resolver = r
 	}
+	c, err := newConf(o)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		queue: q, flush: f, log: log,
+		anvil:    newAnvil(o.RateTimeUnit, o.ClientIPv4Prefix, o.ClientIPv6Prefix),
+		sessions: make(map[*session]struct{}),
+		lns:      make(map[net.Listener]struct{}),
+	}
+	s.cfg.Store(c)
 	return s, nil
+}
+
+// Reload puts a new configuration in force for the sessions that start
+// from now on; sessions in progress keep the one they started with. o is
+// checked as New checks it: on error nothing changes. What o leaves
+// unset of the wiring (Events, Resolver) stays as it was. The anvil's
+// rate unit and prefix lengths, and Listen (the daemon's listeners), take
+// effect only on a restart; the caller names them. The connection limit
+// and the stress threshold apply at once: a smaller
+// smtpd_connection_limit refuses new connections until enough sessions
+// end.
+func (s *Server) Reload(o Options) error {
+	old := s.cfg.Load()
+	if o.Events == nil {
+		o.Events = old.opts.Events
+	}
+	if o.Resolver == nil {
+		o.Resolver = old.opts.Resolver
+	}
+	c, err := newConf(o.withDefaults())
+	if err != nil {
+		return err
+	}
+	s.cfg.Store(c)
+	s.noteStress()
+	return nil
+}
+
+// newConf parses o (defaults applied, Resolver set) into a conf.
+func newConf(o Options) (*conf, error) {
+	c := &conf{opts: o, resolver: o.Resolver}
+	c.stressAt, c.stressEnd = stressAt(&c.opts)
+	if err := c.parseRestrictions(); err != nil {
+		return nil, fmt.Errorf("smtpd: %w", err)
+	}
+	return c, nil
 }
 
 // parseRestrictions parses the restriction classes, then every stage's
 // list; an unknown restriction is an error.
-func (s *Server) parseRestrictions() error {
+func (s *conf) parseRestrictions() error {
 	o := &s.opts
 	s.classes, s.classNames = map[string]ruleList{}, map[string]bool{}
 	for name := range o.RestrictionClasses {
@@ -168,11 +214,12 @@ func mapValues(m map[string][]string) [][]string {
 // ListenAndServe listens on every Options.Listen address and serves until
 // Shutdown. It returns the first listen error, or ErrServerClosed.
 func (s *Server) ListenAndServe() error {
-	if len(s.opts.Listen) == 0 {
+	listen := s.cfg.Load().opts.Listen
+	if len(listen) == 0 {
 		return errors.New("smtpd: no listen address")
 	}
 	var lns []net.Listener
-	for _, a := range s.opts.Listen {
+	for _, a := range listen {
 		l, err := net.Listen("tcp", a)
 		if err != nil {
 			for _, l := range lns {
@@ -234,35 +281,37 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// handle runs one connection: limits, then the session.
+// handle runs one connection: limits, then the session, under the
+// configuration in force when it was accepted.
 func (s *Server) handle(c net.Conn) {
 	defer s.wg.Done()
 	defer c.Close()
+	cfg := s.cfg.Load()
+	o := &cfg.opts
 	ip := remoteIP(c)
-	exempt := s.opts.ConnectionLimitExceptions != nil && s.opts.ConnectionLimitExceptions.Contains(ip)
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots; s.noteStress() }()
-	default:
-		s.refuse(c, ip, replyTooManyConns(s.opts.Hostname), "too many connections")
+	exempt := o.ConnectionLimitExceptions != nil && o.ConnectionLimitExceptions.Contains(ip)
+	busy, ok := s.takeSlot(o.MaxConnections)
+	if !ok {
+		s.refuse(c, ip, replyTooManyConns(o.Hostname), "too many connections")
 		s.rejected("too_many_connections")
 		return
 	}
+	defer func() { s.busy.Add(-1); s.noteStress() }()
 	// The last tenth of the slots is kept for the exempt clients
 	// (mynetworks), so that a flood from outside cannot lock them out.
-	if !exempt && s.opts.ConnectionLimitExceptions != nil && len(s.slots) > cap(s.slots)-cap(s.slots)/10 {
-		s.refuse(c, ip, replyTooManyConns(s.opts.Hostname), "too many connections (the rest is kept for smtpd_client_event_limit_exceptions)")
+	if !exempt && o.ConnectionLimitExceptions != nil && busy > o.MaxConnections-o.MaxConnections/10 {
+		s.refuse(c, ip, replyTooManyConns(o.Hostname), "too many connections (the rest is kept for smtpd_client_event_limit_exceptions)")
 		s.rejected("too_many_connections")
 		return
 	}
 	s.noteStress()
 	if !exempt {
 		defer s.anvil.disconnect(ip)
-		if !s.admit(c, ip) {
+		if !s.admit(c, ip, cfg) {
 			return
 		}
 	}
-	sess := newSession(s, c, ip)
+	sess := newSession(s, cfg, c, ip)
 	sess.exempt = exempt
 	s.mu.Lock()
 	if s.closing.Load() {
@@ -277,7 +326,7 @@ func (s *Server) handle(c net.Conn) {
 		delete(s.sessions, sess)
 		s.mu.Unlock()
 	}()
-	if ev := s.opts.Events; ev != nil {
+	if ev := o.Events; ev != nil {
 		ev.SessionOpened()
 		defer ev.SessionClosed()
 	}
@@ -290,10 +339,10 @@ func (s *Server) handle(c net.Conn) {
 // admit applies the per-client connection count and rate limits to a
 // new connection from a client outside smtpd_client_event_limit_exceptions
 // (Postfix's anvil_clnt_connect; the connection is counted either way).
-func (s *Server) admit(c net.Conn, ip netip.Addr) bool {
-	lim := s.limits()
+func (s *Server) admit(c net.Conn, ip netip.Addr, cfg *conf) bool {
+	lim := cfg.limits(s.stressed())
 	count, rate := s.anvil.connect(ip, time.Now())
-	r := replyTooManyConnsFrom(s.opts.Hostname, ip.String())
+	r := replyTooManyConnsFrom(cfg.opts.Hostname, ip.String())
 	switch {
 	case lim.ClientConnectionLimit > 0 && count > lim.ClientConnectionLimit:
 		s.refuse(c, ip, r, fmt.Sprintf("Connection concurrency limit exceeded: %d from unknown[%s] for service smtp", count, ip))
@@ -309,8 +358,24 @@ func (s *Server) admit(c net.Conn, ip netip.Addr) bool {
 
 // rejected reports a connection refused or a session ended by policy.
 func (s *Server) rejected(reason string) {
-	if s.opts.Events != nil {
-		s.opts.Events.SessionRejected(reason)
+	if ev := s.cfg.Load().opts.Events; ev != nil {
+		ev.SessionRejected(reason)
+	}
+}
+
+// takeSlot takes one of max connection slots; busy is the number taken,
+// this one included. max is the limit in force now: a reload that lowers
+// it leaves the sessions above it running and refuses new ones until
+// enough have ended.
+func (s *Server) takeSlot(max int) (busy int, ok bool) {
+	for {
+		n := s.busy.Load()
+		if n >= int64(max) {
+			return int(n), false
+		}
+		if s.busy.CompareAndSwap(n, n+1) {
+			return int(n + 1), true
+		}
 	}
 }
 
@@ -351,7 +416,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // relayAllowed: reject_unauth_destination's test. Recipients in
 // relay_domains may be relayed for anyone.
-func (s *Server) relayAllowed(rcpt string) (bool, error) {
+func (s *conf) relayAllowed(rcpt string) (bool, error) {
 	if s.opts.RelayDomains == nil {
 		return false, nil
 	}

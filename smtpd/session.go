@@ -24,6 +24,7 @@ import (
 // the mail transaction.
 type session struct {
 	srv  *Server
+	cfg  *conf // the configuration in force when the session began (Reload)
 	conn net.Conn
 	raw  net.Conn // the TCP connection under TLS
 	r    *bufio.Reader
@@ -119,9 +120,9 @@ type transaction struct {
 	deferSender *smtp.SMTPError
 }
 
-func newSession(s *Server, c net.Conn, ip netip.Addr) *session {
+func newSession(s *Server, cfg *conf, c net.Conn, ip netip.Addr) *session {
 	sess := &session{
-		srv: s, conn: c, raw: c, id: s.newID(), client: ip,
+		srv: s, cfg: cfg, conn: c, raw: c, id: s.newID(), client: ip,
 		name: "unknown", reverseName: "unknown", nameStatus: peerPerm, reverseStatus: peerPerm,
 	}
 	sess.io.s = sess
@@ -161,7 +162,7 @@ var errLineTooLong = errors.New("line too long")
 // run is the one loop: greet, then read, dispatch, reply, count, until
 // QUIT, an error limit, a timeout, shutdown or a lost connection.
 func (s *session) run() {
-	o := &s.srv.opts
+	o := &s.cfg.opts
 	s.lookupPeer()
 	s.namaddr = newNamaddr(s.name, s.client)
 	s.log.Info().Str("event", "connect").Str("client_name", s.name).Msgf("connect from %s", s.namaddr)
@@ -181,7 +182,7 @@ func (s *session) run() {
 	}()
 	// A client that talks before the greeting violates RFC 5321 sec
 	// 4.3.1; Postfix's smtpd_forbid_unauth_pipelining disconnects it.
-	if (o.ForbidUnauthPipelining || s.srv.pipeCheck) && kernelPending(s.raw) {
+	if (o.ForbidUnauthPipelining || s.cfg.pipeCheck) && kernelPending(s.raw) {
 		s.illPipelining = true
 	}
 	if o.ForbidUnauthPipelining && s.illPipelining {
@@ -289,7 +290,7 @@ func (s *session) readFailed(err error) string {
 			s.reply(replyShutdown)
 			return "shutdown"
 		}
-		s.reply(replyTimeout(s.srv.opts.Hostname))
+		s.reply(replyTimeout(s.cfg.opts.Hostname))
 		if why == "" {
 			why = "timeout"
 		}
@@ -315,7 +316,7 @@ func (s *session) readCommand() (line string, bareLF bool, err error) {
 	if s.srv.closing.Load() && s.r.Buffered() == 0 {
 		return "", false, errShutdown
 	}
-	limit := s.srv.opts.LineLengthLimit
+	limit := s.cfg.opts.LineLengthLimit
 	var buf []byte
 	var last byte
 	for {
@@ -350,7 +351,7 @@ func (s *session) bareCommand() bool {
 	case BareNewlineNote:
 		s.noteBareLF = true
 	case BareNewlineReject:
-		r := replyBareLF(s.srv.opts.BareNewlineRejectCode, s.srv.opts.Hostname)
+		r := replyBareLF(s.cfg.opts.BareNewlineRejectCode, s.cfg.opts.Hostname)
 		s.log.Info().Str("event", "reject").Str("reply", strings.TrimRight(formatReply(r), "\r\n")).
 			Str("client", s.namaddr).Msg("reject: bare <LF> received")
 		s.reply(r)
@@ -369,7 +370,7 @@ var errShutdown net.Error = shutdownErr{}
 
 // dispatch runs one command line through the command table and replies.
 func (s *session) dispatch(line string) {
-	o := &s.srv.opts
+	o := &s.cfg.opts
 	s.noError = false
 	verb, arg := splitCommand(line)
 	if verb == "" {
@@ -394,7 +395,7 @@ func (s *session) dispatch(line string) {
 	}
 	// RFC 2920 sec 3.1 (Postfix's SMTPD_FLAG_ILL_PIPELINING), looked
 	// for only when something acts on it.
-	if (o.ForbidUnauthPipelining || s.srv.pipeCheck) && !s.illPipelining && cmd.verb != "QUIT" &&
+	if (o.ForbidUnauthPipelining || s.cfg.pipeCheck) && !s.illPipelining && cmd.verb != "QUIT" &&
 		(!s.esmtp || !cmd.group) && s.inputPending() {
 		s.illPipelining = true
 		s.log.Info().Str("command", cmd.verb).Msg("improper command pipelining")
@@ -480,7 +481,7 @@ func (s *session) replyErr(r *smtp.SMTPError) {
 // smtpd_soft_error_limit every reply is delayed by smtpd_error_sleep_time
 // (reference spec §1.2 notes).
 func (s *session) reply(r *smtp.SMTPError) {
-	o := &s.srv.opts
+	o := &s.cfg.opts
 	if s.errors >= o.SoftErrorLimit && o.ErrorSleep > 0 {
 		s.flush()
 		time.Sleep(o.ErrorSleep)
@@ -536,7 +537,7 @@ func (s *session) handshake() error {
 	if err := s.flush(); err != nil {
 		return err
 	}
-	tc := tls.Server(s.conn, s.srv.opts.TLS)
+	tc := tls.Server(s.conn, s.cfg.opts.TLS)
 	tc.SetDeadline(time.Now().Add(s.io.lim.StartTLSTimeout))
 	if err := tc.Handshake(); err != nil {
 		return err
@@ -557,7 +558,7 @@ func (s *session) handshake() error {
 	// (Postfix: the real protection is STARTTLS's check before the
 	// handshake, this one is for "human factors").
 	if !st.DidResume && s.overRate(evNewTLS, s.io.lim.ClientNewTLSRateLimit, "New TLS session") {
-		s.reply(replyTooManyTLSHangup(s.srv.opts.Hostname, s.namaddr))
+		s.reply(replyTooManyTLSHangup(s.cfg.opts.Hostname, s.namaddr))
 		s.rejected = "tls_rate_from_client"
 	}
 	return nil
