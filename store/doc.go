@@ -150,11 +150,7 @@ waits for company, and under contention a batch grows with the length
 of a commit (its fsyncs). bbolt's DB.Batch (redone under guard as
 damage.go's batcher, now used only by the benchmark that compares the
 two) always waits out its MaxBatchDelay (1 ms) unless 1,000 calls
-arrive first. BenchmarkEnqueue (fsync, 2 shared cores, load average
-15-17, 400 messages, median of 3; the disk's speed moved a lot between
-runs): 1 writer 974 msgs/s against 275 with DB.Batch; 8 writers 3,552
-against 2,254 (1,255 without the gathering wait); 32 writers 16,950
-against 6,459 (6,194 without the wait). The closures may run more than once (a batch is run
+arrive first. The closures may run more than once (a batch is run
 again without a failing member, which then runs alone); the OnCorrupt
 callback is called after the commit, from the run that committed.
 Unlease and the operator operations are single transactions; a flush
@@ -163,22 +159,11 @@ the recipients, so mail deferred on arrival (defer_transports) costs one
 commit, not three (enqueue, lease, finish). Options.NoSync is for tests
 and benchmarks only.
 
-bbolt settings, chosen by measurement (bench_test.go): the hash-map
-freelist, written at every commit. Without the freelist on disk
-(NoFreelistSync, as etcd runs it) every Open rebuilds it by walking the
-whole file: 0.9 s and the whole file faulted into memory for a million
-queued messages (2.5 GB of RSS in the daemon, docs/benchmarks.md);
-with it, Open of the same file takes under a millisecond with 1.1 MiB of
-Go heap in use after leasing (BenchmarkOpenHeap), and acceptance and
-relay throughput did not change (docs/benchmarks.md). In the
-enqueue-100k/deliver-100k churn benchmark the array freelist written at
-every commit took 13m11s against 4m22s for the map freelist kept off
-disk; the map freelist on disk (the setting now) has not been timed in
-that benchmark yet (BenchmarkChurn/map-syncfreelist).
-The msg,
-body and due buckets split pages at 90% instead of bbolt's 50%, since
-their keys mostly grow: at a million queued 1 KiB messages the file
-holds 1,691 bytes per message instead of 2,557.
+bbolt settings, chosen by measurement (bench_test.go; the figures and
+their history are in docs/benchmarks.md, "The store's settings"): the
+hash-map freelist, written at every commit, so that Open does not walk
+the whole file to rebuild it; the msg, body and due buckets split pages
+at 90% instead of bbolt's 50%, since their keys mostly grow.
 
 A damaged file. bbolt panics when a page fails its checks (and a wild
 page number faults), so every transaction the store runs goes through
