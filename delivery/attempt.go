@@ -402,7 +402,8 @@ func removed(m *store.Message, f store.Finish) bool {
 }
 
 // record commits the outcome of an attempt. A failure (a full disk:
-// store.ErrNoSpace) is retried with backoff while the scheduler runs: the
+// store.ErrNoSpace; not a damaged file, which retrying cannot mend) is
+// retried with backoff while the scheduler runs: the
 // message stays leased, so nothing else touches it, and the outcome — a
 // delivery already made — is kept instead of being repeated. After
 // shutdown the lease is left for the next start to return to the queue.
@@ -421,6 +422,12 @@ func (d *Scheduler) record(ctx context.Context, a *attempt, f store.Finish) erro
 		}
 		if errors.Is(err, store.ErrClosed) || errors.Is(err, store.ErrNotActive) ||
 			errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if errors.Is(err, store.ErrDamaged) {
+			// A page the commit needs cannot be read: retrying cannot help
+			// and would hold a delivery slot for ever.
+			a.log.Error().Err(err).Msg("outcome not recorded: queue.db is damaged; the message stays leased until the next start (holdfast db salvage)")
 			return err
 		}
 		select {

@@ -278,8 +278,14 @@ func TestScatteredLeafDamage(t *testing.T) {
 	}
 	mu.Unlock()
 	t.Logf("flushed %d, leased %d, %d reported damaged", res.Messages, leased, lost)
-	if lost == 0 || leased+lost != len(f.ids)-1 { // one is on hold
-		t.Errorf("leased %d + damaged %d != %d messages not on hold", leased, lost, len(f.ids)-1)
+	// The held message is not leased; it is reported when its page is
+	// one of the garbled (Open reads the held messages).
+	want := len(f.ids) - 1
+	if _, held := reported[f.ids[0]]; held {
+		want++
+	}
+	if lost == 0 || leased+lost != want {
+		t.Errorf("leased %d + damaged %d != %d", leased, lost, want)
 	}
 	rep, _ := f.salvage(t)
 	if rep.Recovered+len(rep.Lost) != len(f.ids) {
@@ -325,4 +331,46 @@ func TestWildPageNumber(t *testing.T) {
 		t.Errorf("Get under a wild page number: %v; want ErrDamaged", gerr)
 	}
 	t.Logf("Get: %v\nLease: %v\nCheck: %v", gerr, lerr, s.Check())
+}
+
+// TestFinishNextToDamage: deliveries of messages whose records share the
+// tree with garbled leaf pages are all recorded (bbolt cannot delete a
+// record next to a damaged page; Finish then retires it in place), so
+// that salvage copies none of them again: no message is sent twice.
+func TestFinishNextToDamage(t *testing.T) {
+	f := newDamageFixture(t, 300)
+	leaves := f.leaf["msg"]
+	f.garble(t, leaves[1], leaves[4], leaves[7])
+	s, err := Open(f.path, f.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivered, failed := 0, 0
+	for {
+		ms, err := s.Lease(time.Now().Add(2*time.Hour), 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) == 0 {
+			break
+		}
+		for _, m := range ms {
+			if err := s.Finish(m.ID, Finish{Outcomes: []Outcome{{Rcpt: 0, Result: RcptDelivered}}}); err != nil {
+				t.Errorf("Finish %s: %v", m.ID, err)
+				failed++
+				continue
+			}
+			delivered++
+		}
+	}
+	st, _ := s.Stats()
+	s.Close()
+	t.Logf("delivered %d, failed %d, left %+v", delivered, failed, st)
+	if st.Active != 0 || st.Incoming != 0 || failed != 0 {
+		t.Errorf("left in the queue: %+v, %d Finish failures; want only the held message and the unreadable ones (deferred)", st, failed)
+	}
+	rep, _ := f.salvage(t)
+	if rep.Recovered != 1 || rep.Held != 1 {
+		t.Errorf("salvage recovered %d (%d held); want only the held message: the delivered ones would be sent twice", rep.Recovered, rep.Held)
+	}
 }

@@ -195,37 +195,75 @@ type NewMessage struct {
 // so that concurrent delivery workers share one fsync; the closure only
 // reads f and the stored record, so bbolt may run it again.
 func (s *Store) Finish(id ID, f Finish) error {
-	return s.batch("finish "+string(id), func(w *wtx) error {
-		old, err := w.load(id)
-		if err != nil {
+	err := s.batch("finish "+string(id), func(w *wtx) error { return w.finish(id, f, false) })
+	if errors.Is(err, ErrDamaged) {
+		// bbolt reads the neighbours of a page a delete empties: a damaged
+		// page next to this record can fail the commit of a delivery that
+		// was made. Record it without the delete (retire), rather than
+		// have the message sent again after a salvage.
+		if rerr := s.update("finish "+string(id)+" in place", func(w *wtx) error { return w.finish(id, f, true) }); rerr == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// finish is Finish's transaction; retire keeps the record of a message
+// with nothing left to deliver (see wtx.retire).
+func (w *wtx) finish(id ID, f Finish, retire bool) error {
+	old, err := w.load(id)
+	if err != nil {
+		return err
+	}
+	heldActive := old.State == StateHold && old.HeldFrom == StateActive
+	if old.State != StateActive && !heldActive {
+		return fmt.Errorf("%w: %s is %s", ErrNotActive, id, old.State)
+	}
+	m := clone(old)
+	if err := applyOutcomes(m, f, w.now); err != nil {
+		return err
+	}
+	for _, b := range f.Bounces {
+		if err := prepare(b.Msg, b.Body, w.now); err != nil {
 			return err
 		}
-		heldActive := old.State == StateHold && old.HeldFrom == StateActive
-		if old.State != StateActive && !heldActive {
-			return fmt.Errorf("%w: %s is %s", ErrNotActive, id, old.State)
-		}
-		m := clone(old)
-		if err := applyOutcomes(m, f, w.now); err != nil {
+		if err := w.insert(b.Msg, b.Body); err != nil {
 			return err
 		}
-		for _, b := range f.Bounces {
-			if err := prepare(b.Msg, b.Body, w.now); err != nil {
-				return err
-			}
-			if err := w.insert(b.Msg, b.Body); err != nil {
-				return err
-			}
+	}
+	if !m.Pending() {
+		if retire {
+			return w.retire(old, m)
 		}
-		if !m.Pending() {
-			return w.save(old, nil)
-		}
-		if heldActive {
-			m.HeldFrom = StateDeferred
-		} else {
-			schedule(m, w.now)
-		}
-		return w.save(old, m)
-	})
+		return w.save(old, nil)
+	}
+	if heldActive {
+		m.HeldFrom = StateDeferred
+	} else {
+		schedule(m, w.now)
+	}
+	return w.save(old, m)
+}
+
+// retire ends a message without deleting its record (or body), for a
+// file where the delete cannot be committed (Finish): the record is
+// rewritten with every recipient done, and its flush, hold and active
+// entries and its share of the counters go. Nothing leases or flushes it
+// again; Check reports it ("no pending recipient"); Salvage skips it.
+func (w *wtx) retire(old, m *Message) error {
+	k := msgKey(old.ID)
+	if err := w.reindex(old, m, old.ID); err != nil {
+		return err
+	}
+	if err := mark(w.hold, k, old.State == StateHold, false); err != nil {
+		return err
+	}
+	if err := mark(w.active, k, old.State == StateActive, false); err != nil {
+		return err
+	}
+	w.counts[old.State]--
+	w.bytes -= old.Size
+	return w.msg.Put(k, encodeMessage(m))
 }
 
 func applyOutcomes(m *Message, f Finish, now time.Time) error {

@@ -148,7 +148,7 @@ func (sc *scan) run() {
 		if flags == pgLeaf {
 			p := make([]byte, (over+1)*w.psize)
 			if _, err := w.f.ReadAt(p, int64(id*w.psize)); err == nil {
-				sc.leaf(id, p, nil)
+				sc.leaf(id, p, nil, w.seen[id])
 			}
 		} else if flags != pgBranch && flags != pgFreelist && flags != pgMeta {
 			fail(id, "not a page bbolt writes (flags %#x)", flags)
@@ -189,7 +189,7 @@ func (sc *scan) freePages() (map[uint64]bool, bool) {
 
 // leaf sorts the elements of a leaf page (or an inline bucket's page) by
 // their shape: message records, body chunks, index entries.
-func (sc *scan) leaf(id uint64, p []byte, path []int) {
+func (sc *scan) leaf(id uint64, p []byte, path []int, bucket string) {
 	_, keys, vals, _, lflags, ok := sc.w.elems(id, "?", p)
 	if !ok {
 		return
@@ -204,15 +204,17 @@ func (sc *scan) leaf(id uint64, p []byte, path []int) {
 				continue
 			}
 			if len(v) > bucketHeader && binary.LittleEndian.Uint64(v) == 0 {
-				sc.leaf(id, v[bucketHeader:], append(slices.Clone(path), i))
+				sc.leaf(id, v[bucketHeader:], append(slices.Clone(path), i), string(k))
 			}
 			continue
 		}
-		sc.entry(k, v, chunkLoc{page: id, elem: i, inline: path})
+		sc.entry(k, v, chunkLoc{page: id, elem: i, inline: path}, bucket)
 	}
 }
 
-func (sc *scan) entry(k, v []byte, loc chunkLoc) {
+// entry sorts one key/value; bucket is the bucket of its page when the
+// tree walk reached it ("" otherwise).
+func (sc *scan) entry(k, v []byte, loc chunkLoc, bucket string) {
 	if len(k) == idLen+4 && string(k[idLen:]) == "/msg" {
 		sc.quarantined++
 		return
@@ -234,6 +236,10 @@ func (sc *scan) entry(k, v []byte, loc chunkLoc) {
 	}
 	id, err := ParseID(string(k))
 	if err != nil {
+		return
+	}
+	if len(v) == 0 && (bucket == string(bktHold) || bucket == string(bktActive)) {
+		sc.name(id) // held or being delivered: a message, not a spool
 		return
 	}
 	switch m, err := decodeMessage(id, v); {
