@@ -174,9 +174,12 @@ commits (commit.go) run, their commit included, under guard in the
 goroutine of the writer that leads them, never in a goroutine of
 bbolt's. Lease, LeaseDest, the flushes, the operator operations by ID
 and the lease recovery of Open read each message through loadGuarded: a
-record on an unreadable page is skipped, reported
-once to Options.OnDamaged with its ID, and left in the file; the rest of
-the queue goes on. Check walks the pages before bbolt's own check (which
+record on an unreadable page is skipped, reported once to
+Options.OnDamaged with its ID, and left in the file; the rest of the
+queue goes on. A delivery whose delete cannot be committed (bbolt reads
+the neighbours of a page a delete empties) is recorded by retire
+instead: the record stays, with every recipient done, out of every index
+and counter. Check walks the pages before bbolt's own check (which
 runs in a goroutine of bbolt's, where a fault would kill the process).
 Salvage copies what can still be read into a new file: it reads every
 page not on bbolt's freelist with bounds checks (so a damaged root or
