@@ -33,13 +33,17 @@ func FuzzSession(f *testing.F) {
 	f.Add([]byte("\x00EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\nhi\r\n.\r\nETRN customer.test\r\nQUIT\r\n"))
 	f.Add([]byte("\x01HELO c\r\nETRN @customer.test\r\nETRN #x\r\nSTARTTLS\r\nVRFY <\"a b\"@c.test>\r\nRSET\r\n"))
 	f.Add([]byte("\x00EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@customer.test>\r\nBDAT 7\r\nhello\r.BDAT 3 LAST\r\n\n.\r\nQUIT\r\n"))
+	// AUTH (the passwd-file has alice:{PLAIN}secret).
+	f.Add([]byte("\x00EHLO c\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nAUTH LOGIN\r\nMAIL FROM:<a@b.test> AUTH=<>\r\nRCPT TO:<u@x.test>\r\nQUIT\r\n"))
+	f.Add([]byte("\x01EHLO c\r\nAUTH LOGIN\r\nYWxpY2U=\r\n*\r\nAUTH CRAM-MD5\r\nYWxpY2UgMDA=\r\nAUTH PLAIN\r\n!!\r\n"))
 	f.Add([]byte("\x02EHLO c\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\nhello\r.\rMAIL FROM:<x@evil.test>\r\n.\n.\r\n"))
 	var srvs []*Server
 	q := &memQueue{t: f, limit: 4096}
 	for _, mode := range []string{"normalize", "reject", "no"} {
 		c, err := config.Parse("fuzz.cf", []byte("myhostname = relay.test\nmynetworks = 127.0.0.0/8\nrelay_domains = customer.test\n"+
 			"smtpd_error_sleep_time = 0\nsmtpd_timeout = 2s\nmessage_size_limit = 4096\nsmtpd_forbid_unauth_pipelining = no\n"+
-			"smtpd_peername_lookup = no\nsmtpd_forbid_bare_newline_exclusions =\nsmtpd_forbid_bare_newline = "+mode+"\n"))
+			"smtpd_peername_lookup = no\nsmtpd_forbid_bare_newline_exclusions =\nsmtpd_forbid_bare_newline = "+mode+"\n"+
+			"smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = passwd-file\nsmtpd_sasl_path = testdata/auth_passwd\n"))
 		if err != nil {
 			f.Fatal(err)
 		}
