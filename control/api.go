@@ -193,6 +193,17 @@ type Health struct {
 	Version string `json:"version,omitempty"`
 }
 
+// ReloadResult is the reply of POST /v1/reload: the new configuration is
+// in force.
+type ReloadResult struct {
+	// Restart names the changed parameters that take effect only when
+	// the daemon restarts (listen addresses, queue_directory, ...).
+	Restart []string `json:"restart,omitempty"`
+	// FlushIndexRebuild: fast_flush_domains changed and the flush index is
+	// being rebuilt in the background.
+	FlushIndexRebuild bool `json:"flush_index_rebuild,omitempty"`
+}
+
 // Stats is the reply of /v1/stats.
 type Stats struct {
 	Incoming int64 `json:"incoming"`
@@ -219,6 +230,9 @@ const (
 	CodeTooBig      = "too_big"
 	CodeNoSpace     = "no_space"
 	CodeInternal    = "internal"
+	// CodeReloadFailed: the new configuration did not load; the old one
+	// stays in force.
+	CodeReloadFailed = "reload_failed"
 )
 
 // errorReply is the body of every non-2xx reply.

@@ -309,3 +309,17 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	return n, nil
 }
+
+// Reload asks the daemon to re-read its configuration (holdfast reload).
+// An error whose code is CodeReloadFailed means the new configuration was
+// refused and the old one stays in force.
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var res ReloadResult
+	resp, err := c.postJSON(ctx, "/v1/reload", struct{}{})
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&res)
+	return res, err
+}

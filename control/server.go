@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -54,15 +55,61 @@ type Options struct {
 	// cleanup). 0 reads delay_warning_time from Config; negative means no
 	// warnings.
 	DelayWarning time.Duration
+	// Reload, if not nil, serves POST /v1/reload (holdfast reload): it
+	// re-reads the configuration and puts it in force, or returns why
+	// not (the old one stays).
+	Reload func() (ReloadResult, error)
 }
 
 // Server is the control API.
 type Server struct {
-	o      Options
-	policy *Policy
-	http   *http.Server
+	o    Options
+	cur  atomic.Pointer[conf] // the configuration in force (Reconfigure)
+	http *http.Server
 	// chunk is the number of messages per transaction in bulk operations.
 	chunk int
+}
+
+// conf is what the control server takes from a configuration.
+type conf struct {
+	config       *config.Config
+	policy       *Policy
+	delayWarning time.Duration
+}
+
+// newConf reads c; policy and delayWarning, when set, override c (tests).
+func newConf(c *config.Config, policy *Policy, delayWarning time.Duration) (*conf, error) {
+	cf := &conf{config: c, policy: policy, delayWarning: delayWarning}
+	if cf.delayWarning == 0 {
+		d, err := c.Time("delay_warning_time")
+		if err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		cf.delayWarning = d
+	}
+	if cf.policy == nil {
+		p, err := NewPolicy(c, os.Getuid())
+		if err != nil {
+			return nil, fmt.Errorf("control: %w", err)
+		}
+		cf.policy = p
+	}
+	return cf, nil
+}
+
+// cfg is the configuration in force.
+func (s *Server) cfg() *conf { return s.cur.Load() }
+
+// Reconfigure checks c (the access classes, delay_warning_time) and
+// returns the function that puts it in force, so that a reload commits
+// only once every part has accepted its new configuration. A Policy or a
+// DelayWarning given in Options stays.
+func (s *Server) Reconfigure(c *config.Config) (commit func(), err error) {
+	cf, err := newConf(c, s.o.Policy, s.o.DelayWarning)
+	if err != nil {
+		return nil, err
+	}
+	return func() { s.cur.Store(cf) }, nil
 }
 
 // New returns a control server for the given store and flush service.
@@ -73,21 +120,12 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.DelayWarning == 0 {
-		d, err := o.Config.Time("delay_warning_time")
-		if err != nil {
-			return nil, fmt.Errorf("control: %w", err)
-		}
-		o.DelayWarning = d
+	cf, err := newConf(o.Config, o.Policy, o.DelayWarning)
+	if err != nil {
+		return nil, err
 	}
-	s := &Server{o: o, policy: o.Policy, chunk: 1000}
-	if s.policy == nil {
-		p, err := NewPolicy(o.Config, os.Getuid())
-		if err != nil {
-			return nil, fmt.Errorf("control: %w", err)
-		}
-		s.policy = p
-	}
+	s := &Server{o: o, chunk: 1000}
+	s.cur.Store(cf)
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: controlHeaderTimeout,
@@ -183,6 +221,7 @@ func (s *Server) routes() http.Handler {
 	add("POST /v1/submit", Submit, s.submit)
 	add("GET /v1/db/check", Admin, s.check)
 	add("GET /v1/db/backup", Admin, s.backup)
+	add("POST /v1/reload", Admin, s.reload)
 	return mux
 }
 
@@ -195,7 +234,7 @@ func (s *Server) wrap(c Class, h handler) http.HandlerFunc {
 			http.NewResponseController(w).SetReadDeadline(time.Now().Add(controlBodyTimeout))
 		}
 		p := peerFrom(r.Context())
-		if err := s.policy.Check(c, p.UID); err != nil {
+		if err := s.cfg().policy.Check(c, p.UID); err != nil {
 			s.o.Log.Warn().Int("uid", p.UID).Str("path", r.URL.Path).Msg(err.Error())
 			writeError(w, errf(http.StatusForbidden, CodeForbidden, "%s", err))
 			return
@@ -262,7 +301,7 @@ func (s *Server) config(w http.ResponseWriter, r *http.Request) error {
 	}
 	out := make(map[string]string, len(names))
 	for _, n := range names {
-		v, err := s.o.Config.Expand(n)
+		v, err := s.cfg().config.Expand(n)
 		if err != nil {
 			return errf(http.StatusBadRequest, CodeBadRequest, "%s: %v", n, err)
 		}
@@ -290,4 +329,18 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.o.Log.Info().Int64("bytes", n).Msg("backup sent")
 	return nil
+}
+
+// reload re-reads the daemon's configuration (holdfast reload). A
+// configuration that does not load is refused with 422 and its error; the
+// old one stays in force.
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) error {
+	if s.o.Reload == nil {
+		return errf(http.StatusNotImplemented, CodeBadRequest, "this server cannot reload")
+	}
+	res, err := s.o.Reload()
+	if err != nil {
+		return errf(http.StatusUnprocessableEntity, CodeReloadFailed, "%s", err)
+	}
+	return writeJSON(w, res)
 }

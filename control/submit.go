@@ -40,7 +40,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 			rcpts[i] = s.localAddress(a)
 		}
 	}
-	limit, err := s.o.Config.Size("message_size_limit")
+	limit, err := s.cfg().config.Size("message_size_limit")
 	if err != nil || limit <= 0 {
 		limit = 1 << 40
 	}
@@ -92,8 +92,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		// instead of being sent as if it were ASCII.
 		SMTPUTF8: !isASCII(sender) || !isASCII(strings.Join(rcpts, "")) || !isASCII(string(head)),
 	}
-	if sender != "" && s.o.DelayWarning > 0 {
-		m.WarnAt = now.Add(s.o.DelayWarning) // reference spec §3.8
+	if sender != "" && s.cfg().delayWarning > 0 {
+		m.WarnAt = now.Add(s.cfg().delayWarning) // reference spec §3.8
 	}
 	for _, a := range rcpts {
 		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
@@ -156,9 +156,9 @@ func isASCII(s string) bool {
 
 // localAddress qualifies a bare user name with myorigin.
 func (s *Server) localAddress(user string) string {
-	origin := s.o.Config.String("myorigin")
+	origin := s.cfg().config.String("myorigin")
 	if origin == "" {
-		origin = s.o.Config.String("myhostname")
+		origin = s.cfg().config.String("myhostname")
 	}
 	if origin == "" {
 		return user
@@ -169,7 +169,7 @@ func (s *Server) localAddress(user string) string {
 // localHeaders prepends the Received: line and adds the From:, Date: and
 // Message-ID: headers that the message lacks (RFC 5322 sec 3.6).
 func (s *Server) localHeaders(id store.ID, sender string, content []byte, now time.Time) []byte {
-	host := s.o.Config.String("myhostname")
+	host := s.cfg().config.String("myhostname")
 	date := now.Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)")
 	var b bytes.Buffer
 	// RFC 5321 sec 4.4: the trace line of local submission.

@@ -58,7 +58,7 @@ func (c admitted) Enqueue(m *store.Message) error {
 
 // admit runs enqueue (which commits m) with defer_transports applied.
 func (a admitter) admit(m *store.Message, enqueue func() error) error {
-	d := a.d
+	d := a.d.cur.Load() // the configuration in force
 	now := d.o.Clock.Now()
 	deferred := d.deferOnArrival(m, now)
 	var saved []store.Recipient

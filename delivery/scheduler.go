@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -18,8 +19,25 @@ import (
 // (at most ActiveLimit at once) and starts one delivery worker per message;
 // workers deliver within the per-destination connection limit and the
 // global transaction limit.
+//
+// A Scheduler value is one configuration (Options and the transports built
+// from them) over the state all configurations share (the store, the
+// worker and transaction slots, the connection pools, the dead hops).
+// Reload makes a new value current; a delivery keeps the value it was
+// started with to its end.
 type Scheduler struct {
 	o        Options
+	deferred map[string]bool // defer_transports
+	// transports are the transports by name (built in and TransportDefs);
+	// procs limits the deliveries in progress of those with a maxproc.
+	transports map[string]*Transport
+	procs      map[string]chan struct{}
+	*shared
+}
+
+// shared is the scheduler's state that outlives a reload.
+type shared struct {
+	cur      atomic.Pointer[Scheduler] // the configuration in force
 	s        *store.Store
 	log      zerolog.Logger
 	resolver *dnsr.Resolver
@@ -27,11 +45,6 @@ type Scheduler struct {
 	done     chan struct{} // one token per finished worker
 	slots    chan struct{} // global transaction limit (Concurrency)
 	pools    pools
-	deferred map[string]bool // defer_transports
-	// transports are the transports by name (built in and TransportDefs);
-	// procs limits the deliveries in progress of those with a maxproc.
-	transports map[string]*Transport
-	procs      map[string]chan struct{}
 
 	deadMu sync.Mutex
 	dead   map[string]deadHop // by hop key
@@ -49,31 +62,22 @@ type deadHop struct {
 // loaded from the store.
 func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
 	o = o.withDefaults()
-	d := &Scheduler{
-		o:        o,
-		s:        s,
-		log:      log,
-		wake:     make(chan struct{}, 1),
-		done:     make(chan struct{}, o.ActiveLimit),
-		slots:    make(chan struct{}, o.Concurrency),
-		pools:    pools{m: map[string]*pool{}},
-		deferred: map[string]bool{},
-		dead:     map[string]deadHop{},
+	sh := &shared{
+		s:     s,
+		log:   log,
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}, o.ActiveLimit),
+		slots: make(chan struct{}, o.Concurrency),
+		pools: pools{m: map[string]*pool{}},
+		dead:  map[string]deadHop{},
 	}
 	var err error
-	if d.resolver, err = resolverFor(&o); err != nil {
+	if sh.resolver, err = resolverFor(&o); err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
-	for _, t := range o.DeferTransports {
-		d.deferred[t] = true
-	}
-	d.transports = completeTransports(&o)
-	d.procs = map[string]chan struct{}{}
-	for name, t := range d.transports {
-		if t.MaxProc > 0 {
-			d.procs[name] = make(chan struct{}, t.MaxProc)
-		}
-	}
+	o.Resolver = sh.resolver
+	d := sh.with(o)
+	sh.cur.Store(d)
 	dests, err := s.Dests()
 	if err != nil {
 		return nil, fmt.Errorf("delivery: load dead destinations: %w", err)
@@ -92,6 +96,52 @@ func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
 		d.dead[k] = deadHop{Until: v.DeadUntil, Reason: v.Reason, DSN: "4.4.1"}
 	}
 	return d, nil
+}
+
+// with returns the scheduler value of configuration o (defaults applied).
+func (sh *shared) with(o Options) *Scheduler {
+	d := &Scheduler{o: o, shared: sh, deferred: map[string]bool{}}
+	for _, t := range o.DeferTransports {
+		d.deferred[t] = true
+	}
+	d.transports = completeTransports(&o)
+	d.procs = map[string]chan struct{}{}
+	for name, t := range d.transports {
+		if t.MaxProc > 0 {
+			d.procs[name] = make(chan struct{}, t.MaxProc)
+		}
+	}
+	return d
+}
+
+// Reload makes o the configuration of the deliveries started from now on
+// and of new mail's admission; deliveries in progress finish under the
+// one they began with. What o leaves unset of the wiring (Self, Events,
+// Resolver, Clock, ShutdownGrace) stays as it was. ActiveLimit and
+// Concurrency size the scheduler's slots and keep their values until a
+// restart. A master.cf maxproc applies to the deliveries started under
+// it: just after a reload, deliveries of both configurations may run.
+// The connection pools of next hops already contacted keep their
+// concurrency limit; the dead-hop list stays.
+func (d *Scheduler) Reload(o Options) {
+	old := d.cur.Load()
+	if o.Self == nil {
+		o.Self = old.o.Self
+	}
+	if o.Events == nil {
+		o.Events = old.o.Events
+	}
+	if o.Clock == nil {
+		o.Clock = old.o.Clock
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = old.o.ShutdownGrace
+	}
+	o.Resolver = d.resolver
+	o = o.withDefaults()
+	o.ActiveLimit, o.Concurrency = old.o.ActiveLimit, old.o.Concurrency
+	d.cur.Store(d.shared.with(o))
+	d.Wake() // a changed defer_transports or relayhost applies now
 }
 
 // Wake makes the scheduler look at the queue at once (new mail, a flush,
@@ -114,6 +164,7 @@ func (d *Scheduler) Run(ctx context.Context) error {
 	running := 0
 	var runErr error
 	for ctx.Err() == nil && runErr == nil {
+		d := d.cur.Load()
 		running -= d.drain()
 		free := d.o.ActiveLimit - running
 		leased := 0
@@ -141,7 +192,7 @@ func (d *Scheduler) Run(ctx context.Context) error {
 		}
 		d.sleep(ctx, running < d.o.ActiveLimit, leased)
 	}
-	d.shutdown(cut, running)
+	d.cur.Load().shutdown(cut, running)
 	return runErr
 }
 

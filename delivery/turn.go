@@ -34,6 +34,7 @@ type TurnResult struct {
 // customer's name for logs and DSNs. The session ends with QUIT; nc is
 // not closed.
 func (d *Scheduler) Turnaround(ctx context.Context, nc net.Conn, name string, msgs []*store.Message, more func() ([]*store.Message, error), match func(domain string) bool) (TurnResult, error) {
+	d = d.cur.Load() // the configuration in force for the whole turnaround
 	var res TurnResult
 	cf := *d.o.builtinClient()
 	cf.TLSLevel = TLSNone // nc is what the customer connected with
