@@ -35,26 +35,26 @@ type rig struct {
 	// fetchmailOpts are extra fetchmail poll options ("ssl ...").
 	fetchmailOpts string
 	ev            events
-	t             *testing.T
+	t             testing.TB
 	st            *store.Store
 	d             *delivery.Scheduler
 	srv           *Server
 	addr          string
 }
 
-func newRig(t *testing.T, run bool) *rig {
+func newRig(t testing.TB, run bool) *rig {
 	t.Helper()
 	return newRigTLS(t, run, nil)
 }
 
 // newRigTLS: with wrap, odmr_tls_wrappermode.
-func newRigTLS(t *testing.T, run bool, wrap *tls.Config) *rig {
+func newRigTLS(t testing.TB, run bool, wrap *tls.Config) *rig {
 	t.Helper()
 	return newRigWith(t, run, wrap, nil)
 }
 
 // newRigWith: with tr, the transport map the scheduler routes by.
-func newRigWith(t *testing.T, run bool, wrap *tls.Config, tr delivery.TransportTable) *rig {
+func newRigWith(t testing.TB, run bool, wrap *tls.Config, tr delivery.TransportTable) *rig {
 	t.Helper()
 	r := &rig{t: t}
 	r.st = testutil.Store(t, store.Options{NoSync: true, Eligible: func(string) bool { return true }})
@@ -124,7 +124,7 @@ func (e *events) count(k string) int {
 	return e.n[k]
 }
 
-func inlineTable(t *testing.T, spec string) config.Table {
+func inlineTable(t testing.TB, spec string) config.Table {
 	t.Helper()
 	tab, err := config.OpenTable(spec)
 	if err != nil {
@@ -200,7 +200,7 @@ func (r *rig) fetchmailCmd(user, pass, domains, smtphost string, started func(*e
 	return out.String(), err
 }
 
-func mustCreate(t *testing.T, path string) *os.File {
+func mustCreate(t testing.TB, path string) *os.File {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +273,7 @@ func TestFetchmailODMR(t *testing.T) {
 
 // dialog is a raw client on the ODMR port.
 type dialog struct {
-	t *testing.T
+	t testing.TB
 	c net.Conn
 	r *bufio.Reader
 }
