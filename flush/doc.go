@@ -29,7 +29,9 @@
 // destination's pending recipients due now and forced — wakes the
 // scheduler after each chunk and logs the count. It answers when the
 // first chunk is committed and finishes a larger destination in the
-// background; a request for a destination whose flush is running joins
+// background; the Early copy smtpd's ETRN uses answers after reading the
+// index, before any commit, and runs the whole flush in the background
+// (ETRN is idempotent; README, docs/reliability.md row 37); a request for a destination whose flush is running joins
 // it instead of starting another (Exim's smtp_etrn_serialize answers 458
 // instead; we answer 250, see README). Close stops the background flushes
 // at their next chunk.

@@ -37,6 +37,9 @@ type Service struct {
 	log    zerolog.Logger
 	// event is the log event name: "flush" (operator) or "etrn" (SMTP).
 	event string
+	// early: Flush answers after reading the index, before any commit
+	// (Early).
+	early bool
 	// runs is shared by the copies As makes.
 	runs *runs
 	// beforeStep, when set, is called before each background chunk
@@ -53,7 +56,7 @@ type runs struct {
 }
 
 // run is one flush going on. ready is closed when its first chunk is
-// committed; res and err are set before and not changed after.
+// committed (Early: when the index has been counted); res and err are set before and not changed after.
 type run struct {
 	ready chan struct{}
 	res   store.FlushResult
@@ -77,6 +80,22 @@ func NewService(p *Policy, s *store.Store, w Waker, log zerolog.Logger) *Service
 func (s *Service) As(event string) *Service {
 	c := *s
 	c.event = event
+	return &c
+}
+
+// Early returns a Service that shares everything with s but whose Flush
+// answers as soon as it has read the destination's flush index, before
+// anything is committed: the whole run, its first chunk included, goes
+// on in the background. smtpd's ETRN uses it. ETRN is idempotent, so the
+// guarantee is weaker than after DATA and enough: the reply means the
+// request was valid and the mail it counts was listed; a crash or
+// shutdown before a chunk is committed leaves that chunk's mail at its
+// old schedule (nothing is lost, nothing else changes) and the client's
+// next ETRN flushes it. Without Early, Flush answers after the first
+// chunk's commit (the operator's `holdfast flush`).
+func (s *Service) Early() *Service {
+	c := *s
+	c.early = true
 	return &c
 }
 
@@ -141,6 +160,9 @@ func (s *Service) Flush(site string, subtree bool) (store.FlushResult, error) {
 
 	start := time.Now()
 	r := s.store.NewFlushRun(dest, subtree)
+	if s.early {
+		return s.flushEarly(key, cur, r, start)
+	}
 	res, err := r.Next()
 	if err == nil && !r.Done() {
 		left, lerr := r.Remaining()
@@ -160,6 +182,28 @@ func (s *Service) Flush(site string, subtree bool) (store.FlushResult, error) {
 		s.end(key)
 		if err == nil {
 			s.logDone(dest, subtree, res, start, "flush requested")
+		}
+		return res, err
+	}
+	go s.finish(key, r, res, start)
+	return res, nil
+}
+
+// flushEarly answers with the count of the destination's index entries
+// (one read transaction) and runs the whole flush in the background.
+func (s *Service) flushEarly(key runKey, cur *run, r *store.FlushRun, start time.Time) (store.FlushResult, error) {
+	n, err := r.Remaining()
+	res := store.FlushResult{Messages: n, Pending: n}
+	if err != nil {
+		err = fmt.Errorf("flush: %s: %w", key.dest, err)
+		res = store.FlushResult{}
+	}
+	cur.res, cur.err = res, err
+	close(cur.ready)
+	if err != nil || n == 0 {
+		s.end(key)
+		if err == nil {
+			s.logDone(key.dest, key.subtree, res, start, "flush requested")
 		}
 		return res, err
 	}

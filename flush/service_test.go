@@ -178,3 +178,51 @@ func TestServiceFlushJoins(t *testing.T) {
 		t.Errorf("Flush after Close: %v; want ErrClosed", err)
 	}
 }
+
+// TestServiceFlushEarly: the Early service (smtpd's ETRN) answers with
+// the destination's index count before anything is committed; the whole
+// run, first chunk included, goes on in the background; a request for the
+// destination meanwhile joins it; the scheduler is woken as chunks
+// commit.
+func TestServiceFlushEarly(t *testing.T) {
+	base, s, w := newService(t)
+	svc := base.As("etrn").Early()
+	n := store.FlushChunk + 10
+	later := time.Now().Add(time.Hour)
+	for i := range n {
+		m := &store.Message{Sender: "a@sender.test", Recipients: []store.Recipient{
+			{Addr: fmt.Sprintf("u%d@customer.tld", i), NextAttempt: later}}}
+		if err := s.Enqueue(m, []byte("x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hold, steps := make(chan struct{}), make(chan struct{}, 10)
+	svc.beforeStep = func() { steps <- struct{}{}; <-hold }
+
+	res, err := svc.Flush("customer.tld", false)
+	if err != nil || res.Joined || res.Messages != n || res.Pending != n {
+		t.Fatalf("early Flush = %+v, %v; want %d messages, all pending", res, err, n)
+	}
+	<-steps // the background run waits before its first chunk
+	if st, _ := s.Stats(); st.Incoming != 0 {
+		t.Errorf("at the reply %d messages are due; want none yet", st.Incoming)
+	}
+	again, err := svc.Flush("customer.tld", false)
+	if err != nil || !again.Joined || again.Messages != n {
+		t.Errorf("second Flush while running = %+v, %v; want it joined with %d messages", again, err, n)
+	}
+	close(hold)
+	svc.runs.wg.Wait() // the run ends on its own
+	if st, _ := s.Stats(); st.Incoming != int64(n) {
+		t.Errorf("after the run %d messages are due; want %d", st.Incoming, n)
+	}
+	if w.n.Load() == 0 {
+		t.Error("the scheduler was not woken")
+	}
+	// Nothing listed: the answer counts nothing and starts no run.
+	svc2, _, _ := newService(t)
+	res, err = svc2.Early().Flush("other.tld", false)
+	if err != nil || res.Messages != 0 || len(svc2.runs.m) != 0 {
+		t.Errorf("early Flush of an empty destination = %+v, %v, %d runs", res, err, len(svc2.runs.m))
+	}
+}

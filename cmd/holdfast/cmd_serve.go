@@ -281,7 +281,7 @@ func (d *daemon) startSMTP(c *config.Config) error {
 	sopts.Events = d.metrics
 	sopts.Resolver = d.resolver // one cache for smtpd and delivery
 	q := d.metrics.Queue(d.sched.Admit(d.store))
-	f := etrnFlusher{Service: d.flush.As("etrn"), m: d.metrics}
+	f := etrnFlusher{Service: d.flush.As("etrn").Early(), m: d.metrics}
 	d.smtp, err = smtpd.New(sopts, q, f, d.log.With().Str("component", "smtpd").Logger())
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
