@@ -134,6 +134,11 @@ func defaults() map[string]*param {
 		"smtpd_tls_cert_file":                   {kind: kindString, def: ""},
 		"smtpd_tls_key_file":                    {kind: kindString, def: ""},
 		"smtpd_tls_auth_only":                   {kind: kindBool, def: "no"},
+		"smtpd_tls_received_header":             {kind: kindBool, def: "no"},
+		"smtpd_tls_loglevel":                    {kind: kindInt, def: "1"}, // Postfix: 0; 1 logs every session's TLS
+		"smtpd_tls_protocols":                   {kind: kindString, def: ">=TLSv1"},
+		"smtpd_tls_mandatory_protocols":         {kind: kindString, def: ">=TLSv1"},
+		"smtpd_tls_ciphers":                     {kind: kindString, def: "medium"},
 		"disable_vrfy_command":                  {kind: kindBool, def: "no"},
 		"line_length_limit":                     {kind: kindInt, def: "2048"},
 		"header_size_limit":                     {kind: kindInt, def: "102400"},

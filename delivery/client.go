@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/holdfast-mta/holdfast/internal/tlscert"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -218,7 +219,7 @@ func (d *Scheduler) startTLS(raw net.Conn, tp *textproto.Conn, t target, p *tlsP
 		tc.Close()
 		return nil, nil, &sessionError{transient(t, "4.7.5", "Server certificate not verified")}
 	}
-	info := &tlsInfo{Trust: trust, Protocol: versionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite), Bits: cipherBits(cs.CipherSuite)}
+	info := &tlsInfo{Trust: trust, Protocol: tlscert.VersionName(cs.Version), Cipher: tls.CipherSuiteName(cs.CipherSuite), Bits: tlscert.CipherBits(cs.CipherSuite)}
 	if p.s.LogLevel >= 1 {
 		d.log.Info().Str("event", "tls_established").Str("relay", t.Relay()).Str("tls_trust", info.Trust).
 			Str("tls_protocol", info.Protocol).Str("tls_cipher", info.Cipher).Int("tls_bits", info.Bits).Str("tls_level", p.level).
@@ -239,20 +240,6 @@ func replayReply(code int, msg string) string {
 		fmt.Fprintf(&b, "%d%s%s\r\n", code, sep, l)
 	}
 	return b.String()
-}
-
-// cipherBits is the key size of a cipher suite's bulk cipher.
-func cipherBits(id uint16) int {
-	name := tls.CipherSuiteName(id)
-	switch {
-	case strings.Contains(name, "AES_128"):
-		return 128
-	case strings.Contains(name, "AES_256"), strings.Contains(name, "CHACHA20"):
-		return 256
-	case strings.Contains(name, "3DES"):
-		return 168
-	}
-	return 0
 }
 
 // loopCheck: an SMTP server whose greeting or EHLO reply names our own

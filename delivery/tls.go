@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/dnsr"
+	"github.com/holdfast-mta/holdfast/internal/tlscert"
 )
 
 // TLS levels of smtp_tls_security_level, as Postfix's TLS_README defines
@@ -206,12 +207,12 @@ func (p *tlsPolicy) parse(v string) error {
 				return fmt.Errorf("attribute %q invalid at security level %q", name, lvl)
 			}
 		case "protocols":
-			if _, _, err := protocolRange(strings.ReplaceAll(val, ":", " ")); err != nil {
+			if _, _, err := tlscert.ProtocolRange(strings.ReplaceAll(val, ":", " ")); err != nil {
 				return err
 			}
 			p.protocols = strings.ReplaceAll(val, ":", " ")
 		case "ciphers":
-			if err := cipherGrade(val); err != nil {
+			if err := tlscert.CipherGrade(val); err != nil {
 				return err
 			}
 		default:
@@ -234,99 +235,6 @@ func nexthopDomain(dest string) string {
 		h = h[:i]
 	}
 	return strings.ToLower(strings.TrimSuffix(h, "."))
-}
-
-// TLS protocol versions by Postfix's names.
-var tlsVersions = []struct {
-	name string
-	v    uint16
-}{{"TLSv1", tls.VersionTLS10}, {"TLSv1.1", tls.VersionTLS11}, {"TLSv1.2", tls.VersionTLS12}, {"TLSv1.3", tls.VersionTLS13}}
-
-// protocolRange reads a Postfix protocol list (">=TLSv1.2", "!SSLv2,
-// !SSLv3, !TLSv1", "TLSv1.2 TLSv1.3") as the least and greatest version
-// allowed. SSLv2 and SSLv3 are never used.
-func protocolRange(list string) (minV, maxV uint16, err error) {
-	allowed := map[uint16]bool{}
-	for _, v := range tlsVersions {
-		allowed[v.v] = true
-	}
-	var include []uint16
-	for _, tok := range strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == ':' || r == '\t' }) {
-		op := ""
-		for _, o := range []string{">=", "<=", "!"} {
-			if strings.HasPrefix(tok, o) {
-				op, tok = o, tok[len(o):]
-				break
-			}
-		}
-		if strings.EqualFold(tok, "SSLv2") || strings.EqualFold(tok, "SSLv3") {
-			continue // never supported
-		}
-		v, ok := versionOf(tok)
-		if !ok {
-			return 0, 0, fmt.Errorf("invalid TLS protocol list %q", list)
-		}
-		for _, x := range tlsVersions {
-			switch {
-			case op == ">=" && x.v < v, op == "<=" && x.v > v, op == "!" && x.v == v:
-				allowed[x.v] = false
-			}
-		}
-		if op == "" {
-			include = append(include, v)
-		}
-	}
-	if include != nil {
-		for _, x := range tlsVersions {
-			in := false
-			for _, v := range include {
-				in = in || v == x.v
-			}
-			allowed[x.v] = allowed[x.v] && in
-		}
-	}
-	for _, x := range tlsVersions {
-		if allowed[x.v] {
-			if minV == 0 {
-				minV = x.v
-			}
-			maxV = x.v
-		}
-	}
-	if minV == 0 {
-		return 0, 0, fmt.Errorf("TLS protocol list %q allows no protocol", list)
-	}
-	return minV, maxV, nil
-}
-
-func versionOf(name string) (uint16, bool) {
-	for _, v := range tlsVersions {
-		if strings.EqualFold(v.name, name) {
-			return v.v, true
-		}
-	}
-	return 0, false
-}
-
-// versionName is Postfix's name of a TLS version ("TLSv1.3").
-func versionName(v uint16) string {
-	for _, x := range tlsVersions {
-		if x.v == v {
-			return x.name
-		}
-	}
-	return fmt.Sprintf("0x%04x", v)
-}
-
-// cipherGrade checks a Postfix cipher grade. Go's cipher suites are all
-// of OpenSSL's "HIGH" grade, so every grade from export up is met by
-// them; "null" (no encryption) is refused.
-func cipherGrade(g string) error {
-	switch strings.ToLower(g) {
-	case "export", "low", "medium", "high":
-		return nil
-	}
-	return fmt.Errorf("invalid cipher grade %q (export, low, medium or high)", g)
 }
 
 // TLSFromConfig reads the smtp_tls_* parameters.
@@ -369,13 +277,13 @@ func TLSFromConfig(c *config.Config) (*TLSSettings, error) {
 	}
 	s.Protocols, s.MandatoryProtocols = c.String("smtp_tls_protocols"), c.String("smtp_tls_mandatory_protocols")
 	for _, n := range []string{"smtp_tls_protocols", "smtp_tls_mandatory_protocols"} {
-		if _, _, err := protocolRange(c.String(n)); err != nil {
+		if _, _, err := tlscert.ProtocolRange(c.String(n)); err != nil {
 			return nil, bad(n, err)
 		}
 	}
 	s.Ciphers, s.MandatoryCiphers = c.String("smtp_tls_ciphers"), c.String("smtp_tls_mandatory_ciphers")
 	for _, n := range []string{"smtp_tls_ciphers", "smtp_tls_mandatory_ciphers"} {
-		if err := cipherGrade(c.String(n)); err != nil {
+		if err := tlscert.CipherGrade(c.String(n)); err != nil {
 			return nil, bad(n, err)
 		}
 	}
@@ -446,7 +354,7 @@ func (s *TLSSettings) roots() *x509.CertPool {
 // under p. Certificates are checked after the handshake (checkPeer),
 // as Postfix does, so that the failure is worded and logged as Postfix's.
 func (p *tlsPolicy) clientConfig(t target) *tls.Config {
-	minV, maxV, err := protocolRange(p.protocols)
+	minV, maxV, err := tlscert.ProtocolRange(p.protocols)
 	if err != nil {
 		minV, maxV = tls.VersionTLS12, tls.VersionTLS13
 	}

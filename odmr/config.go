@@ -6,6 +6,7 @@ import (
 
 	"github.com/holdfast-mta/holdfast/auth"
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/internal/tlscert"
 )
 
 // OptionsFromConfig reads odmr_listen and odmr_tls_wrappermode and the
@@ -67,10 +68,10 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	if key == "" {
 		key = cert
 	}
-	pair, err := tls.LoadX509KeyPair(cert, key)
+	h, err := tlscert.Load(cert, key) // a changed file is picked up at the next handshake
 	if err != nil {
 		return Options{}, fmt.Errorf("odmr_tls_wrappermode: %w", err)
 	}
-	o.WrapperTLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	o.WrapperTLS = &tls.Config{GetCertificate: h.GetCertificate, MinVersion: tls.VersionTLS12}
 	return o, nil
 }

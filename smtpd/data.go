@@ -3,12 +3,15 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/holdfast-mta/holdfast/internal/tlscert"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -163,6 +166,9 @@ func (s *session) received(tx *transaction, id string, now time.Time) string {
 	}
 	var b strings.Builder
 	b.WriteString("Received: from " + helo + " (" + s.name + " [" + s.rfcAddr + "])\r\n")
+	if st := s.tlsState; st != nil && o.TLSReceivedHeader {
+		b.WriteString(tlsComment(st))
+	}
 	if s.sasl.login != "" && o.SASL.AuthenticatedHeader {
 		b.WriteString("\t(Authenticated sender: " + s.sasl.login + ")\r\n")
 	}
@@ -174,6 +180,19 @@ func (s *session) received(tx *transaction, id string, now time.Time) string {
 		b.WriteString(by + ";\r\n\t" + date + "\r\n")
 	}
 	return b.String()
+}
+
+// tlsComment is the TLS part of the Received: header with
+// smtpd_tls_received_header = yes, in Postfix's words (smtpd.c): the
+// protocol, the cipher and the key exchange, and whether a client
+// certificate was asked for (never, as Postfix's smtpd_tls_ask_ccert = no).
+func tlsComment(st *tls.ConnectionState) string {
+	bits := tlscert.CipherBits(st.CipherSuite)
+	c := fmt.Sprintf("\t(using %s with cipher %s (%d/%d bits)", tlscert.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), bits, bits)
+	if st.CurveID != 0 {
+		c += "\r\n\t key-exchange " + st.CurveID.String()
+	}
+	return c + ")\r\n\t(No client certificate requested)\r\n"
 }
 
 // readData copies the content to c until the line ".": RFC 5321 sec

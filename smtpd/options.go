@@ -11,6 +11,7 @@ import (
 	"github.com/holdfast-mta/holdfast/auth"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/dnsr"
+	"github.com/holdfast-mta/holdfast/internal/tlscert"
 )
 
 // Table is a lookup table (check_*_access maps). config.Table satisfies it.
@@ -165,6 +166,16 @@ type Options struct {
 	TLS *tls.Config
 	// EnforceTLS is smtpd_tls_security_level = encrypt.
 	EnforceTLS bool
+	// Certs holds the certificate of TLS (its GetCertificate) when it
+	// was loaded from files: the daemon's reload calls Certs.Reload, and
+	// a change of the files is picked up at the next handshake.
+	Certs *tlscert.Holder
+	// TLSReceivedHeader is smtpd_tls_received_header: the protocol and
+	// cipher in our Received: header.
+	TLSReceivedHeader bool
+	// TLSLogLevel is smtpd_tls_loglevel: 1 or more logs Postfix's "TLS
+	// connection established" line per session.
+	TLSLogLevel int
 
 	// SASL configures AUTH (auth.go); the zero value is AUTH off.
 	SASL SASLOptions
@@ -603,8 +614,20 @@ func optionalTable(c *config.Config, name string) (Table, error) {
 }
 
 // tlsFromConfig loads smtpd_tls_cert_file/key_file; level "none" turns
-// STARTTLS off, "encrypt" (or smtpd_enforce_tls) requires it.
+// STARTTLS off, "encrypt" (or smtpd_enforce_tls) requires it, with the
+// TLS versions of smtpd_tls_mandatory_protocols instead of
+// smtpd_tls_protocols, as Postfix.
 func tlsFromConfig(c *config.Config, o *Options) error {
+	var err error
+	if o.TLSReceivedHeader, err = c.Bool("smtpd_tls_received_header"); err != nil {
+		return err
+	}
+	if o.TLSLogLevel, err = c.Int("smtpd_tls_loglevel"); err != nil {
+		return err
+	}
+	if err := tlscert.CipherGrade(c.String("smtpd_tls_ciphers")); err != nil {
+		return fmt.Errorf("smtpd_tls_ciphers: %w", err)
+	}
 	level := c.String("smtpd_tls_security_level")
 	cert, key := c.String("smtpd_tls_cert_file"), c.String("smtpd_tls_key_file")
 	if level == "encrypt" {
@@ -619,10 +642,22 @@ func tlsFromConfig(c *config.Config, o *Options) error {
 	if key == "" {
 		key = cert
 	}
-	pair, err := tls.LoadX509KeyPair(cert, key)
+	protoParam := "smtpd_tls_protocols"
+	if o.EnforceTLS {
+		protoParam = "smtpd_tls_mandatory_protocols"
+	}
+	for _, p := range []string{"smtpd_tls_protocols", "smtpd_tls_mandatory_protocols"} {
+		if _, _, err := tlscert.ProtocolRange(c.String(p)); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	h, err := tlscert.Load(cert, key)
 	if err != nil {
 		return fmt.Errorf("smtpd_tls_cert_file: %w", err)
 	}
-	o.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	if o.TLS, err = h.ServerConfig(c.String(protoParam)); err != nil {
+		return fmt.Errorf("%s: %w", protoParam, err)
+	}
+	o.Certs = h
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/internal/tlscert"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -55,6 +56,8 @@ type session struct {
 	helo  string // HELO/EHLO argument, "" before
 	esmtp bool
 	tls   bool
+	// tlsState is the TLS session after STARTTLS, for Received:.
+	tlsState *tls.ConnectionState
 
 	tx *transaction // nil outside a mail transaction
 
@@ -552,7 +555,15 @@ func (s *session) handshake() error {
 	s.esmtp = false
 	s.reset()
 	st := tc.ConnectionState()
-	s.log.Info().Str("tls", tls.VersionName(st.Version)).Str("cipher", tls.CipherSuiteName(st.CipherSuite)).Msg("TLS established")
+	s.tlsState = &st
+	if s.srv.opts.TLSLogLevel >= 1 {
+		// No client certificate is requested: Postfix's "Anonymous".
+		bits := tlscert.CipherBits(st.CipherSuite)
+		proto, cipher := tlscert.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
+		s.log.Info().Str("event", "tls_established").Str("client", s.namaddr).Str("tls_trust", "Anonymous").
+			Str("tls_protocol", proto).Str("tls_cipher", cipher).Int("tls_bits", bits).
+			Msgf("Anonymous TLS connection established from %s: %s with cipher %s (%d/%d bits)", s.namaddr, proto, cipher, bits, bits)
+	}
 	// A new (not resumed) TLS session counts against
 	// smtpd_client_new_tls_session_rate_limit; over it the session ends
 	// (Postfix: the real protection is STARTTLS's check before the
