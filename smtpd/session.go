@@ -556,7 +556,7 @@ func (s *session) handshake() error {
 	s.reset()
 	st := tc.ConnectionState()
 	s.tlsState = &st
-	if s.srv.opts.TLSLogLevel >= 1 {
+	if s.cfg.opts.TLSLogLevel >= 1 {
 		// No client certificate is requested: Postfix's "Anonymous".
 		bits := tlscert.CipherBits(st.CipherSuite)
 		proto, cipher := tlscert.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite)
