@@ -179,32 +179,6 @@ func New(o Options, l Leaser, d Deliverer, log zerolog.Logger) (*Server, error) 
 		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}, nil
 }
 
-// ListenAndServe listens on Options.Listen and serves until Shutdown.
-func (s *Server) ListenAndServe() error {
-	errc := make(chan error, len(s.o.Listen))
-	var lns []net.Listener
-	for _, a := range s.o.Listen {
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return fmt.Errorf("odmr: listen %s: %w", a, err)
-		}
-		lns = append(lns, l)
-	}
-	for _, l := range lns {
-		go func() { errc <- s.Serve(l) }()
-	}
-	var first error
-	for range lns {
-		if err := <-errc; first == nil || errors.Is(first, ErrServerClosed) {
-			first = err
-		}
-	}
-	return first
-}
-
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()

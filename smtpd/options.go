@@ -87,7 +87,8 @@ const DefaultRBLReply = "$rbl_code Service unavailable; $rbl_class [$rbl_what] b
 // builds them from the configuration with OptionsFromConfig; tests build
 // them directly. Zero values mean Postfix's defaults where one exists.
 type Options struct {
-	// Listen are the addresses ListenAndServe listens on (smtpd_listen).
+	// Listen are the addresses the daemon listens on (smtpd_listen);
+	// Serve takes the listeners.
 	Listen []string
 	// Hostname is $myhostname: greeting, EHLO, Received:, 421 replies.
 	Hostname string

@@ -211,37 +211,6 @@ func mapValues(m map[string][]string) [][]string {
 	return out
 }
 
-// ListenAndServe listens on every Options.Listen address and serves until
-// Shutdown. It returns the first listen error, or ErrServerClosed.
-func (s *Server) ListenAndServe() error {
-	listen := s.cfg.Load().opts.Listen
-	if len(listen) == 0 {
-		return errors.New("smtpd: no listen address")
-	}
-	var lns []net.Listener
-	for _, a := range listen {
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return fmt.Errorf("smtpd: listen %s: %w", a, err)
-		}
-		lns = append(lns, l)
-	}
-	errc := make(chan error, len(lns))
-	for _, l := range lns {
-		go func() { errc <- s.Serve(l) }()
-	}
-	var first error
-	for range lns {
-		if err := <-errc; first == nil || errors.Is(first, ErrServerClosed) {
-			first = err
-		}
-	}
-	return first
-}
-
 // Serve accepts connections on l until Shutdown (ErrServerClosed) or an
 // accept error.
 func (s *Server) Serve(l net.Listener) error {
