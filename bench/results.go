@@ -106,7 +106,6 @@ func cell(v []float64) string {
 
 // target is a goal from the benchmark issue, checked on the table.
 type target struct {
-	key   string
 	text  string
 	check func(r *Results) (string, bool, bool) // value, ok, known
 }

@@ -130,13 +130,16 @@ func (p *Policy) Check(c Class, uid int) error {
 	case Submit:
 		l, what = p.submit, "submit mail"
 	default:
+		//lint:ignore ST1005 Postfix's text (postqueue: fatal: User ...), which scripts match
 		return fmt.Errorf("User %s(%d) is not allowed to change the mail queue: root or the daemon's user only", name, uid)
 	}
 	ok, err := l.match(name)
 	if err != nil {
+		//lint:ignore ST1005 Postfix's text (postqueue: fatal: User ...), which scripts match
 		return fmt.Errorf("User %s(%d) is not allowed to %s: %v", name, uid, what, err)
 	}
 	if !ok {
+		//lint:ignore ST1005 Postfix's text (postqueue: fatal: User ...), which scripts match
 		return fmt.Errorf("User %s(%d) is not allowed to %s", name, uid, what)
 	}
 	return nil

@@ -23,10 +23,9 @@ import (
 // store: the local part of each recipient says what it answers after the
 // content ("full" 452, "gone" 550, anything else 250).
 type lmtpServer struct {
-	mu    sync.Mutex
-	got   map[string]string // recipient -> content, for those accepted
-	lhlo  []string
-	ready chan struct{}
+	mu   sync.Mutex
+	got  map[string]string // recipient -> content, for those accepted
+	lhlo []string
 }
 
 func newLMTPServer(t *testing.T, network, addr string) (*lmtpServer, net.Listener) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -159,8 +158,6 @@ func (s *session) interruptIdle() {
 		s.raw.SetReadDeadline(time.Now())
 	}
 }
-
-var errLineTooLong = errors.New("line too long")
 
 // run is the one loop: greet, then read, dispatch, reply, count, until
 // QUIT, an error limit, a timeout, shutdown or a lost connection.

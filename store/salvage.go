@@ -97,7 +97,6 @@ type scan struct {
 	legacy      map[ID]chunkLoc
 	chunks      map[ID][]chunkLoc
 	named       map[ID]bool // IDs seen in index entries
-	unnamed     int
 	quarantined int
 }
 

@@ -672,6 +672,11 @@ func TestBackupAndCompact(t *testing.T) {
 	if st, _ := s2.Stats(); st.Incoming != 200 {
 		t.Fatalf("backup stats %+v", st)
 	}
+	for _, id := range ids {
+		if _, err := s2.Get(id); err != nil {
+			t.Fatalf("backup: %s: %v", id, err)
+		}
+	}
 	d, _ := s2.Dests()
 	if d["customer.tld"].Reason != "refused" {
 		t.Fatalf("Dests = %v", d)

@@ -14,12 +14,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	gobuild "go/build"
 	"net"
 	"net/textproto"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -92,7 +92,7 @@ func goTool() string {
 		return p
 	}
 	// The toolchain that built this test binary.
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+	if p := filepath.Join(gobuild.Default.GOROOT, "bin", "go"); fileExists(p) {
 		return p
 	}
 	return "go"

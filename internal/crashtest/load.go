@@ -194,10 +194,7 @@ func (g *Load) fail(seq string, rcpts []string, err error, afterDot bool) bool {
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		g.Ledger.refuse(seq, se.Error())
-		if se.Code == 421 {
-			return false
-		}
-		return true
+		return se.Code != 421
 	}
 	if afterDot {
 		g.Ledger.add("unsure", seq, rcpts)
