@@ -36,6 +36,7 @@ type Metrics struct {
 	commitDuration  prometheus.Histogram
 	commitBatchSize prometheus.Histogram
 	damaged         prometheus.Counter
+	deliveryTLS     *prometheus.CounterVec
 
 	mu       sync.Mutex
 	watchers map[*watcher]struct{}
@@ -103,7 +104,11 @@ func NewMetrics(stats StatsFunc) *Metrics {
 		Name: "holdfast_queue_damaged_messages_total",
 		Help: "Messages that cannot be delivered because a page of queue.db holding their record or body cannot be read (holdfast db salvage).",
 	})
-	m.reg.MustRegister(m.messages, m.damaged, m.flushRequests, m.flushDuration, m.deliveryDur,
+	m.deliveryTLS = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_delivery_tls_total",
+		Help: "Recipient outcomes of SMTP sessions by their TLS: none (plaintext), untrusted, trusted or verified.",
+	}, []string{"tls", "status"})
+	m.reg.MustRegister(m.deliveryTLS, m.messages, m.damaged, m.flushRequests, m.flushDuration, m.deliveryDur,
 		m.sessionsOpen, m.sessionsTotal, m.sessionsReject, m.authResults, m.stress, m.rateLimited, m.commitDuration, m.commitBatchSize,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if stats != nil {
@@ -145,6 +150,14 @@ func (m *Metrics) Outcome(id store.ID, addr, status string) {
 		w.notify(id, addr, status)
 	}
 	m.mu.Unlock()
+}
+
+// TLSOutcome counts one recipient outcome of an SMTP session by its TLS
+// (delivery.TLSEvents).
+func (m *Metrics) TLSOutcome(tls, status string) {
+	if m != nil {
+		m.deliveryTLS.WithLabelValues(tls, status).Inc()
+	}
 }
 
 // ObserveDelivery records the duration of one delivery attempt

@@ -373,8 +373,13 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 		return
 	}
 	if d.o.Events != nil {
+		te, _ := d.o.Events.(TLSEvents)
 		for _, o := range f.Outcomes {
-			d.o.Events.Outcome(m.ID, m.Recipients[o.Rcpt].Addr, a.results[o.Rcpt].Status)
+			res := a.results[o.Rcpt]
+			d.o.Events.Outcome(m.ID, m.Recipients[o.Rcpt].Addr, res.Status)
+			if te != nil && res.TLS != nil {
+				te.TLSOutcome(res.TLS.outcome(), res.Status)
+			}
 		}
 	}
 	if removed(m, f) {

@@ -201,6 +201,9 @@ func (d *Scheduler) startTLS(raw net.Conn, tp *textproto.Conn, t target, p *tlsP
 		}
 		r := classify(&smtp.SMTPError{Code: te.Code, Message: msg, EnhancedCode: smtp.NoEnhancedCode}, t, "STARTTLS", true)
 		r.Reply = fmt.Sprintf("TLS is required, but host %s[%s] refused to start TLS: %s", t.Name, t.ip(), strings.ReplaceAll(te.Msg, "\n", " "))
+		if code, _, _ := strings.Cut(te.Msg, " "); len(code) == 5 && code[0] == '4' && code[1] == '.' && code[3] == '.' {
+			r.DSN = code // the server's enhanced code, as Postfix's smtp_site_fail
+		}
 		return nil, nil, &sessionError{r}
 	}
 	if tp.R.Buffered() > 0 {

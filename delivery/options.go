@@ -170,6 +170,13 @@ type Events interface {
 	ObserveDelivery(d time.Duration)
 }
 
+// TLSEvents, if the Events value has it, is told the TLS of the session
+// of each recipient outcome that had one: tls is "none", "untrusted",
+// "trusted" or "verified" (metrics count deliveries by TLS outcome).
+type TLSEvents interface {
+	TLSOutcome(tls, status string)
+}
+
 // OptionsFromConfig reads the delivery parameters from c.
 func OptionsFromConfig(c *config.Config) (Options, error) {
 	var o Options

@@ -1,15 +1,20 @@
 package delivery
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/store"
 )
 
 // tlsServer is a customer MTA presenting cert.
@@ -118,7 +123,8 @@ func TestTLSLevels(t *testing.T) {
 // absence on the delivery line, and Postfix's "TLS connection
 // established" line.
 func TestTLSOneEHLOAndLog(t *testing.T) {
-	e := newEnv(t, func(e *env) { e.o.TLSLevel = TLSMay })
+	ev := &tlsEvents{}
+	e := newEnv(t, func(e *env) { e.o.TLSLevel, e.o.Events = TLSMay, ev })
 	secure := testutil.NewMTA(t, testutil.MTAOptions{TLS: true})
 	e.tm["secure.test"] = fmt.Sprintf("smtp:[127.0.0.1]:%d", secure.Port)
 	e.waitGone(e.enqueue("alice@origin.test", "bob@customer.test"))
@@ -128,6 +134,9 @@ func TestTLSOneEHLOAndLog(t *testing.T) {
 	e.waitGone(e.enqueue("alice@origin.test", "bob@secure.test"))
 	if n := secure.Hellos(); n != 2 {
 		t.Errorf("%d EHLOs on a TLS session", n)
+	}
+	if got := ev.get(); got != "none/sent untrusted/sent" {
+		t.Errorf("TLS outcomes %q", got)
 	}
 	logs := e.logs.String()
 	for _, want := range []string{`"tls":"none"`, `"tls":"TLSv1.3"`, `"tls_trust":"Untrusted"`,
@@ -267,5 +276,84 @@ func TestDANE(t *testing.T) {
 	}
 	if n := len(srv.Messages()); n != 3 {
 		t.Errorf("%d messages delivered, want 3", n)
+	}
+}
+
+// tlsEvents records TLSOutcome calls (delivery.TLSEvents).
+type tlsEvents struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (e *tlsEvents) Outcome(store.ID, string, string) {}
+func (e *tlsEvents) ObserveDelivery(time.Duration)    {}
+func (e *tlsEvents) TLSOutcome(tls, status string) {
+	e.mu.Lock()
+	e.got = append(e.got, tls+"/"+status)
+	e.mu.Unlock()
+}
+func (e *tlsEvents) get() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return strings.Join(e.got, " ")
+}
+
+// A server that sends garbage after "220 Ready to start TLS", or offers
+// STARTTLS and then refuses it: at encrypt the mail is deferred (4.7.5,
+// or the server's code with Postfix's "TLS is required, but host X
+// refused to start TLS"), and no MAIL FROM is ever sent in plaintext.
+func TestTLSBadServers(t *testing.T) {
+	for _, tc := range []struct{ name, afterStartTLS, dsn, reply string }{
+		{"garbage", "220 2.0.0 Ready to start TLS\r\n\x16\x03\x01garbage\r\n", "4.7.5", "Cannot start TLS: handshake failure"},
+		{"refused", "454 4.7.0 TLS not available due to local problem\r\n", "4.7.0", "TLS is required, but host 127.0.0.1[127.0.0.1] refused to start TLS: 4.7.0 TLS not available due to local problem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			var plainMail atomic.Bool
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						r := bufio.NewReader(c)
+						c.Write([]byte("220 bad.test ESMTP\r\n"))
+						for {
+							l, err := r.ReadString('\n')
+							if err != nil {
+								return
+							}
+							switch cmd := strings.ToUpper(strings.TrimSpace(l)); {
+							case strings.HasPrefix(cmd, "EHLO"):
+								c.Write([]byte("250-bad.test\r\n250 STARTTLS\r\n"))
+							case cmd == "STARTTLS":
+								c.Write([]byte(tc.afterStartTLS))
+							case strings.HasPrefix(cmd, "MAIL"):
+								plainMail.Store(true)
+								c.Write([]byte("250 ok\r\n"))
+							default:
+								c.Write([]byte("221 bye\r\n"))
+								return
+							}
+						}
+					}()
+				}
+			}()
+			e := newEnv(t, func(e *env) {
+				e.o.TLSLevel = TLSEncrypt
+				e.tm["bad.test"] = "smtp:[127.0.0.1]:" + fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+			})
+			id := e.enqueue("alice@origin.test", "bob@bad.test")
+			r := e.waitAttempts(id, 1).Recipients[0]
+			if r.DSN != tc.dsn || !strings.HasPrefix(r.Reply, tc.reply) || plainMail.Load() {
+				t.Fatalf("%s %q plaintext MAIL %v", r.DSN, r.Reply, plainMail.Load())
+			}
+		})
 	}
 }

@@ -33,6 +33,15 @@ type tlsInfo struct {
 	Bits     int    // the cipher's key bits
 }
 
+// outcome is the TLS of a session for metrics: "none" for plaintext,
+// else the trust in lower case.
+func (i *tlsInfo) outcome() string {
+	if i.Protocol == "" {
+		return "none"
+	}
+	return strings.ToLower(i.Trust)
+}
+
 // digests are the smtp_tls_fingerprint_digest algorithms.
 var digests = map[string]func() hash.Hash{"md5": md5.New, "sha1": sha1.New, "sha256": sha256.New, "sha512": sha512.New}
 
