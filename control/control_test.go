@@ -672,7 +672,7 @@ func TestMetricsScrape(t *testing.T) {
 		{"holdfast_smtp_sessions_rejected_total", map[string]string{"reason": "too_many_connections"}, 1},
 		{"holdfast_smtp_stress", nil, 1},
 		{"holdfast_smtp_rate_limited_total", map[string]string{"event": "mail"}, 1},
-		{"holdfast_store_commit_duration_seconds", nil, 2},
+		{"holdfast_store_commit_duration_seconds", nil, 1},
 		{"holdfast_store_commit_batch_size", nil, 1},
 	} {
 		if got := value(tc.name, tc.labels); got != tc.want {

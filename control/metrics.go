@@ -92,12 +92,12 @@ func NewMetrics(stats StatsFunc) *Metrics {
 	}, []string{"event"})
 	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "holdfast_store_commit_duration_seconds",
-		Help:    "Duration of store commits (enqueue including fsync).",
+		Help:    "Duration of the store's group commits (transaction and fsync).",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
 	m.commitBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "holdfast_store_commit_batch_size",
-		Help:    "Messages per group commit.",
+		Help:    "Writers (enqueues, leases, finishes, flush chunks) per group commit.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
 	m.damaged = prometheus.NewCounter(prometheus.CounterOpts{
@@ -231,9 +231,8 @@ func (m *Metrics) RateLimited(event string) {
 	}
 }
 
-// ObserveCommit records one store commit and the number of messages it
-// carried (for a commit hook of the store's group commit; Queue observes
-// the duration alone).
+// ObserveCommit records one group commit of the store and the number of
+// writers it carried: the daemon passes it as store.Options.OnCommit.
 func (m *Metrics) ObserveCommit(d time.Duration, batch int) {
 	if m != nil {
 		m.commitDuration.Observe(d.Seconds())
@@ -248,9 +247,9 @@ type Enqueuer interface {
 	Spool(id store.ID) (store.Content, error)
 }
 
-// Queue wraps q so that every successful Enqueue is counted as accepted
-// and its commit duration observed: cmd can hand the result to smtpd as its
-// Queue without smtpd knowing about metrics.
+// Queue wraps q so that every successful Enqueue is counted as accepted:
+// cmd can hand the result to smtpd as its Queue without smtpd knowing
+// about metrics. The commits themselves are observed by ObserveCommit.
 func (m *Metrics) Queue(q Enqueuer) Enqueuer { return measured{q: q, m: m} }
 
 type measured struct {
@@ -281,14 +280,8 @@ func (c measuredContent) Enqueue(msg *store.Message) error {
 }
 
 func (w measured) measure(enqueue func() error) error {
-	start := time.Now()
 	if err := enqueue(); err != nil {
 		return err
-	}
-	// The duration includes the wait for the group commit: the latency
-	// the SMTP client sees. The batch size is only known inside the store.
-	if w.m != nil {
-		w.m.commitDuration.Observe(time.Since(start).Seconds())
 	}
 	w.m.Accepted()
 	return nil

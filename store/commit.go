@@ -125,6 +125,7 @@ func (c *committer) commit(batch []*commitCall) []error {
 	for len(live) > 0 {
 		failed := -1
 		var ferr error
+		start := time.Now()
 		err := s.dbUpdate(func(tx *bolt.Tx) error {
 			for j, i := range live {
 				fn := batch[i].fn
@@ -139,6 +140,9 @@ func (c *committer) commit(batch []*commitCall) []error {
 			// Committed, or the commit itself failed: the same for all.
 			for _, i := range live {
 				errs[i] = err
+			}
+			if err == nil && s.o.OnCommit != nil {
+				s.o.OnCommit(time.Since(start), len(live))
 			}
 			return errs
 		}

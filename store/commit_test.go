@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -126,5 +127,44 @@ func TestCommitterShares(t *testing.T) {
 	txs.Range(func(any, any) bool { k++; return true })
 	if k != 1 {
 		t.Errorf("%d writers queued behind one commit used %d transactions, want 1", n, k)
+	}
+}
+
+// TestOnCommit: every group commit is reported once, and the writers it
+// reports add up to the writers that committed (the metric
+// holdfast_store_commit_batch_size).
+func TestOnCommit(t *testing.T) {
+	var mu sync.Mutex
+	commits, writers := 0, 0
+	o := Options{NoSync: true, OnCommit: func(d time.Duration, n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		commits++
+		writers += n
+		if d <= 0 || n < 1 {
+			t.Errorf("OnCommit(%v, %d)", d, n)
+		}
+	}}
+	s, err := Open(filepath.Join(t.TempDir(), "q.db"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 40
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Enqueue(newMsg("u@customer.tld"), []byte("x\r\n")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if writers != n || commits < 1 || commits > n {
+		t.Errorf("%d enqueues: OnCommit saw %d writers in %d commits", n, writers, commits)
 	}
 }

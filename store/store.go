@@ -54,6 +54,13 @@ type Options struct {
 	// stays in the file for `holdfast db salvage`. Same rules as
 	// OnCorrupt.
 	OnDamaged func(id ID, err error)
+	// OnCommit, when set, is called after each group commit (Enqueue,
+	// Spool, Lease, Finish, the flush chunks) with the time its
+	// transaction took, fsync included, and the number of writers whose
+	// changes it carried (holdfast_store_commit_*). It is called from
+	// the writer that led the commit and must not call back into the
+	// store.
+	OnCommit func(d time.Duration, writers int)
 	// batchDelay, when positive, commits shared writes through the
 	// timer batcher (dbBatch, bbolt's DB.Batch redone) with this
 	// MaxBatchDelay instead of the committer (the way before it, for

@@ -434,6 +434,9 @@ func (d *daemon) openStore(c *config.Config) error {
 				Msg("message cannot be delivered: queue.db is damaged where it is kept; stop holdfast and run holdfast db salvage")
 			d.metrics.Damaged()
 		},
+		// Every group commit: holdfast_store_commit_duration_seconds and
+		// _batch_size. Open's own transactions are not group commits.
+		OnCommit: func(took time.Duration, writers int) { d.metrics.ObserveCommit(took, writers) },
 	}
 	d.store, err = store.Open(dbPath, opts)
 	if errors.Is(err, store.ErrLocked) {
