@@ -24,11 +24,17 @@
 // # Metrics hooks
 //
 // Metrics is nil-safe; the daemon's packages report through it:
-//   - smtpd: SessionOpened/SessionClosed per connection, SessionRejected;
-//     ETRN through FlushRequest("etrn", result, duration), ATRN through
-//     FlushRequest("atrn", ...);
-//   - the queue smtpd writes to: Metrics.Queue wraps it (Accepted and
-//     ObserveCommit per message);
+//   - smtpd: SessionOpened/SessionClosed per connection, SessionRejected,
+//     Stress, RateLimited and the AUTH results (smtpd.Options.Events);
+//   - ETRN: cmd/holdfast's etrnFlusher wraps the flush service smtpd is
+//     given and calls FlushRequest("etrn", result, duration); ODMR calls
+//     FlushRequest("atrn", ...); the control API's own flush requests
+//     are FlushRequest("cli", ...);
+//   - the queue smtpd and local submission write to: Metrics.Queue wraps
+//     it and counts each message Accepted;
+//   - store: Damaged per unreadable message (store.Options.OnDamaged);
+//     ObserveCommit per group commit (store.Options.OnCommit): the
+//     commit's duration and how many writers it carried;
 //   - delivery: Outcome(id, addr, status) per recipient after the store
 //     commit, and ObserveDelivery per attempt. Outcome also tells
 //     `holdfast flush --wait` whether a finished message was delivered or

@@ -56,5 +56,6 @@
 //     edited table takes effect at the next start, which also rebuilds
 //     the index because the key changed.
 //   - The package opens no sockets and keeps no state besides the parsed
-//     configuration; a Service is safe for concurrent use.
+//     configuration and the flushes running in the background; a Service
+//     is safe for concurrent use.
 package flush
