@@ -113,8 +113,12 @@ func (s *Store) Delete(ids ...ID) (int, error) {
 		for _, id := range ids {
 			rk, bk := corruptKeys(id)
 			if w.corrupt.Get(rk) != nil {
-				w.corrupt.Delete(rk)
-				w.corrupt.Delete(bk)
+				if err := w.corrupt.Delete(rk); err != nil {
+					return err
+				}
+				if err := w.corrupt.Delete(bk); err != nil {
+					return err
+				}
 				w.ncorrupt--
 				n++
 				continue

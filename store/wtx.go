@@ -405,7 +405,10 @@ func (w *wtx) recoverLeases() (int, error) {
 			continue
 		}
 		if err != nil {
-			w.active.Delete(msgKey(id))
+			// No record (ErrNotFound): the entry is stale.
+			if err := w.active.Delete(msgKey(id)); err != nil {
+				return n, err
+			}
 			continue
 		}
 		m := clone(old)
