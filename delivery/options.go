@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"time"
@@ -273,6 +274,9 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		return o, err
 	}
 	o.Warnings = append(o.Warnings, w...)
+	if (o.TLSLevel == TLSDane || o.TLSLevel == TLSDaneOnly) && (!o.TLS.DNSSEC || !o.DNS) {
+		o.Warnings = append(o.Warnings, fmt.Sprintf("smtp_tls_security_level = %s needs DNS lookups with smtp_dns_support_level = dnssec (and a validating dns_resolver): until then dane acts as may and dane-only defers mail (4.7.5 client TLS configuration problem)", o.TLSLevel))
+	}
 	return o, nil
 }
 

@@ -2,14 +2,19 @@ package delivery
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -196,11 +201,49 @@ func TestOptionsFromConfig(t *testing.T) {
 		t.Errorf("transport lookup %q %v %v", v, ok, err)
 	}
 	c.Set("smtp_tls_security_level", "dane")
-	if o, err := OptionsFromConfig(c); err != nil || o.TLSLevel != TLSDane || o.TLS.Digest != "sha256" || o.TLS.SecureMatch[1] != "dot-nexthop" {
-		t.Errorf("dane: %v", err)
+	if o, err := OptionsFromConfig(c); err != nil || o.TLSLevel != TLSDane || o.TLS.Digest != "sha256" || o.TLS.SecureMatch[1] != "dot-nexthop" ||
+		!strings.Contains(strings.Join(o.Warnings, "\n"), "needs DNS lookups with smtp_dns_support_level = dnssec") {
+		t.Errorf("dane: %v %q", err, o.Warnings)
 	}
 	c.Set("smtp_tls_protocols", ">=TLSv1.4")
 	if _, err := OptionsFromConfig(c); err == nil {
 		t.Error("bad smtp_tls_protocols accepted")
+	}
+}
+
+// The smtp_tls_* files are read at start-up: CAfile, the client
+// certificate and the policy table; a bad file is a start-up error.
+func TestTLSFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := testutil.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := ca.Issue(time.Now().Add(time.Hour), "relay.test")
+	cf, kf, err := testutil.PEMFiles(dir, cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, policy := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls_policy")
+	os.WriteFile(caFile, ca.PEM, 0o600)
+	os.WriteFile(policy, []byte("[mail.customer.example]:25 secure match=mail.customer.example\n.customer.example may\n"), 0o600)
+	text := fmt.Sprintf("smtp_tls_CAfile = %s\nsmtp_tls_cert_file = %s\nsmtp_tls_key_file = %s\nsmtp_tls_policy_maps = texthash:%s\nsmtp_tls_mandatory_protocols = >=TLSv1.2\n", caFile, cf, kf, policy)
+	c, err := config.Parse("main.cf", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := OptionsFromConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.TLS.Roots == nil || o.TLS.Cert == nil || o.TLS.MandatoryProtocols != ">=TLSv1.2" {
+		t.Fatalf("%+v", o.TLS)
+	}
+	if v, key, err := lookupPolicy(o.TLS.Policy, "mx.customer.example"); err != nil || key != ".customer.example" || v != "may" {
+		t.Errorf("policy %q %q %v", v, key, err)
+	}
+	c.Set("smtp_tls_cert_file", filepath.Join(dir, "missing.pem"))
+	if _, err := OptionsFromConfig(c); err == nil || !strings.Contains(err.Error(), "smtp_tls_cert_file") {
+		t.Errorf("missing certificate: %v", err)
 	}
 }
