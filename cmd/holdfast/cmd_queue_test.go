@@ -188,6 +188,14 @@ func (e *opEnv) queue(t *testing.T, sender, reason string, rcpts ...string) *sto
 	return got
 }
 
+// nextMilli returns once the clock is in a later millisecond than when
+// it was called, so that the next queue ID sorts after the last one.
+func nextMilli() {
+	for ms := time.Now().UnixMilli(); time.Now().UnixMilli() == ms; {
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
 // finish leases due mail and ends the attempt of message id with the
 // outcomes of fn; other leased messages are handed back.
 func (e *opEnv) finish(t *testing.T, id store.ID, fn func(store.Recipient) (store.RcptState, string)) {
@@ -248,8 +256,13 @@ func TestQueueCLI(t *testing.T) {
 		e.expect(t, 0, "Mail queue is empty\n", "", "holdfast", "queue", "list", "-c", e.cf)
 		e.expect(t, 0, "", "", "postqueue", "-c", e.cf, "-j")
 	})
+	// Listings are in queue ID order: arrival order to the millisecond,
+	// then the IDs' random bits. Each message gets a millisecond of its
+	// own, so that a, b, c is the listing's order.
 	a := e.queue(t, "a@sender.test", "deferred transport", "cli@customer.test")
+	nextMilli()
 	b := e.queue(t, "a@sender.test", "deferred transport", "cli@d0001.test", "x@customer.test")
+	nextMilli()
 	c := e.queue(t, "", "", "postmaster@customer.test")
 	t.Run("stats", func(t *testing.T) {
 		e.expect(t, 0, "incoming 1\nactive 0\ndeferred 2\nhold 0\ncorrupt 0\nbytes "+fmt.Sprint(a.Size+b.Size+c.Size)+"\n", "",
