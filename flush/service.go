@@ -31,10 +31,12 @@ type Waker interface{ Wake() }
 // running joins it (Flush); repeated requests for a destination whose
 // mail is being delivered only mark it (store.Flush), never duplicate it.
 type Service struct {
-	policy *Policy
-	store  *store.Store
-	waker  Waker
-	log    zerolog.Logger
+	// pol is the policy in force, shared by the copies As makes
+	// (SetPolicy replaces it).
+	pol   *atomic.Pointer[Policy]
+	store *store.Store
+	waker Waker
+	log   zerolog.Logger
 	// event is the log event name: "flush" (operator) or "etrn" (SMTP).
 	event string
 	// early: Flush answers after reading the index, before any commit
@@ -42,6 +44,9 @@ type Service struct {
 	early bool
 	// runs is shared by the copies As makes.
 	runs *runs
+	// reindexN is the messages per transaction of an index rebuild
+	// (reindexChunk; tests make it small).
+	reindexN int
 	// beforeStep, when set, is called before each background chunk
 	// (tests hold a flush running with it).
 	beforeStep func()
@@ -53,6 +58,9 @@ type runs struct {
 	m       map[runKey]*run
 	wg      sync.WaitGroup
 	closing atomic.Bool
+	// gen counts SetPolicy calls: an index rebuild stops when a later
+	// one starts.
+	gen atomic.Uint64
 }
 
 // run is one flush going on. ready is closed when its first chunk is
@@ -71,9 +79,14 @@ type runKey struct {
 // NewService returns a Service that logs with event=flush. w may be nil
 // (no scheduler to wake, e.g. an off-line tool).
 func NewService(p *Policy, s *store.Store, w Waker, log zerolog.Logger) *Service {
-	return &Service{policy: p, store: s, waker: w, log: log, event: "flush",
-		runs: &runs{m: make(map[runKey]*run)}}
+	svc := &Service{pol: new(atomic.Pointer[Policy]), store: s, waker: w, log: log, event: "flush",
+		runs: &runs{m: make(map[runKey]*run)}, reindexN: reindexChunk}
+	svc.pol.Store(p)
+	return svc
 }
+
+// policy is the policy in force.
+func (s *Service) policy() *Policy { return s.pol.Load() }
 
 // As returns a Service that shares everything with s but logs its
 // requests with the given event name (smtpd's is "etrn").
@@ -100,12 +113,12 @@ func (s *Service) Early() *Service {
 }
 
 // Enabled reports whether fast flush is configured (Policy.Enabled).
-func (s *Service) Enabled() bool { return s.policy.Enabled() }
+func (s *Service) Enabled() bool { return s.policy().Enabled() }
 
 // Eligible reports whether a destination is covered (Policy.Eligible).
 func (s *Service) Eligible(domain string) bool {
 	d, err := addr.Domain(domain)
-	return err == nil && s.policy.Eligible(d)
+	return err == nil && s.policy().Eligible(d)
 }
 
 // Flush expedites the mail for site: that destination only, or with
@@ -128,7 +141,7 @@ func (s *Service) Flush(site string, subtree bool) (store.FlushResult, error) {
 	if err != nil {
 		return store.FlushResult{}, fmt.Errorf("%w: %s", ErrNotEligible, err)
 	}
-	ok, err := s.policy.Match(dest)
+	ok, err := s.policy().Match(dest)
 	if err != nil {
 		return store.FlushResult{}, err
 	}

@@ -210,7 +210,7 @@ func (s *Store) RebuildIndex() error {
 				return err
 			}
 		}
-		return w.meta.Put(metaPolicy, []byte(s.o.PolicyKey))
+		return w.meta.Put(metaPolicy, []byte(s.currentPolicy().key))
 	})
 }
 

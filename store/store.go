@@ -109,6 +109,9 @@ type Store struct {
 	walkProblems []PageProblem
 	// damagedIDs: messages already reported to OnDamaged.
 	damagedIDs sync.Map
+	// pol is the fast-flush policy in force (Options.Eligible and
+	// PolicyKey, then SetPolicy).
+	pol atomic.Pointer[policy]
 	// shared runs a write transaction shared with concurrent writers:
 	// the committer's do, or dbBatch (Options.batchDelay).
 	shared func(func(*bolt.Tx) error) error
@@ -148,6 +151,7 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, classify(err))
 	}
 	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit, o.ContentWait)}
+	s.SetPolicy(o.Eligible, o.PolicyKey)
 	gather := gatherWait
 	if o.gather != 0 {
 		gather = max(o.gather, 0)
@@ -229,7 +233,7 @@ func (s *Store) init() error {
 	if err != nil {
 		return fmt.Errorf("store: open %s: %w", s.path, err)
 	}
-	if stored != s.o.PolicyKey {
+	if stored != s.currentPolicy().key {
 		if err := s.RebuildIndex(); err != nil {
 			return err
 		}

@@ -145,10 +145,11 @@ func all(string) bool { return true }
 
 // indexed returns the flush-index domains m must have (the invariant).
 func (w *wtx) indexed(m *Message) []string {
-	if m == nil || m.State == StateHold || w.s.o.Eligible == nil {
+	eligible := w.s.currentPolicy().eligible
+	if m == nil || m.State == StateHold || eligible == nil {
 		return nil
 	}
-	return pendingDomains(m, w.s.o.Eligible)
+	return pendingDomains(m, eligible)
 }
 
 // save replaces old (the stored record, nil for a new message) with m
