@@ -558,7 +558,11 @@ func TestPullWrapperTLS(t *testing.T) {
 
 func TestODMRAuthRate(t *testing.T) {
 	r := newRig(t, false)
-	r.srv.o.AuthRateLimit = 2
+	o := *r.srv.cur.Load()
+	o.AuthRateLimit = 2
+	if err := r.srv.Reload(o); err != nil { // new sessions take it
+		t.Fatal(err)
+	}
 	for i := range 2 {
 		d := r.dial()
 		d.ehlo()

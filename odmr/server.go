@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -106,7 +107,10 @@ func (o Options) withDefaults() Options {
 
 // Server is the ODMR provider. Create it with New.
 type Server struct {
-	o     Options
+	// cur is the options in force; Reload replaces them for the sessions
+	// that start after it.
+	cur   atomic.Pointer[Options]
+	o     Options // the options New was given (Listen, MaxConnections)
 	lease Leaser
 	dlv   Deliverer
 	log   zerolog.Logger
@@ -175,8 +179,27 @@ func New(o Options, l Leaser, d Deliverer, log zerolog.Logger) (*Server, error) 
 	}
 	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{o: o, lease: l, dlv: d, log: log, slots: make(chan struct{}, o.MaxConnections),
-		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}, nil
+	s := &Server{o: o, lease: l, dlv: d, log: log, slots: make(chan struct{}, o.MaxConnections),
+		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}
+	s.cur.Store(&o)
+	return s, nil
+}
+
+// Reload puts o in force for the sessions that start from now on; a
+// session in progress keeps the options it began with. Listen and
+// MaxConnections keep the values New was given until a restart, and
+// Events stays when o leaves it unset.
+func (s *Server) Reload(o Options) error {
+	if o.Backend == nil {
+		return errors.New("odmr: odmr_listen needs smtpd_sasl_auth_enable = yes and a SASL back-end")
+	}
+	if o.Events == nil {
+		o.Events = s.cur.Load().Events
+	}
+	o = o.withDefaults()
+	o.Listen, o.MaxConnections = s.o.Listen, s.o.MaxConnections
+	s.cur.Store(&o)
+	return nil
 }
 
 // Serve accepts connections on l until Shutdown.
@@ -244,12 +267,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) handle(c net.Conn) {
 	defer s.wg.Done()
 	defer c.Close()
+	o := s.cur.Load()
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	default:
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections\r\n", s.o.Hostname)
+		fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections\r\n", o.Hostname)
 		return
 	}
 	s.mu.Lock()
@@ -261,10 +285,10 @@ func (s *Server) handle(c net.Conn) {
 		s.mu.Unlock()
 	}()
 	ip := remoteIP(c)
-	sess := &session{srv: s, raw: c, conn: c, client: ip, log: s.log.With().Str("remote", ip.String()).Str("service", "odmr").Logger()}
-	if s.o.WrapperTLS != nil {
-		tc := tls.Server(c, s.o.WrapperTLS)
-		tc.SetDeadline(time.Now().Add(s.o.Timeout))
+	sess := &session{srv: s, o: o, raw: c, conn: c, client: ip, log: s.log.With().Str("remote", ip.String()).Str("service", "odmr").Logger()}
+	if o.WrapperTLS != nil {
+		tc := tls.Server(c, o.WrapperTLS)
+		tc.SetDeadline(time.Now().Add(o.Timeout))
 		if err := tc.Handshake(); err != nil {
 			sess.log.Info().Err(err).Msg("TLS handshake failed")
 			return

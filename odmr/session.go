@@ -22,6 +22,7 @@ import (
 // authenticated state (ATRN, QUIT), then the turnaround (RFC 2645 sec 4).
 type session struct {
 	srv    *Server
+	o      *Options // the server's options when the session began (Reload)
 	raw    net.Conn // TCP
 	conn   net.Conn // TCP or TLS over it
 	tls    bool
@@ -66,10 +67,10 @@ func (s *session) run() {
 		s.w.Flush()
 		s.log.Info().Str("event", "disconnect").Str("sasl_username", s.login).Msg("ODMR disconnect")
 	}()
-	s.reply("220 " + s.srv.o.Hostname + " ESMTP holdfast ODMR")
+	s.reply("220 " + s.o.Hostname + " ESMTP holdfast ODMR")
 	for !s.quit {
 		if s.errors >= errorLimit {
-			s.reply("421 4.7.0 " + s.srv.o.Hostname + " Error: too many errors")
+			s.reply("421 4.7.0 " + s.o.Hostname + " Error: too many errors")
 			return
 		}
 		line, long, err := s.readLine()
@@ -115,8 +116,8 @@ func (s *session) readLine() (string, bool, error) {
 	if err := s.flush(); err != nil {
 		return "", false, err
 	}
-	s.conn.SetReadDeadline(time.Now().Add(s.srv.o.Timeout))
-	limit := s.srv.o.LineLengthLimit
+	s.conn.SetReadDeadline(time.Now().Add(s.o.Timeout))
+	limit := s.o.LineLengthLimit
 	var buf []byte
 	long := false
 	for {
@@ -142,7 +143,7 @@ func (s *session) readLine() (string, bool, error) {
 func (s *session) readFailed(err error) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		s.reply("421 4.4.2 " + s.srv.o.Hostname + " Error: timeout exceeded")
+		s.reply("421 4.4.2 " + s.o.Hostname + " Error: timeout exceeded")
 	}
 }
 
@@ -159,7 +160,7 @@ func (s *session) flush() error {
 	if s.w.Buffered() == 0 {
 		return nil
 	}
-	s.conn.SetWriteDeadline(time.Now().Add(s.srv.o.Timeout))
+	s.conn.SetWriteDeadline(time.Now().Add(s.o.Timeout))
 	return s.w.Flush()
 }
 
@@ -169,7 +170,7 @@ func (s *session) ehloCmd(arg string) {
 		return
 	}
 	s.ehlo = true
-	lines := []string{s.srv.o.Hostname}
+	lines := []string{s.o.Hostname}
 	if m := s.mechs(); len(m) > 0 && s.login == "" {
 		lines = append(lines, "AUTH "+strings.Join(m, " "))
 	}
@@ -185,14 +186,14 @@ func (s *session) ehloCmd(arg string) {
 
 // mechs lists the mechanisms offered on this connection.
 func (s *session) mechs() []string {
-	all, err := s.srv.o.Backend.Mechanisms()
+	all, err := s.o.Backend.Mechanisms()
 	if err != nil {
 		s.log.Warn().Err(err).Msg("SASL: cannot list mechanisms")
 		return nil
 	}
-	sec := s.srv.o.Security
+	sec := s.o.Security
 	if s.tls {
-		sec = s.srv.o.TLSSecurity
+		sec = s.o.TLSSecurity
 	}
 	var out []string
 	for _, m := range all {
@@ -221,7 +222,7 @@ func (s *session) authCmd(arg string, long bool) {
 		s.fail(replyAuthSyntax)
 		return
 	}
-	if lim := s.srv.o.AuthRateLimit; lim > 0 && s.srv.auths.add(s.client, s.srv.o.RateTimeUnit, time.Now()) > lim {
+	if lim := s.o.AuthRateLimit; lim > 0 && s.srv.auths.add(s.client, s.o.RateTimeUnit, time.Now()) > lim {
 		s.log.Warn().Str("event", "rate_limit").Msg("too many AUTH commands")
 		s.fail("450 4.7.1 Error: too many AUTH commands from " + s.client.String())
 		return
@@ -231,7 +232,7 @@ func (s *session) authCmd(arg string, long bool) {
 		s.fail("535 5.7.8 Error: authentication failed: Invalid authentication mechanism")
 		return
 	}
-	x, err := s.srv.o.Backend.Start(mech, auth.Info{Service: "smtp", Remote: s.client, Secured: s.tls})
+	x, err := s.o.Backend.Start(mech, auth.Info{Service: "smtp", Remote: s.client, Secured: s.tls})
 	if err != nil {
 		s.authError(mech, err)
 		return
@@ -310,7 +311,7 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 	tried := map[store.ID]bool{}
 	skip := func(id store.ID) bool { return tried[id] }
 	lease := func() ([]*store.Message, error) {
-		msgs, err := s.srv.lease.LeaseDest(domains, s.srv.o.Batch, skip)
+		msgs, err := s.srv.lease.LeaseDest(domains, s.o.Batch, skip)
 		for _, m := range msgs {
 			tried[m.ID] = true
 		}
@@ -349,7 +350,7 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 }
 
 func (s *session) event(result string, start time.Time) {
-	if ev := s.srv.o.Events; ev != nil {
+	if ev := s.o.Events; ev != nil {
 		ev.FlushRequest("atrn", result, time.Since(start))
 	}
 }
@@ -357,7 +358,7 @@ func (s *session) event(result string, start time.Time) {
 // atrnDomains parses the argument (no argument: every destination the
 // login owns) and checks that the login owns each (450 otherwise).
 func (s *session) atrnDomains(arg string) ([]string, string) {
-	o := s.srv.o.Owners
+	o := s.o.Owners
 	var domains []string
 	if arg == "" {
 		if o != nil {
@@ -375,7 +376,7 @@ func (s *session) atrnDomains(arg string) ([]string, string) {
 			return nil, replyATRNSyntax
 		}
 		for _, d := range strings.Split(arg, ",") {
-			if len(domains) >= s.srv.o.MaxDomains {
+			if len(domains) >= s.o.MaxDomains {
 				return nil, replyTooMany
 			}
 			d = addr.Fold(strings.TrimSuffix(d, "."))

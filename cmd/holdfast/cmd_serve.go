@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -77,6 +78,12 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP reloads (reload.go); caught from here on, so that one sent
+	// during the start does not kill the process. Room for one: a storm
+	// makes one reload more, not one each.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	raiseNoFile(c, log)
 	d, err := startDaemon(c, log)
 	if err != nil {
@@ -86,6 +93,10 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info().Str("queue_directory", d.queueDir).Strs("smtpd_listen", d.smtpAddrs()).
 		Int("pid", os.Getpid()).Msg("daemon started")
+	rl := &reloader{d: d, path: *path, overrides: overrides, cur: c}
+	d.reloader.Store(rl)
+	stopHUP := make(chan struct{})
+	go rl.watchHUP(hup, stopHUP)
 	notify(log, sdnotify.SdNotifyReady)
 
 	var failed error
@@ -96,6 +107,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	case failed = <-d.failed:
 		log.Error().Err(failed).Msg("fatal error, shutting down")
 	}
+	close(stopHUP)
 	notify(log, sdnotify.SdNotifyStopping)
 	if err := d.shutdown(); err != nil {
 		log.Error().Err(err).Msg("shutdown")
@@ -198,6 +210,9 @@ type daemon struct {
 	failed chan error
 	// resolver answers every DNS question of smtpd and delivery.
 	resolver *dnsr.Resolver
+	// reloader re-reads the configuration (SIGHUP, holdfast reload); set
+	// once the daemon runs.
+	reloader atomic.Pointer[reloader]
 }
 
 // startDaemon opens the queue and starts every part of the relay. On error
@@ -339,8 +354,8 @@ func (d *daemon) startControl(c *config.Config) error {
 	if sock := c.String("control_socket"); sock != "" {
 		srv, err := control.New(control.Options{
 			Store: d.store, Flush: d.flush, Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
-			Queue: d.sched.Admit(d.store),
-			Log:   d.log.With().Str("component", "control").Logger(),
+			Queue: d.sched.Admit(d.store), Reload: d.controlReload,
+			Log: d.log.With().Str("component", "control").Logger(),
 		})
 		if err != nil {
 			return fmt.Errorf("%w: %v", errConfig, err)
