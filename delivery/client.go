@@ -93,61 +93,16 @@ func (d *Scheduler) handshake(raw net.Conn, t target, p *tlsPolicy) (*conn, erro
 	// an endless line or endless "250-" lines ends the session.
 	tp := textproto.NewConn(bound(raw))
 	raw.SetDeadline(time.Now().Add(to.Helo))
-	_, banner, err := tp.ReadResponse(220)
+	banner, ehlo, ext, err := d.greet(tp, t, hello)
 	if err != nil {
-		return nil, d.greetError(t, err, "receiving the initial server greeting")
-	}
-	banner, _, _ = strings.Cut(banner, "\n")
-	if err := d.loopCheck(t, banner, "greeted me"); err != nil {
 		return nil, err
 	}
-	if err := tp.PrintfLine("%s %s", hello, cf.HeloName); err != nil {
-		return nil, d.greetError(t, err, "performing the "+hello+" handshake")
-	}
-	ext := map[string]bool{}
-	_, ehlo, err := tp.ReadResponse(250)
-	var te *textproto.Error
-	if err == nil {
-		if err := d.loopCheck(t, ehlo, "replied to HELO/EHLO"); err != nil {
-			return nil, err
-		}
-		for _, l := range strings.Split(ehlo, "\n")[1:] {
-			k, _, _ := strings.Cut(l, " ")
-			ext[strings.ToUpper(k)] = true
-		}
-	} else if !errors.As(err, &te) || te.Code/100 != 5 || t.lmtp {
-		return nil, d.greetError(t, err, "performing the "+hello+" handshake")
-	} // else EHLO refused: go-smtp's Hello below falls back to HELO
 	nc, info, err := d.startTLS(raw, tp, t, p, ext["STARTTLS"])
 	if err != nil {
 		return nil, err
 	}
 	raw.SetDeadline(time.Time{})
-	g := &greeted{Conn: nc}
-	var ehloLine *firstLine
-	if info == nil {
-		// Plaintext: go-smtp's Client reads a greeting and sends EHLO;
-		// both were done, so the greeting and the EHLO reply are replayed
-		// from memory and its EHLO is not sent again.
-		replay := "220 " + banner + "\r\n"
-		if ehlo != "" {
-			replay += replayReply(250, ehlo)
-			g.skipLine = true
-		}
-		var rest io.Reader = tp.R // what is buffered comes first
-		if ehlo == "" {           // refused: go-smtp's EHLO or HELO reply is checked
-			ehloLine = &firstLine{r: tp.R}
-			rest = ehloLine
-		}
-		g.r = io.MultiReader(strings.NewReader(replay), rest)
-	} else {
-		// TLS: the plaintext is bounded afresh; the session restarts
-		// with EHLO (RFC 3207 sec 4.2), after the replayed greeting. The
-		// new EHLO reply's name is loop-checked too.
-		ehloTLS := &firstLine{r: bound(nc)}
-		g.r = io.MultiReader(strings.NewReader("220 "+banner+"\r\n"), ehloTLS)
-		ehloLine = ehloTLS
-	}
+	g, ehloLine := replayed(nc, tp, banner, ehlo, info != nil)
 	c := smtp.NewClient(g)
 	if t.lmtp {
 		c = smtp.NewClientLMTP(g)
@@ -170,6 +125,64 @@ func (d *Scheduler) handshake(raw net.Conn, t target, p *tlsPolicy) (*conn, erro
 	cn.utf8, _ = c.Extension("SMTPUTF8")
 	cn.dsn, _ = c.Extension("DSN")
 	return cn, nil
+}
+
+// greet reads the greeting and sends the session's one plaintext EHLO
+// (LHLO), both loop-checked. ehlo is the reply ("" when the server
+// refused EHLO with 5xx: go-smtp's Hello then falls back to HELO), ext
+// its keywords.
+func (d *Scheduler) greet(tp *textproto.Conn, t target, hello string) (banner, ehlo string, ext map[string]bool, err error) {
+	_, banner, err = tp.ReadResponse(220)
+	if err != nil {
+		return "", "", nil, d.greetError(t, err, "receiving the initial server greeting")
+	}
+	banner, _, _ = strings.Cut(banner, "\n")
+	if err := d.loopCheck(t, banner, "greeted me"); err != nil {
+		return "", "", nil, err
+	}
+	if err := tp.PrintfLine("%s %s", hello, t.cf.HeloName); err != nil {
+		return "", "", nil, d.greetError(t, err, "performing the "+hello+" handshake")
+	}
+	ext = map[string]bool{}
+	_, ehlo, err = tp.ReadResponse(250)
+	var te *textproto.Error
+	switch {
+	case err == nil:
+		if err := d.loopCheck(t, ehlo, "replied to HELO/EHLO"); err != nil {
+			return "", "", nil, err
+		}
+		for _, l := range strings.Split(ehlo, "\n")[1:] {
+			k, _, _ := strings.Cut(l, " ")
+			ext[strings.ToUpper(k)] = true
+		}
+	case !errors.As(err, &te) || te.Code/100 != 5 || t.lmtp:
+		return "", "", nil, d.greetError(t, err, "performing the "+hello+" handshake")
+	}
+	return banner, ehlo, ext, nil
+}
+
+// replayed is the connection go-smtp's Client runs on. go-smtp reads a
+// greeting first and sends EHLO: in plaintext both were done, so the
+// greeting and the EHLO reply are replayed from memory and its EHLO is
+// not sent again. Over TLS the session restarts with EHLO (RFC 3207 sec
+// 4.2) after the replayed greeting, and the plaintext is bounded afresh.
+// ehloLine keeps the first line of the reply go-smtp reads from the
+// server, for the loop check (nil when it reads none).
+func replayed(nc net.Conn, tp *textproto.Conn, banner, ehlo string, overTLS bool) (g *greeted, ehloLine *firstLine) {
+	g = &greeted{Conn: nc}
+	greeting := strings.NewReader("220 " + banner + "\r\n")
+	switch {
+	case overTLS:
+		ehloLine = &firstLine{r: bound(nc)}
+		g.r = io.MultiReader(greeting, ehloLine)
+	case ehlo != "":
+		g.skipLine = true
+		g.r = io.MultiReader(greeting, strings.NewReader(replayReply(250, ehlo)), tp.R) // tp.R: what is buffered comes first
+	default: // EHLO refused: go-smtp's EHLO or HELO reply is checked
+		ehloLine = &firstLine{r: tp.R}
+		g.r = io.MultiReader(greeting, ehloLine)
+	}
+	return g, ehloLine
 }
 
 // startTLS sends STARTTLS when the policy p wants it and the server
