@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -367,4 +369,82 @@ func expectReloading(t *testing.T, conn *net.UnixConn, out *syncBuffer) {
 	if err != nil || !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
 		t.Fatalf("notify: %q, %v; want RELOADING=1; log:\n%s", got, err, out.String())
 	}
+}
+
+// A reload takes new TLS certificate files for the sessions after it; a
+// certificate that does not load is refused and the one in force stays.
+func TestReloadTLSCertificate(t *testing.T) {
+	ca, err := testutil.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := func(name string) (string, string) {
+		c, err := ca.Issue(time.Now().Add(24*time.Hour), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, kf, err := testutil.PEMFiles(t.TempDir(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cf, kf
+	}
+	ca1, ka1 := files("one.relay.test")
+	r := startReloadRelay(t, "smtpd_tls_cert_file = "+ca1, "smtpd_tls_key_file = "+ka1)
+	if got := r.serverCert(); got != "one.relay.test" {
+		t.Fatalf("certificate at start: %q", got)
+	}
+	c2, k2 := files("two.relay.test")
+	r.rewrite("smtpd_tls_cert_file = "+c2, "smtpd_tls_key_file = "+k2)
+	res, err := r.rl.reload("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.serverCert(); got != "two.relay.test" {
+		t.Fatalf("certificate after the reload: %q (%+v)", got, res)
+	}
+	bad := filepath.Join(t.TempDir(), "half.pem")
+	os.WriteFile(bad, []byte("-----BEGIN CERTIFICATE-----\nMIIB"), 0o600)
+	r.rewrite("smtpd_tls_cert_file = "+bad, "smtpd_tls_key_file = "+bad)
+	if _, err := r.rl.reload("test"); err == nil || !strings.Contains(err.Error(), "smtpd_tls_cert_file") {
+		t.Fatalf("a broken certificate: %v", err)
+	}
+	if got := r.serverCert(); got != "two.relay.test" {
+		t.Fatalf("certificate after a refused reload: %q", got)
+	}
+}
+
+// serverCert runs STARTTLS and returns the server certificate's name.
+func (r *reloadRelay) serverCert() string {
+	r.t.Helper()
+	nc, err := net.DialTimeout("tcp", r.addr, 5*time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(nc)
+	read := func() string {
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				r.t.Fatalf("read: %v", err)
+			}
+			if len(l) < 4 || l[3] != '-' {
+				return l
+			}
+		}
+	}
+	read()
+	fmt.Fprintf(nc, "EHLO client.test\r\n")
+	read()
+	fmt.Fprintf(nc, "STARTTLS\r\n")
+	if l := read(); !strings.HasPrefix(l, "220 ") {
+		r.t.Fatalf("STARTTLS: %q", l)
+	}
+	tc := tls.Client(nc, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		r.t.Fatalf("handshake: %v", err)
+	}
+	return tc.ConnectionState().PeerCertificates[0].Subject.CommonName
 }
