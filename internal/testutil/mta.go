@@ -86,12 +86,14 @@ type MTA struct {
 	opts MTAOptions
 	tls  *tls.Config
 
-	mu       sync.Mutex
-	srv      *smtp.Server
-	ln       net.Listener // closed by stop itself: see stop
-	done     chan struct{}
-	conns    int
-	open     int
+	mu    sync.Mutex
+	srv   *smtp.Server
+	ln    net.Listener // closed by stop itself: see stop
+	done  chan struct{}
+	conns int
+	open  int
+	// contents: DATA contents read in full, replied to or not.
+	contents int
 	maxOpen  int
 	msgs     []Received
 	rcpt     map[string]*smtp.SMTPError
@@ -241,6 +243,22 @@ func (m *MTA) Conns() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.conns
+}
+
+// Contents is the number of DATA contents read in full so far, whether
+// their reply has been sent yet or not (Delay holds it back): a test
+// knows by it that a client is waiting for the reply to its content.
+func (m *MTA) Contents() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.contents
+}
+
+// Open is the number of connections open now.
+func (m *MTA) Open() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.open
 }
 
 // MaxOpen is the largest number of connections that were open at once.
@@ -440,6 +458,7 @@ func (s *session) Data(r io.Reader) error {
 		return err
 	}
 	s.m.mu.Lock()
+	s.m.contents++
 	derr, delay, hook := s.m.dataErr, s.m.delay, s.m.dataHook
 	s.m.mu.Unlock()
 	if delay > 0 {
