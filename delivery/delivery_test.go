@@ -50,7 +50,7 @@ func TestBackoffExact(t *testing.T) {
 		}
 		// One second early: nothing happens.
 		e.clock.Set(r.NextAttempt.Add(-time.Second))
-		time.Sleep(20 * time.Millisecond)
+		e.settle()
 		if got, _ := e.s.Get(id); got.Recipients[0].Attempts != i+1 {
 			t.Fatalf("attempted before its time: %+v", got.Recipients[0])
 		}
@@ -223,8 +223,7 @@ func TestNullSenderNotBounced(t *testing.T) {
 	e := newEnv(t, nil)
 	e.mta.Rcpt("bad@customer.test", testutil.Reply(550, "5.1.1 no such user"))
 	id := e.enqueue("", "bad@customer.test")
-	e.waitGone(id)
-	time.Sleep(50 * time.Millisecond)
+	e.waitGone(id) // a notice would have been queued by the same Finish
 	if st, _ := e.s.Stats(); st.Incoming+st.Deferred+st.Active != 0 {
 		t.Fatalf("something was queued: %+v", st)
 	}
@@ -316,8 +315,7 @@ func TestDeferOnArrival(t *testing.T) {
 		t.Fatalf("no deferral logged:\n%s", logs)
 	}
 	// Nothing due: the scheduler has no lease to take.
-	e.d.Wake()
-	time.Sleep(50 * time.Millisecond)
+	e.settle()
 	if st, _ := e.s.Stats(); st.Deferred != 1 || st.Incoming+st.Active != 0 || strings.Contains(e.logs.String(), `"leased"`) || e.mta.Conns() != 0 {
 		t.Fatalf("leased or attempted before ETRN: %+v conns %d\n%s", st, e.mta.Conns(), e.logs.String())
 	}

@@ -1,7 +1,6 @@
 package delivery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,9 @@ type fakeClock struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers []*fakeTimer
+	// made counts NewTimer calls: the scheduler makes one each time it
+	// goes to sleep (settle).
+	made int
 }
 
 type fakeTimer struct {
@@ -50,6 +52,7 @@ func (c *fakeClock) Now() time.Time {
 func (c *fakeClock) NewTimer(d time.Duration) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.made++
 	t := &fakeTimer{clock: c, c: make(chan time.Time, 1), at: c.now.Add(d)}
 	if d <= 0 {
 		t.c <- c.now
@@ -91,24 +94,6 @@ func (m mapTable) Lookup(a string) (string, bool, error) {
 	return v, ok, nil
 }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // env is one scheduler over a temporary store, with a fake clock, a
@@ -123,13 +108,13 @@ type env struct {
 	tm     mapTable
 	o      Options
 	d      *Scheduler
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	stop   func() error
 }
 
 func newEnv(t *testing.T, tweak func(e *env)) *env {
 	t.Helper()
-	e := &env{t: t, clock: newFakeClock(t0), logs: &syncBuffer{}}
+	e := &env{t: t, clock: newFakeClock(t0), logs: &testutil.SyncBuffer{}}
 	e.mta = testutil.NewMTA(t, testutil.MTAOptions{})
 	e.origin = testutil.NewMTA(t, testutil.MTAOptions{Domain: "mx.origin.test"})
 	e.tm = mapTable{
@@ -197,26 +182,41 @@ func (e *env) enqueue(sender string, rcpts ...string) store.ID {
 	return m.ID
 }
 
+// settle wakes the scheduler and waits until it has gone round its loop
+// (drain, lease what is due, sleep again): the event after which a test
+// may assert that nothing was leased, instead of sleeping.
+func (e *env) settle() {
+	e.t.Helper()
+	e.clock.mu.Lock()
+	n := e.clock.made
+	e.clock.mu.Unlock()
+	e.d.Wake()
+	testutil.Eventually(e.t, 10*time.Second, "the scheduler to go round its loop", func() bool {
+		e.clock.mu.Lock()
+		defer e.clock.mu.Unlock()
+		return e.clock.made > n
+	})
+}
+
 // waitMsg polls the store until cond holds for message id (nil when it
 // is gone), for up to 10 s.
 func (e *env) waitMsg(id store.ID, what string, cond func(m *store.Message) bool) *store.Message {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		m, err := e.s.Get(id)
+	var m *store.Message
+	ok := testutil.WaitFor(10*time.Second, func() bool {
+		var err error
+		m, err = e.s.Get(id)
 		if errors.Is(err, store.ErrNotFound) {
 			m = nil
 		} else if err != nil {
 			e.t.Fatalf("get %s: %v", id, err)
 		}
-		if (m == nil || m.State != store.StateActive) && cond(m) {
-			return m
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: timed out; message %+v\nlog:\n%s", what, m, e.logs.String())
-		}
-		time.Sleep(2 * time.Millisecond)
+		return (m == nil || m.State != store.StateActive) && cond(m)
+	})
+	if !ok {
+		e.t.Fatalf("%s: timed out; message %+v\nlog:\n%s", what, m, e.logs.String())
 	}
+	return m
 }
 
 // waitAttempts waits until recipient 0 of id has failed n times.

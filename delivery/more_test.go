@@ -15,16 +15,10 @@ import (
 // waitActive waits until id is leased (in delivery).
 func (e *env) waitActive(id store.ID) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if m, err := e.s.Get(id); err == nil && m.State == store.StateActive {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatal("message never became active")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(e.t, 10*time.Second, "the message to become active", func() bool {
+		m, err := e.s.Get(id)
+		return err == nil && m.State == store.StateActive
+	})
 }
 
 // A crash (the store closed without Finish, then reopened) while the
@@ -319,7 +313,7 @@ func TestIdleSessionClosedByServer(t *testing.T) {
 	quick := testutil.NewMTA(t, testutil.MTAOptions{ReadTimeout: 100 * time.Millisecond})
 	e.tm["quick.test"] = fmt.Sprintf("smtp:[127.0.0.1]:%d", quick.Port)
 	e.waitGone(e.enqueue("alice@origin.test", "a@quick.test"))
-	time.Sleep(300 * time.Millisecond) // the server hangs up the idle session
+	testutil.Eventually(t, 10*time.Second, "the server to hang up the idle session", func() bool { return quick.Open() == 0 })
 	id := e.enqueue("alice@origin.test", "b@quick.test")
 	e.waitGone(id)
 	if got := len(quick.Messages()); got != 2 || quick.Conns() != 2 {
@@ -367,16 +361,15 @@ func (ev *events) ObserveDelivery(d time.Duration) {
 // wait returns the outcomes once there are n of them (or after 10 s) and
 // the number of transactions observed.
 func (ev *events) wait(n int) ([]string, int) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var got []string
+	var k int
+	testutil.WaitFor(10*time.Second, func() bool {
 		ev.mu.Lock()
-		got, k := append([]string(nil), ev.outcomes...), ev.attempts
-		ev.mu.Unlock()
-		if len(got) >= n || time.Now().After(deadline) {
-			return got, k
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		defer ev.mu.Unlock()
+		got, k = append([]string(nil), ev.outcomes...), ev.attempts
+		return len(got) >= n
+	})
+	return got, k
 }
 
 // Events: one Outcome per recipient outcome after the commit (sent,

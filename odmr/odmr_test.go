@@ -366,16 +366,12 @@ func TestODMRBadInput(t *testing.T) {
 // n < 0: until none is active.
 func waitQueued(t *testing.T, r *rig, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := r.stats()
-		if st.Active == 0 && (n < 0 || st.Incoming+st.Deferred == n) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue %+v, want %d queued and none active", st, n)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var st store.Stats
+	if !testutil.WaitFor(10*time.Second, func() bool {
+		st = r.stats()
+		return st.Active == 0 && (n < 0 || st.Incoming+st.Deferred == n)
+	}) {
+		t.Fatalf("queue %+v, want %d queued and none active", st, n)
 	}
 }
 

@@ -121,16 +121,7 @@ func TestDurability(t *testing.T) {
 	v.send("Subject: lost\r\n\r\npartial line without end")
 	v.conn.Close()
 	// The session notices the lost client.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		srv.mu.Lock()
-		n := len(srv.sessions)
-		srv.mu.Unlock()
-		if n <= 1 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitSessions(t, srv, 1)
 	c.send("QUIT\r\n")
 	c.expect("221 2.0.0 Bye")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -249,7 +240,7 @@ func TestBDATContent(t *testing.T) {
 	v.conn.Close()
 	c.send("NOOP\r\n")
 	c.expect("250 2.0.0 Ok")
-	time.Sleep(50 * time.Millisecond)
+	waitSessions(t, e.srv, 1) // v's session has ended, its chunk aborted
 	if n := e.queued(); n != 1 {
 		t.Fatalf("%d messages queued", n)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -264,4 +265,15 @@ func serve(t testing.TB, srv *Server) string {
 		<-done
 	})
 	return ln.Addr().String()
+}
+
+// waitSessions waits until srv has at most n sessions: the event that a
+// session noticed its lost client and ended.
+func waitSessions(t testing.TB, srv *Server, n int) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("at most %d sessions", n), func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.sessions) <= n
+	})
 }

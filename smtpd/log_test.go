@@ -1,30 +1,17 @@
 package smtpd
 
 import (
-	"bytes"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) events(t *testing.T) []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// logEvents decodes the JSON log lines written to buf.
+func logEvents(t *testing.T, buf *testutil.SyncBuffer) []map[string]any {
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil {
 			t.Fatalf("log line %q: %v", l, err)
@@ -37,7 +24,7 @@ func (s *syncBuffer) events(t *testing.T) []map[string]any {
 // TestLogEvents: Postfix's disconnect counts (anchor 04: "ehlo=1 etrn=1/4
 // quit=1 commands=3/6"), one event per accepted message and per reject.
 func TestLogEvents(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	e := startServer(t, newConfig(t), withLog(&buf))
 	c := e.dial("")
 	c.expect("220 *")
@@ -59,7 +46,7 @@ func TestLogEvents(t *testing.T) {
 	e.srv.Shutdown(t.Context())
 	var accepted, rejects int
 	var disconnect string
-	for _, ev := range buf.events(t) {
+	for _, ev := range logEvents(t, &buf) {
 		switch ev["event"] {
 		case "accepted":
 			accepted++

@@ -22,7 +22,7 @@ func TestPeerNameInReceivedAndLogs(t *testing.T) {
 		{"127.0.0.5", "good.client.test"},
 		{"127.0.0.6", "unknown"},
 	} {
-		var buf syncBuffer
+		var buf testutil.SyncBuffer
 		e := startServer(t, newConfig(t, "smtpd_peername_lookup = yes", "dns_resolver = "+ds.Addr), withLog(&buf))
 		c := e.dial(tc.from)
 		c.expect("220 *")
@@ -45,7 +45,7 @@ func TestPeerNameInReceivedAndLogs(t *testing.T) {
 		}
 		e.srv.Shutdown(t.Context())
 		found := false
-		for _, ev := range buf.events(t) {
+		for _, ev := range logEvents(t, &buf) {
 			found = found || ev["message"] == "connect from "+tc.name+"["+tc.from+"]"
 		}
 		if !found {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // reloadTo builds Options from the base configuration plus lines and
@@ -100,10 +102,7 @@ func TestReloadConnectionLimit(t *testing.T) {
 		s.expect("221 2.0.0 Bye")
 		s.expectClose()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for e.srv.busy.Load() != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, "every session to end", func() bool { return e.srv.busy.Load() == 0 })
 	e.dial("").expect("220 *")
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -37,17 +38,12 @@ func TestConnectionLimits(t *testing.T) {
 	a.send("QUIT\r\n")
 	a.expect("221 *")
 	a.expectClose()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c := e.dial("127.0.0.1")
-		l, _ := c.line()
-		if strings.HasPrefix(l, "220 ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slot not freed: %q", l)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var l string
+	if !testutil.WaitFor(5*time.Second, func() bool {
+		l, _ = e.dial("127.0.0.1").line()
+		return strings.HasPrefix(l, "220 ")
+	}) {
+		t.Fatalf("slot not freed: %q", l)
 	}
 }
 
@@ -94,10 +90,8 @@ func TestSessionEvents(t *testing.T) {
 	c.expect("221 *")
 	c.expectClose()
 	const want = "opened 2 closed 2 rejected too_many_connections_from_client,errors"
-	for deadline := time.Now().Add(5 * time.Second); ev.String() != want; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("events: %s, want %s", ev, want)
-		}
+	if !testutil.WaitFor(5*time.Second, func() bool { return ev.String() == want }) {
+		t.Fatalf("events: %s, want %s", ev, want)
 	}
 }
 
@@ -122,8 +116,7 @@ func TestShutdown(t *testing.T) {
 		done <- e.srv.Shutdown(ctx)
 	}()
 	idle.expect("421 4.3.2 Service shutting down")
-	idle.expectClose()
-	time.Sleep(50 * time.Millisecond)
+	idle.expectClose() // the server is closing: busy's next command gets 421
 	busy.send("\r\nrest\r\n.\r\nNOOP\r\n")
 	busy.expect("250 2.0.0 Ok: queued as *")
 	busy.expect("421 4.3.2 Service shutting down")

@@ -15,7 +15,7 @@ import (
 // over TLS carries Postfix's TLS comment, and smtpd_tls_loglevel 1 logs
 // "Anonymous TLS connection established from ...".
 func TestTLSReceivedHeaderAndLog(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.SyncBuffer
 	e := startServer(t, newConfig(t, "smtpd_tls_received_header = yes"), withTLS, withLog(&buf))
 	c := e.dial("")
 	c.expect("220 *")
@@ -41,7 +41,7 @@ func TestTLSReceivedHeaderAndLog(t *testing.T) {
 		t.Errorf("Received:\n%q\nwant\n%q", head, want)
 	}
 	found := false
-	for _, ev := range buf.events(t) {
+	for _, ev := range logEvents(t, &buf) {
 		if ev["event"] == "tls_established" {
 			found = true
 			if msg, _ := ev["message"].(string); !strings.HasPrefix(msg, "Anonymous TLS connection established from unknown[127.0.0.1]: TLSv1.3 with cipher TLS_") {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/control"
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -50,16 +51,11 @@ func TestBackupWhileSending(t *testing.T) {
 		}()
 	}
 	// Let the senders get going, then note what is committed.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	testutil.WaitFor(10*time.Second, func() bool {
 		mu.Lock()
-		n := len(committed)
-		mu.Unlock()
-		if n >= 100 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return len(committed) >= 100
+	})
 	mu.Lock()
 	before := append([]string(nil), committed...)
 	mu.Unlock()

@@ -81,16 +81,10 @@ log_format = json
 		}
 	}()
 	cl := control.NewClient(e.sock)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := cl.Health(context.Background()); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("daemon did not open its control socket")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, 20*time.Second, "the daemon's control socket", func() bool {
+		_, err := cl.Health(context.Background())
+		return err == nil
+	})
 
 	for _, rcpt := range []string{"ok@customer.test", "later@customer.test", "bad@customer.test"} {
 		_, errOut, code := e.run(t, nil, "Subject: for "+rcpt+"\n\nhello\n", "sendmail", "-C", cf, "-f", "a@relay.test", rcpt)
@@ -141,15 +135,12 @@ log_format = json
 
 func waitQueue(t *testing.T, cl *control.Client, cond func(control.Stats) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		s, err := cl.Stats(context.Background())
-		if err == nil && cond(s) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for the queue; last %+v, %v", s, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var s control.Stats
+	var err error
+	if !testutil.WaitFor(20*time.Second, func() bool {
+		s, err = cl.Stats(context.Background())
+		return err == nil && cond(s)
+	}) {
+		t.Fatalf("timed out waiting for the queue; last %+v, %v", s, err)
 	}
 }

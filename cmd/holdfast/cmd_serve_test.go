@@ -7,31 +7,35 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
-// syncBuffer is a bytes.Buffer safe for the daemon's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// waitServe waits until the log of a runServe started in a goroutine
+// (its exit status goes to done) satisfies started, and fails the test
+// if serve exits first or 10 s pass.
+func waitServe(t *testing.T, out *testutil.SyncBuffer, done chan int, started func(log string) bool) {
+	t.Helper()
+	exited, code := false, 0
+	ok := testutil.WaitFor(10*time.Second, func() bool {
+		select {
+		case code = <-done:
+			exited = true
+			return true
+		default:
+		}
+		return started(out.String())
+	})
+	switch {
+	case exited:
+		t.Fatalf("serve exited %d: %s", code, out.String())
+	case !ok:
+		t.Fatalf("daemon did not start: %s", out.String())
+	}
 }
 
 // writeConfig writes a minimal configuration with the queue in a fresh
@@ -52,21 +56,10 @@ func writeConfig(t *testing.T, extra ...string) (string, string) {
 // SIGTERM stops a running serve cleanly with status 0.
 func TestServeSignal(t *testing.T) {
 	path, q := writeConfig(t, "metrics_listen = 127.0.0.1:0")
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- runServe([]string{"-c", path}, &out, &out) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(out.String(), "daemon started") {
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d: %s", code, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not start: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitServe(t, &out, done, func(log string) bool { return strings.Contains(log, "daemon started") })
 	if _, err := os.Stat(filepath.Join(q, queueDBName)); err != nil {
 		t.Fatalf("queue file: %v", err)
 	}
@@ -173,26 +166,16 @@ func TestServeDefersETRNOnlyMailOnArrival(t *testing.T) {
 // DATA is cut at 2s (not the 30s default), and the stop still exits 0.
 func TestServeShutdownTimeout(t *testing.T) {
 	path, _ := writeConfig(t, "shutdown_timeout = 2s", "log_format = json")
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- runServe([]string{"-c", path}, &out, &out) }()
 	addr := ""
-	deadline := time.Now().Add(10 * time.Second)
-	for addr == "" {
-		if m := listenRE.FindStringSubmatch(out.String()); m != nil {
+	waitServe(t, &out, done, func(log string) bool {
+		if m := listenRE.FindStringSubmatch(log); m != nil {
 			addr = m[1]
-			break
 		}
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d: %s", code, out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon did not start: %s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return addr != ""
+	})
 	c := dialSMTP(t, addr)
 	for _, cmd := range []string{"EHLO client.test", "MAIL FROM:<a@sender.test>", "RCPT TO:<u@customer.tld>", "DATA"} {
 		if got := c.cmd("%s", cmd); got[0] != '2' && got[0] != '3' {

@@ -30,7 +30,7 @@ type example struct {
 	mta   *testutil.MTA
 	dns   *testutil.DNS
 	addrs map[string]string // client source ("127.0.0.1", "::1") -> listener
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 }
 
 // exampleHeader places the daemon for the test; everything else comes
@@ -52,7 +52,7 @@ dns_resolver = @DNS@
 // instead of failing when wantErr is set.
 func startExample(t *testing.T, name string, extra string, records ...string) (*example, error) {
 	t.Helper()
-	e := &example{t: t, mta: testutil.NewMTA(t, testutil.MTAOptions{}), logs: &syncBuffer{}}
+	e := &example{t: t, mta: testutil.NewMTA(t, testutil.MTAOptions{}), logs: &testutil.SyncBuffer{}}
 	e.dns = testutil.NewDNS(t, append([]string{
 		"their.mail.host.tld. 300 IN A 127.0.0.1",
 		"inside-gateway.example.com. 300 IN A 127.0.0.1",

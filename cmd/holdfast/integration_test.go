@@ -130,17 +130,11 @@ func (r *relay) stats() store.Stats {
 // waitFor polls cond every 10 ms until it holds or d passes.
 func (r *relay) waitFor(what string, d time.Duration, cond func(store.Stats) bool) store.Stats {
 	r.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		s := r.stats()
-		if cond(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("timed out after %v waiting for %s; queue: %+v", d, what, s)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var s store.Stats
+	if !testutil.WaitFor(d, func() bool { s = r.stats(); return cond(s) }) {
+		r.t.Fatalf("timed out after %v waiting for %s; queue: %+v", d, what, s)
 	}
+	return s
 }
 
 // waitDeferred waits until n messages are deferred and none is pending
@@ -341,8 +335,7 @@ func TestSeedETRNCustomerDown(t *testing.T) {
 	}
 	// The forced attempt fails: both messages back to deferred, with the
 	// connection error as the reason and the one-shot mark used up.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	backToDeferred := func() bool {
 		ms, _, err := r.d.store.List(store.Filter{States: []store.State{store.StateDeferred}}, "", 10)
 		if err != nil {
 			t.Fatal(err)
@@ -353,14 +346,10 @@ func TestSeedETRNCustomerDown(t *testing.T) {
 				tried++
 			}
 		}
-		if tried == 2 {
-			t.Logf("after failed flush: %q", ms[0].Recipients[0].Reply)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("flushed mail not back to deferred: %+v", r.stats())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return tried == 2
+	}
+	if !testutil.WaitFor(10*time.Second, backToDeferred) {
+		t.Fatalf("flushed mail not back to deferred: %+v", r.stats())
 	}
 	r.waitDeferred(2)
 	r.check() // still indexed: the index equals the records
@@ -524,11 +513,12 @@ func TestETRNWhileActiveRetriesAtOnce(t *testing.T) {
 	r.waitDeferred(1)
 	r.mta.Data(testutil.Reply(451, "4.3.0 try again later"))
 	r.mta.Delay(time.Second)
+	sent := r.mta.Contents()
 	if got := r.etrn("customer.tld"); got != "250 Queuing started" {
 		t.Fatalf("first ETRN: %q", got)
 	}
 	r.waitFor("the message to be active", 5*time.Second, func(s store.Stats) bool { return s.Active == 1 })
-	time.Sleep(200 * time.Millisecond) // the attempt is now waiting for its DATA reply (451)
+	testutil.Eventually(t, 10*time.Second, "the attempt to wait for its DATA reply (451)", func() bool { return r.mta.Contents() > sent })
 	res, err := r.d.flush.Flush("customer.tld", false)
 	if err != nil || res.Messages != 1 || res.Active != 1 {
 		t.Fatalf("flush while active = %+v, %v", res, err)

@@ -23,7 +23,7 @@ func TestServeNotifiesSystemd(t *testing.T) {
 	}
 	defer conn.Close()
 	t.Setenv("NOTIFY_SOCKET", sock)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- runServe([]string{"-c", path}, &out, &out) }()
 	expectNotify(t, conn, "READY=1", &out)
@@ -48,7 +48,7 @@ func TestServeNotifiesSystemd(t *testing.T) {
 	}
 }
 
-func expectNotify(t *testing.T, conn *net.UnixConn, want string, out *syncBuffer) {
+func expectNotify(t *testing.T, conn *net.UnixConn, want string, out *testutil.SyncBuffer) {
 	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	buf := make([]byte, 512)

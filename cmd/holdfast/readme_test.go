@@ -97,9 +97,9 @@ func pythonWithAiosmtpd() string {
 
 // startStep starts a long-running step (a server) in the background and
 // stops it when the test ends.
-func startStep(t *testing.T, dir, line string) *syncBuffer {
+func startStep(t *testing.T, dir, line string) *testutil.SyncBuffer {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	cmd := exec.Command("bash", "-c", "exec "+line)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
@@ -113,7 +113,7 @@ func startStep(t *testing.T, dir, line string) *syncBuffer {
 	return out
 }
 
-func waitPort(t *testing.T, port string, log *syncBuffer) {
+func waitPort(t *testing.T, port string, log *testutil.SyncBuffer) {
 	t.Helper()
 	testutil.Eventually(t, 20*time.Second, "a listener on port "+port+"; output so far:\n"+log.String(), func() bool {
 		c, err := net.Dial("tcp", "127.0.0.1:"+port)

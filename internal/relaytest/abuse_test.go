@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/internal/crashtest"
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // dialRaw connects from local address from and returns the greeting.
@@ -73,18 +75,7 @@ func TestConnectionLimits(t *testing.T) {
 	// Closing a session frees a slot (for its client and in total).
 	expect(t, a1, "QUIT", 221, "")
 	closedSoon(a1, 3*time.Second)
-	freed := false
-	for i := 0; i < 40 && !freed; i++ {
-		s, code, _, err := crashtest.Dial(d.Addr(), "127.0.0.1", 5*time.Second)
-		if err == nil {
-			freed = code == 220
-			s.Close()
-		}
-		if !freed {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if !freed {
+	if !testutil.WaitFor(10*time.Second, func() bool { return greets(d) }) {
 		t.Errorf("slot not freed after QUIT")
 	}
 	for _, s := range []*crashtest.Session{a2, b1, b2} {
@@ -145,18 +136,7 @@ writing:
 	}
 	t.Logf("slow client cut off after %v", gone.Round(100*time.Millisecond))
 
-	ok := false
-	for i := 0; i < 40 && !ok; i++ {
-		s, code, _, err := crashtest.Dial(d.Addr(), "127.0.0.1", 5*time.Second)
-		if err == nil {
-			ok = code == 220
-			s.Close()
-		}
-		if !ok {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	if !ok {
+	if !testutil.WaitFor(10*time.Second, func() bool { return greets(d) }) {
 		t.Errorf("the timed-out client's slot was not freed")
 	}
 }
@@ -378,7 +358,7 @@ func TestETRNFloodNoDuplicates(t *testing.T) {
 	if !sink.WaitFor(20*time.Second, func() bool { return sink.Attempts() >= n }) {
 		t.Fatalf("only %d of %d first attempts reached the sink", sink.Attempts(), n)
 	}
-	time.Sleep(300 * time.Millisecond) // let the deferrals commit
+	waitQueue(t, d, "the deferrals to commit", func(s control.Stats) bool { return s.Deferred == int64(n) && s.Active == 0 })
 	sink.SetTempFail(nil)
 	sink.SetDelay(func() time.Duration { return 200 * time.Millisecond })
 
@@ -408,7 +388,9 @@ func TestETRNFloodNoDuplicates(t *testing.T) {
 	if !sink.WaitFor(30*time.Second, func() bool { return delivered() == n }) {
 		t.Fatalf("%d of %d deferred messages delivered after %d ETRNs", delivered(), n, ok)
 	}
-	time.Sleep(1500 * time.Millisecond) // room for duplicates to show up
+	// Every attempt has ended once the queue is empty: a duplicate
+	// delivery would have reached the sink by then.
+	waitQueue(t, d, "every attempt to end", queueEmpty)
 	for i := 0; i < n; i++ {
 		seq, rc := fmt.Sprintf("flood-%d", i), fmt.Sprintf("u%d@sink.test", i%3)
 		if c := sink.Count(seq, rc); c != 1 {
@@ -457,7 +439,7 @@ func TestSlowDataTimesOut(t *testing.T) {
 		t.Fatalf("a DATA phase at one byte a second was not cut off near smtpd_timeout = 2s (after %v)", time.Since(start).Round(time.Second))
 	}
 	t.Logf("slow DATA cut off after %v", gone.Round(100*time.Millisecond))
-	time.Sleep(500 * time.Millisecond)
+	waitQueue(t, d, "an empty queue", queueEmpty) // nothing queued, so nothing to deliver
 	if n := sink.Attempts(); n != 0 {
 		t.Errorf("a message cut off mid-DATA reached the sink %d times", n)
 	}
@@ -513,8 +495,19 @@ func TestBDATSizeLimit(t *testing.T) {
 	if base > 0 && peak-base > 16<<20 {
 		t.Errorf("daemon memory grew by %d MB during a 50 MB BDAT transfer at a 1 MB limit", (peak-base)>>20)
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitQueue(t, d, "an empty queue", queueEmpty) // nothing queued, so nothing to deliver
 	if n := sink.Attempts(); n != 0 {
 		t.Errorf("the oversized BDAT message reached the sink")
 	}
+}
+
+// greets reports whether a new connection from 127.0.0.1 gets the 220
+// greeting (a slot is free).
+func greets(d *crashtest.Daemon) bool {
+	s, code, _, err := crashtest.Dial(d.Addr(), "127.0.0.1", 5*time.Second)
+	if err != nil {
+		return false
+	}
+	s.Close()
+	return code == 220
 }

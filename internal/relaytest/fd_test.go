@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mta/holdfast/internal/crashtest"
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // TestDescriptorExhaustion: the daemon runs with RLIMIT_NOFILE lowered to
@@ -69,7 +70,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 		}
 		flood = append(flood, c)
 	}
-	ok := waitFor(20*time.Second, func() bool {
+	ok := testutil.WaitFor(20*time.Second, func() bool {
 		return strings.Contains(d.Log(), "too many open files")
 	})
 	if !ok {
@@ -90,7 +91,7 @@ func TestDescriptorExhaustion(t *testing.T) {
 
 	// After the flood: SMTP greets and takes a message, which is delivered.
 	var s *crashtest.Session
-	waitFor(30*time.Second, func() bool {
+	testutil.WaitFor(30*time.Second, func() bool {
 		c, code, _, err := crashtest.Dial(d.Addr(), "127.0.0.1", 10*time.Second)
 		if err == nil && code == 220 {
 			s = c
@@ -147,18 +148,4 @@ func grepLines(log, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// waitFor polls cond every 20 ms until it holds or d has passed.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -6,6 +6,7 @@
 package relaytest
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/internal/crashtest"
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -255,3 +258,32 @@ func isRelayRecipient(a string) bool {
 	}
 	return false
 }
+
+// queueStats reads the running daemon's queue counters (holdfast queue
+// stats --json, through its control socket).
+func queueStats(t *testing.T, d *crashtest.Daemon) control.Stats {
+	t.Helper()
+	out, errOut, code := d.Command(20*time.Second, "queue", "stats", "--json")
+	var s control.Stats
+	if code != 0 {
+		t.Fatalf("holdfast queue stats: exit %d: %s", code, errOut)
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("holdfast queue stats: %v: %q", err, out)
+	}
+	return s
+}
+
+// waitQueue waits until the daemon's queue counters satisfy cond: the
+// event after which a test may assert that nothing more happens (an
+// empty queue delivers nothing more).
+func waitQueue(t *testing.T, d *crashtest.Daemon, what string, cond func(control.Stats) bool) {
+	t.Helper()
+	var s control.Stats
+	if !testutil.WaitFor(30*time.Second, func() bool { s = queueStats(t, d); return cond(s) }) {
+		t.Fatalf("timed out waiting for %s; queue %+v", what, s)
+	}
+}
+
+// queueEmpty: nothing incoming, active or deferred.
+func queueEmpty(s control.Stats) bool { return s.Incoming+s.Active+s.Deferred == 0 }

@@ -56,7 +56,9 @@ func TestSmugglingNormalized(t *testing.T) {
 	expect(t, s, "QUIT", 221, "")
 
 	mta.Wait(len(attacks), 30*time.Second)
-	time.Sleep(200 * time.Millisecond) // a smuggled extra message would arrive with the rest
+	// A smuggled extra message would be queued with the rest: once the
+	// queue is empty, everything there was to deliver has arrived.
+	waitQueue(t, d, "an empty queue", queueEmpty)
 	msgs := mta.Messages()
 	if len(msgs) != len(attacks) {
 		t.Fatalf("next hop got %d messages, want %d", len(msgs), len(attacks))
