@@ -28,7 +28,7 @@ type reloadRelay struct {
 	*relay
 	path string
 	rl   *reloader
-	log  *syncBuffer
+	log  *testutil.SyncBuffer
 	text string // the configuration file's text as started
 }
 
@@ -56,7 +56,7 @@ func startReloadRelay(t *testing.T, extra ...string) *reloadRelay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	log := zerolog.New(io.MultiWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.InfoLevel)
 	d, err := startDaemon(c, log)
 	if err != nil {
@@ -269,7 +269,7 @@ func TestServeReload(t *testing.T) {
 	}
 	defer conn.Close()
 	t.Setenv("NOTIFY_SOCKET", sock)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() { done <- runServe([]string{"-c", path}, &out, &out) }()
 	expectNotify(t, conn, "READY=1", &out)
@@ -279,7 +279,7 @@ func TestServeReload(t *testing.T) {
 	expectNotify(t, conn, "READY=1", &out)
 
 	// holdfast reload: 0.
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	if code := runReload([]string{"-c", path}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "configuration reloaded") {
 		t.Fatalf("reload: exit %d, %s %s", code, stdout.String(), stderr.String())
 	}
@@ -291,7 +291,7 @@ func TestServeReload(t *testing.T) {
 	if err := os.WriteFile(path, append(append([]byte{}, text...), "smtpd_relay_restrictions = permit_everything_please\nsmtpd_listen = 127.0.0.1:1\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stdout, stderr = syncBuffer{}, syncBuffer{}
+	stdout, stderr = testutil.SyncBuffer{}, testutil.SyncBuffer{}
 	if code := runReload([]string{"-c", path}, &stdout, &stderr); code != exConfig || !strings.Contains(stderr.String(), "permit_everything_please") {
 		t.Fatalf("broken configuration: exit %d, stdout %q stderr %q", code, stdout.String(), stderr.String())
 	}
@@ -301,7 +301,7 @@ func TestServeReload(t *testing.T) {
 	if err := os.WriteFile(path, append(append([]byte{}, text...), "smtpd_listen = 127.0.0.1:1\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stdout, stderr = syncBuffer{}, syncBuffer{}
+	stdout, stderr = testutil.SyncBuffer{}, testutil.SyncBuffer{}
 	if code := runReload([]string{"-c", path}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "take effect after a restart: smtpd_listen") {
 		t.Fatalf("restart-only change: exit %d, %s %s", code, stdout.String(), stderr.String())
 	}
@@ -353,14 +353,14 @@ func TestServeReload(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, out.String())
 	}
 	// No daemon: 69.
-	stdout, stderr = syncBuffer{}, syncBuffer{}
+	stdout, stderr = testutil.SyncBuffer{}, testutil.SyncBuffer{}
 	if code := runReload([]string{"-c", path}, &stdout, &stderr); code != exUnavailable {
 		t.Fatalf("no daemon: exit %d, %s", code, stderr.String())
 	}
 }
 
 // expectReloading reads RELOADING=1 with its MONOTONIC_USEC.
-func expectReloading(t *testing.T, conn *net.UnixConn, out *syncBuffer) {
+func expectReloading(t *testing.T, conn *net.UnixConn, out *testutil.SyncBuffer) {
 	t.Helper()
 	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	buf := make([]byte, 512)
