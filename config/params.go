@@ -227,6 +227,9 @@ func defaults() map[string]*param {
 		"smtp_tls_security_level":          {kind: kindEnum, def: "", enum: []string{"", "none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"}},
 		"smtp_tls_CAfile":                  {kind: kindString, def: ""},
 		"smtp_tls_CApath":                  {kind: kindString, def: ""},
+		"smtp_use_tls":                     {kind: kindBool, def: "no"},  // obsolete: may, when smtp_tls_security_level is empty
+		"smtp_enforce_tls":                 {kind: kindBool, def: "no"},  // obsolete: verify (encrypt without peername)
+		"smtp_tls_enforce_peername":        {kind: kindBool, def: "yes"}, // obsolete: with smtp_enforce_tls
 		"smtp_tls_cert_file":               {kind: kindString, def: ""},
 		"smtp_tls_key_file":                {kind: kindString, def: "$smtp_tls_cert_file"},
 		"smtp_tls_verify_cert_match":       {kind: kindList, def: "hostname"},

@@ -98,13 +98,43 @@ func clientFromConfig(c *config.Config, kind string) (*Client, map[string]bool, 
 func tlsLevel(c *config.Config, name string) (string, error) {
 	switch lvl := c.String(name); lvl {
 	case "":
-		return TLSNone, nil
+		return obsoleteLevel(c, strings.TrimSuffix(name, "_tls_security_level"))
 	default:
 		if _, ok := levelRank[lvl]; !ok {
 			return "", &config.Error{File: whereFile(c, name), Param: name, Msg: fmt.Sprintf("unknown level %q", lvl)}
 		}
 		return lvl, nil
 	}
+}
+
+// obsoleteLevel is the level of Postfix's older parameters, used when
+// *_tls_security_level is empty (Postfix's smtp_tls_policy.c):
+// smtp_enforce_tls = yes is verify, or encrypt with
+// smtp_tls_enforce_peername = no; smtp_use_tls = yes is may.
+func obsoleteLevel(c *config.Config, prefix string) (string, error) {
+	if prefix != "smtp" { // lmtp has no such parameters in holdfast
+		return TLSNone, nil
+	}
+	var use, enforce, peername bool
+	for _, b := range []struct {
+		name string
+		p    *bool
+	}{{"smtp_use_tls", &use}, {"smtp_enforce_tls", &enforce}, {"smtp_tls_enforce_peername", &peername}} {
+		v, err := c.Bool(b.name)
+		if err != nil {
+			return "", err
+		}
+		*b.p = v
+	}
+	switch {
+	case enforce && peername:
+		return TLSVerify, nil
+	case enforce:
+		return TLSEncrypt, nil
+	case use:
+		return TLSMay, nil
+	}
+	return TLSNone, nil
 }
 
 // bindAddress reads smtp_bind_address (IPv4) or smtp_bind_address6.

@@ -247,3 +247,23 @@ func TestTLSFromConfig(t *testing.T) {
 		t.Errorf("missing certificate: %v", err)
 	}
 }
+
+// Postfix's obsolete smtp_use_tls and smtp_enforce_tls give the level when
+// smtp_tls_security_level is empty, never a quiet plaintext.
+func TestObsoleteTLSParameters(t *testing.T) {
+	for text, want := range map[string]string{
+		"smtp_use_tls = yes\n":                                     TLSMay,
+		"smtp_enforce_tls = yes\n":                                 TLSVerify,
+		"smtp_enforce_tls = yes\nsmtp_tls_enforce_peername = no\n": TLSEncrypt,
+		"smtp_enforce_tls = yes\nsmtp_tls_security_level = may\n":  TLSMay,
+		"": TLSNone,
+	} {
+		c, err := config.Parse("main.cf", []byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, err := OptionsFromConfig(c); err != nil || o.TLSLevel != want {
+			t.Errorf("%q: %q %v", text, o.TLSLevel, err)
+		}
+	}
+}
