@@ -11,8 +11,9 @@ import (
 // handed to the next message for the hop (connection reuse, Postfix's
 // scache), and one that stays idle for ConnCacheTime is closed.
 type pool struct {
-	d     *Scheduler
-	limit int
+	d         *Scheduler
+	transport string // the hop's transport, for its limit after a reload
+	limit     int    // under mu: a reload changes it (setLimit)
 
 	mu      sync.Mutex
 	open    int          // sessions open or being dialled
@@ -108,9 +109,10 @@ func (p *pool) expire(cn *conn) {
 }
 
 // release gives back a slot whose session was closed or never opened.
+// Above a limit a reload lowered, the slot is not passed on.
 func (p *pool) release() {
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
+	if len(p.waiters) > 0 && p.open <= p.limit {
 		ch := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		p.mu.Unlock()
@@ -156,10 +158,41 @@ func (d *Scheduler) pool(h hop) *pool {
 	defer d.pools.mu.Unlock()
 	p := d.pools.m[h.Key()]
 	if p == nil {
-		p = &pool{d: d, limit: d.o.destLimit(h.Transport)}
+		p = &pool{d: d, transport: h.Transport, limit: d.o.destLimit(h.Transport)}
 		d.pools.m[h.Key()] = p
 	}
 	return p
+}
+
+// setLimit changes the concurrency limit (a reload); a higher one lets
+// waiters dial at once, a lower one takes effect as sessions end.
+func (p *pool) setLimit(n int) {
+	p.mu.Lock()
+	p.limit = n
+	var grants []chan grant
+	for p.open < p.limit && len(p.waiters) > 0 {
+		grants = append(grants, p.waiters[0])
+		p.waiters = p.waiters[1:]
+		p.open++
+	}
+	p.mu.Unlock()
+	for _, ch := range grants {
+		ch <- grant{}
+	}
+}
+
+// setLimits applies the destination concurrency limits of d's
+// configuration to the hops already contacted.
+func (d *Scheduler) setLimits() {
+	d.pools.mu.Lock()
+	ps := make([]*pool, 0, len(d.pools.m))
+	for _, p := range d.pools.m {
+		ps = append(ps, p)
+	}
+	d.pools.mu.Unlock()
+	for _, p := range ps {
+		p.setLimit(d.o.destLimit(p.transport))
+	}
 }
 
 // closeAll closes every idle session of every hop.

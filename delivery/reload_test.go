@@ -1,8 +1,10 @@
 package delivery
 
 import (
+	"context"
 	"maps"
 	"testing"
+	"time"
 
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -36,5 +38,53 @@ func TestReload(t *testing.T) {
 	}
 	if n := len(e.mta.Messages()); n != 2 {
 		t.Fatalf("customer MTA got %d messages, want 2", n)
+	}
+}
+
+// A reload's destination concurrency limit applies to a hop already
+// contacted: raised, a waiting delivery dials at once; lowered, a freed
+// slot above the new limit is not passed on.
+func TestPoolSetLimit(t *testing.T) {
+	p := &pool{limit: 1}
+	ctx := context.Background()
+	if cn, err := p.get(ctx); cn != nil || err != nil {
+		t.Fatalf("first get: %v %v", cn, err)
+	}
+	got := make(chan error, 2)
+	go func() { _, err := p.get(ctx); got <- err }()
+	waitWaiters(t, p, 1)
+	p.setLimit(2)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, err := p.get(ctx); got <- err }()
+	waitWaiters(t, p, 1)
+	p.setLimit(1)
+	p.release() // 2 open, limit 1: not passed on
+	select {
+	case <-got:
+		t.Fatal("a slot above the lowered limit was passed on")
+	case <-time.After(50 * time.Millisecond):
+	}
+	p.release() // 1 open = limit: passed on
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitWaiters(t *testing.T, p *pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p.mu.Lock()
+		w := len(p.waiters)
+		p.mu.Unlock()
+		if w == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters, want %d", w, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

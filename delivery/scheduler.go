@@ -121,8 +121,9 @@ func (sh *shared) with(o Options) *Scheduler {
 // Concurrency size the scheduler's slots and keep their values until a
 // restart. A master.cf maxproc applies to the deliveries started under
 // it: just after a reload, deliveries of both configurations may run.
-// The connection pools of next hops already contacted keep their
-// concurrency limit; the dead-hop list stays.
+// The destination concurrency limits apply to the connection pools of
+// next hops already contacted too (a lower one as sessions end); the
+// idle sessions they cache and the dead-hop list stay.
 func (d *Scheduler) Reload(o Options) {
 	old := d.cur.Load()
 	if o.Self == nil {
@@ -140,7 +141,9 @@ func (d *Scheduler) Reload(o Options) {
 	o.Resolver = d.resolver
 	o = o.withDefaults()
 	o.ActiveLimit, o.Concurrency = old.o.ActiveLimit, old.o.Concurrency
-	d.cur.Store(d.shared.with(o))
+	nd := d.shared.with(o)
+	d.cur.Store(nd)
+	nd.setLimits()
 	d.Wake() // a changed defer_transports or relayhost applies now
 }
 

@@ -95,68 +95,96 @@ func reloadingState() string {
 	return fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000)
 }
 
-// apply is reload's work under the lock.
+// apply is reload's work under the lock: read, check every part's new
+// settings, then put them in force.
 func (r *reloader) apply() (control.ReloadResult, error) {
 	var res control.ReloadResult
 	c, err := readConfig(r.path, r.overrides)
 	if err != nil {
 		return res, err
 	}
-	d := r.d
-	sopts, err := smtpd.OptionsFromConfig(c)
+	for _, w := range c.Warnings() {
+		r.d.log.Warn().Msg(w)
+	}
+	st, err := r.d.prepare(c)
 	if err != nil {
 		return res, err
 	}
-	sopts.Events, sopts.Resolver = d.metrics, d.resolver
-	dopts, err := delivery.OptionsFromConfig(c)
-	if err != nil {
+	if res.FlushIndexRebuild, err = r.d.commit(st); err != nil {
 		return res, err
 	}
-	for _, w := range dopts.Warnings {
-		d.log.Warn().Msg(w)
-	}
-	pol, err := flush.New(c)
-	if err != nil {
-		return res, err
-	}
-	var oopts odmr.Options
-	if d.odmr != nil {
-		if oopts, err = odmr.OptionsFromConfig(c); err != nil {
-			return res, err
-		}
-		oopts.Events = d.metrics
-	}
-	commitControl := func() {}
-	if d.control != nil {
-		if commitControl, err = d.control.Reconfigure(c); err != nil {
-			return res, err
-		}
-	}
-	if _, err := c.Time("shutdown_timeout"); err != nil {
-		return res, err
-	}
-	// Everything is checked: put it in force. smtpd's Reload parses the
-	// restriction lists and may still refuse, so it goes first.
-	if err := d.smtp.Reload(sopts); err != nil {
-		return res, err
-	}
-	if d.odmr != nil {
-		if err := d.odmr.Reload(oopts); err != nil {
-			d.log.Error().Err(err).Msg("odmr: new settings refused; ODMR keeps its previous ones")
-		}
-	}
-	dopts.Resolver = d.resolver
-	d.sched.Reload(dopts)
-	commitControl()
-	res.FlushIndexRebuild = d.flush.SetPolicy(pol)
 	res.Restart = changed(r.cur, c, restartOnly)
 	r.cur = c
 	return res, nil
 }
 
+// staged is a new configuration checked by every part, not yet in force.
+type staged struct {
+	smtp    smtpd.Options
+	sched   delivery.Options
+	odmr    *odmr.Options // nil: ODMR keeps its settings (not running, or odmr_listen emptied)
+	policy  *flush.Policy
+	control func() // puts control's part in force
+}
+
+// prepare builds and checks every part's settings from c.
+func (d *daemon) prepare(c *config.Config) (*staged, error) {
+	st := &staged{control: func() {}}
+	var err error
+	if st.smtp, err = smtpd.OptionsFromConfig(c); err != nil {
+		return nil, err
+	}
+	st.smtp.Events, st.smtp.Resolver = d.metrics, d.resolver
+	if st.sched, err = delivery.OptionsFromConfig(c); err != nil {
+		return nil, err
+	}
+	for _, w := range st.sched.Warnings {
+		d.log.Warn().Msg(w)
+	}
+	st.sched.Resolver = d.resolver
+	if st.policy, err = flush.New(c); err != nil {
+		return nil, err
+	}
+	if d.odmr != nil {
+		o, err := odmr.OptionsFromConfig(c)
+		if err != nil {
+			return nil, err
+		}
+		if o.Backend != nil {
+			o.Events = d.metrics
+			st.odmr = &o
+		}
+	}
+	if d.control != nil {
+		if st.control, err = d.control.Reconfigure(c); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := c.Time("shutdown_timeout"); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// commit puts st in force. smtpd's Reload parses the restriction lists
+// and may still refuse, so it goes first; the rest cannot fail.
+// rebuilding: the flush index is being rebuilt for a new policy.
+func (d *daemon) commit(st *staged) (rebuilding bool, err error) {
+	if err := d.smtp.Reload(st.smtp); err != nil {
+		return false, err
+	}
+	if st.odmr != nil {
+		if err := d.odmr.Reload(*st.odmr); err != nil {
+			d.log.Error().Err(err).Msg("odmr: new settings refused; ODMR keeps its previous ones")
+		}
+	}
+	d.sched.Reload(st.sched)
+	st.control()
+	return d.flush.SetPolicy(st.policy), nil
+}
+
 // readConfig loads the file and applies the -o overrides, as serve did at
-// start; warnings are logged by the caller's logger through the error
-// path only when the file does not load.
+// start.
 func readConfig(path string, overrides overrideFlag) (*config.Config, error) {
 	c, err := config.Load(path)
 	if err != nil {
