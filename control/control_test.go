@@ -82,6 +82,12 @@ func newEnv(t *testing.T, set map[string]string) *env {
 // enqueue queues a message to rcpts and, with reason, defers it once.
 func (e *env) enqueue(t *testing.T, sender string, reason string, rcpts ...string) store.ID {
 	t.Helper()
+	// Queue IDs sort by the millisecond, then by random bits: a message of
+	// its own millisecond sorts after those queued before it, as the
+	// listing tests expect.
+	for ms := time.Now().UnixMilli(); time.Now().UnixMilli() == ms; {
+		time.Sleep(100 * time.Microsecond)
+	}
 	m := &store.Message{ID: store.NewID(), Sender: sender}
 	for _, r := range rcpts {
 		m.Recipients = append(m.Recipients, store.Recipient{Addr: r})
