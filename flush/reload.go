@@ -7,8 +7,10 @@ import (
 )
 
 // reindexChunk is how many messages one transaction of an index rebuild
-// covers: acceptance and delivery commit between two chunks.
-const reindexChunk = 256
+// covers: acceptance and delivery commit between two chunks, so a new
+// message waits at most one chunk (a few ms; 256 doubled the wait in
+// TestSetPolicyAcceptance, for a rebuild half as long).
+const reindexChunk = 64
 
 // SetPolicy puts p in force (a reload): ETRN and `holdfast flush` answer
 // by it at once, and mail queued from now on is indexed by it. When its
@@ -34,6 +36,9 @@ func (s *Service) SetPolicy(p *Policy) (rebuilding bool) {
 	go func() {
 		defer rs.wg.Done()
 		s.reindex(gen, p.Key())
+		if s.reindexed != nil {
+			s.reindexed()
+		}
 	}()
 	return true
 }

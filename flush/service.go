@@ -47,6 +47,8 @@ type Service struct {
 	// reindexN is the messages per transaction of an index rebuild
 	// (reindexChunk; tests make it small).
 	reindexN int
+	// reindexed, when set, is called when an index rebuild ends (tests).
+	reindexed func()
 	// beforeStep, when set, is called before each background chunk
 	// (tests hold a flush running with it).
 	beforeStep func()
