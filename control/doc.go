@@ -26,10 +26,11 @@
 // Metrics is nil-safe; the daemon's packages report through it:
 //   - smtpd: SessionOpened/SessionClosed per connection, SessionRejected,
 //     Stress, RateLimited and the AUTH results (smtpd.Options.Events);
-//   - ETRN: cmd/holdfast's etrnFlusher wraps the flush service smtpd is
-//     given and calls FlushRequest("etrn", result, duration); ODMR calls
-//     FlushRequest("atrn", ...); the control API's own flush requests
-//     are FlushRequest("cli", ...);
+//   - flush: the flush service counts each request itself
+//     (flush.Service.Counted): FlushRequest("etrn", result, duration) for
+//     smtpd's ETRN, FlushRequest("cli", ...) for the control API's
+//     flushes (a site refused for its syntax is counted by the control
+//     server, "invalid"); ODMR calls FlushRequest("atrn", ...);
 //   - the queue smtpd and local submission write to: Metrics.Queue wraps
 //     it and counts each message Accepted;
 //   - store: Damaged per unreadable message (store.Options.OnDamaged);

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/holdfast-mta/holdfast/flush"
 	"github.com/holdfast-mta/holdfast/internal/addr"
@@ -29,19 +28,7 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) error {
 		defer s.o.Metrics.unwatch(watch)
 	}
 	var track *tracker
-	start := time.Now()
 	res, err := s.doFlush(req, &track)
-	result := "ok"
-	var ae *apiError
-	switch {
-	case errors.As(err, &ae) && ae.code == CodeInvalidSite:
-		result = "invalid"
-	case errors.As(err, &ae) && ae.code == CodeNotEligible:
-		result = "not_eligible"
-	case err != nil:
-		result = "error"
-	}
-	s.o.Metrics.FlushRequest("cli", result, time.Since(start))
 	if err != nil {
 		return err
 	}
@@ -79,20 +66,19 @@ func (s *Server) doFlush(req FlushRequest, track **tracker) (store.FlushResult, 
 		}
 		return res, err
 	}
+	// The flush service checks eligibility and counts the request; the
+	// syntax is checked here, as postqueue does (a request refused here
+	// is counted here too).
 	site := req.Site
 	if !flush.ValidSite(site) {
+		s.o.Metrics.FlushRequest("cli", "invalid", 0)
 		return store.FlushResult{}, errf(http.StatusBadRequest, CodeInvalidSite,
 			"Cannot flush mail queue - invalid destination: %q", truncate(site))
 	}
-	dest, err := addr.Domain(site)
-	if err != nil || !s.o.Flush.Eligible(dest) {
-		return store.FlushResult{}, errf(http.StatusConflict, CodeNotEligible,
-			"Flush service is not configured for destination %q", truncate(site))
-	}
-	if req.Wait {
+	if dest, err := addr.Domain(site); err == nil && req.Wait {
 		*track = s.newTracker(dest, req.Subtree)
 	}
-	res, err := s.o.Flush.Flush(dest, req.Subtree)
+	res, err := s.o.Flush.Flush(site, req.Subtree)
 	if errors.Is(err, flush.ErrNotEligible) {
 		return res, errf(http.StatusConflict, CodeNotEligible,
 			"Flush service is not configured for destination %q", truncate(site))

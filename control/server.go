@@ -22,8 +22,6 @@ import (
 // Flusher is what the control server needs from the flush service
 // (flush.Service).
 type Flusher interface {
-	Enabled() bool
-	Eligible(domain string) bool
 	Flush(site string, subtree bool) (store.FlushResult, error)
 	FlushAll() (store.FlushResult, error)
 	FlushID(id store.ID) (store.FlushResult, error)

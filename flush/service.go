@@ -21,6 +21,14 @@ var ErrNotEligible = errors.New("flush: destination not eligible for fast flush"
 // ErrClosed: the service is shutting down (Close) and starts no flush.
 var ErrClosed = errors.New("flush: service closed")
 
+// Events receives one call per flush request with its source (the name
+// given to Counted: "etrn", "cli"), its result ("ok", "not_eligible",
+// "error") and the time it took to answer
+// (holdfast_flush_requests_total, holdfast_flush_duration_seconds).
+type Events interface {
+	FlushRequest(source, result string, d time.Duration)
+}
+
 // Waker is the part of the delivery scheduler a flush needs: a
 // non-blocking kick so that flushed mail is attempted at once.
 type Waker interface{ Wake() }
@@ -39,6 +47,12 @@ type Service struct {
 	log   zerolog.Logger
 	// event is the log event name: "flush" (operator) or "etrn" (SMTP).
 	event string
+	// callerLogs: the caller logs each request with its own context
+	// (smtpd, with conn_id); the service logs only background runs.
+	callerLogs bool
+	// events and source: Counted.
+	events Events
+	source string
 	// early: Flush answers after reading the index, before any commit
 	// (Early).
 	early bool
@@ -90,12 +104,40 @@ func NewService(p *Policy, s *store.Store, w Waker, log zerolog.Logger) *Service
 // policy is the policy in force.
 func (s *Service) policy() *Policy { return s.pol.Load() }
 
-// As returns a Service that shares everything with s but logs its
-// requests with the given event name (smtpd's is "etrn").
+// As returns a Service that shares everything with s but logs with the
+// given event name (smtpd's is "etrn"), for a caller that logs each
+// request itself, with its own context: the service then logs only what
+// happens after the answer (a background run's end or failure).
 func (s *Service) As(event string) *Service {
 	c := *s
-	c.event = event
+	c.event, c.callerLogs = event, true
 	return &c
+}
+
+// Counted returns a Service that shares everything with s and reports
+// each request (Flush, FlushAll, FlushID) to ev as coming from source.
+func (s *Service) Counted(source string, ev Events) *Service {
+	c := *s
+	c.source, c.events = source, ev
+	return &c
+}
+
+// count reports a request to the Events.
+func (s *Service) count(err error, start time.Time) {
+	if s.events == nil {
+		return
+	}
+	result := "ok"
+	switch {
+	case errors.Is(err, ErrNotEligible):
+		result = "not_eligible"
+	case errors.Is(err, store.ErrNotFound):
+		// FlushID of a message no longer queued: nothing to do, as
+		// postqueue -i answers.
+	case err != nil:
+		result = "error"
+	}
+	s.events.FlushRequest(s.source, result, time.Since(start))
 }
 
 // Early returns a Service that shares everything with s but whose Flush
@@ -139,6 +181,17 @@ func (s *Service) Eligible(domain string) bool {
 // that flush's result and Joined set, and starts nothing (the running
 // flush reaches mail queued after it started, store.FlushRun).
 func (s *Service) Flush(site string, subtree bool) (store.FlushResult, error) {
+	start := time.Now()
+	res, err := s.flush(site, subtree)
+	s.count(err, start)
+	return res, err
+}
+
+// flush is Flush without the count. It holds the one eligibility check
+// of a request (Policy.Match: a table error is an error, not "not
+// eligible"); the syntax of the site is the caller's (ValidSite: smtpd's
+// 501, postqueue's "invalid destination").
+func (s *Service) flush(site string, subtree bool) (store.FlushResult, error) {
 	dest, err := addr.Domain(site)
 	if err != nil {
 		return store.FlushResult{}, fmt.Errorf("%w: %s", ErrNotEligible, err)
@@ -262,6 +315,9 @@ func (s *Service) end(key runKey) {
 }
 
 func (s *Service) logDone(dest string, subtree bool, res store.FlushResult, start time.Time, msg string) {
+	if s.callerLogs && msg == "flush requested" {
+		return // the caller's line is the request's one
+	}
 	s.log.Info().Str("event", s.event).Str("site", dest).Bool("subtree", subtree).
 		Int("messages", res.Messages).Int("active", res.Active).Int("pending", res.Pending).
 		Dur("took", time.Since(start)).Msg(msg)
@@ -282,6 +338,13 @@ func (s *Service) Close() {
 // (`holdfast flush --all`, sendmail -q).
 func (s *Service) FlushAll() (store.FlushResult, error) {
 	start := time.Now()
+	res, err := s.flushAll()
+	s.count(err, start)
+	return res, err
+}
+
+func (s *Service) flushAll() (store.FlushResult, error) {
+	start := time.Now()
 	res, err := s.store.FlushAll()
 	if err != nil {
 		return res, fmt.Errorf("flush: all: %w", err)
@@ -295,6 +358,13 @@ func (s *Service) FlushAll() (store.FlushResult, error) {
 
 // FlushID expedites one message whatever its destinations (postqueue -i).
 func (s *Service) FlushID(id store.ID) (store.FlushResult, error) {
+	start := time.Now()
+	res, err := s.flushID(id)
+	s.count(err, start)
+	return res, err
+}
+
+func (s *Service) flushID(id store.ID) (store.FlushResult, error) {
 	res, err := s.store.FlushID(id)
 	if err != nil {
 		return res, fmt.Errorf("flush: %s: %w", id, err)

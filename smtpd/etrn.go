@@ -45,17 +45,15 @@ func (s *session) etrn(arg string) *smtp.SMTPError {
 	if r := s.checkEtrn(site, s.etrnOwner); r != nil {
 		return r
 	}
-	// Row 8: not eligible; the domain is echoed as typed.
+	// Rows 8-11. The flush service checks eligibility (row 8: not
+	// eligible, the domain echoed as typed; a table error is 458).
 	f := s.srv.flush
-	if f == nil || !f.Enabled() || !f.Eligible(site) {
-		s.log.Warn().Str("event", "etrn").Str("site", site).Msgf("reject: ETRN %.100s... from %s", site, s.namaddr)
-		return replyEtrnDenied(site)
+	if f == nil {
+		return s.etrnDenied(site)
 	}
-	// Rows 9-11.
 	res, err := f.Flush(site, subtree)
 	if errors.Is(err, flush.ErrNotEligible) {
-		s.log.Warn().Str("event", "etrn").Str("site", site).Msgf("reject: ETRN %.100s... from %s", site, s.namaddr)
-		return replyEtrnDenied(site)
+		return s.etrnDenied(site)
 	}
 	if err != nil {
 		s.log.Error().Err(err).Str("event", "etrn").Str("site", site).Msg("unable to queue messages")
@@ -71,4 +69,11 @@ func (s *session) etrn(arg string) *smtp.SMTPError {
 		return replyEtrnCount(res.Messages, site)
 	}
 	return replyEtrnStarted
+}
+
+// etrnDenied logs and answers an ETRN for a destination the fast-flush
+// service does not cover (459).
+func (s *session) etrnDenied(site string) *smtp.SMTPError {
+	s.log.Warn().Str("event", "etrn").Str("site", site).Msgf("reject: ETRN %.100s... from %s", site, s.namaddr)
+	return replyEtrnDenied(site)
 }

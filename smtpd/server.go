@@ -45,10 +45,10 @@ type Queue interface {
 type Flusher interface {
 	// Enabled reports whether fast flush is configured (ETRN in EHLO).
 	Enabled() bool
-	// Eligible reports whether a destination may be flushed.
-	Eligible(domain string) bool
 	// Flush makes the destination's deferred mail due now; subtree
-	// includes its sub-domains (ETRN @domain).
+	// includes its sub-domains (ETRN @domain). It fails with
+	// flush.ErrNotEligible for a destination fast flush does not cover
+	// (the one eligibility check: 459).
 	Flush(site string, subtree bool) (store.FlushResult, error)
 }
 

@@ -85,7 +85,7 @@ fast_flush_domains = $relay_domains
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	m := control.NewMetrics(s.Stats)
-	srv, err := control.New(control.Options{Store: s, Flush: flush.NewService(p, s, nil, log), Config: c, Log: log, Metrics: m})
+	srv, err := control.New(control.Options{Store: s, Flush: flush.NewService(p, s, nil, log).Counted("cli", m), Config: c, Log: log, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

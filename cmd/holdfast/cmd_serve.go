@@ -296,7 +296,7 @@ func (d *daemon) startSMTP(c *config.Config) error {
 	sopts.Events = d.metrics
 	sopts.Resolver = d.resolver // one cache for smtpd and delivery
 	q := d.metrics.Queue(d.sched.Admit(d.store))
-	f := etrnFlusher{Service: d.flush.As("etrn").Early(), m: d.metrics}
+	f := d.flush.As("etrn").Early().Counted("etrn", d.metrics)
 	d.smtp, err = smtpd.New(sopts, q, f, d.log.With().Str("component", "smtpd").Logger())
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
@@ -353,7 +353,7 @@ func (d *daemon) startODMR(c *config.Config) error {
 func (d *daemon) startControl(c *config.Config) error {
 	if sock := c.String("control_socket"); sock != "" {
 		srv, err := control.New(control.Options{
-			Store: d.store, Flush: d.flush, Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
+			Store: d.store, Flush: d.flush.Counted("cli", d.metrics), Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
 			Queue: d.sched.Admit(d.store), Reload: d.controlReload,
 			Log: d.log.With().Str("component", "control").Logger(),
 		})
@@ -388,27 +388,6 @@ func (d *daemon) serve(what string, fn func() error) {
 			d.fail(fmt.Errorf("%s: %w", what, err))
 		}
 	}()
-}
-
-// etrnFlusher is the flush service as smtpd sees it, with each ETRN
-// counted in the metrics (source "etrn").
-type etrnFlusher struct {
-	*flush.Service
-	m *control.Metrics
-}
-
-func (f etrnFlusher) Flush(site string, subtree bool) (store.FlushResult, error) {
-	start := time.Now()
-	res, err := f.Service.Flush(site, subtree)
-	result := "ok"
-	switch {
-	case errors.Is(err, flush.ErrNotEligible):
-		result = "not_eligible"
-	case err != nil:
-		result = "error"
-	}
-	f.m.FlushRequest("etrn", result, time.Since(start))
-	return res, err
 }
 
 // openStore creates queue_directory and opens queue.db with the flush
