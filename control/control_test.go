@@ -53,7 +53,7 @@ func newEnv(t *testing.T, set map[string]string) *env {
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	m := NewMetrics(s.Stats)
-	srv, err := New(Options{Store: s, Flush: flush.NewService(p, s, nil, log), Config: c, Log: log, Metrics: m})
+	srv, err := New(Options{Store: s, Flush: flush.NewService(p, s, nil, log).Counted("cli", m), Config: c, Log: log, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
