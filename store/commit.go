@@ -28,20 +28,18 @@ type committer struct {
 	// running: a leader is committing; new calls queue in pending.
 	running bool
 	pending []*commitCall
-	// last is the size of the last batch. A writer that finds no commit
-	// running after a shared one (last > 1) waits up to gather for as
-	// many writers to queue (the members of that batch, answered just
-	// now, are on their way back); after a lone commit it does not
-	// wait. full is closed when they have queued.
+	// last is the size of the last batch. With gather > 0 (benchmarks
+	// only, Options.gather), a writer that finds no commit running after
+	// a shared one (last > 1) waits up to gather for as many writers to
+	// queue (the members of that batch, answered just now, may be on
+	// their way back); full is closed when they have queued. It helped
+	// writers in a tight loop (BenchmarkEnqueue) and measured worse with
+	// real SMTP sessions (docs/benchmarks.md), so the store does not wait.
 	last   int
 	want   int
 	full   chan struct{}
 	gather time.Duration
 }
-
-// gatherWait is committer.gather: how long a leader waits for the
-// writers of the last shared batch to come back (BenchmarkEnqueue).
-const gatherWait = 200 * time.Microsecond
 
 // maxBatch bounds the functions of one transaction, as bbolt's
 // MaxBatchSize does; a longer queue is committed in several.

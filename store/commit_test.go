@@ -30,7 +30,16 @@ func openCommitter(t *testing.T) *committer {
 // each gets its own result, and exactly the successful writes are in the
 // file.
 func TestCommitterConcurrent(t *testing.T) {
-	c := openCommitter(t)
+	for _, gather := range []time.Duration{0, 200 * time.Microsecond} {
+		t.Run(fmt.Sprint("gather=", gather), func(t *testing.T) {
+			c := openCommitter(t)
+			c.gather = gather
+			testCommitterConcurrent(t, c)
+		})
+	}
+}
+
+func testCommitterConcurrent(t *testing.T, c *committer) {
 	const n = 400
 	errBad := errors.New("bad")
 	var wg sync.WaitGroup

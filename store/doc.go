@@ -142,11 +142,10 @@ Enqueue, Lease, Finish, the flush chunks and the spool's chunks share
 their commits through the store's committer (commit.go), a group commit
 without a fixed timer: a writer that finds no commit running commits at
 once, alone; writers that arrive while one is running queue, and the
-first of them commits them all together as soon as it ends. Only after
-a shared commit does the next leader wait, up to 200 µs, for as many
-writers as that commit had (they are on their way back with their next
-message); after a lone commit nobody waits. So a lone SMTP session never
-waits for company, and under contention a batch grows with the length
+first of them commits them all together as soon as it ends; nobody
+waits for a timer (a wait after a shared commit for its writers to come
+back was measured and dropped: docs/benchmarks.md). So a lone SMTP
+session never waits for company, and under contention a batch grows with the length
 of a commit (its fsyncs). bbolt's DB.Batch (redone under guard as
 damage.go's batcher, now used only by the benchmark that compares the
 two) always waits out its MaxBatchDelay (1 ms) unless 1,000 calls

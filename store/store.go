@@ -67,7 +67,9 @@ type Options struct {
 	// comparison); arrayFreelist and noSyncFreelist
 	// select the other bbolt settings. Benchmarks only.
 	batchDelay time.Duration
-	// gather overrides gatherWait (negative: no wait). Benchmarks only.
+	// gather, when positive, makes the committer wait that long after a
+	// shared commit for its writers to come back (committer.last).
+	// Benchmarks only.
 	gather                        time.Duration
 	arrayFreelist, noSyncFreelist bool
 	pageSize                      int
@@ -152,11 +154,7 @@ func Open(path string, o Options) (*Store, error) {
 	}
 	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit, o.ContentWait)}
 	s.SetPolicy(o.Eligible, o.PolicyKey)
-	gather := gatherWait
-	if o.gather != 0 {
-		gather = max(o.gather, 0)
-	}
-	s.shared = (&committer{s: s, gather: gather}).do
+	s.shared = (&committer{s: s, gather: o.gather}).do
 	if o.batchDelay > 0 {
 		db.MaxBatchDelay = o.batchDelay
 		s.shared = s.dbBatch
