@@ -34,7 +34,7 @@ type env struct {
 	sock    string
 }
 
-func newEnv(t *testing.T, set map[string]string) *env {
+func newEnv(t *testing.T, set map[string]string, tweak ...func(*Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	c := config.Default()
@@ -53,7 +53,11 @@ func newEnv(t *testing.T, set map[string]string) *env {
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	m := NewMetrics(s.Stats)
-	srv, err := New(Options{Store: s, Flush: flush.NewService(p, s, nil, log).Counted("cli", m), Config: c, Log: log, Metrics: m})
+	o := Options{Store: s, Flush: flush.NewService(p, s, nil, log).Counted("cli", m), Config: c, Log: log, Metrics: m}
+	for _, f := range tweak {
+		f(&o)
+	}
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,8 +92,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 		// instead of being sent as if it were ASCII.
 		SMTPUTF8: !isASCII(sender) || !isASCII(strings.Join(rcpts, "")) || !isASCII(string(head)),
 	}
-	if sender != "" && s.cfg().delayWarning > 0 {
-		m.WarnAt = now.Add(s.cfg().delayWarning) // reference spec §3.8
+	if dw := s.cfg().delayWarning; sender != "" && dw > 0 {
+		m.WarnAt = now.Add(dw) // reference spec §3.8
 	}
 	for _, a := range rcpts {
 		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
@@ -156,9 +156,10 @@ func isASCII(s string) bool {
 
 // localAddress qualifies a bare user name with myorigin.
 func (s *Server) localAddress(user string) string {
-	origin := s.cfg().config.String("myorigin")
+	c := s.cfg().config
+	origin := c.String("myorigin")
 	if origin == "" {
-		origin = s.cfg().config.String("myhostname")
+		origin = c.String("myhostname")
 	}
 	if origin == "" {
 		return user
