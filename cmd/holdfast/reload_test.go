@@ -448,3 +448,28 @@ func (r *reloadRelay) serverCert() string {
 	}
 	return tc.ConnectionState().PeerCertificates[0].Subject.CommonName
 }
+
+// A reload whose lookup table cannot be read (gone, or half written) is
+// refused and the tables in force stay: mail for the customer still goes
+// to its transport.
+func TestReloadRefusesBadTable(t *testing.T) {
+	r := startReloadRelay(t)
+	dir := t.TempDir()
+	half := filepath.Join(dir, "half")
+	if err := os.WriteFile(half, []byte("customer.tld etrn-only:[127.0.0.1]:25\nother.tld\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{filepath.Join(dir, "missing"), half} {
+		r.rewrite("transport_maps = texthash:" + table)
+		if _, err := r.rl.reload("test"); err == nil || !strings.Contains(err.Error(), table) {
+			t.Fatalf("reload with %s: %v, want it refused naming the file", table, err)
+		}
+	}
+	subject := r.send("a@origin.test", "u@customer.tld")
+	r.waitDeferred(1)
+	r.etrn("customer.tld")
+	r.waitEmpty()
+	if got := subjects(r.mta.Messages()); got[subject] != 1 {
+		t.Fatalf("delivered %v, want %q once", got, subject)
+	}
+}
