@@ -204,33 +204,50 @@ func (s *Service) flush(site string, subtree bool) (store.FlushResult, error) {
 		return store.FlushResult{}, ErrNotEligible
 	}
 	key := runKey{dest, subtree}
-	rs := s.runs
-	rs.mu.Lock()
-	if rs.closing.Load() {
-		rs.mu.Unlock()
-		return store.FlushResult{}, fmt.Errorf("flush: %s: %w", dest, ErrClosed)
+	cur, joined, err := s.claim(key)
+	if cur == nil {
+		return joined, err
 	}
-	if cur, ok := rs.m[key]; ok {
-		rs.mu.Unlock()
-		<-cur.ready
-		if cur.err != nil {
-			return store.FlushResult{}, cur.err
-		}
-		res := cur.res
-		res.Joined = true
-		s.log.Debug().Str("event", s.event).Str("site", dest).Bool("subtree", subtree).Msg("flush joined")
-		return res, nil
-	}
-	cur := &run{ready: make(chan struct{})}
-	rs.m[key] = cur
-	rs.wg.Add(1)
-	rs.mu.Unlock()
-
 	start := time.Now()
 	r := s.store.NewFlushRun(dest, subtree)
 	if s.early {
 		return s.flushEarly(key, cur, r, start)
 	}
+	return s.firstChunk(key, cur, r, start)
+}
+
+// claim registers a run for key and returns it; when a run for key is
+// going on already, it returns nil and that run's result (Joined), once
+// its first answer is ready.
+func (s *Service) claim(key runKey) (*run, store.FlushResult, error) {
+	rs := s.runs
+	rs.mu.Lock()
+	if rs.closing.Load() {
+		rs.mu.Unlock()
+		return nil, store.FlushResult{}, fmt.Errorf("flush: %s: %w", key.dest, ErrClosed)
+	}
+	if cur, ok := rs.m[key]; ok {
+		rs.mu.Unlock()
+		<-cur.ready
+		if cur.err != nil {
+			return nil, store.FlushResult{}, cur.err
+		}
+		res := cur.res
+		res.Joined = true
+		s.log.Debug().Str("event", s.event).Str("site", key.dest).Bool("subtree", key.subtree).Msg("flush joined")
+		return nil, res, nil
+	}
+	cur := &run{ready: make(chan struct{})}
+	rs.m[key] = cur
+	rs.wg.Add(1)
+	rs.mu.Unlock()
+	return cur, store.FlushResult{}, nil
+}
+
+// firstChunk commits the run's first chunk and answers with it (and the
+// count of the rest); the rest goes on in the background.
+func (s *Service) firstChunk(key runKey, cur *run, r *store.FlushRun, start time.Time) (store.FlushResult, error) {
+	dest, subtree := key.dest, key.subtree
 	res, err := r.Next()
 	if err == nil && !r.Done() {
 		left, lerr := r.Remaining()
