@@ -31,13 +31,37 @@ type postsuperOp struct {
 // runPostsuper is postsuper(1) -d/-h/-H/-r (id, "-" for stdin, or ALL),
 // repeatable, followed by queue names; -c FILE.
 func runPostsuper(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cfg := defaultConfigPath
-	var ops []*postsuperOp
-	verbs := map[byte]string{'d': "delete", 'h': "hold", 'H': "release", 'r': "requeue"}
-	fatal := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "postsuper: fatal: "+format+"\n", a...)
+	cfg, ops, rest, msg := parsePostsuper(args, stdin)
+	if msg != "" {
+		fmt.Fprintf(stderr, "postsuper: fatal: %s\n", msg)
 		return postsuperFatal
 	}
+	states, nothing, bad := postsuperStates(rest)
+	if bad != "" {
+		fmt.Fprintf(stderr, "postsuper: fatal: invalid directory name: %s\n", bad)
+		return postsuperFatal
+	}
+	cl, _, _ := clientFor(cfg, "postsuper", stderr)
+	if cl == nil {
+		return postsuperFatal
+	}
+	for _, op := range ops {
+		if nothing {
+			break // only queues that hold no messages here were named
+		}
+		if code := postsuperRun(cl, op, states, stderr); code != 0 {
+			return code
+		}
+	}
+	return 0
+}
+
+// parsePostsuper reads postsuper's options as getopt does: the
+// configuration file, the operations in order (an ID "-" reads IDs from
+// stdin), and the queue names after them; msg is the fatal error.
+func parsePostsuper(args []string, stdin io.Reader) (cfg string, ops []*postsuperOp, rest []string, msg string) {
+	cfg = defaultConfigPath
+	verbs := map[byte]string{'d': "delete", 'h': "hold", 'H': "release", 'r': "requeue"}
 	i := 0
 	for ; i < len(args); i++ {
 		a := args[i]
@@ -54,11 +78,11 @@ func runPostsuper(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 		case opt == 'v' || opt == 's' || opt == 'p' || opt == 'S':
 			continue
 		case opt != 'c' && !isOp:
-			return fatal("usage: postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-r queue_id (requeue)] [-v (verbose)] [queue...]")
+			return "", nil, nil, "usage: postsuper [-c config_dir] [-d queue_id (delete)] [-h queue_id (hold)] [-H queue_id (un-hold)] [-r queue_id (requeue)] [-v (verbose)] [queue...]"
 		}
 		val, ok := optValue(args, &i, val)
 		if !ok {
-			return fatal("option -%c requires an argument", opt)
+			return "", nil, nil, fmt.Sprintf("option -%c requires an argument", opt)
 		}
 		if opt == 'c' {
 			cfg = val
@@ -77,23 +101,7 @@ func runPostsuper(args []string, stdin io.Reader, stdout, stderr io.Writer) int 
 			op.ids = append(op.ids, val)
 		}
 	}
-	states, nothing, bad := postsuperStates(args[i:])
-	if bad != "" {
-		return fatal("invalid directory name: %s", bad)
-	}
-	cl, _, _ := clientFor(cfg, "postsuper", stderr)
-	if cl == nil {
-		return postsuperFatal
-	}
-	for _, op := range ops {
-		if nothing {
-			break // only queues that hold no messages here were named
-		}
-		if code := postsuperRun(cl, op, states, stderr); code != 0 {
-			return code
-		}
-	}
-	return 0
+	return cfg, ops, args[i:], ""
 }
 
 // postsuperStates maps queue names to states; nothing is set when every
