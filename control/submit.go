@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -21,24 +22,10 @@ import (
 // for local mail).
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	rcpts := q["rcpt"]
-	if len(rcpts) == 0 {
-		return errf(http.StatusBadRequest, CodeBadRequest, "no recipient addresses found in message header")
-	}
 	peer := peerFrom(r.Context())
-	sender := q.Get("sender")
-	if !q.Has("sender") {
-		sender = s.localAddress(userName(peer.UID))
-	}
-	for _, a := range append([]string{sender}, rcpts...) {
-		if strings.ContainsAny(a, "\r\n<>") {
-			return errf(http.StatusBadRequest, CodeBadRequest, "bad address syntax: %q", a)
-		}
-	}
-	for i, a := range rcpts {
-		if !strings.Contains(a, "@") {
-			rcpts[i] = s.localAddress(a)
-		}
+	sender, rcpts, err := s.envelope(q, peer.UID)
+	if err != nil {
+		return err
 	}
 	limit, err := s.cfg().config.Size("message_size_limit")
 	if err != nil || limit <= 0 {
@@ -56,29 +43,13 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return submitError(err)
 	}
-	in := bufio.NewReader(io.LimitReader(r.Body, limit+1))
-	head, err := readHead(in, headLimit)
+	head, size, err := s.writeContent(sp, r.Body, limit, id, sender, now)
 	if err != nil {
 		sp.Abort()
-		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
-	}
-	// Line ends are made CRLF, as for SMTP: nothing queued carries a
-	// bare CR or LF.
-	norm := &crlf.Writer{W: sp}
-	norm.Write(s.localHeaders(id, sender, head, now))
-	n, err := io.Copy(norm, in)
-	if err == nil {
-		err = norm.Close()
-	}
-	if err != nil {
-		sp.Abort()
-		if errors.Is(err, store.ErrNoSpace) {
-			return submitError(err) // writing, not reading, failed
-		}
-		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
+		return err
 	}
 	bodyRead(w)
-	if int64(len(head))+n > limit {
+	if size > limit {
 		sp.Abort()
 		return errf(http.StatusRequestEntityTooLarge, CodeTooBig, "message file too big")
 	}
@@ -108,6 +79,56 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	s.o.Log.Info().Str("queue_id", string(id)).Str("from", sender).Int64("size", m.Size).
 		Int("nrcpt", len(rcpts)).Int("uid", peer.UID).Msg("local submission")
 	return writeJSON(w, SubmitReply{ID: string(id)})
+}
+
+// envelope is the submission's sender and recipients from the query
+// (?sender=, repeatable ?rcpt=): the sender defaults to the user's local
+// address, a recipient without a domain gets the local one.
+func (s *Server) envelope(q url.Values, uid int) (string, []string, error) {
+	rcpts := q["rcpt"]
+	if len(rcpts) == 0 {
+		return "", nil, errf(http.StatusBadRequest, CodeBadRequest, "no recipient addresses found in message header")
+	}
+	sender := q.Get("sender")
+	if !q.Has("sender") {
+		sender = s.localAddress(userName(uid))
+	}
+	for _, a := range append([]string{sender}, rcpts...) {
+		if strings.ContainsAny(a, "\r\n<>") {
+			return "", nil, errf(http.StatusBadRequest, CodeBadRequest, "bad address syntax: %q", a)
+		}
+	}
+	for i, a := range rcpts {
+		if !strings.Contains(a, "@") {
+			rcpts[i] = s.localAddress(a)
+		}
+	}
+	return sender, rcpts, nil
+}
+
+// writeContent writes the message from body to sp, our headers first and
+// line ends made CRLF (as for SMTP: nothing queued carries a bare CR or
+// LF), and returns its header section and the size read (more than
+// limit: too big). The caller aborts sp on error.
+func (s *Server) writeContent(sp store.Content, body io.Reader, limit int64, id store.ID, sender string, now time.Time) ([]byte, int64, error) {
+	in := bufio.NewReader(io.LimitReader(body, limit+1))
+	head, err := readHead(in, headLimit)
+	if err != nil {
+		return nil, 0, errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
+	}
+	norm := &crlf.Writer{W: sp}
+	norm.Write(s.localHeaders(id, sender, head, now))
+	n, err := io.Copy(norm, in)
+	if err == nil {
+		err = norm.Close()
+	}
+	if errors.Is(err, store.ErrNoSpace) {
+		return nil, 0, submitError(err) // writing, not reading, failed
+	}
+	if err != nil {
+		return nil, 0, errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
+	}
+	return head, int64(len(head)) + n, nil
 }
 
 // submitError maps a queue failure: a full disk or in-flight budget is
