@@ -25,6 +25,22 @@ import (
 // worker and transaction slots, the connection pools, the dead hops).
 // Reload makes a new value current; a delivery keeps the value it was
 // started with to its end.
+// Queue is the part of the store the scheduler needs (*store.Store):
+// leasing due mail, reading its content, ending attempts, and the dead
+// next hops kept across restarts. Declared here, where it is used, so
+// that another queue (a cluster's) can slot in.
+type Queue interface {
+	Lease(now time.Time, n int) ([]*store.Message, error)
+	NextDue() (time.Time, bool, error)
+	Body(id store.ID) ([]byte, error)
+	BodyHead(id store.ID, limit int) ([]byte, error)
+	BodyReader(id store.ID) *store.BodyReader
+	Finish(id store.ID, f store.Finish) error
+	Unlease(id store.ID) error
+	PutDest(dest string, d store.DestState) error
+	Dests() (map[string]store.DestState, error)
+}
+
 type Scheduler struct {
 	o        Options
 	deferred map[string]bool // defer_transports
@@ -38,7 +54,7 @@ type Scheduler struct {
 // shared is the scheduler's state that outlives a reload.
 type shared struct {
 	cur      atomic.Pointer[Scheduler] // the configuration in force
-	s        *store.Store
+	s        Queue
 	log      zerolog.Logger
 	resolver *dnsr.Resolver
 	wake     chan struct{}
@@ -60,7 +76,7 @@ type deadHop struct {
 
 // New builds a scheduler for the store s. The dead-destination list is
 // loaded from the store.
-func New(o Options, s *store.Store, log zerolog.Logger) (*Scheduler, error) {
+func New(o Options, s Queue, log zerolog.Logger) (*Scheduler, error) {
 	o = o.withDefaults()
 	sh := &shared{
 		s:     s,

@@ -29,6 +29,19 @@ type Events interface {
 	FlushRequest(source, result string, d time.Duration)
 }
 
+// Index is the part of the queue a flush needs (*store.Store): the
+// chunked walk of a destination's index entries, the whole-queue and
+// one-message flushes, and the index rebuild when the policy changes.
+// Declared here, where it is used, so that another queue (a cluster's)
+// can serve the same Service.
+type Index interface {
+	NewFlushRun(dest string, subtree bool) *store.FlushRun
+	FlushAll() (store.FlushResult, error)
+	FlushID(id store.ID) (store.FlushResult, error)
+	SetPolicy(eligible func(domain string) bool, key string)
+	ReindexChunk(after store.ID, n int, key string) (last store.ID, done bool, err error)
+}
+
 // Waker is the part of the delivery scheduler a flush needs: a
 // non-blocking kick so that flushed mail is attempted at once.
 type Waker interface{ Wake() }
@@ -42,7 +55,7 @@ type Service struct {
 	// pol is the policy in force, shared by the copies As makes
 	// (SetPolicy replaces it).
 	pol   *atomic.Pointer[Policy]
-	store *store.Store
+	store Index
 	waker Waker
 	log   zerolog.Logger
 	// event is the log event name: "flush" (operator) or "etrn" (SMTP).
@@ -94,7 +107,7 @@ type runKey struct {
 
 // NewService returns a Service that logs with event=flush. w may be nil
 // (no scheduler to wake, e.g. an off-line tool).
-func NewService(p *Policy, s *store.Store, w Waker, log zerolog.Logger) *Service {
+func NewService(p *Policy, s Index, w Waker, log zerolog.Logger) *Service {
 	svc := &Service{pol: new(atomic.Pointer[Policy]), store: s, waker: w, log: log, event: "flush",
 		runs: &runs{m: make(map[runKey]*run)}, reindexN: reindexChunk}
 	svc.pol.Store(p)
