@@ -174,18 +174,29 @@ func dbBackup(cl *control.Client, c *config.Config, running bool, out string, st
 	return 0
 }
 
-// dbCompact rewrites the file into a fresh one and swaps it in. It refuses
-// while the daemon runs: bbolt has one writer process.
-func dbCompact(cl *control.Client, c *config.Config, running bool, stdout, stderr io.Writer) int {
+// offlineFile returns the queue file and its state for an operation
+// that needs the daemon stopped (bbolt has one writer process), or the
+// exit status when it runs or the file is missing.
+func offlineFile(cl *control.Client, c *config.Config, running bool, op string, stderr io.Writer) (string, os.FileInfo, int) {
 	if running {
-		fmt.Fprintf(stderr, "holdfast: db compact: the daemon is running (control socket %s); stop it first\n", cl.Path)
-		return exTempFail
+		fmt.Fprintf(stderr, "holdfast: db %s: the daemon is running (control socket %s); stop it first\n", op, cl.Path)
+		return "", nil, exTempFail
 	}
 	src := dbPath(c)
 	before, err := os.Stat(src)
 	if err != nil {
 		fmt.Fprintf(stderr, "holdfast: %v\n", err)
-		return exNoInput
+		return "", nil, exNoInput
+	}
+	return src, before, 0
+}
+
+// dbCompact rewrites the file into a fresh one and swaps it in. It refuses
+// while the daemon runs: bbolt has one writer process.
+func dbCompact(cl *control.Client, c *config.Config, running bool, stdout, stderr io.Writer) int {
+	src, before, code := offlineFile(cl, c, running, "compact", stderr)
+	if code != 0 {
+		return code
 	}
 	dst := src + ".compact"
 	os.Remove(dst)
@@ -217,15 +228,9 @@ func dbCompact(cl *control.Client, c *config.Config, running bool, stdout, stder
 // file is renamed queue.db.damaged and the new one takes its place, so
 // that `holdfast serve` starts on it; without, the operator moves it.
 func dbSalvage(cl *control.Client, c *config.Config, running bool, pos []string, replace bool, stdout, stderr io.Writer) int {
-	if running {
-		fmt.Fprintf(stderr, "holdfast: db salvage: the daemon is running (control socket %s); stop it first\n", cl.Path)
-		return exTempFail
-	}
-	src := dbPath(c)
-	before, err := os.Stat(src)
-	if err != nil {
-		fmt.Fprintf(stderr, "holdfast: %v\n", err)
-		return exNoInput
+	src, before, code := offlineFile(cl, c, running, "salvage", stderr)
+	if code != 0 {
+		return code
 	}
 	out := src + ".salvaged"
 	if len(pos) > 0 {
