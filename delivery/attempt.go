@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/dsn"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -355,14 +356,14 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 	if expired {
 		a.log.Info().Str("from", m.Sender).Str("status", "expired").Msg("returned to sender")
 	}
-	if b := d.bounce(a, failed, dsnFailed); b != nil {
+	if b := d.bounce(a, failed, dsn.Failed); b != nil {
 		f.Bounces = append(f.Bounces, *b)
 	}
-	if b := d.bounce(a, relayed, dsnRelayed); b != nil {
+	if b := d.bounce(a, relayed, dsn.Relayed); b != nil {
 		f.Bounces = append(f.Bounces, *b)
 	}
 	if !expired && !cut && len(delayed) > 0 && !m.WarnAt.IsZero() && !a.now.Before(m.WarnAt) {
-		if b := d.bounce(a, delayed, dsnDelayed); b != nil {
+		if b := d.bounce(a, delayed, dsn.Delayed); b != nil {
 			f.Bounces = append(f.Bounces, *b)
 		}
 		f.WarnSent = true

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/dsn"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -30,7 +31,7 @@ func FuzzDSN(f *testing.F) {
 			Recipients: []store.Recipient{{Addr: rcpt, Orig: orig}}}
 		a := &attempt{m: m, now: time.Unix(1_800_000_000, 0), log: zerolog.Nop(), head: body, whole: body,
 			results: map[int]result{0: {State: store.RcptBounced, DSN: "5.1.1", Reply: reply, Diag: "smtp; " + reply}}}
-		for _, kind := range []dsnKind{dsnFailed, dsnDelayed, dsnRelayed} {
+		for _, kind := range []dsn.Kind{dsn.Failed, dsn.Delayed, dsn.Relayed} {
 			checkDSN(t, d.buildDSN(a, []int{0}, kind))
 		}
 	})
