@@ -288,6 +288,19 @@ func defaults() map[string]*param {
 		"maillog_file":     {kind: kindString, def: ""},
 		"log_level":        {kind: kindEnum, def: "info", enum: []string{"trace", "debug", "info", "warn", "error"}},
 		"shutdown_timeout": {kind: kindTime, def: "30s"}, // graceful stop: wait this long for sessions and deliveries
+
+		// Cluster over etcd (ours); empty endpoints = a single host.
+		"cluster_etcd_endpoints":     {kind: kindList, def: ""},
+		"cluster_name":               {kind: kindString, def: "holdfast"},
+		"cluster_node_name":          {kind: kindString, def: "$myhostname"},
+		"cluster_etcd_username":      {kind: kindString, def: ""},
+		"cluster_etcd_password_file": {kind: kindString, def: ""},
+		"cluster_etcd_tls_ca_file":   {kind: kindString, def: ""},
+		"cluster_etcd_tls_cert_file": {kind: kindString, def: ""},
+		"cluster_etcd_tls_key_file":  {kind: kindString, def: ""},
+		"cluster_flush_max_age":      {kind: kindTime, def: "1h"},
+		"cluster_member_ttl":         {kind: kindTime, def: "10s"},
+		"cluster_summary_interval":   {kind: kindTime, def: "30s"},
 	}
 }
 

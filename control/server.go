@@ -57,6 +57,9 @@ type Options struct {
 	// re-reads the configuration and puts it in force, or returns why
 	// not (the old one stays).
 	Reload func() (ReloadResult, error)
+	// Cluster, if not nil, answers cluster status and the cluster view
+	// (package cluster, when cluster_etcd_endpoints is set).
+	Cluster Cluster
 }
 
 // Server is the control API.
@@ -220,6 +223,8 @@ func (s *Server) routes() http.Handler {
 	add("GET /v1/db/check", Admin, s.check)
 	add("GET /v1/db/backup", Admin, s.backup)
 	add("POST /v1/reload", Admin, s.reload)
+	add("GET /v1/cluster/status", Mailq, s.clusterStatus)
+	add("GET /v1/cluster/summary", Mailq, s.clusterSummary)
 	return mux
 }
 

@@ -76,6 +76,9 @@ type Service struct {
 	reindexN int
 	// reindexed, when set, is called when an index rebuild ends (tests).
 	reindexed func()
+	// publish, when set, hands each destination flush carried out here
+	// to the other hosts of a cluster (SetPublisher).
+	publish Publisher
 	// beforeStep, when set, is called before each background chunk
 	// (tests hold a flush running with it).
 	beforeStep func()
@@ -103,6 +106,33 @@ type run struct {
 type runKey struct {
 	dest    string
 	subtree bool
+}
+
+// Publisher hands a flush carried out on this host to the other hosts of
+// a cluster. Publish must not block: it is called on the request's path.
+type Publisher interface {
+	Publish(dest string, subtree bool)
+}
+
+// SetPublisher makes every destination flush that succeeds here (ETRN,
+// flush DOMAIN, postqueue -s) published after it is carried out locally.
+// Call it before As, whose copies keep the publisher they were made with.
+func (s *Service) SetPublisher(p Publisher) { s.publish = p }
+
+// Local returns a Service that shares everything with s but publishes
+// nothing and logs with the given event name: for the requests that come
+// from the cluster.
+func (s *Service) Local(event string) *Service {
+	c := s.As(event)
+	c.publish = nil
+	return c
+}
+
+// published passes a flush on to the cluster, if any.
+func (s *Service) published(dest string, subtree bool) {
+	if s.publish != nil {
+		s.publish.Publish(dest, subtree)
+	}
 }
 
 // NewService returns a Service that logs with event=flush. w may be nil
@@ -219,6 +249,9 @@ func (s *Service) flush(site string, subtree bool) (store.FlushResult, error) {
 	key := runKey{dest, subtree}
 	cur, joined, err := s.claim(key)
 	if cur == nil {
+		if err == nil {
+			s.published(dest, subtree)
+		}
 		return joined, err
 	}
 	start := time.Now()
@@ -276,6 +309,9 @@ func (s *Service) firstChunk(key runKey, cur *run, r *store.FlushRun, start time
 	}
 	cur.res, cur.err = res, err
 	close(cur.ready)
+	if err == nil {
+		s.published(dest, subtree)
+	}
 	if err != nil || r.Done() {
 		s.end(key)
 		if err == nil {

@@ -244,6 +244,7 @@ func queueStats(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
 	asJSON := fs.Bool("json", false, "one JSON object")
+	inCluster := fs.Bool("cluster", false, "every node's share of the fast-flush destinations (cluster_etcd_endpoints)")
 	pos, err := parseMixed(fs, args)
 	if err != nil {
 		return exUsage
@@ -255,6 +256,18 @@ func queueStats(args []string, stdout, stderr io.Writer) int {
 	cl, _, code := clientFor(*cfg, "holdfast", stderr)
 	if cl == nil {
 		return code
+	}
+	if *inCluster {
+		sums, code := clusterSummaries(cl, stderr)
+		if code != 0 {
+			return code
+		}
+		if *asJSON {
+			json.NewEncoder(stdout).Encode(sums)
+			return 0
+		}
+		writeClusterStats(stdout, sums, time.Now())
+		return 0
 	}
 	st, err := cl.Stats(context.Background())
 	if err != nil {

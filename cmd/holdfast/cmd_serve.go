@@ -21,6 +21,7 @@ import (
 	sdnotify "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/cluster"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/delivery"
@@ -190,6 +191,7 @@ type daemon struct {
 	odmr     *odmr.Server // nil when odmr_listen is empty
 	metrics  *control.Metrics
 	control  *control.Server
+	cluster  *cluster.Node // nil on a single host (serve_cluster.go)
 	// listeners are the smtpd_listen sockets, in configuration order.
 	listeners []net.Listener
 	// odmrLns are the odmr_listen sockets.
@@ -256,6 +258,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	d.flush = flush.NewService(d.policy, d.store, d.sched, log.With().Str("component", "flush").Logger())
+	if err := d.newCluster(c); err != nil {
+		return nil, fmt.Errorf("%w: %v", errConfig, err)
+	}
 	if err := d.startSMTP(c); err != nil {
 		return nil, err
 	}
@@ -272,6 +277,7 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	sctx, cancel := context.WithCancel(context.Background())
 	d.cancelSched = cancel
 	go func() { d.schedDone <- d.sched.Run(sctx) }()
+	d.startCluster()
 	for _, l := range d.listeners {
 		d.serve("smtpd "+l.Addr().String(), func() error {
 			err := d.smtp.Serve(l)
@@ -354,7 +360,7 @@ func (d *daemon) startControl(c *config.Config) error {
 	if sock := c.String("control_socket"); sock != "" {
 		srv, err := control.New(control.Options{
 			Store: d.store, Flush: d.flush.Counted("cli", d.metrics), Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
-			Queue: d.sched.Admit(d.store), Reload: d.controlReload,
+			Queue: d.sched.Admit(d.store), Reload: d.controlReload, Cluster: d.clusterView(),
 			Log: d.log.With().Str("component", "control").Logger(),
 		})
 		if err != nil {
@@ -524,6 +530,7 @@ func (d *daemon) shutdown() error {
 		d.metricsLn.Close()
 	}
 	d.serving.Wait()
+	d.stopCluster()
 	// Flushes still going on in the background stop at their next chunk.
 	d.flush.Close()
 	if err := d.store.Close(); err != nil {
@@ -554,6 +561,7 @@ func (d *daemon) abort() {
 		d.control.Shutdown(ctx)
 	}
 	d.serving.Wait()
+	d.stopCluster()
 	if d.flush != nil {
 		d.flush.Close()
 	}

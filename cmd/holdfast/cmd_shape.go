@@ -30,6 +30,7 @@ func queueShape(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.Linear, "l", false, "linear age buckets instead of doubling ones")
 	width := fs.Int("w", 80, "output width")
 	asJSON := fs.Bool("json", false, "one JSON object")
+	inCluster := fs.Bool("cluster", false, "the fast-flush destinations by node (cluster_etcd_endpoints)")
 	pos, err := parseMixed(fs, args)
 	if err != nil {
 		return exUsage
@@ -38,6 +39,18 @@ func queueShape(args []string, stdout, stderr io.Writer) int {
 	cl, _, code := clientFor(*cfg, "holdfast", stderr)
 	if cl == nil {
 		return code
+	}
+	if *inCluster {
+		sums, code := clusterSummaries(cl, stderr)
+		if code != 0 {
+			return code
+		}
+		if *asJSON {
+			json.NewEncoder(stdout).Encode(sums)
+			return 0
+		}
+		writeClusterShape(stdout, sums)
+		return 0
 	}
 	sh, err := cl.Shape(context.Background(), o)
 	if err != nil {
