@@ -17,7 +17,7 @@ import (
 
 // clusterNode starts a relay that joins the cluster at etcd as name; dir
 // keeps its queue across a stop and a start.
-func clusterNode(t *testing.T, dir string, mta *testutil.MTA, etcd *etcdtest.Server, name string) *relay {
+func clusterNode(t testing.TB, dir string, mta *testutil.MTA, etcd *etcdtest.Server, name string) *relay {
 	t.Helper()
 	return startRelay(t, dir, mta,
 		"cluster_etcd_endpoints = "+etcd.URL,
@@ -179,4 +179,56 @@ func TestClusterEtcdDown(t *testing.T) {
 	mta.Wait(100, time.Minute)
 	b.waitEmpty()
 	onceEach(t, mta, append(subjA, subjB...))
+}
+
+// BenchmarkClusterETRN times an ETRN at node A until the last of 300
+// messages has reached the customer's server: three nodes holding 100
+// each, against one host holding all 300. All run on one machine, so the
+// three nodes share its cores and disk.
+//
+//	go test -run '^$' -bench ClusterETRN -benchtime 5x ./cmd/holdfast/
+func BenchmarkClusterETRN(b *testing.B) {
+	b.Run("nodes=3x100", func(b *testing.B) {
+		etcd := etcdtest.Start(b)
+		mta := testutil.NewMTA(b, testutil.MTAOptions{})
+		var nodes []*relay
+		for _, name := range []string{"a", "b", "c"} {
+			nodes = append(nodes, clusterNode(b, b.TempDir(), mta, etcd, name))
+		}
+		for _, r := range nodes {
+			r.joined()
+		}
+		benchETRN(b, mta, nodes, 100)
+	})
+	b.Run("nodes=1x300", func(b *testing.B) {
+		mta := testutil.NewMTA(b, testutil.MTAOptions{})
+		benchETRN(b, mta, []*relay{startRelay(b, b.TempDir(), mta)}, 300)
+	})
+}
+
+func benchETRN(b *testing.B, mta *testutil.MTA, nodes []*relay, per int) {
+	total := per * len(nodes)
+	var took []time.Duration
+	for range b.N {
+		b.StopTimer()
+		mta.Reset()
+		for _, r := range nodes {
+			r.hold("m", per)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if got := nodes[0].etrn("customer.tld"); got != "250 Queuing started" {
+			b.Fatalf("ETRN: %q", got)
+		}
+		if got := mta.Wait(total, time.Minute); len(got) < total {
+			b.Fatalf("%d of %d delivered", len(got), total)
+		}
+		took = append(took, time.Since(start))
+		b.StopTimer()
+		for _, r := range nodes {
+			r.waitEmpty()
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(ms(median(took)), "deliver-ms")
 }

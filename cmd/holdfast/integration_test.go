@@ -49,7 +49,7 @@ shutdown_timeout = 10s
 // relay is a running daemon plus the customer's MTA its transport table
 // points at.
 type relay struct {
-	t   *testing.T
+	t   testing.TB
 	d   *daemon
 	mta *testutil.MTA
 	// addr is the relay's SMTP address.
@@ -65,7 +65,7 @@ func newRelay(t *testing.T, extra ...string) *relay {
 
 // startRelay starts a daemon whose files (queue, transport table) are in
 // dir, so that a test can stop it and start another on the same queue.
-func startRelay(t *testing.T, dir string, mta *testutil.MTA, extra ...string) *relay {
+func startRelay(t testing.TB, dir string, mta *testutil.MTA, extra ...string) *relay {
 	t.Helper()
 	next := fmt.Sprintf("etrn-only:[%s]:%d", mta.Host, mta.Port)
 	var tbl strings.Builder

@@ -61,7 +61,6 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH=")
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("etcd: %v", err)
 	}
