@@ -334,6 +334,9 @@ func (s *Service) flushEarly(key runKey, cur *run, r *store.FlushRun, start time
 	}
 	cur.res, cur.err = res, err
 	close(cur.ready)
+	if err == nil {
+		s.published(key.dest, key.subtree) // other hosts may hold mail when this one has none
+	}
 	if err != nil || n == 0 {
 		s.end(key)
 		if err == nil {
