@@ -153,3 +153,12 @@ func (d *daemon) clusterView() control.Cluster {
 	}
 	return clusterView{d.cluster}
 }
+
+// The cluster node is made once at start: a reload names a changed
+// cluster parameter as needing a restart.
+func init() {
+	restartOnly = append(restartOnly, "cluster_etcd_endpoints", "cluster_name", "cluster_node_name",
+		"cluster_etcd_username", "cluster_etcd_password_file", "cluster_etcd_tls_ca_file",
+		"cluster_etcd_tls_cert_file", "cluster_etcd_tls_key_file", "cluster_flush_max_age",
+		"cluster_member_ttl", "cluster_summary_interval")
+}
