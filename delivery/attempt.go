@@ -319,8 +319,37 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 		}
 		return
 	}
-	var f store.Finish
 	expired := !cut && d.expired(a)
+	var f store.Finish
+	var k kinds
+	f.Outcomes, k = d.outcomes(a, expired)
+	if expired {
+		a.log.Info().Str("from", m.Sender).Str("status", "expired").Msg("returned to sender")
+	}
+	f.Bounces, f.WarnSent = d.notices(a, k, !expired && !cut)
+	if err := d.record(ctx, a, f); err != nil {
+		// The lease stays in the store; the next start returns the
+		// message to the queue (at-least-once).
+		return
+	}
+	d.report(a, f)
+	if removed(m, f) {
+		a.log.Info().Str("event", "removed").Msg("removed")
+	}
+	if len(f.Bounces) > 0 {
+		d.Wake()
+	}
+}
+
+// kinds are the recipients of an attempt by the notice they may be owed.
+type kinds struct{ failed, delayed, relayed []int }
+
+// outcomes turns the attempt's results into the store's outcomes, in
+// recipient order, with the next attempt of each deferred recipient;
+// past the queue lifetime (expired) a pending recipient bounces. Each
+// outcome is logged.
+func (d *Scheduler) outcomes(a *attempt, expired bool) ([]store.Outcome, kinds) {
+	m := a.m
 	idx := make([]int, 0, len(m.Recipients))
 	for i := range m.Recipients {
 		if m.Recipients[i].State == store.RcptPending {
@@ -328,7 +357,8 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 		}
 	}
 	sort.Ints(idx)
-	var failed, delayed, relayed []int
+	var out []store.Outcome
+	var k kinds
 	for _, i := range idx {
 		r := &m.Recipients[i]
 		res, attempted := a.results[i]
@@ -340,54 +370,52 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 			continue
 		}
 		o := store.Outcome{Rcpt: i, Result: res.State, Reply: res.Reply, DSN: res.DSN, RemoteMTA: res.Remote}
-		if res.State == store.RcptPending {
+		switch {
+		case res.State == store.RcptPending:
 			o.NextAttempt = a.now.Add(d.o.backoff(r.Attempts + 1))
-			delayed = append(delayed, i)
+			k.delayed = append(k.delayed, i)
+		case res.State == store.RcptBounced:
+			k.failed = append(k.failed, i)
+		case res.State == store.RcptDelivered && res.Relayed:
+			k.relayed = append(k.relayed, i)
 		}
-		if res.State == store.RcptBounced {
-			failed = append(failed, i)
-		}
-		if res.State == store.RcptDelivered && res.Relayed {
-			relayed = append(relayed, i)
-		}
-		f.Outcomes = append(f.Outcomes, o)
+		out = append(out, o)
 		d.logResult(a, i, res, o.NextAttempt)
 	}
-	if expired {
-		a.log.Info().Str("from", m.Sender).Str("status", "expired").Msg("returned to sender")
+	return out, k
+}
+
+// notices are the notices owed for an attempt: non-delivery and success
+// notices, and with mayWarn (not expired, not cut short) the delay
+// warning once Message.WarnAt has passed (warned: WarnSent).
+func (d *Scheduler) notices(a *attempt, k kinds, mayWarn bool) (out []store.NewMessage, warned bool) {
+	if b := d.bounce(a, k.failed, dsn.Failed); b != nil {
+		out = append(out, *b)
 	}
-	if b := d.bounce(a, failed, dsn.Failed); b != nil {
-		f.Bounces = append(f.Bounces, *b)
+	if b := d.bounce(a, k.relayed, dsn.Relayed); b != nil {
+		out = append(out, *b)
 	}
-	if b := d.bounce(a, relayed, dsn.Relayed); b != nil {
-		f.Bounces = append(f.Bounces, *b)
-	}
-	if !expired && !cut && len(delayed) > 0 && !m.WarnAt.IsZero() && !a.now.Before(m.WarnAt) {
-		if b := d.bounce(a, delayed, dsn.Delayed); b != nil {
-			f.Bounces = append(f.Bounces, *b)
+	if mayWarn && len(k.delayed) > 0 && !a.m.WarnAt.IsZero() && !a.now.Before(a.m.WarnAt) {
+		if b := d.bounce(a, k.delayed, dsn.Delayed); b != nil {
+			out = append(out, *b)
 		}
-		f.WarnSent = true
+		warned = true
 	}
-	if err := d.record(ctx, a, f); err != nil {
-		// The lease stays in the store; the next start returns the
-		// message to the queue (at-least-once).
+	return out, warned
+}
+
+// report tells Options.Events each committed outcome (and its TLS).
+func (d *Scheduler) report(a *attempt, f store.Finish) {
+	if d.o.Events == nil {
 		return
 	}
-	if d.o.Events != nil {
-		te, _ := d.o.Events.(TLSEvents)
-		for _, o := range f.Outcomes {
-			res := a.results[o.Rcpt]
-			d.o.Events.Outcome(m.ID, m.Recipients[o.Rcpt].Addr, res.Status)
-			if te != nil && res.TLS != nil {
-				te.TLSOutcome(res.TLS.outcome(), res.Status)
-			}
+	te, _ := d.o.Events.(TLSEvents)
+	for _, o := range f.Outcomes {
+		res := a.results[o.Rcpt]
+		d.o.Events.Outcome(a.m.ID, a.m.Recipients[o.Rcpt].Addr, res.Status)
+		if te != nil && res.TLS != nil {
+			te.TLSOutcome(res.TLS.outcome(), res.Status)
 		}
-	}
-	if removed(m, f) {
-		a.log.Info().Str("event", "removed").Msg("removed")
-	}
-	if len(f.Bounces) > 0 {
-		d.Wake()
 	}
 }
 
