@@ -179,39 +179,16 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 	}
 	targets, err := d.targets(ctx, g.hop)
 	if err != nil {
-		var le *lookupError
-		if errors.As(err, &le) {
-			state := store.RcptPending
-			if le.perm {
-				state = store.RcptBounced
-			}
-			dsn, text := splitDSN(le.text, "4.4.3")
-			return all(local(state, dsn, text))
-		}
-		return all(local(store.RcptPending, "4.4.3", err.Error()))
+		return all(lookupFailed(err))
 	}
 	p := d.pool(g.hop)
-	key := g.hop.Key()
 	for try := 0; ; try++ {
-		cn, err := p.get(ctx)
+		cn, fail, err := d.session(ctx, p, g, targets)
 		if err != nil {
 			return nil // shutdown
 		}
-		if cn == nil {
-			if dh, dead := d.isDead(key, d.o.Clock.Now()); dead && !g.forced {
-				p.release()
-				return all(local(store.RcptPending, dh.DSN, "delivery temporarily suspended: "+dh.Reason))
-			}
-			var serr *sessionError
-			cn, serr = d.connect(ctx, targets)
-			if serr != nil {
-				p.release()
-				if ctx.Err() == nil {
-					d.markDead(key, d.o.Clock.Now(), serr.res)
-				}
-				return all(serr.res)
-			}
-			d.revive(key)
+		if fail != nil {
+			return all(*fail)
 		}
 		res, ok := d.transaction(ctx, a, g, cn)
 		if !ok {
@@ -231,6 +208,49 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 		}
 		return res
 	}
+}
+
+// lookupFailed is the result of a group whose next hop could not be
+// looked up: a permanent lookup error bounces, the rest defer.
+func lookupFailed(err error) result {
+	var le *lookupError
+	if !errors.As(err, &le) {
+		return local(store.RcptPending, "4.4.3", err.Error())
+	}
+	state := store.RcptPending
+	if le.perm {
+		state = store.RcptBounced
+	}
+	code, text := splitDSN(le.text, "4.4.3")
+	return local(state, code, text)
+}
+
+// session takes a session to the group's next hop from its pool, or
+// opens one within the pool's limit. fail is the group's result when
+// there is none to have: the hop is dead (unless the group is forced) or
+// the connection failed (the hop is then marked dead). err means
+// shutdown.
+func (d *Scheduler) session(ctx context.Context, p *pool, g *group, targets []target) (cn *conn, fail *result, err error) {
+	cn, err = p.get(ctx)
+	if err != nil || cn != nil {
+		return cn, nil, err
+	}
+	key := g.hop.Key()
+	if dh, dead := d.isDead(key, d.o.Clock.Now()); dead && !g.forced {
+		p.release()
+		r := local(store.RcptPending, dh.DSN, "delivery temporarily suspended: "+dh.Reason)
+		return nil, &r, nil
+	}
+	cn, serr := d.connect(ctx, targets)
+	if serr != nil {
+		p.release()
+		if ctx.Err() == nil {
+			d.markDead(key, d.o.Clock.Now(), serr.res)
+		}
+		return nil, &serr.res, nil
+	}
+	d.revive(key)
+	return cn, nil, nil
 }
 
 // transaction runs one mail transaction on cn within the global limit.
