@@ -108,43 +108,8 @@ func (d *Scheduler) plan(a *attempt) []*group {
 			a.results[i] = local(store.RcptPending, "4.3.0", "mail transport unavailable")
 			continue
 		}
-		switch rt.Kind {
-		case routeError:
-			dsn, text := splitDSN(rt.Text, "5.0.0")
-			dsn = "5" + dsn[1:] // error(8) always bounces
-			if text == "" {
-				text = "mail for " + r.Domain() + " is not deliverable"
-			}
-			a.results[i] = local(store.RcptBounced, dsn, text)
-			continue
-		case routeDiscard:
-			text := rt.Text
-			if text == "" {
-				text = "discarded"
-			}
-			a.results[i] = local(store.RcptDelivered, "2.0.0", text)
-			continue
-		case routeRetry:
-			dsn, text := splitDSN(rt.Text, "4.0.0")
-			dsn = "4" + dsn[1:] // retry always defers (error(8) as retry)
-			if text == "" {
-				text = "mail for " + r.Domain() + " is deferred"
-			}
-			a.results[i] = local(store.RcptPending, dsn, text)
-			continue
-		case routeUnavailable:
-			// qmgr(8) defers mail for a transport it cannot reach with
-			// "4.3.0 mail transport unavailable"; the reason says why.
-			a.results[i] = local(store.RcptPending, "4.3.0", "mail transport unavailable: "+rt.Text)
-			continue
-		}
-		if d.deferred[rt.Hop.Transport] && !r.Forced {
-			// reference spec §3.5: wait for a flush, no connection.
-			a.results[i] = local(store.RcptPending, "4.3.2", "deferred transport")
-			continue
-		}
-		if dh, dead := d.isDead(rt.Hop.Key(), a.now); dead && !r.Forced {
-			a.results[i] = local(store.RcptPending, dh.DSN, "delivery temporarily suspended: "+dh.Reason)
+		if res, ok := d.decideLocally(a, r, rt); ok {
+			a.results[i] = res
 			continue
 		}
 		g := byKey[rt.Hop.Key()]
@@ -159,6 +124,47 @@ func (d *Scheduler) plan(a *attempt) []*group {
 		g.forced = g.forced || r.Forced
 	}
 	return groups
+}
+
+// decideLocally is the result of a recipient that needs no connection:
+// the error, discard, retry and unavailable transports, a transport in
+// defer_transports and a dead next hop (both unless a flush forced the
+// recipient). ok is false when the recipient goes to its next hop.
+func (d *Scheduler) decideLocally(a *attempt, r *store.Recipient, rt route) (result, bool) {
+	switch rt.Kind {
+	case routeError:
+		code, text := splitDSN(rt.Text, "5.0.0")
+		code = "5" + code[1:] // error(8) always bounces
+		if text == "" {
+			text = "mail for " + r.Domain() + " is not deliverable"
+		}
+		return local(store.RcptBounced, code, text), true
+	case routeDiscard:
+		text := rt.Text
+		if text == "" {
+			text = "discarded"
+		}
+		return local(store.RcptDelivered, "2.0.0", text), true
+	case routeRetry:
+		code, text := splitDSN(rt.Text, "4.0.0")
+		code = "4" + code[1:] // retry always defers (error(8) as retry)
+		if text == "" {
+			text = "mail for " + r.Domain() + " is deferred"
+		}
+		return local(store.RcptPending, code, text), true
+	case routeUnavailable:
+		// qmgr(8) defers mail for a transport it cannot reach with
+		// "4.3.0 mail transport unavailable"; the reason says why.
+		return local(store.RcptPending, "4.3.0", "mail transport unavailable: "+rt.Text), true
+	}
+	if d.deferred[rt.Hop.Transport] && !r.Forced {
+		// reference spec §3.5: wait for a flush, no connection.
+		return local(store.RcptPending, "4.3.2", "deferred transport"), true
+	}
+	if dh, dead := d.isDead(rt.Hop.Key(), a.now); dead && !r.Forced {
+		return local(store.RcptPending, dh.DSN, "delivery temporarily suspended: "+dh.Reason), true
+	}
+	return result{}, false
 }
 
 // local is an outcome decided without talking to a next hop.
