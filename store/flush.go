@@ -267,35 +267,17 @@ func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) e
 // reads only.
 func (w *wtx) expedite(old *Message, match func(string) bool) (done, active bool, err error) {
 	m := clone(old)
-	changed := false
 	switch m.State {
 	case StateHold:
 		return false, false, nil
 	case StateActive:
-		for i := range m.Recipients {
-			r := &m.Recipients[i]
-			if r.State == RcptPending && match(r.Domain()) {
-				done = true
-				changed = changed || !r.FlushPending
-				r.FlushPending = true
-			}
-		}
+		done, changed := markFlushPending(m, match)
 		if !changed {
 			return done, done, nil
 		}
 		return true, true, w.save(old, m)
 	}
-	for i := range m.Recipients {
-		r := &m.Recipients[i]
-		if r.State == RcptPending && match(r.Domain()) {
-			done = true
-			changed = changed || !r.Forced || r.NextAttempt.After(w.now)
-			r.Forced = true
-			if r.NextAttempt.After(w.now) || r.NextAttempt.IsZero() {
-				r.NextAttempt = w.now
-			}
-		}
-	}
+	done, changed := force(m, match, w.now)
 	if !done {
 		return false, false, nil
 	}
@@ -308,6 +290,39 @@ func (w *wtx) expedite(old *Message, match func(string) bool) (done, active bool
 		m.Due = w.now
 	}
 	return true, false, w.save(old, m)
+}
+
+// markFlushPending marks the matching pending recipients of an active
+// message FlushPending (Finish makes them forced and due now); found: there
+// were some, changed: one was not marked yet.
+func markFlushPending(m *Message, match func(string) bool) (found, changed bool) {
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if r.State == RcptPending && match(r.Domain()) {
+			found = true
+			changed = changed || !r.FlushPending
+			r.FlushPending = true
+		}
+	}
+	return found, changed
+}
+
+// force makes the matching pending recipients of a queued message forced
+// and due at now at the latest; found: there were some, changed: one of
+// them changed.
+func force(m *Message, match func(string) bool, now time.Time) (found, changed bool) {
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		if r.State == RcptPending && match(r.Domain()) {
+			found = true
+			changed = changed || !r.Forced || r.NextAttempt.After(now)
+			r.Forced = true
+			if r.NextAttempt.After(now) || r.NextAttempt.IsZero() {
+				r.NextAttempt = now
+			}
+		}
+	}
+	return found, changed
 }
 
 // FlushAll (sendmail -q) expedites every pending recipient of every
