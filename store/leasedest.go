@@ -23,17 +23,7 @@ func (s *Store) LeaseDest(dests []string, n int, skip func(ID) bool) ([]*Message
 	var out []*Message
 	err := s.update("lease-dest", func(w *wtx) error {
 		out = out[:0]
-		var ids []ID
-		for _, d := range dests {
-			p := flushPrefixes(addr.Fold(d), false)[0]
-			c := w.flush.Cursor()
-			for k, _ := c.Seek(p); k != nil && hasPrefix(k, p) && len(ids) < 10*n; k, _ = c.Next() {
-				if _, id, ok := parseFlushKey(k); ok && !slices.Contains(ids, id) && (skip == nil || !skip(id)) {
-					ids = append(ids, id)
-				}
-			}
-		}
-		for _, id := range ids {
+		for _, id := range w.destIDs(dests, 10*n, skip) {
 			if len(out) >= n {
 				break
 			}
@@ -60,4 +50,20 @@ func (s *Store) LeaseDest(dests []string, n int, skip func(ID) bool) ([]*Message
 		return nil, err
 	}
 	return out, nil
+}
+
+// destIDs lists up to limit IDs from the flush index entries of dests,
+// each once, leaving out those skip names.
+func (w *wtx) destIDs(dests []string, limit int, skip func(ID) bool) []ID {
+	var ids []ID
+	for _, d := range dests {
+		p := flushPrefixes(addr.Fold(d), false)[0]
+		c := w.flush.Cursor()
+		for k, _ := c.Seek(p); k != nil && hasPrefix(k, p) && len(ids) < limit; k, _ = c.Next() {
+			if _, id, ok := parseFlushKey(k); ok && !slices.Contains(ids, id) && (skip == nil || !skip(id)) {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
 }
