@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,11 +36,14 @@ type rig struct {
 	// fetchmailOpts are extra fetchmail poll options ("ssl ...").
 	fetchmailOpts string
 	ev            events
-	t             testing.TB
-	st            *store.Store
-	d             *delivery.Scheduler
-	srv           *Server
-	addr          string
+	// published are the domains handed to Options.Publish.
+	pubMu     sync.Mutex
+	published []string
+	t         testing.TB
+	st        *store.Store
+	d         *delivery.Scheduler
+	srv       *Server
+	addr      string
 }
 
 func newRig(t testing.TB, run bool) *rig {
@@ -85,7 +89,9 @@ func newRigWith(t testing.TB, run bool, wrap *tls.Config, tr delivery.TransportT
 	sec, _ := auth.ParseSecurity([]string{"noanonymous"})
 	r.srv, err = New(Options{Hostname: "relay.test", Backend: backend, Security: sec, TLSSecurity: sec,
 		Owners:  auth.NewOwners(inlineTable(t, "inline:{ a.test=alice, b.test=alice, c.test=bob }")),
-		Timeout: 20 * time.Second, Batch: 2, WrapperTLS: wrap, Events: &r.ev}, r.st, d, log)
+		Timeout: 20 * time.Second, Batch: 2, WrapperTLS: wrap, Events: &r.ev,
+		Publish: func(d string) { r.pubMu.Lock(); r.published = append(r.published, d); r.pubMu.Unlock() }},
+		r.st, d, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,6 +365,13 @@ func TestODMRBadInput(t *testing.T) {
 	waitQueued(t, r, 1)
 	if r.ev.count("atrn/refused") != 3 || r.ev.count("atrn/no_mail") != 1 || r.ev.count("atrn/error") != 1 {
 		t.Errorf("ATRN events %v", r.ev.n)
+	}
+	// Accepted ATRNs are published for the other hosts of a cluster, with
+	// or without local mail; refused ones are not.
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	if want := []string{"b.test", "a.test", "b.test"}; !slices.Equal(r.published, want) {
+		t.Errorf("published %v, want %v", r.published, want)
 	}
 }
 

@@ -70,6 +70,10 @@ type Options struct {
 	Batch int
 	// Events, if set, counts ATRN requests (*control.Metrics).
 	Events Events
+	// Publish, if set, is called with each domain of an accepted ATRN,
+	// after the local lease, so that the other hosts of a cluster flush
+	// their share (package cluster). It must not block.
+	Publish func(domain string)
 	// AuthRateLimit is smtpd_client_auth_rate_limit for ODMR: AUTH
 	// commands per client address and RateTimeUnit
 	// (anvil_rate_time_unit); 0 = no limit.

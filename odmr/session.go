@@ -324,6 +324,11 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 		s.fail(replyATRNTemp)
 		return false
 	}
+	if p := s.srv.o.Publish; p != nil {
+		for _, d := range domains { // other hosts may hold mail when this one has none
+			p(d)
+		}
+	}
 	if len(first) == 0 {
 		s.log.Info().Str("event", "atrn").Strs("domains", domains).Msg("ATRN: no mail")
 		s.event("no_mail", start)

@@ -331,6 +331,7 @@ func (d *daemon) startODMR(c *config.Config) error {
 		return nil
 	}
 	o.Events = d.metrics
+	o.Publish = d.clusterPublish()
 	srv, err := odmr.New(o, d.store, d.sched, d.log.With().Str("component", "odmr").Logger())
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)

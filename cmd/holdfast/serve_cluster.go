@@ -162,3 +162,13 @@ func init() {
 		"cluster_etcd_tls_cert_file", "cluster_etcd_tls_key_file", "cluster_flush_max_age",
 		"cluster_member_ttl", "cluster_summary_interval")
 }
+
+// clusterPublish is how ATRN publishes its domains (nil on a single
+// host): each becomes a flush request the other hosts apply to their own
+// queue.
+func (d *daemon) clusterPublish() func(string) {
+	if d.cluster == nil {
+		return nil
+	}
+	return func(domain string) { d.cluster.Publish(domain, false) }
+}
