@@ -207,36 +207,19 @@ func (s *session) readData(c *content) error {
 	lineStart, prevCRLF := true, true
 	var last byte = '\n'
 	for {
-		// Deadlines: s.io (smtpd_timeout for the whole content, with
-		// smtpd_min_data_rate, and the transaction deadline).
-		if s.w.Buffered() > 0 && !s.lineBuffered() {
-			if err := s.flush(); err != nil { // the 354, before a read that would block
-				return err
-			}
-		}
-		chunk, err := s.r.ReadSlice('\n')
-		if err != nil && err != bufio.ErrBufferFull {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
+		chunk, full, err := s.readContentLine()
+		if err != nil {
 			return err
 		}
-		full := err == nil
 		n := len(chunk)
 		isCRLF := full && (n >= 2 && chunk[n-2] == '\r' || n == 1 && !lineStart && last == '\r')
 		if lineStart && full && chunk[0] == '.' {
-			switch {
-			case std && prevCRLF && n == 3 && isCRLF:
+			end, drop := dotLine(c, chunk, std, prevCRLF, isCRLF)
+			if end {
 				c.end()
 				return nil
-			case !std && len(bytes.TrimRight(chunk[1:], "\r\n")) == 0:
-				c.end()
-				return nil
-			case std && (!isCRLF || !prevCRLF) && (n == 2 || n == 3 && isCRLF):
-				// "." with a bare LF on either side: dropped.
-				if !isCRLF {
-					c.noteBareLF()
-				}
+			}
+			if drop {
 				prevCRLF, lineStart, last = isCRLF, true, '\n'
 				continue
 			}
@@ -253,6 +236,48 @@ func (s *session) readData(c *content) error {
 		}
 		lineStart = full
 	}
+}
+
+// readContentLine reads the next line of content, or as much of it as
+// the buffer holds (full is false then), after sending the replies
+// queued before a read that would block (the 354). Deadlines: s.io
+// (smtpd_timeout for the whole content, with smtpd_min_data_rate, and
+// the transaction deadline).
+func (s *session) readContentLine() (chunk []byte, full bool, err error) {
+	if s.w.Buffered() > 0 && !s.lineBuffered() {
+		if err := s.flush(); err != nil {
+			return nil, false, err
+		}
+	}
+	chunk, err = s.r.ReadSlice('\n')
+	if err != nil && err != bufio.ErrBufferFull {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, false, err
+	}
+	return chunk, err == nil, nil
+}
+
+// dotLine decides a whole line that starts with '.': the end of the
+// content (end: "." alone, between CRLFs when bare newlines are
+// refused or noted, with any line end otherwise), or a lone "." with a
+// bare LF on either side, which is dropped (drop; the bare LF noted).
+// Neither: a dot-stuffed line of content.
+func dotLine(c *content, chunk []byte, std, prevCRLF, isCRLF bool) (end, drop bool) {
+	n := len(chunk)
+	switch {
+	case std && prevCRLF && n == 3 && isCRLF:
+		return true, false
+	case !std && len(bytes.TrimRight(chunk[1:], "\r\n")) == 0:
+		return true, false
+	case std && (!isCRLF || !prevCRLF) && (n == 2 || n == 3 && isCRLF):
+		if !isCRLF {
+			c.noteBareLF()
+		}
+		return false, true
+	}
+	return false, false
 }
 
 // lineBuffered reports whether a whole line is already in the read buffer.
