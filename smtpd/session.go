@@ -370,56 +370,21 @@ var errShutdown net.Error = shutdownErr{}
 
 // dispatch runs one command line through the command table and replies.
 func (s *session) dispatch(line string) {
-	o := &s.cfg.opts
 	s.noError = false
 	verb, arg := splitCommand(line)
-	if verb == "" {
-		s.countCmd(cntUnknown, false)
-		s.replyErr(replyBadSyntax)
-		return
-	}
-	if !utf8.ValidString(line) {
-		s.countCmd(cntUnknown, false)
-		s.replyErr(replyBadUTF8)
-		return
-	}
-	cmd := lookupCommand(verb)
-	s.where = "UNKNOWN"
-	if cmd != nil {
-		s.where = cmd.verb
-	}
+	cmd, r := s.parse(line, verb)
 	if cmd == nil {
 		s.countCmd(cntUnknown, false)
-		s.replyErr(replyUnknownCmd)
+		s.replyErr(r)
 		return
 	}
-	// RFC 2920 sec 3.1 (Postfix's SMTPD_FLAG_ILL_PIPELINING), looked
-	// for only when something acts on it.
-	if (o.ForbidUnauthPipelining || s.cfg.pipeCheck) && !s.illPipelining && cmd.verb != "QUIT" &&
-		(!s.esmtp || !cmd.group) && s.inputPending() {
-		s.illPipelining = true
-		s.log.Info().Str("command", cmd.verb).Msg("improper command pipelining")
-	}
-	if o.ForbidUnauthPipelining && s.illPipelining && cmd.verb != "QUIT" {
+	if s.pipeliningRefused(cmd) {
 		s.countCmd(cmd.counted, false)
 		s.reply(replyPipelining)
 		s.quit, s.rejected = true, "pipelining"
 		return
 	}
-	var r *smtp.SMTPError
-	denied := s.accessDenied(cmd.verb)
-	switch {
-	case denied != nil:
-		r = denied
-	case o.EnforceTLS && !s.tls && !cmd.preTLS:
-		r = replyTLSFirst
-	case cmd.needHelo != nil && o.HeloRequired && s.helo == "":
-		r = cmd.needHelo
-	case cmd.afterBdat != nil && s.tx.inBdat():
-		r = cmd.afterBdat
-	case cmd.noTxn != nil && s.tx != nil:
-		r = cmd.noTxn
-	default:
+	if r = s.precondition(cmd); r == nil {
 		r = cmd.handle(s, arg)
 	}
 	if r == nil {
@@ -429,6 +394,67 @@ func (s *session) dispatch(line string) {
 		s.reply(r)
 		return
 	}
+	s.account(cmd, verb, arg, r)
+}
+
+// parse finds the command of a line, or the reply to a line that is not
+// one (bad syntax, not UTF-8, unknown verb).
+func (s *session) parse(line, verb string) (*command, *smtp.SMTPError) {
+	switch {
+	case verb == "":
+		return nil, replyBadSyntax
+	case !utf8.ValidString(line):
+		return nil, replyBadUTF8
+	}
+	cmd := lookupCommand(verb)
+	s.where = "UNKNOWN"
+	if cmd == nil {
+		return nil, replyUnknownCmd
+	}
+	s.where = cmd.verb
+	return cmd, nil
+}
+
+// pipeliningRefused notes improper pipelining (RFC 2920 sec 3.1,
+// Postfix's SMTPD_FLAG_ILL_PIPELINING; looked for only when something
+// acts on it) and reports whether smtpd_forbid_unauth_pipelining ends
+// the session for it.
+func (s *session) pipeliningRefused(cmd *command) bool {
+	o := &s.cfg.opts
+	if (o.ForbidUnauthPipelining || s.cfg.pipeCheck) && !s.illPipelining && cmd.verb != "QUIT" &&
+		(!s.esmtp || !cmd.group) && s.inputPending() {
+		s.illPipelining = true
+		s.log.Info().Str("command", cmd.verb).Msg("improper command pipelining")
+	}
+	return o.ForbidUnauthPipelining && s.illPipelining && cmd.verb != "QUIT"
+}
+
+// precondition is the command table's answer before the handler runs
+// (access, TLS first, HELO required, BDAT in progress, transaction in
+// progress), or nil.
+func (s *session) precondition(cmd *command) *smtp.SMTPError {
+	o := &s.cfg.opts
+	if denied := s.accessDenied(cmd.verb); denied != nil {
+		return denied
+	}
+	switch {
+	case o.EnforceTLS && !s.tls && !cmd.preTLS:
+		return replyTLSFirst
+	case cmd.needHelo != nil && o.HeloRequired && s.helo == "":
+		return cmd.needHelo
+	case cmd.afterBdat != nil && s.tx.inBdat():
+		return cmd.afterBdat
+	case cmd.noTxn != nil && s.tx != nil:
+		return cmd.noTxn
+	}
+	return nil
+}
+
+// account sends a command's reply and counts it: the disconnect-log
+// counters, the error count, the reject log line and the junk commands
+// (Postfix's SMTPD_CMD_FLAG_LIMIT: past the limit each one also counts
+// as an error).
+func (s *session) account(cmd *command, verb, arg string, r *smtp.SMTPError) {
 	failed := r.Code >= 400 && !s.noError
 	s.countCmd(cmd.counted, r.Code < 400)
 	s.reply(r)
@@ -438,8 +464,6 @@ func (s *session) dispatch(line string) {
 	if r.Code >= 400 && r.Code < 600 && !s.noError {
 		s.logReject(verb, r, arg)
 	}
-	// Junk commands (Postfix's SMTPD_CMD_FLAG_LIMIT): past the limit each
-	// one also counts as an error.
 	if cmd.junk {
 		if s.junk > s.io.lim.JunkCommandLimit {
 			s.errors++
