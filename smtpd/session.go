@@ -162,7 +162,6 @@ func (s *session) interruptIdle() {
 // run is the one loop: greet, then read, dispatch, reply, count, until
 // QUIT, an error limit, a timeout, shutdown or a lost connection.
 func (s *session) run() {
-	o := &s.cfg.opts
 	s.lookupPeer()
 	s.namaddr = newNamaddr(s.name, s.client)
 	s.log.Info().Str("event", "connect").Str("client_name", s.name).Msgf("connect from %s", s.namaddr)
@@ -180,8 +179,26 @@ func (s *session) run() {
 		}
 		ev.Msgf("disconnect from %s %s", s.namaddr, s.countString())
 	}()
-	// A client that talks before the greeting violates RFC 5321 sec
-	// 4.3.1; Postfix's smtpd_forbid_unauth_pipelining disconnects it.
+	var stop bool
+	if reason, stop = s.greet(); stop {
+		return
+	}
+	for {
+		if reason, stop = s.command(); stop {
+			return
+		}
+		if reason, stop = s.follow(); stop {
+			return
+		}
+	}
+}
+
+// greet sends the greeting, or the reply that replaces it
+// (smtpd_client_restrictions at connect time, as in Postfix); a client
+// that talks before the greeting violates RFC 5321 sec 4.3.1, and
+// Postfix's smtpd_forbid_unauth_pipelining disconnects it (stop).
+func (s *session) greet() (reason string, stop bool) {
+	o := &s.cfg.opts
 	if (o.ForbidUnauthPipelining || s.cfg.pipeCheck) && kernelPending(s.raw) {
 		s.illPipelining = true
 	}
@@ -189,7 +206,7 @@ func (s *session) run() {
 		reason, s.rejected = "improper command pipelining after CONNECT", "pipelining"
 		s.log.Info().Msg(reason)
 		s.reply(replyPipelining)
-		return
+		return reason, true
 	}
 	s.bare = o.BareNewline
 	if o.BareNewlineExclusions != nil && o.BareNewlineExclusions.Contains(s.client) {
@@ -203,80 +220,82 @@ func (s *session) run() {
 	} else {
 		s.reply(replyGreeting(o.Banner))
 	}
-	for {
-		// Each command is a new request: its deadline, and the limits
-		// of the stress state now (Postfix: smtp_stream_setup in the
-		// loop).
-		s.io.begin(false)
-		if s.tx == nil {
-			s.io.txEnd = time.Time{}
-		}
-		if s.errors >= s.io.lim.HardErrorLimit {
-			reason, s.rejected = "too many errors", "errors"
-			s.reply(replyTooManyErrors(o.Hostname))
-			return
-		}
-		if s.srv.closing.Load() {
-			reason = "shutdown"
-			s.reply(replyShutdown)
-			return
-		}
-		line, bareLF, err := s.readCommand()
+	return "", false
+}
+
+// command reads and dispatches one command, unless the session ends
+// first: the error limit, shutdown, a read that failed, a bare LF.
+func (s *session) command() (reason string, stop bool) {
+	// Each command is a new request: its deadline, and the limits of
+	// the stress state now (Postfix: smtp_stream_setup in the loop).
+	s.io.begin(false)
+	if s.tx == nil {
+		s.io.txEnd = time.Time{}
+	}
+	if s.errors >= s.io.lim.HardErrorLimit {
+		s.rejected = "errors"
+		s.reply(replyTooManyErrors(s.cfg.opts.Hostname))
+		return "too many errors", true
+	}
+	if s.srv.closing.Load() {
+		s.reply(replyShutdown)
+		return "shutdown", true
+	}
+	line, bareLF, err := s.readCommand()
+	if err != nil {
+		return s.readFailed(err), true
+	}
+	if bareLF && s.bareCommand() {
+		return "", true
+	}
+	s.log.Debug().Str("in", redactAuth(line)).Msg("command")
+	s.dispatch(line)
+	if s.tx != nil && s.io.txEnd.IsZero() && s.io.lim.TransactionDeadline > 0 {
+		s.io.txEnd = time.Now().Add(s.io.lim.TransactionDeadline)
+	}
+	return "", false
+}
+
+// follow does what the command left the session to do: read the content
+// after 354 or a BDAT chunk, carry an AUTH exchange on, hang up after
+// QUIT, or start TLS.
+func (s *session) follow() (reason string, stop bool) {
+	if s.inData {
+		s.inData = false
+		s.io.begin(true)
+		r, err := s.receive()
 		if err != nil {
-			reason = s.readFailed(err)
-			return
+			return s.readFailed(err), true
 		}
-		if bareLF && s.bareCommand() {
-			return
+		s.finishData(r)
+	}
+	for s.sasl.x != nil { // an AUTH exchange (auth.go)
+		line, _, err := s.readCommand()
+		if err != nil {
+			s.authEnd()
+			return s.readFailed(err), true
 		}
-		s.log.Debug().Str("in", redactAuth(line)).Msg("command")
-		s.dispatch(line)
-		if s.tx != nil && s.io.txEnd.IsZero() && s.io.lim.TransactionDeadline > 0 {
-			s.io.txEnd = time.Now().Add(s.io.lim.TransactionDeadline)
+		s.authContinue(line)
+	}
+	if s.chunk != nil {
+		s.io.begin(true)
+		r, err := s.receiveChunk()
+		if err != nil {
+			return s.readFailed(err), true
 		}
-		if s.inData {
-			s.inData = false
-			s.io.begin(true)
-			r, err := s.receive()
-			if err != nil {
-				reason = s.readFailed(err)
-				return
-			}
-			s.finishData(r)
-		}
-		for s.sasl.x != nil { // an AUTH exchange (auth.go)
-			line, _, err := s.readCommand()
-			if err != nil {
-				s.authEnd()
-				reason = s.readFailed(err)
-				return
-			}
-			s.authContinue(line)
-		}
-		if s.chunk != nil {
-			s.io.begin(true)
-			r, err := s.receiveChunk()
-			if err != nil {
-				reason = s.readFailed(err)
-				return
-			}
-			s.finishChunk(r)
-		}
-		if s.quit {
-			return
-		}
-		if s.startTLS {
-			s.startTLS = false
-			if err := s.handshake(); err != nil {
-				reason = "TLS handshake failed"
-				s.log.Info().Err(err).Msg("TLS handshake failed")
-				return
-			}
-			if s.quit {
-				return
-			}
+		s.finishChunk(r)
+	}
+	if s.quit {
+		return "", true
+	}
+	if s.startTLS {
+		s.startTLS = false
+		if err := s.handshake(); err != nil {
+			s.log.Info().Err(err).Msg("TLS handshake failed")
+			return "TLS handshake failed", true
 		}
 	}
+	return "", s.quit
 }
 
 // readFailed turns a read error into the session's end: 421 on timeout
