@@ -8,11 +8,8 @@ import (
 	"github.com/holdfast-mta/holdfast/config"
 )
 
-// writeConfigMan writes holdfast.cf(5) in roff from the parameter table,
-// so that the manual lists every parameter with its default and cannot
-// drift from the code (`holdfast config --man`).
-func writeConfigMan(w io.Writer) {
-	fmt.Fprint(w, `.TH HOLDFAST.CF 5 "" "holdfast" "File Formats Manual"
+// configManHead is holdfast.cf(5) up to the parameter list.
+const configManHead = `.TH HOLDFAST.CF 5 "" "holdfast" "File Formats Manual"
 .SH NAME
 holdfast.cf \- configuration of the holdfast mail relay
 .SH SYNOPSIS
@@ -53,7 +50,26 @@ with expansion.
 An unknown parameter is a warning; a bad value stops the daemon with the
 file, line and parameter.
 .SH PARAMETERS
-`)
+`
+
+// configManFoot is holdfast.cf(5) after the parameter list.
+const configManFoot = `.SH FILES
+.TP
+.I /etc/holdfast/holdfast.cf
+this file
+.TP
+.I $queue_directory/queue.db
+the queue
+.SH SEE ALSO
+.BR holdfast (8),
+.BR postconf (5)
+`
+
+// writeConfigMan writes holdfast.cf(5) in roff from the parameter table,
+// so that the manual lists every parameter with its default and cannot
+// drift from the code (`holdfast config --man`).
+func writeConfigMan(w io.Writer) {
+	fmt.Fprint(w, configManHead)
 	for _, e := range config.ManEntries() {
 		def := "(empty)"
 		switch {
@@ -64,17 +80,7 @@ file, line and parameter.
 		}
 		fmt.Fprintf(w, ".TP\n.B %s\nDefault: %s\n.br\n%s\n", roff(e.Name), roff(def), roff(e.Description))
 	}
-	fmt.Fprint(w, `.SH FILES
-.TP
-.I /etc/holdfast/holdfast.cf
-this file
-.TP
-.I $queue_directory/queue.db
-the queue
-.SH SEE ALSO
-.BR holdfast (8),
-.BR postconf (5)
-`)
+	fmt.Fprint(w, configManFoot)
 }
 
 // roff escapes text for a roff line: backslashes, and a leading dot or
