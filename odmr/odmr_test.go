@@ -180,7 +180,10 @@ func (r *rig) fetchmailCmd(user, pass, domains, smtphost string, started func(*e
 	rc := filepath.Join(dir, "fetchmailrc")
 	fmt.Fprintf(mustCreate(r.t, rc), "set no syslog\npoll %s port %s proto odmr user %q password %q fetchdomains %s smtphost %s %s\n",
 		host, port, user, pass, domains, strings.Replace(smtphost, ":", "/", 1), r.fetchmailOpts)
-	cmd := exec.Command(bin, "-f", rc, "-v", "--nodetach", "--nosyslog")
+	// Its own lock file: as root fetchmail locks /var/run/fetchmail.pid,
+	// so that runs of other tests at the same time refused to start
+	// ("another foreground fetchmail is running").
+	cmd := exec.Command(bin, "-f", rc, "-v", "--nodetach", "--nosyslog", "--pidfile", filepath.Join(dir, "fetchmail.pid"))
 	cmd.Env = append(os.Environ(), "FETCHMAILHOME="+dir, "HOME="+dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
