@@ -11,6 +11,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -32,13 +33,9 @@ func mountTmpfs(t *testing.T, dir, size string) error {
 		return fmt.Errorf("mount: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() {
-		for i := 0; i < 50; i++ {
-			if exec.Command("umount", dir).Run() == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
+		if !testutil.WaitFor(5*time.Second, func() bool { return exec.Command("umount", dir).Run() == nil }) {
+			t.Errorf("umount %s failed", dir)
 		}
-		t.Errorf("umount %s failed", dir)
 	})
 	return nil
 }
@@ -123,14 +120,7 @@ func TestDiskFull(t *testing.T) {
 		etrnOnce(d, "sink.test")
 		sink.WaitFor(20*time.Second, func() bool { return countMissing(sink, acked) == 0 })
 	}
-	resumed := false
-	for i := 0; i < 100 && !resumed; i++ {
-		if code, _ := send(); code == 250 {
-			resumed = true
-		} else {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	resumed := testutil.WaitFor(10*time.Second, func() bool { code, _ := send(); return code == 250 })
 	if !resumed {
 		t.Fatalf("%s: acceptance did not resume after space was freed\n%s", mode, d.LogTail(20))
 	}
