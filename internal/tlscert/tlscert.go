@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -119,42 +120,45 @@ func ProtocolRange(list string) (minV, maxV uint16, err error) {
 	}
 	var include []uint16
 	for _, tok := range strings.FieldsFunc(list, func(r rune) bool { return r == ' ' || r == ',' || r == ':' || r == '\t' }) {
-		op := ""
-		for _, o := range []string{">=", "<=", "!"} {
-			if strings.HasPrefix(tok, o) {
-				op, tok = o, tok[len(o):]
-				break
-			}
-		}
-		if strings.EqualFold(tok, "SSLv2") || strings.EqualFold(tok, "SSLv3") {
-			if op == "" {
-				include = append(include, 0) // asked for, never offered
-			}
-			continue
-		}
-		v, ok := versionOf(tok)
+		v, op, ok := protocolToken(tok)
 		if !ok {
 			return 0, 0, fmt.Errorf("invalid TLS protocol list %q", list)
 		}
-		for _, x := range versions {
-			switch {
-			case op == ">=" && x.v < v, op == "<=" && x.v > v, op == "!" && x.v == v:
-				allowed[x.v] = false
+		if v == 0 { // SSLv2, SSLv3: asked for, never offered
+			if op == "" {
+				include = append(include, 0)
 			}
+			continue
 		}
+		exclude(allowed, op, v)
 		if op == "" {
 			include = append(include, v)
 		}
 	}
 	if include != nil {
 		for _, x := range versions {
-			in := false
-			for _, v := range include {
-				in = in || v == x.v
-			}
-			allowed[x.v] = allowed[x.v] && in
+			allowed[x.v] = allowed[x.v] && slices.Contains(include, x.v)
 		}
 	}
+	minV, maxV = span(allowed)
+	if minV == 0 {
+		return 0, 0, fmt.Errorf("TLS protocol list %q allows no protocol", list)
+	}
+	return minV, maxV, nil
+}
+
+// exclude applies an operator element (">=v", "<=v", "!v") to allowed.
+func exclude(allowed map[uint16]bool, op string, v uint16) {
+	for _, x := range versions {
+		switch {
+		case op == ">=" && x.v < v, op == "<=" && x.v > v, op == "!" && x.v == v:
+			allowed[x.v] = false
+		}
+	}
+}
+
+// span is the lowest and highest allowed version (0, 0: none).
+func span(allowed map[uint16]bool) (minV, maxV uint16) {
 	for _, x := range versions {
 		if allowed[x.v] {
 			if minV == 0 {
@@ -163,10 +167,24 @@ func ProtocolRange(list string) (minV, maxV uint16, err error) {
 			maxV = x.v
 		}
 	}
-	if minV == 0 {
-		return 0, 0, fmt.Errorf("TLS protocol list %q allows no protocol", list)
+	return minV, maxV
+}
+
+// protocolToken reads one element of a protocol list: an operator (">=",
+// "<=", "!" or none) and a version. SSLv2 and SSLv3 are known and never
+// offered: version 0.
+func protocolToken(tok string) (v uint16, op string, ok bool) {
+	for _, o := range []string{">=", "<=", "!"} {
+		if strings.HasPrefix(tok, o) {
+			op, tok = o, tok[len(o):]
+			break
+		}
 	}
-	return minV, maxV, nil
+	if strings.EqualFold(tok, "SSLv2") || strings.EqualFold(tok, "SSLv3") {
+		return 0, op, true
+	}
+	v, ok = versionOf(tok)
+	return v, op, ok
 }
 
 func versionOf(name string) (uint16, bool) {
