@@ -12,6 +12,8 @@ import (
 	"github.com/rs/zerolog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -107,6 +109,13 @@ func New(o Options, f Flusher, c Counter) (*Node, error) {
 		Endpoints: o.Endpoints, DialTimeout: opTimeout, Username: o.Username, Password: o.Password,
 		TLS: o.TLS, Logger: zap.NewNop(),
 		DialKeepAliveTime: o.MemberTTL, DialKeepAliveTimeout: o.MemberTTL,
+		// gRPC's own reconnection backoff grows to 2 minutes by default:
+		// capped like the node's, so that a node is back within about
+		// MaxBackoff of etcd's return.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: o.MaxBackoff},
+			MinConnectTimeout: opTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
