@@ -53,12 +53,12 @@ fmt-check:
 # Debian's postfix when they are missing; see docs/benchmarks.md).
 # BENCHFLAGS passes harness flags, e.g. BENCHFLAGS='-runs 3 -sizes 10k,100k'.
 bench: build
-	$(GO) build -o bin/holdfast-bench ./bench
+	$(GO) build -o bin/holdfast-bench ./cmd/holdfast-bench
 	./bin/holdfast-bench -holdfast $(BIN) $(BENCHFLAGS)
 
 # The same side by side with a private Postfix instance, run by run.
 bench-compare: build
-	$(GO) build -o bin/holdfast-bench ./bench
+	$(GO) build -o bin/holdfast-bench ./cmd/holdfast-bench
 	./bin/holdfast-bench -holdfast $(BIN) -compare $(BENCHFLAGS)
 
 # Go micro-benchmarks of the packages.

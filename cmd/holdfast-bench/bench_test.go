@@ -38,7 +38,7 @@ func buildHoldfast(t *testing.T) string {
 			return
 		}
 		built = filepath.Join(dir, "holdfast")
-		if out, err := exec.Command(goBin, "build", "-o", built, "../cmd/holdfast").CombinedOutput(); err != nil {
+		if out, err := exec.Command(goBin, "build", "-o", built, "../holdfast").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build holdfast: %v\n%s", err, out)
 		}
 	})

@@ -1,4 +1,4 @@
-// Command bench measures holdfast with the field's own SMTP load tools,
+// Command holdfast-bench measures holdfast with the field's own SMTP load tools,
 // Postfix's smtp-source and smtp-sink, and with -compare runs the same
 // figures against a private Postfix instance on loopback, alternating the
 // two run by run. See docs/benchmarks.md.

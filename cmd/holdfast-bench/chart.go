@@ -15,7 +15,7 @@ import (
 // size, holdfast and Postfix, from a results file, with gnuplot (Debian's
 // gnuplot-nox, installed when missing).
 //
-//	go run ./bench chart -results docs/benchmarks.json -png docs/benchmarks-etrn.png
+//	go run ./cmd/holdfast-bench chart -results docs/benchmarks.json -png docs/benchmarks-etrn.png
 func chartMain(args []string) int {
 	fs := flag.NewFlagSet("chart", flag.ContinueOnError)
 	results := fs.String("results", "docs/benchmarks.json", "results `file` written by a bench run")
