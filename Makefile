@@ -77,7 +77,7 @@ fuzz:
 # every few seconds for HOLDFAST_SOAK (default 10m), then everything must
 # arrive. The short form runs in make test.
 soak:
-	HOLDFAST_SOAK=$${HOLDFAST_SOAK:-10m} $(GO) test -run '^TestCrashUnderLoad$$' -count=1 -timeout 60m -v ./internal/crashtest/
+	HOLDFAST_SOAK=$${HOLDFAST_SOAK:-10m} $(GO) test -run '^TestCrashUnderLoad$$' -count=1 -timeout 60m -v ./test/crashtest/
 
 # Installs the binary, the Postfix-compatible names (links to it), the
 # systemd unit and sysusers entry, and the example configuration, under

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 // TestSmugglingNormalized: SMTP smuggling attempts from a client outside

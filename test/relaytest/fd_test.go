@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 // TestDescriptorExhaustion: the daemon runs with RLIMIT_NOFILE lowered to

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/store"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 // TestConcurrentLargeMessagesMemory is the issue's "300 outside clients,

@@ -1,6 +1,6 @@
 // Package relaytest attacks a running holdfast from outside: open-relay
 // tricks, connection and size limits, slow and noisy clients, ETRN floods.
-// The daemon is the built binary (internal/crashtest's harness); the
+// The daemon is the built binary (test/crashtest's harness); the
 // attacker is 127.0.0.1, which the test configurations keep outside
 // mynetworks.
 package relaytest
@@ -18,9 +18,9 @@ import (
 
 	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/internal/addr"
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(crashtest.Main(m)) }

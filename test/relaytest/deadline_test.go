@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 // slowResult is what one slow client saw.

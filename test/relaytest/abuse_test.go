@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/holdfast-mta/holdfast/control"
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 // dialRaw connects from local address from and returns the greeting.

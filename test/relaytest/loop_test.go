@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/holdfast-mta/holdfast/control"
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 // loopDaemon starts a daemon (myhostname name) that relays loop.test and

@@ -1,7 +1,7 @@
 // Package logtest checks the daemon's Postfix-format maillog with the
 // tools operators run on it: Debian's pflogsumm and fail2ban-regex with
 // fail2ban's postfix filter. The daemon is the built binary
-// (internal/crashtest's harness) and the customer's server is go-smtp
+// (test/crashtest's harness) and the customer's server is go-smtp
 // (testutil.MTA).
 package logtest
 
@@ -19,8 +19,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/holdfast-mta/holdfast/internal/crashtest"
 	"github.com/holdfast-mta/holdfast/internal/testutil"
+	"github.com/holdfast-mta/holdfast/test/crashtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(crashtest.Main(m)) }

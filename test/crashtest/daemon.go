@@ -2,7 +2,7 @@
 // it builds ./cmd/holdfast once per test binary, writes a configuration,
 // starts `holdfast serve`, kills it with SIGKILL, restarts it and stops it.
 // Its own tests prove that acknowledged mail survives crashes under load;
-// internal/relaytest uses the same harness for open-relay and abuse tests.
+// test/relaytest uses the same harness for open-relay and abuse tests.
 //
 // Everything runs on loopback: the daemon listens on 127.0.0.1 and delivers
 // to a Sink, a go-smtp server that stands in for the customer's MTA.
@@ -180,7 +180,7 @@ func (d *Daemon) Addr() string {
 func (d *Daemon) WriteConfig() {
 	d.t.Helper()
 	var b bytes.Buffer
-	b.WriteString("# written by internal/crashtest\n")
+	b.WriteString("# written by test/crashtest\n")
 	keys := make([]string, 0, len(d.Params))
 	for k := range d.Params {
 		keys = append(keys, k)
