@@ -16,11 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Run runs the phases c asks for, prints the table and saves the
-// results. Every process it starts is stopped before it returns, also on
-// error and on cancellation.
-func Run(ctx context.Context, c *Config) (*Results, error) {
-	r := &Results{Started: time.Now(), Machine: machine(), Config: describe(c)}
+// neededTools are the programs the configured run uses.
+func neededTools(c *Config) []string {
 	var need []string
 	if c.Load == "smtp-source" {
 		need = append(need, "smtp-source")
@@ -31,10 +28,18 @@ func Run(ctx context.Context, c *Config) (*Results, error) {
 	if c.Postfix {
 		need = append(need, "postfix")
 	}
+	return need
+}
+
+// Run runs the phases c asks for, prints the table and saves the
+// results. Every process it starts is stopped before it returns, also on
+// error and on cancellation.
+func Run(ctx context.Context, c *Config) (*Results, error) {
+	r := &Results{Started: time.Now(), Machine: machine(), Config: describe(c)}
 	if c.Holdfast == "" && !c.Postfix {
 		return nil, errors.New("nothing to measure: no holdfast binary and no -compare")
 	}
-	if err := ensureTools(c, need...); err != nil {
+	if err := ensureTools(c, neededTools(c)...); err != nil {
 		return nil, err
 	}
 	work, err := os.MkdirTemp(c.Work, "holdfast-bench-")
@@ -253,6 +258,34 @@ func relayRun(ctx context.Context, c *Config, r *Results, sys system) error {
 
 // etrnPhase fills the queues size by size (each size adds to the last)
 // and times ETRN of one domain holding Batch messages.
+// etrnRuns runs c.Runs ETRN measurements at one queue size on the
+// systems that take part (hOn, pOn), alternating their order.
+func etrnRuns(ctx context.Context, c *Config, r *Results, h *holdfast, p *postfix, size int, hOn, pOn bool) error {
+	for run := 0; run < c.Runs; run++ {
+		for _, sys := range order(run, h, p) {
+			if (sys.Name() == "holdfast" && !hOn) || (sys.Name() == "postfix" && !pOn) {
+				continue
+			}
+			if err := etrnRun(ctx, c, r, sys, size, hotDomain(size, run)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// holdfastMemory records holdfast's memory after the ETRN runs at one
+// queue size and stops it.
+func holdfastMemory(r *Results, h *holdfast, size int) error {
+	m, err := h.Memory()
+	if err != nil {
+		return err
+	}
+	r.add("rss/"+fmt.Sprint(size), fmt.Sprintf("RSS after the ETRN runs, %s queued", count(size)), "MiB", true, "holdfast", float64(m.RSS)/(1<<20))
+	r.add("rssanon/"+fmt.Sprint(size), fmt.Sprintf("  of which anonymous (heap, stacks), %s queued", count(size)), "MiB", true, "holdfast", float64(m.Anon)/(1<<20))
+	return h.Stop()
+}
+
 func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *cleanup) error {
 	h, p, err := startSystems(ctx, c, work, "etrn", cl)
 	if err != nil {
@@ -274,27 +307,14 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 			}
 			postfixQueued = n
 		}
-		for run := 0; run < c.Runs; run++ {
-			for _, sys := range order(run, h, p) {
-				if (sys.Name() == "holdfast" && !hOn) || (sys.Name() == "postfix" && !pOn) {
-					continue
-				}
-				if err := etrnRun(ctx, c, r, sys, size, hotDomain(size, run)); err != nil {
-					return err
-				}
-			}
+		if err := etrnRuns(ctx, c, r, h, p, size, hOn, pOn); err != nil {
+			return err
 		}
 		if pOn {
 			postfixQueued -= c.Runs * c.Batch
 		}
 		if hOn {
-			m, err := h.Memory()
-			if err != nil {
-				return err
-			}
-			r.add("rss/"+fmt.Sprint(size), fmt.Sprintf("RSS after the ETRN runs, %s queued", count(size)), "MiB", true, "holdfast", float64(m.RSS)/(1<<20))
-			r.add("rssanon/"+fmt.Sprint(size), fmt.Sprintf("  of which anonymous (heap, stacks), %s queued", count(size)), "MiB", true, "holdfast", float64(m.Anon)/(1<<20))
-			if err := h.Stop(); err != nil {
+			if err := holdfastMemory(r, h, size); err != nil {
 				return err
 			}
 		}
