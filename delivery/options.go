@@ -208,6 +208,30 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	if tm != nil {
 		o.Transports = tm
 	}
+	if err := scalarsFromConfig(c, &o); err != nil {
+		return o, err
+	}
+	if err := lookupOptions(c, &o); err != nil {
+		return o, err
+	}
+	if o.Warnings, err = transportsFromConfig(c, &o); err != nil {
+		return o, err
+	}
+	w, err := transportWarnings(c, o)
+	if err != nil {
+		return o, err
+	}
+	o.Warnings = append(o.Warnings, w...)
+	if (o.TLSLevel == TLSDane || o.TLSLevel == TLSDaneOnly) && (!o.TLS.DNSSEC || !o.DNS) {
+		o.Warnings = append(o.Warnings, fmt.Sprintf("smtp_tls_security_level = %s needs DNS lookups with smtp_dns_support_level = dnssec (and a validating dns_resolver): until then dane acts as may and dane-only defers mail (4.7.5 client TLS configuration problem)", o.TLSLevel))
+	}
+	return o, nil
+}
+
+// scalarsFromConfig reads the times and limits of the scheduler and the
+// SMTP client.
+func scalarsFromConfig(c *config.Config, o *Options) error {
+	var err error
 	times := []struct {
 		name string
 		p    *time.Duration
@@ -233,7 +257,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	}
 	for _, t := range times {
 		if *t.p, err = c.Time(t.name); err != nil {
-			return o, err
+			return err
 		}
 	}
 	for _, z := range []*time.Duration{&o.MaxQueueLifetime, &o.BounceQueueLifetime} {
@@ -252,32 +276,18 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	}
 	for _, t := range ints {
 		if *t.p, err = c.Int(t.name); err != nil {
-			return o, err
+			return err
 		}
 	}
 	if o.BounceSizeLimit, err = c.Size("bounce_size_limit"); err != nil {
-		return o, err
+		return err
 	}
 	o.DestinationLimit = perTransport(c, "_destination_concurrency_limit", o.DefaultDestinationLimit)
 	if o.DefaultRecipientLimit, err = c.Int("default_destination_recipient_limit"); err != nil {
-		return o, err
+		return err
 	}
 	o.RecipientLimit = perTransport(c, "_destination_recipient_limit", o.DefaultRecipientLimit)
-	if err := lookupOptions(c, &o); err != nil {
-		return o, err
-	}
-	if o.Warnings, err = transportsFromConfig(c, &o); err != nil {
-		return o, err
-	}
-	w, err := transportWarnings(c, o)
-	if err != nil {
-		return o, err
-	}
-	o.Warnings = append(o.Warnings, w...)
-	if (o.TLSLevel == TLSDane || o.TLSLevel == TLSDaneOnly) && (!o.TLS.DNSSEC || !o.DNS) {
-		o.Warnings = append(o.Warnings, fmt.Sprintf("smtp_tls_security_level = %s needs DNS lookups with smtp_dns_support_level = dnssec (and a validating dns_resolver): until then dane acts as may and dane-only defers mail (4.7.5 client TLS configuration problem)", o.TLSLevel))
-	}
-	return o, nil
+	return nil
 }
 
 // perTransport reads <transport><suffix> (a qmgr limit such as
