@@ -73,7 +73,10 @@ type Node struct {
 	cli     *clientv3.Client
 	flusher Flusher
 	counter Counter
+	follow  Follower
 	log     zerolog.Logger
+	// ctx lives from Start to Close (the followed flushes use it).
+	ctx context.Context
 
 	pub    chan Request
 	cancel context.CancelFunc
@@ -133,7 +136,7 @@ func (n *Node) SetSMTP(a string) { n.o.SMTP = a }
 // Start runs the node in the background until Close.
 func (n *Node) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.cancel, n.ctx = cancel, ctx
 	go n.run(ctx)
 }
 

@@ -22,6 +22,11 @@ type Request struct {
 	Origin string `json:"origin"`
 	// Time is when it was accepted there.
 	Time time.Time `json:"time"`
+	// Wait, when set, names the request for `flush --cluster --wait`:
+	// each node follows its flush for at most WaitFor and reports under
+	// result/<Wait>/<node>.
+	Wait    string        `json:"wait,omitempty"`
+	WaitFor time.Duration `json:"wait_for,omitempty"`
 }
 
 // Member is a node's membership record.
@@ -206,12 +211,12 @@ func (n *Node) applyEvents(evs []*clientv3.Event) {
 		if ev.Type != clientv3.EventTypePut || ev.Kv.ModRevision <= n.applied.Load() {
 			continue
 		}
-		n.apply(ev.Kv.Value)
+		n.apply(ev.Kv.Value, clientv3.LeaseID(ev.Kv.Lease))
 		n.applied.Store(ev.Kv.ModRevision)
 	}
 }
 
-func (n *Node) apply(value []byte) {
+func (n *Node) apply(value []byte, lease clientv3.LeaseID) {
 	var r Request
 	if err := json.Unmarshal(value, &r); err != nil || r.Dest == "" {
 		n.log.Warn().Err(err).Msg("cluster: unreadable flush request skipped")
@@ -225,6 +230,17 @@ func (n *Node) apply(value []byte) {
 		n.log.Info().Str("site", r.Dest).Str("origin", r.Origin).Dur("age", age).
 			Msg("cluster: flush request older than cluster_flush_max_age skipped")
 		n.skipped.Add(1)
+		return
+	}
+	if r.Wait != "" && n.follow != nil {
+		if err := n.followFlush(r, lease); err != nil {
+			n.log.Warn().Err(err).Str("site", r.Dest).Str("origin", r.Origin).Msg("cluster: flush request not applied")
+			n.skipped.Add(1)
+			return
+		}
+		n.appliedN.Add(1)
+		n.log.Info().Str("event", "cluster_flush").Str("site", r.Dest).Bool("subtree", r.Subtree).
+			Str("origin", r.Origin).Str("wait", r.Wait).Msg("cluster: flush request applied and followed")
 		return
 	}
 	res, err := n.flusher.Flush(r.Dest, r.Subtree)

@@ -38,7 +38,7 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) error {
 		st.End = true
 		return out.send(st)
 	}
-	return s.follow(r, out, track, watch, st, req.WaitFor)
+	return s.follow(r.Context(), func(st FlushStatus) error { return out.send(st) }, track, watch, st, req.WaitFor)
 }
 
 // doFlush validates the request and calls the flush service. With Wait it

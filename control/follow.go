@@ -1,8 +1,8 @@
 package control
 
 import (
+	"context"
 	"errors"
-	"net/http"
 	"time"
 
 	"github.com/holdfast-mta/holdfast/store"
@@ -19,7 +19,7 @@ const (
 // recipient's outcome comes from the store while its message is queued,
 // and from the delivery outcome hook (Metrics.Outcome) once the message
 // is gone; without that hook a finished message counts as Done.
-func (s *Server) follow(r *http.Request, out *lines, t *tracker, watch *watcher,
+func (s *Server) follow(ctx context.Context, send func(FlushStatus) error, t *tracker, watch *watcher,
 	st FlushStatus, wait time.Duration) error {
 	if wait <= 0 {
 		wait = defaultWait
@@ -38,17 +38,17 @@ func (s *Server) follow(r *http.Request, out *lines, t *tracker, watch *watcher,
 	if watch != nil {
 		events = watch.ch
 	}
-	if err := out.send(st); err != nil {
+	if err := send(st); err != nil {
 		return nil
 	}
 	for st.Pending > 0 {
 		select {
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return nil
 		case <-deadline.C:
 			st.TimedOut = true
 			st.End = true
-			return out.send(st)
+			return send(st)
 		case ev := <-events:
 			if _, ok := t.rcpts[ev.id][ev.addr]; ok {
 				if heard[ev.id] == nil {
@@ -59,13 +59,37 @@ func (s *Server) follow(r *http.Request, out *lines, t *tracker, watch *watcher,
 		case <-poll.C:
 			s.pollTracked(t, heard, gone, watch != nil, &st)
 		case <-report.C:
-			if err := out.send(st); err != nil {
+			if err := send(st); err != nil {
 				return nil
 			}
 		}
 	}
 	st.End = true
-	return out.send(st)
+	return send(st)
+}
+
+// FollowFlush is one host's share of `holdfast flush --cluster --wait`
+// (package cluster calls it on each node): it notes the pending
+// recipients at dest (with subtree also its sub-domains), calls flush,
+// and then follows them in the background as flush --wait does, calling
+// report about once a second and a last time with End set. It returns
+// flush's error, and then reports nothing.
+func FollowFlush(ctx context.Context, st *store.Store, m *Metrics, dest string, subtree bool, wait time.Duration,
+	flush func() (store.FlushResult, error), report func(FlushStatus)) error {
+	s := &Server{o: Options{Store: st, Metrics: m}}
+	watch := m.watch()
+	t := s.newTracker(dest, subtree)
+	res, err := flush()
+	if err != nil {
+		m.unwatch(watch)
+		return err
+	}
+	go func() {
+		defer m.unwatch(watch)
+		s.follow(ctx, func(fs FlushStatus) error { report(fs); return nil }, t, watch,
+			FlushStatus{Messages: res.Messages, Active: res.Active}, wait)
+	}()
+	return nil
 }
 
 // hookGrace is how long a finished message waits for its outcome events.

@@ -225,6 +225,8 @@ func (s *Server) routes() http.Handler {
 	add("POST /v1/reload", Admin, s.reload)
 	add("GET /v1/cluster/status", Mailq, s.clusterStatus)
 	add("GET /v1/cluster/summary", Mailq, s.clusterSummary)
+	add("POST /v1/cluster/flush", FlushOp, s.clusterFlush)
+	add("GET /v1/cluster/flush", FlushOp, s.clusterFlushResults)
 	return mux
 }
 

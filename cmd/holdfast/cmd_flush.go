@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/cluster"
 	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/flush"
 )
@@ -17,7 +18,7 @@ func init() {
 	register("flush", "deliver a destination's mail now (postqueue -s), or all deferred mail (--all)", runFlush)
 }
 
-const flushUsage = "usage: holdfast flush [-c FILE] [--wait] [--timeout DUR] DOMAIN|@DOMAIN | --all | --id ID"
+const flushUsage = "usage: holdfast flush [-c FILE] [--cluster] [--wait] [--timeout DUR] DOMAIN|@DOMAIN | --all | --id ID"
 
 // runFlush is `holdfast flush DOMAIN` (postqueue -s), `--all`
 // (postqueue -f), `--id ID` (postqueue -i). "@DOMAIN" also covers the
@@ -31,6 +32,7 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	id := fs.String("id", "", "flush one message (postqueue -i)")
 	wait := fs.Bool("wait", false, "follow the flushed mail until each recipient has an outcome")
 	timeout := fs.Duration("timeout", 10*time.Minute, "with --wait, give up after `DUR`")
+	inCluster := fs.Bool("cluster", false, "with --wait and DOMAIN, follow the flush on every node of the cluster")
 	pos, err := parseMixed(fs, args)
 	if err != nil {
 		return exUsage
@@ -38,6 +40,14 @@ func runFlush(args []string, stdout, stderr io.Writer) int {
 	req, ok := flushRequest(pos, *all, *id, stderr)
 	if !ok {
 		return exUsage
+	}
+	if *inCluster {
+		if !*wait || req.Site == "" {
+			// A plain flush already reaches every node of a cluster.
+			fmt.Fprintln(stderr, "holdfast: --cluster goes with --wait and a DOMAIN")
+			return exUsage
+		}
+		return runClusterFlush(*cfg, req, *timeout, stdout, stderr)
 	}
 	req.Wait, req.WaitFor = *wait, *timeout
 	cl, _, code := clientFor(*cfg, "holdfast", stderr)
@@ -128,4 +138,109 @@ func flushTarget(r control.FlushRequest) string {
 		return "@" + r.Site
 	}
 	return r.Site
+}
+
+// runClusterFlush is `holdfast flush DOMAIN --cluster --wait`: the daemon
+// flushes here and publishes the request with a name; each node follows
+// its share and reports it in etcd, and this polls the reports until
+// every live node has finished or the timeout passes.
+func runClusterFlush(cfg string, req control.FlushRequest, timeout time.Duration, stdout, stderr io.Writer) int {
+	cl, _, code := clientFor(cfg, "holdfast", stderr)
+	if cl == nil {
+		return code
+	}
+	ctx, cancel := interruptible()
+	defer cancel()
+	id, err := cl.ClusterFlush(ctx, control.ClusterFlushRequest{Site: req.Site, Subtree: req.Subtree, WaitFor: timeout})
+	if err != nil {
+		return apiExit("holdfast", err, stderr)
+	}
+	deadline := time.Now().Add(timeout)
+	var ws cluster.WaitStatus
+	for {
+		ws = cluster.WaitStatus{}
+		err := cl.ClusterFlushResults(ctx, id, &ws)
+		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+			fmt.Fprintln(stderr, "holdfast: interrupted; the flush itself was done")
+			return exTempFail
+		}
+		if err == nil && clusterFlushDone(ws) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return clusterFlushReport(flushTarget(req), ws, timeout, stdout, stderr)
+}
+
+// clusterFlushDone: every live member has reported its end.
+func clusterFlushDone(ws cluster.WaitStatus) bool {
+	ended := map[string]bool{}
+	for _, p := range ws.Results {
+		ended[p.Node] = p.End
+	}
+	for _, m := range ws.Members {
+		if !ended[m] {
+			return false
+		}
+	}
+	return len(ws.Members) > 0
+}
+
+// clusterFlushReport prints one line per node and the total; a node
+// still following, or one that did not report, makes it EX_TEMPFAIL as
+// plain --wait after its timeout.
+func clusterFlushReport(target string, ws cluster.WaitStatus, timeout time.Duration, stdout, stderr io.Writer) int {
+	var total cluster.Progress
+	rc := 0
+	seen := map[string]bool{}
+	for _, p := range ws.Results {
+		seen[p.Node] = true
+		fmt.Fprintf(stdout, "%s: %s: %d %s queued, delivered: %d, deferred again: %d, bounced: %d",
+			p.Node, target, p.Messages, plural(p.Messages), p.Delivered, p.Deferred, p.Bounced)
+		if p.Done > 0 {
+			fmt.Fprintf(stdout, ", finished (outcome not reported): %d", p.Done)
+		}
+		switch {
+		case p.Error != "":
+			fmt.Fprintf(stdout, ", error: %s", p.Error)
+			rc = exTempFail
+		case !p.End || p.TimedOut:
+			fmt.Fprintf(stdout, ", still pending: %d", p.Pending)
+			rc = exTempFail
+		}
+		fmt.Fprintln(stdout)
+		total.Messages += p.Messages
+		total.Delivered += p.Delivered
+		total.Deferred += p.Deferred
+		total.Bounced += p.Bounced
+		total.Done += p.Done
+		total.Pending += p.Pending
+	}
+	for _, m := range ws.Members {
+		if !seen[m] {
+			fmt.Fprintf(stdout, "%s: %s: no report\n", m, target)
+			rc = exTempFail
+		}
+	}
+	fmt.Fprintf(stdout, "total (%d %s): %d %s queued, delivered: %d, deferred again: %d, bounced: %d",
+		len(ws.Results), nodesWord(len(ws.Results)), total.Messages, plural(total.Messages),
+		total.Delivered, total.Deferred, total.Bounced)
+	if total.Done > 0 {
+		fmt.Fprintf(stdout, ", finished (outcome not reported): %d", total.Done)
+	}
+	fmt.Fprintln(stdout)
+	if rc != 0 {
+		fmt.Fprintf(stderr, "holdfast: %d recipients still pending or nodes not finished after %s\n", total.Pending, timeout)
+	}
+	return rc
+}
+
+func nodesWord(n int) string {
+	if n == 1 {
+		return "node"
+	}
+	return "nodes"
 }

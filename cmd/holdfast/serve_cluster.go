@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/holdfast-mta/holdfast/cluster"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/control"
+	"github.com/holdfast-mta/holdfast/store"
 )
 
 // clusterDestLimit bounds the destinations a node's summary lists.
@@ -56,6 +58,14 @@ func (d *daemon) newCluster(c *config.Config) error {
 	if err != nil {
 		return err
 	}
+	d.cluster.SetFollower(func(ctx context.Context, dest string, subtree bool, wait time.Duration,
+		flush func() (store.FlushResult, error), report func(cluster.Progress)) error {
+		return control.FollowFlush(ctx, d.store, d.metrics, dest, subtree, wait, flush, func(s control.FlushStatus) {
+			report(cluster.Progress{Messages: s.Messages, Active: s.Active, Tracked: s.Tracked,
+				Delivered: s.Delivered, Deferred: s.Deferred, Bounced: s.Bounced, Done: s.Done,
+				Pending: s.Pending, TimedOut: s.TimedOut, End: s.End})
+		})
+	})
 	d.flush.SetPublisher(d.cluster)
 	d.clusterMetrics()
 	return nil
@@ -145,6 +155,12 @@ type clusterView struct{ n *cluster.Node }
 
 func (v clusterView) Status(ctx context.Context) (any, error)    { return v.n.Status(ctx) }
 func (v clusterView) Summaries(ctx context.Context) (any, error) { return v.n.Summaries(ctx) }
+func (v clusterView) FlushWait(dest string, subtree bool, wait time.Duration) (string, error) {
+	return v.n.FlushWait(dest, subtree, wait)
+}
+func (v clusterView) FlushResults(ctx context.Context, id string) (any, error) {
+	return v.n.FlushResults(ctx, id)
+}
 
 // clusterView is nil (no cluster endpoints) on a single host.
 func (d *daemon) clusterView() control.Cluster {
