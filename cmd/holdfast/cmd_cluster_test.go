@@ -40,3 +40,35 @@ func fields(s string) string {
 	}
 	return strings.Join(out, "|")
 }
+
+// flush --cluster --wait: a node still pending and a member without a
+// report make it EX_TEMPFAIL; an error is shown on its node's line.
+func TestClusterFlushReport(t *testing.T) {
+	ws := cluster.WaitStatus{Members: []string{"a", "b", "c"}, Results: []cluster.Progress{
+		{Node: "a", Messages: 2, Delivered: 1, Bounced: 1, End: true},
+		{Node: "b", Messages: 3, Delivered: 1, Deferred: 1, Pending: 1, TimedOut: true, End: true},
+	}}
+	var out, errOut strings.Builder
+	if rc := clusterFlushReport("customer.tld", ws, time.Minute, &out, &errOut); rc != exTempFail {
+		t.Errorf("exit %d", rc)
+	}
+	want := "a: customer.tld: 2 messages queued, delivered: 1, deferred again: 0, bounced: 1\n" +
+		"b: customer.tld: 3 messages queued, delivered: 1, deferred again: 1, bounced: 0, still pending: 1\n" +
+		"c: customer.tld: no report\n" +
+		"total (2 nodes): 5 messages queued, delivered: 2, deferred again: 1, bounced: 1\n"
+	if out.String() != want {
+		t.Errorf("report:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if clusterFlushDone(ws) {
+		t.Error("done with c unreported")
+	}
+	ws.Members = ws.Members[:2]
+	if !clusterFlushDone(ws) {
+		t.Error("not done when every member has ended")
+	}
+	out.Reset()
+	ws.Results = []cluster.Progress{{Node: "a", Error: "not eligible", End: true}}
+	if rc := clusterFlushReport("x.tld", ws, time.Minute, &out, &errOut); rc != exTempFail || !strings.Contains(out.String(), "error: not eligible") {
+		t.Errorf("exit %d:\n%s", rc, out.String())
+	}
+}

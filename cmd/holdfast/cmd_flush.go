@@ -155,22 +155,31 @@ func runClusterFlush(cfg string, req control.FlushRequest, timeout time.Duration
 	if err != nil {
 		return apiExit("holdfast", err, stderr)
 	}
-	deadline := time.Now().Add(timeout)
+	// The nodes stop following at the timeout and then write their last
+	// report: a little grace to read it.
+	deadline := time.Now().Add(timeout + 2*time.Second)
 	var ws cluster.WaitStatus
+	var lastErr error
 	for {
-		ws = cluster.WaitStatus{}
-		err := cl.ClusterFlushResults(ctx, id, &ws)
-		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		var cur cluster.WaitStatus
+		lastErr = cl.ClusterFlushResults(ctx, id, &cur)
+		if errors.Is(lastErr, context.Canceled) || ctx.Err() != nil {
 			fmt.Fprintln(stderr, "holdfast: interrupted; the flush itself was done")
 			return exTempFail
 		}
-		if err == nil && clusterFlushDone(ws) || time.Now().After(deadline) {
+		if lastErr == nil {
+			ws = cur
+		}
+		if lastErr == nil && clusterFlushDone(ws) || time.Now().After(deadline) {
 			break
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(500 * time.Millisecond):
 		}
+	}
+	if lastErr != nil && len(ws.Results) == 0 {
+		return apiExit("holdfast", lastErr, stderr)
 	}
 	return clusterFlushReport(flushTarget(req), ws, timeout, stdout, stderr)
 }
@@ -195,6 +204,9 @@ func clusterFlushDone(ws cluster.WaitStatus) bool {
 func clusterFlushReport(target string, ws cluster.WaitStatus, timeout time.Duration, stdout, stderr io.Writer) int {
 	var total cluster.Progress
 	rc := 0
+	if len(ws.Results) == 0 {
+		rc = exTempFail
+	}
 	seen := map[string]bool{}
 	for _, p := range ws.Results {
 		seen[p.Node] = true
