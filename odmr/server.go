@@ -27,6 +27,7 @@ import (
 
 	"github.com/holdfast-mta/holdfast/auth"
 	"github.com/holdfast-mta/holdfast/delivery"
+	"github.com/holdfast-mta/holdfast/internal/listener"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -288,7 +289,7 @@ func (s *Server) handle(c net.Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	ip := remoteIP(c)
+	ip := listener.RemoteIP(c)
 	sess := &session{srv: s, o: o, raw: c, conn: c, client: ip, log: s.log.With().Str("remote", ip.String()).Str("service", "odmr").Logger()}
 	if o.WrapperTLS != nil {
 		tc := tls.Server(c, o.WrapperTLS)
@@ -303,13 +304,4 @@ func (s *Server) handle(c net.Conn) {
 	sess.r = bufio.NewReaderSize(sess.conn, 1024)
 	sess.w = bufio.NewWriterSize(sess.conn, 1024)
 	sess.run()
-}
-
-func remoteIP(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		if a, ok := netip.AddrFromSlice(ta.IP); ok {
-			return a.Unmap()
-		}
-	}
-	return netip.Addr{}
 }

@@ -257,7 +257,7 @@ func (s *Server) handle(c net.Conn) {
 	defer c.Close()
 	cfg := s.cfg.Load()
 	o := &cfg.opts
-	ip := remoteIP(c)
+	ip := listener.RemoteIP(c)
 	exempt := o.ConnectionLimitExceptions != nil && o.ConnectionLimitExceptions.Contains(ip)
 	busy, ok := s.takeSlot(o.MaxConnections)
 	if !ok {
@@ -410,21 +410,6 @@ func storeReply(err error, log zerolog.Logger) *smtp.SMTPError {
 	}
 	log.Error().Err(err).Msg("queue file write error")
 	return replyWriteError
-}
-
-func remoteIP(c net.Conn) netip.Addr {
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		if a, ok := netip.AddrFromSlice(ta.IP); ok {
-			return a.Unmap()
-		}
-	}
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err == nil {
-		if a, err := netip.ParseAddr(host); err == nil {
-			return a.Unmap()
-		}
-	}
-	return netip.Addr{}
 }
 
 func (s *Server) newID() string {
