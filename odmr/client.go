@@ -91,36 +91,72 @@ func Pull(ctx context.Context, o ClientOptions) error {
 
 // negotiate runs greeting, EHLO, AUTH and ATRN.
 func (o *ClientOptions) negotiate(c net.Conn, tp *textproto.Conn) error {
-	step := func(cmd string, want int) (string, error) {
-		c.SetDeadline(time.Now().Add(o.Timeout))
-		if cmd != "" {
-			if err := tp.PrintfLine("%s", cmd); err != nil {
-				return "", fmt.Errorf("odmr: %w", err)
-			}
-		}
-		_, msg, err := tp.ReadResponse(want)
-		if err != nil {
-			return msg, fmt.Errorf("odmr: %s: %w", strings.Fields(cmd + " greeting")[0], err)
-		}
-		return msg, nil
-	}
-	if _, err := step("", 220); err != nil {
+	x := exchange{c: c, tp: tp, timeout: o.Timeout}
+	if _, err := x.step("", 220); err != nil {
 		return err
 	}
-	ehlo, err := step("EHLO "+o.HeloName, 250)
+	ehlo, err := x.step("EHLO "+o.HeloName, 250)
 	if err != nil {
 		return err
 	}
+	_, secure := c.(*tls.Conn)
+	if err := o.authenticate(x, authMechs(ehlo), secure); err != nil {
+		return err
+	}
+	cmd := "ATRN"
+	if len(o.Domains) > 0 {
+		cmd += " " + strings.Join(o.Domains, ",")
+	}
+	_, err = x.step(cmd, 250)
+	var te *textproto.Error
+	if errors.As(err, &te) && te.Code == 453 {
+		x.step("QUIT", 221)
+		return ErrNoMail
+	}
+	return err
+}
+
+// exchange is the client side of the negotiation: one command, one
+// reply, each under the timeout.
+type exchange struct {
+	c       net.Conn
+	tp      *textproto.Conn
+	timeout time.Duration
+}
+
+// step sends cmd (none: read the greeting) and reads a reply with code
+// want; the reply's text comes back with an error too.
+func (x exchange) step(cmd string, want int) (string, error) {
+	x.c.SetDeadline(time.Now().Add(x.timeout))
+	if cmd != "" {
+		if err := x.tp.PrintfLine("%s", cmd); err != nil {
+			return "", fmt.Errorf("odmr: %w", err)
+		}
+	}
+	_, msg, err := x.tp.ReadResponse(want)
+	if err != nil {
+		return msg, fmt.Errorf("odmr: %s: %w", strings.Fields(cmd + " greeting")[0], err)
+	}
+	return msg, nil
+}
+
+// authMechs is the list of the EHLO reply's AUTH line, upper case.
+func authMechs(ehlo string) []string {
 	var mechs []string
 	for _, l := range strings.Split(ehlo, "\n") {
 		if f := strings.Fields(strings.ToUpper(l)); len(f) > 0 && f[0] == "AUTH" {
 			mechs = f[1:]
 		}
 	}
-	_, secure := c.(*tls.Conn)
+	return mechs
+}
+
+// authenticate logs in with CRAM-MD5 when offered, else with PLAIN over
+// TLS (or in the clear when AllowPlaintext says so).
+func (o *ClientOptions) authenticate(x exchange, mechs []string, secure bool) error {
 	switch {
 	case slices.Contains(mechs, "CRAM-MD5"):
-		ch, err := step("AUTH CRAM-MD5", 334)
+		ch, err := x.step("AUTH CRAM-MD5", 334)
 		if err != nil {
 			return err
 		}
@@ -131,28 +167,15 @@ func (o *ClientOptions) negotiate(c net.Conn, tp *textproto.Conn) error {
 		m := hmac.New(md5.New, []byte(o.Password))
 		m.Write(raw)
 		resp := base64.StdEncoding.EncodeToString([]byte(o.User + " " + hex.EncodeToString(m.Sum(nil))))
-		if _, err := step(resp, 235); err != nil {
-			return err
-		}
+		_, err = x.step(resp, 235)
+		return err
 	case slices.Contains(mechs, "PLAIN") && (secure || o.AllowPlaintext):
 		resp := base64.StdEncoding.EncodeToString([]byte("\x00" + o.User + "\x00" + o.Password))
-		if _, err := step("AUTH PLAIN "+resp, 235); err != nil {
-			return err
-		}
+		_, err := x.step("AUTH PLAIN "+resp, 235)
+		return err
 	default:
 		return fmt.Errorf("odmr: no usable AUTH mechanism (offered: %s)", strings.Join(mechs, " "))
 	}
-	cmd := "ATRN"
-	if len(o.Domains) > 0 {
-		cmd += " " + strings.Join(o.Domains, ",")
-	}
-	_, err = step(cmd, 250)
-	var te *textproto.Error
-	if errors.As(err, &te) && te.Code == 453 {
-		step("QUIT", 221)
-		return ErrNoMail
-	}
-	return err
 }
 
 // relay copies both ways until the local server ends the session (its

@@ -206,30 +206,9 @@ func (s *session) mechs() []string {
 
 // authCmd runs one AUTH exchange (RFC 4954) to its end.
 func (s *session) authCmd(arg string, long bool) {
-	switch {
-	case !s.ehlo:
-		s.fail(replyHeloFirst)
-		return
-	case s.login != "":
-		s.fail(replyAuthAlready)
-		return
-	case long:
-		s.fail(replyAuthLong)
-		return
-	}
-	args := strings.Fields(arg)
-	if len(args) < 1 || len(args) > 2 {
-		s.fail(replyAuthSyntax)
-		return
-	}
-	if lim := s.o.AuthRateLimit; lim > 0 && s.srv.auths.add(s.client, s.o.RateTimeUnit, time.Now()) > lim {
-		s.log.Warn().Str("event", "rate_limit").Msg("too many AUTH commands")
-		s.fail("450 4.7.1 Error: too many AUTH commands from " + s.client.String())
-		return
-	}
-	mech := strings.ToUpper(args[0])
-	if !slices.Contains(s.mechs(), mech) {
-		s.fail("535 5.7.8 Error: authentication failed: Invalid authentication mechanism")
+	mech, resp, r := s.authStart(arg, long)
+	if r != "" {
+		s.fail(r)
 		return
 	}
 	x, err := s.o.Backend.Start(mech, auth.Info{Service: "smtp", Remote: s.client, Secured: s.tls})
@@ -238,10 +217,7 @@ func (s *session) authCmd(arg string, long bool) {
 		return
 	}
 	defer x.Close()
-	resp, initial := "", true
-	if len(args) == 2 {
-		resp = args[1]
-	}
+	initial := true
 	for {
 		ch, done, err := x.Step(resp, initial)
 		if err != nil {
@@ -256,20 +232,61 @@ func (s *session) authCmd(arg string, long bool) {
 			return
 		}
 		s.reply("334 " + ch)
-		line, long, err := s.readLine()
-		switch {
-		case err != nil:
-			s.quit = true
-			return
-		case line == "*":
-			s.fail(replyAuthAbort)
-			return
-		case long:
-			s.fail(replyAuthLong)
+		var ok bool
+		if resp, ok = s.authResponse(); !ok {
 			return
 		}
-		resp, initial = line, false
+		initial = false
 	}
+}
+
+// authStart checks an AUTH command before the exchange, in Postfix's
+// order (EHLO, not yet logged in, line length, syntax, rate, mechanism
+// offered), and returns the mechanism and the initial response, or the
+// reply that refuses it.
+func (s *session) authStart(arg string, long bool) (mech, initial, refusal string) {
+	switch {
+	case !s.ehlo:
+		return "", "", replyHeloFirst
+	case s.login != "":
+		return "", "", replyAuthAlready
+	case long:
+		return "", "", replyAuthLong
+	}
+	args := strings.Fields(arg)
+	if len(args) < 1 || len(args) > 2 {
+		return "", "", replyAuthSyntax
+	}
+	if lim := s.o.AuthRateLimit; lim > 0 && s.srv.auths.add(s.client, s.o.RateTimeUnit, time.Now()) > lim {
+		s.log.Warn().Str("event", "rate_limit").Msg("too many AUTH commands")
+		return "", "", "450 4.7.1 Error: too many AUTH commands from " + s.client.String()
+	}
+	mech = strings.ToUpper(args[0])
+	if !slices.Contains(s.mechs(), mech) {
+		return "", "", "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
+	}
+	if len(args) == 2 {
+		initial = args[1]
+	}
+	return mech, initial, ""
+}
+
+// authResponse reads the client's answer to a 334 challenge; false
+// ends the exchange (the client cancelled it, sent too long a line, or
+// went away).
+func (s *session) authResponse() (string, bool) {
+	line, long, err := s.readLine()
+	switch {
+	case err != nil:
+		s.quit = true
+	case line == "*":
+		s.fail(replyAuthAbort)
+	case long:
+		s.fail(replyAuthLong)
+	default:
+		return line, true
+	}
+	return "", false
 }
 
 func (s *session) authError(mech string, err error) {
@@ -308,15 +325,7 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 		s.fail(r)
 		return false
 	}
-	tried := map[store.ID]bool{}
-	skip := func(id store.ID) bool { return tried[id] }
-	lease := func() ([]*store.Message, error) {
-		msgs, err := s.srv.lease.LeaseDest(domains, s.o.Batch, skip)
-		for _, m := range msgs {
-			tried[m.ID] = true
-		}
-		return msgs, err
-	}
+	lease := s.leaser(domains)
 	first, err := lease()
 	if err != nil {
 		s.log.Error().Err(err).Msg("ATRN: lease failed")
@@ -336,9 +345,34 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 		return false
 	}
 	s.reply(replyATRNOK)
+	s.turnaround(domains, first, lease, start)
+	return true
+}
+
+// leaser returns the lease of the next batch of the domains' messages,
+// each message once per session (one that comes back deferred is not
+// tried again).
+func (s *session) leaser(domains []string) func() ([]*store.Message, error) {
+	tried := map[store.ID]bool{}
+	skip := func(id store.ID) bool { return tried[id] }
+	return func() ([]*store.Message, error) {
+		msgs, err := s.srv.lease.LeaseDest(domains, s.o.Batch, skip)
+		for _, m := range msgs {
+			tried[m.ID] = true
+		}
+		return msgs, err
+	}
+}
+
+// turnaround delivers the leased messages, first and what lease returns
+// after them, back over the connection (RFC 2645 sec 4.2), and logs and
+// counts the result.
+func (s *session) turnaround(domains []string, first []*store.Message, lease func() ([]*store.Message, error), start time.Time) {
 	if err := s.flush(); err != nil {
+		// The 250 did not go out: the leased messages go back to their
+		// schedule through Turnaround on a closed connection.
 		s.srv.dlv.Turnaround(s.srv.ctx, closedConn{s.conn}, s.login, first, nil, func(string) bool { return false })
-		return true
+		return
 	}
 	s.conn.SetDeadline(time.Time{})
 	match := func(d string) bool { return slices.Contains(domains, addr.Fold(d)) }
@@ -351,7 +385,6 @@ func (s *session) atrnCmd(arg string, long bool) bool {
 	}
 	ev.Msg("ATRN turnaround done")
 	s.event(result, start)
-	return true
 }
 
 func (s *session) event(result string, start time.Time) {
