@@ -61,7 +61,51 @@ func StartDovecot(t testing.TB, users ...string) *Dovecot {
 	if os.Getuid() != 0 {
 		internal = currentUser()
 	}
-	conf := fmt.Sprintf(`base_dir = %[1]s/run
+	cf := filepath.Join(dir, "dovecot.conf")
+	if err := os.WriteFile(cf, []byte(fmt.Sprintf(dovecotConf, dir, internal)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-F", "-c", cf)
+	out := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot start dovecot: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	exited := false
+	up := WaitFor(20*time.Second, func() bool {
+		select {
+		case <-done:
+			exited = true
+			return true
+		default:
+		}
+		_, err := os.Stat(d.Socket)
+		return err == nil
+	})
+	switch {
+	case exited:
+		log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
+		t.Fatalf("dovecot exited: %s %s", out, log)
+	case !up:
+		t.Fatalf("dovecot did not create %s", d.Socket)
+	}
+	return d
+}
+
+// dovecotConf is StartDovecot's configuration: %[1]s is the directory,
+// %[2]s the user its internal processes run as.
+const dovecotConf = `base_dir = %[1]s/run
 state_dir = %[1]s/state
 log_path = %[1]s/dovecot.log
 protocols = none
@@ -93,45 +137,7 @@ service anvil {
     mode = 0
   }
 }
-`, dir, internal)
-	cf := filepath.Join(dir, "dovecot.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-F", "-c", cf)
-	out := &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Skipf("cannot start dovecot: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(d.Socket); err == nil {
-			return d
-		}
-		select {
-		case <-done:
-			log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
-			t.Fatalf("dovecot exited: %s %s", out, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dovecot did not create %s", d.Socket)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+`
 
 func currentUser() string {
 	if u := os.Getenv("USER"); u != "" {
