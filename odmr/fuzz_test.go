@@ -28,7 +28,6 @@ func FuzzSession(f *testing.F) {
 		r := newRig(t, false)
 		r.queue("s@origin.test", "u@a.test")
 		c := &memConn{r: bytes.NewReader(in)}
-		r.srv.wg.Add(1)
 		done := make(chan struct{})
 		go func() { r.srv.handle(c); close(done) }()
 		select {

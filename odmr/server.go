@@ -120,15 +120,11 @@ type Server struct {
 	dlv   Deliverer
 	log   zerolog.Logger
 
-	slots   chan struct{}
-	mu      sync.Mutex
-	lns     map[net.Listener]struct{}
-	conns   map[net.Conn]struct{}
-	closing bool
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	auths   rates
+	slots  chan struct{}
+	conns  listener.Group[net.Conn] // listeners, connections, closing
+	ctx    context.Context
+	cancel context.CancelFunc
+	auths  rates
 }
 
 // rates counts events per client address and time unit (the part of
@@ -184,8 +180,7 @@ func New(o Options, l Leaser, d Deliverer, log zerolog.Logger) (*Server, error) 
 	}
 	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{o: o, lease: l, dlv: d, log: log, slots: make(chan struct{}, o.MaxConnections),
-		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}
+	s := &Server{o: o, lease: l, dlv: d, log: log, slots: make(chan struct{}, o.MaxConnections), ctx: ctx, cancel: cancel}
 	s.cur.Store(&o)
 	return s, nil
 }
@@ -209,68 +204,26 @@ func (s *Server) Reload(o Options) error {
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		l.Close()
+	err := s.conns.Serve(l, s.handle)
+	if errors.Is(err, listener.ErrClosed) {
 		return ErrServerClosed
 	}
-	s.lns[l] = struct{}{}
-	s.mu.Unlock()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			delete(s.lns, l)
-			s.mu.Unlock()
-			if closing {
-				return ErrServerClosed
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(50 * time.Millisecond)
-				s.mu.Lock()
-				s.lns[l] = struct{}{}
-				s.mu.Unlock()
-				continue
-			}
-			return fmt.Errorf("odmr: accept: %w", err)
-		}
-		s.wg.Add(1)
-		go s.handle(c)
-	}
+	return fmt.Errorf("odmr: accept: %w", err)
 }
 
 // Shutdown stops accepting and cuts the sessions when ctx ends; a
 // transfer in progress commits the message in flight, the rest stay
 // queued.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	for l := range s.lns {
-		l.Close()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-	}
-	s.cancel()
-	s.mu.Lock()
-	for c := range s.conns {
+	s.conns.Close(nil)
+	defer s.cancel()
+	return s.conns.Wait(ctx, func(c net.Conn) {
+		s.cancel()
 		c.SetDeadline(time.Now())
-	}
-	s.mu.Unlock()
-	<-done
-	return ctx.Err()
+	})
 }
 
 func (s *Server) handle(c net.Conn) {
-	defer s.wg.Done()
 	defer c.Close()
 	o := s.cur.Load()
 	select {
@@ -281,14 +234,10 @@ func (s *Server) handle(c net.Conn) {
 		fmt.Fprintf(c, "421 4.7.0 %s Error: too many connections\r\n", o.Hostname)
 		return
 	}
-	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	if !s.conns.Add(c) {
+		return // shutting down
+	}
+	defer s.conns.Remove(c)
 	ip := listener.RemoteIP(c)
 	sess := &session{srv: s, o: o, raw: c, conn: c, client: ip, log: s.log.With().Str("remote", ip.String()).Str("service", "odmr").Logger()}
 	if o.WrapperTLS != nil {

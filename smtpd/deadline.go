@@ -116,7 +116,7 @@ func (d *deadlines) Read(p []byte) (int, error) {
 		// Shutdown sets closing, and a new session its slot, before they
 		// wake readers: checked after the deadline is set, a change is
 		// never missed.
-		if s.idle.Load() && s.srv.closing.Load() {
+		if s.idle.Load() && s.srv.sessions.Closing() {
 			d.reading.Store(false)
 			return 0, errShutdown
 		}
@@ -129,7 +129,7 @@ func (d *deadlines) Read(p []byte) (int, error) {
 		end := time.Now()
 		d.charge(end.Sub(now), n)
 		if n == 0 && isTimeout(err) {
-			if d.kicked.Load() && end.Before(dl) && !s.srv.closing.Load() {
+			if d.kicked.Load() && end.Before(dl) && !s.srv.sessions.Closing() {
 				continue // woken by kick: re-evaluate
 			}
 			if d.why == "" {

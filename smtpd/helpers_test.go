@@ -272,8 +272,6 @@ func serve(t testing.TB, srv *Server) string {
 func waitSessions(t testing.TB, srv *Server, n int) {
 	t.Helper()
 	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("at most %d sessions", n), func() bool {
-		srv.mu.Lock()
-		defer srv.mu.Unlock()
-		return len(srv.sessions) <= n
+		return srv.sessions.Len() <= n
 	})
 }

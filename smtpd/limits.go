@@ -149,11 +149,7 @@ func (s *Server) noteStress() {
 	s.log.Warn().Str("event", "stress").Int("busy", busy).Int("limit", limit).
 		Msgf("%d of %d connection slots busy: stress-adaptive limits in force (smtpd_timeout %v)",
 			busy, limit, c.opts.Stress.Timeout)
-	s.mu.Lock()
-	for sess := range s.sessions {
-		sess.io.kick()
-	}
-	s.mu.Unlock()
+	s.sessions.Each(func(sess *session) { sess.io.kick() })
 }
 
 // LimitEvents, when Options.Events also implements it, is told of the

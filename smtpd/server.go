@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -65,14 +64,10 @@ type Server struct {
 	flush Flusher
 	log   zerolog.Logger
 
-	busy     atomic.Int64 // sessions holding a connection slot (smtpd_connection_limit)
-	inStress atomic.Bool  // under stress (Postfix: stress = yes)
-	anvil    *anvil       // per-client counts and rates
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	lns      map[net.Listener]struct{}
-	closing  atomic.Bool
-	wg       sync.WaitGroup
+	busy     atomic.Int64             // sessions holding a connection slot (smtpd_connection_limit)
+	inStress atomic.Bool              // under stress (Postfix: stress = yes)
+	anvil    *anvil                   // per-client counts and rates
+	sessions listener.Group[*session] // listeners, sessions, closing
 	nextID   atomic.Uint64
 }
 
@@ -115,9 +110,7 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 	}
 	s := &Server{
 		queue: q, flush: f, log: log,
-		anvil:    newAnvil(o.RateTimeUnit, o.ClientIPv4Prefix, o.ClientIPv6Prefix),
-		sessions: make(map[*session]struct{}),
-		lns:      make(map[net.Listener]struct{}),
+		anvil: newAnvil(o.RateTimeUnit, o.ClientIPv4Prefix, o.ClientIPv6Prefix),
 	}
 	s.cfg.Store(c)
 	return s, nil
@@ -212,48 +205,20 @@ func mapValues(m map[string][]string) [][]string {
 }
 
 // Serve accepts connections on l until Shutdown (ErrServerClosed) or an
-// accept error.
+// accept error. Out of descriptors (EMFILE, ENFILE) and the like pass:
+// it retries as net/http does (the daemon's listeners also retry
+// themselves, internal/listener, and log it).
 func (s *Server) Serve(l net.Listener) error {
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
-		l.Close()
+	err := s.sessions.Serve(l, s.handle)
+	if errors.Is(err, listener.ErrClosed) {
 		return ErrServerClosed
 	}
-	s.lns[l] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.lns, l)
-		s.mu.Unlock()
-	}()
-	var delay time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.closing.Load() {
-				return ErrServerClosed
-			}
-			// Out of descriptors (EMFILE, ENFILE) and the like pass:
-			// retry as net/http does (the daemon's listeners also retry
-			// themselves, internal/listener, and log it).
-			if listener.Temporary(err) {
-				delay = min(max(2*delay, listener.MinDelay), listener.MaxDelay)
-				time.Sleep(delay)
-				continue
-			}
-			return fmt.Errorf("smtpd: accept: %w", err)
-		}
-		delay = 0
-		s.wg.Add(1)
-		go s.handle(c)
-	}
+	return fmt.Errorf("smtpd: accept: %w", err)
 }
 
 // handle runs one connection: limits, then the session, under the
 // configuration in force when it was accepted.
 func (s *Server) handle(c net.Conn) {
-	defer s.wg.Done()
 	defer c.Close()
 	cfg := s.cfg.Load()
 	o := &cfg.opts
@@ -282,19 +247,11 @@ func (s *Server) handle(c net.Conn) {
 	}
 	sess := newSession(s, cfg, c, ip)
 	sess.exempt = exempt
-	s.mu.Lock()
-	if s.closing.Load() {
-		s.mu.Unlock()
+	if !s.sessions.Add(sess) {
 		s.refuse(c, ip, replyShutdown, "shutting down")
 		return
 	}
-	s.sessions[sess] = struct{}{}
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.sessions, sess)
-		s.mu.Unlock()
-	}()
+	defer s.sessions.Remove(sess)
 	if ev := o.Events; ev != nil {
 		ev.SessionOpened()
 		defer ev.SessionClosed()
@@ -358,29 +315,8 @@ func (s *Server) refuse(c net.Conn, ip netip.Addr, r *smtp.SMTPError, why string
 // Shutdown stops accepting, lets every session finish its current command
 // and then answers 421 4.3.2; sessions still busy when ctx ends are cut.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing.Store(true)
-	for l := range s.lns {
-		l.Close()
-	}
-	for sess := range s.sessions {
-		sess.interruptIdle()
-	}
-	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for sess := range s.sessions {
-			sess.conn.Close()
-		}
-		s.mu.Unlock()
-		<-done
-		return ctx.Err()
-	}
+	s.sessions.Close((*session).interruptIdle)
+	return s.sessions.Wait(ctx, func(sess *session) { sess.conn.Close() })
 }
 
 // relayAllowed: reject_unauth_destination's test. Recipients in

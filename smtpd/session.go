@@ -237,7 +237,7 @@ func (s *session) command() (reason string, stop bool) {
 		s.reply(replyTooManyErrors(s.cfg.opts.Hostname))
 		return "too many errors", true
 	}
-	if s.srv.closing.Load() {
+	if s.srv.sessions.Closing() {
 		s.reply(replyShutdown)
 		return "shutdown", true
 	}
@@ -305,7 +305,7 @@ func (s *session) readFailed(err error) string {
 	if isTimeout(err) {
 		why := s.io.why
 		s.io.begin(false)
-		if s.srv.closing.Load() {
+		if s.srv.sessions.Closing() {
 			s.reply(replyShutdown)
 			return "shutdown"
 		}
@@ -332,7 +332,7 @@ func (s *session) readCommand() (line string, bareLF bool, err error) {
 	}
 	s.idle.Store(true)
 	defer s.idle.Store(false)
-	if s.srv.closing.Load() && s.r.Buffered() == 0 {
+	if s.srv.sessions.Closing() && s.r.Buffered() == 0 {
 		return "", false, errShutdown
 	}
 	limit := s.cfg.opts.LineLengthLimit

@@ -6,6 +6,11 @@
 // Server.Serve does: it sleeps 5 ms, doubling to at most 1 s, until accept
 // succeeds again, and logs at most one line per LogInterval.
 //
+// Group is the rest that the SMTP and ODMR servers share: the accept
+// loop that hands connections to their handlers, the sessions in
+// progress, and the shutdown that waits for them and cuts them when its
+// time is up.
+//
 // Caveats: while accept fails, new connections wait in the kernel's listen
 // backlog (or are refused once it is full); the sessions already open go on.
 package listener

@@ -1,0 +1,66 @@
+package listener
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestGroup: Serve hands each connection to its handler, Close ends
+// Serve with ErrClosed and refuses new sessions, and Wait cuts the
+// sessions still running when its context ends.
+func TestGroup(t *testing.T) {
+	var g Group[net.Conn]
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	served := make(chan error, 1)
+	go func() {
+		served <- g.Serve(l, func(c net.Conn) {
+			defer c.Close()
+			if !g.Add(c) {
+				return
+			}
+			defer g.Remove(c)
+			close(started)
+			c.Read(make([]byte, 1)) // until cut
+		})
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not start")
+	}
+	if n := g.Len(); n != 1 {
+		t.Fatalf("Len = %d, want 1", n)
+	}
+	g.Close(nil)
+	if err := <-served; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve = %v, want ErrClosed", err)
+	}
+	if g.Add(nil) {
+		t.Fatal("Add after Close succeeded")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	cut := 0
+	err = g.Wait(ctx, func(c net.Conn) { cut++; c.SetDeadline(time.Now()) })
+	if !errors.Is(err, context.DeadlineExceeded) || cut != 1 {
+		t.Fatalf("Wait = %v after cutting %d sessions, want the deadline after 1", err, cut)
+	}
+	if n := g.Len(); n != 0 {
+		t.Fatalf("Len after Wait = %d, want 0", n)
+	}
+	if err := g.Serve(l, nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve after Close = %v, want ErrClosed", err)
+	}
+}
