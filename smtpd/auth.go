@@ -15,8 +15,9 @@ import (
 
 // SMTP AUTH (RFC 4954) with Postfix's checks and replies
 // (smtpd_sasl_proto.c, smtpd_sasl_glue.c). The AUTH handler starts the
-// exchange; while it is in progress the session loop reads each client
-// response and hands it to authContinue (as it reads DATA content).
+// exchange; while it goes on (actExchange after a 334) the session loop
+// reads each client response and hands it to authContinue (as it reads
+// DATA content after actContent).
 
 // SASLOptions configure AUTH. A nil Backend means
 // smtpd_sasl_auth_enable = no: no AUTH in EHLO, AUTH answers 503.
@@ -110,48 +111,57 @@ func (s *session) authNeedsTLS(mech string) bool {
 // authCmd: the checks of smtpd_sasl_auth_cmd in Postfix's order (HELO
 // and the transaction are checked by the dispatcher), then the first
 // step of the exchange.
-func (s *session) authCmd(arg string) *smtp.SMTPError {
+func (s *session) authCmd(arg string) (*smtp.SMTPError, action) {
+	mech, resp, r := s.authStart(arg)
+	if r != nil {
+		return r, actNext
+	}
+	x, err := s.cfg.opts.SASL.Backend.Start(mech, s.authInfo())
+	if err != nil {
+		return s.authError(mech, err), actNext
+	}
+	s.sasl.x, s.sasl.mech = x, mech
+	return s.authStep(resp, true)
+}
+
+// authStart checks an AUTH command and returns its mechanism and
+// initial response, or the reply that refuses it.
+func (s *session) authStart(arg string) (mech, resp string, r *smtp.SMTPError) {
 	o := &s.cfg.opts.SASL
 	if o.Backend == nil {
-		return replyAuthDisabled
+		return "", "", replyAuthDisabled
 	}
 	if o.TLSAuthOnly && !s.tls {
-		return replyAuthNeedTLS // RFC 4954 sec 4
+		return "", "", replyAuthNeedTLS // RFC 4954 sec 4
 	}
 	if s.sasl.login != "" {
-		return replyAuthAlready
+		return "", "", replyAuthAlready
 	}
 	args := strings.Fields(arg)
 	if len(args) < 1 || len(args) > 2 {
-		return replyAuthSyntax
+		return "", "", replyAuthSyntax
 	}
 	if len(arg)+len("AUTH ") >= s.cfg.opts.LineLengthLimit-1 {
-		return s.authFailed(replyAuthLineTooLong, "malformed")
+		return "", "", s.authFailed(replyAuthLineTooLong, "malformed")
 	}
 	if s.overRate(evAuth, o.ClientAuthRateLimit, "AUTH command") {
-		return s.authFailed(replyAuthRate(s.client.String()), "rate_limited")
+		return "", "", s.authFailed(replyAuthRate(s.client.String()), "rate_limited")
 	}
-	mech := strings.ToUpper(args[0])
+	mech = strings.ToUpper(args[0])
 	offered := false
 	for _, m := range s.authMechs() {
 		offered = offered || m == mech
 	}
 	if !offered {
 		if s.authNeedsTLS(mech) {
-			return s.authFailed(replyAuthMechNeedsTLS, "failure")
+			return "", "", s.authFailed(replyAuthMechNeedsTLS, "failure")
 		}
-		return s.authFailed(replyAuthFailed("Invalid authentication mechanism"), "failure")
+		return "", "", s.authFailed(replyAuthFailed("Invalid authentication mechanism"), "failure")
 	}
-	x, err := o.Backend.Start(mech, s.authInfo())
-	if err != nil {
-		return s.authError(mech, err)
-	}
-	s.sasl.x, s.sasl.mech = x, mech
-	resp := ""
 	if len(args) == 2 {
 		resp = args[1]
 	}
-	return s.authStep(resp, true)
+	return mech, resp, nil
 }
 
 func (s *session) authInfo() auth.Info {
@@ -165,42 +175,32 @@ func (s *session) authInfo() auth.Info {
 }
 
 // authContinue takes one client response of the exchange in progress.
-// Its reply ends the AUTH command, or is the next 334 challenge.
-func (s *session) authContinue(line string) {
-	var r *smtp.SMTPError
+// Its reply ends the AUTH command, or is the next 334 challenge
+// (actExchange).
+func (s *session) authContinue(line string) (*smtp.SMTPError, action) {
 	switch {
 	case line == "*": // RFC 4954 sec 4
 		s.log.Warn().Msgf("%s: SASL %s authentication aborted", s.namaddr, s.sasl.mech)
 		s.authEnd()
-		r = s.authFailed(replyAuthAborted, "aborted")
+		return s.authFailed(replyAuthAborted, "aborted"), actNext
 	case len(line) >= s.cfg.opts.LineLengthLimit-1:
 		s.authEnd()
-		r = s.authFailed(replyAuthLineTooLong, "malformed")
-	default:
-		r = s.authStep(line, false)
+		return s.authFailed(replyAuthLineTooLong, "malformed"), actNext
 	}
-	if r.Code == 334 {
-		s.reply(r)
-		return
-	}
-	s.countCmd(cntAuth, r.Code < 400)
-	if r.Code >= 400 {
-		s.replyErr(r)
-		return
-	}
-	s.reply(r)
+	return s.authStep(line, false)
 }
 
-// authStep runs one step of the exchange.
-func (s *session) authStep(resp string, initial bool) *smtp.SMTPError {
+// authStep runs one step of the exchange: a 334 challenge when it goes
+// on (actExchange), else its end.
+func (s *session) authStep(resp string, initial bool) (*smtp.SMTPError, action) {
 	mech := s.sasl.mech
 	ch, done, err := s.sasl.x.Step(resp, initial)
 	if err != nil {
 		s.authEnd()
-		return s.authError(mech, err)
+		return s.authError(mech, err), actNext
 	}
 	if !done {
-		return rep(334, none, ch)
+		return rep(334, none, ch), actExchange
 	}
 	login := printable(s.sasl.x.Login())
 	s.authEnd()
@@ -208,7 +208,7 @@ func (s *session) authStep(resp string, initial bool) *smtp.SMTPError {
 	s.log = s.log.With().Str("sasl_method", mech).Str("sasl_username", login).Logger()
 	s.log.Info().Str("event", "auth").Msgf("%s: SASL %s authentication succeeded", s.namaddr, mech)
 	s.authResult("success")
-	return replyAuthOK
+	return replyAuthOK, actNext
 }
 
 // authError turns a back-end error into Postfix's reply.

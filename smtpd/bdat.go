@@ -8,54 +8,79 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// chunk is a BDAT command (RFC 3030) whose data is read next; the reply
-// follows the data.
+// chunk is a BDAT command (RFC 3030) whose data follows it.
 type chunk struct {
 	size int64
 	last bool
 	fail *smtp.SMTPError // the reply when the data is to be skipped
 }
 
-// bdatCmd checks a BDAT command. Whatever the outcome, the chunk's data
-// must still be consumed (RFC 3030 sec 2), so the reply is given by the
-// loop after receiveChunk; only a malformed command, whose data cannot be
-// delimited, is answered at once, with a hang-up.
-func (s *session) bdatCmd(arg string) *smtp.SMTPError {
+// bdatCmd: RFC 3030 sec 2. Whatever the outcome, the chunk's data follows
+// the command and must be consumed, so the handler reads (or skips) it
+// and returns the reply to both; only a malformed command, whose data
+// cannot be delimited, is answered at once, with a hang-up. A read that
+// fails inside the data ends the session without a reply of its own
+// (actTimeout, actLost).
+func (s *session) bdatCmd(arg string) (*smtp.SMTPError, action) {
+	c := parseBdat(arg)
+	if c == nil {
+		return replyBdatSyntax, actHangUp
+	}
+	c.fail = s.bdatRefused(c)
+	// The data is content: its own request deadline, with
+	// smtpd_min_data_rate, and the transaction's.
+	s.txClock()
+	s.io.begin(true)
+	r, err := s.receiveChunk(c)
+	if err != nil {
+		return nil, readFailed(err)
+	}
+	return r, actNext
+}
+
+// parseBdat parses BDAT's argument, "size [LAST]"; nil when malformed.
+func parseBdat(arg string) *chunk {
 	args := strings.Fields(arg)
 	if len(args) < 1 || len(args) > 2 || !allDigits(args[0]) || len(args) == 2 && !strings.EqualFold(args[1], "LAST") {
-		s.quit = true
-		return replyBdatSyntax
+		return nil
 	}
 	size, err := strconv.ParseInt(args[0], 10, 64)
 	if err != nil {
-		s.quit = true
-		return replyBdatSyntax
+		return nil
 	}
-	c := &chunk{size: size, last: len(args) == 2}
+	return &chunk{size: size, last: len(args) == 2}
+}
+
+// bdatRefused is the reply to a BDAT whose data is to be skipped, or nil:
+// TLS required, no transaction or recipients, an earlier chunk failed, an
+// empty chunk that is not the last, message_size_limit, and for the
+// first chunk smtpd_data_restrictions, as at DATA. A failure that spoils
+// the rest of the transfer is kept in tx.bdatFail.
+func (s *session) bdatRefused(c *chunk) *smtp.SMTPError {
 	o := &s.cfg.opts
 	tx := s.tx
 	switch {
 	case o.EnforceTLS && !s.tls:
-		c.fail = replyTLSFirst
+		return replyTLSFirst
 	case tx == nil:
-		c.fail = replyNeedRcpt
+		return replyNeedRcpt
 	case len(tx.rcpts) == 0:
-		c.fail = replyNoValidRcpts
+		return replyNoValidRcpts
 	case tx.bdatFail != nil:
-		c.fail = tx.bdatFail
-	case size == 0 && !c.last:
-		c.fail = replyNullBdat
-	case o.MessageSizeLimit > 0 && size > o.MessageSizeLimit-tx.bdatSize:
-		c.fail = replyChunkTooBig
+		return tx.bdatFail
+	case c.size == 0 && !c.last:
+		return replyNullBdat
+	case o.MessageSizeLimit > 0 && c.size > o.MessageSizeLimit-tx.bdatSize:
 		tx.bdatFail = replyChunkTooBig
+		return replyChunkTooBig
 	}
-	if c.fail == nil && tx.content == nil {
+	if tx.content == nil {
 		// The first chunk: smtpd_data_restrictions, as at DATA.
 		if r := s.checkData(); r != nil {
-			c.fail, tx.bdatFail = r, r
+			tx.bdatFail = r
+			return r
 		}
 	}
-	s.chunk = c
 	return nil
 }
 
@@ -65,14 +90,13 @@ func (tx *transaction) inBdat() bool {
 	return tx != nil && (tx.content != nil || tx.bdatFail != nil)
 }
 
-// receiveChunk reads (or skips) the data of the pending BDAT and returns
-// its reply; after BDAT LAST the message is enqueued like after DATA.
+// receiveChunk reads (or skips) the data of BDAT c and returns its
+// reply; after BDAT LAST the message is enqueued like after DATA.
 // Line ends are made CRLF across chunks (content); a bare LF under
 // smtpd_forbid_bare_newline = reject fails the chunk and the rest of the
 // transfer.
-func (s *session) receiveChunk() (*smtp.SMTPError, error) {
-	c, tx := s.chunk, s.tx
-	s.chunk = nil
+func (s *session) receiveChunk(c *chunk) (*smtp.SMTPError, error) {
+	tx := s.tx
 	if c.fail == nil && tx.content == nil {
 		if r := s.spool(tx); r != nil {
 			// The data is still read (and dropped); so is the rest of

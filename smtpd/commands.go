@@ -13,9 +13,14 @@ import (
 )
 
 // command is one row of the command table (Postfix's smtpd_cmd_table).
+// The dispatcher applies the row's checks before the handler runs
+// (session.precondition) and counts the reply after (session.account).
 type command struct {
-	verb   string
-	handle func(*session, string) *smtp.SMTPError
+	verb string
+	// handle checks the command's own preconditions in Postfix's order,
+	// does one thing and returns the reply and what the session does
+	// next; it never writes to the client.
+	handle func(*session, string) (*smtp.SMTPError, action)
 	// junk: counts against smtpd_junk_command_limit (SMTPD_CMD_FLAG_LIMIT).
 	junk bool
 	// preTLS: allowed before STARTTLS when TLS is enforced.
@@ -27,7 +32,8 @@ type command struct {
 	// the command is allowed in a transaction.
 	noTxn *smtp.SMTPError
 	// group: may be followed by more commands in a pipelined group
-	// (RFC 2920 sec 3.1); other commands must end the group.
+	// (RFC 2920 sec 3.1); the others are synchronisation points, which
+	// must end the group (reject_unauth_pipelining).
 	group bool
 	// afterBdat: the reply once a BDAT transfer has begun; nil when the
 	// command is allowed then.
@@ -36,27 +42,63 @@ type command struct {
 	counted int
 }
 
+// action is what the session does once a command's reply is queued. The
+// handler returns it with the reply, so the loop (session.perform) acts
+// on what the command says rather than on flags it left behind.
+type action uint8
+
+const (
+	// actNext: read the next command.
+	actNext action = iota
+	// actExcused: read the next command; the refusal is not counted as
+	// an error nor logged as a reject (RCPT within
+	// smtpd_recipient_overshoot_limit, as Postfix's rcpt_cmd).
+	actExcused
+	// actContent: after 354, read the message content and answer it
+	// (DATA: session.content).
+	actContent
+	// actExchange: after 334, read the client's next AUTH response
+	// (session.exchange); the AUTH command is counted when it ends.
+	actExchange
+	// actStartTLS: after 220, the TLS handshake (session.startTLS).
+	actStartTLS
+	// actHangUp: close the connection after the reply (QUIT, a 421, a
+	// BDAT whose data cannot be delimited, improper pipelining).
+	actHangUp
+	// actTimeout: a read inside the command (BDAT's data) timed out or
+	// was cut by shutdown: 421, then close (session.timedOut).
+	actTimeout
+	// actLost: the connection was lost inside the command.
+	actLost
+)
+
 var commands []command
 
 func init() {
 	commands = []command{
-		{verb: "HELO", handle: (*session).heloCmd, junk: true, preTLS: true, counted: cntHelo},
-		{verb: "EHLO", handle: (*session).ehloCmd, junk: true, preTLS: true, counted: cntEhlo},
+		{verb: "HELO", handle: continues((*session).heloCmd), junk: true, preTLS: true, counted: cntHelo},
+		{verb: "EHLO", handle: continues((*session).ehloCmd), junk: true, preTLS: true, counted: cntEhlo},
 		{verb: "STARTTLS", handle: (*session).starttlsCmd, preTLS: true, counted: cntStartTLS},
 		// RFC 4954; auth.go.
 		{verb: "AUTH", handle: (*session).authCmd, needHelo: replyMailHelo, noTxn: replyAuthInTxn, counted: cntAuth},
-		{verb: "MAIL", handle: (*session).mailCmd, needHelo: replyMailHelo, noTxn: replyNestedMail, afterBdat: replyMailAfterBdat, group: true, counted: cntMail},
+		{verb: "MAIL", handle: continues((*session).mailCmd), needHelo: replyMailHelo, noTxn: replyNestedMail, afterBdat: replyMailAfterBdat, group: true, counted: cntMail},
 		{verb: "RCPT", handle: (*session).rcptCmd, afterBdat: replyRcptAfterBdat, group: true, counted: cntRcpt},
 		{verb: "DATA", handle: (*session).dataCmd, afterBdat: replyDataAfterBdat, counted: cntData},
-		// RFC 3030 CHUNKING; the reply follows the chunk (receiveChunk).
+		// RFC 3030 CHUNKING; the handler reads the chunk's data.
 		{verb: "BDAT", handle: (*session).bdatCmd, preTLS: true, group: true, counted: cntBdat},
-		{verb: "RSET", handle: (*session).rsetCmd, junk: true, preTLS: true, group: true, counted: cntRset},
-		{verb: "NOOP", handle: (*session).noopCmd, junk: true, preTLS: true, counted: cntNoop},
-		{verb: "VRFY", handle: (*session).vrfyCmd, junk: true, counted: cntVrfy},
+		{verb: "RSET", handle: continues((*session).rsetCmd), junk: true, preTLS: true, group: true, counted: cntRset},
+		{verb: "NOOP", handle: continues((*session).noopCmd), junk: true, preTLS: true, counted: cntNoop},
+		{verb: "VRFY", handle: continues((*session).vrfyCmd), junk: true, counted: cntVrfy},
 		// RFC 1985; reference spec §1.2 for the order of the checks.
-		{verb: "ETRN", handle: (*session).etrn, junk: true, needHelo: replyEtrnHelo, noTxn: replyEtrnInTxn, counted: cntEtrn},
+		{verb: "ETRN", handle: continues((*session).etrn), junk: true, needHelo: replyEtrnHelo, noTxn: replyEtrnInTxn, counted: cntEtrn},
 		{verb: "QUIT", handle: (*session).quitCmd, preTLS: true, counted: cntQuit},
 	}
+}
+
+// continues makes a handler whose command only replies into a row's
+// handler: the session reads the next command after it.
+func continues(h func(*session, string) *smtp.SMTPError) func(*session, string) (*smtp.SMTPError, action) {
+	return func(s *session, arg string) (*smtp.SMTPError, action) { return h(s, arg), actNext }
 }
 
 func lookupCommand(verb string) *command {
@@ -132,23 +174,23 @@ func printable(s string) string {
 	}, s)
 }
 
-func (s *session) starttlsCmd(arg string) *smtp.SMTPError {
+// starttlsCmd: RFC 3207 sec 4; the handshake follows the 220.
+func (s *session) starttlsCmd(arg string) (*smtp.SMTPError, action) {
 	if strings.TrimSpace(arg) != "" {
-		return replyTLSSyntax
+		return replyTLSSyntax, actNext
 	}
 	if s.tls {
-		return replyTLSActive
+		return replyTLSActive, actNext
 	}
 	if s.cfg.opts.TLS == nil {
-		return replyTLSNotOffered
+		return replyTLSNotOffered, actNext
 	}
 	if l := s.io.lim.ClientNewTLSRateLimit; !s.exempt && l > 0 && s.srv.anvil.rate(s.client, evNewTLS, time.Now()) > l {
 		s.log.Warn().Msgf("Refusing STARTTLS request from %s for service smtp", s.namaddr)
 		s.srv.limitEvents(func(e LimitEvents) { e.RateLimited("newtls") })
-		return replyTooManyTLS(s.namaddr)
+		return replyTooManyTLS(s.namaddr), actNext
 	}
-	s.startTLS = true
-	return replyStartTLS
+	return replyStartTLS, actStartTLS
 }
 
 // mailCmd: RFC 5321 sec 4.1.1.2 with the parameters of RFC 1870 (SIZE),
@@ -244,48 +286,63 @@ func (tx *transaction) mailParam(p string, limit int64) *smtp.SMTPError {
 }
 
 // rcptCmd: RFC 5321 sec 4.1.1.3 with NOTIFY and ORCPT (RFC 3461 sec 4).
+// Past smtpd_recipient_limit the 452 is not counted as an error until
+// smtpd_recipient_overshoot_limit is passed (Postfix's rcpt_cmd).
 // Restrictions: restrict_stage.go (checkRcpt).
-func (s *session) rcptCmd(arg string) *smtp.SMTPError {
+func (s *session) rcptCmd(arg string) (*smtp.SMTPError, action) {
+	rc, r := s.rcptArg(arg)
+	if r != nil {
+		return r, actNext
+	}
+	if len(s.tx.rcpts) >= s.cfg.opts.RecipientLimit {
+		s.tx.overshoot++
+		if s.tx.overshoot <= s.cfg.opts.RecipientOvershootLimit {
+			return replyTooManyRcpts, actExcused
+		}
+		return replyTooManyRcpts, actNext
+	}
+	if r := s.checkRcpt("RCPT", rc.Addr); r != nil {
+		return r, actNext
+	}
+	s.tx.rcpts = append(s.tx.rcpts, rc)
+	return replyRcptOK, actNext
+}
+
+// rcptArg parses RCPT's argument into a recipient, with its checks in
+// Postfix's order (a transaction, the syntax, the recipient rate, the
+// address, SMTPUTF8, the parameters).
+func (s *session) rcptArg(arg string) (store.Recipient, *smtp.SMTPError) {
+	var rc store.Recipient
 	if s.tx == nil {
-		return replyNeedMail
+		return rc, replyNeedMail
 	}
 	path, params, err := addr.ParseArg(arg, "TO:")
 	if errors.Is(err, addr.ErrCommand) {
-		return replyRcptSyntax
+		return rc, replyRcptSyntax
 	}
 	if s.overRate(evRcpt, s.io.lim.ClientRecipientRateLimit, "Recipient address") {
-		return replyTooManyRcptsFrom(s.client.String())
+		return rc, replyTooManyRcptsFrom(s.client.String())
 	}
 	if err != nil || path == "" {
-		return replyBadRcpt
+		return rc, replyBadRcpt
 	}
-	var rc store.Recipient
 	if strings.EqualFold(path, "postmaster") { // RFC 5321 sec 4.5.1
 		path = "postmaster@" + s.cfg.opts.Hostname
 	}
 	m, err := addr.Parse(path)
 	if err != nil {
-		return replyBadRcpt
+		return rc, replyBadRcpt
 	}
 	if m.UTF8() && !s.tx.smtputf8 {
-		return replyNeedUTF8
+		return rc, replyNeedUTF8
 	}
 	rc.Addr = m.String()
 	for _, p := range params {
 		if r := rcptParam(&rc, p); r != nil {
-			return r
+			return rc, r
 		}
 	}
-	if len(s.tx.rcpts) >= s.cfg.opts.RecipientLimit {
-		s.tx.overshoot++
-		s.noError = s.tx.overshoot <= s.cfg.opts.RecipientOvershootLimit
-		return replyTooManyRcpts
-	}
-	if r := s.checkRcpt("RCPT", rc.Addr); r != nil {
-		return r
-	}
-	s.tx.rcpts = append(s.tx.rcpts, rc)
-	return replyRcptOK
+	return rc, nil
 }
 
 func rcptParam(rc *store.Recipient, p string) *smtp.SMTPError {
@@ -339,9 +396,9 @@ func (s *session) rsetCmd(arg string) *smtp.SMTPError {
 // noopCmd: RFC 5321 sec 4.1.1.9 allows (and ignores) a parameter.
 func (s *session) noopCmd(string) *smtp.SMTPError { return replyOK }
 
-func (s *session) quitCmd(string) *smtp.SMTPError {
-	s.quit = true
-	return replyBye
+// quitCmd: RFC 5321 sec 4.1.1.10; the session hangs up after the 221.
+func (s *session) quitCmd(string) (*smtp.SMTPError, action) {
+	return replyBye, actHangUp
 }
 
 // vrfyCmd answers 252 with the address (RFC 5321 sec 3.5.3) after the

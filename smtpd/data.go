@@ -16,29 +16,28 @@ import (
 )
 
 // dataCmd: RFC 5321 sec 4.1.1.4. The content itself is read by the loop
-// (receive) after the 354 reply has been queued. The queue's spool is
-// taken here, so that a full in-flight budget or disk is answered before
-// the client sends the content.
-func (s *session) dataCmd(arg string) *smtp.SMTPError {
+// (session.content) after the 354 reply has been queued. The queue's
+// spool is taken here, so that a full in-flight budget or disk is
+// answered before the client sends the content.
+func (s *session) dataCmd(arg string) (*smtp.SMTPError, action) {
 	if s.tx == nil {
-		return replyNeedRcpt
+		return replyNeedRcpt, actNext
 	}
 	if len(s.tx.rcpts) == 0 {
 		// With pipelining DATA may follow rejected recipients; Postfix
 		// does not count this as a protocol error.
-		return replyNoValidRcpts
+		return replyNoValidRcpts, actNext
 	}
 	if strings.TrimSpace(arg) != "" {
-		return replyDataSyntax
+		return replyDataSyntax, actNext
 	}
 	if r := s.checkData(); r != nil {
-		return r
+		return r, actNext
 	}
 	if r := s.spool(s.tx); r != nil {
-		return r
+		return r, actNext
 	}
-	s.inData = true
-	return replyStartData
+	return replyStartData, actContent
 }
 
 // spool takes the queue's spool for tx's content.

@@ -65,14 +65,9 @@ type session struct {
 	errors int
 	junk   int
 	// counts per command for the disconnect log: ok / total.
-	counts  [numCounted][2]int
-	noError bool // the current reply is not counted as an error
+	counts [numCounted][2]int
 
-	quit     bool   // hang up after the reply
 	rejected string // why policy ended the session (metrics), "" if not
-	inData   bool   // DATA accepted: read the content next
-	chunk    *chunk // BDAT accepted: read its data next
-	startTLS bool   // start the TLS handshake after the reply
 
 	// bare is smtpd_forbid_bare_newline for this client (no for
 	// smtpd_forbid_bare_newline_exclusions); noteBareLF records a bare
@@ -159,8 +154,9 @@ func (s *session) interruptIdle() {
 	}
 }
 
-// run is the one loop: greet, then read, dispatch, reply, count, until
-// QUIT, an error limit, a timeout, shutdown or a lost connection.
+// run is the one loop: greet, then read a command, dispatch it, reply
+// and do what its action says, until QUIT, an error limit, a timeout,
+// shutdown or a lost connection.
 func (s *session) run() {
 	s.lookupPeer()
 	s.namaddr = newNamaddr(s.name, s.client)
@@ -185,9 +181,6 @@ func (s *session) run() {
 	}
 	for {
 		if reason, stop = s.command(); stop {
-			return
-		}
-		if reason, stop = s.follow(); stop {
 			return
 		}
 	}
@@ -223,8 +216,9 @@ func (s *session) greet() (reason string, stop bool) {
 	return "", false
 }
 
-// command reads and dispatches one command, unless the session ends
-// first: the error limit, shutdown, a read that failed, a bare LF.
+// command reads and dispatches one command and does what its action
+// says, unless the session ends first: the error limit, shutdown, a read
+// that failed, a bare LF.
 func (s *session) command() (reason string, stop bool) {
 	// Each command is a new request: its deadline, and the limits of
 	// the stress state now (Postfix: smtp_stream_setup in the loop).
@@ -243,80 +237,137 @@ func (s *session) command() (reason string, stop bool) {
 	}
 	line, bareLF, err := s.readCommand()
 	if err != nil {
-		return s.readFailed(err), true
+		return s.perform(readFailed(err))
 	}
 	if bareLF && s.bareCommand() {
 		return "", true
 	}
 	s.log.Debug().Str("in", redactAuth(line)).Msg("command")
-	s.dispatch(line)
+	a := s.dispatch(line)
+	s.txClock()
+	if s.denied != nil && s.denied.Code == 421 {
+		// The 421 that replaced the greeting: the session ends after
+		// the next command's reply.
+		a = actHangUp
+	}
+	return s.perform(a)
+}
+
+// txClock starts smtpd_transaction_deadline's clock when a transaction
+// is open and has none yet.
+func (s *session) txClock() {
 	if s.tx != nil && s.io.txEnd.IsZero() && s.io.lim.TransactionDeadline > 0 {
 		s.io.txEnd = time.Now().Add(s.io.lim.TransactionDeadline)
+	}
+}
+
+// perform does what a command's action says once its reply is queued:
+// read the content after 354, carry an AUTH exchange on, start TLS, or
+// end the session (stop: hang up after QUIT or a 421, a read that
+// failed inside the command).
+func (s *session) perform(a action) (reason string, stop bool) {
+	switch a {
+	case actContent:
+		return s.content()
+	case actExchange:
+		return s.exchange()
+	case actStartTLS:
+		return s.startTLS()
+	case actHangUp:
+		return "", true
+	case actTimeout:
+		return s.timedOut(), true
+	case actLost:
+		return "lost connection", true
 	}
 	return "", false
 }
 
-// follow does what the command left the session to do: read the content
-// after 354 or a BDAT chunk, carry an AUTH exchange on, hang up after
-// QUIT, or start TLS.
-func (s *session) follow() (reason string, stop bool) {
-	if s.inData {
-		s.inData = false
-		s.io.begin(true)
-		r, err := s.receive()
-		if err != nil {
-			return s.readFailed(err), true
-		}
-		s.finishData(r)
+// readFailed is the action for a read that failed: a timeout (or
+// shutdown: errShutdown is one) or a lost connection.
+func readFailed(err error) action {
+	if isTimeout(err) {
+		return actTimeout
 	}
-	for s.sasl.x != nil { // an AUTH exchange (auth.go)
+	return actLost
+}
+
+// timedOut ends the session after a read timed out: 421, or the
+// shutdown's 421 when the server is closing. The reply gets a request's
+// time of its own, as in Postfix.
+func (s *session) timedOut() (reason string) {
+	why := s.io.why
+	s.io.begin(false)
+	if s.srv.sessions.Closing() {
+		s.reply(replyShutdown)
+		return "shutdown"
+	}
+	s.reply(replyTimeout(s.cfg.opts.Hostname))
+	if why == "" {
+		why = "timeout"
+	}
+	s.log.Info().Str("reason", why).Msgf("%s after %s from %s", why, s.where, s.namaddr)
+	return why
+}
+
+// content reads the message content after DATA's 354 and answers it; a
+// failure is counted against the DATA command and as an error.
+func (s *session) content() (reason string, stop bool) {
+	s.io.begin(true)
+	r, err := s.receive()
+	if err != nil {
+		return s.perform(readFailed(err))
+	}
+	if r.Code >= 400 {
+		s.counts[cntData][0]--
+		s.logReject("DATA", r, "")
+		s.replyErr(r)
+	} else {
+		s.reply(r)
+	}
+	return s.perform(after(r, actNext))
+}
+
+// exchange reads the client's responses of an AUTH exchange until it
+// ends; the AUTH command is counted then, with its final reply.
+func (s *session) exchange() (reason string, stop bool) {
+	for {
 		line, _, err := s.readCommand()
 		if err != nil {
 			s.authEnd()
-			return s.readFailed(err), true
+			return s.perform(readFailed(err))
 		}
-		s.authContinue(line)
-	}
-	if s.chunk != nil {
-		s.io.begin(true)
-		r, err := s.receiveChunk()
-		if err != nil {
-			return s.readFailed(err), true
+		r, a := s.authContinue(line)
+		if a == actExchange {
+			s.reply(r)
+			continue
 		}
-		s.finishChunk(r)
-	}
-	if s.quit {
-		return "", true
-	}
-	if s.startTLS {
-		s.startTLS = false
-		if err := s.handshake(); err != nil {
-			s.log.Info().Err(err).Msg("TLS handshake failed")
-			return "TLS handshake failed", true
+		s.countCmd(cntAuth, r.Code < 400)
+		if r.Code >= 400 {
+			s.replyErr(r)
+		} else {
+			s.reply(r)
 		}
+		return s.perform(after(r, a))
 	}
-	return "", s.quit
 }
 
-// readFailed turns a read error into the session's end: 421 on timeout
-// or shutdown, nothing on a lost connection. The reply gets a request's
-// time of its own, as in Postfix.
-func (s *session) readFailed(err error) string {
-	if isTimeout(err) {
-		why := s.io.why
-		s.io.begin(false)
-		if s.srv.sessions.Closing() {
-			s.reply(replyShutdown)
-			return "shutdown"
-		}
-		s.reply(replyTimeout(s.cfg.opts.Hostname))
-		if why == "" {
-			why = "timeout"
-		}
-		s.log.Info().Str("reason", why).Msgf("%s after %s from %s", why, s.where, s.namaddr)
-		return why
+// startTLS runs the handshake after STARTTLS's 220. A new (not resumed)
+// TLS session counts against smtpd_client_new_tls_session_rate_limit;
+// over it the session ends (Postfix: the real protection is STARTTLS's
+// check before the handshake, this one is for "human factors").
+func (s *session) startTLS() (reason string, stop bool) {
+	st, err := s.handshake()
+	if err != nil {
+		s.log.Info().Err(err).Msg("TLS handshake failed")
+		return "TLS handshake failed", true
 	}
-	return "lost connection"
+	if !st.DidResume && s.overRate(evNewTLS, s.io.lim.ClientNewTLSRateLimit, "New TLS session") {
+		s.reply(replyTooManyTLSHangup(s.cfg.opts.Hostname, s.namaddr))
+		s.rejected = "tls_rate_from_client"
+		return "", true
+	}
+	return "", false
 }
 
 // readCommand reads one command line. Replies are flushed first when the
@@ -387,33 +438,50 @@ func (shutdownErr) Temporary() bool { return true }
 
 var errShutdown net.Error = shutdownErr{}
 
-// dispatch runs one command line through the command table and replies.
-func (s *session) dispatch(line string) {
-	s.noError = false
+// dispatch runs one command line through the command table, queues the
+// reply and returns what the session does next: the table's checks
+// (parse, pipeliningRefused, precondition), the handler, then the
+// accounting (account).
+func (s *session) dispatch(line string) action {
 	verb, arg := splitCommand(line)
 	cmd, r := s.parse(line, verb)
 	if cmd == nil {
 		s.countCmd(cntUnknown, false)
 		s.replyErr(r)
-		return
+		return actNext
 	}
 	if s.pipeliningRefused(cmd) {
 		s.countCmd(cmd.counted, false)
 		s.reply(replyPipelining)
-		s.quit, s.rejected = true, "pipelining"
-		return
+		s.rejected = "pipelining"
+		return actHangUp
 	}
-	if r = s.precondition(cmd); r == nil {
-		r = cmd.handle(s, arg)
-	}
+	r, a := s.precondition(cmd), actNext
 	if r == nil {
-		return // BDAT: the reply follows the chunk
+		r, a = cmd.handle(s, arg)
 	}
-	if r.Code == 334 { // AUTH continues: counted when it ends
+	switch {
+	case r == nil: // a read inside the command failed (BDAT's data)
+		return a
+	case a == actExchange: // AUTH goes on: counted when it ends
 		s.reply(r)
-		return
+		return a
 	}
-	s.account(cmd, verb, arg, r)
+	s.account(cmd, verb, arg, r, a == actExcused)
+	return after(r, a)
+}
+
+// after is what the session does after reply r of a command that asked
+// for a: a 421 ends the session whatever the command asked (RFC 5321 sec
+// 3.8; Postfix's smtpd_chat_reply), an excused refusal goes on.
+func after(r *smtp.SMTPError, a action) action {
+	switch {
+	case r.Code == 421:
+		return actHangUp
+	case a == actExcused:
+		return actNext
+	}
+	return a
 }
 
 // parse finds the command of a line, or the reply to a line that is not
@@ -472,15 +540,15 @@ func (s *session) precondition(cmd *command) *smtp.SMTPError {
 // account sends a command's reply and counts it: the disconnect-log
 // counters, the error count, the reject log line and the junk commands
 // (Postfix's SMTPD_CMD_FLAG_LIMIT: past the limit each one also counts
-// as an error).
-func (s *session) account(cmd *command, verb, arg string, r *smtp.SMTPError) {
-	failed := r.Code >= 400 && !s.noError
+// as an error). An excused refusal is neither an error nor a reject.
+func (s *session) account(cmd *command, verb, arg string, r *smtp.SMTPError, excused bool) {
+	failed := r.Code >= 400 && !excused
 	s.countCmd(cmd.counted, r.Code < 400)
 	s.reply(r)
 	if failed {
 		s.errors++
 	}
-	if r.Code >= 400 && r.Code < 600 && !s.noError {
+	if failed && r.Code < 600 {
 		s.logReject(verb, r, arg)
 	}
 	if cmd.junk {
@@ -489,29 +557,6 @@ func (s *session) account(cmd *command, verb, arg string, r *smtp.SMTPError) {
 		}
 		s.junk++
 	}
-}
-
-// finishData replies to the end of DATA; a failure is counted against
-// the DATA command and as an error.
-func (s *session) finishData(r *smtp.SMTPError) {
-	if r.Code >= 400 {
-		s.counts[cntData][0]--
-		s.logReject("DATA", r, "")
-		s.replyErr(r)
-		return
-	}
-	s.reply(r)
-}
-
-// finishChunk replies to a BDAT after its data.
-func (s *session) finishChunk(r *smtp.SMTPError) {
-	s.countCmd(cntBdat, r.Code < 400)
-	if r.Code >= 400 {
-		s.logReject("BDAT", r, "")
-		s.replyErr(r)
-		return
-	}
-	s.reply(r)
 }
 
 // replyErr replies and counts an error (dispatcher-level failures).
@@ -534,9 +579,6 @@ func (s *session) reply(r *smtp.SMTPError) {
 		s.log.Debug().Str("out", strings.TrimRight(out, "\r\n")).Msg("reply")
 	}
 	s.w.WriteString(out)
-	if r.Code == 421 {
-		s.quit = true
-	}
 }
 
 // flush sends the queued replies (deadlines: s.io).
@@ -576,14 +618,14 @@ func formatReply(r *smtp.SMTPError) string {
 // after STARTTLS is discarded with the old reader (RFC 3207 sec 4.2), and
 // the session state is reset to before HELO (sec 4.2: "the server MUST
 // discard any knowledge obtained from the client").
-func (s *session) handshake() error {
+func (s *session) handshake() (*tls.ConnectionState, error) {
 	if err := s.flush(); err != nil {
-		return err
+		return nil, err
 	}
 	tc := tls.Server(s.conn, s.cfg.opts.TLS)
 	tc.SetDeadline(time.Now().Add(s.io.lim.StartTLSTimeout))
 	if err := tc.Handshake(); err != nil {
-		return err
+		return nil, err
 	}
 	tc.SetDeadline(time.Time{})
 	s.conn = tc
@@ -604,15 +646,7 @@ func (s *session) handshake() error {
 			Str("tls_protocol", proto).Str("tls_cipher", cipher).Int("tls_bits", bits).
 			Msgf("Anonymous TLS connection established from %s: %s with cipher %s (%d/%d bits)", s.namaddr, proto, cipher, bits, bits)
 	}
-	// A new (not resumed) TLS session counts against
-	// smtpd_client_new_tls_session_rate_limit; over it the session ends
-	// (Postfix: the real protection is STARTTLS's check before the
-	// handshake, this one is for "human factors").
-	if !st.DidResume && s.overRate(evNewTLS, s.io.lim.ClientNewTLSRateLimit, "New TLS session") {
-		s.reply(replyTooManyTLSHangup(s.cfg.opts.Hostname, s.namaddr))
-		s.rejected = "tls_rate_from_client"
-	}
-	return nil
+	return &st, nil
 }
 
 // logReject logs one event per rejected command with the reply and, as

@@ -1,0 +1,66 @@
+package smtpd
+
+import (
+	"testing"
+)
+
+// The 452s past smtpd_recipient_limit are not errors while the overshoot
+// is within smtpd_recipient_overshoot_limit (the handler's actExcused,
+// Postfix's rcpt_cmd); past it each one counts towards
+// smtpd_hard_error_limit.
+func TestRecipientOvershoot(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, "smtpd_recipient_limit = 1", "smtpd_hard_error_limit = 2"),
+		withOptions(func(o *Options) { o.RecipientOvershootLimit = 2 }))
+	c := e.dial("")
+	c.expect("220 *")
+	c.send("HELO client.test\r\n")
+	c.expect("250 relay.test")
+	c.send("MAIL FROM:<a@sender.test>\r\n")
+	c.expect("250 2.1.0 Ok")
+	c.send("RCPT TO:<u1@customer.test>\r\n")
+	c.expect("250 2.1.5 Ok")
+	for i := 2; i <= 5; i++ { // u2 and u3 excused, u4 and u5 errors
+		c.send("RCPT TO:<u@customer.test>\r\n")
+		c.expect("452 4.5.3 Error: too many recipients")
+	}
+	c.send("NOOP\r\n")
+	c.expect("421 4.7.0 relay.test Error: too many errors")
+	c.expectClose()
+
+	// Within the overshoot limit the session goes on.
+	c = e.dial("")
+	c.expect("220 *")
+	c.send("HELO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u1@customer.test>\r\n")
+	c.expect("250 relay.test")
+	c.expect("250 2.1.0 Ok")
+	c.expect("250 2.1.5 Ok")
+	for i := 0; i < 3; i++ { // two excused, one error
+		c.send("RCPT TO:<u@customer.test>\r\n")
+		c.expect("452 4.5.3 Error: too many recipients")
+	}
+	c.send("NOOP\r\n")
+	c.expect("250 2.0.0 Ok")
+}
+
+// after: a 421 hangs up whatever the command asked; an excused refusal
+// goes on like any other reply.
+func TestAfter(t *testing.T) {
+	for _, tc := range []struct {
+		code int
+		a    action
+		want action
+	}{
+		{250, actNext, actNext},
+		{354, actContent, actContent},
+		{221, actHangUp, actHangUp},
+		{452, actExcused, actNext},
+		{421, actNext, actHangUp},
+		{421, actContent, actHangUp},
+		{220, actStartTLS, actStartTLS},
+	} {
+		if got := after(rep(tc.code, none, "x"), tc.a); got != tc.want {
+			t.Errorf("after(%d, %d) = %d, want %d", tc.code, tc.a, got, tc.want)
+		}
+	}
+}
