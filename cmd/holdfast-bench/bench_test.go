@@ -234,3 +234,48 @@ func TestHelpers(t *testing.T) {
 		}
 	}
 }
+
+// TestPostfixCloneFill fills a private Postfix's deferred queue with
+// -postfix-fill clone and runs ETRN on it: Postfix starts on the cloned
+// files (postsuper checks every name against its inode), postqueue -j
+// lists them all deferred with each hot domain's fast-flush log intact,
+// every flushed message reaches the sink, and Postfix logs no warning.
+// Needs root and Postfix.
+func TestPostfixCloneFill(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the Postfix side needs root")
+	}
+	if _, err := exec.LookPath("postfix"); err != nil {
+		t.Skip("postfix not installed (Debian package postfix)")
+	}
+	c := tiny(t, "")
+	c.Postfix, c.PostfixFill = true, "clone"
+	c.Sizes, c.PostfixSizes = nil, []int{300}
+	c.Skip["accept"], c.Skip["relay"] = true, true
+	// Postfix's daemons run as user postfix and must reach the queue;
+	// t.TempDir() is closed to other users.
+	work, err := os.MkdirTemp("", "bench-postfix-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+	if err := os.Chmod(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.Work = work
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"etrn-reply/300", "etrn-deliver/300", "startup/300", "disk/300"} {
+		f := r.get(key)
+		if f == nil || len(f.Runs["postfix"]) == 0 {
+			t.Errorf("figure %s missing", key)
+		}
+	}
+	if n := len(r.get("etrn-deliver/300").Runs["postfix"]); n != c.Runs {
+		t.Errorf("ETRN runs: %d, want %d", n, c.Runs)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/holdfast-mta/holdfast/config"
@@ -109,26 +108,7 @@ func fillChunk(s *store.Store, domains []string, body []byte) error {
 
 // parallel runs f(0..n-1) over up to 1000 goroutines (bbolt's batch
 // size) and returns the first error.
-func parallel(n int, f func(i int) error) error {
-	const workers = 1000
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := 0; w < min(workers, n); w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := w; i < n; i += workers {
-				if err := f(i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}(w)
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
+func parallel(n int, f func(i int) error) error { return parallelN(1000, n, f) }
 
 // deferredMessage is what the daemon enqueues for mail routed to a
 // transport in defer_transports: the recipient already deferred once

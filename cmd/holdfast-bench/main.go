@@ -5,6 +5,7 @@
 //
 //	make bench            holdfast alone
 //	make bench-compare    holdfast and Postfix side by side
+//	make bench-postfix-1m ETRN at 1M queued, both, Postfix's queue cloned
 //
 // Everything runs in a temporary directory on 127.0.0.1; every process the
 // harness starts (holdfast, Postfix, smtp-sink) is stopped before it exits.
@@ -49,6 +50,11 @@ type Config struct {
 	// spread over; Batch the messages of the one domain that is flushed.
 	Sizes, PostfixSizes []int
 	Domains, Batch      int
+	// PostfixFill is how Postfix's queue is filled: "smtp" (over SMTP,
+	// 500-1,000 msg/s) or "clone" (a real deferred message per address
+	// shape over SMTP, the rest written as copies of those queue files;
+	// see postfixfill.go).
+	PostfixFill string
 	// StartupRuns is how many restarts time the start-up at each size.
 	StartupRuns int
 	// Skip names phases not to run: "accept", "relay", "etrn".
@@ -103,6 +109,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.IntVar(&c.RelaySessions, "relay-sessions", envInt("BENCH_RELAY_SESSIONS", 10), "sessions per relay run")
 	sizes := fs.String("sizes", envStr("BENCH_SIZES", "10000,100000,1000000"), "holdfast queue sizes for ETRN at scale")
 	psizes := fs.String("postfix-sizes", envStr("BENCH_POSTFIX_SIZES", "10000,100000"), "Postfix queue sizes for ETRN at scale")
+	fs.StringVar(&c.PostfixFill, "postfix-fill", envStr("BENCH_POSTFIX_FILL", "smtp"), "how Postfix's queue is filled: smtp or clone")
 	fs.IntVar(&c.Domains, "domains", envInt("BENCH_DOMAINS", 10000), "ETRN-only domains the queue is spread over")
 	fs.IntVar(&c.Batch, "batch", envInt("BENCH_BATCH", 100), "messages held by the flushed domain")
 	fs.IntVar(&c.StartupRuns, "startup-runs", envInt("BENCH_STARTUP_RUNS", 5), "restarts timed at each queue size")
@@ -138,6 +145,8 @@ func (c *Config) check() error {
 		return fmt.Errorf("-load %q: want smtp-source or go", c.Load)
 	case c.Sink != "smtp-sink" && c.Sink != "go":
 		return fmt.Errorf("-sink %q: want smtp-sink or go", c.Sink)
+	case c.PostfixFill != "smtp" && c.PostfixFill != "clone":
+		return fmt.Errorf("-postfix-fill %q: want smtp or clone", c.PostfixFill)
 	case c.Runs < 1 || c.AcceptMsgs < 1 || c.RelayMsgs < 1 || c.RelaySessions < 1 || c.Batch < 1 || c.Domains < 1:
 		return errors.New("runs, message counts, sessions, batch and domains must be positive")
 	case c.StartupRuns < 1:

@@ -301,7 +301,11 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 			}
 		}
 		if pOn {
-			n, err := postfixFill(ctx, c, r, p, size, postfixQueued)
+			fill := postfixFill
+			if c.PostfixFill == "clone" {
+				fill = postfixCloneFill
+			}
+			n, err := fill(ctx, c, r, p, size, postfixQueued)
 			if err != nil {
 				return err
 			}
@@ -312,6 +316,11 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 		}
 		if pOn {
 			postfixQueued -= c.Runs * c.Batch
+			if c.PostfixFill == "clone" {
+				if err := p.cloneProblems(); err != nil {
+					return err
+				}
+			}
 		}
 		if hOn {
 			if err := holdfastMemory(r, h, size); err != nil {
@@ -547,12 +556,21 @@ func profile(c *Config, sys system, name string, want bool) func() {
 
 // idle waits until sys has finished the work a previous run left it
 // (deferring accepted mail): Postfix with no file in maildrop, incoming
-// or active; holdfast with its CPU time still for 200 ms.
+// or active and its queue manager's CPU time still for 200 ms; holdfast
+// with its CPU time still for 200 ms.
 func idle(ctx context.Context, sys system) error {
 	switch s := sys.(type) {
 	case *postfix:
-		_, err := s.settle(ctx, 0, 10*time.Minute)
-		return err
+		if _, err := s.settle(ctx, 0, 10*time.Minute); err != nil {
+			return err
+		}
+		// And the queue manager done with its last queue scan (a
+		// deferred-queue scan stats every queued file).
+		pid, err := s.qmgrPid()
+		if err != nil {
+			return err
+		}
+		return cpuQuiet(ctx, pid, 200*time.Millisecond, 10*time.Minute)
 	case *holdfast:
 		if s.cmd == nil {
 			return errors.New("holdfast not running")

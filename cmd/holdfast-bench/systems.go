@@ -204,6 +204,9 @@ type postfix struct {
 	dir, etc, addr string
 	etrn, relay    sink
 	running        bool
+	// cloneMark is the size of the maillog when Postfix started on a
+	// cloned queue; cloneProblems reads from there.
+	cloneMark int64
 }
 
 // masterCF runs every service unchrooted (the queue is in a temporary
@@ -352,7 +355,9 @@ func (p *postfix) queueFiles(queues ...string) (int, error) {
 }
 
 // settle waits until Postfix has moved every message out of maildrop,
-// incoming and active, and returns the deferred count.
+// incoming and active, and returns the deferred count, once it is at
+// least want (want 0: not counted, as that walks the whole deferred
+// queue).
 func (p *postfix) settle(ctx context.Context, want int, limit time.Duration) (int, error) {
 	deadline := time.Now().Add(limit)
 	for {
@@ -360,9 +365,11 @@ func (p *postfix) settle(ctx context.Context, want int, limit time.Duration) (in
 		if err != nil {
 			return 0, err
 		}
-		def, err := p.queueFiles("deferred")
-		if err != nil {
-			return 0, err
+		def := 0
+		if want > 0 {
+			if def, err = p.queueFiles("deferred"); err != nil {
+				return 0, err
+			}
 		}
 		if busy == 0 && def >= want {
 			return def, nil
