@@ -187,9 +187,10 @@ func (s *session) run() {
 }
 
 // greet sends the greeting, or the reply that replaces it
-// (smtpd_client_restrictions at connect time, as in Postfix); a client
-// that talks before the greeting violates RFC 5321 sec 4.3.1, and
-// Postfix's smtpd_forbid_unauth_pipelining disconnects it (stop).
+// (smtpd_client_restrictions at connect time, as in Postfix; a 421 ends
+// the session, as after any command); a client that talks before the
+// greeting violates RFC 5321 sec 4.3.1, and Postfix's
+// smtpd_forbid_unauth_pipelining disconnects it (stop).
 func (s *session) greet() (reason string, stop bool) {
 	o := &s.cfg.opts
 	if (o.ForbidUnauthPipelining || s.cfg.pipeCheck) && kernelPending(s.raw) {
@@ -210,9 +211,9 @@ func (s *session) greet() (reason string, stop bool) {
 		s.logReject("CONNECT", r, "")
 		s.reply(r)
 		s.errors++
-	} else {
-		s.reply(replyGreeting(o.Banner))
+		return s.perform(after(r, actNext))
 	}
+	s.reply(replyGreeting(o.Banner))
 	return "", false
 }
 
@@ -245,11 +246,6 @@ func (s *session) command() (reason string, stop bool) {
 	s.log.Debug().Str("in", redactAuth(line)).Msg("command")
 	a := s.dispatch(line)
 	s.txClock()
-	if s.denied != nil && s.denied.Code == 421 {
-		// The 421 that replaced the greeting: the session ends after
-		// the next command's reply.
-		a = actHangUp
-	}
 	return s.perform(a)
 }
 
