@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,5 +176,37 @@ func TestOnCommit(t *testing.T) {
 	defer mu.Unlock()
 	if writers != n || commits < 1 || commits > n {
 		t.Errorf("%d enqueues: OnCommit saw %d writers in %d commits", n, writers, commits)
+	}
+}
+
+// TestLeaseNothingDueCommitsNothing: a Lease with nothing due answers
+// from a read transaction, with no commit (and no fsync): the scheduler
+// looks after every delivery that ends. One with mail due commits once.
+func TestLeaseNothingDueCommitsNothing(t *testing.T) {
+	f := open(t)
+	var commits atomic.Int32
+	f.o.OnCommit = func(time.Duration, int) { commits.Add(1) }
+	f.reopen()
+	if ms, err := f.s.Lease(f.clk.Now(), 10); err != nil || len(ms) != 0 {
+		t.Fatalf("empty queue: Lease = %d, %v", len(ms), err)
+	}
+	m := newMsg("u@customer.tld")
+	if err := f.s.Enqueue(m, []byte("x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	f.deferAll(f.lease()[m.ID], time.Hour)
+	commits.Store(0)
+	if ms, err := f.s.Lease(f.clk.Now(), 10); err != nil || len(ms) != 0 {
+		t.Fatalf("deferred for an hour: Lease = %d, %v", len(ms), err)
+	}
+	if n := commits.Load(); n != 0 {
+		t.Errorf("Lease with nothing due: %d commits, want 0", n)
+	}
+	f.clk.Add(2 * time.Hour)
+	if ms, err := f.s.Lease(f.clk.Now(), 10); err != nil || len(ms) != 1 {
+		t.Fatalf("due again: Lease = %d, %v", len(ms), err)
+	}
+	if n := commits.Load(); n != 1 {
+		t.Errorf("Lease of one message: %d commits, want 1", n)
 	}
 }

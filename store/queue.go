@@ -63,10 +63,16 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 	if n <= 0 {
 		return nil, nil
 	}
+	limit := dueKey(now, "zzzzzzzzzzzz")
+	// Nothing due: answer from a read transaction. A write transaction
+	// that changes nothing still costs a commit and its fsyncs, and the
+	// scheduler looks each time a delivery ends.
+	if due, err := s.dueBy(limit); err != nil || !due {
+		return nil, err
+	}
 	var out []*Message
 	err := s.batch("lease", func(w *wtx) error {
 		out = out[:0]
-		limit := dueKey(now, "zzzzzzzzzzzz")
 		// Messages that cannot be read (damaged page) keep their due
 		// entry: walk on past them, so that they never hide the rest.
 		var after []byte
@@ -92,6 +98,18 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// dueBy reports whether the schedule has an entry at or before limit (a
+// due key), in a read transaction.
+func (s *Store) dueBy(limit []byte) (bool, error) {
+	var due bool
+	err := s.view(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bktDue).Cursor().First()
+		due = k != nil && string(k) <= string(limit)
+		return nil
+	})
+	return due, err
 }
 
 // dueKeys copies up to n due keys after the key after (nil: from the
