@@ -229,6 +229,36 @@ func (s *Store) Body(id ID) ([]byte, error) {
 // ends the header, or the first limit bytes when the header is longer
 // (or the whole content when shorter).
 func (s *Store) BodyHead(id ID, limit int) ([]byte, error) {
+	// A body kept as one value (up to BodyChunk) is searched where it
+	// lies, in one read transaction, and only the header is copied.
+	var head []byte
+	whole := false
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bktBody).Get(msgKey(id))
+		if v == nil {
+			return nil
+		}
+		whole = true
+		v = v[:min(len(v), limit)]
+		if i := bytes.Index(v, []byte("\r\n\r\n")); i >= 0 {
+			v = v[:i+4]
+		}
+		head = append([]byte(nil), v...)
+		return nil
+	})
+	var de *DamageError
+	if errors.As(err, &de) {
+		de.Cause = fmt.Sprintf("body of %s: %s", id, de.Cause)
+		s.reportDamaged(id, de)
+	}
+	if err != nil || whole {
+		return head, err
+	}
+	return s.chunkedHead(id, limit)
+}
+
+// chunkedHead is BodyHead for a body in chunks, read through BodyReader.
+func (s *Store) chunkedHead(id ID, limit int) ([]byte, error) {
 	r := s.BodyReader(id)
 	var head []byte
 	buf := make([]byte, 32<<10)

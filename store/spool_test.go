@@ -73,6 +73,23 @@ func TestBodyChunks(t *testing.T) {
 	if h, _ := f.s.BodyHead(m.ID, 5); string(h) != "Subje" {
 		t.Errorf("BodyHead limited %q", h)
 	}
+	// A body kept as one value is searched where it lies.
+	small := newMsg("a@x.tld")
+	f.s.Enqueue(small, []byte("Subject: s\r\n\r\nbody\r\n"))
+	if h, err := f.s.BodyHead(small.ID, 1<<20); err != nil || string(h) != "Subject: s\r\n\r\n" {
+		t.Errorf("BodyHead of a one-value body %q, %v", h, err)
+	}
+	if h, _ := f.s.BodyHead(small.ID, 5); string(h) != "Subje" {
+		t.Errorf("BodyHead of a one-value body, limited %q", h)
+	}
+	noEnd := newMsg("a@x.tld")
+	f.s.Enqueue(noEnd, []byte("Subject: s\r\n"))
+	if h, err := f.s.BodyHead(noEnd.ID, 1<<20); err != nil || string(h) != "Subject: s\r\n" {
+		t.Errorf("BodyHead of a header without its end %q, %v", h, err)
+	}
+	if _, err := f.s.BodyHead("0000000000ZZ", 1<<20); !errors.Is(err, ErrNotFound) {
+		t.Errorf("BodyHead of no message: %v, want ErrNotFound", err)
+	}
 	// A message removed while it is read is an error, never a short body.
 	r := f.s.BodyReader(m.ID)
 	if _, err := r.Read(make([]byte, 10)); err != nil {
