@@ -48,103 +48,141 @@ func runTranscript(t *testing.T, path string) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
-	var cfgLines, seeds, records, fails, tcp []string
-	tlsOn := false
-	body := 0
+	h, body := readHeader(lines)
+	p := &player{t: t, path: path, e: h.start(t)}
+	for n, l := range lines[body:] {
+		p.step(body+n+1, l)
+	}
+}
+
+// header is a transcript's setup: the "@" directives before the dialog.
+type header struct {
+	cfgLines, seeds, records, fails, tcp []string
+	tls                                  bool
+}
+
+// readHeader reads the directives up to the first dialog line, whose
+// index it returns.
+func readHeader(lines []string) (h header, body int) {
 	for i, l := range lines {
 		switch {
 		case strings.HasPrefix(l, "@ "):
-			cfgLines = append(cfgLines, l[2:])
+			h.cfgLines = append(h.cfgLines, l[2:])
 		case l == "@tls":
-			tlsOn = true
+			h.tls = true
 		case strings.HasPrefix(l, "@seed "):
-			seeds = append(seeds, l[6:])
+			h.seeds = append(h.seeds, l[6:])
 		case strings.HasPrefix(l, "@dns "):
-			records = append(records, l[5:])
+			h.records = append(h.records, l[5:])
 		case strings.HasPrefix(l, "@dnsfail "):
-			fails = append(fails, l[9:])
+			h.fails = append(h.fails, l[9:])
 		case strings.HasPrefix(l, "@dnstcp "):
-			tcp = append(tcp, l[8:])
+			h.tcp = append(h.tcp, l[8:])
 		case l == "" || strings.HasPrefix(l, "#"):
 		default:
-			body = i
-		}
-		if body != 0 {
-			break
+			return h, i
 		}
 	}
-	if len(records)+len(fails)+len(tcp) > 0 {
-		ds := testutil.NewDNS(t, records...)
-		for _, f := range fails {
+	return h, 0
+}
+
+// start runs the DNS server and the relay the header asks for and queues
+// its seed messages.
+func (h header) start(t *testing.T) *env {
+	cfgLines := h.cfgLines
+	if len(h.records)+len(h.fails)+len(h.tcp) > 0 {
+		ds := testutil.NewDNS(t, h.records...)
+		for _, f := range h.fails {
 			ds.Fail(f)
 		}
-		for _, n := range tcp {
+		for _, n := range h.tcp {
 			ds.Truncate(n)
 		}
 		cfgLines = append(cfgLines, "dns_resolver = "+ds.Addr)
 	}
 	var opts []envOption
-	if tlsOn {
+	if h.tls {
 		opts = append(opts, withTLS)
 	}
 	e := startServer(t, newConfig(t, cfgLines...), opts...)
-	for _, s := range seeds {
+	for _, s := range h.seeds {
 		e.seed(s)
 	}
-	var c *client
-	var pending strings.Builder
-	flushPending := func() {
-		if pending.Len() > 0 {
-			c.send(pending.String())
-			pending.Reset()
-		}
+	return e
+}
+
+// player plays a transcript's dialog lines against the relay.
+type player struct {
+	t       *testing.T
+	path    string
+	e       *env
+	c       *client
+	pending strings.Builder // consecutive C: lines, sent in one write
+}
+
+func (p *player) flush() {
+	if p.pending.Len() > 0 {
+		p.c.send(p.pending.String())
+		p.pending.Reset()
 	}
-	for n, l := range lines[body:] {
-		lineNo := body + n + 1
-		if c == nil && (strings.HasPrefix(l, "C:") || strings.HasPrefix(l, "S:")) {
-			c = e.dial("")
+}
+
+// step plays one dialog line (lineNo counts from 1).
+func (p *player) step(lineNo int, l string) {
+	t, path := p.t, p.path
+	if p.c == nil && (strings.HasPrefix(l, "C:") || strings.HasPrefix(l, "S:")) {
+		p.c = p.e.dial("")
+	}
+	switch {
+	case l == "" || strings.HasPrefix(l, "#"):
+	case strings.HasPrefix(l, "==="):
+		if p.c != nil {
+			p.flush()
 		}
-		switch {
-		case l == "" || strings.HasPrefix(l, "#"):
-		case strings.HasPrefix(l, "==="):
-			if c != nil {
-				flushPending()
-			}
-			c = e.dial(strings.TrimSpace(strings.TrimPrefix(l, "===")))
-		case strings.HasPrefix(l, "C:"):
-			pending.WriteString(strings.TrimPrefix(strings.TrimPrefix(l, "C:"), " ") + "\r\n")
-		case strings.HasPrefix(l, "S: "):
-			flushPending()
-			got, err := c.line()
-			if err != nil {
-				t.Fatalf("%s:%d: want %q, read error %v", path, lineNo, l[3:], err)
-			}
-			if !match(l[3:], got) {
-				t.Fatalf("%s:%d: reply mismatch\n want %q\n  got %q", path, lineNo, l[3:], got)
-			}
-		case l == "X:":
-			flushPending()
-			if got, err := c.line(); err == nil {
-				t.Fatalf("%s:%d: want hang-up, got %q", path, lineNo, got)
-			}
-		case l == "!starttls":
-			flushPending()
-			c.startTLS()
-		case strings.HasPrefix(l, "!queued "):
-			flushPending()
-			want, _ := strconv.ParseInt(strings.TrimSpace(l[8:]), 10, 64)
-			if got := e.queued(); got != want {
-				t.Fatalf("%s:%d: store holds %d messages, want %d", path, lineNo, got, want)
-			}
-		case strings.HasPrefix(l, "!held "):
-			flushPending()
-			want, _ := strconv.ParseInt(strings.TrimSpace(l[6:]), 10, 64)
-			st, err := e.st.Stats()
-			if err != nil || st.Hold != want {
-				t.Fatalf("%s:%d: hold queue holds %d messages (%v), want %d", path, lineNo, st.Hold, err, want)
-			}
-		default:
-			t.Fatalf("%s:%d: bad transcript line %q", path, lineNo, l)
+		p.c = p.e.dial(strings.TrimSpace(strings.TrimPrefix(l, "===")))
+	case strings.HasPrefix(l, "C:"):
+		p.pending.WriteString(strings.TrimPrefix(strings.TrimPrefix(l, "C:"), " ") + "\r\n")
+	case strings.HasPrefix(l, "S: "):
+		p.flush()
+		got, err := p.c.line()
+		if err != nil {
+			t.Fatalf("%s:%d: want %q, read error %v", path, lineNo, l[3:], err)
 		}
+		if !match(l[3:], got) {
+			t.Fatalf("%s:%d: reply mismatch\n want %q\n  got %q", path, lineNo, l[3:], got)
+		}
+	case l == "X:":
+		p.flush()
+		if got, err := p.c.line(); err == nil {
+			t.Fatalf("%s:%d: want hang-up, got %q", path, lineNo, got)
+		}
+	case l == "!starttls":
+		p.flush()
+		p.c.startTLS()
+	case strings.HasPrefix(l, "!"):
+		p.flush()
+		p.check(lineNo, l)
+	default:
+		t.Fatalf("%s:%d: bad transcript line %q", path, lineNo, l)
+	}
+}
+
+// check runs a "!queued N" or "!held N" line against the store.
+func (p *player) check(lineNo int, l string) {
+	t, path := p.t, p.path
+	switch {
+	case strings.HasPrefix(l, "!queued "):
+		want, _ := strconv.ParseInt(strings.TrimSpace(l[8:]), 10, 64)
+		if got := p.e.queued(); got != want {
+			t.Fatalf("%s:%d: store holds %d messages, want %d", path, lineNo, got, want)
+		}
+	case strings.HasPrefix(l, "!held "):
+		want, _ := strconv.ParseInt(strings.TrimSpace(l[6:]), 10, 64)
+		st, err := p.e.st.Stats()
+		if err != nil || st.Hold != want {
+			t.Fatalf("%s:%d: hold queue holds %d messages (%v), want %d", path, lineNo, st.Hold, err, want)
+		}
+	default:
+		t.Fatalf("%s:%d: bad transcript line %q", path, lineNo, l)
 	}
 }
