@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/flush"
 	"github.com/holdfast-mta/holdfast/store"
@@ -53,7 +54,9 @@ func newEnv(t *testing.T, set map[string]string, tweak ...func(*Options)) *env {
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	m := NewMetrics(s.Stats)
-	o := Options{Store: s, Flush: flush.NewService(p, s, nil, log).Counted("cli", m), Config: c, Log: log, Metrics: m}
+	svc := flush.NewService(p, s, nil, log)
+	svc.SetEvents(m)
+	o := Options{Store: s, Flush: svc, Config: c, Log: log, Metrics: m}
 	for _, f := range tweak {
 		f(&o)
 	}
@@ -615,8 +618,12 @@ func TestMetricsScrape(t *testing.T) {
 	m.RateLimited("mail")
 	m.ObserveDelivery(30 * time.Millisecond)
 	m.ObserveCommit(2*time.Millisecond, 8)
-	q := m.Queue(e.store)
-	if err := q.Enqueue(&store.Message{Sender: "s@x", Recipients: []store.Recipient{{Addr: "z@customer.test"}}}, []byte("x\r\n")); err != nil {
+	d, err := accept.New(e.store, m).Begin() // counted from the acceptance event
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Write([]byte("x\r\n"))
+	if _, err := d.Commit(accept.Envelope{Origin: accept.SMTP, Sender: "s@x", Recipients: []store.Recipient{{Addr: "z@customer.test"}}}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -26,13 +26,15 @@
 // Metrics is nil-safe; the daemon's packages report through it:
 //   - smtpd: SessionOpened/SessionClosed per connection, SessionRejected,
 //     Stress, RateLimited and the AUTH results (smtpd.Options.Events);
-//   - flush: the flush service counts each request itself
-//     (flush.Service.Counted): FlushRequest("etrn", result, duration) for
-//     smtpd's ETRN, FlushRequest("cli", ...) for the control API's
-//     flushes (a site refused for its syntax is counted by the control
-//     server, "invalid"); ODMR calls FlushRequest("atrn", ...);
-//   - the queue smtpd and local submission write to: Metrics.Queue wraps
-//     it and counts each message Accepted;
+//   - flush: the flush service tells each request (flush.Events, given
+//     by flush.Service.SetEvents): FlushRequest("etrn", result, duration)
+//     for smtpd's ETRN, FlushRequest("cli", ...) for the control API's
+//     flushes (a site refused for its syntax too, "invalid",
+//     flush.Service.Invalid), "cluster" for those the cluster applies;
+//     ODMR calls FlushRequest("atrn", ...);
+//   - accept: Accepted per message committed, from SMTP and local
+//     submission alike (accept.Events: smtpd.Options.Events, and the
+//     control server's Metrics for local submission);
 //   - store: Damaged per unreadable message (store.Options.OnDamaged);
 //     ObserveCommit per group commit (store.Options.OnCommit): the
 //     commit's duration and how many writers it carried;

@@ -68,10 +68,10 @@ func (s *Server) doFlush(req FlushRequest, track **tracker) (store.FlushResult, 
 	}
 	// The flush service checks eligibility and counts the request; the
 	// syntax is checked here, as postqueue does (a request refused here
-	// is counted here too).
+	// is counted by the service too: Invalid).
 	site := req.Site
 	if !flush.ValidSite(site) {
-		s.o.Metrics.FlushRequest("cli", "invalid", 0)
+		s.o.Flush.Invalid()
 		return store.FlushResult{}, errf(http.StatusBadRequest, CodeInvalidSite,
 			"Cannot flush mail queue - invalid destination: %q", truncate(site))
 	}

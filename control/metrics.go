@@ -11,14 +11,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
 // Metrics holds holdfast's Prometheus collectors. Every method is safe on a
 // nil *Metrics, so packages can take one optionally. The hooks other
 // packages call are the methods below; each says who calls it. *Metrics
-// satisfies delivery.Events (Outcome, ObserveDelivery) and smtpd.Events
-// (SessionOpened, SessionClosed, SessionRejected) without those packages
+// satisfies delivery.Events (Outcome, ObserveDelivery), smtpd.Events
+// (SessionOpened, SessionClosed, SessionRejected), accept.Events
+// (Accepted) and flush.Events (FlushRequest) without those packages
 // importing control.
 type Metrics struct {
 	reg *prometheus.Registry
@@ -128,9 +130,9 @@ func (m *Metrics) Damaged() {
 	}
 }
 
-// Accepted counts one message queued (smtpd after the commit of DATA;
-// the control server for local submission).
-func (m *Metrics) Accepted() {
+// Accepted counts one message queued (accept.Events: told by package
+// accept after the commit, for SMTP and local submission alike).
+func (m *Metrics) Accepted(accept.Event) {
 	if m != nil {
 		m.messages.WithLabelValues("accepted").Inc()
 	}
@@ -238,53 +240,6 @@ func (m *Metrics) ObserveCommit(d time.Duration, batch int) {
 		m.commitDuration.Observe(d.Seconds())
 		m.commitBatchSize.Observe(float64(batch))
 	}
-}
-
-// Enqueuer is the part of the store smtpd and local submission queue
-// through: Spool (content written as it arrives) or Enqueue (in memory).
-type Enqueuer interface {
-	Enqueue(m *store.Message, body []byte) error
-	Spool(id store.ID) (store.Content, error)
-}
-
-// Queue wraps q so that every successful Enqueue is counted as accepted:
-// cmd can hand the result to smtpd as its Queue without smtpd knowing
-// about metrics. The commits themselves are observed by ObserveCommit.
-func (m *Metrics) Queue(q Enqueuer) Enqueuer { return measured{q: q, m: m} }
-
-type measured struct {
-	q Enqueuer
-	m *Metrics
-}
-
-func (w measured) Enqueue(msg *store.Message, body []byte) error {
-	return w.measure(func() error { return w.q.Enqueue(msg, body) })
-}
-
-// Spool wraps the queue's spool so that its Enqueue is measured.
-func (w measured) Spool(id store.ID) (store.Content, error) {
-	sp, err := w.q.Spool(id)
-	if err != nil {
-		return nil, err
-	}
-	return measuredContent{Content: sp, w: w}, nil
-}
-
-type measuredContent struct {
-	store.Content
-	w measured
-}
-
-func (c measuredContent) Enqueue(msg *store.Message) error {
-	return c.w.measure(func() error { return c.Content.Enqueue(msg) })
-}
-
-func (w measured) measure(enqueue func() error) error {
-	if err := enqueue(); err != nil {
-		return err
-	}
-	w.m.Accepted()
-	return nil
 }
 
 // queueCollector reads store.Stats at scrape time (O(1) in the store).

@@ -15,16 +15,19 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
 // Flusher is what the control server needs from the flush service
-// (flush.Service).
+// (flush.Service), which counts the requests in the metrics.
 type Flusher interface {
 	Flush(site string, subtree bool) (store.FlushResult, error)
 	FlushAll() (store.FlushResult, error)
 	FlushID(id store.ID) (store.FlushResult, error)
+	// Invalid counts a request refused here for the syntax of its site.
+	Invalid()
 }
 
 // Options configure a control server.
@@ -41,11 +44,11 @@ type Options struct {
 	// Wake, if not nil, is called after operations that make mail due
 	// now (release, requeue, submit): the scheduler's kick.
 	Wake func()
-	// Queue, if not nil, is where local submission queues instead of
-	// Store (the scheduler's Admit, which defers defer_transports mail on
+	// Queue, if not nil, is where local submission queues (through
+	// package accept) instead of Store (the scheduler's Admit, which defers defer_transports mail on
 	// arrival and wakes the scheduler itself when mail is due now; Wake
 	// is then not called after a submission).
-	Queue Enqueuer
+	Queue accept.Queue
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// DelayWarning is delay_warning_time for local submission: mail with a
@@ -69,6 +72,8 @@ type Server struct {
 	http *http.Server
 	// chunk is the number of messages per transaction in bulk operations.
 	chunk int
+	// accept queues local submissions (Options.Queue or Store).
+	accept *accept.Acceptor
 }
 
 // conf is what the control server takes from a configuration.
@@ -125,7 +130,15 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, chunk: 1000}
+	var queue accept.Queue = o.Store
+	if o.Queue != nil {
+		queue = o.Queue
+	}
+	var ev accept.Events
+	if o.Metrics != nil {
+		ev = o.Metrics
+	}
+	s := &Server{o: o, chunk: 1000, accept: accept.New(queue, ev)}
 	s.cur.Store(cf)
 	s.http = &http.Server{
 		Handler:           s.routes(),

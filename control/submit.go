@@ -1,25 +1,21 @@
 package control
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
-	"github.com/holdfast-mta/holdfast/internal/crlf"
+	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
 // submit queues a message from local submission (sendmail). The query
 // carries the envelope (?sender=, repeatable ?rcpt=); the request body is
-// the message with CRLF line ends. The daemon adds a Received: line and,
-// when missing, From:, Date: and Message-ID: (as Postfix's cleanup does
-// for local mail).
+// the message with CRLF line ends. It takes the one acceptance path
+// (package accept), which adds a Received: line and, when missing,
+// From:, Date: and Message-ID: (as Postfix's cleanup does for local
+// mail), and counts the message accepted.
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	peer := peerFrom(r.Context())
@@ -27,58 +23,48 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, err := s.cfg().config.Size("message_size_limit")
+	cf := s.cfg()
+	limit, err := cf.config.Size("message_size_limit")
 	if err != nil || limit <= 0 {
 		limit = 1 << 40
 	}
-	var queue Enqueuer = s.o.Store
-	if s.o.Queue != nil {
-		queue = s.o.Queue
-	}
 	now := s.o.Now()
-	id := store.NewID()
 	// The content goes to the queue's spool as it is read, as SMTP's
 	// does: memory stays bounded whatever the size of the message.
-	sp, err := queue.Spool(id)
+	d, err := s.accept.Begin()
 	if err != nil {
 		return submitError(err)
 	}
-	head, size, err := s.writeContent(sp, r.Body, limit, id, sender, now)
+	head, size, err := d.WriteLocal(r.Body, limit, accept.LocalHeaders{Sender: sender,
+		Hostname: cf.config.String("myhostname"), MailName: cf.config.String("mail_name"), Date: now})
 	if err != nil {
-		sp.Abort()
-		return err
+		d.Abort()
+		if errors.Is(err, store.ErrNoSpace) {
+			return submitError(err) // writing, not reading, failed
+		}
+		return errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
 	}
 	bodyRead(w)
 	if size > limit {
-		sp.Abort()
+		d.Abort()
 		return errf(http.StatusRequestEntityTooLarge, CodeTooBig, "message file too big")
 	}
-	m := &store.Message{
-		ID: id, Sender: sender, Arrival: now,
-		Protocol: "LOCAL", ClientName: "localhost",
-		// Postfix's smtputf8_autodetect_classes (default sendmail,
-		// verify): a local submission whose envelope or header section
-		// is not ASCII ("u@café.test") is marked SMTPUTF8, so that it
-		// goes to next hops that offer it and is returned by others
-		// instead of being sent as if it were ASCII.
-		SMTPUTF8: !isASCII(sender) || !isASCII(strings.Join(rcpts, "")) || !isASCII(string(head)),
-	}
-	if dw := s.cfg().delayWarning; sender != "" && dw > 0 {
-		m.WarnAt = now.Add(dw) // reference spec §3.8
-	}
+	env := accept.Envelope{Origin: accept.Local, Sender: sender, Arrival: now,
+		Protocol: "LOCAL", ClientName: "localhost", DelayWarning: cf.delayWarning,
+		SMTPUTF8: accept.LocalUTF8(sender, rcpts, head)}
 	for _, a := range rcpts {
-		m.Recipients = append(m.Recipients, store.Recipient{Addr: a})
+		env.Recipients = append(env.Recipients, store.Recipient{Addr: a})
 	}
-	if err := sp.Enqueue(m); err != nil {
+	m, err := d.Commit(env)
+	if err != nil {
 		return submitError(err)
 	}
-	s.o.Metrics.Accepted()
 	if s.o.Wake != nil && s.o.Queue == nil {
 		s.o.Wake()
 	}
-	s.o.Log.Info().Str("queue_id", string(id)).Str("from", sender).Int64("size", m.Size).
+	s.o.Log.Info().Str("queue_id", string(m.ID)).Str("from", sender).Int64("size", m.Size).
 		Int("nrcpt", len(rcpts)).Int("uid", peer.UID).Msg("local submission")
-	return writeJSON(w, SubmitReply{ID: string(id)})
+	return writeJSON(w, SubmitReply{ID: string(m.ID)})
 }
 
 // envelope is the submission's sender and recipients from the query
@@ -106,31 +92,6 @@ func (s *Server) envelope(q url.Values, uid int) (string, []string, error) {
 	return sender, rcpts, nil
 }
 
-// writeContent writes the message from body to sp, our headers first and
-// line ends made CRLF (as for SMTP: nothing queued carries a bare CR or
-// LF), and returns its header section and the size read (more than
-// limit: too big). The caller aborts sp on error.
-func (s *Server) writeContent(sp store.Content, body io.Reader, limit int64, id store.ID, sender string, now time.Time) ([]byte, int64, error) {
-	in := bufio.NewReader(io.LimitReader(body, limit+1))
-	head, err := readHead(in, headLimit)
-	if err != nil {
-		return nil, 0, errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
-	}
-	norm := &crlf.Writer{W: sp}
-	norm.Write(s.localHeaders(id, sender, head, now))
-	n, err := io.Copy(norm, in)
-	if err == nil {
-		err = norm.Close()
-	}
-	if errors.Is(err, store.ErrNoSpace) {
-		return nil, 0, submitError(err) // writing, not reading, failed
-	}
-	if err != nil {
-		return nil, 0, errf(http.StatusBadRequest, CodeBadRequest, "read message: %v", err)
-	}
-	return head, int64(len(head)) + n, nil
-}
-
 // submitError maps a queue failure: a full disk or in-flight budget is
 // 507 (sendmail's EX_TEMPFAIL), anything else internal.
 func submitError(err error) error {
@@ -138,41 +99,6 @@ func submitError(err error) error {
 		return errf(http.StatusInsufficientStorage, CodeNoSpace, "queue file write error: %v", err)
 	}
 	return err
-}
-
-// headLimit bounds the header section that local submission reads into
-// memory to look for From:, Date: and Message-ID:; a longer header is
-// passed on as it is.
-const headLimit = 1 << 20
-
-// readHead reads the header section with its empty line (or the whole
-// content when it has none, or the first limit bytes and the rest of
-// that line).
-func readHead(in *bufio.Reader, limit int) ([]byte, error) {
-	var head []byte
-	for len(head) < limit {
-		line, err := in.ReadSlice('\n')
-		head = append(head, line...)
-		if err == io.EOF {
-			return head, nil
-		}
-		if err != nil && err != bufio.ErrBufferFull {
-			return nil, err
-		}
-		if err == nil && (string(line) == "\r\n" || string(line) == "\n") {
-			break
-		}
-	}
-	return head, nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 // localAddress qualifies a bare user name with myorigin.
@@ -186,55 +112,4 @@ func (s *Server) localAddress(user string) string {
 		return user
 	}
 	return user + "@" + origin
-}
-
-// localHeaders prepends the Received: line and adds the From:, Date: and
-// Message-ID: headers that the message lacks (RFC 5322 sec 3.6).
-func (s *Server) localHeaders(id store.ID, sender string, content []byte, now time.Time) []byte {
-	host := s.cfg().config.String("myhostname")
-	date := now.Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)")
-	var b bytes.Buffer
-	// RFC 5321 sec 4.4: the trace line of local submission.
-	fmt.Fprintf(&b, "Received: by %s (holdfast) with LOCAL id %s;\r\n\t%s\r\n", host, id, date)
-	have := headerNames(content)
-	if !have["date"] {
-		fmt.Fprintf(&b, "Date: %s\r\n", date)
-	}
-	if !have["from"] {
-		from := sender
-		if from == "" {
-			from = "MAILER-DAEMON"
-		}
-		fmt.Fprintf(&b, "From: %s\r\n", from)
-	}
-	if !have["message-id"] {
-		fmt.Fprintf(&b, "Message-Id: <%s.%s@%s>\r\n", now.UTC().Format("20060102150405"), id, host)
-	}
-	b.Write(content)
-	return b.Bytes()
-}
-
-// headerNames returns the lower-cased names of the header fields before
-// the first empty line.
-func headerNames(content []byte) map[string]bool {
-	names := map[string]bool{}
-	for len(content) > 0 {
-		line := content
-		if i := bytes.IndexByte(content, '\n'); i >= 0 {
-			line, content = content[:i], content[i+1:]
-		} else {
-			content = nil
-		}
-		line = bytes.TrimRight(line, "\r")
-		if len(line) == 0 {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			continue
-		}
-		if i := bytes.IndexByte(line, ':'); i > 0 {
-			names[strings.ToLower(strings.TrimSpace(string(line[:i])))] = true
-		}
-	}
-	return names
 }

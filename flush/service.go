@@ -21,8 +21,9 @@ var ErrNotEligible = errors.New("flush: destination not eligible for fast flush"
 // ErrClosed: the service is shutting down (Close) and starts no flush.
 var ErrClosed = errors.New("flush: service closed")
 
-// Events receives one call per flush request with its source (the name
-// given to Counted: "etrn", "cli"), its result ("ok", "not_eligible",
+// Events receives one call per flush request with its source ("cli" for
+// the Service NewService returns, the event name for a copy made by As:
+// "etrn", "cluster"), its result ("ok", "not_eligible", "invalid",
 // "error") and the time it took to answer
 // (holdfast_flush_requests_total, holdfast_flush_duration_seconds).
 type Events interface {
@@ -63,7 +64,8 @@ type Service struct {
 	// callerLogs: the caller logs each request with its own context
 	// (smtpd, with conn_id); the service logs only background runs.
 	callerLogs bool
-	// events and source: Counted.
+	// events is told of every request (SetEvents), as coming from
+	// source ("cli"; As: its event name).
 	events Events
 	source string
 	// early: Flush answers after reading the index, before any commit
@@ -119,6 +121,12 @@ type Publisher interface {
 // Call it before As, whose copies keep the publisher they were made with.
 func (s *Service) SetPublisher(p Publisher) { s.publish = p }
 
+// SetEvents makes every request (Flush, FlushAll, FlushID) told to ev,
+// the metrics (holdfast_flush_requests_total,
+// holdfast_flush_duration_seconds). Call it before As, whose copies keep
+// the events they were made with.
+func (s *Service) SetEvents(ev Events) { s.events = ev }
+
 // Local returns a Service that shares everything with s but publishes
 // nothing and logs with the given event name: for the requests that come
 // from the cluster.
@@ -138,7 +146,7 @@ func (s *Service) published(dest string, subtree bool) {
 // NewService returns a Service that logs with event=flush. w may be nil
 // (no scheduler to wake, e.g. an off-line tool).
 func NewService(p *Policy, s Index, w Waker, log zerolog.Logger) *Service {
-	svc := &Service{pol: new(atomic.Pointer[Policy]), store: s, waker: w, log: log, event: "flush",
+	svc := &Service{pol: new(atomic.Pointer[Policy]), store: s, waker: w, log: log, event: "flush", source: "cli",
 		runs: &runs{m: make(map[runKey]*run)}, reindexN: reindexChunk}
 	svc.pol.Store(p)
 	return svc
@@ -148,21 +156,23 @@ func NewService(p *Policy, s Index, w Waker, log zerolog.Logger) *Service {
 func (s *Service) policy() *Policy { return s.pol.Load() }
 
 // As returns a Service that shares everything with s but logs with the
-// given event name (smtpd's is "etrn"), for a caller that logs each
-// request itself, with its own context: the service then logs only what
-// happens after the answer (a background run's end or failure).
+// given event name (smtpd's is "etrn") and counts its requests under it
+// as their source, for a caller that logs each request itself, with its
+// own context: the service then logs only what happens after the answer
+// (a background run's end or failure).
 func (s *Service) As(event string) *Service {
 	c := *s
-	c.event, c.callerLogs = event, true
+	c.event, c.source, c.callerLogs = event, event, true
 	return &c
 }
 
-// Counted returns a Service that shares everything with s and reports
-// each request (Flush, FlushAll, FlushID) to ev as coming from source.
-func (s *Service) Counted(source string, ev Events) *Service {
-	c := *s
-	c.source, c.events = source, ev
-	return &c
+// Invalid counts a request refused for the syntax of its site
+// (ValidSite, which the caller checks: postqueue's "invalid
+// destination"), with result "invalid".
+func (s *Service) Invalid() {
+	if s.events != nil {
+		s.events.FlushRequest(s.source, "invalid", 0)
+	}
 }
 
 // count reports a request to the Events.

@@ -3,15 +3,13 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
-	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/holdfast-mta/holdfast/internal/tlscert"
+	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -40,14 +38,14 @@ func (s *session) dataCmd(arg string) (*smtp.SMTPError, action) {
 	return replyStartData, actContent
 }
 
-// spool takes the queue's spool for tx's content.
+// spool begins tx's message on the acceptance path (accept.Begin): its
+// queue ID and the queue's spool for its content.
 func (s *session) spool(tx *transaction) *smtp.SMTPError {
-	id := store.NewID()
-	sp, err := s.srv.queue.Spool(id)
+	d, err := s.srv.accept.Begin()
 	if err != nil {
 		return storeReply(err, s.log)
 	}
-	tx.id, tx.spool = id, sp
+	tx.id, tx.spool = d.ID, d
 	return nil
 }
 
@@ -99,9 +97,9 @@ func (s *session) contentFailed(c *content) *smtp.SMTPError {
 }
 
 // enqueue queues the message whose content is in sp and returns the
-// reply: 250 only after the commit (DESIGN.md, Enqueue), else
+// reply: 250 only after the commit (accept.Draft.Commit), else
 // storeReply's (a write error of the content comes out here too).
-func (s *session) enqueue(tx *transaction, now time.Time, sp store.Content) *smtp.SMTPError {
+func (s *session) enqueue(tx *transaction, now time.Time, sp *accept.Draft) *smtp.SMTPError {
 	id := tx.id
 	if r := s.checkEOD(tx); r != nil {
 		sp.Abort()
@@ -115,27 +113,24 @@ func (s *session) enqueue(tx *transaction, now time.Time, sp store.Content) *smt
 		s.errors, s.junk = 0, 0
 		return replyQueued(string(id))
 	}
-	m := &store.Message{
-		ID:         id,
-		Sender:     tx.from,
-		Recipients: tx.rcpts,
-		Arrival:    now,
-		State:      store.StateIncoming,
-		ClientAddr: s.client.String(),
-		ClientName: s.name,
-		Helo:       s.helo,
-		Protocol:   s.protocol(),
-		EnvID:      tx.envid,
-		Ret:        tx.ret,
-		SMTPUTF8:   tx.smtputf8,
-		Body8Bit:   tx.body8bit,
-	}
-	m.WarnAt = warnAt(tx.from, now, s.cfg.opts.DelayWarning)
-	if tx.hold {
-		m.State = store.StateHold // HOLD: the message waits in the hold queue
-	}
 	log := s.log.With().Str("queue_id", string(id)).Logger()
-	if err := sp.Enqueue(m); err != nil {
+	m, err := sp.Commit(accept.Envelope{
+		Origin:       accept.SMTP,
+		Sender:       tx.from,
+		Recipients:   tx.rcpts,
+		Arrival:      now,
+		Hold:         tx.hold, // HOLD: the message waits in the hold queue
+		ClientAddr:   s.client.String(),
+		ClientName:   s.name,
+		Helo:         s.helo,
+		Protocol:     s.protocol(),
+		EnvID:        tx.envid,
+		Ret:          tx.ret,
+		SMTPUTF8:     tx.smtputf8,
+		Body8Bit:     tx.body8bit,
+		DelayWarning: s.cfg.opts.DelayWarning,
+	})
+	if err != nil {
 		return storeReply(err, log)
 	}
 	log.Info().Str("event", "accepted").Str("from", tx.from).Int64("size", m.Size).
@@ -145,53 +140,22 @@ func (s *session) enqueue(tx *transaction, now time.Time, sp store.Content) *smt
 	return replyQueued(string(id))
 }
 
-// warnAt is when the delay warning of a message from sender that
-// arrived at arrival is due: arrival + delay (delay_warning_time), or zero
-// (no warning) for the null sender or delay <= 0, as Postfix's cleanup
-// decides (reference spec §3.8).
-func warnAt(sender string, arrival time.Time, delay time.Duration) time.Time {
-	if sender == "" || delay <= 0 {
-		return time.Time{}
-	}
-	return arrival.Add(delay)
-}
-
-// received renders our Received: header like Postfix's smtpd.
+// received renders our Received: header like Postfix's smtpd
+// (accept.Received).
 func (s *session) received(tx *transaction, id string, now time.Time) string {
 	o := &s.cfg.opts
-	helo := s.helo
-	if helo == "" {
-		helo = s.name
+	t := accept.Trace{Helo: s.helo, ClientName: s.name, ClientAddr: s.rfcAddr,
+		By: o.Hostname, MailName: o.MailName, Protocol: s.protocol(), ID: store.ID(id), Date: now}
+	if o.TLSReceivedHeader {
+		t.TLS = s.tlsState
 	}
-	var b strings.Builder
-	b.WriteString("Received: from " + helo + " (" + s.name + " [" + s.rfcAddr + "])\r\n")
-	if st := s.tlsState; st != nil && o.TLSReceivedHeader {
-		b.WriteString(tlsComment(st))
+	if o.SASL.AuthenticatedHeader {
+		t.AuthSender = s.sasl.login
 	}
-	if s.sasl.login != "" && o.SASL.AuthenticatedHeader {
-		b.WriteString("\t(Authenticated sender: " + s.sasl.login + ")\r\n")
-	}
-	date := now.Format("Mon, _2 Jan 2006 15:04:05 -0700 (MST)")
-	by := "\tby " + o.Hostname + " (" + o.MailName + ") with " + s.protocol() + " id " + id
 	if len(tx.rcpts) == 1 {
-		b.WriteString(by + "\r\n\tfor <" + tx.rcpts[0].Addr + ">; " + date + "\r\n")
-	} else {
-		b.WriteString(by + ";\r\n\t" + date + "\r\n")
+		t.For = tx.rcpts[0].Addr
 	}
-	return b.String()
-}
-
-// tlsComment is the TLS part of the Received: header with
-// smtpd_tls_received_header = yes, in Postfix's words (smtpd.c): the
-// protocol, the cipher and the key exchange, and whether a client
-// certificate was asked for (never, as Postfix's smtpd_tls_ask_ccert = no).
-func tlsComment(st *tls.ConnectionState) string {
-	bits := tlscert.CipherBits(st.CipherSuite)
-	c := fmt.Sprintf("\t(using %s with cipher %s (%d/%d bits)", tlscert.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), bits, bits)
-	if st.CurveID != 0 {
-		c += "\r\n\t key-exchange " + st.CurveID.String()
-	}
-	return c + ")\r\n\t(No client certificate requested)\r\n"
+	return accept.Received(t)
 }
 
 // readData copies the content to c until the line ".": RFC 5321 sec

@@ -24,6 +24,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/internal/listener"
@@ -59,10 +60,12 @@ type Flusher interface {
 // never changes the rules in the middle of a dialogue. The runtime state
 // (connection slots, anvil counts, sessions, listeners) stays.
 type Server struct {
-	cfg   atomic.Pointer[conf]
-	queue Queue
-	flush Flusher
-	log   zerolog.Logger
+	cfg atomic.Pointer[conf]
+	// accept queues the messages received (package accept: the path
+	// local submission takes too) into the Queue given to New.
+	accept *accept.Acceptor
+	flush  Flusher
+	log    zerolog.Logger
 
 	busy     atomic.Int64             // sessions holding a connection slot (smtpd_connection_limit)
 	inStress atomic.Bool              // under stress (Postfix: stress = yes)
@@ -108,8 +111,11 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Accepted messages are told to Events when it counts them
+	// (accept.Events): the metrics.
+	ev, _ := o.Events.(accept.Events)
 	s := &Server{
-		queue: q, flush: f, log: log,
+		accept: accept.New(q, ev), flush: f, log: log,
 		anvil: newAnvil(o.RateTimeUnit, o.ClientIPv4Prefix, o.ClientIPv6Prefix),
 	}
 	s.cfg.Store(c)

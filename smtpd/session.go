@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/rs/zerolog"
 
+	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/internal/tlscert"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -103,7 +104,7 @@ type transaction struct {
 	// BDAT (RFC 3030): the message being assembled, its ID and arrival
 	// time, the data size so far, and the failure that makes the rest of
 	// the transfer be skipped.
-	spool    store.Content // the content, from DATA or the first BDAT
+	spool    *accept.Draft // the content, from DATA or the first BDAT
 	content  *content      // writes spool (BDAT)
 	id       store.ID
 	arrival  time.Time

@@ -85,7 +85,9 @@ fast_flush_domains = $relay_domains
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	m := control.NewMetrics(s.Stats)
-	srv, err := control.New(control.Options{Store: s, Flush: flush.NewService(p, s, nil, log).Counted("cli", m), Config: c, Log: log, Metrics: m})
+	svc := flush.NewService(p, s, nil, log)
+	svc.SetEvents(m)
+	srv, err := control.New(control.Options{Store: s, Flush: svc, Config: c, Log: log, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

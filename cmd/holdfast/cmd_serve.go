@@ -258,6 +258,7 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("delivery: %w", err)
 	}
 	d.flush = flush.NewService(d.policy, d.store, d.sched, log.With().Str("component", "flush").Logger())
+	d.flush.SetEvents(d.metrics) // every request counted, by source (etrn, cli, cluster)
 	if err := d.newCluster(c); err != nil {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
@@ -292,8 +293,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 
 // startSMTP builds the SMTP server and opens every smtpd_listen address.
 // New mail goes through the scheduler's Admit (defer_transports mail is
-// deferred on arrival; mail due now wakes the scheduler); ETRN goes to the
-// flush service, counted in the metrics.
+// deferred on arrival; mail due now wakes the scheduler), and is counted
+// by the metrics from smtpd's acceptance events; ETRN goes to the flush
+// service, which counts it.
 func (d *daemon) startSMTP(c *config.Config) error {
 	sopts, err := smtpd.OptionsFromConfig(c)
 	if err != nil {
@@ -301,9 +303,8 @@ func (d *daemon) startSMTP(c *config.Config) error {
 	}
 	sopts.Events = d.metrics
 	sopts.Resolver = d.resolver // one cache for smtpd and delivery
-	q := d.metrics.Queue(d.sched.Admit(d.store))
-	f := d.flush.As("etrn").Early().Counted("etrn", d.metrics)
-	d.smtp, err = smtpd.New(sopts, q, f, d.log.With().Str("component", "smtpd").Logger())
+	f := d.flush.As("etrn").Early()
+	d.smtp, err = smtpd.New(sopts, d.sched.Admit(d.store), f, d.log.With().Str("component", "smtpd").Logger())
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
@@ -360,7 +361,7 @@ func (d *daemon) startODMR(c *config.Config) error {
 func (d *daemon) startControl(c *config.Config) error {
 	if sock := c.String("control_socket"); sock != "" {
 		srv, err := control.New(control.Options{
-			Store: d.store, Flush: d.flush.Counted("cli", d.metrics), Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
+			Store: d.store, Flush: d.flush, Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
 			Queue: d.sched.Admit(d.store), Reload: d.controlReload, Cluster: d.clusterView(),
 			Log: d.log.With().Str("component", "control").Logger(),
 		})

@@ -54,7 +54,7 @@ func (d *daemon) newCluster(c *config.Config) error {
 		return err
 	}
 	counter := func() (map[string]int, error) { return d.store.DestCounts(clusterDestLimit) }
-	d.cluster, err = cluster.New(o, d.flush.Local("cluster").Counted("cluster", d.metrics), counter)
+	d.cluster, err = cluster.New(o, d.flush.Local("cluster"), counter)
 	if err != nil {
 		return err
 	}
