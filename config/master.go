@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -96,10 +97,10 @@ func parseService(file string, l logical) (Service, error) {
 			return bad("service %s: bad %s field %q (want y, n or -)", s.Name, col.name, col.v)
 		}
 	}
-	if s.MaxProc != "-" && !digits(s.MaxProc) {
+	if s.MaxProc != "-" && !count(s.MaxProc) {
 		return bad("service %s: bad maxproc field %q", s.Name, s.MaxProc)
 	}
-	if w := strings.TrimSuffix(s.Wakeup, "?"); w != "-" && !digits(w) {
+	if w := strings.TrimSuffix(s.Wakeup, "?"); w != "-" && !count(w) {
 		return bad("service %s: bad wakeup field %q", s.Name, s.Wakeup)
 	}
 	args := words[8:]
@@ -162,16 +163,11 @@ func masterWords(s string) ([]string, bool) {
 	return out, true
 }
 
-func digits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+// count reports whether s is a process count or a number of seconds:
+// digits only (Postfix checks maxproc and wakeup with alldig).
+func count(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
 }
 
 // With returns a copy of c in which the given parameters are set, as a

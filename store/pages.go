@@ -275,6 +275,16 @@ func (w *pageWalk) walk() {
 // returns the damaged ones (at most limit). The file must not be open by
 // a writer. An error means the file could not be read at all.
 func CheckPages(path string, limit int) ([]PageProblem, error) {
+	w, err := walkFile(path, limit)
+	if err != nil {
+		return nil, err
+	}
+	return w.problems, nil
+}
+
+// walkFile walks the pages of the queue file at path, noting at most
+// limit problems.
+func walkFile(path string, limit int) (*pageWalk, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -289,7 +299,7 @@ func CheckPages(path string, limit int) ([]PageProblem, error) {
 		return nil, err
 	}
 	w.walk()
-	return w.problems, nil
+	return w, nil
 }
 
 // locate fills in the page and bucket of a damage error from a walk of
@@ -299,20 +309,10 @@ func CheckPages(path string, limit int) ([]PageProblem, error) {
 // not a proof. Done once per store; the result is kept.
 func (s *Store) locate(e *DamageError) {
 	s.walkOnce.Do(func() {
-		f, err := os.Open(s.path)
+		w, err := walkFile(s.path, 10)
 		if err != nil {
 			return
 		}
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return
-		}
-		w, err := openWalk(f, fi.Size(), 10)
-		if err != nil {
-			return
-		}
-		w.walk()
 		s.walkSeen, s.walkProblems = w.seen, w.problems
 	})
 	if e.Page != 0 {
@@ -338,19 +338,9 @@ func (s *Store) locate(e *DamageError) {
 // path to its bucket ("root" for the page listing the buckets), for
 // diagnosis (and the damage tests, which garble chosen pages).
 func PageBuckets(path string) (map[uint64]string, error) {
-	f, err := os.Open(path)
+	w, err := walkFile(path, 1)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	w, err := openWalk(f, fi.Size(), 1)
-	if err != nil {
-		return nil, err
-	}
-	w.walk()
 	return w.seen, nil
 }

@@ -70,13 +70,19 @@ func writeClusterStatus(w io.Writer, st cluster.Status, now time.Time) {
 	tw.Flush()
 }
 
-// clusterSummaries asks the daemon for every node's per-destination counts.
-func clusterSummaries(cl *control.Client, stderr io.Writer) ([]cluster.Summary, int) {
+// printClusterSummaries asks the daemon for every node's
+// per-destination counts and prints them as JSON or with write.
+func printClusterSummaries(cl *control.Client, asJSON bool, stdout, stderr io.Writer, write func(io.Writer, []cluster.Summary)) int {
 	var sums []cluster.Summary
 	if err := cl.ClusterSummary(context.Background(), &sums); err != nil {
-		return nil, apiExit("holdfast", err, stderr)
+		return apiExit("holdfast", err, stderr)
 	}
-	return sums, 0
+	if asJSON {
+		json.NewEncoder(stdout).Encode(sums)
+		return 0
+	}
+	write(stdout, sums)
+	return 0
 }
 
 // writeClusterStats prints each node's share: `holdfast queue stats --cluster`.

@@ -74,20 +74,26 @@ func postqueueList(cfg string, asJSON bool, prog string, stdout, stderr io.Write
 	if cl == nil {
 		return exUnavailable
 	}
-	err := listQueue(context.Background(), cl, control.Filter{}, asJSON, stdout)
-	if err == nil {
-		return 0
+	if err := listQueue(context.Background(), cl, control.Filter{}, asJSON, stdout); err != nil {
+		return postqueueFailed(err, "Queue report unavailable - mail system is down", prog, stderr)
 	}
+	return 0
+}
+
+// postqueueFailed prints the fatal line of a request to the daemon that
+// failed: down when the daemon cannot be reached, else the daemon's
+// message.
+func postqueueFailed(err error, down, prog string, stderr io.Writer) int {
 	var de *control.DownError
 	var ae *control.Error
+	msg := err.Error()
 	switch {
 	case errors.As(err, &de):
-		fmt.Fprintf(stderr, "%s: fatal: Queue report unavailable - mail system is down\n", prog)
-	case errors.As(err, &ae) && ae.Code == control.CodeForbidden:
-		fmt.Fprintf(stderr, "%s: fatal: %s\n", prog, ae.Msg)
-	default:
-		fmt.Fprintf(stderr, "%s: fatal: %v\n", prog, err)
+		msg = down
+	case errors.As(err, &ae):
+		msg = ae.Msg
 	}
+	fmt.Fprintf(stderr, "%s: fatal: %s\n", prog, msg)
 	return exUnavailable
 }
 
@@ -108,22 +114,14 @@ func postqueueFlush(cfg string, req control.FlushRequest, prog string, stderr io
 	if cl == nil {
 		return exUnavailable
 	}
-	_, err := cl.Flush(context.Background(), req, nil)
-	if err == nil {
-		return 0
-	}
-	var de *control.DownError
-	var ae *control.Error
-	switch {
-	case errors.As(err, &de):
+	if _, err := cl.Flush(context.Background(), req, nil); err != nil {
+		down := "Cannot flush mail queue - mail system is down"
 		if req.ID != "" {
-			return fatal("Cannot flush queue ID - mail system is down")
+			down = "Cannot flush queue ID - mail system is down"
 		}
-		return fatal("Cannot flush mail queue - mail system is down")
-	case errors.As(err, &ae):
-		return fatal("%s", ae.Msg)
+		return postqueueFailed(err, down, prog, stderr)
 	}
-	return fatal("%v", err)
+	return 0
 }
 
 func cutSite(s string) string {

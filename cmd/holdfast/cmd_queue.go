@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-mta/holdfast/cluster"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/control"
 )
@@ -258,16 +259,9 @@ func queueStats(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if *inCluster {
-		sums, code := clusterSummaries(cl, stderr)
-		if code != 0 {
-			return code
-		}
-		if *asJSON {
-			json.NewEncoder(stdout).Encode(sums)
-			return 0
-		}
-		writeClusterStats(stdout, sums, time.Now())
-		return 0
+		return printClusterSummaries(cl, *asJSON, stdout, stderr, func(w io.Writer, sums []cluster.Summary) {
+			writeClusterStats(w, sums, time.Now())
+		})
 	}
 	st, err := cl.Stats(context.Background())
 	if err != nil {

@@ -41,16 +41,7 @@ func queueShape(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if *inCluster {
-		sums, code := clusterSummaries(cl, stderr)
-		if code != 0 {
-			return code
-		}
-		if *asJSON {
-			json.NewEncoder(stdout).Encode(sums)
-			return 0
-		}
-		writeClusterShape(stdout, sums)
-		return 0
+		return printClusterSummaries(cl, *asJSON, stdout, stderr, writeClusterShape)
 	}
 	sh, err := cl.Shape(context.Background(), o)
 	if err != nil {
