@@ -232,26 +232,29 @@ func (n *Node) apply(value []byte, lease clientv3.LeaseID) {
 		n.skipped.Add(1)
 		return
 	}
-	if r.Wait != "" && n.follow != nil {
-		if err := n.followFlush(r, lease); err != nil {
-			n.log.Warn().Err(err).Str("site", r.Dest).Str("origin", r.Origin).Msg("cluster: flush request not applied")
-			n.skipped.Add(1)
-			return
-		}
-		n.appliedN.Add(1)
-		n.log.Info().Str("event", "cluster_flush").Str("site", r.Dest).Bool("subtree", r.Subtree).
-			Str("origin", r.Origin).Str("wait", r.Wait).Msg("cluster: flush request applied and followed")
-		return
+	// A requester that waits follows the flush here too (followFlush
+	// reports the outcomes under r.Wait).
+	followed := r.Wait != "" && n.follow != nil
+	var messages int
+	var err error
+	if followed {
+		err = n.followFlush(r, lease)
+	} else {
+		res, ferr := n.flusher.Flush(r.Dest, r.Subtree)
+		messages, err = res.Messages, ferr
 	}
-	res, err := n.flusher.Flush(r.Dest, r.Subtree)
 	if err != nil {
 		n.log.Warn().Err(err).Str("site", r.Dest).Str("origin", r.Origin).Msg("cluster: flush request not applied")
 		n.skipped.Add(1)
 		return
 	}
 	n.appliedN.Add(1)
-	n.log.Info().Str("event", "cluster_flush").Str("site", r.Dest).Bool("subtree", r.Subtree).
-		Str("origin", r.Origin).Int("messages", res.Messages).Msg("cluster: flush request applied")
+	ev := n.log.Info().Str("event", "cluster_flush").Str("site", r.Dest).Bool("subtree", r.Subtree).Str("origin", r.Origin)
+	if followed {
+		ev.Str("wait", r.Wait).Msg("cluster: flush request applied and followed")
+		return
+	}
+	ev.Int("messages", messages).Msg("cluster: flush request applied")
 }
 
 // saveApplied keeps the last applied revision in etcd, for the catch-up

@@ -238,35 +238,22 @@ func writeStatus(b *bytes.Buffer, n Notice, boundary string) {
 func writeOriginal(b *bytes.Buffer, n Notice, boundary string, whole []byte) {
 	m, kind := n.Msg, n.Kind
 	h := func(format string, args ...any) { fmt.Fprintf(b, format+"\r\n", args...) }
-	full := whole != nil
-	content := whole
-	h("--%s", boundary)
+	// Headers only, unless the whole message came (RET applies to
+	// failure notices only, RFC 3461 sec 4.3: a relay notice never
+	// carries the content).
+	content, desc, typ, utf8Typ := HeaderPart(n.Head), "Undelivered Message Headers", "text/rfc822-headers", "message/global-headers"
 	switch {
 	case kind == Relayed:
-		// RET applies to failure notices only (RFC 3461 sec 4.3).
-		content = HeaderPart(n.Head)
-		h("Content-Description: Message Headers")
-		if m.SMTPUTF8 {
-			h("Content-Type: message/global-headers")
-		} else {
-			h("Content-Type: text/rfc822-headers")
-		}
-	case full:
-		h("Content-Description: Undelivered Message")
-		if m.SMTPUTF8 {
-			h("Content-Type: message/global")
-		} else {
-			h("Content-Type: message/rfc822")
-		}
-	default:
-		content = HeaderPart(n.Head)
-		h("Content-Description: Undelivered Message Headers")
-		if m.SMTPUTF8 {
-			h("Content-Type: message/global-headers")
-		} else {
-			h("Content-Type: text/rfc822-headers")
-		}
+		desc = "Message Headers"
+	case whole != nil:
+		content, desc, typ, utf8Typ = whole, "Undelivered Message", "message/rfc822", "message/global"
 	}
+	if m.SMTPUTF8 {
+		typ = utf8Typ // the UTF-8 types of RFC 6532 and RFC 6533
+	}
+	h("--%s", boundary)
+	h("Content-Description: %s", desc)
+	h("Content-Type: %s", typ)
 	h("")
 	h("Return-Path: <%s>", m.Sender)
 	b.WriteString(crlf(string(content)))
