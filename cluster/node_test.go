@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/holdfast-mta/holdfast/internal/etcdtest"
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -53,13 +54,7 @@ func startNode(t testing.TB, etcd *etcdtest.Server, name string, f Flusher, maxA
 
 func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 30*time.Second, what, cond)
 }
 
 // A request is applied once by every other node, never by its origin;
@@ -79,9 +74,12 @@ func TestApplyOnceAndCatchUp(t *testing.T) {
 	waitUntil(t, "x publishes", func() bool { return x.Stats().Published == 3 })
 	var fy2 flushes
 	y2 := startNode(t, etcd, "y", &fy2, time.Minute)
-	waitUntil(t, "y catches up", func() bool { return len(fy2.list()) == 2 })
-	time.Sleep(300 * time.Millisecond) // nothing more may come
-	if got := fy2.list(); len(got) != 2 || got[0] != "customer.tld/true" || got[1] != "other.tld/false" {
+	waitUntil(t, "y catches up", func() bool { return len(fy2.list()) >= 2 })
+	// Requests are applied in revision order: one applied twice would
+	// come before a request published now.
+	x.Publish("marker.tld", false)
+	waitUntil(t, "y applies the marker", func() bool { return len(fy2.list()) >= 3 })
+	if got := fy2.list(); len(got) != 3 || got[0] != "customer.tld/true" || got[1] != "other.tld/false" || got[2] != "marker.tld/false" {
 		t.Fatalf("after the restart y applied %v", got)
 	}
 	if got := fx.list(); len(got) != 0 {
@@ -103,13 +101,14 @@ func TestSkipOldRequests(t *testing.T) {
 	etcd := etcdtest.Start(t)
 	var fx, fy flushes
 	x := startNode(t, etcd, "x", &fx, time.Minute)
-	y := startNode(t, etcd, "y", &fy, time.Second)
+	const maxAge = 100 * time.Millisecond
+	y := startNode(t, etcd, "y", &fy, maxAge)
 	y.Close()
 	x.Publish("customer.tld", false)
 	waitUntil(t, "x publishes", func() bool { return x.Stats().Published == 1 })
-	time.Sleep(1100 * time.Millisecond) // the request ages past y's max age
+	time.Sleep(maxAge + 50*time.Millisecond) // what is tested: the request ages past y's max age
 	var fy2 flushes
-	y2 := startNode(t, etcd, "y", &fy2, time.Second)
+	y2 := startNode(t, etcd, "y", &fy2, maxAge)
 	waitUntil(t, "y skips", func() bool { return y2.Stats().Skipped == 1 })
 	if got := fy2.list(); len(got) != 0 {
 		t.Fatalf("y applied an old request: %v", got)

@@ -2,10 +2,12 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"testing"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -61,10 +63,13 @@ func TestPoolSetLimit(t *testing.T) {
 	waitWaiters(t, p, 1)
 	p.setLimit(1)
 	p.release() // 2 open, limit 1: not passed on
-	select {
-	case <-got:
+	// release hands a slot on before it returns: the waiter must still
+	// be waiting now.
+	p.mu.Lock()
+	waiting := len(p.waiters)
+	p.mu.Unlock()
+	if waiting != 1 {
 		t.Fatal("a slot above the lowered limit was passed on")
-	case <-time.After(50 * time.Millisecond):
 	}
 	p.release() // 1 open = limit: passed on
 	if err := <-got; err != nil {
@@ -74,17 +79,9 @@ func TestPoolSetLimit(t *testing.T) {
 
 func waitWaiters(t *testing.T, p *pool, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, fmt.Sprintf("%d waiters", n), func() bool {
 		p.mu.Lock()
-		w := len(p.waiters)
-		p.mu.Unlock()
-		if w == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d waiters, want %d", w, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer p.mu.Unlock()
+		return len(p.waiters) == n
+	})
 }

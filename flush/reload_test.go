@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -31,19 +32,13 @@ func TestSetPolicyRebuildsIndex(t *testing.T) {
 	if svc.SetPolicy(p) {
 		t.Fatal("the same policy started a second rebuild")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		res, err := svc.Flush("new.tld", false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Messages+res.Active == len(ids)+1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("flush after the rebuild: %+v, want %d messages", res, len(ids)+1)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var res store.FlushResult
+	var err error
+	if !testutil.WaitFor(10*time.Second, func() bool {
+		res, err = svc.Flush("new.tld", false)
+		return err != nil || res.Messages+res.Active == len(ids)+1
+	}) || err != nil {
+		t.Fatalf("flush after the rebuild: %+v, %v; want %d messages", res, err, len(ids)+1)
 	}
 	svc.Close()
 	if err := s.Check(); err != nil {

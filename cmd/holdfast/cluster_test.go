@@ -54,25 +54,13 @@ func (r *relay) hold(node string, n int) []string {
 // joined waits until the node is in the cluster.
 func (r *relay) joined() {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !r.d.cluster.Connected() {
-		if time.Now().After(deadline) {
-			r.t.Fatal("node did not join the cluster in 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(r.t, 30*time.Second, "the node to join the cluster", r.d.cluster.Connected)
 }
 
 // left waits until the node notices that etcd is gone.
 func (r *relay) left() {
 	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for r.d.cluster.Connected() {
-		if time.Now().After(deadline) {
-			r.t.Fatal("node still connected 30s after etcd stopped")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(r.t, 30*time.Second, "the node to notice that etcd stopped", func() bool { return !r.d.cluster.Connected() })
 }
 
 // onceEach checks that the MTA received each subject exactly once and

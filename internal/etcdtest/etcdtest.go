@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // Server is one etcd member on 127.0.0.1, its data in a test directory.
@@ -66,25 +68,28 @@ func (s *Server) Restart() {
 	}
 	s.cmd, s.done = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(s.done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r, err := http.Get(s.URL + "/health")
-		if err == nil {
-			r.Body.Close()
-			if r.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	var err error
+	exited := false
+	healthy := testutil.WaitFor(30*time.Second, func() bool {
 		select {
 		case <-s.done:
-			s.t.Fatalf("etcd exited at start: %v", cmd.ProcessState)
+			exited = true
+			return true
 		default:
 		}
-		if time.Now().After(deadline) {
-			s.Stop()
-			s.t.Fatal(fmt.Errorf("etcd not healthy after 30s: %v", err))
+		var r *http.Response
+		if r, err = http.Get(s.URL + "/health"); err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		r.Body.Close()
+		return r.StatusCode == http.StatusOK
+	})
+	switch {
+	case exited:
+		s.t.Fatalf("etcd exited at start: %v", cmd.ProcessState)
+	case !healthy:
+		s.Stop()
+		s.t.Fatal(fmt.Errorf("etcd not healthy after 30s: %v", err))
 	}
 }
 

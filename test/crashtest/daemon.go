@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // pkgPath is the import path of the command under test.
@@ -286,18 +288,21 @@ func (d *Daemon) spawn(timeout time.Duration) error {
 		d.mu.Unlock()
 		close(exited)
 	}()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
+	gone := false
+	if testutil.WaitFor(timeout, func() bool {
 		select {
 		case <-exited:
-			d.reap()
-			return fmt.Errorf("holdfast serve exited before listening: %v", d.lastWaitErr())
+			gone = true
+			return true
 		default:
 		}
-		if greets(addr) {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
+		return greets(addr)
+	}) && !gone {
+		return nil
+	}
+	if gone {
+		d.reap()
+		return fmt.Errorf("holdfast serve exited before listening: %v", d.lastWaitErr())
 	}
 	d.Kill()
 	return fmt.Errorf("holdfast serve did not greet on %s within %v", addr, timeout)

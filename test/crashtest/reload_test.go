@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // The built binary under SIGHUP (what logrotate hooks and `systemctl
@@ -32,10 +34,7 @@ func TestReloadBinary(t *testing.T) {
 		t.Fatalf("the daemon died of SIGHUP:\n%s", d.LogTail(20))
 	}
 	// Let the last coalesced reload finish before counting.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(d.Log(), "configuration reloaded") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(10*time.Second, func() bool { return strings.Contains(d.Log(), "configuration reloaded") })
 	reloads := strings.Count(d.Log(), `"message":"configuration reloaded"`)
 	if reloads == 0 || reloads >= 50 {
 		t.Fatalf("100 SIGHUPs in %v: %d reloads", took, reloads)
