@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/printable"
 )
 
 // Dovecot is the dovecot back-end: Dovecot's authentication protocol
@@ -272,9 +274,9 @@ func dovecotArgs(f []string) (user, reason string, temp bool) {
 	for _, a := range f {
 		switch {
 		case strings.HasPrefix(a, "user="):
-			user = printable(a[5:])
+			user = printable.String(a[5:])
 		case strings.HasPrefix(a, "reason="):
-			reason = printable(a[7:])
+			reason = printable.String(a[7:])
 		case a == "temp":
 			temp = true
 		}
@@ -297,14 +299,4 @@ func (i Info) service() string {
 		return "smtp"
 	}
 	return i.Service
-}
-
-// printable replaces control characters (Postfix's printable()).
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }

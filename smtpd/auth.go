@@ -11,6 +11,7 @@ import (
 
 	"github.com/holdfast-mta/holdfast/auth"
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/internal/printable"
 )
 
 // SMTP AUTH (RFC 4954) with Postfix's checks and replies
@@ -202,7 +203,7 @@ func (s *session) authStep(resp string, initial bool) (*smtp.SMTPError, action) 
 	if !done {
 		return rep(334, none, ch), actExchange
 	}
-	login := printable(s.sasl.x.Login())
+	login := printable.String(s.sasl.x.Login())
 	s.authEnd()
 	s.sasl.login, s.sasl.method = login, mech
 	s.log = s.log.With().Str("sasl_method", mech).Str("sasl_username", login).Logger()
@@ -352,7 +353,7 @@ func (s *session) mailAuthParam(tx *transaction, val string) *smtp.SMTPError {
 	}
 	tx.authSeen = true
 	if v, ok := decodeXtext(val); ok && v != "<>" && s.authenticated() {
-		s.log.Info().Str("sasl_sender", printable(v)).Msg("MAIL AUTH= parameter")
+		s.log.Info().Str("sasl_sender", printable.String(v)).Msg("MAIL AUTH= parameter")
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/holdfast-mta/holdfast/internal/addr"
+	"github.com/holdfast-mta/holdfast/internal/printable"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -116,11 +117,11 @@ func (s *session) heloCmd(arg string) *smtp.SMTPError {
 	if arg == "" {
 		return replyHeloSyntax
 	}
-	if r := s.checkHelo(printable(arg)); r != nil {
+	if r := s.checkHelo(printable.String(arg)); r != nil {
 		return r
 	}
 	s.reset()
-	s.helo = printable(arg)
+	s.helo = printable.String(arg)
 	s.esmtp = false
 	return replyHelo(s.cfg.opts.Hostname)
 }
@@ -131,11 +132,11 @@ func (s *session) ehloCmd(arg string) *smtp.SMTPError {
 	if arg == "" {
 		return replyEhloSyntax
 	}
-	if r := s.checkHelo(printable(arg)); r != nil {
+	if r := s.checkHelo(printable.String(arg)); r != nil {
 		return r
 	}
 	s.reset()
-	s.helo = printable(arg)
+	s.helo = printable.String(arg)
 	s.esmtp = true
 	o := &s.cfg.opts
 	kw := []string{o.Hostname, "PIPELINING"}
@@ -161,17 +162,6 @@ func (s *session) ehloCmd(arg string) *smtp.SMTPError {
 	}
 	kw = append(kw, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING")
 	return rep(250, none, strings.Join(kw, "\n"))
-}
-
-// printable replaces control characters in a HELO name (Postfix's
-// printable()), so it cannot break the Received: header.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }
 
 // starttlsCmd: RFC 3207 sec 4; the handshake follows the 220.
