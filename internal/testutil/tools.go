@@ -1,7 +1,10 @@
 package testutil
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,17 +93,41 @@ func StartDovecot(t testing.TB, users ...string) *Dovecot {
 			return true
 		default:
 		}
-		_, err := os.Stat(d.Socket)
-		return err == nil
+		return dovecotAnswers(d.Socket)
 	})
 	switch {
 	case exited:
 		log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
 		t.Fatalf("dovecot exited: %s %s", out, log)
 	case !up:
-		t.Fatalf("dovecot did not create %s", d.Socket)
+		t.Fatalf("dovecot does not answer on %s", d.Socket)
 	}
 	return d
+}
+
+// dovecotAnswers reports whether Dovecot's auth service completes the
+// client handshake on socket (the socket file appears at bind(2), before
+// Dovecot listens and its auth process serves).
+func dovecotAnswers(socket string) bool {
+	c, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "VERSION\t1\t2\nCPID\t%d\n", os.Getpid()); err != nil {
+		return false
+	}
+	r := bufio.NewReader(io.LimitReader(c, 1<<16))
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return false
+		}
+		if line == "DONE\n" {
+			return true
+		}
+	}
 }
 
 // dovecotConf is StartDovecot's configuration: %[1]s is the directory,
