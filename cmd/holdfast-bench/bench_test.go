@@ -278,4 +278,9 @@ func TestPostfixCloneFill(t *testing.T) {
 	if n := len(r.get("etrn-deliver/300").Runs["postfix"]); n != c.Runs {
 		t.Errorf("ETRN runs: %d, want %d", n, c.Runs)
 	}
+	for _, n := range r.Notes {
+		if strings.Contains(n, "Postfix logged") {
+			t.Error(n)
+		}
+	}
 }

@@ -317,9 +317,7 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 		if pOn {
 			postfixQueued -= c.Runs * c.Batch
 			if c.PostfixFill == "clone" {
-				if err := p.cloneProblems(); err != nil {
-					return err
-				}
+				p.cloneProblems(c, r)
 			}
 		}
 		if hOn {
