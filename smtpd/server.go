@@ -5,9 +5,11 @@
 // destinations by etrn_login_maps.
 //
 // One goroutine per connection runs one loop that reads a command,
-// dispatches it through the command table, writes the reply and counts
-// errors (session.go). Handlers return replies; they never write to the
-// socket. Replies are declared once in replies.go.
+// dispatches it through the command table, writes the reply, counts
+// errors and does what the command's action says: read DATA's content,
+// carry an AUTH exchange on, start TLS, hang up (session.go). Handlers
+// return a reply and an action; they never write to the socket. Replies
+// are declared once in replies.go.
 package smtpd
 
 import (
