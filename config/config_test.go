@@ -53,7 +53,9 @@ func TestParseErrors(t *testing.T) {
 		{"bad name", "my-host = a\n", `main.cf:1: bad parameter name "my-host"`},
 		{"leading continuation", "  relayhost = x\n", "main.cf:1: continuation line without a preceding parameter"},
 		{"bad boolean", "myhostname = a.example\nsmtpd_helo_required = maybe\n", `main.cf:2: smtpd_helo_required: bad boolean value "maybe" (want yes or no)`},
-		{"bad integer", "\n\nsmtpd_recipient_limit = -5\n", `main.cf:3: smtpd_recipient_limit: bad integer value "-5" (want a number >= 0)`},
+		{"bad integer", "\n\nhopcount_limit = -5\n", `main.cf:3: hopcount_limit: bad integer value "-5" (want a number >= 0)`},
+		{"below minimum", "smtpd_recipient_limit = 0\n", `main.cf:1: smtpd_recipient_limit: bad integer value "0" (want a number >= 1)`},
+		{"time below minimum", "queue_run_delay = 0\n", `main.cf:1: queue_run_delay: bad time value "0" (want at least 1s)`},
 		{"bad time", "minimal_backoff_time = 5x\n", `main.cf:1: minimal_backoff_time: bad time value "5x" (want a number with unit s, m, h, d or w)`},
 		{"bad size", "message_size_limit = 10MB\n", `main.cf:1: message_size_limit: bad size value "10MB" (want bytes, optionally with k, m or g)`},
 		{"bad enum", "log_format = xml\n", `main.cf:1: log_format: bad value "xml" (want json or console or postfix)`},
@@ -181,7 +183,7 @@ func TestTime(t *testing.T) {
 		{"queue_run_delay", "1d", 24 * time.Hour},
 		{"queue_run_delay", "2w", 14 * 24 * time.Hour},
 		{"queue_run_delay", "7M", 7 * time.Minute}, // case does not matter
-		{"queue_run_delay", "0", 0},
+		{"delay_warning_time", "0", 0},
 		{"queue_run_delay", "10", 10 * time.Second},                     // default 300s
 		{"maximal_queue_lifetime", "3", 3 * 24 * time.Hour},             // default 5d
 		{"delay_warning_time", "4", 4 * time.Hour},                      // default 0h

@@ -191,6 +191,7 @@ var descriptions = map[string]string{
 	"smtpd_hard_error_limit":                "Errors after which the session is ended with 421.",
 	"smtpd_junk_command_limit":              "NOOP, RSET, VRFY, ETRN and the like a client may send before it counts as an error.",
 	"smtpd_recipient_limit":                 "Recipients accepted in one transaction; the next gets 452 4.5.3.",
+	"smtpd_recipient_overshoot_limit":       "\"Too many recipients\" replies not counted as errors (smtpd_soft_error_limit, smtpd_hard_error_limit).",
 	"smtpd_helo_required":                   "Require HELO or EHLO before MAIL FROM.",
 	"smtpd_delay_reject":                    "Answer client, helo and sender restrictions at RCPT TO, as Postfix does by default.",
 	"smtpd_client_restrictions":             "Restrictions on the client's address and name.",

@@ -33,6 +33,21 @@ type param struct {
 	def  string               // raw default
 	fn   func(*Config) string // computed default, when def is not fixed
 	enum []string
+	// min is the smallest value accepted, Postfix's own minimum for the
+	// parameter where it has one (its CONFIG_INT_TABLE and
+	// CONFIG_TIME_TABLE entries): a count, bytes, or seconds for a time.
+	// 0 = any value, and then 0 means 0 (no limit, no sleep, one
+	// attempt: what the parameter's description says).
+	min int64
+}
+
+// minimum is the smallest value of the named parameter (0 for a name
+// outside the table).
+func minimum(name string) int64 {
+	if p, ok := params[name]; ok {
+		return p.min
+	}
+	return 0
 }
 
 func (p *param) defaultValue(c *Config) string {
@@ -85,18 +100,19 @@ func defaults() map[string]*param {
 		"smtpd_discard_ehlo_keywords": {kind: kindList, def: ""},
 
 		// SMTP server.
-		"smtpd_listen":                          {kind: kindList, def: ":25"}, // ours: addresses to listen on
-		"proxy_interfaces":                      {kind: kindList, def: ""},    // addresses of a proxy/NAT in front of us (loop detection)
-		"smtpd_connection_limit":                {kind: kindInt, def: "1000"}, // ours: simultaneous SMTP sessions, all clients
+		"smtpd_listen":                          {kind: kindList, def: ":25"},         // ours: addresses to listen on
+		"proxy_interfaces":                      {kind: kindList, def: ""},            // addresses of a proxy/NAT in front of us (loop detection)
+		"smtpd_connection_limit":                {kind: kindInt, def: "1000", min: 1}, // ours: simultaneous SMTP sessions, all clients
 		"smtpd_banner":                          {kind: kindString, def: "$myhostname ESMTP $mail_name"},
 		"smtpd_helo_required":                   {kind: kindBool, def: "no"},
 		"smtpd_delay_reject":                    {kind: kindBool, def: "yes"},
-		"smtpd_junk_command_limit":              {kind: kindInt, def: "${stress?{1}:{100}}"},
-		"smtpd_soft_error_limit":                {kind: kindInt, def: "10"},
-		"smtpd_hard_error_limit":                {kind: kindInt, def: "${stress?{1}:{20}}"},
+		"smtpd_junk_command_limit":              {kind: kindInt, def: "${stress?{1}:{100}}", min: 1},
+		"smtpd_soft_error_limit":                {kind: kindInt, def: "10", min: 1},
+		"smtpd_hard_error_limit":                {kind: kindInt, def: "${stress?{1}:{20}}", min: 1},
 		"smtpd_error_sleep_time":                {kind: kindTime, def: "1s"},
-		"smtpd_recipient_limit":                 {kind: kindInt, def: "1000"},
-		"smtpd_timeout":                         {kind: kindTime, def: "${stress?{10}:{300}}s"},
+		"smtpd_recipient_limit":                 {kind: kindInt, def: "1000", min: 1},
+		"smtpd_recipient_overshoot_limit":       {kind: kindInt, def: "1000", min: 1},
+		"smtpd_timeout":                         {kind: kindTime, def: "${stress?{10}:{300}}s", min: 1},
 		"smtpd_client_connection_count_limit":   {kind: kindInt, def: "${stress?{10}:{50}}"}, // Postfix: 50 ($default_process_limit / 2), also under stress
 		"smtpd_client_restrictions":             {kind: kindList, def: ""},
 		"smtpd_helo_restrictions":               {kind: kindList, def: ""},
@@ -140,7 +156,7 @@ func defaults() map[string]*param {
 		"smtpd_tls_mandatory_protocols":         {kind: kindString, def: ">=TLSv1"},
 		"smtpd_tls_ciphers":                     {kind: kindString, def: "medium"},
 		"disable_vrfy_command":                  {kind: kindBool, def: "no"},
-		"line_length_limit":                     {kind: kindInt, def: "2048"},
+		"line_length_limit":                     {kind: kindInt, def: "2048", min: 1},
 		"header_size_limit":                     {kind: kindInt, def: "102400"},
 		"hopcount_limit":                        {kind: kindInt, def: "50"},
 		"soft_bounce":                           {kind: kindBool, def: "no"},
@@ -164,9 +180,9 @@ func defaults() map[string]*param {
 		"stress":                     {kind: kindString, def: ""},                    // set per session; in the file it forces the mode
 		"smtpd_stress_threshold":     {kind: kindInt, def: "80"},                     // ours: percent of smtpd_connection_limit
 		"smtpd_per_request_deadline": {kind: kindBool, def: "yes"},                   // Postfix: ${stress?{yes}:{no}}
-		"smtpd_min_data_rate":        {kind: kindInt, def: "500"},                    // bytes/s during DATA and BDAT
+		"smtpd_min_data_rate":        {kind: kindInt, def: "500", min: 1},            // bytes/s during DATA and BDAT
 		"smtpd_transaction_deadline": {kind: kindTime, def: "${stress?{60}:{600}}s"}, // ours: MAIL to the end of the content
-		"smtpd_starttls_timeout":     {kind: kindTime, def: "${stress?{10}:{300}}s"},
+		"smtpd_starttls_timeout":     {kind: kindTime, def: "${stress?{10}:{300}}s", min: 1},
 
 		// Per-client limits (Postfix's anvil(8)) for clients outside
 		// smtpd_client_event_limit_exceptions, per anvil_rate_time_unit.
@@ -179,22 +195,22 @@ func defaults() map[string]*param {
 		"smtpd_client_event_limit_exceptions":     {kind: kindNetworks, def: "$mynetworks"},
 		"smtpd_client_ipv4_prefix_length":         {kind: kindInt, def: "32"},
 		"smtpd_client_ipv6_prefix_length":         {kind: kindInt, def: "84"},
-		"anvil_rate_time_unit":                    {kind: kindTime, def: "60s"},
+		"anvil_rate_time_unit":                    {kind: kindTime, def: "60s", min: 1},
 
 		// Queue and scheduling (reference spec 5.2).
 		"queue_directory":                                     {kind: kindString, def: "/var/spool/holdfast"}, // ours: holds queue.db
 		"queue_size_limit":                                    {kind: kindSize, def: "0"},                     // ours: queue.db size cap, 0 = none
 		"inflight_content_limit":                              {kind: kindSize, def: "67108864"},              // ours: memory for content being received (256 KiB per message), 0 = none
-		"queue_run_delay":                                     {kind: kindTime, def: "300s"},
-		"minimal_backoff_time":                                {kind: kindTime, def: "300s"},
-		"maximal_backoff_time":                                {kind: kindTime, def: "4000s"},
+		"queue_run_delay":                                     {kind: kindTime, def: "300s", min: 1},
+		"minimal_backoff_time":                                {kind: kindTime, def: "300s", min: 1},
+		"maximal_backoff_time":                                {kind: kindTime, def: "4000s", min: 1},
 		"maximal_queue_lifetime":                              {kind: kindTime, def: "5d"},
 		"bounce_queue_lifetime":                               {kind: kindTime, def: "5d"},
 		"delay_warning_time":                                  {kind: kindTime, def: "0h"},
 		"confirm_delay_cleared":                               {kind: kindBool, def: "no"},
 		"defer_transports":                                    {kind: kindList, def: ""},
 		"transport_retry_time":                                {kind: kindTime, def: "60s"},
-		"qmgr_message_active_limit":                           {kind: kindInt, def: "20000"},
+		"qmgr_message_active_limit":                           {kind: kindInt, def: "20000", min: 1},
 		"qmgr_message_recipient_limit":                        {kind: kindInt, def: "20000"},
 		"qmgr_clog_warn_time":                                 {kind: kindTime, def: "300s"},
 		"initial_destination_concurrency":                     {kind: kindInt, def: "5"},
@@ -205,8 +221,8 @@ func defaults() map[string]*param {
 		"smtp_destination_recipient_limit":                    {kind: kindInt, def: "$default_destination_recipient_limit"},
 		"relay_destination_concurrency_limit":                 {kind: kindInt, def: "$default_destination_concurrency_limit"},
 		"relay_destination_recipient_limit":                   {kind: kindInt, def: "$default_destination_recipient_limit"},
-		"delivery_concurrency_limit":                          {kind: kindInt, def: "100"}, // ours: parallel deliveries, all destinations
-		"bounce_size_limit":                                   {kind: kindSize, def: "50000"},
+		"delivery_concurrency_limit":                          {kind: kindInt, def: "100", min: 1}, // ours: parallel deliveries, all destinations
+		"bounce_size_limit":                                   {kind: kindSize, def: "50000", min: 1},
 		"notify_classes":                                      {kind: kindList, def: "resource, software"},
 		"bounce_notice_recipient":                             {kind: kindString, def: "postmaster"},
 		"2bounce_notice_recipient":                            {kind: kindString, def: "postmaster"},
@@ -244,17 +260,17 @@ func defaults() map[string]*param {
 		"smtp_tls_loglevel":                {kind: kindInt, def: "1"}, // Postfix: 0; 1 logs every session's TLS
 		"smtp_dns_support_level":           {kind: kindEnum, def: "", enum: []string{"", "disabled", "enabled", "dnssec"}},
 		"smtp_connect_timeout":             {kind: kindTime, def: "30s"},
-		"smtp_helo_timeout":                {kind: kindTime, def: "300s"},
-		"smtp_starttls_timeout":            {kind: kindTime, def: "300s"},
-		"smtp_mail_timeout":                {kind: kindTime, def: "300s"},
-		"smtp_rcpt_timeout":                {kind: kindTime, def: "300s"},
-		"smtp_data_init_timeout":           {kind: kindTime, def: "120s"},
-		"smtp_data_xfer_timeout":           {kind: kindTime, def: "180s"},
-		"smtp_data_done_timeout":           {kind: kindTime, def: "600s"},
-		"smtp_quit_timeout":                {kind: kindTime, def: "300s"},
-		"smtp_rset_timeout":                {kind: kindTime, def: "20s"},
+		"smtp_helo_timeout":                {kind: kindTime, def: "300s", min: 1},
+		"smtp_starttls_timeout":            {kind: kindTime, def: "300s", min: 1},
+		"smtp_mail_timeout":                {kind: kindTime, def: "300s", min: 1},
+		"smtp_rcpt_timeout":                {kind: kindTime, def: "300s", min: 1},
+		"smtp_data_init_timeout":           {kind: kindTime, def: "120s", min: 1},
+		"smtp_data_xfer_timeout":           {kind: kindTime, def: "180s", min: 1},
+		"smtp_data_done_timeout":           {kind: kindTime, def: "600s", min: 1},
+		"smtp_quit_timeout":                {kind: kindTime, def: "300s", min: 1},
+		"smtp_rset_timeout":                {kind: kindTime, def: "20s", min: 1},
 		"smtp_delivery_deadline":           {kind: kindTime, def: "1800s"}, // ours: one mail transaction as a whole
-		"smtp_connection_cache_time_limit": {kind: kindTime, def: "2s"},
+		"smtp_connection_cache_time_limit": {kind: kindTime, def: "2s", min: 1},
 		"smtp_mx_address_limit":            {kind: kindInt, def: "5"},
 		"smtp_mx_session_limit":            {kind: kindInt, def: "2"},
 		"smtp_skip_5xx_greeting":           {kind: kindBool, def: "yes"},
@@ -266,15 +282,15 @@ func defaults() map[string]*param {
 		"lmtp_host_lookup":                   {kind: kindList, def: "dns"},
 		"lmtp_tls_security_level":            {kind: kindEnum, def: "", enum: []string{"", "none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"}},
 		"lmtp_connect_timeout":               {kind: kindTime, def: "0s"},
-		"lmtp_lhlo_timeout":                  {kind: kindTime, def: "300s"},
-		"lmtp_starttls_timeout":              {kind: kindTime, def: "300s"},
-		"lmtp_mail_timeout":                  {kind: kindTime, def: "300s"},
-		"lmtp_rcpt_timeout":                  {kind: kindTime, def: "300s"},
-		"lmtp_data_init_timeout":             {kind: kindTime, def: "120s"},
-		"lmtp_data_xfer_timeout":             {kind: kindTime, def: "180s"},
-		"lmtp_data_done_timeout":             {kind: kindTime, def: "600s"},
-		"lmtp_quit_timeout":                  {kind: kindTime, def: "300s"},
-		"lmtp_rset_timeout":                  {kind: kindTime, def: "20s"},
+		"lmtp_lhlo_timeout":                  {kind: kindTime, def: "300s", min: 1},
+		"lmtp_starttls_timeout":              {kind: kindTime, def: "300s", min: 1},
+		"lmtp_mail_timeout":                  {kind: kindTime, def: "300s", min: 1},
+		"lmtp_rcpt_timeout":                  {kind: kindTime, def: "300s", min: 1},
+		"lmtp_data_init_timeout":             {kind: kindTime, def: "120s", min: 1},
+		"lmtp_data_xfer_timeout":             {kind: kindTime, def: "180s", min: 1},
+		"lmtp_data_done_timeout":             {kind: kindTime, def: "600s", min: 1},
+		"lmtp_quit_timeout":                  {kind: kindTime, def: "300s", min: 1},
+		"lmtp_rset_timeout":                  {kind: kindTime, def: "20s", min: 1},
 		"lmtp_delivery_deadline":             {kind: kindTime, def: "1800s"}, // ours: as smtp_delivery_deadline
 		"lmtp_destination_concurrency_limit": {kind: kindInt, def: "$default_destination_concurrency_limit"},
 		"lmtp_destination_recipient_limit":   {kind: kindInt, def: "$default_destination_recipient_limit"},

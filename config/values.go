@@ -22,15 +22,16 @@ func (c *Config) Bool(name string) (bool, error) {
 	return false, c.errorf(name, "bad boolean value %q (want yes or no)", v)
 }
 
-// Int reads a non-negative decimal integer.
+// Int reads a non-negative decimal integer, at least the parameter's
+// minimum in the defaults table.
 func (c *Config) Int(name string) (int, error) {
 	v, err := c.Expand(name)
 	if err != nil {
 		return 0, err
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 || strings.HasPrefix(v, "+") {
-		return 0, c.errorf(name, "bad integer value %q (want a number >= 0)", v)
+	if low := minimum(name); err != nil || int64(n) < low || strings.HasPrefix(v, "+") {
+		return 0, c.errorf(name, "bad integer value %q (want a number >= %d)", v, low)
 	}
 	return n, nil
 }
@@ -45,6 +46,9 @@ func (c *Config) Size(name string) (int64, error) {
 	n, ok := parseSize(v)
 	if !ok {
 		return 0, c.errorf(name, "bad size value %q (want bytes, optionally with k, m or g)", v)
+	}
+	if low := minimum(name); n < low {
+		return 0, c.errorf(name, "bad size value %q (want at least %d bytes)", v, low)
 	}
 	return n, nil
 }
@@ -94,6 +98,9 @@ func (c *Config) Time(name string) (time.Duration, error) {
 	d, ok := parseTime(v, defaultUnit(name))
 	if !ok {
 		return 0, c.errorf(name, "bad time value %q (want a number with unit s, m, h, d or w)", v)
+	}
+	if low := time.Duration(minimum(name)) * time.Second; d < low {
+		return 0, c.errorf(name, "bad time value %q (want at least %v)", v, low)
 	}
 	return d, nil
 }

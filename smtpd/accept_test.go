@@ -94,7 +94,7 @@ func TestDurability(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, MyNetworks: loopback{}}, st, nil, zerolog.Nop())
+	srv, err := New(testOptions(t, nil), st, nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestStoreFullReal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, MyNetworks: loopback{}}, st, nil, zerolog.Nop())
+	srv, err := New(testOptions(t, nil), st, nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestInflightContentLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, MyNetworks: loopback{}}, st, nil, zerolog.Nop())
+	srv, err := New(testOptions(t, nil), st, nil, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

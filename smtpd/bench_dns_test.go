@@ -44,7 +44,7 @@ func benchDNSChecks(b *testing.B, noSync bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	off := Options{Hostname: "relay.test", MyNetworks: loopback{}, ErrorSleep: -1, MaxConnections: 200, DelayReject: true}
+	off := testOptions(b, func(o *Options) { o.MaxConnections = 200 })
 	on := off
 	on.PeernameLookup, on.Resolver = true, res
 	on.ClientRestrictions = []string{"reject_unknown_client_hostname", "reject_rbl_client", "zen.bench.test"}

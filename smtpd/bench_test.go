@@ -113,7 +113,7 @@ func BenchmarkAccept(b *testing.B) {
 			}
 			defer st.Close()
 			cc := &commitCounter{q: st}
-			srv, err := New(Options{Hostname: "relay.test", MyNetworks: loopback{}, ErrorSleep: -1, MaxConnections: 200}, cc, nil, zerolog.Nop())
+			srv, err := New(testOptions(b, func(o *Options) { o.MaxConnections = 200 }), cc, nil, zerolog.Nop())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -227,9 +227,11 @@ func BenchmarkAcceptETRN(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer st.Close()
-			sched, err := delivery.New(delivery.Options{
-				Hostname: "relay.test", DefaultTransport: "etrn-only", DeferTransports: []string{"etrn-only"},
-			}, st, zerolog.Nop())
+			do, err := delivery.OptionsFromConfig(newConfig(b, "default_transport = etrn-only", "defer_transports = etrn-only"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			sched, err := delivery.New(do, st, zerolog.Nop())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -238,7 +240,7 @@ func BenchmarkAcceptETRN(b *testing.B) {
 			go func() { defer close(done); sched.Run(ctx) }()
 			defer func() { cancel(); <-done }()
 			cc := &commitCounter{q: benchQueue(st, sched)}
-			srv, err := New(Options{Hostname: "relay.test", MyNetworks: loopback{}, ErrorSleep: -1, MaxConnections: 200}, cc, nil, zerolog.Nop())
+			srv, err := New(testOptions(b, func(o *Options) { o.MaxConnections = 200 }), cc, nil, zerolog.Nop())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -310,7 +312,7 @@ func BenchmarkIdleSession(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, MaxConnections: 2 * n}, st, nil, zerolog.Nop())
+	srv, err := New(testOptions(b, func(o *Options) { o.MyNetworks, o.MaxConnections = nil, 2*n }), st, nil, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}

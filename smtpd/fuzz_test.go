@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,7 +175,7 @@ func FuzzContent(f *testing.F) {
 	f.Add([]byte("\x00hello\r.\rMAIL FROM:<x@evil.test>\r\n.\r\n"), uint16(7))
 	f.Add([]byte("\x02a\n.\nRSET\r\n"), uint16(1))
 	f.Add([]byte("\x01a\r\n.\nb\n.\r\nc\r\n.\r\n"), uint16(2))
-	srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1}, &memQueue{t: f}, nil, zerolog.Nop())
+	srv, err := New(testOptions(f, func(o *Options) { o.MyNetworks = nil }), &memQueue{t: f}, nil, zerolog.Nop())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -257,9 +258,12 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// fuzzDefaults are DefaultOptions, read once for all the inputs.
+var fuzzDefaults = sync.OnceValue(DefaultOptions)
+
 // fuzzAccessResult interprets arg as an access table result.
 func fuzzAccessResult(arg string) {
-	cfg := &conf{opts: Options{}.withDefaults(), classNames: map[string]bool{}}
+	cfg := &conf{opts: fuzzDefaults(), classNames: map[string]bool{}}
 	c := &check{cfg: cfg, s: &session{log: zerolog.Nop(), namaddr: "x"}, class: "Client host", name: "x"}
 	c.accessResult(arg)
 }

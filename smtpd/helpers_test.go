@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -65,6 +64,21 @@ func newConfig(t testing.TB, lines ...string) *config.Config {
 		t.Fatalf("config: %v", err)
 	}
 	return c
+}
+
+// testOptions are the options of the base configuration (the defaults
+// table with baseConfig), changed by set, for tests that call New
+// themselves.
+func testOptions(t testing.TB, set func(o *Options)) Options {
+	t.Helper()
+	o, err := OptionsFromConfig(newConfig(t))
+	if err != nil {
+		t.Fatalf("OptionsFromConfig: %v", err)
+	}
+	if set != nil {
+		set(&o)
+	}
+	return o
 }
 
 type envOption func(*env)
@@ -243,11 +257,6 @@ func (e *env) seed(rcpt string) {
 		e.t.Fatal(err)
 	}
 }
-
-// loopback is a NetMatcher for 127.0.0.0/8.
-type loopback struct{}
-
-func (loopback) Contains(ip netip.Addr) bool { return ip.IsLoopback() }
 
 // serve runs srv on a loopback listener until the test ends.
 func serve(t testing.TB, srv *Server) string {

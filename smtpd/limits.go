@@ -58,46 +58,13 @@ type Limits struct {
 	ClientETRNRateLimit int
 }
 
-// withDefaults fills Postfix's normal defaults into zero fields.
-func (l Limits) withDefaults() Limits {
-	if l.Timeout <= 0 {
-		l.Timeout = 300 * time.Second
-	}
-	if l.StartTLSTimeout <= 0 {
-		l.StartTLSTimeout = 300 * time.Second
-	}
-	if l.MinDataRate <= 0 {
-		l.MinDataRate = 500
-	}
-	if l.HardErrorLimit <= 0 {
-		l.HardErrorLimit = 20
-	}
-	if l.JunkCommandLimit <= 0 {
-		l.JunkCommandLimit = 100
-	}
-	return l
-}
-
-// stressDefaults derives the stress limits from the normal ones with
-// Postfix's stress defaults: smtpd_timeout 10s, smtpd_hard_error_limit 1,
-// smtpd_junk_command_limit 1, smtpd_per_request_deadline yes.
-func stressDefaults(n Limits) Limits {
-	l := n
-	l.Timeout = min(n.Timeout, 10*time.Second)
-	l.StartTLSTimeout = min(n.StartTLSTimeout, 10*time.Second)
-	l.PerRequestDeadline = true
-	l.HardErrorLimit = 1
-	l.JunkCommandLimit = 1
-	return l
-}
-
 // stressAt is the number of busy slots from which the server is under
 // stress: StressThreshold percent of MaxConnections, rounded up, at least
 // one; 0 = never. stressEnd is the number below which stress ends: a
 // tenth of stressAt lower (at least one), so that a server hovering at
 // the threshold does not flap between the two sets of limits.
 func stressAt(o *Options) (at, end int) {
-	if o.StressThreshold < 0 || o.StressThreshold > 100 {
+	if o.StressThreshold <= 0 || o.StressThreshold > 100 {
 		return 0, 0
 	}
 	at = max((o.MaxConnections*o.StressThreshold+99)/100, 1)

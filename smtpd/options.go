@@ -45,7 +45,7 @@ type Resolver interface {
 }
 
 // ReplyCodes are the configurable reply codes of the restrictions
-// (Postfix's *_reject_code parameters); zero fields take the defaults.
+// (Postfix's *_reject_code parameters; defaults in config/params.go).
 type ReplyCodes struct {
 	Reject          int // reject_code (554)
 	Defer           int // defer_code (450)
@@ -64,36 +64,18 @@ type ReplyCodes struct {
 	Plaintext, MultiRecipientBounce int
 }
 
-func (c *ReplyCodes) withDefaults() {
-	for _, f := range []struct {
-		p *int
-		v int
-	}{
-		{&c.Reject, 554}, {&c.Defer, 450}, {&c.AccessReject, 554}, {&c.AccessDefer, 450},
-		{&c.RelayDomains, 554}, {&c.UnknownClient, 450}, {&c.UnknownHostname, 450},
-		{&c.UnknownAddress, 450}, {&c.InvalidHostname, 501}, {&c.NonFQDN, 504},
-		{&c.RelayRecipient, 550}, {&c.MapsRBL, 554}, {&c.Plaintext, 450}, {&c.MultiRecipientBounce, 550},
-	} {
-		if *f.p == 0 {
-			*f.p = f.v
-		}
-	}
-}
-
-// DefaultRBLReply is Postfix's default_rbl_reply.
-const DefaultRBLReply = "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}"
-
 // Options are the typed settings of the SMTP server (STYLE §20): cmd
-// builds them from the configuration with OptionsFromConfig; tests build
-// them directly. Zero values mean Postfix's defaults where one exists.
+// builds them from the configuration with OptionsFromConfig, tests start
+// from DefaultOptions; either way every default comes from the one
+// defaults table, config/params.go. A zero value means zero (no limit, no
+// sleep, no such header), as the parameter's Postfix description says.
 type Options struct {
 	// Listen are the addresses the daemon listens on (smtpd_listen);
 	// Serve takes the listeners.
 	Listen []string
 	// Hostname is $myhostname: greeting, EHLO, Received:, 421 replies.
 	Hostname string
-	// Banner is the greeting text after "220 " (smtpd_banner);
-	// "" gives "$myhostname ESMTP holdfast".
+	// Banner is the greeting text after "220 " (smtpd_banner).
 	Banner string
 	// MailName is $mail_name, shown in our Received: header ("holdfast").
 	MailName string
@@ -111,23 +93,23 @@ type Options struct {
 	// Limits are the deadlines, error limits and per-client limits in
 	// force normally (Timeout is smtpd_timeout, default 300s, ...).
 	Limits
-	// Stress are the same limits under stress (Postfix's ${stress?...}
-	// values). All zero: Postfix's stress defaults applied to Limits.
+	// Stress are the same limits under stress (the parameters read with
+	// stress = yes, config.Stressed: Postfix's ${stress?...} values).
 	Stress Limits
 	// StressThreshold is the percentage of MaxConnections in use from
 	// which the server is under stress (smtpd_stress_threshold, ours;
-	// 0 = 80, negative = never).
+	// 0 or more than 100 = never).
 	StressThreshold int
 	// LineLengthLimit is line_length_limit (default 2048): longer command
 	// lines are cut there and the rest is skipped.
 	LineLengthLimit int
 	// RecipientLimit is smtpd_recipient_limit (default 1000).
 	RecipientLimit int
-	// RecipientOvershootLimit is smtpd_recipient_overshoot_limit (1000):
+	// RecipientOvershootLimit is smtpd_recipient_overshoot_limit:
 	// how many "too many recipients" replies are not counted as errors.
 	RecipientOvershootLimit int
 	// SoftErrorLimit and ErrorSleep are smtpd_soft_error_limit (10) and
-	// smtpd_error_sleep_time (1s; negative = no sleep).
+	// smtpd_error_sleep_time (1s; 0 = no sleep).
 	SoftErrorLimit int
 	ErrorSleep     time.Duration
 	// ConnectionLimitExceptions are exempt from the per-client limits
@@ -142,8 +124,7 @@ type Options struct {
 	ClientIPv4Prefix int
 	ClientIPv6Prefix int
 	// MaxConnections bounds the sessions (goroutines) of the server
-	// (holdfast_smtpd_max_connections, default 100, like Postfix's
-	// default_process_limit); 0 = the default.
+	// (smtpd_connection_limit, ours, like Postfix's default_process_limit).
 	MaxConnections int
 	// ForbidUnauthPipelining is smtpd_forbid_unauth_pipelining: a client
 	// that sends more input after a command that must end a pipelined
@@ -187,9 +168,7 @@ type Options struct {
 	RelayDomains DomainMatcher
 
 	// Restriction lists, one restriction (with its table argument) per
-	// element, as in main.cf. nil RelayRestrictions means Postfix's
-	// default "permit_mynetworks, permit_sasl_authenticated,
-	// defer_unauth_destination"; the others default to empty.
+	// element, as in main.cf; nil or empty = no restrictions.
 	ClientRestrictions    []string
 	HeloRestrictions      []string
 	SenderRestrictions    []string
@@ -204,9 +183,9 @@ type Options struct {
 	// OpenTable opens the type:table argument of check_*_access
 	// (config.OpenTable). Required only when such a restriction is used.
 	OpenTable func(spec string) (Table, error)
-	// DelayReject is smtpd_delay_reject (Postfix's default yes; the
-	// zero value is "no"): client, helo and sender restrictions answer
-	// at RCPT (and ETRN) instead of at connect, HELO and MAIL.
+	// DelayReject is smtpd_delay_reject: client, helo and sender
+	// restrictions answer at RCPT (and ETRN) instead of at connect, HELO
+	// and MAIL.
 	DelayReject bool
 	// PeernameLookup is smtpd_peername_lookup: look up the client's
 	// name (reverse DNS with forward confirmation); off, it is "unknown".
@@ -217,7 +196,7 @@ type Options struct {
 	Codes ReplyCodes
 	// SoftBounce is soft_bounce: restriction 5XX replies become 4XX.
 	SoftBounce bool
-	// DefaultRBLReply is default_rbl_reply ("" = DefaultRBLReply);
+	// DefaultRBLReply is default_rbl_reply, a template ($rbl_code, ...);
 	// RBLReplyMaps is rbl_reply_maps (nil = none).
 	DefaultRBLReply string
 	RBLReplyMaps    Table
@@ -307,73 +286,14 @@ func ParseBareNewline(v string) (BareNewline, error) {
 	return 0, fmt.Errorf("smtpd_forbid_bare_newline: bad value %q", v)
 }
 
-// DefaultRelayRestrictions is Postfix's smtpd_relay_restrictions default.
-var DefaultRelayRestrictions = []string{"permit_mynetworks", "permit_sasl_authenticated", "defer_unauth_destination"}
-
-// withDefaults fills Postfix's defaults into zero fields.
-func (o Options) withDefaults() Options {
-	if o.Hostname == "" {
-		o.Hostname = "localhost"
-	}
-	if o.Banner == "" {
-		o.Banner = o.Hostname + " ESMTP holdfast"
-	}
-	if o.MailName == "" {
-		o.MailName = "holdfast"
-	}
-	if o.LineLengthLimit <= 0 {
-		o.LineLengthLimit = 2048
-	}
-	if o.RecipientLimit <= 0 {
-		o.RecipientLimit = 1000
-	}
-	if o.RecipientOvershootLimit <= 0 {
-		o.RecipientOvershootLimit = 1000
-	}
-	if o.SoftErrorLimit <= 0 {
-		o.SoftErrorLimit = 10
-	}
-	switch {
-	case o.ErrorSleep == 0:
-		o.ErrorSleep = time.Second
-	case o.ErrorSleep < 0:
-		o.ErrorSleep = 0
-	}
-	if o.MaxConnections <= 0 {
-		o.MaxConnections = 100
-	}
-	if o.BareNewlineRejectCode <= 0 {
-		o.BareNewlineRejectCode = 550
-	}
-	o.Limits = o.Limits.withDefaults()
-	if o.Stress == (Limits{}) {
-		o.Stress = stressDefaults(o.Limits)
-	}
-	o.Stress = o.Stress.withDefaults()
-	if o.StressThreshold == 0 {
-		o.StressThreshold = 80
-	}
-	if o.RateTimeUnit <= 0 {
-		o.RateTimeUnit = time.Minute
-	}
-	if o.ClientIPv4Prefix <= 0 {
-		o.ClientIPv4Prefix = 32
-	}
-	if o.ClientIPv6Prefix <= 0 {
-		o.ClientIPv6Prefix = 84
-	}
-	if o.RelayRestrictions == nil {
-		o.RelayRestrictions = DefaultRelayRestrictions
-	}
-	o.Codes.withDefaults()
-	if o.DefaultRBLReply == "" {
-		o.DefaultRBLReply = DefaultRBLReply
-	}
-	if o.NullAccessKey == "" {
-		o.NullAccessKey = "<>"
-	}
-	if o.Now == nil {
-		o.Now = time.Now
+// DefaultOptions are the options of an empty configuration file: every
+// value from the defaults table (config/params.go) read by
+// OptionsFromConfig, with the host's name and networks. Tests start from
+// them and set what they test, so they share the daemon's defaults.
+func DefaultOptions() Options {
+	o, err := OptionsFromConfig(config.Default())
+	if err != nil {
+		panic(fmt.Sprintf("smtpd: the defaults table does not load: %v", err)) // a bug in config/params.go
 	}
 	return o
 }
@@ -391,7 +311,7 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	return o, nil
 }
 
-// scalarsFromConfig reads the names, limits, switches and times.
+// scalarsFromConfig reads the names, numbers and switches.
 func scalarsFromConfig(c *config.Config, o *Options) error {
 	var err error
 	if o.Listen, err = c.List("smtpd_listen"); err != nil {
@@ -405,12 +325,14 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	for name, dst := range map[string]*int{
 		"line_length_limit":                     &o.LineLengthLimit,
 		"smtpd_recipient_limit":                 &o.RecipientLimit,
+		"smtpd_recipient_overshoot_limit":       &o.RecipientOvershootLimit,
 		"smtpd_soft_error_limit":                &o.SoftErrorLimit,
 		"smtpd_forbid_bare_newline_reject_code": &o.BareNewlineRejectCode,
 		"smtpd_connection_limit":                &o.MaxConnections,
 		"smtpd_stress_threshold":                &o.StressThreshold,
 		"smtpd_client_ipv4_prefix_length":       &o.ClientIPv4Prefix,
 		"smtpd_client_ipv6_prefix_length":       &o.ClientIPv6Prefix,
+		"hopcount_limit":                        &o.HopcountLimit,
 	} {
 		if *dst, err = c.Int(name); err != nil {
 			return err
@@ -435,22 +357,20 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	if o.MessageSizeLimit, err = c.Size("message_size_limit"); err != nil {
 		return err
 	}
-	if o.HopcountLimit, err = c.Int("hopcount_limit"); err != nil {
-		return err
-	}
-	if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
-		return err
-	}
 	if o.ClientIPv4Prefix > 32 || o.ClientIPv6Prefix > 128 {
 		return fmt.Errorf("smtpd_client_ipv4_prefix_length (at most 32) or smtpd_client_ipv6_prefix_length (at most 128) too large")
 	}
-	if o.StressThreshold == 0 {
-		o.StressThreshold = -1 // an explicit 0 means never
-	}
-	if o.Limits, err = limitsFromConfig(c); err != nil {
+	if o.BareNewline, err = ParseBareNewline(c.String("smtpd_forbid_bare_newline")); err != nil {
 		return err
 	}
-	if o.Stress, err = limitsFromConfig(c.Stressed()); err != nil {
+	return timesFromConfig(c, o)
+}
+
+// timesFromConfig reads the times and the limits that change under
+// stress.
+func timesFromConfig(c *config.Config, o *Options) error {
+	var err error
+	if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
 		return err
 	}
 	if o.ErrorSleep, err = c.Time("smtpd_error_sleep_time"); err != nil {
@@ -459,13 +379,11 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	if o.DelayWarning, err = c.Time("delay_warning_time"); err != nil {
 		return err
 	}
-	if o.ErrorSleep == 0 {
-		o.ErrorSleep = -1 // an explicit 0 means no sleep
-	}
-	if o.BareNewline, err = ParseBareNewline(c.String("smtpd_forbid_bare_newline")); err != nil {
+	if o.Limits, err = limitsFromConfig(c); err != nil {
 		return err
 	}
-	return nil
+	o.Stress, err = limitsFromConfig(c.Stressed())
+	return err
 }
 
 // limitsFromConfig reads the limits that depend on stress; c is the
@@ -499,12 +417,6 @@ func limitsFromConfig(c *config.Config) (Limits, error) {
 	}
 	if l.StartTLSTimeout, err = c.Time("smtpd_starttls_timeout"); err != nil {
 		return l, err
-	}
-	if l.Timeout <= 0 {
-		return l, fmt.Errorf("smtpd_timeout: must be more than 0")
-	}
-	if l.MinDataRate <= 0 {
-		return l, fmt.Errorf("smtpd_min_data_rate: must be at least 1")
 	}
 	return l, nil
 }
@@ -540,14 +452,9 @@ func policyFromConfig(c *config.Config, o *Options) error {
 		"smtpd_end_of_data_restrictions": &o.EODRestrictions,
 		"smtpd_etrn_restrictions":        &o.ETRNRestrictions,
 	} {
-		v, err := c.List(name)
-		if err != nil {
+		if *dst, err = c.List(name); err != nil {
 			return err
 		}
-		if v == nil {
-			v = []string{} // empty, not Postfix's default
-		}
-		*dst = v
 	}
 	o.OpenTable = func(spec string) (Table, error) { return config.OpenTable(spec) }
 	return nil

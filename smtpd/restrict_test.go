@@ -9,8 +9,9 @@ import (
 // default_rbl_reply and rbl_reply_maps templates (Postfix's mac_expand).
 func TestExpandTemplate(t *testing.T) {
 	vars := map[string]string{"rbl_code": "554", "rbl_class": "Client host", "rbl_what": "192.0.2.1", "rbl_domain": "zen.test", "rbl_reason": "", "client_name": "unknown"}
+	def := DefaultOptions().DefaultRBLReply
 	for in, want := range map[string]string{
-		DefaultRBLReply:                     "554 Service unavailable; Client host [192.0.2.1] blocked using zen.test",
+		def:                                 "554 Service unavailable; Client host [192.0.2.1] blocked using zen.test",
 		"$rbl_code ${rbl_reason:none}":      "554 none",
 		"${client_name?named $client_name}": "named unknown",
 		"$$x $(rbl_domain) $nosuch.":        "$x zen.test .",
@@ -21,7 +22,7 @@ func TestExpandTemplate(t *testing.T) {
 		}
 	}
 	vars["rbl_reason"] = "see url"
-	if got := expandTemplate(DefaultRBLReply, vars); !strings.HasSuffix(got, "zen.test; see url") {
+	if got := expandTemplate(def, vars); !strings.HasSuffix(got, "zen.test; see url") {
 		t.Errorf("with a reason: %q", got)
 	}
 }

@@ -101,7 +101,9 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 	if q == nil {
 		return nil, errors.New("smtpd: no queue")
 	}
-	o = o.withDefaults()
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.Resolver == nil {
 		r, err := dnsr.New(dnsr.Options{})
 		if err != nil {
@@ -127,7 +129,7 @@ func New(o Options, q Queue, f Flusher, log zerolog.Logger) (*Server, error) {
 // Reload puts a new configuration in force for the sessions that start
 // from now on; sessions in progress keep the one they started with. o is
 // checked as New checks it: on error nothing changes. What o leaves
-// unset of the wiring (Events, Resolver) stays as it was. The anvil's
+// unset of the wiring (Events, Resolver, Now) stays as it was. The anvil's
 // rate unit and prefix lengths, and Listen (the daemon's listeners), take
 // effect only on a restart; the caller names them. The connection limit
 // and the stress threshold apply at once: a smaller
@@ -141,7 +143,10 @@ func (s *Server) Reload(o Options) error {
 	if o.Resolver == nil {
 		o.Resolver = old.opts.Resolver
 	}
-	c, err := newConf(o.withDefaults())
+	if o.Now == nil {
+		o.Now = old.opts.Now
+	}
+	c, err := newConf(o)
 	if err != nil {
 		return err
 	}

@@ -130,11 +130,11 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestUnknownRestriction(t *testing.T) {
-	_, err := New(Options{ETRNRestrictions: []string{"permit_mynetworks", "reject_everything"}}, failingQueue{}, nil, zerolog.Nop())
+	_, err := New(testOptions(t, func(o *Options) { o.ETRNRestrictions = []string{"permit_mynetworks", "reject_everything"} }), failingQueue{}, nil, zerolog.Nop())
 	if err == nil || !strings.Contains(err.Error(), `smtpd_etrn_restrictions: unknown restriction "reject_everything"`) {
 		t.Fatalf("err = %v", err)
 	}
-	_, err = New(Options{ClientRestrictions: []string{"check_client_access"}}, failingQueue{}, nil, zerolog.Nop())
+	_, err = New(testOptions(t, func(o *Options) { o.ClientRestrictions = []string{"check_client_access"} }), failingQueue{}, nil, zerolog.Nop())
 	if err == nil {
 		t.Fatal("check_client_access without table accepted")
 	}
@@ -206,7 +206,7 @@ func TestTalkBeforeGreeting(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		srv, err := New(Options{Hostname: "relay.test", ErrorSleep: -1, ForbidUnauthPipelining: forbid}, st, nil, zerolog.Nop())
+		srv, err := New(testOptions(t, func(o *Options) { o.MyNetworks, o.ForbidUnauthPipelining = nil, forbid }), st, nil, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
 		}
