@@ -83,9 +83,7 @@ func (a admitter) admit(m *store.Message, enqueue func() error) error {
 		res := local(store.RcptPending, "4.3.2", "deferred transport")
 		for _, i := range deferred {
 			r := &m.Recipients[i]
-			log.Info().Time("next_attempt", r.NextAttempt).Str("to", r.Addr).Str("relay", res.Relay).
-				Float64("delay", d.o.Clock.Now().Sub(m.Arrival).Seconds()).
-				Str("dsn", res.DSN).Str("status", res.Status).Str("reply", res.Reply).Msg("")
+			logOutcome(&log, m, i, res, d.o.Clock.Now(), r.NextAttempt)
 			if d.o.Events != nil {
 				d.o.Events.Outcome(m.ID, r.Addr, res.Status)
 			}
@@ -109,11 +107,7 @@ func (d *Scheduler) deferOnArrival(m *store.Message, now time.Time) []int {
 	if arrival.IsZero() {
 		arrival = now
 	}
-	life := d.o.MaxQueueLifetime
-	if m.Sender == "" {
-		life = d.o.BounceQueueLifetime
-	}
-	if !now.Before(arrival.Add(life)) {
+	if !now.Before(arrival.Add(d.lifetime(m))) {
 		return nil
 	}
 	var out []int

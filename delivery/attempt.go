@@ -503,11 +503,7 @@ func (d *Scheduler) record(ctx context.Context, a *attempt, f store.Finish) erro
 // expired: force-expired, or older than the lifetime (bounce_queue_lifetime
 // for the null sender). Lifetime 0 means a single attempt.
 func (d *Scheduler) expired(a *attempt) bool {
-	life := d.o.MaxQueueLifetime
-	if a.m.Sender == "" {
-		life = d.o.BounceQueueLifetime
-	}
-	return a.m.Expired || !a.now.Before(a.m.Arrival.Add(life))
+	return a.m.Expired || !a.now.Before(a.m.Arrival.Add(d.lifetime(a.m)))
 }
 
 // expire turns a pending recipient into a returned one; the status keeps
@@ -534,21 +530,5 @@ func expire(r *store.Recipient, res result, attempted bool) result {
 
 // logResult writes the maillog line of one recipient outcome.
 func (d *Scheduler) logResult(a *attempt, i int, res result, next time.Time) {
-	r := &a.m.Recipients[i]
-	relay := res.Relay
-	if relay == "" {
-		relay = "none"
-	}
-	ev := a.log.Info()
-	if res.State == store.RcptPending {
-		ev = ev.Time("next_attempt", next)
-	}
-	if res.TLS != nil && res.TLS.Protocol == "" {
-		ev = ev.Str("tls", "none")
-	} else if res.TLS != nil {
-		ev = ev.Str("tls", res.TLS.Protocol).Str("tls_cipher", res.TLS.Cipher).Str("tls_trust", res.TLS.Trust)
-	}
-	ev.Str("to", r.Addr).Str("relay", relay).
-		Float64("delay", d.o.Clock.Now().Sub(a.m.Arrival).Seconds()).
-		Str("dsn", res.DSN).Str("status", res.Status).Str("reply", res.Reply).Msg("")
+	logOutcome(&a.log, a.m, i, res, d.o.Clock.Now(), next)
 }

@@ -20,6 +20,12 @@ type benchRig struct {
 	sink *testutil.MTA
 }
 
+// withTLSLevel is o with smtp_tls_security_level = level.
+func withTLSLevel(o Options, level string) Options {
+	o.TLSLevel = level
+	return o
+}
+
 func newBenchRig(b *testing.B, sync bool, o Options) *benchRig {
 	return newBenchRigSink(b, sync, o, testutil.MTAOptions{})
 }
@@ -99,7 +105,7 @@ func (r *benchRig) waitEmpty(b *testing.B) {
 func BenchmarkRelay(b *testing.B) {
 	for _, sync := range []bool{false, true} {
 		b.Run(fmt.Sprintf("fsync=%v", sync), func(b *testing.B) {
-			r := newBenchRig(b, sync, Options{})
+			r := newBenchRig(b, sync, testOptions(b))
 			b.ResetTimer()
 			start := time.Now()
 			r.enqueueParallel(b, b.N, "b@customer.test")
@@ -125,7 +131,7 @@ func BenchmarkRelay(b *testing.B) {
 func BenchmarkRelayTLSMay(b *testing.B) {
 	for _, starttls := range []bool{false, true} {
 		b.Run(fmt.Sprintf("starttls=%v", starttls), func(b *testing.B) {
-			r := newBenchRigSink(b, false, Options{TLSLevel: TLSMay}, testutil.MTAOptions{TLS: starttls})
+			r := newBenchRigSink(b, false, withTLSLevel(testOptions(b), TLSMay), testutil.MTAOptions{TLS: starttls})
 			b.ResetTimer()
 			start := time.Now()
 			r.enqueueParallel(b, b.N, "b@customer.test")
@@ -145,7 +151,7 @@ func BenchmarkFlushBurst1000(b *testing.B) {
 	const n = 1000
 	for _, sync := range []bool{false, true} {
 		b.Run(fmt.Sprintf("fsync=%v", sync), func(b *testing.B) {
-			r := newBenchRig(b, sync, Options{})
+			r := newBenchRig(b, sync, testOptions(b))
 			var total time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()

@@ -258,7 +258,7 @@ func TestErrorAndDiscardTransports(t *testing.T) {
 // concurrency limit of connections.
 func TestConnectionReuse(t *testing.T) {
 	const limit = 5
-	e := newEnv(t, func(e *env) { e.o.DefaultDestinationLimit = limit })
+	e := newEnv(t, func(e *env) { e.o.DefaultDestinationLimit, e.o.DestinationLimit = limit, nil })
 	var ids []store.ID
 	for i := 0; i < 100; i++ {
 		ids = append(ids, e.enqueue("alice@origin.test", "bob@customer.test"))

@@ -25,8 +25,10 @@ func FuzzDSN(f *testing.F) {
 	f.Add([]byte("Subject: hi\r\nMessage-Id: <a@b>\r\n\r\nbody\r\n"), "550 5.1.1 <u@x.test>: Recipient address rejected", "u@x.test", "s@y.test", "rfc822;u@x.test", "env1")
 	f.Add([]byte("no header at all"), "451 4.3.0 temporary\nsecond line", "a@[1.2.3.4]", "", "", "")
 	f.Add([]byte("Subject: x\n\n--boundary\r\n"), "550-first\r\n550 second", "\"q u\"@x.test", "s@y.test", "x;y;z", "E=N\rV")
+	o := testOptions(f)
+	o.Clock = newFakeClock(time.Unix(1_800_000_000, 0))
 	f.Fuzz(func(t *testing.T, body []byte, reply, rcpt, sender, orig, envid string) {
-		d := &Scheduler{o: Options{Hostname: "relay.test", Clock: newFakeClock(time.Unix(1_800_000_000, 0))}.withDefaults()}
+		d := &Scheduler{o: o}
 		m := &store.Message{ID: store.NewID(), Sender: sender, EnvID: envid, Arrival: time.Unix(1_799_990_000, 0),
 			Recipients: []store.Recipient{{Addr: rcpt, Orig: orig}}}
 		a := &attempt{m: m, now: time.Unix(1_800_000_000, 0), log: zerolog.Nop(), head: body, whole: body,

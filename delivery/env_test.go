@@ -112,6 +112,19 @@ type env struct {
 	stop   func() error
 }
 
+// testOptions are the options of the defaults table for a relay named
+// relay.test that finds next hops without the DNS (smtp_host_lookup =
+// native): the tests' next hops are [addresses] or a test DNS server
+// they set themselves.
+func testOptions(t testing.TB) Options {
+	t.Helper()
+	o, err := OptionsFromConfig(testutil.Config(t, "myhostname", "relay.test", "smtp_host_lookup", "native"))
+	if err != nil {
+		t.Fatalf("OptionsFromConfig: %v", err)
+	}
+	return o
+}
+
 func newEnv(t *testing.T, tweak func(e *env)) *env {
 	t.Helper()
 	e := &env{t: t, clock: newFakeClock(t0), logs: &testutil.SyncBuffer{}}
@@ -121,12 +134,8 @@ func newEnv(t *testing.T, tweak func(e *env)) *env {
 		"customer.test": "smtp:[127.0.0.1]:" + fmt.Sprint(e.mta.Port),
 		"origin.test":   "smtp:[127.0.0.1]:" + fmt.Sprint(e.origin.Port),
 	}
-	e.o = Options{
-		Hostname:      "relay.test",
-		Transports:    e.tm,
-		Clock:         e.clock,
-		ShutdownGrace: 2 * time.Second,
-	}
+	e.o = testOptions(t)
+	e.o.Transports, e.o.Clock, e.o.ShutdownGrace = e.tm, e.clock, 2*time.Second
 	e.s = testutil.Store(t, store.Options{NoSync: true, Now: e.clock.Now, Eligible: func(string) bool { return true }})
 	if tweak != nil {
 		tweak(e)

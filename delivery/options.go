@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"strings"
 	"time"
@@ -38,8 +39,10 @@ type Timeouts struct {
 }
 
 // Options configure a Scheduler. OptionsFromConfig fills them from the
-// configuration; tests set them directly. Zero durations and limits take
-// Postfix's defaults (see withDefaults).
+// configuration, tests start from DefaultOptions; either way every default
+// comes from the one defaults table, config/params.go. A zero value means
+// zero, as the parameter's Postfix description says (no limit, one
+// attempt, no deadline).
 type Options struct {
 	// Hostname is myhostname: the Reporting-MTA of DSNs and the name in
 	// their text.
@@ -79,8 +82,9 @@ type Options struct {
 	// QueueRunDelay bounds the scheduler's sleep (queue_run_delay).
 	QueueRunDelay time.Duration
 	// MaxQueueLifetime, BounceQueueLifetime: expiry for normal and for
-	// null-sender mail; BounceQueueLifetime is clipped to MaxQueueLifetime.
-	// Negative means 0 (one attempt), as Postfix's "0".
+	// null-sender mail (maximal_queue_lifetime, bounce_queue_lifetime;
+	// 0 = one attempt). OptionsFromConfig clips BounceQueueLifetime to
+	// MaxQueueLifetime, as Postfix's qmgr.
 	MaxQueueLifetime, BounceQueueLifetime time.Duration
 	// DelayWarning is delay_warning_time, shown in the delay notice text;
 	// the time itself is the message's WarnAt.
@@ -98,14 +102,15 @@ type Options struct {
 	// transport (<transport>_destination_concurrency_limit, else
 	// default_destination_concurrency_limit); nil = DefaultDestinationLimit.
 	DestinationLimit func(transport string) int
-	// DefaultDestinationLimit is default_destination_concurrency_limit.
+	// DefaultDestinationLimit is default_destination_concurrency_limit
+	// (0 = no limit but Concurrency).
 	DefaultDestinationLimit int
 	// RecipientLimit gives the most recipients of one message sent in one
 	// transaction for a transport (<transport>_destination_recipient_limit,
 	// else default_destination_recipient_limit); more make more
-	// transactions. nil = DefaultRecipientLimit.
+	// transactions. nil = DefaultRecipientLimit; 0 = no limit.
 	RecipientLimit func(transport string) int
-	// DefaultRecipientLimit is default_destination_recipient_limit (50).
+	// DefaultRecipientLimit is default_destination_recipient_limit.
 	DefaultRecipientLimit int
 	// Timeouts of the SMTP client.
 	Timeouts Timeouts
@@ -114,7 +119,7 @@ type Options struct {
 	ConnCacheTime time.Duration
 	// TLSLevel is smtp_tls_security_level (a TLS* constant).
 	TLSLevel string
-	// TLS are the other smtp_tls_* settings; nil = Postfix's defaults.
+	// TLS are the other smtp_tls_* settings.
 	TLS *TLSSettings
 	// DNS enables MX and address lookups in the DNS (smtp_host_lookup
 	// contains "dns" and disable_dns_lookups = no); otherwise next hops are
@@ -126,23 +131,26 @@ type Options struct {
 	// one resolver, shared with smtpd, so they share its cache).
 	DNSServer string
 	Resolver  *dnsr.Resolver
-	// Port is the TCP port of a next hop given without one (25).
+	// Port is the TCP port of a next hop given without one: smtpPort
+	// (tests point it at their own server).
 	Port int
 	// BindAddress, BindAddress6: smtp_bind_address, smtp_bind_address6.
 	BindAddress, BindAddress6 netip.Addr
 	// MXAddressLimit caps the addresses tried per delivery
-	// (smtp_mx_address_limit, 5).
+	// (smtp_mx_address_limit; 0 = no limit).
 	MXAddressLimit int
 	// BounceSizeLimit is bounce_size_limit: a larger original is returned
 	// as headers only.
 	BounceSizeLimit int64
-	// Clock is the time source; nil = the system clock.
+	// Clock is the time source; nil = the system clock (New).
 	Clock Clock
 	// ShutdownGrace bounds how long Run waits for in-flight deliveries
-	// after its context ends; then they are cut and their messages
-	// returned to the queue (Unlease). Default 10s.
+	// after its context ends (shutdown_timeout, as for SMTP sessions:
+	// both stop together; 0 = cut at once); then they are cut and their
+	// messages returned to the queue (Unlease).
 	ShutdownGrace time.Duration
-	// LeaseBatch is the most messages leased per store transaction (100).
+	// LeaseBatch is the most messages leased per store transaction
+	// (leaseBatch; not a parameter).
 	LeaseBatch int
 	// Events, if not nil, is told of every recipient outcome and the
 	// duration of every SMTP transaction (metrics, flush --wait).
@@ -178,9 +186,28 @@ type TLSEvents interface {
 	TLSOutcome(tls, status string)
 }
 
+// smtpPort is the port of a next hop given without one, Postfix's "smtp"
+// service; leaseBatch is the most messages leased per transaction.
+const (
+	smtpPort   = 25
+	leaseBatch = 100
+)
+
+// DefaultOptions are the options of an empty configuration file: every
+// value from the defaults table (config/params.go) read by
+// OptionsFromConfig, with the host's name. Tests start from them and set
+// what they test, so they share the daemon's defaults.
+func DefaultOptions() Options {
+	o, err := OptionsFromConfig(config.Default())
+	if err != nil {
+		panic(fmt.Sprintf("delivery: the defaults table does not load: %v", err)) // a bug in config/params.go
+	}
+	return o
+}
+
 // OptionsFromConfig reads the delivery parameters from c.
 func OptionsFromConfig(c *config.Config) (Options, error) {
-	var o Options
+	o := Options{Port: smtpPort, LeaseBatch: leaseBatch}
 	var err error
 	o.Hostname = c.String("myhostname")
 	o.HeloName = c.String("smtp_helo_name")
@@ -254,17 +281,17 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		{"smtp_rset_timeout", &o.Timeouts.Rset},
 		{"smtp_delivery_deadline", &o.Timeouts.Delivery},
 		{"smtp_connection_cache_time_limit", &o.ConnCacheTime},
+		{"shutdown_timeout", &o.ShutdownGrace},
 	}
 	for _, t := range times {
 		if *t.p, err = c.Time(t.name); err != nil {
 			return err
 		}
 	}
-	for _, z := range []*time.Duration{&o.MaxQueueLifetime, &o.BounceQueueLifetime} {
-		if *z == 0 {
-			*z = -1 // Postfix: 0 = a single attempt
-		}
-	}
+	// Postfix's qmgr: the longest backoff is at least the shortest, and
+	// null-sender mail is kept no longer than other mail.
+	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
+	o.BounceQueueLifetime = min(o.BounceQueueLifetime, o.MaxQueueLifetime)
 	ints := []struct {
 		name string
 		p    *int
@@ -299,7 +326,7 @@ func perTransport(c *config.Config, suffix string, def int) func(string) int {
 			return def
 		}
 		n, err := c.Int(name)
-		if err != nil || n <= 0 {
+		if err != nil { // an unknown name with a bad value (a warning at load)
 			return def
 		}
 		return n
@@ -341,89 +368,14 @@ func lookupOptions(c *config.Config, o *Options) error {
 	return err
 }
 
-// withDefaults fills zero fields with Postfix's defaults.
-func (o Options) withDefaults() Options {
-	setDur := func(p *time.Duration, d time.Duration) {
-		if *p == 0 {
-			*p = d
-		}
-	}
-	setDur(&o.MinBackoff, 300*time.Second)
-	setDur(&o.MaxBackoff, 4000*time.Second)
-	setDur(&o.QueueRunDelay, 300*time.Second)
-	setDur(&o.MaxQueueLifetime, 5*24*time.Hour)
-	setDur(&o.BounceQueueLifetime, 5*24*time.Hour)
-	setDur(&o.Timeouts.Connect, 30*time.Second)
-	setDur(&o.Timeouts.Helo, 300*time.Second)
-	setDur(&o.Timeouts.StartTLS, 300*time.Second)
-	setDur(&o.Timeouts.Mail, 300*time.Second)
-	setDur(&o.Timeouts.Rcpt, 300*time.Second)
-	setDur(&o.Timeouts.DataInit, 120*time.Second)
-	setDur(&o.Timeouts.DataXfer, 180*time.Second)
-	setDur(&o.Timeouts.Delivery, 1800*time.Second)
-	setDur(&o.Timeouts.DataDone, 600*time.Second)
-	setDur(&o.Timeouts.Rset, 20*time.Second)
-	setDur(&o.Timeouts.Quit, 300*time.Second)
-	setDur(&o.ConnCacheTime, 2*time.Second)
-	setDur(&o.ShutdownGrace, 10*time.Second)
-	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = o.MinBackoff
-	}
-	if o.MaxQueueLifetime < 0 {
-		o.MaxQueueLifetime = 0
-	}
-	if o.BounceQueueLifetime < 0 {
-		o.BounceQueueLifetime = 0
-	}
-	if o.BounceQueueLifetime > o.MaxQueueLifetime {
-		o.BounceQueueLifetime = o.MaxQueueLifetime
-	}
-	setInt := func(p *int, n int) {
-		if *p <= 0 {
-			*p = n
-		}
-	}
-	setInt(&o.Concurrency, 100)
-	setInt(&o.ActiveLimit, 20000)
-	setInt(&o.DefaultDestinationLimit, 20)
-	setInt(&o.DefaultRecipientLimit, 50)
-	setInt(&o.Port, 25)
-	setInt(&o.MXAddressLimit, 5)
-	setInt(&o.LeaseBatch, 100)
-	if o.BounceSizeLimit <= 0 {
-		o.BounceSizeLimit = 50000
-	}
-	if o.Hostname == "" {
-		o.Hostname = "localhost"
-	}
-	if o.HeloName == "" {
-		o.HeloName = o.Hostname
-	}
-	if o.DefaultTransport == "" {
-		o.DefaultTransport = "smtp"
-	}
-	if o.RelayTransport == "" {
-		o.RelayTransport = "relay"
-	}
-	if o.TLSLevel == "" {
-		o.TLSLevel = TLSNone
-	}
-	if o.TLS == nil {
-		o.TLS = DefaultTLS()
-	}
-	if o.Clock == nil {
-		o.Clock = systemClock{}
-	}
-	return o
-}
-
 // destLimit is the connection limit for one next hop of transport.
 func (o *Options) destLimit(transport string) int {
 	n := o.DefaultDestinationLimit
 	if o.DestinationLimit != nil {
-		if l := o.DestinationLimit(transport); l > 0 {
-			n = l
-		}
+		n = o.DestinationLimit(transport)
+	}
+	if n <= 0 {
+		n = o.Concurrency // 0 = no limit of its own (Postfix)
 	}
 	if t := o.TransportDefs[transport]; t != nil && t.MaxProc > 0 && t.MaxProc < n {
 		n = t.MaxProc // no more sessions than deliveries the transport may run
@@ -433,12 +385,14 @@ func (o *Options) destLimit(transport string) int {
 
 // rcptLimit is the most recipients per transaction for transport.
 func (o *Options) rcptLimit(transport string) int {
+	n := o.DefaultRecipientLimit
 	if o.RecipientLimit != nil {
-		if n := o.RecipientLimit(transport); n > 0 {
-			return n
-		}
+		n = o.RecipientLimit(transport)
 	}
-	return o.DefaultRecipientLimit
+	if n <= 0 {
+		return math.MaxInt // 0 = no limit (Postfix)
+	}
+	return n
 }
 
 // backoff is the delay before the next attempt of a recipient that has

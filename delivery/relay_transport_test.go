@@ -22,7 +22,7 @@ func TestResolveRelayTransport(t *testing.T) {
 	if o.RelayTransport != "relay" || o.DestinationLimit("relay") != 3 || o.DestinationLimit("smtp") != 20 {
 		t.Fatalf("relay transport %q, limits relay %d smtp %d", o.RelayTransport, o.DestinationLimit("relay"), o.DestinationLimit("smtp"))
 	}
-	d := &Scheduler{o: o.withDefaults()}
+	d := &Scheduler{o: o}
 	for _, tc := range []struct{ addr, key string }{
 		{"a@relay.test", "relay:relay.test"},
 		{"a@sub.parent.test", "relay:sub.parent.test"}, // parent_domain_matches_subdomains
@@ -41,7 +41,7 @@ func TestResolveRelayTransport(t *testing.T) {
 	if o, err = OptionsFromConfig(c); err != nil {
 		t.Fatal(err)
 	}
-	d = &Scheduler{o: o.withDefaults()}
+	d = &Scheduler{o: o}
 	for _, tc := range []struct{ addr, key string }{
 		{"a@relay.test", "relay:[gw.test]:2525"},
 		{"a@elsewhere.test", "smtp:[smarthost.test]"},

@@ -77,7 +77,9 @@ type deadHop struct {
 // New builds a scheduler for the store s. The dead-destination list is
 // loaded from the store.
 func New(o Options, s Queue, log zerolog.Logger) (*Scheduler, error) {
-	o = o.withDefaults()
+	if o.Clock == nil {
+		o.Clock = systemClock{}
+	}
 	sh := &shared{
 		s:     s,
 		log:   log,
@@ -133,7 +135,7 @@ func (sh *shared) with(o Options) *Scheduler {
 // Reload makes o the configuration of the deliveries started from now on
 // and of new mail's admission; deliveries in progress finish under the
 // one they began with. What o leaves unset of the wiring (Self, Events,
-// Resolver, Clock, ShutdownGrace) stays as it was. ActiveLimit and
+// Resolver, Clock) stays as it was. ActiveLimit and
 // Concurrency size the scheduler's slots and keep their values until a
 // restart. A master.cf maxproc applies to the deliveries started under
 // it: just after a reload, deliveries of both configurations may run.
@@ -151,11 +153,7 @@ func (d *Scheduler) Reload(o Options) {
 	if o.Clock == nil {
 		o.Clock = old.o.Clock
 	}
-	if o.ShutdownGrace == 0 {
-		o.ShutdownGrace = old.o.ShutdownGrace
-	}
 	o.Resolver = d.resolver
-	o = o.withDefaults()
 	o.ActiveLimit, o.Concurrency = old.o.ActiveLimit, old.o.Concurrency
 	nd := d.shared.with(o)
 	d.cur.Store(nd)

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"time"
 )
 
 // Transport kinds: what holdfast does with mail for a transport, as the
@@ -28,7 +27,8 @@ type Transport struct {
 	Kind        string
 	Unavailable string
 	// Client holds the SMTP or LMTP client settings, with the service's
-	// -o options applied; nil = the Options' own (smtp_* parameters).
+	// -o options applied (clientFromConfig); nil = the Options' own
+	// (smtp_* parameters).
 	Client *Client
 	// MaxProc is master.cf's maxproc: deliveries of this transport in
 	// progress at once, all destinations together; 0 = no limit other
@@ -69,15 +69,14 @@ func (o *Options) builtinClient() *Client {
 }
 
 // builtinTransports are the transports holdfast runs without a master.cf
-// entry, as Postfix's stock master.cf defines them.
+// entry, as Postfix's stock master.cf defines them. The built-in lmtp,
+// with the lmtp_* parameters, is in Options.TransportDefs
+// (transportsFromConfig).
 func builtinTransports(o *Options) map[string]*Transport {
 	smtp := o.builtinClient()
-	lmtp := *smtp
-	lmtp.Port = 24
 	m := map[string]*Transport{
 		"smtp":    {Kind: KindSMTP, Client: smtp, Where: "built in"},
 		"relay":   {Kind: KindSMTP, Client: smtp, Where: "built in"},
-		"lmtp":    {Kind: KindLMTP, Client: &lmtp, Where: "built in"},
 		"error":   {Kind: KindError, Where: "built in"},
 		"retry":   {Kind: KindRetry, Where: "built in"},
 		"discard": {Kind: KindDiscard, Where: "built in"},
@@ -90,17 +89,17 @@ func builtinTransports(o *Options) map[string]*Transport {
 	return m
 }
 
-// completeTransports merges the given transports over the built-in ones
-// and fills the defaults of their clients.
+// completeTransports merges the given transports over the built-in ones;
+// their clients take from the Options what they have no parameter for.
 func completeTransports(o *Options) map[string]*Transport {
 	m := builtinTransports(o)
 	for name, t := range o.TransportDefs {
 		t := *t
 		if t.Kind == KindSMTP || t.Kind == KindLMTP {
 			if t.Client == nil {
-				t.Client = m[t.Kind].Client
+				t.Client = m["smtp"].Client
 			}
-			c := t.Client.withDefaults(t.Kind, o)
+			c := t.Client.inherit(t.Kind, o)
 			t.Client = &c
 		}
 		m[name] = &t
@@ -108,40 +107,22 @@ func completeTransports(o *Options) map[string]*Transport {
 	return m
 }
 
-// withDefaults fills zero fields from the scheduler's options.
-func (c Client) withDefaults(kind string, o *Options) Client {
-	if c.HeloName == "" {
-		c.HeloName = o.HeloName
-	}
-	if c.TLSLevel == "" {
-		c.TLSLevel = TLSNone
-	}
+// inherit takes from the scheduler's options what a client has no
+// parameter of its own for: the smtp_tls_* settings other than the level
+// (TLSSettings), the port of an SMTP client (Options.Port) and the
+// address limit of an LMTP client (smtp_mx_address_limit).
+func (c Client) inherit(kind string, o *Options) Client {
 	if c.TLS == nil {
 		c.TLS = o.TLS
 	}
-	if c.MXAddressLimit <= 0 {
+	switch kind {
+	case KindSMTP:
+		if c.Port == 0 {
+			c.Port = o.Port
+		}
+	case KindLMTP:
 		c.MXAddressLimit = o.MXAddressLimit
 	}
-	if c.Port <= 0 {
-		c.Port = o.Port
-		if kind == KindLMTP {
-			c.Port = 24
-		}
-	}
-	def := o.Timeouts
-	for _, p := range []struct{ dst, src *time.Duration }{
-		{&c.Timeouts.Helo, &def.Helo}, {&c.Timeouts.StartTLS, &def.StartTLS},
-		{&c.Timeouts.Mail, &def.Mail}, {&c.Timeouts.Rcpt, &def.Rcpt},
-		{&c.Timeouts.DataInit, &def.DataInit}, {&c.Timeouts.DataXfer, &def.DataXfer},
-		{&c.Timeouts.DataDone, &def.DataDone}, {&c.Timeouts.Rset, &def.Rset},
-		{&c.Timeouts.Quit, &def.Quit}, {&c.Timeouts.Delivery, &def.Delivery},
-	} {
-		if *p.dst <= 0 {
-			*p.dst = *p.src
-		}
-	}
-	// Connect 0 is allowed: lmtp_connect_timeout's default, the system's
-	// own limit. A negative value means the same.
 	return c
 }
 
@@ -171,7 +152,6 @@ func undefined(name string) *Transport {
 // TransportNames lists the transports a Scheduler with these options
 // runs, sorted, for start-up checks.
 func (o Options) TransportNames() []string {
-	o = o.withDefaults()
 	m := completeTransports(&o)
 	out := make([]string, 0, len(m))
 	for n, t := range m {
@@ -188,7 +168,6 @@ func (o Options) TransportNames() []string {
 // for every transport_maps entry, default_transport and relay_transport,
 // so that an operator sees the problem at start-up with its file and line.
 func (o Options) CheckTransport(value string) string {
-	o = o.withDefaults()
 	m := completeTransports(&o)
 	name, nexthop := splitTransport(strings.TrimSpace(value))
 	if name == "" {

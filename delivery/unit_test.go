@@ -19,7 +19,7 @@ import (
 )
 
 func TestBackoff(t *testing.T) {
-	o := Options{}.withDefaults()
+	o := DefaultOptions()
 	want := []time.Duration{300, 600, 1200, 2400, 4000, 4000, 4000}
 	for i, w := range want {
 		if got := o.backoff(i + 1); got != w*time.Second {
@@ -81,7 +81,8 @@ func TestParseNexthop(t *testing.T) {
 }
 
 func TestResolve(t *testing.T) {
-	d := &Scheduler{o: Options{Transports: mapTable{
+	o := testOptions(t)
+	o.Transports = mapTable{
 		"etrn.test":     "etrn-only:[mailhost.etrn.test]",
 		"gone.test":     "error:mail for gone.test is not accepted",
 		"user@any.test": ":[special.test]",
@@ -91,7 +92,9 @@ func TestResolve(t *testing.T) {
 		"inet.test":     "lmtp:inet:mda.test",
 		"mbox.test":     "local:",
 		"pipe.test":     "uucp:gateway",
-	}, Relayhost: "[smarthost.test]:587", DeferTransports: []string{"etrn-only"}}.withDefaults()}
+	}
+	o.Relayhost, o.DeferTransports = "[smarthost.test]:587", []string{"etrn-only"}
+	d := &Scheduler{o: o}
 	tests := []struct {
 		addr string
 		kind routeKind
@@ -193,7 +196,7 @@ func TestOptionsFromConfig(t *testing.T) {
 	if o.DestinationLimit("smtp") != 7 || o.DestinationLimit("etrn-only") != 20 || o.Concurrency != 100 {
 		t.Errorf("limits smtp %d etrn-only %d global %d", o.DestinationLimit("smtp"), o.DestinationLimit("etrn-only"), o.Concurrency)
 	}
-	if o.withDefaults().MaxQueueLifetime != 0 {
+	if o.MaxQueueLifetime != 0 {
 		t.Errorf("lifetime 0 must stay 0 (one attempt)")
 	}
 	v, ok, err := o.Transports.Lookup("someone@customer.tld")

@@ -48,11 +48,13 @@ func Wants(n store.Notify, k Kind) bool {
 }
 
 // Lifetime is how long a message is kept in the queue:
-// bounce_queue_lifetime for a notice (the null sender),
-// maximal_queue_lifetime for the rest.
+// bounce_queue_lifetime for a notice (the null sender), but never longer
+// than maximal_queue_lifetime (Postfix's qmgr), and maximal_queue_lifetime
+// for the rest. 0 means one attempt. It is the one definition: expiry at
+// an attempt, defer on arrival and the delay notice's text use it.
 func Lifetime(m *store.Message, maximal, bounce time.Duration) time.Duration {
 	if m.Sender == "" {
-		return bounce
+		return min(bounce, maximal)
 	}
 	return maximal
 }

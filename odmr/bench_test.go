@@ -35,11 +35,11 @@ func BenchmarkTransfer1000(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			sink := newCountSink(b)
 			st := testutil.Store(b, store.Options{Eligible: func(string) bool { return true }})
-			d, err := delivery.New(delivery.Options{Hostname: "relay.test", HeloName: "relay.test",
-				Transports: tableFunc(func(string) (string, bool, error) {
-					return fmt.Sprintf("etrn-only:[127.0.0.1]:%d", sink.port), true, nil
-				}),
-				DeferTransports: []string{"etrn-only"}}, st, zerolog.Nop())
+			do := deliveryOptions(b, "defer_transports", "etrn-only")
+			do.Transports = tableFunc(func(string) (string, bool, error) {
+				return fmt.Sprintf("etrn-only:[127.0.0.1]:%d", sink.port), true, nil
+			})
+			d, err := delivery.New(do, st, zerolog.Nop())
 			if err != nil {
 				b.Fatal(err)
 			}

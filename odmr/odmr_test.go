@@ -57,6 +57,17 @@ func newRigTLS(t testing.TB, run bool, wrap *tls.Config) *rig {
 	return newRigWith(t, run, wrap, nil)
 }
 
+// deliveryOptions are the scheduler's options of the defaults table for
+// relay.test, without DNS lookups, with the name, value pairs of kv.
+func deliveryOptions(t testing.TB, kv ...string) delivery.Options {
+	t.Helper()
+	o, err := delivery.OptionsFromConfig(testutil.Config(t, append([]string{"myhostname", "relay.test", "smtp_host_lookup", "native"}, kv...)...))
+	if err != nil {
+		t.Fatalf("delivery.OptionsFromConfig: %v", err)
+	}
+	return o
+}
+
 // newRigWith: with tr, the transport map the scheduler routes by.
 func newRigWith(t testing.TB, run bool, wrap *tls.Config, tr delivery.TransportTable) *rig {
 	t.Helper()
@@ -67,9 +78,9 @@ func newRigWith(t testing.TB, run bool, wrap *tls.Config, tr delivery.TransportT
 	// (defer_transports, as for ETRN-only customers); ODMR delivers.
 	// smtp_helo_timeout of 2s: a customer server that stalls after the
 	// turnaround is given up quickly.
-	d, err := delivery.New(delivery.Options{Hostname: "relay.test", HeloName: "relay.test",
-		DeferTransports: []string{"smtp", "relay", "etrn-only"}, Timeouts: delivery.Timeouts{Helo: 2 * time.Second},
-		Transports: tr}, r.st, log)
+	do := deliveryOptions(t, "defer_transports", "smtp, relay, etrn-only", "smtp_helo_timeout", "2s")
+	do.Transports = tr
+	d, err := delivery.New(do, r.st, log)
 	if err != nil {
 		t.Fatal(err)
 	}

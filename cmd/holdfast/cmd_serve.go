@@ -245,9 +245,6 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
 	dopts.Resolver = d.resolver
-	// In-flight deliveries get the same time as SMTP sessions; both stop
-	// together (0 = cut at once).
-	dopts.ShutdownGrace = max(d.stopTimeout, time.Nanosecond)
 	dopts.Self = func(a netip.AddrPort) bool { return d.self.Is(a) }
 	for _, w := range dopts.Warnings { // transports: reported, never silently ignored
 		log.Warn().Msg(w)
