@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"testing"
+	"time"
 )
 
 // The 452s past smtpd_recipient_limit are not errors while the overshoot
@@ -62,5 +63,20 @@ func TestAfter(t *testing.T) {
 		if got := after(rep(tc.code, none, "x"), tc.a); got != tc.want {
 			t.Errorf("after(%d, %d) = %d, want %d", tc.code, tc.a, got, tc.want)
 		}
+	}
+}
+
+// An AUTH exchange is read under smtpd_timeout like a command: a client
+// that stops after the 334 is told 421 and disconnected.
+func TestAuthExchangeTimeout(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, authConfig(t, "smtpd_timeout = 1s")...))
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("AUTH LOGIN\r\n")
+	c.expect("334 VXNlcm5hbWU6")
+	if last, _ := c.closedWithin(30 * time.Second); last != "421 4.4.2 relay.test Error: timeout exceeded" {
+		t.Errorf("last reply %q, want the timeout's 421", last)
 	}
 }
