@@ -97,7 +97,9 @@ func startBenchODMR(b *testing.B, st *store.Store, d *delivery.Scheduler) string
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := New(Options{Hostname: "relay.test", Backend: backend, Owners: auth.NewOwners(owners)}, st, d, zerolog.Nop())
+	o := DefaultOptions()
+	o.Hostname, o.Backend, o.Owners = "relay.test", backend, auth.NewOwners(owners)
+	srv, err := New(o, st, d, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,45 @@ import (
 	"github.com/holdfast-mta/holdfast/internal/tlscert"
 )
 
+// The provider's own limits, which have no parameter.
+const (
+	maxConnections = 100 // sessions at once, as Postfix's default_process_limit
+	maxDomains     = 100 // domains in one ATRN
+	leaseBatch     = 100 // messages leased at a time
+)
+
+// DefaultOptions are the options of the defaults table (config/params.go)
+// that ODMR shares with smtpd, read by scalarsFromConfig from an empty
+// configuration, with the provider's own limits; no listener, SASL
+// back-end or owners. Tests start from them.
+func DefaultOptions() Options {
+	var o Options
+	if err := scalarsFromConfig(config.Default(), &o); err != nil {
+		panic(fmt.Sprintf("odmr: the defaults table does not load: %v", err)) // a bug in config/params.go
+	}
+	return o
+}
+
+// scalarsFromConfig reads myhostname, smtpd_timeout, line_length_limit,
+// smtpd_client_auth_rate_limit and anvil_rate_time_unit, and sets the
+// provider's own limits.
+func scalarsFromConfig(c *config.Config, o *Options) error {
+	var err error
+	o.Hostname = c.String("myhostname")
+	o.MaxConnections, o.MaxDomains, o.Batch = maxConnections, maxDomains, leaseBatch
+	if o.AuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {
+		return err
+	}
+	if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
+		return err
+	}
+	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
+		return err
+	}
+	o.LineLengthLimit, err = c.Int("line_length_limit")
+	return err
+}
+
 // OptionsFromConfig reads odmr_listen and odmr_tls_wrappermode and the
 // smtpd parameters ODMR shares: the SASL back-end (smtpd_sasl_type,
 // smtpd_sasl_path; ODMR needs one whatever smtpd_sasl_auth_enable says,
@@ -22,7 +61,9 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 	if o.Listen, err = c.List("odmr_listen"); err != nil || len(o.Listen) == 0 {
 		return Options{}, err
 	}
-	o.Hostname = c.String("myhostname")
+	if err := scalarsFromConfig(c, &o); err != nil {
+		return Options{}, err
+	}
 	if o.Backend, err = auth.Open(c.String("smtpd_sasl_type"), c.String("smtpd_sasl_path"), c.String("queue_directory"), o.Hostname); err != nil {
 		return Options{}, fmt.Errorf("odmr_listen: %w", err)
 	}
@@ -43,20 +84,6 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 		return Options{}, fmt.Errorf("odmr_listen: etrn_login_maps is empty, so no login owns a domain")
 	}
 	o.Owners = auth.NewOwners(owners)
-	if o.AuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {
-		return Options{}, err
-	}
-	if config.Known("anvil_rate_time_unit") {
-		if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
-			return Options{}, err
-		}
-	}
-	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
-		return Options{}, err
-	}
-	if o.LineLengthLimit, err = c.Int("line_length_limit"); err != nil {
-		return Options{}, err
-	}
 	wrap, err := c.Bool("odmr_tls_wrappermode")
 	if err != nil || !wrap {
 		return o, err

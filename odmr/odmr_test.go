@@ -98,11 +98,12 @@ func newRigWith(t testing.TB, run bool, wrap *tls.Config, tr delivery.TransportT
 		t.Fatal(err)
 	}
 	sec, _ := auth.ParseSecurity([]string{"noanonymous"})
-	r.srv, err = New(Options{Hostname: "relay.test", Backend: backend, Security: sec, TLSSecurity: sec,
-		Owners:  auth.NewOwners(inlineTable(t, "inline:{ a.test=alice, b.test=alice, c.test=bob }")),
-		Timeout: 20 * time.Second, Batch: 2, WrapperTLS: wrap, Events: &r.ev,
-		Publish: func(d string) { r.pubMu.Lock(); r.published = append(r.published, d); r.pubMu.Unlock() }},
-		r.st, d, log)
+	o := DefaultOptions()
+	o.Hostname, o.Backend, o.Security, o.TLSSecurity = "relay.test", backend, sec, sec
+	o.Owners = auth.NewOwners(inlineTable(t, "inline:{ a.test=alice, b.test=alice, c.test=bob }"))
+	o.Timeout, o.Batch, o.WrapperTLS, o.Events = 20*time.Second, 2, wrap, &r.ev
+	o.Publish = func(d string) { r.pubMu.Lock(); r.published = append(r.published, d); r.pubMu.Unlock() }
+	r.srv, err = New(o, r.st, d, log)
 	if err != nil {
 		t.Fatal(err)
 	}

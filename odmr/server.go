@@ -59,15 +59,15 @@ type Options struct {
 	Security, TLSSecurity auth.Security
 	// Owners is etrn_login_maps: the only source of what a login may ATRN.
 	Owners *auth.Owners
-	// Timeout is smtpd_timeout for each command (default 300s).
+	// Timeout is smtpd_timeout for each command.
 	Timeout time.Duration
-	// LineLengthLimit bounds command lines (line_length_limit, 2048).
+	// LineLengthLimit bounds command lines (line_length_limit).
 	LineLengthLimit int
-	// MaxConnections bounds the sessions (default 100).
+	// MaxConnections bounds the sessions (maxConnections).
 	MaxConnections int
-	// MaxDomains bounds the domains of one ATRN (default 100).
+	// MaxDomains bounds the domains of one ATRN (maxDomains).
 	MaxDomains int
-	// Batch is how many messages are leased at a time (default 100).
+	// Batch is how many messages are leased at a time (leaseBatch).
 	Batch int
 	// Events, if set, counts ATRN requests (*control.Metrics).
 	Events Events
@@ -86,28 +86,6 @@ type Options struct {
 // around, d is the whole transfer), "no_mail", "refused" or "error".
 type Events interface {
 	FlushRequest(source, result string, d time.Duration)
-}
-
-func (o Options) withDefaults() Options {
-	if o.Hostname == "" {
-		o.Hostname = "localhost"
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 300 * time.Second
-	}
-	if o.LineLengthLimit <= 0 {
-		o.LineLengthLimit = 2048
-	}
-	if o.MaxConnections <= 0 {
-		o.MaxConnections = 100
-	}
-	if o.MaxDomains <= 0 {
-		o.MaxDomains = 100
-	}
-	if o.Batch <= 0 {
-		o.Batch = 100
-	}
-	return o
 }
 
 // Server is the ODMR provider. Create it with New.
@@ -178,7 +156,6 @@ func New(o Options, l Leaser, d Deliverer, log zerolog.Logger) (*Server, error) 
 	if l == nil || d == nil {
 		return nil, errors.New("odmr: no queue or scheduler")
 	}
-	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{o: o, lease: l, dlv: d, log: log, slots: make(chan struct{}, o.MaxConnections), ctx: ctx, cancel: cancel}
 	s.cur.Store(&o)
@@ -196,7 +173,6 @@ func (s *Server) Reload(o Options) error {
 	if o.Events == nil {
 		o.Events = s.cur.Load().Events
 	}
-	o = o.withDefaults()
 	o.Listen, o.MaxConnections = s.o.Listen, s.o.MaxConnections
 	s.cur.Store(&o)
 	return nil
