@@ -100,10 +100,10 @@ type Options struct {
 	// which the server is under stress (smtpd_stress_threshold, ours;
 	// 0 or more than 100 = never).
 	StressThreshold int
-	// LineLengthLimit is line_length_limit (default 2048): longer command
+	// LineLengthLimit is line_length_limit: longer command
 	// lines are cut there and the rest is skipped.
 	LineLengthLimit int
-	// RecipientLimit is smtpd_recipient_limit (default 1000).
+	// RecipientLimit is smtpd_recipient_limit.
 	RecipientLimit int
 	// RecipientOvershootLimit is smtpd_recipient_overshoot_limit:
 	// how many "too many recipients" replies are not counted as errors.
