@@ -79,14 +79,29 @@ func TestOptionsStress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Timeout != 300*time.Second || o.Stress.Timeout != 10*time.Second ||
-		o.HardErrorLimit != 20 || o.Stress.HardErrorLimit != 1 ||
-		o.JunkCommandLimit != 100 || o.Stress.JunkCommandLimit != 1 ||
-		o.ClientConnectionLimit != 50 || o.Stress.ClientConnectionLimit != 10 ||
-		!o.PerRequestDeadline || o.MinDataRate != 500 ||
-		o.TransactionDeadline != 600*time.Second || o.Stress.TransactionDeadline != time.Minute ||
-		o.ClientMessageRateLimit != 100 || o.ClientETRNRateLimit != 30 || o.StressThreshold != 80 {
-		t.Errorf("defaults: %+v", o)
+	for _, d := range []struct {
+		name      string
+		got, want any
+	}{
+		{"smtpd_timeout", o.Timeout, 300 * time.Second},
+		{"stress smtpd_timeout", o.Stress.Timeout, 10 * time.Second},
+		{"smtpd_hard_error_limit", o.HardErrorLimit, 20},
+		{"stress smtpd_hard_error_limit", o.Stress.HardErrorLimit, 1},
+		{"smtpd_junk_command_limit", o.JunkCommandLimit, 100},
+		{"stress smtpd_junk_command_limit", o.Stress.JunkCommandLimit, 1},
+		{"smtpd_client_connection_count_limit", o.ClientConnectionLimit, 50},
+		{"stress smtpd_client_connection_count_limit", o.Stress.ClientConnectionLimit, 10},
+		{"smtpd_per_request_deadline", o.PerRequestDeadline, true},
+		{"smtpd_min_data_rate", o.MinDataRate, 500},
+		{"smtpd_transaction_deadline", o.TransactionDeadline, 600 * time.Second},
+		{"stress smtpd_transaction_deadline", o.Stress.TransactionDeadline, time.Minute},
+		{"smtpd_client_message_rate_limit", o.ClientMessageRateLimit, 100},
+		{"smtpd_client_etrn_rate_limit", o.ClientETRNRateLimit, 30},
+		{"smtpd_stress_threshold", o.StressThreshold, 80},
+	} {
+		if d.got != d.want {
+			t.Errorf("default %s = %v, want %v", d.name, d.got, d.want)
+		}
 	}
 	o, err = OptionsFromConfig(newConfig(t, "stress = yes"))
 	if err != nil {
