@@ -6,7 +6,9 @@
 // A Scheduler's Run goroutine leases due messages (store.Lease, in due
 // order, at most ActiveLimit at once), sleeps until store.NextDue (at most
 // queue_run_delay) and is woken at once by Wake (new mail, a flush, a
-// release). Each leased message gets a worker that decides every pending
+// release). A flush leases the mail it makes due in its own transaction
+// and hands it to Deliver, within the slots Reserve granted (they count
+// against ActiveLimit too). Each leased message gets a worker that decides every pending
 // recipient that is due or forced by a flush:
 //
 //   - the transport map (Postfix's search order) gives a transport and a

@@ -58,9 +58,18 @@ type shared struct {
 	log      zerolog.Logger
 	resolver *dnsr.Resolver
 	wake     chan struct{}
-	done     chan struct{} // one token per finished worker
+	done     chan struct{} // a token per finished worker: wakes Run (none when full)
 	slots    chan struct{} // global transaction limit (Concurrency)
 	pools    pools
+
+	// running counts the delivery workers, those Run started and those
+	// Deliver started; reserved the worker slots Reserve promised and
+	// Deliver has not used yet. Both count against ActiveLimit.
+	running, reserved atomic.Int64
+	// workMu guards work: the deliveries' context while Run runs, nil
+	// before and after (Deliver then starts nothing).
+	workMu sync.Mutex
+	work   context.Context
 
 	deadMu sync.Mutex
 	dead   map[string]deadHop // by hop key
@@ -178,12 +187,12 @@ func (d *Scheduler) Wake() {
 func (d *Scheduler) Run(ctx context.Context) error {
 	work, cut := context.WithCancel(context.Background())
 	defer cut()
-	running := 0
+	d.setWork(work)
 	var runErr error
 	for ctx.Err() == nil && runErr == nil {
 		d := d.cur.Load()
-		running -= d.drain()
-		free := d.o.ActiveLimit - running
+		d.drain()
+		free := d.free()
 		leased := 0
 		if free > 0 {
 			n := min(free, d.o.LeaseBatch)
@@ -196,32 +205,94 @@ func (d *Scheduler) Run(ctx context.Context) error {
 				d.log.Error().Err(err).Msg("lease failed")
 			}
 			for _, m := range msgs {
-				running++
-				go func() {
-					defer func() { d.done <- struct{}{} }()
-					d.attempt(work, m)
-				}()
+				d.start(work, m)
 			}
 			leased = len(msgs)
 			if leased == n && err == nil {
 				continue // more may be due
 			}
 		}
-		d.sleep(ctx, running < d.o.ActiveLimit, leased)
+		d.sleep(ctx, d.free() > 0, leased)
 	}
-	d.cur.Load().shutdown(cut, running)
+	d.setWork(nil)
+	d.cur.Load().shutdown(cut)
 	return runErr
 }
 
-// drain counts finished workers without blocking.
-func (d *Scheduler) drain() int {
-	n := 0
+// free is the number of messages that may be leased now: ActiveLimit
+// less the workers running and the slots reserved.
+func (d *Scheduler) free() int {
+	return d.o.ActiveLimit - int(d.running.Load()+d.reserved.Load())
+}
+
+// start runs one delivery worker for the leased message m under work.
+func (d *Scheduler) start(work context.Context, m *store.Message) {
+	d.running.Add(1)
+	go func() {
+		defer func() {
+			d.running.Add(-1)
+			select { // wake Run; a full channel wakes it already
+			case d.done <- struct{}{}:
+			default:
+			}
+		}()
+		d.attempt(work, m)
+	}()
+}
+
+func (d *Scheduler) setWork(work context.Context) {
+	d.workMu.Lock()
+	d.work = work
+	d.workMu.Unlock()
+}
+
+// Reserve promises up to n worker slots to a caller that leases mail in
+// a transaction of its own (a flush: flush.Service) and hands it to
+// Deliver, which must follow with the number granted. It grants none
+// while Run is not running.
+func (d *Scheduler) Reserve(n int) int {
+	d.workMu.Lock()
+	defer d.workMu.Unlock()
+	if d.work == nil {
+		return 0
+	}
+	k := max(0, min(n, d.free()))
+	d.reserved.Add(int64(k))
+	return k
+}
+
+// Deliver starts a delivery worker for each of msgs, messages the caller
+// leased after Reserve granted it reserved slots (at least len(msgs)),
+// and gives the slots back. When Run has stopped meanwhile, the messages
+// are returned to the queue (Unlease).
+func (d *Scheduler) Deliver(msgs []*store.Message, reserved int) {
+	cur := d.cur.Load() // the configuration in force, as Run's workers get
+	d.workMu.Lock()
+	work := d.work
+	if work != nil {
+		for _, m := range msgs {
+			cur.start(work, m)
+		}
+	}
+	d.reserved.Add(-int64(reserved))
+	d.workMu.Unlock()
+	if work != nil {
+		return
+	}
+	for _, m := range msgs {
+		if err := d.s.Unlease(m.ID); err != nil {
+			d.log.Error().Err(err).Str("queue_id", string(m.ID)).Msg("unlease failed")
+		}
+	}
+}
+
+// drain takes the tokens of finished workers without blocking.
+func (d *Scheduler) drain() {
 	for {
 		select {
 		case <-d.done:
-			n++
 		default:
-			return n
+			return
 		}
 	}
 }
@@ -248,26 +319,23 @@ func (d *Scheduler) sleep(ctx context.Context, canLease bool, leased int) {
 	case <-ctx.Done():
 	case <-d.wake:
 	case <-t.C():
-	case <-d.done:
-		// A finished worker frees a slot: put the token back for drain.
-		d.done <- struct{}{}
+	case <-d.done: // a finished worker freed a slot
 	}
 }
 
 // shutdown waits up to ShutdownGrace for the running workers, then cuts
 // their sessions (the workers return their messages with Unlease), waits
 // for them, and closes the connection cache.
-func (d *Scheduler) shutdown(cut context.CancelFunc, running int) {
+func (d *Scheduler) shutdown(cut context.CancelFunc) {
 	grace := time.NewTimer(d.o.ShutdownGrace)
 	defer grace.Stop()
-	for running > 0 {
+	for d.running.Load() > 0 {
 		select {
 		case <-d.done:
-			running--
 		case <-grace.C:
-			d.log.Warn().Int("active", running).Msg("shutdown: cutting deliveries in progress")
+			d.log.Warn().Int64("active", d.running.Load()).Msg("shutdown: cutting deliveries in progress")
 			cut()
-			for ; running > 0; running-- {
+			for d.running.Load() > 0 {
 				<-d.done
 			}
 		}

@@ -47,6 +47,18 @@ type Index interface {
 // non-blocking kick so that flushed mail is attempted at once.
 type Waker interface{ Wake() }
 
+// Deliverer is a Waker that also takes mail the flush leased itself
+// (*delivery.Scheduler): Reserve grants up to n delivery slots, and
+// Deliver starts the deliveries of the messages leased in them and gives
+// the slots back. With one, each chunk of a flush leases what it makes
+// due in its own transaction (store.FlushRun.NextLeased), so that the
+// first delivery does not wait for a second commit.
+type Deliverer interface {
+	Waker
+	Reserve(n int) int
+	Deliver(msgs []*store.Message, reserved int)
+}
+
 // Service turns flush requests into store transactions. Safe for
 // concurrent use: concurrent requests for different destinations each
 // run their own flush; a request for a destination whose flush is still
@@ -304,7 +316,7 @@ func (s *Service) claim(key runKey) (*run, store.FlushResult, error) {
 // count of the rest); the rest goes on in the background.
 func (s *Service) firstChunk(key runKey, cur *run, r *store.FlushRun, start time.Time) (store.FlushResult, error) {
 	dest, subtree := key.dest, key.subtree
-	res, err := r.Next()
+	res, err := s.next(r)
 	if err == nil && !r.Done() {
 		left, lerr := r.Remaining()
 		if lerr != nil {
@@ -313,7 +325,6 @@ func (s *Service) firstChunk(key runKey, cur *run, r *store.FlushRun, start time
 		res.Messages += left
 		res.Pending = left
 	}
-	s.wake(res)
 	if err != nil {
 		err = fmt.Errorf("flush: %s: %w", dest, err)
 	}
@@ -367,8 +378,7 @@ func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, s
 		if s.beforeStep != nil {
 			s.beforeStep()
 		}
-		step, err := r.Next()
-		s.wake(step)
+		step, err := s.next(r)
 		reached += step.Messages
 		if err != nil {
 			s.log.Error().Err(err).Str("event", s.event).Str("site", key.dest).
@@ -383,6 +393,25 @@ func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, s
 		return
 	}
 	s.logDone(key.dest, key.subtree, res, start, "flush done")
+}
+
+// next runs the next chunk of r and hands its mail to the scheduler:
+// with a Deliverer, the chunk leases what it makes due, within the slots
+// the scheduler grants, and the scheduler is woken for the rest only.
+func (s *Service) next(r *store.FlushRun) (store.FlushResult, error) {
+	dl, ok := s.waker.(Deliverer)
+	if !ok {
+		res, err := r.Next()
+		s.wake(res)
+		return res, err
+	}
+	n := dl.Reserve(store.FlushChunk)
+	res, msgs, err := r.NextLeased(n)
+	dl.Deliver(msgs, n)
+	if len(msgs) < res.Messages-res.Active {
+		s.wake(res)
+	}
+	return res, err
 }
 
 // end forgets a finished run.

@@ -226,3 +226,72 @@ func TestServiceFlushEarly(t *testing.T) {
 		t.Errorf("early Flush of an empty destination = %+v, %v, %d runs", res, err, len(svc2.runs.m))
 	}
 }
+
+// deliverer is a Deliverer that grants up to grant slots and keeps what
+// it is handed.
+type deliverer struct {
+	countWaker
+	grant    int
+	reserved int
+	got      []*store.Message
+}
+
+func (d *deliverer) Reserve(n int) int {
+	k := min(n, d.grant)
+	d.reserved += k
+	return k
+}
+
+func (d *deliverer) Deliver(msgs []*store.Message, reserved int) {
+	d.got = append(d.got, msgs...)
+	d.reserved -= reserved
+}
+
+// TestServiceLeasesForDeliverer: with a Deliverer, the flush's own
+// transaction leases what it makes due, within the slots granted, and
+// hands it over; the scheduler is woken only for what is left. The
+// leased messages are active in the store (one commit, no second one for
+// the lease).
+func TestServiceLeasesForDeliverer(t *testing.T) {
+	_, s, _ := newService(t)
+	c := config.Default()
+	c.Set("relay_domains", "customer.tld, other.tld")
+	p, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, grant := range []int{10, 2} {
+		for i := range 3 {
+			deferred(t, s, fmt.Sprintf("u%d@customer.tld", i))
+		}
+		d := &deliverer{grant: grant}
+		svc := NewService(p, s, d, zerolog.New(zerolog.NewTestWriter(t)))
+		res, err := svc.Flush("customer.tld", false)
+		if err != nil || res.Messages != 3 {
+			t.Fatalf("grant %d: Flush = %+v, %v", grant, res, err)
+		}
+		if want := min(grant, 3); len(d.got) != want || d.reserved != 0 {
+			t.Errorf("grant %d: %d messages handed over, %d slots still reserved; want %d, 0", grant, len(d.got), d.reserved, want)
+		}
+		for _, m := range d.got {
+			if m.State != store.StateActive {
+				t.Errorf("grant %d: %s handed over %v, want active", grant, m.ID, m.State)
+			}
+			if got, _ := s.Get(m.ID); got.State != store.StateActive {
+				t.Errorf("grant %d: %s is %v in the store, want active", grant, m.ID, got.State)
+			}
+		}
+		if woken := d.n.Load() > 0; woken != (grant < 3) {
+			t.Errorf("grant %d: scheduler woken %v; want %v (woken only for mail left due)", grant, woken, grant < 3)
+		}
+		left, err := s.Lease(time.Now(), 100)
+		if err != nil || len(left) != 3-len(d.got) {
+			t.Errorf("grant %d: Lease after the flush: %d, %v; want %d", grant, len(left), err, 3-len(d.got))
+		}
+		for _, m := range append(d.got, left...) {
+			if err := s.Finish(m.ID, store.Finish{Outcomes: []store.Outcome{{Rcpt: 0, Result: store.RcptDelivered}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -91,8 +91,21 @@ func (r *FlushRun) Done() bool { return r.done }
 // is gone are deleted. A message with entries for several sub-domains of
 // a subtree flush is expedited once, at its first entry.
 func (r *FlushRun) Next() (FlushResult, error) {
+	res, _, err := r.NextLeased(0)
+	return res, err
+}
+
+// NextLeased is Next that also leases, in the same transaction, up to n
+// of the chunk's messages that are due by now once expedited (in index
+// order), as Lease would have in a transaction of its own: they are
+// active, and the copies returned are owned by the caller, who must end
+// each with Finish or Unlease. It saves the lease's commit (and its
+// fsyncs) before a flushed destination's first delivery. A crash leaves
+// them active in the file; Open returns them to the queue, due now and
+// still forced (recoverLeases), as any lease.
+func (r *FlushRun) NextLeased(n int) (FlushResult, []*Message, error) {
 	if r.done {
-		return FlushResult{}, nil
+		return FlushResult{}, nil, nil
 	}
 	dest := r.dest
 	match := func(d string) bool {
@@ -101,9 +114,10 @@ func (r *FlushRun) Next() (FlushResult, error) {
 	var res FlushResult
 	var last []byte
 	var more bool
+	var leased []*Message
 	err := r.s.batch("flush "+dest, func(w *wtx) (err error) {
 		// bbolt may run this closure again: start from r's state.
-		res, last, more = FlushResult{}, nil, false
+		res, last, more, leased = FlushResult{}, nil, false, leased[:0]
 		var ks [][]byte
 		ks, more = w.flushKeys(r.prefixes, r.after, FlushChunk)
 		if len(ks) > 0 {
@@ -121,18 +135,47 @@ func (r *FlushRun) Next() (FlushResult, error) {
 				if err := w.flush.Delete(k); err != nil {
 					return err
 				}
+				continue
+			}
+			if len(leased) < n {
+				m, err := w.leaseDue(id)
+				if err != nil {
+					return err
+				}
+				if m != nil {
+					leased = append(leased, m)
+				}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return res, err
+		return res, nil, err
 	}
 	if last != nil {
 		r.after = last
 	}
 	r.done = !more
-	return res, nil
+	return res, leased, nil
+}
+
+// leaseDue makes message id active when it is queued and due by now, as
+// Lease does; nil when it is not (held, active, deferred, gone or
+// unreadable).
+func (w *wtx) leaseDue(id ID) (*Message, error) {
+	old, err := w.loadGuarded(id)
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
+		return nil, nil // skipped, as the flush skipped it
+	}
+	if err != nil {
+		return nil, err
+	}
+	if old.State != StateIncoming || old.Due.After(w.now) {
+		return nil, nil
+	}
+	m := clone(old)
+	m.State, m.Due = StateActive, time.Time{}
+	return m, w.save(old, m)
 }
 
 // Remaining counts the messages listed in the index after the run's

@@ -128,3 +128,69 @@ func TestFlushRunSubtreeOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushRunLeases: NextLeased expedites a chunk as Next does and, in
+// the same transaction, leases up to n of the messages it made due (not
+// a held one, not one already active). The rest stay due
+// for Lease. A crash returns the leased ones to the queue, due now and
+// still forced for the flushed destination.
+func TestFlushRunLeases(t *testing.T) {
+	f := open(t)
+	ids := f.enqueueDeferred(6, func(i int) string { return fmt.Sprintf("u%d@big.tld", i) })
+	f.enqueueDeferred(3, func(i int) string { return fmt.Sprintf("u%d@other.tld", i) })
+	held := f.enqueueDeferred(1, func(int) string { return "h@big.tld" })[0]
+	if _, err := f.s.Hold(held); err != nil {
+		t.Fatal(err)
+	}
+	busy := f.enqueue("b@big.tld")
+	if got := f.lease(); got[busy] == nil {
+		t.Fatalf("lease: %v", got)
+	}
+
+	r := f.s.NewFlushRun("big.tld", false)
+	res, leased, err := r.NextLeased(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.check()
+	if res.Messages != 7 || res.Active != 1 || !r.Done() {
+		t.Errorf("NextLeased: %+v, done %v; want 7 messages, 1 active", res, r.Done())
+	}
+	if len(leased) != 4 {
+		t.Fatalf("NextLeased(4) leased %d", len(leased))
+	}
+	big := map[ID]bool{}
+	for _, id := range ids {
+		big[id] = true
+	}
+	for _, m := range leased {
+		if !big[m.ID] || m.State != StateActive || !m.Recipients[0].Forced {
+			t.Errorf("leased %s %v forced %v; want one of big.tld's deferred, active, forced", m.ID, m.State, m.Recipients[0].Forced)
+		}
+		delete(big, m.ID)
+		if got := f.get(m.ID); got.State != StateActive {
+			t.Errorf("%s is %v in the store, want active", m.ID, got.State)
+		}
+	}
+	if st := f.stats(); st.Active != 5 || st.Incoming != 2 || st.Deferred != 3 || st.Hold != 1 {
+		t.Errorf("stats %+v; want 5 active, 2 incoming, 3 deferred, 1 held", st)
+	}
+	rest := f.lease()
+	for id := range big {
+		if rest[id] == nil {
+			t.Errorf("Lease after NextLeased: %s not leased", id)
+		}
+	}
+	if len(rest) != 2 || len(big) != 2 {
+		t.Errorf("Lease after NextLeased: %d messages, want the 2 of big.tld left", len(rest))
+	}
+
+	f.crash()
+	f.check()
+	for _, m := range leased {
+		got := f.get(m.ID)
+		if got.State != StateIncoming || !got.Recipients[0].Forced || got.Due.After(f.clk.Now()) {
+			t.Errorf("after a crash %s is %v due %v forced %v; want incoming, due now, forced", m.ID, got.State, got.Due, got.Recipients[0].Forced)
+		}
+	}
+}
