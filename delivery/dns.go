@@ -116,24 +116,11 @@ func (d *Scheduler) lookupTargets(ctx context.Context, h hop) ([]target, error) 
 	var hosts []string
 	viaMX, mxSecure := false, false
 	if h.MX && dns {
-		mxs, secure, err := d.resolver.LookupMXSecure(ctx, h.Host)
-		switch {
-		case err == nil:
-			viaMX, mxSecure = true, secure
-			for _, mx := range mxs {
-				name := strings.TrimSuffix(mx.Host, ".")
-				if name == "" && len(mxs) == 1 { // RFC 7505 null MX
-					return nil, &lookupError{perm: true, text: fmt.Sprintf("5.1.10 Host %s has a null MX record (RFC 7505)", h.Host)}
-				}
-				if name != "" {
-					hosts = append(hosts, name)
-				}
-			}
-		case isNotFound(err):
-			// No MX: the domain's own address records (RFC 5321 sec 5.1).
-		default:
-			return nil, dnsError(h.Host, "MX", err)
+		var err error
+		if hosts, mxSecure, err = d.mxHosts(ctx, h.Host); err != nil {
+			return nil, err
 		}
+		viaMX = hosts != nil
 	}
 	if len(hosts) == 0 {
 		hosts = []string{h.Host}
@@ -159,6 +146,30 @@ func (d *Scheduler) lookupTargets(ctx context.Context, h hop) ([]target, error) 
 		return nil, firstErr
 	}
 	return out, nil
+}
+
+// mxHosts looks up a domain's MX hosts, most preferred first, and
+// whether the answer was DNSSEC-validated. None (nil) when the domain has
+// no MX record: then its own address records serve (RFC 5321 sec 5.1).
+func (d *Scheduler) mxHosts(ctx context.Context, domain string) ([]string, bool, error) {
+	mxs, secure, err := d.resolver.LookupMXSecure(ctx, domain)
+	switch {
+	case isNotFound(err):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, dnsError(domain, "MX", err)
+	}
+	hosts := []string{}
+	for _, mx := range mxs {
+		name := strings.TrimSuffix(mx.Host, ".")
+		if name == "" && len(mxs) == 1 { // RFC 7505 null MX
+			return nil, false, &lookupError{perm: true, text: fmt.Sprintf("5.1.10 Host %s has a null MX record (RFC 7505)", domain)}
+		}
+		if name != "" {
+			hosts = append(hosts, name)
+		}
+	}
+	return hosts, secure, nil
 }
 
 // addrs looks up a host's addresses: in the DNS (absolute name, no
