@@ -35,7 +35,7 @@ type Progress struct {
 // Follower notes the recipients a flush of dest concerns, calls flush,
 // and then follows them in the background for at most wait, calling
 // report about once a second and a last time with End set. It returns
-// flush's error (and then reports nothing). control.FollowFlush is one.
+// flush's error (and then reports nothing). follow.Flush is one.
 type Follower func(ctx context.Context, dest string, subtree bool, wait time.Duration,
 	flush func() (store.FlushResult, error), report func(Progress)) error
 

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/follow"
 	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -164,20 +165,8 @@ type FlushRequest struct {
 }
 
 // FlushStatus is one line of a flush reply. Without Wait there is one
-// line; with Wait, progress lines follow until End.
-type FlushStatus struct {
-	Messages  int    `json:"messages"`
-	Active    int    `json:"active"`
-	Tracked   int    `json:"tracked,omitempty"`
-	Delivered int    `json:"delivered,omitempty"`
-	Deferred  int    `json:"deferred,omitempty"`
-	Bounced   int    `json:"bounced,omitempty"`
-	Done      int    `json:"done,omitempty"` // left the queue, outcome not reported
-	Pending   int    `json:"pending,omitempty"`
-	TimedOut  bool   `json:"timed_out,omitempty"`
-	End       bool   `json:"end,omitempty"`
-	Error     string `json:"error,omitempty"`
-}
+// line; with Wait, progress lines follow until End (package follow).
+type FlushStatus = follow.Status
 
 // Show is a message with its content (postcat -q).
 type Show struct {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/follow"
 	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
@@ -88,11 +89,7 @@ func (s *Server) clusterFlush(w http.ResponseWriter, r *http.Request) error {
 		return errf(http.StatusBadRequest, CodeInvalidSite,
 			"Cannot flush mail queue - invalid destination: %q", truncate(req.Site))
 	}
-	wait := req.WaitFor
-	if wait <= 0 {
-		wait = defaultWait
-	}
-	id, err := s.o.Cluster.FlushWait(dest, req.Subtree, min(wait, maxWait))
+	id, err := s.o.Cluster.FlushWait(dest, req.Subtree, follow.Wait(req.WaitFor))
 	if errors.Is(err, flush.ErrNotEligible) {
 		return errf(http.StatusConflict, CodeNotEligible,
 			"Flush service is not configured for destination %q", truncate(req.Site))

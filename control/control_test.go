@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
 
-	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/follow"
+	"github.com/holdfast-mta/holdfast/metrics"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -31,7 +29,8 @@ type env struct {
 	cfg     *config.Config
 	srv     *Server
 	client  *Client
-	metrics *Metrics
+	metrics *metrics.Set
+	feed    *follow.Feed
 	sock    string
 }
 
@@ -53,10 +52,11 @@ func newEnv(t *testing.T, set map[string]string, tweak ...func(*Options)) *env {
 		t.Fatal(err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	m := NewMetrics(s.Stats)
+	m := metrics.New(s.Stats)
+	feed := follow.NewFeed()
 	svc := flush.NewService(p, s, nil, log)
 	svc.SetEvents(m)
-	o := Options{Store: s, Flush: svc, Config: c, Log: log, Metrics: m}
+	o := Options{Store: s, Flush: svc, Config: c, Log: log, Events: m, Feed: feed}
 	for _, f := range tweak {
 		f(&o)
 	}
@@ -83,7 +83,7 @@ func newEnv(t *testing.T, set map[string]string, tweak ...func(*Options)) *env {
 		}
 		s.Close()
 	})
-	return &env{dir: dir, store: s, cfg: c, srv: srv, client: NewClient(sock), metrics: m, sock: sock}
+	return &env{dir: dir, store: s, cfg: c, srv: srv, client: NewClient(sock), metrics: m, feed: feed, sock: sock}
 }
 
 // enqueue queues a message to rcpts and, with reason, defers it once.
@@ -338,7 +338,7 @@ func TestFlushWait(t *testing.T) {
 }
 
 // fakeDelivery plays the scheduler: recipients named ok* are delivered,
-// bad* bounced, others deferred; outcomes go to the metrics hook.
+// bad* bounced, others deferred; outcomes go to the feed.
 func fakeDelivery(ctx context.Context, e *env) {
 	for ctx.Err() == nil {
 		leased, err := e.store.Lease(time.Now(), 10)
@@ -362,7 +362,7 @@ func fakeDelivery(ctx context.Context, e *env) {
 			}
 			e.store.Finish(m.ID, f)
 			for i, r := range m.Recipients {
-				e.metrics.Outcome(m.ID, r.Addr, statuses[i])
+				e.feed.Outcome(m.ID, r.Addr, statuses[i])
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -598,102 +598,6 @@ func TestBackupWhileEnqueueing(t *testing.T) {
 	for _, m := range before {
 		if _, err := b.Get(store.ID(m.ID)); err != nil {
 			t.Errorf("backup lacks %s: %v", m.ID, err)
-		}
-	}
-}
-
-func TestMetricsScrape(t *testing.T) {
-	e := newEnv(t, nil)
-	e.enqueue(t, "a@sender.test", "deferred transport", "x@customer.test")
-	e.enqueue(t, "a@sender.test", "", "y@customer.test")
-	if _, err := e.client.Flush(context.Background(), FlushRequest{Site: "customer.test"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	e.client.Flush(context.Background(), FlushRequest{Site: "other.test"}, nil)
-	m := e.metrics
-	m.Outcome("aaaaaaaaaaaa", "x@y", "sent")
-	m.SessionOpened()
-	m.SessionRejected("too_many_connections")
-	m.Stress(true)
-	m.RateLimited("mail")
-	m.ObserveDelivery(30 * time.Millisecond)
-	m.ObserveCommit(2*time.Millisecond, 8)
-	d, err := accept.New(e.store, m).Begin() // counted from the acceptance event
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Write([]byte("x\r\n"))
-	if _, err := d.Commit(accept.Envelope{Origin: accept.SMTP, Sender: "s@x", Recipients: []store.Recipient{{Addr: "z@customer.test"}}}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- ServeMetrics(l, m) }()
-	defer func() {
-		l.Close()
-		if err := <-done; err != nil {
-			t.Errorf("ServeMetrics: %v", err)
-		}
-	}()
-	resp, err := http.Get("http://" + l.Addr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	value := func(name string, labels map[string]string) float64 {
-		f := fams[name]
-		if f == nil {
-			t.Errorf("no family %s", name)
-			return -1
-		}
-	next:
-		for _, mt := range f.Metric {
-			for _, lp := range mt.Label {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case mt.Counter != nil:
-				return mt.Counter.GetValue()
-			case mt.Gauge != nil:
-				return mt.Gauge.GetValue()
-			case mt.Histogram != nil:
-				return float64(mt.Histogram.GetSampleCount())
-			}
-		}
-		return -1
-	}
-	for _, tc := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"holdfast_queue_messages", map[string]string{"state": "incoming"}, 3},
-		{"holdfast_queue_messages", map[string]string{"state": "deferred"}, 0},
-		{"holdfast_messages_total", map[string]string{"status": "accepted"}, 1},
-		{"holdfast_messages_total", map[string]string{"status": "sent"}, 1},
-		{"holdfast_flush_requests_total", map[string]string{"source": "cli", "result": "ok"}, 1},
-		{"holdfast_flush_requests_total", map[string]string{"source": "cli", "result": "not_eligible"}, 1},
-		{"holdfast_flush_duration_seconds", nil, 1},
-		{"holdfast_delivery_duration_seconds", nil, 1},
-		{"holdfast_smtp_sessions_open", nil, 1},
-		{"holdfast_smtp_sessions_rejected_total", map[string]string{"reason": "too_many_connections"}, 1},
-		{"holdfast_smtp_stress", nil, 1},
-		{"holdfast_smtp_rate_limited_total", map[string]string{"event": "mail"}, 1},
-		{"holdfast_store_commit_duration_seconds", nil, 1},
-		{"holdfast_store_commit_batch_size", nil, 1},
-	} {
-		if got := value(tc.name, tc.labels); got != tc.want {
-			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 // Package control is the operator interface of a running holdfast: an
-// HTTP/JSON API on a Unix socket (control_socket) for the command line,
-// and the Prometheus /metrics endpoint (metrics_listen).
+// HTTP/JSON API on a Unix socket (control_socket) for the command line
+// (Server), and its client (Client). The Prometheus metrics are package
+// metrics; the outcome feed behind `holdfast flush --wait` is package
+// follow; local submission takes package accept's path.
 //
 // # Basics
 //
@@ -20,28 +22,6 @@
 // (delete, hold, release, requeue, show, backup) are for root and the
 // daemon's user only. The socket itself is mode 0660: the daemon's group
 // is the set of users who may talk to it at all (Postfix's postdrop).
-//
-// # Metrics hooks
-//
-// Metrics is nil-safe; the daemon's packages report through it:
-//   - smtpd: SessionOpened/SessionClosed per connection, SessionRejected,
-//     Stress, RateLimited and the AUTH results (smtpd.Options.Events);
-//   - flush: the flush service tells each request (flush.Events, given
-//     by flush.Service.SetEvents): FlushRequest("etrn", result, duration)
-//     for smtpd's ETRN, FlushRequest("cli", ...) for the control API's
-//     flushes (a site refused for its syntax too, "invalid",
-//     flush.Service.Invalid), "cluster" for those the cluster applies;
-//     ODMR calls FlushRequest("atrn", ...);
-//   - accept: Accepted per message committed, from SMTP and local
-//     submission alike (accept.Events: smtpd.Options.Events, and the
-//     control server's Metrics for local submission);
-//   - store: Damaged per unreadable message (store.Options.OnDamaged);
-//     ObserveCommit per group commit (store.Options.OnCommit): the
-//     commit's duration and how many writers it carried;
-//   - delivery: Outcome(id, addr, status) per recipient after the store
-//     commit, and ObserveDelivery per attempt. Outcome also tells
-//     `holdfast flush --wait` whether a finished message was delivered or
-//     bounced.
 //
 // # Caveats
 //

@@ -4,15 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/follow"
 	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/store"
 )
-
-// maxTracked bounds the recipients flush --wait follows.
-const maxTracked = 100000
 
 // flush carries out a flush request (postqueue -s / -f / -i) and, with
 // Wait, follows the flushed recipients until each has an outcome.
@@ -22,12 +19,12 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) error {
 		return errf(http.StatusBadRequest, CodeBadRequest, "bad request: %v", err)
 	}
 	bodyRead(w)
-	var watch *watcher
+	var watch *follow.Watch
 	if req.Wait {
-		watch = s.o.Metrics.watch()
-		defer s.o.Metrics.unwatch(watch)
+		watch = s.o.Feed.Watch() // before the flush: no outcome missed
+		defer watch.Close()
 	}
-	var track *tracker
+	var track *follow.Tracker
 	res, err := s.doFlush(req, &track)
 	if err != nil {
 		return err
@@ -38,16 +35,16 @@ func (s *Server) flush(w http.ResponseWriter, r *http.Request) error {
 		st.End = true
 		return out.send(st)
 	}
-	return s.follow(r.Context(), func(st FlushStatus) error { return out.send(st) }, track, watch, st, req.WaitFor)
+	return watch.Follow(r.Context(), track, st, req.WaitFor, func(st FlushStatus) error { return out.send(st) })
 }
 
 // doFlush validates the request and calls the flush service. With Wait it
 // first notes the recipients that the flush concerns.
-func (s *Server) doFlush(req FlushRequest, track **tracker) (store.FlushResult, error) {
+func (s *Server) doFlush(req FlushRequest, track **follow.Tracker) (store.FlushResult, error) {
 	switch {
 	case req.All:
 		if req.Wait {
-			*track = s.newTracker("", false)
+			*track = follow.Track(s.o.Store, "", false)
 		}
 		return s.o.Flush.FlushAll()
 	case req.ID != "":
@@ -58,7 +55,7 @@ func (s *Server) doFlush(req FlushRequest, track **tracker) (store.FlushResult, 
 			return store.FlushResult{}, nil
 		}
 		if req.Wait {
-			*track = s.trackID(id)
+			*track = follow.TrackID(s.o.Store, id)
 		}
 		res, err := s.o.Flush.FlushID(id)
 		if errors.Is(err, store.ErrNotFound) {
@@ -76,7 +73,7 @@ func (s *Server) doFlush(req FlushRequest, track **tracker) (store.FlushResult, 
 			"Cannot flush mail queue - invalid destination: %q", truncate(site))
 	}
 	if dest, err := addr.Domain(site); err == nil && req.Wait {
-		*track = s.newTracker(dest, req.Subtree)
+		*track = follow.Track(s.o.Store, dest, req.Subtree)
 	}
 	res, err := s.o.Flush.Flush(site, req.Subtree)
 	if errors.Is(err, flush.ErrNotEligible) {
@@ -92,70 +89,4 @@ func truncate(s string) string {
 		return s[:100] + "..."
 	}
 	return s
-}
-
-// tracker follows the pending recipients a flush concerns.
-type tracker struct {
-	dest    string // "" for every destination
-	subtree bool
-	// rcpts: queue ID -> recipient address -> attempts before the flush.
-	rcpts map[store.ID]map[string]int
-	count int
-}
-
-// newTracker notes the pending recipients at dest (every destination when
-// dest is ""; with subtree also its sub-domains, which costs a full scan).
-func (s *Server) newTracker(dest string, subtree bool) *tracker {
-	t := &tracker{dest: dest, subtree: subtree, rcpts: map[store.ID]map[string]int{}}
-	f := store.Filter{Domain: dest}
-	if subtree {
-		f.Domain = ""
-	}
-	var after store.ID
-	for t.count < maxTracked {
-		page, next, err := s.o.Store.List(f, after, pageSize)
-		if err != nil {
-			break
-		}
-		for _, m := range page {
-			t.add(m)
-		}
-		if next == "" {
-			break
-		}
-		after = next
-	}
-	return t
-}
-
-func (s *Server) trackID(id store.ID) *tracker {
-	t := &tracker{rcpts: map[store.ID]map[string]int{}}
-	if m, err := s.o.Store.Get(id); err == nil {
-		t.add(m)
-	}
-	return t
-}
-
-func (t *tracker) covers(a string) bool {
-	if t.dest == "" {
-		return true
-	}
-	d := addr.DomainOf(a)
-	return d == t.dest || (t.subtree && strings.HasSuffix(d, "."+t.dest))
-}
-
-func (t *tracker) add(m *store.Message) {
-	if m.State == store.StateHold {
-		return
-	}
-	for _, r := range m.Recipients {
-		if r.State != store.RcptPending || !t.covers(r.Addr) {
-			continue
-		}
-		if t.rcpts[m.ID] == nil {
-			t.rcpts[m.ID] = map[string]int{}
-		}
-		t.rcpts[m.ID][r.Addr] = r.Attempts
-		t.count++
-	}
 }

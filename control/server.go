@@ -17,6 +17,8 @@ import (
 
 	"github.com/holdfast-mta/holdfast/accept"
 	"github.com/holdfast-mta/holdfast/config"
+	"github.com/holdfast-mta/holdfast/follow"
+	"github.com/holdfast-mta/holdfast/internal/listener"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -36,9 +38,13 @@ type Options struct {
 	Flush  Flusher
 	Config *config.Config
 	Log    zerolog.Logger
-	// Metrics, if not nil, counts flush requests and local submissions
-	// and feeds flush --wait with delivery outcomes.
-	Metrics *Metrics
+	// Events, if not nil, is told of each local submission accepted
+	// (accept.Events: the metrics).
+	Events accept.Events
+	// Feed, if not nil, tells flush --wait the outcomes of the recipients
+	// whose message has left the queue (delivered or bounced); without
+	// it they count as Done.
+	Feed *follow.Feed
 	// Policy overrides the access policy built from Config (tests).
 	Policy *Policy
 	// Wake, if not nil, is called after operations that make mail due
@@ -134,18 +140,14 @@ func New(o Options) (*Server, error) {
 	if o.Queue != nil {
 		queue = o.Queue
 	}
-	var ev accept.Events
-	if o.Metrics != nil {
-		ev = o.Metrics
-	}
-	s := &Server{o: o, chunk: 1000, accept: accept.New(queue, ev)}
+	s := &Server{o: o, chunk: 1000, accept: accept.New(queue, o.Events)}
 	s.cur.Store(cf)
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: controlHeaderTimeout,
 		IdleTimeout:       controlIdleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ConnState:         newConnCap(controlMaxConns).state,
+		ConnState:         listener.NewConnCap(controlMaxConns).State,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, peerKey{}, peerCred(c))
 		},

@@ -84,9 +84,7 @@ func (a admitter) admit(m *store.Message, enqueue func() error) error {
 		for _, i := range deferred {
 			r := &m.Recipients[i]
 			logOutcome(&log, m, i, res, d.o.Clock.Now(), r.NextAttempt)
-			if d.o.Events != nil {
-				d.o.Events.Outcome(m.ID, r.Addr, res.Status)
-			}
+			d.o.outcome(m.ID, r.Addr, res.Status)
 		}
 	}
 	if len(deferred) < pendingCount(m) {

@@ -430,15 +430,13 @@ func (d *Scheduler) notices(a *attempt, k kinds, mayWarn bool) (out []store.NewM
 	return out, warned
 }
 
-// report tells Options.Events each committed outcome (and its TLS).
+// report tells Options.Events and Feed each committed outcome (and
+// Events its TLS).
 func (d *Scheduler) report(a *attempt, f store.Finish) {
-	if d.o.Events == nil {
-		return
-	}
 	te, _ := d.o.Events.(TLSEvents)
 	for _, o := range f.Outcomes {
 		res := a.results[o.Rcpt]
-		d.o.Events.Outcome(a.m.ID, a.m.Recipients[o.Rcpt].Addr, res.Status)
+		d.o.outcome(a.m.ID, a.m.Recipients[o.Rcpt].Addr, res.Status)
 		if te != nil && res.TLS != nil {
 			te.TLSOutcome(res.TLS.outcome(), res.Status)
 		}

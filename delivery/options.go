@@ -153,8 +153,11 @@ type Options struct {
 	// (leaseBatch; not a parameter).
 	LeaseBatch int
 	// Events, if not nil, is told of every recipient outcome and the
-	// duration of every SMTP transaction (metrics, flush --wait).
+	// duration of every SMTP transaction (the metrics).
 	Events Events
+	// Feed, if not nil, is told of every recipient outcome too: the
+	// outcome feed behind holdfast flush --wait (*follow.Feed).
+	Feed Outcomes
 	// Warnings are the start-up findings of OptionsFromConfig for the
 	// operator's log: transport table entries naming a transport holdfast
 	// cannot run (with file and line), master.cf services and -o options
@@ -168,8 +171,24 @@ type DomainMatcher interface {
 	Match(domain string) (bool, error)
 }
 
-// Events receives what the scheduler did. *control.Metrics satisfies it;
-// delivery does not import control.
+// Outcomes receives each recipient outcome after store.Finish committed
+// it; status is "sent", "deferred", "bounced" or "expired".
+type Outcomes interface {
+	Outcome(id store.ID, addr, status string)
+}
+
+// outcome tells Events and Feed one committed recipient outcome.
+func (o *Options) outcome(id store.ID, addr, status string) {
+	if o.Events != nil {
+		o.Events.Outcome(id, addr, status)
+	}
+	if o.Feed != nil {
+		o.Feed.Outcome(id, addr, status)
+	}
+}
+
+// Events receives what the scheduler did. *metrics.Set satisfies it;
+// delivery does not import metrics.
 type Events interface {
 	// Outcome is called once per recipient outcome after store.Finish
 	// committed it; status is "sent", "deferred", "bounced" or "expired".

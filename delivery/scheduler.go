@@ -144,7 +144,7 @@ func (sh *shared) with(o Options) *Scheduler {
 // Reload makes o the configuration of the deliveries started from now on
 // and of new mail's admission; deliveries in progress finish under the
 // one they began with. What o leaves unset of the wiring (Self, Events,
-// Resolver, Clock) stays as it was. ActiveLimit and
+// Feed, Resolver, Clock) stays as it was. ActiveLimit and
 // Concurrency size the scheduler's slots and keep their values until a
 // restart. A master.cf maxproc applies to the deliveries started under
 // it: just after a reload, deliveries of both configurations may run.
@@ -158,6 +158,9 @@ func (d *Scheduler) Reload(o Options) {
 	}
 	if o.Events == nil {
 		o.Events = old.o.Events
+	}
+	if o.Feed == nil {
+		o.Feed = old.o.Feed
 	}
 	if o.Clock == nil {
 		o.Clock = old.o.Clock

@@ -19,6 +19,8 @@ import (
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/control"
 	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/follow"
+	"github.com/holdfast-mta/holdfast/metrics"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -28,7 +30,7 @@ type opEnv struct {
 	dir, cf, bin string
 	sock         string
 	store        *store.Store
-	metrics      *control.Metrics
+	feed         *follow.Feed // delivery outcomes for flush --wait
 	stop         func()
 }
 
@@ -84,10 +86,11 @@ fast_flush_domains = $relay_domains
 		t.Fatal(err)
 	}
 	log := zerolog.New(zerolog.NewTestWriter(t))
-	m := control.NewMetrics(s.Stats)
+	m := metrics.New(s.Stats)
 	svc := flush.NewService(p, s, nil, log)
 	svc.SetEvents(m)
-	srv, err := control.New(control.Options{Store: s, Flush: svc, Config: c, Log: log, Metrics: m})
+	feed := follow.NewFeed()
+	srv, err := control.New(control.Options{Store: s, Flush: svc, Config: c, Log: log, Events: m, Feed: feed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +101,7 @@ fast_flush_domains = $relay_domains
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
-	e := &opEnv{dir: dir, cf: cf, sock: sock, store: s, metrics: m}
+	e := &opEnv{dir: dir, cf: cf, sock: sock, store: s, feed: feed}
 	stopped := false
 	e.stop = func() {
 		if stopped {
@@ -527,7 +530,7 @@ func testFlushWait(t *testing.T, e *opEnv) {
 				}
 				e.store.Finish(m.ID, f)
 				for i, r := range m.Recipients {
-					e.metrics.Outcome(m.ID, r.Addr, status[i])
+					e.feed.Outcome(m.ID, r.Addr, status[i])
 				}
 			}
 			time.Sleep(20 * time.Millisecond)

@@ -27,7 +27,9 @@ import (
 	"github.com/holdfast-mta/holdfast/delivery"
 	"github.com/holdfast-mta/holdfast/dnsr"
 	"github.com/holdfast-mta/holdfast/flush"
+	"github.com/holdfast-mta/holdfast/follow"
 	"github.com/holdfast-mta/holdfast/internal/listener"
+	"github.com/holdfast-mta/holdfast/metrics"
 	"github.com/holdfast-mta/holdfast/odmr"
 	"github.com/holdfast-mta/holdfast/smtpd"
 	"github.com/holdfast-mta/holdfast/store"
@@ -189,9 +191,12 @@ type daemon struct {
 	sched    *delivery.Scheduler
 	smtp     *smtpd.Server
 	odmr     *odmr.Server // nil when odmr_listen is empty
-	metrics  *control.Metrics
-	control  *control.Server
-	cluster  *cluster.Node // nil on a single host (serve_cluster.go)
+	metrics  *metrics.Set
+	// feed tells flush --wait (control) and the cluster's followers the
+	// outcomes of the recipients they follow.
+	feed    *follow.Feed
+	control *control.Server
+	cluster *cluster.Node // nil on a single host (serve_cluster.go)
 	// listeners are the smtpd_listen sockets, in configuration order.
 	listeners []net.Listener
 	// odmrLns are the odmr_listen sockets.
@@ -232,8 +237,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	if err := d.openStore(c); err != nil {
 		return nil, err
 	}
-	d.metrics = control.NewMetrics(d.store.Stats)
+	d.metrics = metrics.New(d.store.Stats)
 	d.metrics.WatchAges(d.store.Ages, nil)
+	d.feed = follow.NewFeed()
 	// One resolver (and cache) for every lookup: dns_resolver or the
 	// servers of /etc/resolv.conf.
 	d.resolver, err = dnsr.New(dnsr.Options{Server: c.String("dns_resolver")})
@@ -249,7 +255,8 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	for _, w := range dopts.Warnings { // transports: reported, never silently ignored
 		log.Warn().Msg(w)
 	}
-	dopts.Events = d.metrics // recipient outcomes: metrics and flush --wait
+	dopts.Events = d.metrics // recipient outcomes: the metrics
+	dopts.Feed = d.feed      // and flush --wait
 	d.sched, err = delivery.New(dopts, d.store, log.With().Str("component", "delivery").Logger())
 	if err != nil {
 		return nil, fmt.Errorf("delivery: %w", err)
@@ -358,7 +365,7 @@ func (d *daemon) startODMR(c *config.Config) error {
 func (d *daemon) startControl(c *config.Config) error {
 	if sock := c.String("control_socket"); sock != "" {
 		srv, err := control.New(control.Options{
-			Store: d.store, Flush: d.flush, Config: c, Metrics: d.metrics, Wake: d.sched.Wake,
+			Store: d.store, Flush: d.flush, Config: c, Events: d.metrics, Feed: d.feed, Wake: d.sched.Wake,
 			Queue: d.sched.Admit(d.store), Reload: d.controlReload, Cluster: d.clusterView(),
 			Log: d.log.With().Str("component", "control").Logger(),
 		})
@@ -379,7 +386,7 @@ func (d *daemon) startControl(c *config.Config) error {
 			return fmt.Errorf("%w: metrics_listen %s: %v", errListen, addr, err)
 		}
 		d.metricsLn = listener.New(l, "metrics "+l.Addr().String(), d.log)
-		d.serve("metrics "+addr, func() error { return control.ServeMetrics(d.metricsLn, d.metrics) })
+		d.serve("metrics "+addr, func() error { return metrics.Serve(d.metricsLn, d.metrics) })
 	}
 	return nil
 }

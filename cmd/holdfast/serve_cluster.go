@@ -15,6 +15,7 @@ import (
 	"github.com/holdfast-mta/holdfast/cluster"
 	"github.com/holdfast-mta/holdfast/config"
 	"github.com/holdfast-mta/holdfast/control"
+	"github.com/holdfast-mta/holdfast/follow"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -60,7 +61,7 @@ func (d *daemon) newCluster(c *config.Config) error {
 	}
 	d.cluster.SetFollower(func(ctx context.Context, dest string, subtree bool, wait time.Duration,
 		flush func() (store.FlushResult, error), report func(cluster.Progress)) error {
-		return control.FollowFlush(ctx, d.store, d.metrics, dest, subtree, wait, flush, func(s control.FlushStatus) {
+		return follow.Flush(ctx, d.store, d.feed, dest, subtree, wait, flush, func(s follow.Status) {
 			report(cluster.Progress{Messages: s.Messages, Active: s.Active, Tracked: s.Tracked,
 				Delivered: s.Delivered, Deferred: s.Deferred, Bounced: s.Bounced, Done: s.Done,
 				Pending: s.Pending, TimedOut: s.TimedOut, End: s.End})

@@ -1,4 +1,4 @@
-package control
+package metrics
 
 import (
 	"time"
@@ -18,7 +18,7 @@ type AgesFunc func(limit int) (store.Ages, error)
 
 // WatchAges exports the age of the oldest message per state and per ETRN
 // destination (postfix_exporter's message age), read at every scrape.
-func (m *Metrics) WatchAges(ages AgesFunc, now func() time.Time) {
+func (m *Set) WatchAges(ages AgesFunc, now func() time.Time) {
 	if now == nil {
 		now = time.Now
 	}

@@ -1,4 +1,4 @@
-package control
+package metrics
 
 import (
 	"bufio"
@@ -16,9 +16,9 @@ import (
 	"github.com/holdfast-mta/holdfast/store"
 )
 
-// /metrics keeps at most metricsMaxConns connections: idle keep-alives
+// /metrics keeps at most maxConns connections: idle keep-alives
 // beyond it are closed, the oldest first, and a new scrape is answered.
-func TestMetricsConnectionCap(t *testing.T) {
+func TestConnectionCap(t *testing.T) {
 	s, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -29,12 +29,12 @@ func TestMetricsConnectionCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- ServeMetrics(l, NewMetrics(s.Stats)) }()
+	go func() { done <- Serve(l, New(s.Stats)) }()
 	defer func() {
 		l.Close()
 		<-done
 	}()
-	const n = 2 * metricsMaxConns
+	const n = 2 * maxConns
 	conns := make([]net.Conn, 0, n)
 	defer func() {
 		for _, c := range conns {
@@ -56,7 +56,7 @@ func TestMetricsConnectionCap(t *testing.T) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	// n - metricsMaxConns were closed to make room, each the one idle the
+	// n - maxConns were closed to make room, each the one idle the
 	// longest when a new one came: the oldest, but for a connection whose
 	// server goroutine went idle late on a loaded machine (so a few of the
 	// newest half may go instead of as many of the oldest). A read on a
@@ -78,17 +78,17 @@ func TestMetricsConnectionCap(t *testing.T) {
 	for i := range open {
 		if !open[i] {
 			closed++
-			if i >= n-metricsMaxConns {
+			if i >= n-maxConns {
 				newestClosed++
 			}
 		}
 	}
-	if closed != n-metricsMaxConns {
-		t.Errorf("%d connections closed, want %d", closed, n-metricsMaxConns)
+	if closed != n-maxConns {
+		t.Errorf("%d connections closed, want %d", closed, n-maxConns)
 	}
-	if newestClosed > metricsMaxConns/8 || !open[n-1] {
+	if newestClosed > maxConns/8 || !open[n-1] {
 		t.Errorf("%d of the newest %d connections closed (the newest open: %v): not the ones idle the longest",
-			newestClosed, metricsMaxConns, open[n-1])
+			newestClosed, maxConns, open[n-1])
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + l.Addr().String() + "/metrics")
 	if err != nil || resp.StatusCode != 200 {

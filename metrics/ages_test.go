@@ -1,4 +1,4 @@
-package control
+package metrics
 
 import (
 	"strings"
@@ -9,12 +9,13 @@ import (
 // TestAgesMetrics scrapes the age gauges an hour after the messages
 // arrived.
 func TestAgesMetrics(t *testing.T) {
-	e := newEnv(t, nil)
-	e.enqueue(t, "a@sender.test", "deferred transport", "x@customer.test")
-	e.enqueue(t, "a@sender.test", "", "y@other.test")
+	st, _ := newQueue(t)
+	enqueue(t, st, "x@customer.test", true)
+	enqueue(t, st, "y@other.test", false)
 	later := func() time.Time { return time.Now().Add(time.Hour) }
-	e.metrics.WatchAges(e.store.Ages, later)
-	fams, err := e.metrics.Registry().Gather()
+	m := New(st.Stats)
+	m.WatchAges(st.Ages, later)
+	fams, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,31 @@
-package control
+// Package metrics holds holdfast's Prometheus collectors and serves them
+// (metrics_listen). The daemon's packages report through a *Set, which
+// each of them knows only as the small interface it declares:
+//   - smtpd (smtpd.Events, LimitEvents, AuthEvents): SessionOpened and
+//     SessionClosed per connection, SessionRejected, Stress, RateLimited
+//     and the AUTH results;
+//   - accept (accept.Events): Accepted per message committed, from SMTP
+//     and local submission alike;
+//   - flush (flush.Events, given by flush.Service.SetEvents): each
+//     request with its source ("etrn" for smtpd's ETRN, "cli" for the
+//     control API's flushes, "invalid" among the results for a site
+//     refused for its syntax, "cluster" for those the cluster applies);
+//     ODMR (odmr.Events) calls FlushRequest("atrn", ...);
+//   - store: Damaged per unreadable message (store.Options.OnDamaged);
+//     ObserveCommit per group commit (store.Options.OnCommit): the
+//     commit's duration and how many writers it carried;
+//   - delivery (delivery.Events, TLSEvents): Outcome per recipient after
+//     the store commit, ObserveDelivery per attempt, TLSOutcome.
+//
+// The queue gauges (size per state, content bytes; the oldest message's
+// age per state and per ETRN destination, WatchAges) are read from the
+// store at each scrape. Every method is safe on a nil *Set.
+package metrics
 
 import (
 	"errors"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,17 +33,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/holdfast-mta/holdfast/accept"
+	"github.com/holdfast-mta/holdfast/internal/listener"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
-// Metrics holds holdfast's Prometheus collectors. Every method is safe on a
-// nil *Metrics, so packages can take one optionally. The hooks other
-// packages call are the methods below; each says who calls it. *Metrics
+// Set holds holdfast's Prometheus collectors. Every method is safe on a
+// nil *Set, so packages can take one optionally. The hooks other
+// packages call are the methods below; each says who calls it. *Set
 // satisfies delivery.Events (Outcome, ObserveDelivery), smtpd.Events
 // (SessionOpened, SessionClosed, SessionRejected), accept.Events
 // (Accepted) and flush.Events (FlushRequest) without those packages
-// importing control.
-type Metrics struct {
+// importing metrics.
+type Set struct {
 	reg *prometheus.Registry
 
 	messages        *prometheus.CounterVec
@@ -39,19 +61,16 @@ type Metrics struct {
 	commitBatchSize prometheus.Histogram
 	damaged         prometheus.Counter
 	deliveryTLS     *prometheus.CounterVec
-
-	mu       sync.Mutex
-	watchers map[*watcher]struct{}
 }
 
 // StatsFunc reports the queue counters (store.Store.Stats).
 type StatsFunc func() (store.Stats, error)
 
-// NewMetrics creates the collectors in a fresh registry, with the Go and
+// New creates the collectors in a fresh registry, with the Go and
 // process collectors. stats, if not nil, is called on every scrape for the
 // queue size per state.
-func NewMetrics(stats StatsFunc) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), watchers: map[*watcher]struct{}{}}
+func New(stats StatsFunc) *Set {
+	m := &Set{reg: prometheus.NewRegistry()}
 	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "holdfast_messages_total",
 		Help: "Messages accepted, and recipient outcomes: sent, deferred, bounced, expired.",
@@ -120,11 +139,11 @@ func NewMetrics(stats StatsFunc) *Metrics {
 }
 
 // Registry is the registry behind /metrics, for extra collectors.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+func (m *Set) Registry() *prometheus.Registry { return m.reg }
 
 // Damaged counts one message that cannot be delivered because its
 // record or body is on a damaged page (serve, from store's OnDamaged).
-func (m *Metrics) Damaged() {
+func (m *Set) Damaged() {
 	if m != nil {
 		m.damaged.Inc()
 	}
@@ -132,7 +151,7 @@ func (m *Metrics) Damaged() {
 
 // Accepted counts one message queued (accept.Events: told by package
 // accept after the commit, for SMTP and local submission alike).
-func (m *Metrics) Accepted(accept.Event) {
+func (m *Set) Accepted(accept.Event) {
 	if m != nil {
 		m.messages.WithLabelValues("accepted").Inc()
 	}
@@ -140,23 +159,16 @@ func (m *Metrics) Accepted(accept.Event) {
 
 // Outcome records the result of one delivery attempt for one recipient;
 // status is "sent", "deferred", "bounced" or "expired" (delivery, once
-// per recipient after store.Finish returned). `holdfast flush --wait`
-// uses these events to tell delivered from bounced mail.
-func (m *Metrics) Outcome(id store.ID, addr, status string) {
-	if m == nil {
-		return
+// per recipient after store.Finish returned).
+func (m *Set) Outcome(_ store.ID, _, status string) {
+	if m != nil {
+		m.messages.WithLabelValues(status).Inc()
 	}
-	m.messages.WithLabelValues(status).Inc()
-	m.mu.Lock()
-	for w := range m.watchers {
-		w.notify(id, addr, status)
-	}
-	m.mu.Unlock()
 }
 
 // TLSOutcome counts one recipient outcome of an SMTP session by its TLS
 // (delivery.TLSEvents).
-func (m *Metrics) TLSOutcome(tls, status string) {
+func (m *Set) TLSOutcome(tls, status string) {
 	if m != nil {
 		m.deliveryTLS.WithLabelValues(tls, status).Inc()
 	}
@@ -164,7 +176,7 @@ func (m *Metrics) TLSOutcome(tls, status string) {
 
 // ObserveDelivery records the duration of one delivery attempt
 // (delivery, per connection/transaction).
-func (m *Metrics) ObserveDelivery(d time.Duration) {
+func (m *Set) ObserveDelivery(d time.Duration) {
 	if m != nil {
 		m.deliveryDur.Observe(d.Seconds())
 	}
@@ -173,7 +185,7 @@ func (m *Metrics) ObserveDelivery(d time.Duration) {
 // FlushRequest counts one flush request and its duration. source is
 // "etrn" (smtpd) or "cli" (the control server); result is "ok",
 // "not_eligible", "invalid", "refused" or "error".
-func (m *Metrics) FlushRequest(source, result string, d time.Duration) {
+func (m *Set) FlushRequest(source, result string, d time.Duration) {
 	if m == nil {
 		return
 	}
@@ -185,7 +197,7 @@ func (m *Metrics) FlushRequest(source, result string, d time.Duration) {
 
 // SessionOpened and SessionClosed track open SMTP sessions (smtpd, per
 // accepted connection).
-func (m *Metrics) SessionOpened() {
+func (m *Set) SessionOpened() {
 	if m != nil {
 		m.sessionsOpen.Inc()
 		m.sessionsTotal.Inc()
@@ -193,7 +205,7 @@ func (m *Metrics) SessionOpened() {
 }
 
 // SessionClosed: see SessionOpened.
-func (m *Metrics) SessionClosed() {
+func (m *Set) SessionClosed() {
 	if m != nil {
 		m.sessionsOpen.Dec()
 	}
@@ -201,21 +213,21 @@ func (m *Metrics) SessionClosed() {
 
 // SessionRejected counts a session refused or ended by policy (smtpd);
 // reason is short and bounded, e.g. "too_many_connections", "errors".
-func (m *Metrics) SessionRejected(reason string) {
+func (m *Set) SessionRejected(reason string) {
 	if m != nil {
 		m.sessionsReject.WithLabelValues(reason).Inc()
 	}
 }
 
 // AuthResult counts one SMTP AUTH attempt (smtpd.AuthEvents).
-func (m *Metrics) AuthResult(result string) {
+func (m *Set) AuthResult(result string) {
 	if m != nil {
 		m.authResults.WithLabelValues(result).Inc()
 	}
 }
 
 // Stress records the SMTP server's stress state (smtpd.LimitEvents).
-func (m *Metrics) Stress(on bool) {
+func (m *Set) Stress(on bool) {
 	if m != nil {
 		v := 0.0
 		if on {
@@ -227,7 +239,7 @@ func (m *Metrics) Stress(on bool) {
 
 // RateLimited counts a command refused by a per-client rate limit
 // (smtpd.LimitEvents); event is "mail", "rcpt", "newtls", "etrn" or "auth".
-func (m *Metrics) RateLimited(event string) {
+func (m *Set) RateLimited(event string) {
 	if m != nil {
 		m.rateLimited.WithLabelValues(event).Inc()
 	}
@@ -235,7 +247,7 @@ func (m *Metrics) RateLimited(event string) {
 
 // ObserveCommit records one group commit of the store and the number of
 // writers it carried: the daemon passes it as store.Options.OnCommit.
-func (m *Metrics) ObserveCommit(d time.Duration, batch int) {
+func (m *Set) ObserveCommit(d time.Duration, batch int) {
 	if m != nil {
 		m.commitDuration.Observe(d.Seconds())
 		m.commitBatchSize.Observe(float64(batch))
@@ -273,67 +285,42 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(queueBytesDesc, prometheus.GaugeValue, float64(st.Bytes))
 }
 
-// MetricsHandler serves m in the Prometheus text format.
-func MetricsHandler(m *Metrics) http.Handler {
+// Handler serves m in the Prometheus text format.
+func Handler(m *Set) http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-// ServeMetrics serves /metrics on l until l is closed. Requests and idle
+// Bounds of the metrics server: a scrape is a small GET.
+const (
+	headerTimeout = 10 * time.Second
+	readTimeout   = 30 * time.Second
+	writeTimeout  = 30 * time.Second
+	idleTimeout   = 60 * time.Second
+	// maxConns caps the open connections (listener.ConnCap): Prometheus
+	// needs one or two.
+	maxConns = 64
+	// maxHeaderBytes bounds a request header.
+	maxHeaderBytes = 64 << 10
+)
+
+// Serve serves /metrics on l until l is closed. Requests and idle
 // keep-alives are bounded in time and the connections in number (at most
-// metricsMaxConns: the one idle the longest makes room for a new one).
-func ServeMetrics(l net.Listener, m *Metrics) error {
+// maxConns: the one idle the longest makes room for a new one).
+func Serve(l net.Listener, m *Set) error {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", MetricsHandler(m))
+	mux.Handle("/metrics", Handler(m))
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: metricsHeaderTimeout,
-		ReadTimeout:       metricsReadTimeout,
-		WriteTimeout:      metricsWriteTimeout,
-		IdleTimeout:       metricsIdleTimeout,
+		ReadHeaderTimeout: headerTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ConnState:         newConnCap(metricsMaxConns).state,
+		ConnState:         listener.NewConnCap(maxConns).State,
 	}
 	err := srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil // the caller closed l: a normal shutdown
 	}
 	return err
-}
-
-// watcher receives Outcome events for flush --wait.
-type watcher struct {
-	ch chan outcomeEvent
-}
-
-type outcomeEvent struct {
-	id     store.ID
-	addr   string
-	status string
-}
-
-func (w *watcher) notify(id store.ID, addr, status string) {
-	select {
-	case w.ch <- outcomeEvent{id, addr, status}:
-	default: // a slow follower loses events; it still polls the store
-	}
-}
-
-func (m *Metrics) watch() *watcher {
-	if m == nil {
-		return nil
-	}
-	w := &watcher{ch: make(chan outcomeEvent, 1024)}
-	m.mu.Lock()
-	m.watchers[w] = struct{}{}
-	m.mu.Unlock()
-	return w
-}
-
-func (m *Metrics) unwatch(w *watcher) {
-	if m == nil || w == nil {
-		return
-	}
-	m.mu.Lock()
-	delete(m.watchers, w)
-	m.mu.Unlock()
 }
