@@ -69,7 +69,7 @@ type Options struct {
 	MaxDomains int
 	// Batch is how many messages are leased at a time (leaseBatch).
 	Batch int
-	// Events, if set, counts ATRN requests (*control.Metrics).
+	// Events, if set, counts ATRN requests (*metrics.Set).
 	Events Events
 	// Publish, if set, is called with each domain of an accepted ATRN,
 	// after the local lease, so that the other hosts of a cluster flush

@@ -121,7 +121,7 @@ func (s *Server) noteStress() {
 
 // LimitEvents, when Options.Events also implements it, is told of the
 // stress state and of commands refused by a per-client rate limit
-// (*control.Metrics satisfies it). event is one of eventNames.
+// (*metrics.Set satisfies it). event is one of eventNames.
 type LimitEvents interface {
 	Stress(on bool)
 	RateLimited(event string)

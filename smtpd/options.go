@@ -233,8 +233,8 @@ type Options struct {
 	Events Events
 }
 
-// Events receives session counts. *control.Metrics satisfies it; smtpd
-// does not import control.
+// Events receives session counts. *metrics.Set satisfies it; smtpd
+// does not import metrics.
 type Events interface {
 	// SessionOpened and SessionClosed bracket every session served
 	// (connections refused at accept are not sessions).
