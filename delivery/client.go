@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -23,15 +24,25 @@ import (
 // conn is one SMTP session with a next hop, kept in the hop's pool between
 // messages.
 type conn struct {
-	t      target
-	netc   net.Conn // the transport: TCP, or TLS over it after STARTTLS
-	c      *smtp.Client
-	tls    *tlsInfo // nil: plaintext
-	size   int64    // SIZE announced by the server, 0 = none (RFC 1870)
-	utf8   bool     // SMTPUTF8 announced
-	dsn    bool     // DSN announced (RFC 3461): NOTIFY and the rest go on
-	uses   int      // transactions run on this connection
-	broken bool     // must not be reused
+	t    target
+	netc net.Conn // the transport: TCP, or TLS over it after STARTTLS
+	// r reads the server's replies through the bound of reply.go; w
+	// buffers the commands and the content (tw: for the dot writer).
+	r        *textproto.Reader
+	w        *bufio.Writer
+	tw       *textproto.Writer
+	tls      *tlsInfo // nil: plaintext
+	size     int64    // SIZE announced by the server, 0 = none (RFC 1870)
+	hasSize  bool     // SIZE announced, with or without a limit
+	eightBit bool     // 8BITMIME announced (RFC 6152): BODY=8BITMIME is sent
+	utf8     bool     // SMTPUTF8 announced
+	dsn      bool     // DSN announced (RFC 3461): NOTIFY and the rest go on
+	// pipelining: PIPELINING announced (RFC 2920; LMTP servers must
+	// support it, RFC 2033 sec 4.1, and announce it): a transaction's
+	// commands go in one write (xfer.go).
+	pipelining bool
+	uses       int  // transactions run on this connection
+	broken     bool // must not be reused
 	// lostAtMail: the session ended (421, lost connection) at MAIL FROM,
 	// before the transaction began; on a reused session the server most
 	// likely closed it while idle.
@@ -102,7 +113,7 @@ func (d *Scheduler) handshake(raw net.Conn, t target, p *tlsPolicy) (*conn, erro
 		return nil, err
 	}
 	raw.SetDeadline(time.Time{})
-	g, ehloLine := replayed(nc, tp, banner, ehlo, info != nil)
+	g, ehloLine, br := replayed(nc, tp, banner, ehlo, info != nil)
 	c := smtp.NewClient(g)
 	if t.lmtp {
 		c = smtp.NewClientLMTP(g)
@@ -118,14 +129,25 @@ func (d *Scheduler) handshake(raw net.Conn, t target, p *tlsPolicy) (*conn, erro
 			return nil, err
 		}
 	}
-	cn := &conn{t: t, netc: nc, c: c, tls: info}
+	// From here on the session is ours (xfer.go): go-smtp's Client read
+	// no further than the EHLO reply, what follows is read from br.
+	cn := &conn{t: t, netc: nc, tls: info, r: textproto.NewReader(br), w: bufio.NewWriterSize(nc, connBuf)}
+	cn.tw = textproto.NewWriter(cn.w)
 	if ok, v := c.Extension("SIZE"); ok {
+		cn.hasSize = true
 		cn.size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 	}
+	cn.eightBit, _ = c.Extension("8BITMIME")
 	cn.utf8, _ = c.Extension("SMTPUTF8")
 	cn.dsn, _ = c.Extension("DSN")
+	cn.pipelining, _ = c.Extension("PIPELINING")
 	return cn, nil
 }
+
+// connBuf is the size of a session's write buffer: the commands of a
+// transaction, and the content in pieces of this size (a TLS record
+// carries up to 16 KiB).
+const connBuf = 16 << 10
 
 // greet reads the greeting and sends the session's one plaintext EHLO
 // (LHLO), both loop-checked. ehlo is the reply ("" when the server
@@ -167,13 +189,17 @@ func (d *Scheduler) greet(tp *textproto.Conn, t target, hello string) (banner, e
 // not sent again. Over TLS the session restarts with EHLO (RFC 3207 sec
 // 4.2) after the replayed greeting, and the plaintext is bounded afresh.
 // ehloLine keeps the first line of the reply go-smtp reads from the
-// server, for the loop check (nil when it reads none).
-func replayed(nc net.Conn, tp *textproto.Conn, banner, ehlo string, overTLS bool) (g *greeted, ehloLine *firstLine) {
+// server, for the loop check (nil when it reads none). br is the bounded
+// reader under go-smtp's, on which the session goes on after the
+// handshake.
+func replayed(nc net.Conn, tp *textproto.Conn, banner, ehlo string, overTLS bool) (g *greeted, ehloLine *firstLine, br *bufio.Reader) {
 	g = &greeted{Conn: nc}
 	greeting := strings.NewReader("220 " + banner + "\r\n")
+	br = tp.R
 	switch {
 	case overTLS:
-		ehloLine = &firstLine{r: bound(nc)}
+		br = bufio.NewReader(bound(nc))
+		ehloLine = &firstLine{r: br}
 		g.r = io.MultiReader(greeting, ehloLine)
 	case ehlo != "":
 		g.skipLine = true
@@ -182,7 +208,7 @@ func replayed(nc net.Conn, tp *textproto.Conn, banner, ehlo string, overTLS bool
 		ehloLine = &firstLine{r: tp.R}
 		g.r = io.MultiReader(greeting, ehloLine)
 	}
-	return g, ehloLine
+	return g, ehloLine, br
 }
 
 // startTLS sends STARTTLS when the policy p wants it and the server
@@ -352,9 +378,8 @@ func (g *greeted) Write(p []byte) (int, error) {
 // DATA when at least one was accepted. It returns one result per
 // recipient, in order. On a network error the connection is marked broken.
 // head is the content's header section; the content is streamed from the
-// store by data.
+// store (transfer, xfer.go).
 func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, head []byte) []result {
-	to := &cn.t.cf.Timeouts
 	out := make([]result, len(rcpts))
 	all := func(r result) []result {
 		for i := range out {
@@ -374,74 +399,25 @@ func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, head []byte) [
 		text := fmt.Sprintf("SMTPUTF8 is required, but was not offered by host %s[%s]", cn.t.Name, cn.t.ip())
 		return all(result{State: store.RcptBounced, Status: "bounced", DSN: "5.6.7", Reply: text, Diag: "X-Postfix; " + text, Remote: cn.t.Name, Relay: cn.t.Relay()})
 	}
-	cn.c.CommandTimeout = to.Mail
-	if err := cn.c.Mail(m.Sender, mailOptions(m, m.Size, utf8)); err != nil {
-		cn.lostAtMail = d.brokenUnlessReply(cn, err)
-		return all(classify(err, cn.t, "MAIL FROM", d.o.SoftBounce))
+	if !oneLine(m, rcpts) {
+		// No address the store holds has one (smtpd reads addresses
+		// from a line); should one, it must not end a command early.
+		return all(local(store.RcptPending, "4.5.0", "envelope address contains CR or LF"))
 	}
-	var ok []int
-	for i, ri := range rcpts {
-		r := &m.Recipients[ri]
-		cn.c.CommandTimeout = to.Rcpt
-		if err := cn.c.Rcpt(r.Addr, rcptOptions(r)); err != nil {
-			out[i] = classify(err, cn.t, "RCPT TO", d.o.SoftBounce)
-			if d.brokenUnlessReply(cn, err) {
-				for j := i + 1; j < len(rcpts); j++ {
-					out[j] = out[i]
-				}
-				return out
-			}
-			continue
-		}
-		ok = append(ok, i)
-	}
-	if len(ok) == 0 {
-		cn.c.CommandTimeout = to.Rset
-		if err := cn.c.Reset(); err != nil {
-			cn.broken = true
-		}
-		return out
-	}
-	if cn.t.lmtp {
-		for k, r := range d.dataLMTP(cn, m, rcpts, ok) {
-			out[ok[k]] = r
-		}
-		return out
-	}
-	res := d.data(cn, m.ID)
-	// A next hop without DSN cannot honour NOTIFY=SUCCESS: the notice
-	// ("relayed") is ours to send (RFC 3461 sec 5.2.3, as Postfix).
-	res.Relayed = res.State == store.RcptDelivered && !cn.dsn
-	for _, i := range ok {
-		out[i] = res
-	}
-	return out
+	return d.transfer(cn, m, rcpts, utf8)
 }
 
-// data sends DATA, the content (read from the store chunk by chunk) and
-// the final dot. A content that cannot be read is a local failure: the
-// transfer is abandoned without its final dot, so the next hop takes
-// nothing.
-func (d *Scheduler) data(cn *conn, id store.ID) result {
-	to := &cn.t.cf.Timeouts
-	cn.c.CommandTimeout = to.DataInit
-	w, err := cn.c.Data()
-	if err != nil {
-		d.brokenUnlessReply(cn, err)
-		return classify(err, cn.t, "DATA", d.o.SoftBounce)
+// oneLine: no envelope address of the transaction holds CR or LF.
+func oneLine(m *store.Message, rcpts []int) bool {
+	if strings.ContainsAny(m.Sender, "\r\n") {
+		return false
 	}
-	// smtp_data_xfer_timeout bounds each write, as Postfix's limit per
-	// write call: a large message on a slow link goes on while it moves.
-	if r := d.writeBody(cn, w, id, to.DataXfer); r != nil {
-		return *r
+	for _, i := range rcpts {
+		if strings.ContainsAny(m.Recipients[i].Addr, "\r\n") {
+			return false
+		}
 	}
-	cn.c.SubmissionTimeout = to.DataDone
-	resp, err := w.CloseWithResponse()
-	if err != nil {
-		d.brokenUnlessReply(cn, err)
-		return classify(err, cn.t, "end of DATA", d.o.SoftBounce)
-	}
-	return classify(&smtp.SMTPError{Code: 250, EnhancedCode: smtp.NoEnhancedCode, Message: resp.StatusText}, cn.t, "end of DATA", false)
+	return true
 }
 
 // dataChunk is how much of the content is written per write deadline.
@@ -479,30 +455,6 @@ func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, head []b
 	return res
 }
 
-// writeBody streams the content of message id from the store to w (the
-// DATA writer), ending it with CRLF when it lacks one. A failure ends the
-// connection: from the store it is a local 4.3.0 (the transfer is
-// abandoned without its final dot, so the next hop takes nothing), from
-// the network the classified error.
-func (d *Scheduler) writeBody(cn *conn, w io.Writer, id store.ID, xfer time.Duration) *result {
-	lw := &lastByte{w: w, conn: cn.netc, xfer: xfer}
-	_, err := d.s.BodyReader(id).WriteTo(lw)
-	if err == nil && lw.last != '\n' && lw.n > 0 {
-		_, err = lw.Write([]byte("\r\n"))
-	}
-	if err == nil {
-		return nil
-	}
-	cn.broken = true
-	if lw.err == nil { // the store, not the network
-		cn.netc.Close()
-		r := local(store.RcptPending, "4.3.0", "queue file read error")
-		return &r
-	}
-	r := classify(err, cn.t, "sending message body", true)
-	return &r
-}
-
 // lastByte passes writes on in pieces of dataChunk, each with its write
 // deadline (xfer), and remembers the last byte and any error.
 type lastByte struct {
@@ -532,57 +484,6 @@ func (l *lastByte) Write(p []byte) (int, error) {
 		p = p[k:]
 	}
 	return total, nil
-}
-
-// brokenUnlessReply marks the connection broken unless err is an SMTP
-// reply (after which the session goes on).
-func (d *Scheduler) brokenUnlessReply(cn *conn, err error) bool {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) && se.Code != 421 {
-		return false
-	}
-	cn.broken = true
-	return true
-}
-
-// mailOptions are the MAIL FROM parameters: SIZE (RFC 1870), SMTPUTF8
-// (RFC 6531), RET and ENVID (RFC 3461). go-smtp sends each only when the
-// server announced the extension.
-func mailOptions(m *store.Message, size int64, utf8 bool) *smtp.MailOptions {
-	o := &smtp.MailOptions{Size: size, UTF8: utf8}
-	switch m.Ret {
-	case store.RetFull:
-		o.Return = smtp.DSNReturnFull
-	case store.RetHdrs:
-		o.Return = smtp.DSNReturnHeaders
-	}
-	if printable(m.EnvID) {
-		o.EnvelopeID = m.EnvID
-	}
-	return o
-}
-
-// rcptOptions are NOTIFY and ORCPT (RFC 3461 sec 4), passed on.
-func rcptOptions(r *store.Recipient) *smtp.RcptOptions {
-	o := &smtp.RcptOptions{}
-	if r.Notify&store.NotifyNever != 0 {
-		o.Notify = []smtp.DSNNotify{smtp.DSNNotifyNever}
-	} else {
-		if r.Notify&store.NotifySuccess != 0 {
-			o.Notify = append(o.Notify, smtp.DSNNotifySuccess)
-		}
-		if r.Notify&store.NotifyFailure != 0 {
-			o.Notify = append(o.Notify, smtp.DSNNotifyFailure)
-		}
-		if r.Notify&store.NotifyDelay != 0 {
-			o.Notify = append(o.Notify, smtp.DSNNotifyDelayed)
-		}
-	}
-	if typ, addr, ok := strings.Cut(r.Orig, ";"); ok && strings.EqualFold(typ, "rfc822") && printable(addr) && addr != "" {
-		o.OriginalRecipientType = smtp.DSNAddressTypeRFC822
-		o.OriginalRecipient = addr
-	}
-	return o
 }
 
 // needsUTF8: the envelope addresses or the header section are not ASCII.
@@ -616,13 +517,15 @@ func printable(s string) bool {
 	return true
 }
 
-// close ends the session with QUIT, bounded by smtp_quit_timeout.
+// closeConn ends the session with QUIT, bounded by smtp_quit_timeout,
+// and closes the connection.
 func (d *Scheduler) closeConn(cn *conn) {
 	if !cn.broken {
-		cn.c.CommandTimeout = cn.t.cf.Timeouts.Quit
-		if cn.c.Quit() == nil {
-			return
+		cn.netc.SetDeadline(time.Now().Add(cn.t.cf.Timeouts.Quit))
+		cn.w.WriteString("QUIT\r\n")
+		if cn.w.Flush() == nil {
+			cn.reply(2)
 		}
 	}
-	cn.c.Close()
+	cn.netc.Close()
 }

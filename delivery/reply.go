@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-smtp"
 )
 
 // Bounds on what a next hop may send. RFC 5321 sec 4.5.3.1.5 allows a
@@ -142,3 +146,30 @@ func bound(c net.Conn) *boundedConn {
 }
 
 func (c *boundedConn) Read(p []byte) (int, error) { return c.b.Read(p) }
+
+// parseReply is the reply code and text a server refused a command with,
+// as an *smtp.SMTPError: a leading enhanced status code (RFC 2034 sec 4:
+// "x.y.z" on the first line, repeated on the lines after it) is taken
+// out of the text into EnhancedCode.
+func parseReply(code int, msg string) *smtp.SMTPError {
+	se := &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: msg}
+	first, rest, ok := strings.Cut(msg, " ")
+	if !ok {
+		return se
+	}
+	parts := strings.Split(first, ".")
+	if len(parts) != 3 {
+		return se
+	}
+	var ec smtp.EnhancedCode
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || len(p) > 3 {
+			return se
+		}
+		ec[i] = n
+	}
+	se.EnhancedCode = ec
+	se.Message = strings.ReplaceAll(rest, "\n"+first+" ", "\n")
+	return se
+}
