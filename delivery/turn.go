@@ -52,7 +52,6 @@ func (d *Scheduler) Turnaround(ctx context.Context, nc net.Conn, name string, ms
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Now()) })
 	defer stop()
 	var commits sync.WaitGroup
-	defer commits.Wait()
 	for len(msgs) > 0 && !cn.broken {
 		d.turnBatch(ctx, cn, name, msgs, match, &res, &commits)
 		if cn.broken || ctx.Err() != nil || more == nil {
@@ -63,6 +62,9 @@ func (d *Scheduler) Turnaround(ctx context.Context, nc net.Conn, name string, ms
 			break
 		}
 	}
+	// Every outcome is committed before the customer hears QUIT: a
+	// customer that ends the ODMR session then finds the queue settled.
+	commits.Wait()
 	d.closeConn(cn)
 	return res, nil
 }
