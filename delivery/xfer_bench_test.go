@@ -28,8 +28,9 @@ func BenchmarkRelayRTT(b *testing.B) {
 			sink := testutil.NewMTA(b, testutil.MTAOptions{})
 			addr := rttProxy(b, fmt.Sprintf("127.0.0.1:%d", sink.Port), rtt)
 			s := testutil.Store(b, store.Options{NoSync: true, Eligible: func(string) bool { return true }})
-			o := Options{Hostname: "relay.test", DefaultDestinationLimit: 1,
-				Transports: mapTable{"customer.test": "smtp:[127.0.0.1]:" + portOf(addr)}}
+			o := testOptions(b)
+			o.DefaultDestinationLimit, o.DestinationLimit = 1, nil
+			o.Transports = mapTable{"customer.test": "smtp:[127.0.0.1]:" + portOf(addr)}
 			d, err := New(o, s, zerolog.Nop())
 			if err != nil {
 				b.Fatal(err)
