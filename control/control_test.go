@@ -369,6 +369,29 @@ func fakeDelivery(ctx context.Context, e *env) {
 	}
 }
 
+// accepted reads holdfast_messages_total{status="accepted"}: local
+// submission is counted from its acceptance event (package accept).
+func accepted(t *testing.T, m *metrics.Set) float64 {
+	t.Helper()
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != "holdfast_messages_total" {
+			continue
+		}
+		for _, mt := range f.Metric {
+			for _, l := range mt.Label {
+				if l.GetName() == "status" && l.GetValue() == "accepted" {
+					return mt.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 func TestSubmit(t *testing.T) {
 	e := newEnv(t, map[string]string{"message_size_limit": "1000"})
 	ctx := context.Background()
@@ -382,6 +405,9 @@ func TestSubmit(t *testing.T) {
 	}
 	if m.Sender != "root@relay.test" || m.Recipients[1].Addr != "localuser@relay.test" || m.Protocol != "LOCAL" {
 		t.Errorf("envelope = %+v", m)
+	}
+	if n := accepted(t, e.metrics); n != 1 {
+		t.Errorf("holdfast_messages_total{status=accepted} = %v after a submission, want 1", n)
 	}
 	body, _ := e.store.Body(store.ID(id))
 	for _, want := range []string{"Received: by relay.test (holdfast) with LOCAL id " + id + ";\r\n\t",
