@@ -34,7 +34,10 @@
 // (ETRN is idempotent; README, docs/reliability.md row 37); a request for a destination whose flush is running joins
 // it instead of starting another (Exim's smtp_etrn_serialize answers 458
 // instead; we answer 250, see README). Close stops the background flushes
-// at their next chunk.
+// at their next chunk. Every request (Flush, FlushAll, FlushID, and one
+// the caller refused for its syntax: Invalid) is told to the Events given
+// to SetEvents (the metrics) with its source: "cli", or the event name of
+// a copy made by As ("etrn", "cluster"), and its result.
 //
 // # Caveats
 //
