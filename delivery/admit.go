@@ -6,10 +6,10 @@ import (
 	"github.com/holdfast-mta/holdfast/store"
 )
 
-// Enqueuer is where new mail is queued: the store, or a wrapper of it
-// (smtpd's Queue and control's local submission have this shape). Spool
-// is the bounded path (content written as it arrives); Enqueue takes a
-// content already in memory.
+// Enqueuer is where new mail is queued: the store. Admit's result is
+// the accept.Queue that package accept commits to, for smtpd and local
+// submission alike. Spool is the bounded path (content written as it
+// arrives); Enqueue takes a content already in memory.
 type Enqueuer interface {
 	Enqueue(m *store.Message, body []byte) error
 	Spool(id store.ID) (store.Content, error)
