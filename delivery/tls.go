@@ -68,10 +68,15 @@ type TLSSettings struct {
 	LogLevel int
 }
 
-// DefaultTLS are Postfix's defaults of the smtp_tls_* parameters.
+// DefaultTLS are the smtp_tls_* settings of the defaults table
+// (config/params.go), as TLSFromConfig reads them from an empty
+// configuration.
 func DefaultTLS() *TLSSettings {
-	return &TLSSettings{VerifyMatch: []string{"hostname"}, SecureMatch: []string{"nexthop", "dot-nexthop"},
-		Digest: "sha256", Protocols: ">=TLSv1", MandatoryProtocols: ">=TLSv1", Ciphers: "medium", MandatoryCiphers: "medium", LogLevel: 1}
+	s, err := TLSFromConfig(config.Default())
+	if err != nil {
+		panic(fmt.Sprintf("delivery: the defaults table does not load: %v", err)) // a bug in config/params.go
+	}
+	return s
 }
 
 // tlsPolicy is the TLS policy for one session: the effective level and
@@ -239,7 +244,7 @@ func nexthopDomain(dest string) string {
 
 // TLSFromConfig reads the smtp_tls_* parameters.
 func TLSFromConfig(c *config.Config) (*TLSSettings, error) {
-	s := DefaultTLS()
+	s := &TLSSettings{}
 	bad := func(name string, err error) error {
 		return &config.Error{File: whereFile(c, name), Param: name, Msg: err.Error()}
 	}
