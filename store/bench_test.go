@@ -70,9 +70,10 @@ func BenchmarkEnqueue(b *testing.B) {
 		for _, c := range []struct {
 			name          string
 			delay, gather time.Duration
-		}{{"group", 0, 0}, {"group-gather200us", 0, 200 * time.Microsecond}, {"bbolt-1ms", time.Millisecond, 0}} {
+			sparse        bool
+		}{{"group", 0, 0, false}, {"group-sparse", 0, 0, true}, {"group-gather200us", 0, 200 * time.Microsecond, false}, {"bbolt-1ms", time.Millisecond, 0, false}} {
 			b.Run(fmt.Sprintf("writers=%d/commit=%s", w, c.name), func(b *testing.B) {
-				benchEnqueue(b, w, Options{Eligible: eligibleTLD, PolicyKey: "tld", batchDelay: c.delay, gather: c.gather})
+				benchEnqueue(b, w, Options{Eligible: eligibleTLD, PolicyKey: "tld", batchDelay: c.delay, gather: c.gather, sparse: c.sparse})
 			})
 		}
 	}

@@ -77,9 +77,15 @@ func (s *Store) guard(op string, fn func() error) (err error) {
 }
 
 // dbUpdate is DB.Update under guard (bbolt rolls the transaction back and
-// releases its lock when fn or the commit panics).
+// releases its lock when fn or the commit panics), with the file kept
+// written ahead of the transaction (growAhead).
 func (s *Store) dbUpdate(fn func(*bolt.Tx) error) error {
-	return s.guard("", func() error { return s.db.Update(fn) })
+	return s.guard("", func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			s.growAhead(tx)
+			return fn(tx)
+		})
+	})
 }
 
 // dbView is DB.View under guard.

@@ -75,6 +75,7 @@ func (f *fixture) reopen() {
 func (f *fixture) crash() {
 	f.s.closed.Store(true)
 	f.s.db.Close()
+	f.s.closeFile()
 	f.reopen()
 }
 

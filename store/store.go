@@ -70,7 +70,10 @@ type Options struct {
 	// gather, when positive, makes the committer wait that long after a
 	// shared commit for its writers to come back (committer.last).
 	// Benchmarks only.
-	gather                        time.Duration
+	gather time.Duration
+	// sparse leaves the growing of the file to bbolt (ftruncate, a
+	// hole) instead of growAhead's zeros. Benchmarks only.
+	sparse                        bool
 	arrayFreelist, noSyncFreelist bool
 	pageSize                      int
 	fill                          float64
@@ -114,6 +117,12 @@ type Store struct {
 	// pol is the fast-flush policy in force (Options.Eligible and
 	// PolicyKey, then SetPolicy).
 	pol atomic.Pointer[policy]
+	// zeroed is the end of the part of the file known to be written
+	// (growAhead); guarded by bbolt's writer lock.
+	zeroed int64
+	// file is a descriptor of the queue file for growAhead; nil when it
+	// could not be opened (bbolt then grows the file alone).
+	file *os.File
 	// shared runs a write transaction shared with concurrent writers:
 	// the committer's do, or dbBatch (Options.batchDelay).
 	shared func(func(*bolt.Tx) error) error
@@ -154,12 +163,16 @@ func Open(path string, o Options) (*Store, error) {
 	}
 	s := &Store{db: db, path: path, o: o, pidFile: path + ".pid", budget: newBudget(o.ContentLimit, o.ContentWait)}
 	s.SetPolicy(o.Eligible, o.PolicyKey)
+	if !o.sparse {
+		s.file, _ = os.OpenFile(path, os.O_WRONLY, 0)
+	}
 	s.shared = (&committer{s: s, gather: o.gather}).do
 	if o.batchDelay > 0 {
 		db.MaxBatchDelay = o.batchDelay
 		s.shared = s.dbBatch
 	}
 	if err := s.init(); err != nil {
+		s.closeFile()
 		db.Close()
 		return nil, err
 	}
@@ -262,7 +275,9 @@ func (s *Store) Close() error {
 	if b, err := os.ReadFile(s.pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		os.Remove(s.pidFile)
 	}
-	return s.db.Close()
+	err := s.db.Close() // waits for the write transaction in progress
+	s.closeFile()
+	return err
 }
 
 func (s *Store) now() time.Time { return s.o.Now() }
