@@ -343,3 +343,45 @@ func BenchmarkIdleSession(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAcceptSessionCPU is the CPU and the allocations one message
+// costs smtpd and the store, without the disk (NoSync): one connection
+// per message as smtp-source makes them (greeting, HELO, MAIL, RCPT,
+// DATA, 1 KiB, QUIT), one client at a time. ns/op and allocs/op are the
+// figures; the fsync is BenchmarkAccept's and the store's.
+//
+//	go test -run '^$' -bench AcceptSessionCPU -benchmem -benchtime 2000x ./smtpd
+func BenchmarkAcceptSessionCPU(b *testing.B) {
+	st, err := store.Open(filepath.Join(b.TempDir(), "queue.db"), store.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(testOptions(b, func(o *Options) { o.MaxConnections = 200 }), st, nil, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := serve(b, srv)
+	body := "Subject: bench\r\n\r\n" + strings.Repeat(strings.Repeat("x", 62)+"\r\n", 16) + ".\r\n"
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bc := &benchClient{conn: c, r: bufio.NewReader(c)}
+		for _, step := range []struct{ send, want string }{
+			{"", "220"}, {"HELO bench.test\r\n", "250"}, {"MAIL FROM:<a@sender.test>\r\n", "250"},
+			{"RCPT TO:<u@customer.test>\r\n", "250"}, {"DATA\r\n", "354"}, {body, "250"}, {"QUIT\r\n", "221"},
+		} {
+			if step.send != "" {
+				c.Write([]byte(step.send))
+			}
+			if _, err := bc.expect(step.want); err != nil {
+				b.Fatal(err)
+			}
+		}
+		c.Close()
+	}
+}

@@ -487,3 +487,38 @@ func BenchmarkFinish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEnqueueGrow compares, for a lone writer with fsync on, the
+// file kept written ahead (growAhead) against bbolt growing it with
+// holes (Options.sparse): two stores, one Enqueue into each in turn, so
+// that both see the same load on a shared machine. sparse/zeros is the
+// ratio of the mean commit times (above 1: the zeros are faster).
+//
+//	go test -run '^$' -bench EnqueueGrow -benchtime 1000x ./store
+func BenchmarkEnqueueGrow(b *testing.B) {
+	dir := b.TempDir()
+	var stores [2]*Store
+	for i, sparse := range []bool{false, true} {
+		s, err := Open(filepath.Join(dir, fmt.Sprintf("queue-%d.db", i)), Options{Eligible: eligibleTLD, PolicyKey: "tld", sparse: sparse})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	var took [2]time.Duration
+	b.SetBytes(int64(len(body1K)))
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		for i, s := range stores {
+			start := time.Now()
+			if err := s.Enqueue(newMsg("u@customer.tld"), body1K); err != nil {
+				b.Fatal(err)
+			}
+			took[i] += time.Since(start)
+		}
+	}
+	b.ReportMetric(float64(took[0].Microseconds())/float64(b.N), "zeros-us/msg")
+	b.ReportMetric(float64(took[1].Microseconds())/float64(b.N), "sparse-us/msg")
+	b.ReportMetric(float64(took[1])/float64(took[0]), "sparse/zeros")
+}
