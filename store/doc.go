@@ -120,7 +120,11 @@ needs the queue closed.
 
 The file never shrinks: freed pages are reused (a steady state is
 reached under constant load) but only Compact returns space to the file
-system. Options.MaxSize counts live pages (file high-water mark minus
+system. The file is kept written with zeros up to 4 MiB past bbolt's
+high-water mark (grow.go), so that commits overwrite blocks rather than
+fill holes (bbolt grows a file with ftruncate), and a commit's fdatasync
+has no block to allocate; on a full disk that writing gives up quietly
+and bbolt grows the file as before. Options.MaxSize counts live pages (file high-water mark minus
 free pages) and applies to Enqueue only, so deliveries and bounces can
 always proceed. When bbolt cannot grow or re-map the file the error is
 ErrNoSpace and the transaction is rolled back; bbolt reports mmap and
