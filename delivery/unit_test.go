@@ -18,6 +18,34 @@ import (
 	"github.com/holdfast-mta/holdfast/store"
 )
 
+// A zero in the configuration means what Postfix says, not "the
+// default": no destination concurrency or recipient limit of its own, no
+// address limit, one attempt; and the load-time clips of Postfix's qmgr.
+func TestZeroMeansZero(t *testing.T) {
+	o, err := OptionsFromConfig(testutil.Config(t, "default_destination_concurrency_limit", "0",
+		"default_destination_recipient_limit", "0", "smtp_mx_address_limit", "0",
+		"maximal_queue_lifetime", "0", "minimal_backoff_time", "1h", "maximal_backoff_time", "10m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := o.destLimit("smtp"); got != o.Concurrency {
+		t.Errorf("destination limit %d, want delivery_concurrency_limit %d", got, o.Concurrency)
+	}
+	if got := o.rcptLimit("smtp"); got < 1<<30 {
+		t.Errorf("recipient limit %d, want none", got)
+	}
+	if o.MXAddressLimit != 0 || o.MaxQueueLifetime != 0 || o.BounceQueueLifetime != 0 {
+		t.Errorf("mx limit %d, lifetimes %v %v", o.MXAddressLimit, o.MaxQueueLifetime, o.BounceQueueLifetime)
+	}
+	if o.MaxBackoff != time.Hour {
+		t.Errorf("maximal_backoff_time %v below minimal_backoff_time, want raised to 1h", o.MaxBackoff)
+	}
+	d := DefaultOptions()
+	if d.DefaultDestinationLimit != 20 || d.DefaultRecipientLimit != 50 || d.MXAddressLimit != 5 || d.ShutdownGrace != 30*time.Second {
+		t.Errorf("DefaultOptions: %d %d %d %v, want the table's 20 50 5 30s", d.DefaultDestinationLimit, d.DefaultRecipientLimit, d.MXAddressLimit, d.ShutdownGrace)
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	o := DefaultOptions()
 	want := []time.Duration{300, 600, 1200, 2400, 4000, 4000, 4000}

@@ -3,6 +3,9 @@ package dsn
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/store"
 )
 
 func TestWrap(t *testing.T) {
@@ -22,5 +25,25 @@ func TestWrap(t *testing.T) {
 	}
 	if strings.Join(strings.Fields(out), " ") != long {
 		t.Errorf("words changed")
+	}
+}
+
+// The queue lifetime: bounce_queue_lifetime for the null sender, never
+// longer than maximal_queue_lifetime (Postfix's qmgr); 0 stays 0.
+func TestLifetime(t *testing.T) {
+	day := 24 * time.Hour
+	for _, tc := range []struct {
+		sender                string
+		maximal, bounce, want time.Duration
+	}{
+		{"a@b.test", 5 * day, 2 * day, 5 * day},
+		{"", 5 * day, 2 * day, 2 * day},
+		{"", 1 * day, 5 * day, 1 * day},
+		{"", 0, 5 * day, 0},
+		{"a@b.test", 0, 5 * day, 0},
+	} {
+		if got := Lifetime(&store.Message{Sender: tc.sender}, tc.maximal, tc.bounce); got != tc.want {
+			t.Errorf("sender %q, maximal %v, bounce %v: %v, want %v", tc.sender, tc.maximal, tc.bounce, got, tc.want)
+		}
 	}
 }

@@ -114,6 +114,16 @@ func TestOptionsStress(t *testing.T) {
 	if v, _ := c.Stressed().Time("smtpd_timeout"); v != 3*time.Second {
 		t.Errorf("Stressed smtpd_timeout = %v", v)
 	}
+	// Zero means zero: no stress ever, no error sleep.
+	if o, err = OptionsFromConfig(newConfig(t, "smtpd_stress_threshold = 0")); err != nil {
+		t.Fatal(err)
+	}
+	if at, end := stressAt(&o); at != 0 || end != 0 || o.ErrorSleep != 0 {
+		t.Errorf("smtpd_stress_threshold = 0: stress at %d (end %d), error sleep %v", at, end, o.ErrorSleep)
+	}
+	if d := DefaultOptions(); d.ErrorSleep != time.Second || d.StressThreshold != 80 || d.RecipientOvershootLimit != 1000 {
+		t.Errorf("DefaultOptions: error sleep %v, stress threshold %d, overshoot %d", d.ErrorSleep, d.StressThreshold, d.RecipientOvershootLimit)
+	}
 	// The table's minimum (config/params.go): the file is refused.
 	if _, err := config.Parse("test.cf", []byte("smtpd_min_data_rate = 0\n")); err == nil {
 		t.Error("smtpd_min_data_rate = 0 accepted")
