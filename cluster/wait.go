@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/holdfast-mta/holdfast/follow"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -18,18 +19,10 @@ import (
 // --wait`, kept in etcd at result/<request>/<node> with the request's
 // lease and rewritten about once a second while the node follows it.
 type Progress struct {
-	Node      string `json:"node"`
-	Messages  int    `json:"messages"`
-	Active    int    `json:"active,omitempty"`
-	Tracked   int    `json:"tracked,omitempty"`
-	Delivered int    `json:"delivered,omitempty"`
-	Deferred  int    `json:"deferred,omitempty"`
-	Bounced   int    `json:"bounced,omitempty"`
-	Done      int    `json:"done,omitempty"` // left the queue, outcome not reported
-	Pending   int    `json:"pending,omitempty"`
-	TimedOut  bool   `json:"timed_out,omitempty"`
-	End       bool   `json:"end,omitempty"`
-	Error     string `json:"error,omitempty"`
+	Node string `json:"node"`
+	// The node's follower's report, the same as a single host's flush
+	// --wait line.
+	follow.Status
 }
 
 // Follower notes the recipients a flush of dest concerns, calls flush,
@@ -37,7 +30,7 @@ type Progress struct {
 // report about once a second and a last time with End set. It returns
 // flush's error (and then reports nothing). follow.Flush is one.
 type Follower func(ctx context.Context, dest string, subtree bool, wait time.Duration,
-	flush func() (store.FlushResult, error), report func(Progress)) error
+	flush func() (store.FlushResult, error), report func(follow.Status)) error
 
 // SetFollower lets the node follow the requests that ask for it; before
 // Start. Without one, FlushWait fails and such requests are applied as
@@ -85,9 +78,8 @@ func (n *Node) FlushWait(dest string, subtree bool, wait time.Duration) (string,
 // flush is reported too, so that the waiting operator need not time out.
 func (n *Node) followFlush(r Request, lease clientv3.LeaseID) error {
 	key := n.prefix("result") + r.Wait + "/" + n.o.Node
-	report := func(p Progress) {
-		p.Node = n.o.Node
-		if err := n.put(n.ctx, key, p, lease); err != nil {
+	report := func(s follow.Status) {
+		if err := n.put(n.ctx, key, Progress{Node: n.o.Node, Status: s}, lease); err != nil {
 			n.log.Debug().Err(err).Msg("cluster: reporting a followed flush")
 		}
 	}
@@ -98,7 +90,7 @@ func (n *Node) followFlush(r Request, lease clientv3.LeaseID) error {
 	err := n.follow(n.ctx, r.Dest, r.Subtree, wait,
 		func() (store.FlushResult, error) { return n.flusher.Flush(r.Dest, r.Subtree) }, report)
 	if err != nil {
-		report(Progress{End: true, Error: err.Error()})
+		report(follow.Status{End: true, Error: err.Error()})
 	}
 	return err
 }

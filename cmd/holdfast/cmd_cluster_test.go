@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/holdfast-mta/holdfast/cluster"
+	"github.com/holdfast-mta/holdfast/follow"
 )
 
 // The cluster views print every node's share and the totals.
@@ -45,8 +46,8 @@ func fields(s string) string {
 // report make it EX_TEMPFAIL; an error is shown on its node's line.
 func TestClusterFlushReport(t *testing.T) {
 	ws := cluster.WaitStatus{Members: []string{"a", "b", "c"}, Results: []cluster.Progress{
-		{Node: "a", Messages: 2, Delivered: 1, Bounced: 1, End: true},
-		{Node: "b", Messages: 3, Delivered: 1, Deferred: 1, Pending: 1, TimedOut: true, End: true},
+		{Node: "a", Status: follow.Status{Messages: 2, Delivered: 1, Bounced: 1, End: true}},
+		{Node: "b", Status: follow.Status{Messages: 3, Delivered: 1, Deferred: 1, Pending: 1, TimedOut: true, End: true}},
 	}}
 	var out, errOut strings.Builder
 	if rc := clusterFlushReport("customer.tld", ws, time.Minute, &out, &errOut); rc != exTempFail {
@@ -67,7 +68,7 @@ func TestClusterFlushReport(t *testing.T) {
 		t.Error("not done when every member has ended")
 	}
 	out.Reset()
-	ws.Results = []cluster.Progress{{Node: "a", Error: "not eligible", End: true}}
+	ws.Results = []cluster.Progress{{Node: "a", Status: follow.Status{Error: "not eligible", End: true}}}
 	if rc := clusterFlushReport("x.tld", ws, time.Minute, &out, &errOut); rc != exTempFail || !strings.Contains(out.String(), "error: not eligible") {
 		t.Errorf("exit %d:\n%s", rc, out.String())
 	}

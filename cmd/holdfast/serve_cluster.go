@@ -60,12 +60,8 @@ func (d *daemon) newCluster(c *config.Config) error {
 		return err
 	}
 	d.cluster.SetFollower(func(ctx context.Context, dest string, subtree bool, wait time.Duration,
-		flush func() (store.FlushResult, error), report func(cluster.Progress)) error {
-		return follow.Flush(ctx, d.store, d.feed, dest, subtree, wait, flush, func(s follow.Status) {
-			report(cluster.Progress{Messages: s.Messages, Active: s.Active, Tracked: s.Tracked,
-				Delivered: s.Delivered, Deferred: s.Deferred, Bounced: s.Bounced, Done: s.Done,
-				Pending: s.Pending, TimedOut: s.TimedOut, End: s.End})
-		})
+		flush func() (store.FlushResult, error), report func(follow.Status)) error {
+		return follow.Flush(ctx, d.store, d.feed, dest, subtree, wait, flush, report)
 	})
 	d.flush.SetPublisher(d.cluster)
 	d.clusterMetrics()
