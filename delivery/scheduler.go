@@ -217,7 +217,7 @@ func (d *Scheduler) Run(ctx context.Context) error {
 		}
 		d.sleep(ctx, d.free() > 0, leased)
 	}
-	d.setWork(nil)
+	d.endWork()
 	d.cur.Load().shutdown(cut)
 	return runErr
 }
@@ -246,6 +246,15 @@ func (d *Scheduler) start(work context.Context, m *store.Message) {
 func (d *Scheduler) setWork(work context.Context) {
 	d.workMu.Lock()
 	d.work = work
+	d.workMu.Unlock()
+}
+
+// endWork makes Reserve grant nothing and Deliver start nothing: Run
+// has stopped leasing. Workers Deliver started before are counted in
+// running, which shutdown waits for.
+func (d *Scheduler) endWork() {
+	d.workMu.Lock()
+	d.work = nil
 	d.workMu.Unlock()
 }
 
