@@ -27,10 +27,9 @@ type conn struct {
 	t    target
 	netc net.Conn // the transport: TCP, or TLS over it after STARTTLS
 	// r reads the server's replies through the bound of reply.go; w
-	// buffers the commands and the content (tw: for the dot writer).
+	// buffers the commands and the content.
 	r        *textproto.Reader
 	w        *bufio.Writer
-	tw       *textproto.Writer
 	tls      *tlsInfo // nil: plaintext
 	size     int64    // SIZE announced by the server, 0 = none (RFC 1870)
 	hasSize  bool     // SIZE announced, with or without a limit
@@ -132,7 +131,6 @@ func (d *Scheduler) handshake(raw net.Conn, t target, p *tlsPolicy) (*conn, erro
 	// From here on the session is ours (xfer.go): go-smtp's Client read
 	// no further than the EHLO reply, what follows is read from br.
 	cn := &conn{t: t, netc: nc, tls: info, r: textproto.NewReader(br), w: bufio.NewWriterSize(nc, connBuf)}
-	cn.tw = textproto.NewWriter(cn.w)
 	if ok, v := c.Extension("SIZE"); ok {
 		cn.hasSize = true
 		cn.size, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -455,28 +453,22 @@ func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, head []b
 	return res
 }
 
-// lastByte passes writes on in pieces of dataChunk, each with its write
-// deadline (xfer), and remembers the last byte and any error.
-type lastByte struct {
+// paced passes writes on in pieces of dataChunk, each with its write
+// deadline (xfer), and keeps the first error.
+type paced struct {
 	w    io.Writer
 	conn net.Conn
 	xfer time.Duration
-	n    int64
-	last byte
 	err  error
 }
 
-func (l *lastByte) Write(p []byte) (int, error) {
+func (l *paced) Write(p []byte) (int, error) {
 	total := 0
 	for len(p) > 0 {
 		k := min(len(p), dataChunk)
 		l.conn.SetWriteDeadline(time.Now().Add(l.xfer))
 		n, err := l.w.Write(p[:k])
 		total += n
-		if n > 0 {
-			l.n += int64(n)
-			l.last = p[n-1]
-		}
 		if err != nil {
 			l.err = err
 			return total, err

@@ -1,6 +1,8 @@
 package delivery
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
@@ -255,7 +257,7 @@ func (d *Scheduler) abandon(p *pipe) {
 // out.
 func (d *Scheduler) content(cn *conn, m *store.Message, ok []int, out []result) {
 	to := &cn.t.cf.Timeouts
-	dw := cn.tw.DotWriter()
+	dw := &dotWriter{w: cn.w}
 	// smtp_data_xfer_timeout bounds each write, as Postfix's limit per
 	// write call: a large message on a slow link goes on while it moves.
 	if r := d.writeBody(cn, dw, m.ID, to.DataXfer); r != nil {
@@ -393,25 +395,95 @@ func xtext(s string) string {
 }
 
 // writeBody streams the content of message id from the store to w (the
-// DATA dot writer), ending it with CRLF when it lacks one. A failure ends the
-// connection: from the store it is a local 4.3.0 (the transfer is
-// abandoned without its final dot, so the next hop takes nothing), from
-// the network the classified error.
+// DATA dot writer). A failure ends the connection: from the store it is a
+// local 4.3.0 (the transfer is abandoned without its final dot, so the
+// next hop takes nothing), from the network the classified error.
 func (d *Scheduler) writeBody(cn *conn, w io.Writer, id store.ID, xfer time.Duration) *result {
-	lw := &lastByte{w: w, conn: cn.netc, xfer: xfer}
-	_, err := d.s.BodyReader(id).WriteTo(lw)
-	if err == nil && lw.last != '\n' && lw.n > 0 {
-		_, err = lw.Write([]byte("\r\n"))
-	}
+	pw := &paced{w: w, conn: cn.netc, xfer: xfer}
+	_, err := d.s.BodyReader(id).WriteTo(pw)
 	if err == nil {
 		return nil
 	}
 	cn.broken = true
-	if lw.err == nil { // the store, not the network
+	if pw.err == nil { // the store, not the network
 		cn.netc.Close()
 		r := local(store.RcptPending, "4.3.0", "queue file read error")
 		return &r
 	}
 	r := classify(err, cn.t, "sending message body", true)
 	return &r
+}
+
+// dotWriter writes the content of DATA (RFC 5321 sec 4.5.2): a dot that
+// begins a line is doubled, every line ends with CRLF, and Close ends the
+// last line when it is open and sends the final dot. It copies the
+// content a line at a time (net/textproto's dot writer handles it a byte
+// at a time: 55 MB/s on the test machine, 19 ms of CPU per MB). A bare CR
+// or LF, which the store does not hold (smtpd queues them as CRLF), goes
+// out as CRLF too, so that no line end a next hop might take for one
+// reaches it unpaired.
+type dotWriter struct {
+	w   *bufio.Writer
+	mid bool // inside a line: a dot now is not at its start
+	cr  bool // a CR was read and held back: CRLF goes out either way
+}
+
+// Write implements io.Writer.
+func (d *dotWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if d.cr {
+			d.cr, d.mid = false, false
+			d.w.WriteString("\r\n")
+			if p[0] == '\n' {
+				p = p[1:]
+				continue
+			}
+		}
+		if !d.mid && p[0] == '.' {
+			d.w.WriteByte('.')
+		}
+		d.mid = true
+		// The line's end, and a CR before it: the CR of its CRLF, or a
+		// bare one (both searches run at memchr speed).
+		i := bytes.IndexByte(p, '\n')
+		line := p
+		if i >= 0 {
+			line = p[:i]
+		}
+		j := bytes.IndexByte(line, '\r')
+		switch {
+		case j >= 0 && j < len(line)-1: // a bare CR
+			d.w.Write(p[:j])
+			d.cr, p = true, p[j+1:]
+		case i < 0: // the line goes on in the next write
+			if j >= 0 {
+				d.w.Write(p[:j])
+				d.cr = true
+			} else {
+				d.w.Write(p)
+			}
+			p = nil
+		default: // CRLF, or a bare LF
+			if j >= 0 {
+				line = line[:j]
+			}
+			d.w.Write(line)
+			d.w.WriteString("\r\n")
+			d.mid, p = false, p[i+1:]
+		}
+	}
+	if _, err := d.w.Write(nil); err != nil { // bufio's error is sticky
+		return 0, err
+	}
+	return n, nil
+}
+
+// Close ends an open last line and sends the final dot, flushed.
+func (d *dotWriter) Close() error {
+	if d.cr || d.mid {
+		d.w.WriteString("\r\n")
+	}
+	d.w.WriteString(".\r\n")
+	return d.w.Flush()
 }

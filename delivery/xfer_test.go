@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -282,4 +284,69 @@ func TestNoPipelining(t *testing.T) {
 	id := e.enqueue("alice@origin.test", "b1@peer.test", "b2@peer.test", "b3@peer.test")
 	e.waitGone(id) // b1, b3 delivered, b2 bounced
 	noPeerErrors(t, errs)
+}
+
+// dotOut is what dotWriter sends for content written in pieces of split
+// bytes, the final dot included.
+func dotOut(t testing.TB, content string, split int) string {
+	var b strings.Builder
+	bw := bufio.NewWriterSize(&b, 16)
+	d := &dotWriter{w: bw}
+	for p := []byte(content); len(p) > 0; {
+		k := min(split, len(p))
+		if n, err := d.Write(p[:k]); n != k || err != nil {
+			t.Fatalf("write %d: %d, %v", k, n, err)
+		}
+		p = p[k:]
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// textprotoOut is net/textproto's dot writer's output for content.
+func textprotoOut(content string) string {
+	var b strings.Builder
+	bw := bufio.NewWriter(&b)
+	d := textproto.NewWriter(bw).DotWriter()
+	io.WriteString(d, content)
+	d.Close()
+	return b.String()
+}
+
+// The dot writer sends what net/textproto's sends for content with CRLF
+// line ends (what the store holds), in any split; a bare CR or LF goes
+// out as CRLF (textproto passes a bare CR on).
+func TestDotWriter(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 16))
+	pieces := []string{".", "..", "a", "Subject: x", "\r\n", "\r\n.\r\n", ".\r\n", " ", "From "}
+	for i := 0; i < 500; i++ {
+		var b strings.Builder
+		for n := rnd.IntN(30); n >= 0; n-- {
+			b.WriteString(pieces[rnd.IntN(len(pieces))])
+		}
+		content := b.String() + "\r\n"
+		want := textprotoOut(content)
+		for _, split := range []int{1, 2, 3, 7, 1 << 20} {
+			if got := dotOut(t, content, split); got != want {
+				t.Fatalf("%q split %d:\ngot  %q\nwant %q", content, split, got, want)
+			}
+		}
+	}
+	for _, c := range []struct{ in, want string }{
+		{"", ".\r\n"},
+		{"no line end", "no line end\r\n.\r\n"},
+		{".", "..\r\n.\r\n"},
+		{"a\nb\n", "a\r\nb\r\n.\r\n"},
+		{"hello\r.\rMAIL FROM:<x@y>\r\n", "hello\r\n..\r\nMAIL FROM:<x@y>\r\n.\r\n"},
+		{"a\r\r\nb\r", "a\r\n\r\nb\r\n.\r\n"},
+		{"\n.\n", "\r\n..\r\n.\r\n"},
+	} {
+		for _, split := range []int{1, 2, 1 << 20} {
+			if got := dotOut(t, c.in, split); got != c.want {
+				t.Errorf("%q split %d: got %q, want %q", c.in, split, got, c.want)
+			}
+		}
+	}
 }
