@@ -71,64 +71,14 @@ func postfixCloneFill(ctx context.Context, c *Config, r *Results, p *postfix, si
 	next := have
 	plan := fillPlan(size-have, hot, c.Batch, c.Domains, &next)
 	start := time.Now()
-
-	// One real message per address length, through Postfix.
-	shapes := map[int]int{} // address length -> plan index of its template
-	var sent []int
-	for i, d := range plan {
-		if _, ok := shapes[len(d)]; !ok {
-			shapes[len(d)] = i
-			sent = append(sent, i)
-		}
-	}
-	if err := goLoad(ctx, p.Addr(), 1, len(sent), func(j int) string { return "u@" + plan[sent[j]] }, 100); err != nil {
-		return 0, fmt.Errorf("postfix templates: %w", err)
-	}
-	if _, err := p.settle(ctx, have+len(sent), 5*time.Minute); err != nil {
-		return 0, err
-	}
-	templates := map[int]*pfTemplate{}
-	for _, i := range sent {
-		t, err := p.template(plan[i])
-		if err != nil {
-			return 0, err
-		}
-		templates[len(plan[i])] = t
-	}
-	if err := p.Stop(); err != nil {
-		return 0, err
-	}
-	c.logf("postfix: %d template messages queued and deferred by Postfix over SMTP, Postfix stopped (%s)", len(sent), time.Since(start).Round(time.Millisecond))
-	cloneStart := time.Now()
-
-	if err := roomFor(p.QueueDir(), len(plan)); err != nil {
-		return 0, err
-	}
-	// The copies, with Postfix stopped.
-	due := time.Now().Add(retryAfter)
-	var skip = map[int]bool{}
-	for _, i := range sent {
-		skip[i] = true
-	}
-	logs, err := p.clone(plan, skip, templates, due)
+	templates, sent, err := p.queueTemplates(ctx, plan, have)
 	if err != nil {
 		return 0, err
 	}
-	for _, t := range templates {
-		// The real ones come due with the copies, not after Postfix's
-		// backoff (4000 s, shorter than a 1M run).
-		if err := os.Chtimes(filepath.Join(p.QueueDir(), "deferred", t.id[:1], t.id), due, due); err != nil {
-			return 0, err
-		}
-	}
-	if err := p.appendFlushLogs(logs, templates); err != nil {
+	c.logf("postfix: %d template messages queued and deferred by Postfix over SMTP, Postfix stopped (%s)", len(sent), time.Since(start).Round(time.Millisecond))
+	if err := p.writeCopies(c, plan, sent, templates); err != nil {
 		return 0, err
 	}
-	c.logf("postfix: %d copies written (%s, %.0f/s)", len(logs), time.Since(cloneStart).Round(time.Millisecond), float64(len(logs))/time.Since(cloneStart).Seconds())
-	// Written back now, not during the measurements.
-	syncStart := time.Now()
-	unix.Sync()
-	c.logf("postfix: sync (%s)", time.Since(syncStart).Round(time.Millisecond))
 	el := time.Since(start)
 	c.logf("postfix queue filled to %d (+%d in %s: %d through SMTP, the rest cloned, %.0f msg/s)", have+len(plan), len(plan), el.Round(time.Millisecond), len(sent), float64(len(plan))/el.Seconds())
 
@@ -152,6 +102,71 @@ func postfixCloneFill(ctx context.Context, c *Config, r *Results, p *postfix, si
 	r.add("disk/"+fmt.Sprint(size), fmt.Sprintf("disk per queued message, %s queued", count(size)), "KiB", true, "postfix", float64(disk)/float64(n)/1024)
 	r.note("Postfix queue at %s: %d of %d messages written by Postfix over SMTP, the rest cloned from them (-postfix-fill clone); checked with postsuper at start and postqueue -j", count(size), len(sent), len(plan))
 	return n, nil
+}
+
+// queueTemplates sends, through the running Postfix, the first message of
+// plan of each address length, waits until it has deferred them, reads
+// them and stops Postfix. It returns the templates by address length and
+// the plan indexes sent.
+func (p *postfix) queueTemplates(ctx context.Context, plan []string, have int) (map[int]*pfTemplate, []int, error) {
+	shapes := map[int]bool{}
+	var sent []int
+	for i, d := range plan {
+		if !shapes[len(d)] {
+			shapes[len(d)] = true
+			sent = append(sent, i)
+		}
+	}
+	if err := goLoad(ctx, p.Addr(), 1, len(sent), func(j int) string { return "u@" + plan[sent[j]] }, 100); err != nil {
+		return nil, nil, fmt.Errorf("postfix templates: %w", err)
+	}
+	if _, err := p.settle(ctx, have+len(sent), 5*time.Minute); err != nil {
+		return nil, nil, err
+	}
+	templates := map[int]*pfTemplate{}
+	for _, i := range sent {
+		t, err := p.template(plan[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		templates[len(plan[i])] = t
+	}
+	return templates, sent, p.Stop()
+}
+
+// writeCopies writes, with Postfix stopped, a copy of its template for
+// every plan entry not sent, their fast-flush log entries, the templates'
+// next attempt, and syncs.
+func (p *postfix) writeCopies(c *Config, plan []string, sent []int, templates map[int]*pfTemplate) error {
+	if err := roomFor(p.QueueDir(), len(plan)); err != nil {
+		return err
+	}
+	start := time.Now()
+	due := start.Add(retryAfter)
+	skip := map[int]bool{}
+	for _, i := range sent {
+		skip[i] = true
+	}
+	logs, err := p.clone(plan, skip, templates, due)
+	if err != nil {
+		return err
+	}
+	for _, t := range templates {
+		// The real ones come due with the copies, not after Postfix's
+		// backoff (4000 s, shorter than a 1M run).
+		if err := os.Chtimes(filepath.Join(p.QueueDir(), "deferred", t.id[:1], t.id), due, due); err != nil {
+			return err
+		}
+	}
+	if err := p.appendFlushLogs(logs, templates); err != nil {
+		return err
+	}
+	c.logf("postfix: %d copies written (%s, %.0f/s)", len(logs), time.Since(start).Round(time.Millisecond), float64(len(logs))/time.Since(start).Seconds())
+	// Written back now, not during the measurements.
+	syncStart := time.Now()
+	unix.Sync()
+	c.logf("postfix: sync (%s)", time.Since(syncStart).Round(time.Millisecond))
+	return nil
 }
 
 // roomFor checks that the file system under dir has space and inodes for
@@ -424,19 +439,27 @@ func (p *postfix) checkQueue(ctx context.Context, want int, hot []string, batch 
 		return n, fmt.Errorf("postqueue -j lists %d messages (%d not deferred), want %d deferred", n, notDeferred, want)
 	}
 	for _, h := range hot {
-		ids := listed["u@"+h]
-		b, err := os.ReadFile(filepath.Join(p.QueueDir(), "flush", flushName(h)))
-		if err != nil {
+		if err := p.sameAsFlushLog(h, listed["u@"+h], batch); err != nil {
 			return n, err
-		}
-		logged := strings.Fields(string(b))
-		sort.Strings(ids)
-		sort.Strings(logged)
-		if len(ids) != batch || !slices.Equal(ids, logged) {
-			return n, fmt.Errorf("%s: postqueue -j lists %d messages %v, its fast-flush log %d %v, want the same %d", h, len(ids), ids, len(logged), logged, batch)
 		}
 	}
 	return n, nil
+}
+
+// sameAsFlushLog checks that the queue IDs postqueue listed for domain
+// are the batch its fast-flush log names.
+func (p *postfix) sameAsFlushLog(domain string, ids []string, batch int) error {
+	b, err := os.ReadFile(filepath.Join(p.QueueDir(), "flush", flushName(domain)))
+	if err != nil {
+		return err
+	}
+	logged := strings.Fields(string(b))
+	sort.Strings(ids)
+	sort.Strings(logged)
+	if len(ids) != batch || !slices.Equal(ids, logged) {
+		return fmt.Errorf("%s: postqueue -j lists %d messages %v, its fast-flush log %d %v, want the same %d", domain, len(ids), ids, len(logged), logged, batch)
+	}
+	return nil
 }
 
 func (p *postfix) maillogSize() int64 {
