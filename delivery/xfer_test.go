@@ -350,3 +350,38 @@ func TestDotWriter(t *testing.T) {
 		}
 	}
 }
+
+// The commands written ahead of their replies stay within pipeBuf: with
+// 40 recipients of 110 bytes, MAIL FROM and the first 33 RCPT TOs (4,057
+// bytes) go first, and the client reads their replies before it sends
+// the other 7 and DATA.
+func TestPipelineBound(t *testing.T) {
+	const n, first = 40, 33
+	var rcpts []string
+	for i := range n {
+		rcpts = append(rcpts, fmt.Sprintf("%0100d@peer.test", i))
+	}
+	addr, errs := newPeer(t, func(p *peer) {
+		p.greet("PIPELINING")
+		ahead := 0
+		for i := 0; i < 1+first; i++ {
+			ahead += len(p.line()) + 2
+		}
+		if b := p.r.Buffered(); b > 0 || ahead > pipeBuf {
+			p.errs <- fmt.Errorf("%d bytes, then %d more before a reply (bound %d)", ahead, b, pipeBuf)
+		}
+		p.send(strings.Repeat("250 2.1.5 Ok\r\n", 1+first))
+		for i := 0; i < n-first; i++ {
+			p.expect("RCPT TO:<" + rcpts[first+i] + ">")
+		}
+		p.expect("DATA")
+		p.send(strings.Repeat("250 2.1.5 Ok\r\n", n-first) + "354 go ahead\r\n")
+		p.content()
+		p.send("250 2.0.0 Ok: queued as B1\r\n")
+		p.rest()
+	})
+	e := pipeEnv(t, addr)
+	id := e.enqueue("alice@origin.test", rcpts...)
+	e.waitGone(id)
+	noPeerErrors(t, errs)
+}
