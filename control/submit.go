@@ -62,8 +62,8 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) error {
 	if s.o.Wake != nil && s.o.Queue == nil {
 		s.o.Wake()
 	}
-	s.o.Log.Info().Str("queue_id", string(m.ID)).Str("from", sender).Int64("size", m.Size).
-		Int("nrcpt", len(rcpts)).Int("uid", peer.UID).Msg("local submission")
+	s.o.Log.Info().Str("queue_id", string(m.ID)).Str("event", "accepted").Str("from", sender).
+		Int64("size", m.Size).Int("nrcpt", len(rcpts)).Int("uid", peer.UID).Msg("local submission accepted")
 	return writeJSON(w, SubmitReply{ID: string(m.ID)})
 }
 

@@ -115,6 +115,8 @@ func render(e event) []line {
 	switch ev := e.str("event"); {
 	case comp == "smtpd" && ev == "accepted":
 		return accepted(e)
+	case comp == "control" && ev == "accepted":
+		return pickedUp(e)
 	case comp == "smtpd" && (ev == "reject" || ev == "reject_warning"):
 		if e.str("command") == "AUTH" {
 			return nil // Postfix logs the SASL warning, not a reject
@@ -156,6 +158,17 @@ func accepted(e event) []line {
 	out = append(out, line{"qmgr", fmt.Sprintf("%s: from=<%s>, size=%s, nrcpt=%s (queue active)",
 		id, e.str("from"), e.str("size"), e.str("nrcpt"))})
 	return out
+}
+
+// pickedUp is pickup's uid= line and qmgr's from= line of a message
+// queued by local submission (sendmail, postdrop): pflogsumm counts a
+// message received from the pickup line as from smtpd's client= line.
+func pickedUp(e event) []line {
+	id := e.qid()
+	return []line{
+		{"pickup", fmt.Sprintf("%s: uid=%s from=<%s>", id, e.str("uid"), e.str("from"))},
+		{"qmgr", fmt.Sprintf("%s: from=<%s>, size=%s, nrcpt=%s (queue active)", id, e.str("from"), e.str("size"), e.str("nrcpt"))},
+	}
 }
 
 // reject is smtpd's "NOQUEUE: reject: RCPT from name[addr]: 554 5.7.1
