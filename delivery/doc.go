@@ -43,6 +43,9 @@
 //     recipients, over a session from the hop's pool (at most
 //     <transport>_destination_concurrency_limit sessions, reused between
 //     messages), within delivery_concurrency_limit transactions in all.
+//     When the next hop announces PIPELINING (RFC 2920), MAIL FROM, the
+//     RCPT TOs and DATA go in one write and the replies are read in order
+//     (xfer.go), as Postfix's smtp(8) does: two round trips per message.
 //
 // The attempt ends with one store.Finish: per-recipient outcomes, the next
 // attempt of each deferred recipient (min(maximal_backoff_time,
