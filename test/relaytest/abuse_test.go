@@ -21,7 +21,7 @@ func dialRaw(t *testing.T, d *crashtest.Daemon, from string) (*crashtest.Session
 	t.Helper()
 	s, code, msg, err := crashtest.Dial(d.Addr(), from, 10*time.Second)
 	if err != nil {
-		t.Fatalf("dial from %s: %v", from, err)
+		t.Fatalf("dial from %s: %v (daemon running: %v)\n%s", from, err, d.Running(), d.LogTail(30))
 	}
 	t.Cleanup(s.Close)
 	return s, code, msg
