@@ -111,24 +111,17 @@ func slicesDeleteQmgr(out []line) []line {
 // render turns one event into the lines Postfix would log for it, without
 // the state of renderer.
 func render(e event) []line {
-	comp := e.str("component")
-	switch ev := e.str("event"); {
-	case comp == "smtpd" && ev == "accepted":
-		return accepted(e)
-	case comp == "control" && ev == "accepted":
-		return pickedUp(e)
-	case comp == "smtpd" && (ev == "reject" || ev == "reject_warning"):
-		if e.str("command") == "AUTH" {
-			return nil // Postfix logs the SASL warning, not a reject
-		}
-		return []line{{"smtpd", reject(e)}}
+	comp, ev := e.str("component"), e.str("event")
+	if out, ok := received(e, comp, ev); ok {
+		return out
+	}
+	switch {
 	case e.has("to") && e.has("status") && e.has("relay"):
 		return []line{delivery(e)}
 	case comp == "delivery" && e.str("queue") == "active":
 		// A delivery attempt starts: qmgr moves the message to the active
 		// queue (pflogsumm counts its size once per queue ID).
-		return []line{{"qmgr", fmt.Sprintf("%s: from=<%s>, size=%s, nrcpt=%s (queue active)",
-			e.qid(), e.str("from"), e.str("size"), e.str("nrcpt"))}}
+		return []line{queueActive(e)}
 	case ev == "tls_established":
 		return []line{tlsSummary(e, comp)}
 	case ev == "tls_failed":
@@ -143,6 +136,31 @@ func render(e event) []line {
 	return []line{generic(e, comp)}
 }
 
+// received renders the events of a message coming in: accepted by smtpd
+// or by local submission, or refused by smtpd. ok is false for any other
+// event.
+func received(e event, comp, ev string) (out []line, ok bool) {
+	switch {
+	case comp == "smtpd" && ev == "accepted":
+		return accepted(e), true
+	case comp == "control" && ev == "accepted":
+		return pickedUp(e), true
+	case comp == "smtpd" && (ev == "reject" || ev == "reject_warning"):
+		if e.str("command") == "AUTH" {
+			return nil, true // Postfix logs the SASL warning, not a reject
+		}
+		return []line{{"smtpd", reject(e)}}, true
+	}
+	return nil, false
+}
+
+// queueActive is qmgr's from= line of a message moved to the active
+// queue.
+func queueActive(e event) line {
+	return line{"qmgr", fmt.Sprintf("%s: from=<%s>, size=%s, nrcpt=%s (queue active)",
+		e.qid(), e.str("from"), e.str("size"), e.str("nrcpt"))}
+}
+
 // accepted is smtpd's client= line, cleanup's message-id= line and
 // qmgr's from= line of a message that was just queued: pflogsumm counts
 // a message received from the first and takes its size from the last.
@@ -155,19 +173,16 @@ func accepted(e event) []line {
 	if mid := e.str("message_id"); mid != "" {
 		out = append(out, line{"cleanup", fmt.Sprintf("%s: message-id=%s", id, mid)})
 	}
-	out = append(out, line{"qmgr", fmt.Sprintf("%s: from=<%s>, size=%s, nrcpt=%s (queue active)",
-		id, e.str("from"), e.str("size"), e.str("nrcpt"))})
-	return out
+	return append(out, queueActive(e))
 }
 
 // pickedUp is pickup's uid= line and qmgr's from= line of a message
 // queued by local submission (sendmail, postdrop): pflogsumm counts a
 // message received from the pickup line as from smtpd's client= line.
 func pickedUp(e event) []line {
-	id := e.qid()
 	return []line{
-		{"pickup", fmt.Sprintf("%s: uid=%s from=<%s>", id, e.str("uid"), e.str("from"))},
-		{"qmgr", fmt.Sprintf("%s: from=<%s>, size=%s, nrcpt=%s (queue active)", id, e.str("from"), e.str("size"), e.str("nrcpt"))},
+		{"pickup", fmt.Sprintf("%s: uid=%s from=<%s>", e.qid(), e.str("uid"), e.str("from"))},
+		queueActive(e),
 	}
 }
 
