@@ -112,11 +112,11 @@ func (s *Store) Delete(ids ...ID) (int, error) {
 		n = 0
 		for _, id := range ids {
 			rk, bk := corruptKeys(id)
-			if w.corrupt.Get(rk) != nil {
-				if err := w.corrupt.Delete(rk); err != nil {
+			if w.corrupt().Get(rk) != nil {
+				if err := w.corrupt().Delete(rk); err != nil {
 					return err
 				}
-				if err := w.corrupt.Delete(bk); err != nil {
+				if err := w.corrupt().Delete(bk); err != nil {
 					return err
 				}
 				w.ncorrupt--

@@ -441,13 +441,13 @@ type DestState struct {
 func (s *Store) PutDest(dest string, d DestState) error {
 	return s.update("put dest "+dest, func(w *wtx) error {
 		if d == (DestState{}) {
-			return w.dest.Delete([]byte(dest))
+			return w.dest().Delete([]byte(dest))
 		}
 		b := []byte{1}
 		b = appendTime(b, d.DeadUntil)
 		b = appendTime(b, d.LastFlush)
 		b = appendString(b, d.Reason)
-		return w.dest.Put([]byte(dest), b)
+		return w.dest().Put([]byte(dest), b)
 	})
 }
 

@@ -14,15 +14,18 @@ import (
 // goes through save, which keeps the due, flush, hold and active buckets
 // and the counters in step with the record (the index invariant).
 type wtx struct {
-	s                                 *Store
-	tx                                *bolt.Tx
-	now                               time.Time
-	meta, msg, body, due, flush, hold *bolt.Bucket
-	active, dest, corrupt             *bolt.Bucket
-	counts                            [StateHold + 1]int64
-	bytes, ncorrupt                   int64
-	quarantined                       []ID
-	qerrs                             []error
+	s                           *Store
+	tx                          *bolt.Tx
+	now                         time.Time
+	meta, msg, body, due, flush *bolt.Bucket
+	// The buckets most transactions never touch, opened when first
+	// needed (hold(), active(), dest(), corrupt()): opening a bucket in
+	// a write transaction costs bbolt a dozen allocations.
+	lazyHold, lazyActive, lazyDest, lazyCorrupt *bolt.Bucket
+	counts                                      [StateHold + 1]int64
+	bytes, ncorrupt                             int64
+	quarantined                                 []ID
+	qerrs                                       []error
 	// damaged: messages skipped because a page of theirs is unreadable.
 	damaged []ID
 	derrs   []error
@@ -35,8 +38,7 @@ func (s *Store) begin(tx *bolt.Tx) *wtx {
 	w := &wtx{
 		s: s, tx: tx, now: s.now(),
 		meta: tx.Bucket(bktMeta), msg: tx.Bucket(bktMsg), body: tx.Bucket(bktBody),
-		due: tx.Bucket(bktDue), flush: tx.Bucket(bktFlush), hold: tx.Bucket(bktHold),
-		active: tx.Bucket(bktActive), dest: tx.Bucket(bktDest), corrupt: tx.Bucket(bktCorrupt),
+		due: tx.Bucket(bktDue), flush: tx.Bucket(bktFlush),
 	}
 	if tx.Writable() {
 		// IDs grow with time, so msg and body are appended to (and due
@@ -50,6 +52,19 @@ func (s *Store) begin(tx *bolt.Tx) *wtx {
 	}
 	return w
 }
+
+// open returns the bucket in *b, opening it the first time.
+func (w *wtx) open(b **bolt.Bucket, name []byte) *bolt.Bucket {
+	if *b == nil {
+		*b = w.tx.Bucket(name)
+	}
+	return *b
+}
+
+func (w *wtx) hold() *bolt.Bucket    { return w.open(&w.lazyHold, bktHold) }
+func (w *wtx) active() *bolt.Bucket  { return w.open(&w.lazyActive, bktActive) }
+func (w *wtx) dest() *bolt.Bucket    { return w.open(&w.lazyDest, bktDest) }
+func (w *wtx) corrupt() *bolt.Bucket { return w.open(&w.lazyCorrupt, bktCorrupt) }
 
 // commit writes the counter deltas.
 func (w *wtx) commit() error {
@@ -224,13 +239,14 @@ func (w *wtx) reindex(old, m *Message, id ID) error {
 	return nil
 }
 
-// mark keeps a presence entry (hold, active) in step with a state.
-func mark(b *bolt.Bucket, k []byte, had, want bool) error {
+// mark keeps a presence entry (hold, active) in step with a state; the
+// bucket is opened only for a change.
+func mark(b func() *bolt.Bucket, k []byte, had, want bool) error {
 	switch {
 	case want && !had:
-		return b.Put(k, nil)
+		return b().Put(k, nil)
 	case had && !want:
-		return b.Delete(k)
+		return b().Delete(k)
 	}
 	return nil
 }
@@ -325,18 +341,18 @@ func schedule(m *Message, now time.Time) {
 func (w *wtx) quarantine(id ID, rec []byte, cause error) error {
 	k := msgKey(id)
 	rk, bk := corruptKeys(id)
-	if err := w.corrupt.Put(rk, append([]byte(nil), rec...)); err != nil {
+	if err := w.corrupt().Put(rk, append([]byte(nil), rec...)); err != nil {
 		return err
 	}
 	if b, ok := bodyBytes(w.body, id); ok {
-		if err := w.corrupt.Put(bk, b); err != nil {
+		if err := w.corrupt().Put(bk, b); err != nil {
 			return err
 		}
 	}
 	if err := deleteBody(w.body, id); err != nil {
 		return err
 	}
-	for _, b := range []*bolt.Bucket{w.msg, w.hold, w.active} {
+	for _, b := range []*bolt.Bucket{w.msg, w.hold(), w.active()} {
 		if err := b.Delete(k); err != nil {
 			return err
 		}
@@ -398,7 +414,7 @@ func (w *wtx) recount() error {
 // now; a flush that arrived during the lost attempt is honoured. A
 // message held while active gets HeldFrom incoming.
 func (w *wtx) recoverLeases() (int, error) {
-	ids := keys(w.active)
+	ids := keys(w.active())
 	n := 0
 	for _, id := range ids {
 		old, err := w.loadGuarded(id)
@@ -407,7 +423,7 @@ func (w *wtx) recoverLeases() (int, error) {
 		}
 		if err != nil {
 			// No record (ErrNotFound): the entry is stale.
-			if err := w.active.Delete(msgKey(id)); err != nil {
+			if err := w.active().Delete(msgKey(id)); err != nil {
 				return n, err
 			}
 			continue
@@ -420,7 +436,7 @@ func (w *wtx) recoverLeases() (int, error) {
 		}
 		n++
 	}
-	for _, id := range keys(w.hold) {
+	for _, id := range keys(w.hold()) {
 		old, err := w.loadGuarded(id)
 		if err != nil || old.HeldFrom != StateActive {
 			continue
