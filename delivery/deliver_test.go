@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 	"github.com/holdfast-mta/holdfast/store"
 )
 
@@ -23,7 +24,10 @@ func TestReserveDeliver(t *testing.T) {
 		}
 		ids = append(ids, m.ID)
 	}
-	n := e.d.Reserve(10)
+	// Reserve grants nothing until Run has started (newEnv starts it in
+	// a goroutine).
+	var n int
+	testutil.WaitFor(10*time.Second, func() bool { n = e.d.Reserve(10); return n > 0 })
 	if n != 3 {
 		t.Fatalf("Reserve(10) with an active limit of 3 = %d", n)
 	}
