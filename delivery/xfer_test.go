@@ -385,3 +385,54 @@ func TestPipelineBound(t *testing.T) {
 	e.waitGone(id)
 	noPeerErrors(t, errs)
 }
+
+// FuzzDotWriter: whatever the content and however it is split, the
+// dot writer sends CRLF lines only, ends with the final dot, and a
+// receiver that removes the stuffed dots gets the content back, every
+// line end made CRLF (a bare CR or LF, and an open last line, included).
+func FuzzDotWriter(f *testing.F) {
+	f.Add([]byte("Subject: x\r\n\r\n.hello\r\n..\r\n"), uint8(3))
+	f.Add([]byte("hello\r.\rMAIL FROM:<x@y>\r\n"), uint8(1))
+	f.Add([]byte("\n.\n\r\r\n."), uint8(2))
+	f.Fuzz(func(t *testing.T, content []byte, split uint8) {
+		out := dotOut(t, string(content), int(split)+1)
+		body, ok := strings.CutSuffix(out, ".\r\n")
+		if !ok {
+			t.Fatalf("no final dot: %q", out)
+		}
+		var got strings.Builder
+		for _, l := range strings.SplitAfter(body, "\r\n") {
+			if l == "" {
+				continue
+			}
+			if !strings.HasSuffix(l, "\r\n") || strings.ContainsAny(l[:len(l)-2], "\r\n") {
+				t.Fatalf("line %q is not one CRLF line in %q", l, out)
+			}
+			if l[0] == '.' {
+				if len(l) < 2 || l[1] != '.' {
+					t.Fatalf("unstuffed dot line %q in %q", l, out)
+				}
+				l = l[1:]
+			}
+			got.WriteString(l)
+		}
+		var want strings.Builder
+		for i := 0; i < len(content); i++ {
+			switch c := content[i]; {
+			case c == '\r' && i+1 < len(content) && content[i+1] == '\n':
+				want.WriteString("\r\n")
+				i++
+			case c == '\r' || c == '\n':
+				want.WriteString("\r\n")
+			default:
+				want.WriteByte(c)
+			}
+		}
+		if w := want.String(); w != "" && !strings.HasSuffix(w, "\r\n") {
+			want.WriteString("\r\n")
+		}
+		if got.String() != want.String() {
+			t.Fatalf("content %q split %d:\nunstuffed %q\nwant      %q", content, split, got.String(), want.String())
+		}
+	})
+}
