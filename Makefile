@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 FUZZTIME ?= 30s
 
-.PHONY: all build run test deb man tools test-short vet staticcheck fmt fmt-check bench bench-compare bench-postfix-1m bench-go fuzz soak install clean
+.PHONY: all build run test deb man tools test-short vet staticcheck funcsize fmt fmt-check bench bench-compare bench-postfix-1m bench-go fuzz soak install clean
 
 all: build
 
@@ -32,7 +32,12 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
 
-test: vet fmt-check staticcheck tools
+# No function outside tests longer than 60 lines (a table's rows not
+# counted) or above cyclomatic complexity 20 (gocyclo's count).
+funcsize:
+	$(GO) run ./internal/funcsize -lines 60 -cyclo 20 .
+
+test: vet fmt-check staticcheck funcsize tools
 	$(GO) test -race -shuffle=on -timeout 20m ./...
 
 # Installs the real peers of the interoperability tests (swaks, dovecot,
