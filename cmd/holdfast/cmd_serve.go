@@ -47,22 +47,11 @@ const queueDBName = "queue.db"
 const lockTimeout = 2 * time.Second
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("c", defaultConfigPath, "configuration `file`")
-	var overrides overrideFlag
-	fs.Var(&overrides, "o", "override a parameter of the file: `name=value` (repeatable), as Postfix's -o")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exUsage
+	path, overrides, code, ok := serveFlags(args, stderr)
+	if !ok {
+		return code
 	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "holdfast serve: unexpected argument %q\n", fs.Arg(0))
-		return exUsage
-	}
-	c, code := loadConfig(*path, stderr)
+	c, code := loadConfig(path, stderr)
 	if c == nil {
 		return code
 	}
@@ -90,40 +79,67 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	raiseNoFile(c, log)
 	d, err := startDaemon(c, log)
 	if err != nil {
-		msg, code := startError(err, *path)
+		msg, code := startError(err, path)
 		fmt.Fprintf(stderr, "holdfast serve: %s\n", msg)
 		return code
 	}
 	log.Info().Str("queue_directory", d.queueDir).Strs("smtpd_listen", d.smtpAddrs()).
 		Int("pid", os.Getpid()).Msg("daemon started")
-	rl := &reloader{d: d, path: *path, overrides: overrides, cur: c}
+	rl := &reloader{d: d, path: path, overrides: overrides, cur: c}
 	d.reloader.Store(rl)
-	stopHUP := make(chan struct{})
-	go rl.watchHUP(hup, stopHUP)
-	notify(log, sdnotify.SdNotifyReady)
-
-	var failed error
-	select {
-	case <-ctx.Done():
-		stop() // a second signal ends the process at once
-		log.Info().Msg("signal received, shutting down")
-	case failed = <-d.failed:
-		log.Error().Err(failed).Msg("fatal error, shutting down")
-	}
-	close(stopHUP)
-	notify(log, sdnotify.SdNotifyStopping)
-	if err := d.shutdown(); err != nil {
-		log.Error().Err(err).Msg("shutdown")
-		if failed == nil {
-			failed = err
-		}
-	}
-	if failed != nil {
-		fmt.Fprintf(stderr, "holdfast serve: %v\n", failed)
+	if err := d.run(ctx, stop, hup); err != nil {
+		fmt.Fprintf(stderr, "holdfast serve: %v\n", err)
 		return exSoftware
 	}
 	log.Info().Msg("daemon stopped")
 	return 0
+}
+
+// serveFlags parses serve's command line: the configuration file and
+// the -o overrides. When ok is false the command ends with code.
+func serveFlags(args []string, stderr io.Writer) (path string, overrides overrideFlag, code int, ok bool) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&path, "c", defaultConfigPath, "configuration `file`")
+	fs.Var(&overrides, "o", "override a parameter of the file: `name=value` (repeatable), as Postfix's -o")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", nil, 0, false
+		}
+		return "", nil, exUsage, false
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "holdfast serve: unexpected argument %q\n", fs.Arg(0))
+		return "", nil, exUsage, false
+	}
+	return path, overrides, 0, true
+}
+
+// run serves until a signal ends ctx (stop then lets a second signal end
+// the process at once) or a part fails, reloading on each SIGHUP, and
+// then shuts the daemon down. The error is the failure that ended it, or
+// else the shutdown's.
+func (d *daemon) run(ctx context.Context, stop func(), hup <-chan os.Signal) error {
+	stopHUP := make(chan struct{})
+	go d.reloader.Load().watchHUP(hup, stopHUP)
+	notify(d.log, sdnotify.SdNotifyReady)
+	var failed error
+	select {
+	case <-ctx.Done():
+		stop() // a second signal ends the process at once
+		d.log.Info().Msg("signal received, shutting down")
+	case failed = <-d.failed:
+		d.log.Error().Err(failed).Msg("fatal error, shutting down")
+	}
+	close(stopHUP)
+	notify(d.log, sdnotify.SdNotifyStopping)
+	if err := d.shutdown(); err != nil {
+		d.log.Error().Err(err).Msg("shutdown")
+		if failed == nil {
+			failed = err
+		}
+	}
+	return failed
 }
 
 // startError turns a start-up failure into one line for the operator and
@@ -240,29 +256,9 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	d.metrics = metrics.New(d.store.Stats)
 	d.metrics.WatchAges(d.store.Ages, nil)
 	d.feed = follow.NewFeed()
-	// One resolver (and cache) for every lookup: dns_resolver or the
-	// servers of /etc/resolv.conf.
-	d.resolver, err = dnsr.New(dnsr.Options{Server: c.String("dns_resolver")})
-	if err != nil {
-		return nil, fmt.Errorf("%w: dns_resolver: %v", errConfig, err)
+	if err := d.newDelivery(c); err != nil {
+		return nil, err
 	}
-	dopts, err := delivery.OptionsFromConfig(c)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errConfig, err)
-	}
-	dopts.Resolver = d.resolver
-	dopts.Self = func(a netip.AddrPort) bool { return d.self.Is(a) }
-	for _, w := range dopts.Warnings { // transports: reported, never silently ignored
-		log.Warn().Msg(w)
-	}
-	dopts.Events = d.metrics // recipient outcomes: the metrics
-	dopts.Feed = d.feed      // and flush --wait
-	d.sched, err = delivery.New(dopts, d.store, log.With().Str("component", "delivery").Logger())
-	if err != nil {
-		return nil, fmt.Errorf("delivery: %w", err)
-	}
-	d.flush = flush.NewService(d.policy, d.store, d.sched, log.With().Str("component", "flush").Logger())
-	d.flush.SetEvents(d.metrics) // every request counted, by source (etrn, cli, cluster)
 	if err := d.newCluster(c); err != nil {
 		return nil, fmt.Errorf("%w: %v", errConfig, err)
 	}
@@ -278,7 +274,43 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 	if err := d.startControl(c); err != nil {
 		return nil, err
 	}
+	d.startServing()
+	return d, nil
+}
 
+// newDelivery makes the resolver, the scheduler (not yet running) and
+// the flush service over them.
+func (d *daemon) newDelivery(c *config.Config) error {
+	// One resolver (and cache) for every lookup: dns_resolver or the
+	// servers of /etc/resolv.conf.
+	var err error
+	d.resolver, err = dnsr.New(dnsr.Options{Server: c.String("dns_resolver")})
+	if err != nil {
+		return fmt.Errorf("%w: dns_resolver: %v", errConfig, err)
+	}
+	dopts, err := delivery.OptionsFromConfig(c)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errConfig, err)
+	}
+	dopts.Resolver = d.resolver
+	dopts.Self = func(a netip.AddrPort) bool { return d.self.Is(a) }
+	for _, w := range dopts.Warnings { // transports: reported, never silently ignored
+		d.log.Warn().Msg(w)
+	}
+	dopts.Events = d.metrics // recipient outcomes: the metrics
+	dopts.Feed = d.feed      // and flush --wait
+	d.sched, err = delivery.New(dopts, d.store, d.log.With().Str("component", "delivery").Logger())
+	if err != nil {
+		return fmt.Errorf("delivery: %w", err)
+	}
+	d.flush = flush.NewService(d.policy, d.store, d.sched, d.log.With().Str("component", "flush").Logger())
+	d.flush.SetEvents(d.metrics) // every request counted, by source (etrn, cli, cluster)
+	return nil
+}
+
+// startServing runs the scheduler and the cluster session and serves
+// SMTP on every listener, once everything is built.
+func (d *daemon) startServing() {
 	sctx, cancel := context.WithCancel(context.Background())
 	d.cancelSched = cancel
 	go func() { d.schedDone <- d.sched.Run(sctx) }()
@@ -292,7 +324,6 @@ func startDaemon(c *config.Config, log zerolog.Logger) (_ *daemon, err error) {
 			return err
 		})
 	}
-	return d, nil
 }
 
 // startSMTP builds the SMTP server and opens every smtpd_listen address.
