@@ -83,8 +83,9 @@ type Node struct {
 	done   chan struct{}
 
 	connected atomic.Bool
-	// applied is the revision of the last flush request handled.
-	applied atomic.Int64
+	// applied is the revision of the last flush request handled; saved
+	// the last one kept in etcd (saveApplied).
+	applied, saved atomic.Int64
 	// Counters, read by Stats.
 	published, appliedN, skipped, dropped, failures atomic.Int64
 	seq                                             atomic.Int64
@@ -146,9 +147,20 @@ func (n *Node) Close() {
 	if n.cancel != nil {
 		n.cancel()
 		<-n.done
+		// A request applied just before Close, whose save the cancel cut
+		// short, is kept now: the node restarted does not apply it again.
+		if n.applied.Load() > n.saved.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), closeSaveTimeout)
+			n.saveApplied(ctx)
+			cancel()
+		}
 	}
 	n.cli.Close()
 }
+
+// closeSaveTimeout bounds Close's last save of the applied revision
+// (etcd may be the reason for the stop).
+const closeSaveTimeout = time.Second
 
 // Publish hands a flush this host carried out to the cluster. It never
 // blocks: when the buffer is full (etcd away for long) the oldest waiting

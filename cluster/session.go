@@ -262,10 +262,12 @@ func (n *Node) apply(value []byte, lease clientv3.LeaseID) {
 func (n *Node) saveApplied(ctx context.Context) {
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	rev := strconv.FormatInt(n.applied.Load(), 10)
-	if _, err := n.cli.Put(octx, n.prefix("applied")+n.o.Node, rev); err != nil {
+	applied := n.applied.Load()
+	if _, err := n.cli.Put(octx, n.prefix("applied")+n.o.Node, strconv.FormatInt(applied, 10)); err != nil {
 		n.log.Debug().Err(err).Msg("cluster: saving the applied revision")
+		return
 	}
+	n.saved.Store(applied)
 }
 
 // summarise publishes this node's per-destination counts.
