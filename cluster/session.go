@@ -29,6 +29,10 @@ type Request struct {
 	WaitFor time.Duration `json:"wait_for,omitempty"`
 }
 
+// errLeaseLost ends a session whose membership lease could not be renewed
+// (etcd unreachable for MemberTTL) or was revoked.
+var errLeaseLost = errors.New("cluster: membership lease lost")
+
 // Member is a node's membership record.
 type Member struct {
 	Node    string    `json:"node"`
@@ -53,12 +57,23 @@ func (n *Node) prefix(kind string) string {
 // publish until etcd is lost (the member lease cannot be renewed) or ctx
 // ends. joined reports whether it got as far as joining.
 func (n *Node) session(ctx context.Context) (joined bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	lease, alive, err := n.join(ctx)
 	if err != nil {
 		return false, err
 	}
+	// The lease lost ends the session at once, even in the middle of a
+	// call: a call to an etcd that is gone waits for its whole timeout
+	// (opTimeout), and the loop below, busy with one (a summary every
+	// SummaryInterval), would see the lease's end only after it, or
+	// after several, as select picks at random among ready cases. A node
+	// cut off from etcd must notice within about MemberTTL.
+	go func() {
+		for range alive {
+		}
+		cancel(errLeaseLost)
+	}()
 	defer func() {
 		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 		n.cli.Revoke(rctx, lease) // leave at once on a clean stop
@@ -79,11 +94,7 @@ func (n *Node) session(ctx context.Context) (joined bool, err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			return true, ctx.Err()
-		case _, ok := <-alive:
-			if !ok {
-				return true, errors.New("cluster: membership lease lost")
-			}
+			return true, context.Cause(ctx)
 		case wr, ok := <-watch:
 			if !ok {
 				return true, errors.New("cluster: watch ended")
@@ -97,19 +108,27 @@ func (n *Node) session(ctx context.Context) (joined bool, err error) {
 			if reqLease == 0 || time.Since(reqLeaseAt) > n.o.FlushMaxAge/4 {
 				if reqLease, err = n.grant(ctx, n.o.FlushMaxAge+n.o.FlushMaxAge/4); err != nil {
 					n.requeue(r)
-					return true, err
+					return true, cause(ctx, err)
 				}
 				reqLeaseAt = time.Now()
 			}
 			if err := n.put(ctx, n.requestKey(r), r, reqLease); err != nil {
 				n.requeue(r)
-				return true, err
+				return true, cause(ctx, err)
 			}
 			n.published.Add(1)
 		case <-summary.C:
 			n.summarise(ctx, lease)
 		}
 	}
+}
+
+// cause is why ctx ended (the lease lost) when it did, else err.
+func cause(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil {
+		return c
+	}
+	return err
 }
 
 // join grants the member lease, keeps it alive and writes the member key.
