@@ -86,12 +86,14 @@ type MTA struct {
 	opts MTAOptions
 	tls  *tls.Config
 
-	mu    sync.Mutex
-	srv   *smtp.Server
-	ln    net.Listener // closed by stop itself: see stop
-	done  chan struct{}
-	conns int
-	open  int
+	mu   sync.Mutex
+	srv  *smtp.Server
+	ln   net.Listener // closed by stop itself: see stop
+	done chan struct{}
+	// accepted are the connections open now (closed by stop itself).
+	accepted map[net.Conn]struct{}
+	conns    int
+	open     int
 	// contents: DATA contents read in full, replied to or not.
 	contents int
 	maxOpen  int
@@ -136,7 +138,8 @@ func NewMTA(t testing.TB, o MTAOptions) *MTA {
 	if o.Domain == "" {
 		o.Domain = "mx.test"
 	}
-	m := &MTA{opts: o, rcpt: map[string]*smtp.SMTPError{}, notify: make(chan struct{}, 1)}
+	m := &MTA{opts: o, rcpt: map[string]*smtp.SMTPError{}, notify: make(chan struct{}, 1),
+		accepted: map[net.Conn]struct{}{}}
 	m.tls = o.TLSConfig
 	if o.TLS && o.TLSConfig == nil {
 		cfg, err := SelfSignedTLS("localhost", "127.0.0.1")
@@ -323,6 +326,14 @@ func (m *MTA) serve(l net.Listener) {
 	}()
 }
 
+// stop ends Serve and every session without go-smtp's Server.Close,
+// which races with its own connection goroutines: Close reads the Conn's
+// net.Conn while a STARTTLS in progress replaces it (handleStartTLS sets
+// it without the lock Close holds; go-smtp v0.25.1, the race detector
+// saw it about once in 20 runs of delivery's TestTLSPolicyMaps). Closing
+// the listener and the accepted connections ourselves makes each
+// session's read or handshake fail, so its own goroutine ends it; then
+// Shutdown waits for those goroutines.
 func (m *MTA) stop() {
 	m.mu.Lock()
 	s, done, l := m.srv, m.done, m.ln
@@ -331,19 +342,24 @@ func (m *MTA) stop() {
 	if s == nil {
 		return
 	}
-	// A Close before Serve has registered the listener would leave Serve
-	// accepting for ever (a test that fails right after NewMTA hung its
-	// package): closing the listener ends Serve either way.
-	_ = s.Close()
+	// Closing the listener ends Serve even when it has not started
+	// accepting yet (a test that fails right after NewMTA).
 	_ = l.Close()
-	<-done
+	<-done // no Accept after this
+	m.mu.Lock()
+	conns := m.accepted
+	m.accepted = map[net.Conn]struct{}{}
+	m.mu.Unlock()
+	for c := range conns {
+		_ = c.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.Shutdown(ctx) // waits for the connection goroutines
 }
 
 // hangupListener closes accepted connections while the MTA is in Hangup
-// mode.
+// mode, and records the others for stop.
 type hangupListener struct {
 	net.Listener
 	m *MTA
@@ -359,6 +375,9 @@ func (l *hangupListener) Accept() (net.Conn, error) {
 		h := l.m.hangup
 		if h {
 			l.m.hangups++
+		} else {
+			c = &trackedConn{Conn: c, m: l.m}
+			l.m.accepted[c] = struct{}{}
 		}
 		l.m.mu.Unlock()
 		if !h {
@@ -366,6 +385,19 @@ func (l *hangupListener) Accept() (net.Conn, error) {
 		}
 		c.Close()
 	}
+}
+
+// trackedConn leaves the MTA's set of accepted connections when closed.
+type trackedConn struct {
+	net.Conn
+	m *MTA
+}
+
+func (c *trackedConn) Close() error {
+	c.m.mu.Lock()
+	delete(c.m.accepted, c)
+	c.m.mu.Unlock()
+	return c.Conn.Close()
 }
 
 type discardLogger struct{}
