@@ -116,6 +116,9 @@ type Daemon struct {
 	// Wrap, if set, is a command line that runs the daemon and execs it
 	// in the same process, as `prlimit --nofile=128:128 --` does.
 	Wrap []string
+	// Env is added to the test's environment for the daemon
+	// ("GOMEMLIMIT=100MiB").
+	Env []string
 
 	mu      sync.Mutex
 	addr    string
@@ -271,6 +274,9 @@ func (d *Daemon) spawn(timeout time.Duration) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	if len(d.Env) > 0 {
+		cmd.Env = append(os.Environ(), d.Env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
