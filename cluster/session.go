@@ -59,21 +59,10 @@ func (n *Node) prefix(kind string) string {
 func (n *Node) session(ctx context.Context) (joined bool, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	lease, alive, err := n.join(ctx)
+	lease, err := n.join(ctx, cancel)
 	if err != nil {
 		return false, err
 	}
-	// The lease lost ends the session at once, even in the middle of a
-	// call: a call to an etcd that is gone waits for its whole timeout
-	// (opTimeout), and the loop below, busy with one (a summary every
-	// SummaryInterval), would see the lease's end only after it, or
-	// after several, as select picks at random among ready cases. A node
-	// cut off from etcd must notice within about MemberTTL.
-	go func() {
-		for range alive {
-		}
-		cancel(errLeaseLost)
-	}()
 	defer func() {
 		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 		n.cli.Revoke(rctx, lease) // leave at once on a clean stop
@@ -132,20 +121,32 @@ func cause(ctx context.Context, err error) error {
 }
 
 // join grants the member lease, keeps it alive and writes the member key.
-func (n *Node) join(ctx context.Context) (clientv3.LeaseID, <-chan *clientv3.LeaseKeepAliveResponse, error) {
+// When the lease can no longer be renewed it calls lost(errLeaseLost),
+// which ends the session at once, even in the middle of a call: a call
+// to an etcd that is gone waits for its whole timeout (opTimeout), and
+// the session's loop, busy with one (a summary every SummaryInterval),
+// would see the lease's end only after it, or after several, as select
+// picks at random among ready cases. A node cut off from etcd notices
+// within about MemberTTL.
+func (n *Node) join(ctx context.Context, lost context.CancelCauseFunc) (clientv3.LeaseID, error) {
 	lease, err := n.grant(ctx, n.o.MemberTTL)
 	if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
 	alive, err := n.cli.KeepAlive(ctx, lease)
 	if err != nil {
-		return 0, nil, fmt.Errorf("cluster: keep-alive: %w", err)
+		return 0, fmt.Errorf("cluster: keep-alive: %w", err)
 	}
+	go func() {
+		for range alive {
+		}
+		lost(errLeaseLost)
+	}()
 	m := Member{Node: n.o.Node, SMTP: n.o.SMTP, Version: n.o.Version, Started: n.started()}
 	if err := n.put(ctx, n.prefix("members")+n.o.Node, m, lease); err != nil {
-		return 0, nil, err
+		return 0, err
 	}
-	return lease, alive, nil
+	return lease, nil
 }
 
 func (n *Node) grant(ctx context.Context, ttl time.Duration) (clientv3.LeaseID, error) {
