@@ -100,6 +100,10 @@ func (s *Server) Restart() {
 	}
 }
 
+// healthClient asks etcd's /health with a time limit: a port taken by
+// another program's listener accepts the connection and may never answer.
+var healthClient = &http.Client{Timeout: 2 * time.Second}
+
 // start runs etcd with s.args and waits until it is healthy.
 func (s *Server) start() error {
 	cmd := exec.Command(s.bin, s.args...)
@@ -120,7 +124,7 @@ func (s *Server) start() error {
 		default:
 		}
 		var r *http.Response
-		if r, err = http.Get(s.URL + "/health"); err != nil {
+		if r, err = healthClient.Get(s.URL + "/health"); err != nil {
 			return false
 		}
 		r.Body.Close()
