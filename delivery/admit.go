@@ -24,9 +24,16 @@ type Enqueuer interface {
 // such recipients is stored deferred, in its one commit, instead of
 // being leased and finished by the scheduler (two more commits); a mixed
 // message stays due now for the others. After the commit Admit logs one
-// deferral per such recipient, as an attempt would, and wakes the
-// scheduler only when something is due now. A recipient whose transport
-// cannot be resolved (table lookup failure) is left to the scheduler.
+// deferral per such recipient, as an attempt would. A recipient whose
+// transport cannot be resolved (table lookup failure) is left to the
+// scheduler.
+//
+// A message due now (not held, not deferred on arrival) is leased in
+// the commit that stores it when the scheduler grants a worker slot
+// (Reserve), and handed to Deliver after the commit: its first delivery
+// follows one commit, not the Enqueue's then a Lease's. With no slot free
+// (or Run not running) it is stored incoming, the scheduler is woken,
+// and Run leases it in its turn.
 func (d *Scheduler) Admit(q Enqueuer) Enqueuer { return admitter{d: d, q: q} }
 
 type admitter struct {
@@ -72,9 +79,21 @@ func (a admitter) admit(m *store.Message, enqueue func() error) error {
 			r.Reply, r.DSN = res.Reply, res.DSN
 		}
 	}
+	// Due now and a worker slot free: lease it in its commit (Enqueue of
+	// a message given StateActive) and deliver it from here.
+	state, reserved := m.State, 0
+	if len(deferred) < pendingCount(m) && m.State != store.StateHold {
+		if reserved = a.d.Reserve(1); reserved > 0 {
+			m.State = store.StateActive
+		}
+	}
 	if err := enqueue(); err != nil {
 		if saved != nil {
 			copy(m.Recipients, saved) // the caller's message as it was
+		}
+		m.State = state
+		if reserved > 0 {
+			a.d.Deliver(nil, reserved)
 		}
 		return err
 	}
@@ -86,6 +105,16 @@ func (a admitter) admit(m *store.Message, enqueue func() error) error {
 			logOutcome(&log, m, i, res, d.o.Clock.Now(), r.NextAttempt)
 			d.o.outcome(m.ID, r.Addr, res.Status)
 		}
+	}
+	switch {
+	case reserved > 0 && m.State == store.StateActive:
+		// The worker gets its own copy, as Lease's: the caller keeps m.
+		c := *m
+		c.Recipients = append([]store.Recipient(nil), m.Recipients...)
+		a.d.Deliver([]*store.Message{&c}, reserved)
+		return nil
+	case reserved > 0:
+		a.d.Deliver(nil, reserved)
 	}
 	if len(deferred) < pendingCount(m) {
 		d.Wake()

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,5 +63,46 @@ func TestReserveDeliver(t *testing.T) {
 	e.d.Deliver(leased, 0)
 	if m, err := e.s.Get(id); err != nil || m.State == store.StateActive {
 		t.Errorf("after Deliver to a stopped scheduler: %+v, %v; want back in the queue", m, err)
+	}
+}
+
+// TestAdmitLeases: a message due now that Admit stores while a worker
+// slot is free is leased in the commit that stores it and delivered from
+// there: two commits in all (Enqueue, Finish), not three (and a Lease).
+// With no slot free it is stored incoming, and Run leases it once the
+// slot is back.
+func TestAdmitLeases(t *testing.T) {
+	var commits atomic.Int64
+	e := newEnv(t, func(e *env) {
+		e.o.ActiveLimit = 1
+		e.s = testutil.Store(t, store.Options{NoSync: true, Now: e.clock.Now, Eligible: func(string) bool { return true },
+			OnCommit: func(time.Duration, int) { commits.Add(1) }})
+	})
+	testutil.WaitFor(10*time.Second, func() bool { return e.d.Reserve(1) > 0 }) // Run has started
+	e.d.Deliver(nil, 1)
+
+	n0 := commits.Load()
+	m := e.enqueueAdmitted("alice@origin.test", "bob@customer.test")
+	if got, err := e.s.Get(m.ID); err == nil && got.State != store.StateActive {
+		t.Fatalf("after Admit with a free slot: stored %s; want active", got.State)
+	}
+	e.waitGone(m.ID)
+	if n := commits.Load() - n0; n != 2 {
+		t.Errorf("admitted, leased and delivered in %d commits; want 2", n)
+	}
+
+	// Every slot taken: stored incoming, leased by Run once the slot is
+	// given back.
+	if k := e.d.Reserve(1); k != 1 {
+		t.Fatalf("Reserve(1) = %d", k)
+	}
+	m = e.enqueueAdmitted("alice@origin.test", "carol@customer.test")
+	if got, err := e.s.Get(m.ID); err != nil || got.State != store.StateIncoming {
+		t.Fatalf("after Admit with no free slot: %+v, %v; want incoming", got, err)
+	}
+	e.d.Deliver(nil, 1)
+	e.waitGone(m.ID)
+	if got := e.mta.Wait(2, 5*time.Second); len(got) != 2 {
+		t.Fatalf("%d of 2 delivered", len(got))
 	}
 }

@@ -33,7 +33,10 @@
 //     without a connection, unless a flush forced the recipient. New mail
 //     queued through Admit (as serve does) gets that outcome before its
 //     acceptance commit, so ETRN-only mail costs one commit, not three
-//     (enqueue, lease, finish), and is never leased before a flush;
+//     (enqueue, lease, finish), and is never leased before a flush. Mail
+//     due now that Admit queues while a worker slot is free is leased in
+//     its acceptance commit and its delivery started from there (Reserve,
+//     Deliver): two commits (enqueue, finish), not three;
 //   - a dead next hop (its last connection failed) defers ("delivery
 //     temporarily suspended: ...") without a connection until
 //     minimal_backoff_time has passed, unless forced; the dead list is kept

@@ -275,8 +275,9 @@ func (d *Scheduler) Reserve(n int) int {
 
 // Deliver starts a delivery worker for each of msgs, messages the caller
 // leased after Reserve granted it reserved slots (at least len(msgs)),
-// and gives the slots back. When Run has stopped meanwhile, the messages
-// are returned to the queue (Unlease).
+// and gives the slots back; slots given back unused wake Run, which may
+// have gone to sleep for want of them. When Run has stopped meanwhile,
+// the messages are returned to the queue (Unlease).
 func (d *Scheduler) Deliver(msgs []*store.Message, reserved int) {
 	cur := d.cur.Load() // the configuration in force, as Run's workers get
 	d.workMu.Lock()
@@ -289,6 +290,9 @@ func (d *Scheduler) Deliver(msgs []*store.Message, reserved int) {
 	d.reserved.Add(-int64(reserved))
 	d.workMu.Unlock()
 	if work != nil {
+		if reserved > len(msgs) {
+			d.Wake()
+		}
 		return
 	}
 	for _, m := range msgs {

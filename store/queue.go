@@ -9,15 +9,25 @@ import (
 )
 
 // Enqueue stores a new message: record, body, due entry and flush
-// entries, shared with concurrent writers (Store.batch) so that concurrent sessions share one fsync.
-// It fills in m.ID (when empty), Arrival (when zero), Size, State and Due,
-// and returns only after the commit. The message is due at the earliest
-// NextAttempt of its pending recipients, zero meaning now: a caller that
-// defers recipients on arrival (defer_transports) sets their Attempts,
-// NextAttempt and Reply, and a message with nothing due now is stored
-// deferred, with no lease and no second commit. The closure is
-// idempotent: bbolt may run it again after another call in the batch
-// failed.
+// entries, shared with concurrent writers (Store.batch) so that
+// concurrent sessions share one fsync. It fills in m.ID (when empty),
+// Arrival (when zero), Size, State and Due, and returns only after the
+// commit. The message is due at the earliest NextAttempt of its pending
+// recipients, zero meaning now: a caller that defers recipients on
+// arrival (defer_transports) sets their Attempts, NextAttempt and Reply,
+// and a message with nothing due now is stored deferred, with no lease
+// and no second commit.
+//
+// A caller that has a delivery slot for the message (delivery's Admit)
+// passes it with State StateActive: when it is due now it is leased in
+// the same transaction as it is stored and comes back StateActive, to be
+// ended with Finish or Unlease as any leased message; otherwise it is
+// stored as above. That saves the lease's commit (and its fsyncs) before
+// the first delivery. A crash leaves it active in the file, and Open
+// returns it to the queue, due now (recoverLeases), as any lease.
+//
+// The closure is idempotent: bbolt may run it again after another call
+// in the batch failed.
 func (s *Store) Enqueue(m *Message, body []byte) error {
 	if s.closed.Load() {
 		return ErrClosed

@@ -273,7 +273,9 @@ func (w *wtx) insertRecord(m *Message) error {
 }
 
 // prepare fills in what Enqueue owns: ID, arrival, size, state and due.
-// A message given with State StateHold is stored on hold.
+// A message given with State StateHold is stored on hold. A message
+// given with State StateActive is leased on arrival when it is due now
+// (see Store.Enqueue), and otherwise stored as schedule says.
 // State and due follow the recipients (schedule): a new message is
 // incoming, due now, unless every pending recipient already has a later
 // NextAttempt (deferred on arrival), in which case it is deferred until
@@ -295,9 +297,12 @@ func prepare(m *Message, body []byte, now time.Time) error {
 		m.Arrival = now
 	}
 	m.Size = int64(len(body))
-	hold := m.State == StateHold
+	hold, lease := m.State == StateHold, m.State == StateActive
 	m.HeldFrom = 0
 	schedule(m, now)
+	if lease && m.State == StateIncoming {
+		m.State, m.Due = StateActive, time.Time{} // as Lease would
+	}
 	if hold {
 		// Put on hold on arrival (an smtpd access table's HOLD): as
 		// Hold would, remembering where a release returns it.
