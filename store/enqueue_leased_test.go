@@ -78,3 +78,32 @@ func TestEnqueueLeased(t *testing.T) {
 		t.Fatalf("after a crash the message leased on arrival is not leased again")
 	}
 }
+
+// TestSalvageActive: a message in flight (active) when a file is salvaged
+// is copied back into the queue, incoming and due now, as a crash returns
+// it; the copy's Enqueue does not take its state as a lease.
+func TestSalvageActive(t *testing.T) {
+	f := open(t)
+	id := f.enqueue("a@x.tld")
+	if got := f.lease(); got[id] == nil {
+		t.Fatal("not leased")
+	}
+	f.s.Close()
+	dst := f.path + ".salvaged"
+	rep, err := Salvage(f.path, dst, f.o)
+	if err != nil || rep.Recovered != 1 {
+		t.Fatalf("Salvage: %+v, %v", rep, err)
+	}
+	s, err := Open(dst, f.o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m, err := s.Get(id)
+	if err != nil || m.State != StateIncoming || m.Due.After(f.clk.Now()) {
+		t.Fatalf("salvaged: %+v, %v; want incoming, due now", m, err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

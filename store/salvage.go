@@ -356,6 +356,11 @@ func (sc *scan) copyTo(s *Store, rep *SalvageReport) error {
 			continue
 		}
 		held := m.State == StateHold
+		if m.State == StateActive {
+			// In flight when the file was damaged: back in the queue as a
+			// crash returns it (Enqueue would take StateActive as a lease).
+			m.State = StateIncoming
+		}
 		consumeFlushPending(m, now)
 		if err := s.Enqueue(m, body); err != nil {
 			if errors.Is(err, ErrNoSpace) {
