@@ -195,20 +195,21 @@ func (d *Scheduler) Run(ctx context.Context) error {
 	for ctx.Err() == nil && runErr == nil {
 		d := d.cur.Load()
 		d.drain()
-		free := d.free()
 		leased := 0
-		if free > 0 {
-			n := min(free, d.o.LeaseBatch)
+		// Run takes its slots through Reserve as a flush and Admit do,
+		// so that together they never start more than ActiveLimit.
+		if n := d.Reserve(d.o.LeaseBatch); n > 0 {
 			msgs, err := d.s.Lease(d.o.Clock.Now(), n)
+			for _, m := range msgs {
+				d.start(work, m)
+			}
+			d.reserved.Add(-int64(n))
 			if err != nil {
 				if errors.Is(err, store.ErrClosed) {
 					runErr = err
 					break
 				}
 				d.log.Error().Err(err).Msg("lease failed")
-			}
-			for _, m := range msgs {
-				d.start(work, m)
 			}
 			leased = len(msgs)
 			if leased == n && err == nil {
