@@ -71,71 +71,73 @@ type StatsFunc func() (store.Stats, error)
 // queue size per state.
 func New(stats StatsFunc) *Set {
 	m := &Set{reg: prometheus.NewRegistry()}
-	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "holdfast_messages_total",
-		Help: "Messages accepted, and recipient outcomes: sent, deferred, bounced, expired.",
-	}, []string{"status"})
-	m.flushRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "holdfast_flush_requests_total",
-		Help: "ETRN, ATRN (ODMR) and operator flush requests by source (etrn, atrn, cli) and result.",
-	}, []string{"source", "result"})
-	m.flushDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "holdfast_flush_duration_seconds",
-		Help:    "Time to carry out a flush request (index seek and commit).",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-	}, []string{"source"})
-	m.deliveryDur = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "holdfast_delivery_duration_seconds",
-		Help:    "Duration of one delivery attempt (connection and transaction).",
-		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
-	})
-	m.sessionsOpen = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "holdfast_smtp_sessions_open", Help: "SMTP sessions currently open.",
-	})
-	m.sessionsTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "holdfast_smtp_sessions_total", Help: "SMTP sessions opened.",
-	})
-	m.sessionsReject = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "holdfast_smtp_sessions_rejected_total",
-		Help: "SMTP connections refused or ended by policy, by reason.",
-	}, []string{"reason"})
-	m.authResults = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "holdfast_smtp_auth_total",
-		Help: "SMTP AUTH attempts by result: success, failure, temporary, malformed, aborted, rate_limited.",
-	}, []string{"result"})
-	m.stress = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "holdfast_smtp_stress",
-		Help: "1 while the SMTP server is under stress (smtpd_stress_threshold of its slots busy): the ${stress?...} limits are in force.",
-	})
-	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "holdfast_smtp_rate_limited_total",
-		Help: "SMTP commands refused by a per-client rate limit, by event: mail, rcpt, newtls, etrn, auth.",
-	}, []string{"event"})
-	m.commitDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "holdfast_store_commit_duration_seconds",
-		Help:    "Duration of the store's group commits (transaction and fsync).",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-	})
-	m.commitBatchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "holdfast_store_commit_batch_size",
-		Help:    "Writers (enqueues, leases, finishes, flush chunks) per group commit.",
-		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
-	})
-	m.damaged = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "holdfast_queue_damaged_messages_total",
-		Help: "Messages that cannot be delivered because a page of queue.db holding their record or body cannot be read (holdfast db salvage).",
-	})
-	m.deliveryTLS = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "holdfast_delivery_tls_total",
-		Help: "Recipient outcomes of SMTP sessions by their TLS: none (plaintext), untrusted, trusted or verified.",
-	}, []string{"tls", "status"})
-	m.reg.MustRegister(m.deliveryTLS, m.messages, m.damaged, m.flushRequests, m.flushDuration, m.deliveryDur,
-		m.sessionsOpen, m.sessionsTotal, m.sessionsReject, m.authResults, m.stress, m.rateLimited, m.commitDuration, m.commitBatchSize,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.messages = m.counterVec("holdfast_messages_total",
+		"Messages accepted, and recipient outcomes: sent, deferred, bounced, expired.", "status")
+	m.flushRequests = m.counterVec("holdfast_flush_requests_total",
+		"ETRN, ATRN (ODMR) and operator flush requests by source (etrn, atrn, cli) and result.", "source", "result")
+	m.flushDuration = m.histogramVec("holdfast_flush_duration_seconds",
+		"Time to carry out a flush request (index seek and commit).",
+		prometheus.ExponentialBuckets(0.0005, 2, 14), "source")
+	m.deliveryDur = m.histogram("holdfast_delivery_duration_seconds",
+		"Duration of one delivery attempt (connection and transaction).",
+		prometheus.ExponentialBuckets(0.01, 2, 14))
+	m.sessionsOpen = m.gauge("holdfast_smtp_sessions_open", "SMTP sessions currently open.")
+	m.sessionsTotal = m.counter("holdfast_smtp_sessions_total", "SMTP sessions opened.")
+	m.sessionsReject = m.counterVec("holdfast_smtp_sessions_rejected_total",
+		"SMTP connections refused or ended by policy, by reason.", "reason")
+	m.authResults = m.counterVec("holdfast_smtp_auth_total",
+		"SMTP AUTH attempts by result: success, failure, temporary, malformed, aborted, rate_limited.", "result")
+	m.stress = m.gauge("holdfast_smtp_stress",
+		"1 while the SMTP server is under stress (smtpd_stress_threshold of its slots busy): the ${stress?...} limits are in force.")
+	m.rateLimited = m.counterVec("holdfast_smtp_rate_limited_total",
+		"SMTP commands refused by a per-client rate limit, by event: mail, rcpt, newtls, etrn, auth.", "event")
+	m.commitDuration = m.histogram("holdfast_store_commit_duration_seconds",
+		"Duration of the store's group commits (transaction and fsync).",
+		prometheus.ExponentialBuckets(0.0001, 2, 16))
+	m.commitBatchSize = m.histogram("holdfast_store_commit_batch_size",
+		"Writers (enqueues, leases, finishes, flush chunks) per group commit.",
+		prometheus.ExponentialBuckets(1, 2, 10))
+	m.damaged = m.counter("holdfast_queue_damaged_messages_total",
+		"Messages that cannot be delivered because a page of queue.db holding their record or body cannot be read (holdfast db salvage).")
+	m.deliveryTLS = m.counterVec("holdfast_delivery_tls_total",
+		"Recipient outcomes of SMTP sessions by their TLS: none (plaintext), untrusted, trusted or verified.", "tls", "status")
 	if stats != nil {
 		m.reg.MustRegister(&queueCollector{stats: stats})
 	}
 	return m
+}
+
+// counter, counterVec, gauge, histogram and histogramVec create one
+// collector and register it in m's registry.
+func (m *Set) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	m.reg.MustRegister(c)
+	return c
+}
+
+func (m *Set) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	m.reg.MustRegister(c)
+	return c
+}
+
+func (m *Set) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	m.reg.MustRegister(g)
+	return g
+}
+
+func (m *Set) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	m.reg.MustRegister(h)
+	return h
+}
+
+func (m *Set) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	m.reg.MustRegister(h)
+	return h
 }
 
 // Registry is the registry behind /metrics, for extra collectors.
