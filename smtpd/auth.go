@@ -146,7 +146,7 @@ func (s *session) authStart(arg string) (mech, resp string, r *smtp.SMTPError) {
 		return "", "", s.authFailed(replyAuthLineTooLong, "malformed")
 	}
 	if s.overRate(evAuth, o.ClientAuthRateLimit, "AUTH command") {
-		return "", "", s.authFailed(replyAuthRate(s.client.String()), "rate_limited")
+		return "", "", s.authFailed(replyRateLimited("too many AUTH commands", s.client.String()), "rate_limited")
 	}
 	mech = strings.ToUpper(args[0])
 	offered := false

@@ -192,7 +192,7 @@ func (s *session) mailCmd(arg string) *smtp.SMTPError {
 		return replyMailSyntax
 	}
 	if s.overRate(evMail, s.io.lim.ClientMessageRateLimit, "Message delivery request") {
-		return replyTooMuchMail(s.client.String())
+		return replyRateLimited("too much mail", s.client.String())
 	}
 	if err != nil {
 		return replyBadSender
@@ -311,7 +311,7 @@ func (s *session) rcptArg(arg string) (store.Recipient, *smtp.SMTPError) {
 		return rc, replyRcptSyntax
 	}
 	if s.overRate(evRcpt, s.io.lim.ClientRecipientRateLimit, "Recipient address") {
-		return rc, replyTooManyRcptsFrom(s.client.String())
+		return rc, replyRateLimited("too many recipients", s.client.String())
 	}
 	if err != nil || path == "" {
 		return rc, replyBadRcpt

@@ -129,12 +129,10 @@ func replyBareLF(code int, host string) *smtp.SMTPError {
 // Per-client rate limits (Postfix smtpd.c, anvil): MAIL and RCPT name the
 // client's address, the TLS replies its name[address].
 
-func replyTooMuchMail(addr string) *smtp.SMTPError {
-	return rep(450, ec(4, 7, 1), "Error: too much mail from "+addr)
-}
-
-func replyTooManyRcptsFrom(addr string) *smtp.SMTPError {
-	return rep(450, ec(4, 7, 1), "Error: too many recipients from "+addr)
+// replyRateLimited is 450 4.7.1 "Error: too much mail from ADDR", with
+// what "too much mail", "too many recipients" or "too many AUTH commands".
+func replyRateLimited(what, addr string) *smtp.SMTPError {
+	return rep(450, ec(4, 7, 1), "Error: "+what+" from "+addr)
 }
 
 func replyTooManyTLS(namaddr string) *smtp.SMTPError {
@@ -214,10 +212,6 @@ func replyAuthFailed(reason string) *smtp.SMTPError {
 
 func replyAuthTemp(reason string) *smtp.SMTPError {
 	return rep(454, ec(4, 7, 0), "Temporary authentication failure: "+reason)
-}
-
-func replyAuthRate(addr string) *smtp.SMTPError {
-	return rep(450, ec(4, 7, 1), "Error: too many AUTH commands from "+addr)
 }
 
 var replyAuthParamTwice = rep(503, ec(5, 5, 4), "Error: multiple AUTH= options")

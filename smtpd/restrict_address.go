@@ -24,17 +24,7 @@ func addressRestrictions() map[string]restriction {
 			return c.unknownDomain(c.rcpt, "Recipient address")
 		}},
 		"permit_auth_destination": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
-			if c.rcpt == "" {
-				return dunno, nil
-			}
-			ok, err := c.cfg.relayAllowed(c.rcpt)
-			if err != nil {
-				return c.decide(replyLookupFailure(c.rcpt))
-			}
-			if ok {
-				return permit, nil
-			}
-			return dunno, nil
+			return c.authDestination(permit, func() (verdict, *smtp.SMTPError) { return dunno, nil })
 		}},
 		"reject_unauth_destination": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
 			return c.unauthDestination(c.codes().RelayDomains, ec(5, 7, 1))
@@ -42,18 +32,8 @@ func addressRestrictions() map[string]restriction {
 		"defer_unauth_destination": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
 			return c.unauthDestination(c.codes().RelayDomains-100, ec(4, 7, 1))
 		}},
-		"reject_unlisted_recipient": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
-			if c.rcpt == "" {
-				return dunno, nil
-			}
-			return c.relayRecipient()
-		}},
-		"check_recipient_maps": {fn: func(c *check, _ *rule) (verdict, *smtp.SMTPError) {
-			if c.rcpt == "" {
-				return dunno, nil
-			}
-			return c.relayRecipient()
-		}},
+		"reject_unlisted_recipient": {fn: listedRecipient},
+		"check_recipient_maps":      {fn: listedRecipient},
 	}
 }
 
@@ -78,6 +58,17 @@ func fqdnAddress(a string) bool {
 
 // unauthDestination is reject_unauth_destination / defer_unauth_destination.
 func (c *check) unauthDestination(code int, enh smtp.EnhancedCode) (verdict, *smtp.SMTPError) {
+	return c.authDestination(dunno, func() (verdict, *smtp.SMTPError) {
+		return c.decide(replyRelayDenied(code, enh, c.rcpt))
+	})
+}
+
+// authDestination answers for the recipient by its destination
+// (relay_domains, mydestination and the other address classes): ifOK
+// when we accept mail for it, what otherwise returns when we do not, and
+// a temporary lookup failure when that cannot be told. No recipient
+// (a check at another stage) is dunno.
+func (c *check) authDestination(ifOK verdict, otherwise func() (verdict, *smtp.SMTPError)) (verdict, *smtp.SMTPError) {
 	if c.rcpt == "" {
 		return dunno, nil
 	}
@@ -86,9 +77,18 @@ func (c *check) unauthDestination(code int, enh smtp.EnhancedCode) (verdict, *sm
 		return c.decide(replyLookupFailure(c.rcpt))
 	}
 	if ok {
+		return ifOK, nil
+	}
+	return otherwise()
+}
+
+// listedRecipient is reject_unlisted_recipient and check_recipient_maps
+// (one check in holdfast: relay_recipient_maps); no recipient is dunno.
+func listedRecipient(c *check, _ *rule) (verdict, *smtp.SMTPError) {
+	if c.rcpt == "" {
 		return dunno, nil
 	}
-	return c.decide(replyRelayDenied(code, enh, c.rcpt))
+	return c.relayRecipient()
 }
 
 // relayRecipientKeys: user+ext@domain, user@domain (the extension

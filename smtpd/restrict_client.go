@@ -31,26 +31,26 @@ func clientRestrictions() map[string]restriction {
 // rejectUnknownClient: the client name is not forward-confirmed
 // (RFC 7372's 4.7.25).
 func rejectUnknownClient(c *check, _ *rule) (verdict, *smtp.SMTPError) {
-	if c.s.nameStatus == peerOK {
-		return dunno, nil
-	}
-	code := 450
-	if c.s.nameStatus >= peerPerm {
-		code = c.codes().UnknownClient
-	}
-	return c.decide(rep(code, ec(4, 7, 25), "Client host rejected: cannot find your hostname, ["+c.s.client.String()+"]"))
+	return c.unknownPeer(c.s.nameStatus, ec(4, 7, 25), "cannot find your hostname")
 }
 
 // rejectUnknownReverse: the client address has no name at all.
 func rejectUnknownReverse(c *check, _ *rule) (verdict, *smtp.SMTPError) {
-	if c.s.reverseStatus == peerOK {
+	return c.unknownPeer(c.s.reverseStatus, ec(4, 7, 1), "cannot find your reverse hostname")
+}
+
+// unknownPeer rejects the client when status (of its name or of its
+// reverse name) is not peerOK: with unknown_client_reject_code when the
+// failure is permanent, with 450 when it is temporary.
+func (c *check) unknownPeer(status peerStatus, enh smtp.EnhancedCode, text string) (verdict, *smtp.SMTPError) {
+	if status == peerOK {
 		return dunno, nil
 	}
 	code := 450
-	if c.s.reverseStatus >= peerPerm {
+	if status >= peerPerm {
 		code = c.codes().UnknownClient
 	}
-	return c.decide(rep(code, ec(4, 7, 1), "Client host rejected: cannot find your reverse hostname, ["+c.s.client.String()+"]"))
+	return c.decide(rep(code, enh, "Client host rejected: "+text+", ["+c.s.client.String()+"]"))
 }
 
 // rejectUnauthPipelining: the client sent commands ahead of a reply
