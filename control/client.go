@@ -222,51 +222,43 @@ func (c *Client) Show(ctx context.Context, id string) (*Show, error) {
 // Operate runs delete, hold, release or requeue; progress, if not nil, is
 // called for each progress line. It returns the final line.
 func (c *Client) Operate(ctx context.Context, op string, req OpRequest, progress func(Progress)) (Progress, error) {
-	resp, err := c.postJSON(ctx, "/v1/queue/"+url.PathEscape(op), req)
-	if err != nil {
-		return Progress{}, err
-	}
-	defer resp.Body.Close()
-	var last Progress
-	err = readLines(resp.Body, func(dec *json.Decoder) (bool, error) {
-		var p Progress
-		if err := dec.Decode(&p); err != nil {
-			return false, err
-		}
-		last = p
-		if progress != nil {
-			progress(p)
-		}
-		return p.End, nil
-	})
-	if err == nil && last.Error != "" {
-		err = errors.New(last.Error)
-	}
-	return last, err
+	return postProgress(ctx, c, "/v1/queue/"+url.PathEscape(op), req, progress,
+		func(p Progress) (bool, string) { return p.End, p.Error })
 }
 
 // Flush asks for a flush; with req.Wait, progress is called for each
 // status line until the end. It returns the final line.
 func (c *Client) Flush(ctx context.Context, req FlushRequest, progress func(FlushStatus)) (FlushStatus, error) {
-	resp, err := c.postJSON(ctx, "/v1/flush", req)
+	return postProgress(ctx, c, "/v1/flush", req, progress,
+		func(s FlushStatus) (bool, string) { return s.End, s.Error })
+}
+
+// postProgress posts req to path and reads the progress lines of the
+// reply (Progress, FlushStatus), calling progress (if not nil) for each,
+// until the line that ends says so (ends: whether it is the last, and
+// its error text). It returns the final line, and its error as an error.
+func postProgress[T any](ctx context.Context, c *Client, path string, req any, progress func(T),
+	ends func(T) (bool, string)) (T, error) {
+	var last T
+	resp, err := c.postJSON(ctx, path, req)
 	if err != nil {
-		return FlushStatus{}, err
+		return last, err
 	}
 	defer resp.Body.Close()
-	var last FlushStatus
 	err = readLines(resp.Body, func(dec *json.Decoder) (bool, error) {
-		var s FlushStatus
-		if err := dec.Decode(&s); err != nil {
+		var l T
+		if err := dec.Decode(&l); err != nil {
 			return false, err
 		}
-		last = s
+		last = l
 		if progress != nil {
-			progress(s)
+			progress(l)
 		}
-		return s.End, nil
+		end, _ := ends(l)
+		return end, nil
 	})
-	if err == nil && last.Error != "" {
-		err = errors.New(last.Error)
+	if _, msg := ends(last); err == nil && msg != "" {
+		err = errors.New(msg)
 	}
 	return last, err
 }

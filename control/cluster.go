@@ -51,22 +51,21 @@ func (s *Server) noCluster() error {
 
 // clusterStatus answers the node's state and the live members.
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) error {
-	if s.o.Cluster == nil {
-		return s.noCluster()
-	}
-	v, err := s.o.Cluster.Status(r.Context())
-	if err != nil {
-		return errf(http.StatusServiceUnavailable, CodeInternal, "%v", err)
-	}
-	return writeJSON(w, v)
+	return s.clusterAnswer(w, r, Cluster.Status)
 }
 
 // clusterSummary answers every live node's per-destination counts.
 func (s *Server) clusterSummary(w http.ResponseWriter, r *http.Request) error {
+	return s.clusterAnswer(w, r, Cluster.Summaries)
+}
+
+// clusterAnswer answers what ask reads from the cluster, or that the host
+// is not in one.
+func (s *Server) clusterAnswer(w http.ResponseWriter, r *http.Request, ask func(Cluster, context.Context) (any, error)) error {
 	if s.o.Cluster == nil {
 		return s.noCluster()
 	}
-	v, err := s.o.Cluster.Summaries(r.Context())
+	v, err := ask(s.o.Cluster, r.Context())
 	if err != nil {
 		return errf(http.StatusServiceUnavailable, CodeInternal, "%v", err)
 	}
