@@ -184,26 +184,26 @@ func (p *pool) setLimit(n int) {
 // setLimits applies the destination concurrency limits of d's
 // configuration to the hops already contacted.
 func (d *Scheduler) setLimits() {
-	d.pools.mu.Lock()
-	ps := make([]*pool, 0, len(d.pools.m))
-	for _, p := range d.pools.m {
-		ps = append(ps, p)
-	}
-	d.pools.mu.Unlock()
-	for _, p := range ps {
+	for _, p := range d.allPools() {
 		p.setLimit(d.o.destLimit(p.transport))
 	}
 }
 
-// closeAll closes every idle session of every hop.
+// closeAllPools closes every idle session of every hop.
 func (d *Scheduler) closeAllPools() {
+	for _, p := range d.allPools() {
+		p.closeIdle()
+	}
+}
+
+// allPools is the hops contacted so far, copied out of the map so that
+// the caller works on them without holding d.pools.mu.
+func (d *Scheduler) allPools() []*pool {
 	d.pools.mu.Lock()
+	defer d.pools.mu.Unlock()
 	ps := make([]*pool, 0, len(d.pools.m))
 	for _, p := range d.pools.m {
 		ps = append(ps, p)
 	}
-	d.pools.mu.Unlock()
-	for _, p := range ps {
-		p.closeIdle()
-	}
+	return ps
 }
