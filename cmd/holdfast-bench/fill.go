@@ -19,6 +19,23 @@ func fillerDomain(i int) string { return fmt.Sprintf("d%05d.etrn.test", i) }
 
 func hotDomain(size, run int) string { return fmt.Sprintf("h%d-%d.etrn.test", size, run) }
 
+// hotDomains is the hot domain of each of c.Runs runs at size.
+func hotDomains(c *Config, size int) []string {
+	hot := make([]string, c.Runs)
+	for i := range hot {
+		hot[i] = hotDomain(size, i)
+	}
+	return hot
+}
+
+// postfixPlan is the hot domains at size and the fill plan (fillPlan)
+// that brings Postfix's queue from have to size messages.
+func postfixPlan(c *Config, size, have int) (hot, plan []string) {
+	hot = hotDomains(c, size)
+	next := have
+	return hot, fillPlan(size-have, hot, c.Batch, c.Domains, &next)
+}
+
 // retryAfter is when filled mail is next due: later than any run (and
 // than a cached queue file's age, see Config.Cache), so the only
 // deliveries during a measurement are the ones ETRN starts.

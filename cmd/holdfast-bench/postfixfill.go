@@ -64,12 +64,7 @@ type pfTemplate struct {
 // postfixCloneFill brings Postfix's deferred queue from have to size
 // messages by cloning, and restarts it. It returns the deferred count.
 func postfixCloneFill(ctx context.Context, c *Config, r *Results, p *postfix, size, have int) (int, error) {
-	hot := make([]string, c.Runs)
-	for i := range hot {
-		hot[i] = hotDomain(size, i)
-	}
-	next := have
-	plan := fillPlan(size-have, hot, c.Batch, c.Domains, &next)
+	hot, plan := postfixPlan(c, size, have)
 	start := time.Now()
 	templates, sent, err := p.queueTemplates(ctx, plan, have)
 	if err != nil {

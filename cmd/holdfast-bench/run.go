@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -294,7 +295,7 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 	sizes := union(c.Sizes, c.PostfixSizes, c.Postfix)
 	var postfixQueued int
 	for _, size := range sizes {
-		hOn, pOn := h != nil && containsInt(c.Sizes, size), p != nil && containsInt(c.PostfixSizes, size)
+		hOn, pOn := h != nil && slices.Contains(c.Sizes, size), p != nil && slices.Contains(c.PostfixSizes, size)
 		if hOn {
 			if err := holdfastAtSize(ctx, c, r, h, size); err != nil {
 				return err
@@ -335,10 +336,7 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 // holdfastAtSize fills holdfast's queue to size (daemon stopped), then
 // times StartupRuns start-ups and leaves the daemon running.
 func holdfastAtSize(ctx context.Context, c *Config, r *Results, h *holdfast, size int) error {
-	hot := make([]string, c.Runs)
-	for i := range hot {
-		hot[i] = hotDomain(size, i)
-	}
+	hot := hotDomains(c, size)
 	start := time.Now()
 	cached := cacheFile(c, size)
 	total := size
@@ -438,12 +436,7 @@ func copyFile(src, dst string) error {
 // per connection), then waits until the queue manager has deferred them
 // all.
 func postfixFill(ctx context.Context, c *Config, r *Results, p *postfix, size, have int) (int, error) {
-	hot := make([]string, c.Runs)
-	for i := range hot {
-		hot[i] = hotDomain(size, i)
-	}
-	next := have
-	plan := fillPlan(size-have, hot, c.Batch, c.Domains, &next)
+	_, plan := postfixPlan(c, size, have)
 	start := time.Now()
 	if err := goLoad(ctx, p.Addr(), 50, len(plan), func(i int) string { return "u@" + plan[i] }, 100); err != nil {
 		return 0, fmt.Errorf("fill postfix: %w", err)
@@ -505,22 +498,13 @@ func union(a, b []int, both bool) []int {
 	out := append([]int(nil), a...)
 	if both {
 		for _, v := range b {
-			if !containsInt(out, v) {
+			if !slices.Contains(out, v) {
 				out = append(out, v)
 			}
 		}
 	}
 	sort.Ints(out)
 	return out
-}
-
-func containsInt(l []int, v int) bool {
-	for _, x := range l {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // profile starts perf record on the holdfast daemon when Config.Perf is

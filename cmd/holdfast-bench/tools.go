@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,7 +30,7 @@ func ensureTools(c *Config, progs ...string) error {
 		if _, err := exec.LookPath(p); err == nil {
 			continue
 		}
-		if pkg := pkgs[p]; pkg != "" && !contains(need, pkg) {
+		if pkg := pkgs[p]; pkg != "" && !slices.Contains(need, pkg) {
 			need = append(need, pkg)
 		}
 	}
@@ -59,15 +60,6 @@ func ensureTools(c *Config, progs ...string) error {
 		}
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func tail(b []byte, n int) string {
