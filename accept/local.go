@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holdfast-mta/holdfast/internal/addr"
 	"github.com/holdfast-mta/holdfast/internal/crlf"
 	"github.com/holdfast-mta/holdfast/store"
 )
@@ -57,7 +58,7 @@ func (d *Draft) WriteLocal(body io.Reader, limit int64, h LocalHeaders) ([]byte,
 // that offer it and is returned by others instead of being sent as if it
 // were ASCII.
 func LocalUTF8(sender string, rcpts []string, head []byte) bool {
-	return !isASCII(sender) || !isASCII(strings.Join(rcpts, "")) || !isASCII(string(head))
+	return !addr.IsASCII(sender) || !addr.IsASCII(strings.Join(rcpts, "")) || !addr.IsASCII(string(head))
 }
 
 // readHead reads the header section with its empty line (or the whole
@@ -79,15 +80,6 @@ func readHead(in *bufio.Reader, limit int) ([]byte, error) {
 		}
 	}
 	return head, nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
 }
 
 // localHeaders prepends the Received: line and adds the From:, Date: and

@@ -11,6 +11,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/idna"
+
+	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
 // Kind classifies a failed lookup.
@@ -82,7 +84,7 @@ func (r *Resolver) lookupAD(ctx context.Context, name string, qtype uint16) ([]d
 	name = strings.TrimSuffix(name, ".")
 	typ := dns.TypeToString[qtype]
 	q := name
-	if !isASCII(q) {
+	if !addr.IsASCII(q) {
 		var err error
 		if q, err = idna.Lookup.ToASCII(name); err != nil {
 			return nil, false, &Error{Name: name, Type: typ, Kind: NXDomain}
@@ -144,12 +146,7 @@ func (r *Resolver) LookupIP(ctx context.Context, name string) ([]netip.Addr, err
 }
 
 func (r *Resolver) addrs(ctx context.Context, name string, qtype uint16) ([]netip.Addr, error) {
-	rrs, err := r.lookup(ctx, name, qtype)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]netip.Addr, 0, len(rrs))
-	for _, rr := range rrs {
+	return lookupEach(ctx, r, name, qtype, func(rr dns.RR) (netip.Addr, bool) {
 		var ip net.IP
 		switch v := rr.(type) {
 		case *dns.A:
@@ -157,8 +154,22 @@ func (r *Resolver) addrs(ctx context.Context, name string, qtype uint16) ([]neti
 		case *dns.AAAA:
 			ip = v.AAAA
 		}
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			out = append(out, a.Unmap())
+		a, ok := netip.AddrFromSlice(ip)
+		return a.Unmap(), ok
+	})
+}
+
+// lookupEach looks name up and returns each record of the answer as f
+// reads it, leaving out those f refuses.
+func lookupEach[T any](ctx context.Context, r *Resolver, name string, qtype uint16, f func(dns.RR) (T, bool)) ([]T, error) {
+	rrs, err := r.lookup(ctx, name, qtype)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(rrs))
+	for _, rr := range rrs {
+		if v, ok := f(rr); ok {
+			out = append(out, v)
 		}
 	}
 	return out, nil
@@ -166,15 +177,9 @@ func (r *Resolver) addrs(ctx context.Context, name string, qtype uint16) ([]neti
 
 // LookupTXT returns name's TXT records, each one's strings joined.
 func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	rrs, err := r.lookup(ctx, name, dns.TypeTXT)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, 0, len(rrs))
-	for _, rr := range rrs {
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
-	}
-	return out, nil
+	return lookupEach(ctx, r, name, dns.TypeTXT, func(rr dns.RR) (string, bool) {
+		return strings.Join(rr.(*dns.TXT).Txt, ""), true
+	})
 }
 
 // LookupPTR returns the names of an address (reverse DNS), without the
@@ -184,24 +189,9 @@ func (r *Resolver) LookupPTR(ctx context.Context, addr netip.Addr) ([]string, er
 	if err != nil {
 		return nil, &Error{Name: addr.String(), Type: "PTR", Kind: NXDomain}
 	}
-	rrs, err := r.lookup(ctx, rev, dns.TypePTR)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]string, 0, len(rrs))
-	for _, rr := range rrs {
-		out = append(out, strings.TrimSuffix(rr.(*dns.PTR).Ptr, "."))
-	}
-	return out, nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
+	return lookupEach(ctx, r, rev, dns.TypePTR, func(rr dns.RR) (string, bool) {
+		return strings.TrimSuffix(rr.(*dns.PTR).Ptr, "."), true
+	})
 }
 
 // LookupTLSA returns the TLSA records of name ("_25._tcp.mx.example.")

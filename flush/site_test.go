@@ -7,15 +7,6 @@ import (
 	"github.com/holdfast-mta/holdfast/internal/addr"
 )
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
 // The ETRN arguments of the Postfix 3.7 anchors 08 and 09, after smtpd
 // removed the one '@'/'#' prefix: true where Postfix did not answer 501.
 func TestValidSite(t *testing.T) {
@@ -97,7 +88,7 @@ func FuzzValidSite(f *testing.F) {
 		// Whatever ValidSite accepts must normalise to a destination
 		// that is a valid host name or literal itself.
 		d, err := addr.Domain(s)
-		if err != nil || !ValidSite(d) || !isASCII(d) {
+		if err != nil || !ValidSite(d) || !addr.IsASCII(d) {
 			t.Fatalf("ValidSite(%q) but addr.Domain: %q, %v", s, d, err)
 		}
 		if len(s) > 4*255 {

@@ -12,15 +12,6 @@ func splitCommand(line string) (verb, arg string) {
 	return line[:i], line[i+1:]
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
 // decodeXtext decodes RFC 3461 sec 4 xtext; ok is false on bad syntax.
 func decodeXtext(s string) (string, bool) {
 	var b strings.Builder

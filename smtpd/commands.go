@@ -260,7 +260,7 @@ func (tx *transaction) mailParam(p string, limit int64) *smtp.SMTPError {
 		}
 	case "ENVID":
 		v, ok := decodeXtext(val)
-		if !ok || v == "" || len(v) > 100 || !isASCII(v) {
+		if !ok || v == "" || len(v) > 100 || !addr.IsASCII(v) {
 			return replyEnvidSyntax
 		}
 		tx.envid = v
@@ -361,7 +361,7 @@ func rcptParam(rc *store.Recipient, p string) *smtp.SMTPError {
 		}
 	case "ORCPT":
 		typ, x, ok := strings.Cut(val, ";")
-		if !ok || rc.Orig != "" || typ == "" || !isASCII(typ) {
+		if !ok || rc.Orig != "" || typ == "" || !addr.IsASCII(typ) {
 			return replyOrcptSyntax
 		}
 		v, ok := decodeXtext(x)

@@ -64,7 +64,7 @@ func (m Mailbox) String() string { return m.Local + "@" + m.Domain }
 
 // UTF8 reports whether the mailbox has non-ASCII text, which needs the
 // SMTPUTF8 parameter on MAIL FROM (RFC 6531 sec 3.4).
-func (m Mailbox) UTF8() bool { return !isASCII(m.Local) || !isASCII(m.Domain) }
+func (m Mailbox) UTF8() bool { return !IsASCII(m.Local) || !IsASCII(m.Domain) }
 
 // Dest is the destination of the mailbox (Domain's form).
 func (m Mailbox) Dest() string { return Fold(m.Domain) }
@@ -243,7 +243,7 @@ func validDomain(d string) bool {
 	if d == "" || len(d) > maxHostnameLen {
 		return false
 	}
-	if !isASCII(d) {
+	if !IsASCII(d) {
 		if strings.HasSuffix(d, ".") {
 			return false
 		}

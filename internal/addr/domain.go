@@ -54,7 +54,7 @@ func Domain(d string) (string, error) {
 	if d == "" {
 		return "", fmt.Errorf("%w: empty", ErrDomain)
 	}
-	if isASCII(d) {
+	if IsASCII(d) {
 		return strings.ToLower(d), nil
 	}
 	if len(d) > maxUTF8Len {
@@ -95,7 +95,7 @@ func Fold(d string) string {
 // `xn--caf-dma.test` and the other way round. A name with a trailing dot
 // keeps it: Postfix matches keys exactly.
 func Key(k string) string {
-	if isASCII(k) {
+	if IsASCII(k) {
 		return strings.ToLower(k)
 	}
 	local, dom := "", k
@@ -213,7 +213,9 @@ func isAlnum(ch byte) bool {
 	return isDigit(ch) || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
 }
 
-func isASCII(s string) bool {
+// IsASCII reports whether s has no byte above 0x7f (no SMTPUTF8 or IDN
+// form needed).
+func IsASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {
 			return false

@@ -42,7 +42,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("not idempotent: %q -> %q -> %q (%v)", path, s, again, err)
 			}
 			d := m.Dest()
-			if d == "" || !isASCII(d) || DomainOf(s) != d {
+			if d == "" || !IsASCII(d) || DomainOf(s) != d {
 				t.Fatalf("destination of %q: %q (DomainOf %q)", s, d, DomainOf(s))
 			}
 			if n, err := Domain(d); err != nil || n != d {
