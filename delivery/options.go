@@ -389,10 +389,7 @@ func lookupOptions(c *config.Config, o *Options) error {
 
 // destLimit is the connection limit for one next hop of transport.
 func (o *Options) destLimit(transport string) int {
-	n := o.DefaultDestinationLimit
-	if o.DestinationLimit != nil {
-		n = o.DestinationLimit(transport)
-	}
+	n := transportLimit(o.DefaultDestinationLimit, o.DestinationLimit, transport)
 	if n <= 0 {
 		n = o.Concurrency // 0 = no limit of its own (Postfix)
 	}
@@ -404,14 +401,20 @@ func (o *Options) destLimit(transport string) int {
 
 // rcptLimit is the most recipients per transaction for transport.
 func (o *Options) rcptLimit(transport string) int {
-	n := o.DefaultRecipientLimit
-	if o.RecipientLimit != nil {
-		n = o.RecipientLimit(transport)
-	}
+	n := transportLimit(o.DefaultRecipientLimit, o.RecipientLimit, transport)
 	if n <= 0 {
 		return math.MaxInt // 0 = no limit (Postfix)
 	}
 	return n
+}
+
+// transportLimit is transport's own value of a limit (lookup, when set:
+// $transport_destination_concurrency_limit and the like), else def.
+func transportLimit(def int, lookup func(string) int, transport string) int {
+	if lookup != nil {
+		return lookup(transport)
+	}
+	return def
 }
 
 // backoff is the delay before the next attempt of a recipient that has
