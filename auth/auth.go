@@ -69,24 +69,20 @@ type Security struct {
 // mutual_auth). An unknown word is an error.
 func ParseSecurity(words []string) (Security, error) {
 	var s Security
+	options := map[string]*bool{
+		"noplaintext": &s.NoPlaintext, "noactive": &s.NoActive, "nodictionary": &s.NoDictionary,
+		"noanonymous": &s.NoAnonymous, "forward_secrecy": &s.ForwardSecrecy, "mutual_auth": &s.MutualAuth,
+	}
 	for _, w := range words {
-		switch strings.ToLower(strings.TrimSpace(w)) {
-		case "":
-		case "noplaintext":
-			s.NoPlaintext = true
-		case "noactive":
-			s.NoActive = true
-		case "nodictionary":
-			s.NoDictionary = true
-		case "noanonymous":
-			s.NoAnonymous = true
-		case "forward_secrecy":
-			s.ForwardSecrecy = true
-		case "mutual_auth":
-			s.MutualAuth = true
-		default:
+		lw := strings.ToLower(strings.TrimSpace(w))
+		if lw == "" {
+			continue
+		}
+		opt, ok := options[lw]
+		if !ok {
 			return Security{}, fmt.Errorf("unknown SASL security option %q", w)
 		}
+		*opt = true
 	}
 	return s, nil
 }

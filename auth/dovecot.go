@@ -105,22 +105,17 @@ func parseMech(f []string) (Mech, bool) {
 		return Mech{}, false
 	}
 	m := Mech{Name: strings.ToUpper(f[0])}
+	flags := map[string]*bool{
+		"plaintext": &m.Plaintext, "anonymous": &m.Anonymous, "dictionary": &m.Dictionary,
+		"active": &m.Active, "forward-secrecy": &m.ForwardSecrecy, "mutual-auth": &m.MutualAuth,
+	}
 	for _, fl := range f[1:] {
-		switch strings.ToLower(fl) {
-		case "private":
+		fl = strings.ToLower(fl)
+		if fl == "private" {
 			return Mech{}, false
-		case "plaintext":
-			m.Plaintext = true
-		case "anonymous":
-			m.Anonymous = true
-		case "dictionary":
-			m.Dictionary = true
-		case "active":
-			m.Active = true
-		case "forward-secrecy":
-			m.ForwardSecrecy = true
-		case "mutual-auth":
-			m.MutualAuth = true
+		}
+		if p, ok := flags[fl]; ok {
+			*p = true
 		}
 	}
 	return m, true
