@@ -71,15 +71,9 @@ func IsTemporary(err error) bool {
 	return errors.As(err, &e) && e.Kind == Temporary
 }
 
-// lookup asks for name's records of qtype. An invalid name is NXDomain,
-// as a server would answer it.
-func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
-	rrs, _, err := r.lookupAD(ctx, name, qtype)
-	return rrs, err
-}
-
-// lookupAD is lookup that also reports whether the answer (records or
-// their absence) came with the AD bit.
+// lookupAD asks for name's records of qtype, and reports whether the
+// answer (records or their absence) came with the AD bit. An invalid
+// name is NXDomain, as a server would answer it.
 func (r *Resolver) lookupAD(ctx context.Context, name string, qtype uint16) ([]dns.RR, bool, error) {
 	name = strings.TrimSuffix(name, ".")
 	typ := dns.TypeToString[qtype]
@@ -112,14 +106,12 @@ func (r *Resolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 // DNSSEC-secure (the resolver set the AD bit), which DANE needs to trust
 // the MX host names (RFC 7672 sec 2.2.1).
 func (r *Resolver) LookupMXSecure(ctx context.Context, name string) ([]*net.MX, bool, error) {
-	rrs, ad, err := r.lookupAD(ctx, name, dns.TypeMX)
+	mxs, ad, err := lookupEachAD(ctx, r, name, dns.TypeMX, func(rr dns.RR) (*net.MX, bool) {
+		mx := rr.(*dns.MX)
+		return &net.MX{Host: strings.TrimSuffix(mx.Mx, "."), Pref: mx.Preference}, true
+	})
 	if err != nil {
 		return nil, false, err
-	}
-	mxs := make([]*net.MX, 0, len(rrs))
-	for _, rr := range rrs {
-		mx := rr.(*dns.MX)
-		mxs = append(mxs, &net.MX{Host: strings.TrimSuffix(mx.Mx, "."), Pref: mx.Preference})
 	}
 	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
 	slices.SortStableFunc(mxs, func(a, b *net.MX) int { return int(a.Pref) - int(b.Pref) })
@@ -162,9 +154,16 @@ func (r *Resolver) addrs(ctx context.Context, name string, qtype uint16) ([]neti
 // lookupEach looks name up and returns each record of the answer as f
 // reads it, leaving out those f refuses.
 func lookupEach[T any](ctx context.Context, r *Resolver, name string, qtype uint16, f func(dns.RR) (T, bool)) ([]T, error) {
-	rrs, err := r.lookup(ctx, name, qtype)
+	out, _, err := lookupEachAD(ctx, r, name, qtype, f)
+	return out, err
+}
+
+// lookupEachAD is lookupEach that also reports whether the answer (or the
+// error's denial) came with the AD bit, as lookupAD.
+func lookupEachAD[T any](ctx context.Context, r *Resolver, name string, qtype uint16, f func(dns.RR) (T, bool)) ([]T, bool, error) {
+	rrs, ad, err := r.lookupAD(ctx, name, qtype)
 	if err != nil {
-		return nil, err
+		return nil, ad, err
 	}
 	out := make([]T, 0, len(rrs))
 	for _, rr := range rrs {
@@ -172,7 +171,7 @@ func lookupEach[T any](ctx context.Context, r *Resolver, name string, qtype uint
 			out = append(out, v)
 		}
 	}
-	return out, nil
+	return out, ad, nil
 }
 
 // LookupTXT returns name's TXT records, each one's strings joined.
@@ -201,13 +200,7 @@ func (r *Resolver) LookupPTR(ctx context.Context, addr netip.Addr) ([]string, er
 // secure denial (NXDOMAIN or no TLSA records) is an error for which
 // IsNotFound holds, with secure true.
 func (r *Resolver) LookupTLSA(ctx context.Context, name string) ([]*dns.TLSA, bool, error) {
-	rrs, ad, err := r.lookupAD(ctx, name, dns.TypeTLSA)
-	if err != nil {
-		return nil, ad, err
-	}
-	out := make([]*dns.TLSA, 0, len(rrs))
-	for _, rr := range rrs {
-		out = append(out, rr.(*dns.TLSA))
-	}
-	return out, ad, nil
+	return lookupEachAD(ctx, r, name, dns.TypeTLSA, func(rr dns.RR) (*dns.TLSA, bool) {
+		return rr.(*dns.TLSA), true
+	})
 }
