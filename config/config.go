@@ -81,6 +81,18 @@ func Default() *Config {
 	return &Config{set: map[string]setting{}}
 }
 
+// FromDefaults is what read makes of the defaults table alone (Default):
+// a package's DefaultOptions, which its tests start from. It panics if
+// the table does not load, which is a bug in params.go; pkg names the
+// package in the panic.
+func FromDefaults[T any](pkg string, read func(*Config) (T, error)) T {
+	v, err := read(Default())
+	if err != nil {
+		panic(fmt.Sprintf("%s: the defaults table does not load: %v", pkg, err))
+	}
+	return v
+}
+
 // Load reads and parses the file at path. A file that cannot be read is an
 // error; see Parse for the rest.
 func Load(path string) (*Config, error) {

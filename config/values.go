@@ -1,11 +1,27 @@
 package config
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
+
+// Read reads each parameter named in dst with read (c.Int, c.Bool,
+// c.Time, c.List, ...) into the variable it points to, in the order of
+// the names; the first error ends it.
+func Read[T any](read func(name string) (T, error), dst map[string]*T) error {
+	for _, name := range slices.Sorted(maps.Keys(dst)) {
+		v, err := read(name)
+		if err != nil {
+			return err
+		}
+		*dst[name] = v
+	}
+	return nil
+}
 
 // Bool reads a yes/no parameter (case does not matter, as in Postfix).
 func (c *Config) Bool(name string) (bool, error) {

@@ -217,11 +217,7 @@ const (
 // OptionsFromConfig, with the host's name. Tests start from them and set
 // what they test, so they share the daemon's defaults.
 func DefaultOptions() Options {
-	o, err := OptionsFromConfig(config.Default())
-	if err != nil {
-		panic(fmt.Sprintf("delivery: the defaults table does not load: %v", err)) // a bug in config/params.go
-	}
-	return o
+	return config.FromDefaults("delivery", OptionsFromConfig)
 }
 
 // OptionsFromConfig reads the delivery parameters from c.
@@ -278,52 +274,40 @@ func OptionsFromConfig(c *config.Config) (Options, error) {
 // SMTP client.
 func scalarsFromConfig(c *config.Config, o *Options) error {
 	var err error
-	times := []struct {
-		name string
-		p    *time.Duration
-	}{
-		{"minimal_backoff_time", &o.MinBackoff},
-		{"maximal_backoff_time", &o.MaxBackoff},
-		{"queue_run_delay", &o.QueueRunDelay},
-		{"maximal_queue_lifetime", &o.MaxQueueLifetime},
-		{"bounce_queue_lifetime", &o.BounceQueueLifetime},
-		{"delay_warning_time", &o.DelayWarning},
-		{"smtp_connect_timeout", &o.Timeouts.Connect},
-		{"smtp_helo_timeout", &o.Timeouts.Helo},
-		{"smtp_starttls_timeout", &o.Timeouts.StartTLS},
-		{"smtp_mail_timeout", &o.Timeouts.Mail},
-		{"smtp_rcpt_timeout", &o.Timeouts.Rcpt},
-		{"smtp_data_init_timeout", &o.Timeouts.DataInit},
-		{"smtp_data_xfer_timeout", &o.Timeouts.DataXfer},
-		{"smtp_data_done_timeout", &o.Timeouts.DataDone},
-		{"smtp_quit_timeout", &o.Timeouts.Quit},
-		{"smtp_rset_timeout", &o.Timeouts.Rset},
-		{"smtp_delivery_deadline", &o.Timeouts.Delivery},
-		{"smtp_connection_cache_time_limit", &o.ConnCacheTime},
-		{"shutdown_timeout", &o.ShutdownGrace},
-	}
-	for _, t := range times {
-		if *t.p, err = c.Time(t.name); err != nil {
-			return err
-		}
+	if err = config.Read(c.Time, map[string]*time.Duration{
+		"minimal_backoff_time":             &o.MinBackoff,
+		"maximal_backoff_time":             &o.MaxBackoff,
+		"queue_run_delay":                  &o.QueueRunDelay,
+		"maximal_queue_lifetime":           &o.MaxQueueLifetime,
+		"bounce_queue_lifetime":            &o.BounceQueueLifetime,
+		"delay_warning_time":               &o.DelayWarning,
+		"smtp_connect_timeout":             &o.Timeouts.Connect,
+		"smtp_helo_timeout":                &o.Timeouts.Helo,
+		"smtp_starttls_timeout":            &o.Timeouts.StartTLS,
+		"smtp_mail_timeout":                &o.Timeouts.Mail,
+		"smtp_rcpt_timeout":                &o.Timeouts.Rcpt,
+		"smtp_data_init_timeout":           &o.Timeouts.DataInit,
+		"smtp_data_xfer_timeout":           &o.Timeouts.DataXfer,
+		"smtp_data_done_timeout":           &o.Timeouts.DataDone,
+		"smtp_quit_timeout":                &o.Timeouts.Quit,
+		"smtp_rset_timeout":                &o.Timeouts.Rset,
+		"smtp_delivery_deadline":           &o.Timeouts.Delivery,
+		"smtp_connection_cache_time_limit": &o.ConnCacheTime,
+		"shutdown_timeout":                 &o.ShutdownGrace,
+	}); err != nil {
+		return err
 	}
 	// Postfix's qmgr: the longest backoff is at least the shortest, and
 	// null-sender mail is kept no longer than other mail.
 	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
 	o.BounceQueueLifetime = min(o.BounceQueueLifetime, o.MaxQueueLifetime)
-	ints := []struct {
-		name string
-		p    *int
-	}{
-		{"delivery_concurrency_limit", &o.Concurrency},
-		{"qmgr_message_active_limit", &o.ActiveLimit},
-		{"default_destination_concurrency_limit", &o.DefaultDestinationLimit},
-		{"smtp_mx_address_limit", &o.MXAddressLimit},
-	}
-	for _, t := range ints {
-		if *t.p, err = c.Int(t.name); err != nil {
-			return err
-		}
+	if err = config.Read(c.Int, map[string]*int{
+		"delivery_concurrency_limit":            &o.Concurrency,
+		"qmgr_message_active_limit":             &o.ActiveLimit,
+		"default_destination_concurrency_limit": &o.DefaultDestinationLimit,
+		"smtp_mx_address_limit":                 &o.MXAddressLimit,
+	}); err != nil {
+		return err
 	}
 	if o.BounceSizeLimit, err = c.Size("bounce_size_limit"); err != nil {
 		return err

@@ -72,11 +72,7 @@ type TLSSettings struct {
 // (config/params.go), as TLSFromConfig reads them from an empty
 // configuration.
 func DefaultTLS() *TLSSettings {
-	s, err := TLSFromConfig(config.Default())
-	if err != nil {
-		panic(fmt.Sprintf("delivery: the defaults table does not load: %v", err)) // a bug in config/params.go
-	}
-	return s
+	return config.FromDefaults("delivery", TLSFromConfig)
 }
 
 // tlsPolicy is the TLS policy for one session: the effective level and

@@ -3,6 +3,7 @@ package odmr
 import (
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"github.com/holdfast-mta/holdfast/auth"
 	"github.com/holdfast-mta/holdfast/config"
@@ -21,11 +22,11 @@ const (
 // configuration, with the provider's own limits; no listener, SASL
 // back-end or owners. Tests start from them.
 func DefaultOptions() Options {
-	var o Options
-	if err := scalarsFromConfig(config.Default(), &o); err != nil {
-		panic(fmt.Sprintf("odmr: the defaults table does not load: %v", err)) // a bug in config/params.go
-	}
-	return o
+	return config.FromDefaults("odmr", func(c *config.Config) (Options, error) {
+		var o Options
+		err := scalarsFromConfig(c, &o)
+		return o, err
+	})
 }
 
 // scalarsFromConfig reads myhostname, smtpd_timeout, line_length_limit,
@@ -38,10 +39,7 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	if o.AuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {
 		return err
 	}
-	if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
-		return err
-	}
-	if o.Timeout, err = c.Time("smtpd_timeout"); err != nil {
+	if err = config.Read(c.Time, map[string]*time.Duration{"anvil_rate_time_unit": &o.RateTimeUnit, "smtpd_timeout": &o.Timeout}); err != nil {
 		return err
 	}
 	o.LineLengthLimit, err = c.Int("line_length_limit")

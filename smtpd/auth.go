@@ -258,13 +258,10 @@ func (s *session) authEnd() {
 func saslFromConfig(c *config.Config, o *Options) error {
 	var err error
 	so := &o.SASL
-	if so.TLSAuthOnly, err = c.Bool("smtpd_tls_auth_only"); err != nil {
-		return err
-	}
-	if so.AuthenticatedHeader, err = c.Bool("smtpd_sasl_authenticated_header"); err != nil {
-		return err
-	}
-	if so.BrokenClients, err = c.Bool("broken_sasl_auth_clients"); err != nil {
+	if err = config.Read(c.Bool, map[string]*bool{
+		"smtpd_tls_auth_only": &so.TLSAuthOnly, "smtpd_sasl_authenticated_header": &so.AuthenticatedHeader,
+		"broken_sasl_auth_clients": &so.BrokenClients,
+	}); err != nil {
 		return err
 	}
 	if so.ClientAuthRateLimit, err = c.Int("smtpd_client_auth_rate_limit"); err != nil {

@@ -291,11 +291,7 @@ func ParseBareNewline(v string) (BareNewline, error) {
 // OptionsFromConfig, with the host's name and networks. Tests start from
 // them and set what they test, so they share the daemon's defaults.
 func DefaultOptions() Options {
-	o, err := OptionsFromConfig(config.Default())
-	if err != nil {
-		panic(fmt.Sprintf("smtpd: the defaults table does not load: %v", err)) // a bug in config/params.go
-	}
-	return o
+	return config.FromDefaults("smtpd", OptionsFromConfig)
 }
 
 // OptionsFromConfig builds the server's options from the main.cf-style
@@ -317,12 +313,10 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 	if o.Listen, err = c.List("smtpd_listen"); err != nil {
 		return err
 	}
-	for name, dst := range map[string]*string{"myhostname": &o.Hostname, "smtpd_banner": &o.Banner, "mail_name": &o.MailName} {
-		if *dst, err = c.Expand(name); err != nil {
-			return err
-		}
+	if err = config.Read(c.Expand, map[string]*string{"myhostname": &o.Hostname, "smtpd_banner": &o.Banner, "mail_name": &o.MailName}); err != nil {
+		return err
 	}
-	for name, dst := range map[string]*int{
+	if err = config.Read(c.Int, map[string]*int{
 		"line_length_limit":                     &o.LineLengthLimit,
 		"smtpd_recipient_limit":                 &o.RecipientLimit,
 		"smtpd_recipient_overshoot_limit":       &o.RecipientOvershootLimit,
@@ -333,12 +327,10 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		"smtpd_client_ipv4_prefix_length":       &o.ClientIPv4Prefix,
 		"smtpd_client_ipv6_prefix_length":       &o.ClientIPv6Prefix,
 		"hopcount_limit":                        &o.HopcountLimit,
-	} {
-		if *dst, err = c.Int(name); err != nil {
-			return err
-		}
+	}); err != nil {
+		return err
 	}
-	for name, dst := range map[string]*bool{
+	if err = config.Read(c.Bool, map[string]*bool{
 		"disable_vrfy_command":            &o.DisableVRFY,
 		"smtpd_helo_required":             &o.HeloRequired,
 		"etrn_reply_counts":               &o.ETRNReplyCounts,
@@ -349,10 +341,8 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 		"soft_bounce":                     &o.SoftBounce,
 		"smtpd_reject_unlisted_recipient": &o.RejectUnlistedRecipient,
 		"show_user_unknown_table_name":    &o.ShowUnknownTable,
-	} {
-		if *dst, err = c.Bool(name); err != nil {
-			return err
-		}
+	}); err != nil {
+		return err
 	}
 	if o.MessageSizeLimit, err = c.Size("message_size_limit"); err != nil {
 		return err
@@ -370,13 +360,9 @@ func scalarsFromConfig(c *config.Config, o *Options) error {
 // stress.
 func timesFromConfig(c *config.Config, o *Options) error {
 	var err error
-	if o.RateTimeUnit, err = c.Time("anvil_rate_time_unit"); err != nil {
-		return err
-	}
-	if o.ErrorSleep, err = c.Time("smtpd_error_sleep_time"); err != nil {
-		return err
-	}
-	if o.DelayWarning, err = c.Time("delay_warning_time"); err != nil {
+	if err = config.Read(c.Time, map[string]*time.Duration{
+		"anvil_rate_time_unit": &o.RateTimeUnit, "smtpd_error_sleep_time": &o.ErrorSleep, "delay_warning_time": &o.DelayWarning,
+	}); err != nil {
 		return err
 	}
 	if o.Limits, err = limitsFromConfig(c); err != nil {
@@ -391,7 +377,7 @@ func timesFromConfig(c *config.Config, o *Options) error {
 func limitsFromConfig(c *config.Config) (Limits, error) {
 	var l Limits
 	var err error
-	for name, dst := range map[string]*int{
+	if err = config.Read(c.Int, map[string]*int{
 		"smtpd_hard_error_limit":                  &l.HardErrorLimit,
 		"smtpd_junk_command_limit":                &l.JunkCommandLimit,
 		"smtpd_min_data_rate":                     &l.MinDataRate,
@@ -401,24 +387,16 @@ func limitsFromConfig(c *config.Config) (Limits, error) {
 		"smtpd_client_recipient_rate_limit":       &l.ClientRecipientRateLimit,
 		"smtpd_client_new_tls_session_rate_limit": &l.ClientNewTLSRateLimit,
 		"smtpd_client_etrn_rate_limit":            &l.ClientETRNRateLimit,
-	} {
-		if *dst, err = c.Int(name); err != nil {
-			return l, err
-		}
+	}); err != nil {
+		return l, err
 	}
 	if l.PerRequestDeadline, err = c.Bool("smtpd_per_request_deadline"); err != nil {
 		return l, err
 	}
-	if l.Timeout, err = c.Time("smtpd_timeout"); err != nil {
-		return l, err
-	}
-	if l.TransactionDeadline, err = c.Time("smtpd_transaction_deadline"); err != nil {
-		return l, err
-	}
-	if l.StartTLSTimeout, err = c.Time("smtpd_starttls_timeout"); err != nil {
-		return l, err
-	}
-	return l, nil
+	err = config.Read(c.Time, map[string]*time.Duration{
+		"smtpd_timeout": &l.Timeout, "smtpd_transaction_deadline": &l.TransactionDeadline, "smtpd_starttls_timeout": &l.StartTLSTimeout,
+	})
+	return l, err
 }
 
 // policyFromConfig reads mynetworks, relay_domains and the restriction
@@ -442,7 +420,7 @@ func policyFromConfig(c *config.Config, o *Options) error {
 		return err
 	}
 	o.RelayDomains = relay
-	for name, dst := range map[string]*[]string{
+	if err = config.Read(c.List, map[string]*[]string{
 		"smtpd_client_restrictions":      &o.ClientRestrictions,
 		"smtpd_helo_restrictions":        &o.HeloRestrictions,
 		"smtpd_sender_restrictions":      &o.SenderRestrictions,
@@ -451,10 +429,8 @@ func policyFromConfig(c *config.Config, o *Options) error {
 		"smtpd_data_restrictions":        &o.DataRestrictions,
 		"smtpd_end_of_data_restrictions": &o.EODRestrictions,
 		"smtpd_etrn_restrictions":        &o.ETRNRestrictions,
-	} {
-		if *dst, err = c.List(name); err != nil {
-			return err
-		}
+	}); err != nil {
+		return err
 	}
 	o.OpenTable = func(spec string) (Table, error) { return config.OpenTable(spec) }
 	return nil
@@ -478,7 +454,7 @@ func restrictFromConfig(c *config.Config, o *Options) error {
 		}
 		o.RestrictionClasses[name] = items
 	}
-	for name, dst := range map[string]*int{
+	if err = config.Read(c.Int, map[string]*int{
 		"reject_code": &o.Codes.Reject, "defer_code": &o.Codes.Defer,
 		"access_map_reject_code": &o.Codes.AccessReject, "access_map_defer_code": &o.Codes.AccessDefer,
 		"relay_domains_reject_code": &o.Codes.RelayDomains, "unknown_client_reject_code": &o.Codes.UnknownClient,
@@ -486,10 +462,8 @@ func restrictFromConfig(c *config.Config, o *Options) error {
 		"invalid_hostname_reject_code": &o.Codes.InvalidHostname, "non_fqdn_reject_code": &o.Codes.NonFQDN,
 		"unknown_relay_recipient_reject_code": &o.Codes.RelayRecipient, "maps_rbl_reject_code": &o.Codes.MapsRBL,
 		"plaintext_reject_code": &o.Codes.Plaintext, "multi_recipient_bounce_reject_code": &o.Codes.MultiRecipientBounce,
-	} {
-		if *dst, err = c.Int(name); err != nil {
-			return err
-		}
+	}); err != nil {
+		return err
 	}
 	o.DefaultRBLReply, _ = c.Raw("default_rbl_reply")
 	o.NullAccessKey = c.String("smtpd_null_access_lookup_key")

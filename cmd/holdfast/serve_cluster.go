@@ -35,13 +35,9 @@ func (d *daemon) newCluster(c *config.Config) error {
 	o := cluster.Options{Endpoints: endpoints, Cluster: c.String("cluster_name"),
 		Node: c.String("cluster_node_name"), Username: c.String("cluster_etcd_username"),
 		Version: versionLine(), Log: d.log.With().Str("component", "cluster").Logger()}
-	if o.FlushMaxAge, err = c.Time("cluster_flush_max_age"); err != nil {
-		return err
-	}
-	if o.MemberTTL, err = c.Time("cluster_member_ttl"); err != nil {
-		return err
-	}
-	if o.SummaryInterval, err = c.Time("cluster_summary_interval"); err != nil {
+	if err = config.Read(c.Time, map[string]*time.Duration{
+		"cluster_flush_max_age": &o.FlushMaxAge, "cluster_member_ttl": &o.MemberTTL, "cluster_summary_interval": &o.SummaryInterval,
+	}); err != nil {
 		return err
 	}
 	if f := c.String("cluster_etcd_password_file"); f != "" {
