@@ -452,6 +452,7 @@ func (d *daemon) openStore(c *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
+	setMemoryLimit(inflight, d.log)
 	maxSize, err := c.Size("queue_size_limit")
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
