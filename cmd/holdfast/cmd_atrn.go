@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -30,9 +29,7 @@ const atrnUsage = "usage: holdfast atrn [-c FILE] [--tls] [--user NAME] [--passw
 // (its first line; "user:password" also sets the user), else from
 // HOLDFAST_ATRN_USER and HOLDFAST_ATRN_PASSWORD.
 func runATRN(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast atrn", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast atrn", stderr)
 	useTLS := fs.Bool("tls", false, "start the connection with TLS (the provider's odmr_tls_wrappermode)")
 	insecure := fs.Bool("tls-insecure", false, "with --tls, do not verify the provider's certificate")
 	user := fs.String("user", os.Getenv("HOLDFAST_ATRN_USER"), "SASL login (default $HOLDFAST_ATRN_USER)")

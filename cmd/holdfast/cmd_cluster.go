@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -24,9 +23,7 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: holdfast cluster status [-c FILE] [--json]")
 		return exUsage
 	}
-	fs := flag.NewFlagSet("holdfast cluster status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast cluster status", stderr)
 	asJSON := fs.Bool("json", false, "one JSON object")
 	if _, err := parseMixed(fs, args[1:]); err != nil {
 		return exUsage

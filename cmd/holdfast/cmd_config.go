@@ -38,9 +38,7 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, int) {
 // sorted; -n only those set in the file, -d the defaults, -x expanded
 // values. Flags and names may be mixed.
 func runConfig(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast config", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, file := commandFlags("holdfast config", stderr)
 	onlySet := fs.Bool("n", false, "show only parameters set in the file")
 	defaults := fs.Bool("d", false, "show default values")
 	expand := fs.Bool("x", false, "expand $name in values")

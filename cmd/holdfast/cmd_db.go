@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,9 +33,7 @@ func runDB(args []string, stdout, stderr io.Writer) int {
 		return exUsage
 	}
 	verb := args[0]
-	fs := flag.NewFlagSet("holdfast db "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast db "+verb, stderr)
 	replace := false
 	if verb == "salvage" {
 		fs.BoolVar(&replace, "replace", false, "put the salvaged file in place of queue.db")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -25,9 +24,7 @@ const flushUsage = "usage: holdfast flush [-c FILE] [--cluster] [--wait] [--time
 // sub-domains (RFC 1985). --wait follows the flushed recipients and
 // reports how many were delivered, deferred again or bounced.
 func runFlush(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast flush", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast flush", stderr)
 	all := fs.Bool("all", false, "flush all deferred mail (postqueue -f)")
 	id := fs.String("id", "", "flush one message (postqueue -i)")
 	wait := fs.Bool("wait", false, "follow the flushed mail until each recipient has an outcome")

@@ -57,6 +57,15 @@ func runQueue(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// commandFlags is a command's flag set, with its errors and usage going
+// to stderr, and the -c FILE (the configuration file) every command
+// takes.
+func commandFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs, fs.String("c", defaultConfigPath, "configuration `file`")
+}
+
 // parseMixed parses flags that may come before, between or after the
 // positional arguments, which it returns.
 func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -157,9 +166,7 @@ func interruptible() (context.Context, context.CancelFunc) {
 }
 
 func queueList(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast queue list", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast queue list", stderr)
 	asJSON := fs.Bool("json", false, "one JSON object per message (postqueue -j)")
 	var f control.Filter
 	states := filterFlags(fs, &f, true)
@@ -210,9 +217,7 @@ func listQueue(ctx context.Context, cl *control.Client, f control.Filter, asJSON
 }
 
 func queueShow(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast queue show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast queue show", stderr)
 	pos, err := parseMixed(fs, args)
 	if err != nil {
 		return exUsage
@@ -241,9 +246,7 @@ func queueShow(args []string, stdout, stderr io.Writer) int {
 // queueStats prints the message count per queue and the content bytes
 // (O(1) in the daemon: counters kept by the store).
 func queueStats(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast queue stats", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast queue stats", stderr)
 	asJSON := fs.Bool("json", false, "one JSON object")
 	inCluster := fs.Bool("cluster", false, "every node's share of the fast-flush destinations (cluster_etcd_endpoints)")
 	pos, err := parseMixed(fs, args)
@@ -342,9 +345,7 @@ func plural(n int) string {
 }
 
 func queueOp(verb string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast queue "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast queue "+verb, stderr)
 	var f control.Filter
 	states := filterFlags(fs, &f, true)
 	pos, err := parseMixed(fs, args)

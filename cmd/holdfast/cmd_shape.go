@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -18,9 +17,7 @@ import (
 // default is incoming and active, but here the deferred queue is where a
 // customer's mail waits for its ETRN).
 func queueShape(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("holdfast queue shape", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg := fs.String("c", defaultConfigPath, "configuration `file`")
+	fs, cfg := commandFlags("holdfast queue shape", stderr)
 	var o control.ShapeOptions
 	fs.BoolVar(&o.Sender, "s", false, "sender domains instead of recipient domains")
 	fs.BoolVar(&o.Parents, "p", false, "add rows for parent domains")
