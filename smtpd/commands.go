@@ -113,31 +113,35 @@ func lookupCommand(verb string) *command {
 
 // heloCmd: RFC 5321 sec 4.1.1.1. A second HELO acts as RSET (Postfix).
 func (s *session) heloCmd(arg string) *smtp.SMTPError {
+	if r := s.hello(arg, replyHeloSyntax, false); r != nil {
+		return r
+	}
+	return replyHelo(s.cfg.opts.Hostname)
+}
+
+// hello is what HELO and EHLO share: the hostname argument (syntax is the
+// reply without one) and its restrictions, then a new session state with
+// that name (a second greeting acts as RSET), ESMTP or not. A non-nil
+// reply refuses the command.
+func (s *session) hello(arg string, syntax *smtp.SMTPError, esmtp bool) *smtp.SMTPError {
 	arg = strings.TrimSpace(arg)
 	if arg == "" {
-		return replyHeloSyntax
+		return syntax
 	}
 	if r := s.checkHelo(printable.String(arg)); r != nil {
 		return r
 	}
 	s.reset()
 	s.helo = printable.String(arg)
-	s.esmtp = false
-	return replyHelo(s.cfg.opts.Hostname)
+	s.esmtp = esmtp
+	return nil
 }
 
 // ehloCmd answers with the keywords in Postfix's order (anchor 01).
 func (s *session) ehloCmd(arg string) *smtp.SMTPError {
-	arg = strings.TrimSpace(arg)
-	if arg == "" {
-		return replyEhloSyntax
-	}
-	if r := s.checkHelo(printable.String(arg)); r != nil {
+	if r := s.hello(arg, replyEhloSyntax, true); r != nil {
 		return r
 	}
-	s.reset()
-	s.helo = printable.String(arg)
-	s.esmtp = true
 	o := &s.cfg.opts
 	kw := []string{o.Hostname, "PIPELINING"}
 	if o.MessageSizeLimit > 0 {
