@@ -180,11 +180,7 @@ func (s *Server) Reload(o Options) error {
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	err := s.conns.Serve(l, s.handle)
-	if errors.Is(err, listener.ErrClosed) {
-		return ErrServerClosed
-	}
-	return fmt.Errorf("odmr: accept: %w", err)
+	return listener.ServeError(s.conns.Serve(l, s.handle), ErrServerClosed, "odmr")
 }
 
 // Shutdown stops accepting and cuts the sessions when ctx ends; a

@@ -222,11 +222,7 @@ func mapValues(m map[string][]string) [][]string {
 // it retries as net/http does (the daemon's listeners also retry
 // themselves, internal/listener, and log it).
 func (s *Server) Serve(l net.Listener) error {
-	err := s.sessions.Serve(l, s.handle)
-	if errors.Is(err, listener.ErrClosed) {
-		return ErrServerClosed
-	}
-	return fmt.Errorf("smtpd: accept: %w", err)
+	return listener.ServeError(s.sessions.Serve(l, s.handle), ErrServerClosed, "smtpd")
 }
 
 // handle runs one connection: limits, then the session, under the

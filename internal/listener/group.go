@@ -3,6 +3,7 @@ package listener
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,16 @@ import (
 
 // ErrClosed is returned by Group.Serve once Close was called.
 var ErrClosed = errors.New("server closed")
+
+// ServeError is what a server's Serve returns when Group.Serve ended
+// with err: closed (the server's own ErrServerClosed) after Close, else
+// the accept error under the server's name.
+func ServeError(err, closed error, name string) error {
+	if errors.Is(err, ErrClosed) {
+		return closed
+	}
+	return fmt.Errorf("%s: accept: %w", name, err)
+}
 
 // Group is the bookkeeping a server (smtpd, odmr) shares between its
 // accept loops, its sessions and its Shutdown: the listeners it accepts
