@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"strings"
 	"time"
 
@@ -18,7 +17,7 @@ func (s *Store) byIDs(name string, ids []ID, op func(w *wtx, old *Message) (bool
 		n = 0
 		for _, id := range ids {
 			old, err := w.loadGuarded(id)
-			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
+			if passedOver(err) {
 				continue
 			}
 			if err != nil {

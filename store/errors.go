@@ -45,3 +45,10 @@ var (
 	// ErrBadID: a string that is not a queue ID.
 	ErrBadID = errors.New("store: malformed queue id")
 )
+
+// passedOver reports a message that a walk over many of them (the
+// administrative operations, the flushes, LeaseDest) passes over: gone,
+// corrupt, or on a damaged page (loadGuarded noted it for OnDamaged).
+func passedOver(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged)
+}

@@ -164,7 +164,7 @@ func (r *FlushRun) NextLeased(n int) (FlushResult, []*Message, error) {
 // unreadable).
 func (w *wtx) leaseDue(id ID) (*Message, error) {
 	old, err := w.loadGuarded(id)
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
+	if passedOver(err) {
 		return nil, nil // skipped, as the flush skipped it
 	}
 	if err != nil {
@@ -283,7 +283,7 @@ func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushRes
 func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) error {
 	for _, id := range ids {
 		old, err := w.loadGuarded(id)
-		if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrDamaged) {
+		if passedOver(err) {
 			continue
 		}
 		if err != nil {

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"slices"
 	"time"
 
@@ -28,7 +27,7 @@ func (s *Store) LeaseDest(dests []string, n int, skip func(ID) bool) ([]*Message
 				break
 			}
 			old, err := w.loadGuarded(id)
-			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
+			if passedOver(err) {
 				continue
 			}
 			if err != nil {
