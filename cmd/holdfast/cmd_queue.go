@@ -66,6 +66,21 @@ func commandFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
 	return fs, fs.String("c", defaultConfigPath, "configuration `file`")
 }
 
+// parseNoArgs is parseMixed for a command that takes flags only: a
+// positional argument is an error, said on stderr. It reports whether
+// the command may go on.
+func parseNoArgs(fs *flag.FlagSet, args []string, stderr io.Writer) bool {
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return false
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fs.Name(), pos[0])
+		return false
+	}
+	return true
+}
+
 // parseMixed parses flags that may come before, between or after the
 // positional arguments, which it returns.
 func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -170,12 +185,7 @@ func queueList(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "one JSON object per message (postqueue -j)")
 	var f control.Filter
 	states := filterFlags(fs, &f, true)
-	pos, err := parseMixed(fs, args)
-	if err != nil {
-		return exUsage
-	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "holdfast queue list: unexpected argument %q\n", pos[0])
+	if !parseNoArgs(fs, args, stderr) {
 		return exUsage
 	}
 	f.States = *states
@@ -249,12 +259,7 @@ func queueStats(args []string, stdout, stderr io.Writer) int {
 	fs, cfg := commandFlags("holdfast queue stats", stderr)
 	asJSON := fs.Bool("json", false, "one JSON object")
 	inCluster := fs.Bool("cluster", false, "every node's share of the fast-flush destinations (cluster_etcd_endpoints)")
-	pos, err := parseMixed(fs, args)
-	if err != nil {
-		return exUsage
-	}
-	if len(pos) > 0 {
-		fmt.Fprintf(stderr, "holdfast queue stats: unexpected argument %q\n", pos[0])
+	if !parseNoArgs(fs, args, stderr) {
 		return exUsage
 	}
 	cl, _, code := clientFor(*cfg, "holdfast", stderr)
