@@ -234,42 +234,29 @@ func (m *MTA) Hangup(on bool) {
 	m.mu.Unlock()
 }
 
-// Hangups is the number of connections closed by Hangup mode.
-func (m *MTA) Hangups() int {
+// read is one of m's counters, read under m.mu.
+func (m *MTA) read(counter *int) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.hangups
+	return *counter
 }
 
+// Hangups is the number of connections closed by Hangup mode.
+func (m *MTA) Hangups() int { return m.read(&m.hangups) }
+
 // Conns is the number of SMTP sessions accepted so far.
-func (m *MTA) Conns() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.conns
-}
+func (m *MTA) Conns() int { return m.read(&m.conns) }
 
 // Contents is the number of DATA contents read in full so far, whether
 // their reply has been sent yet or not (Delay holds it back): a test
 // knows by it that a client is waiting for the reply to its content.
-func (m *MTA) Contents() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.contents
-}
+func (m *MTA) Contents() int { return m.read(&m.contents) }
 
 // Open is the number of connections open now.
-func (m *MTA) Open() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.open
-}
+func (m *MTA) Open() int { return m.read(&m.open) }
 
 // MaxOpen is the largest number of connections that were open at once.
-func (m *MTA) MaxOpen() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.maxOpen
-}
+func (m *MTA) MaxOpen() int { return m.read(&m.maxOpen) }
 
 // Messages returns a copy of the messages received so far.
 func (m *MTA) Messages() []Received {
