@@ -238,22 +238,24 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// valid reports read's error for parameter name, its value unused.
+func valid[T any](read func(string) (T, error), name string) error {
+	_, err := read(name)
+	return err
+}
+
 // check validates one parameter's value against its kind without opening
 // any file, so that `holdfast config` works where table files are absent.
 func (c *Config) check(name string, p *param) error {
 	switch p.kind {
 	case kindBool:
-		_, err := c.Bool(name)
-		return err
+		return valid(c.Bool, name)
 	case kindInt:
-		_, err := c.Int(name)
-		return err
+		return valid(c.Int, name)
 	case kindSize:
-		_, err := c.Size(name)
-		return err
+		return valid(c.Size, name)
 	case kindTime:
-		_, err := c.Time(name)
-		return err
+		return valid(c.Time, name)
 	case kindEnum:
 		v, err := c.Expand(name)
 		if err != nil {
@@ -287,11 +289,9 @@ func (c *Config) check(name string, p *param) error {
 	case kindTemplate:
 		return nil
 	case kindList:
-		_, err := c.List(name)
-		return err
+		return valid(c.List, name)
 	default:
-		_, err := c.Expand(name)
-		return err
+		return valid(c.Expand, name)
 	}
 }
 
