@@ -15,14 +15,7 @@ func (s *Store) byIDs(name string, ids []ID, op func(w *wtx, old *Message) (bool
 	n := 0
 	err := s.update(name, func(w *wtx) error {
 		n = 0
-		for _, id := range ids {
-			old, err := w.loadGuarded(id)
-			if passedOver(err) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
+		return w.eachLoaded(ids, func(old *Message) error {
 			ok, err := op(w, old)
 			if err != nil {
 				return err
@@ -30,10 +23,29 @@ func (s *Store) byIDs(name string, ids []ID, op func(w *wtx, old *Message) (bool
 			if ok {
 				n++
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	return n, err
+}
+
+// eachLoaded runs fn on each message of ids that loads, passing over
+// those gone, corrupt or on a damaged page (passedOver); an error of fn
+// or of a load ends it.
+func (w *wtx) eachLoaded(ids []ID, fn func(old *Message) error) error {
+	for _, id := range ids {
+		old, err := w.loadGuarded(id)
+		if passedOver(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(old); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Hold puts messages on hold (postsuper -h): no due entry, no flush

@@ -281,14 +281,7 @@ func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushRes
 }
 
 func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) error {
-	for _, id := range ids {
-		old, err := w.loadGuarded(id)
-		if passedOver(err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
+	return w.eachLoaded(ids, func(old *Message) error {
 		done, active, err := w.expedite(old, match)
 		if err != nil {
 			return err
@@ -299,8 +292,8 @@ func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) e
 		if active {
 			res.Active++
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // expedite makes the pending recipients of old that match due now and
