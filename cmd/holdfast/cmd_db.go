@@ -201,11 +201,7 @@ func dbCompact(cl *control.Client, c *config.Config, running bool, stdout, stder
 		os.Remove(dst)
 		return dbError(err, c, stderr)
 	}
-	// Keep the owner and mode: the daemon runs as its own user.
-	if st, ok := before.Sys().(*syscall.Stat_t); ok {
-		os.Chown(dst, int(st.Uid), int(st.Gid))
-	}
-	os.Chmod(dst, before.Mode().Perm())
+	keepOwner(dst, before)
 	if err := os.Rename(dst, src); err != nil {
 		os.Remove(dst)
 		fmt.Fprintf(stderr, "holdfast: %v\n", err)
@@ -218,6 +214,15 @@ func dbCompact(cl *control.Client, c *config.Config, running bool, stdout, stder
 	}
 	fmt.Fprintf(stdout, "%s: %d -> %d bytes\n", src, before.Size(), after.Size())
 	return 0
+}
+
+// keepOwner gives the file at path the owner and mode of the queue file
+// it replaces (before): the daemon runs as its own user.
+func keepOwner(path string, before os.FileInfo) {
+	if st, ok := before.Sys().(*syscall.Stat_t); ok {
+		os.Chown(path, int(st.Uid), int(st.Gid))
+	}
+	os.Chmod(path, before.Mode().Perm())
 }
 
 // dbSalvage copies every readable message of queue.db into a new file
@@ -250,10 +255,7 @@ func dbSalvage(cl *control.Client, c *config.Config, running bool, pos []string,
 		os.Remove(out)
 		return dbError(err, c, stderr)
 	}
-	if st, ok := before.Sys().(*syscall.Stat_t); ok {
-		os.Chown(out, int(st.Uid), int(st.Gid))
-	}
-	os.Chmod(out, before.Mode().Perm())
+	keepOwner(out, before)
 	printSalvage(stdout, src, out, rep)
 	if !replace {
 		fmt.Fprintf(stdout, "to use it: mv %s %s && mv %s %s, then start holdfast\n", src, aside, out, src)
