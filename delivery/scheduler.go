@@ -195,15 +195,12 @@ func (d *Scheduler) Run(ctx context.Context) error {
 	for ctx.Err() == nil && runErr == nil {
 		d := d.cur.Load()
 		d.drain()
+		free := d.free()
 		leased := 0
-		// Run takes its slots through Reserve as a flush and Admit do,
-		// so that together they never start more than ActiveLimit.
-		if n := d.Reserve(d.o.LeaseBatch); n > 0 {
+		if free > 0 {
+			n := min(free, d.o.LeaseBatch)
 			msgs, err := d.s.Lease(d.o.Clock.Now(), n)
-			for _, m := range msgs {
-				d.start(work, m)
-			}
-			d.reserved.Add(-int64(n))
+			d.startLeased(work, msgs)
 			if err != nil {
 				if errors.Is(err, store.ErrClosed) {
 					runErr = err
@@ -221,6 +218,26 @@ func (d *Scheduler) Run(ctx context.Context) error {
 	d.endWork()
 	d.cur.Load().shutdown(cut)
 	return runErr
+}
+
+// startLeased starts a worker for each of msgs, messages Run leased, for
+// which a slot is left. Run takes its slots through Reserve, as a flush
+// and Admit take theirs, so that together they never start more than
+// ActiveLimit; it reserves after the lease, not before, so that a lease
+// that finds nothing holds no slot from Admit. A message a slot is no
+// longer left for (Admit or a flush took it meanwhile) goes back to the
+// queue, due now.
+func (d *Scheduler) startLeased(work context.Context, msgs []*store.Message) {
+	k := d.Reserve(len(msgs))
+	for _, m := range msgs[:k] {
+		d.start(work, m)
+	}
+	d.reserved.Add(-int64(k))
+	for _, m := range msgs[k:] {
+		if err := d.s.Unlease(m.ID); err != nil {
+			d.log.Error().Err(err).Str("queue_id", string(m.ID)).Msg("unlease failed")
+		}
+	}
 }
 
 // free is the number of messages that may be leased now: ActiveLimit
