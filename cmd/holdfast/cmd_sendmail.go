@@ -156,7 +156,7 @@ func (a *sendmailArgs) queueOption(v string, stderr io.Writer) int {
 			return fail("specify: -qIqueueid")
 		}
 		a.mode, a.id = "id", v[1:]
-	default:
+	default: // Postfix's sendmail refuses a -q form it lacks in these words
 		return fail("-q%c is not implemented", v[0])
 	}
 	return -1
