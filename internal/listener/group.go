@@ -39,10 +39,20 @@ type Group[S comparable] struct {
 // Closing reports whether Close was called.
 func (g *Group[S]) Closing() bool { return g.closing.Load() }
 
-// Serve accepts connections on l and runs handle on each in its own
-// goroutine until Close (ErrClosed) or an accept error that is not
+// MaxIdleWorkers is how many goroutines that have handled a connection
+// Serve keeps waiting for the next one, per listener.
+const MaxIdleWorkers = 64
+
+// Serve accepts connections on l and runs handle on each in a goroutine
+// of its own until Close (ErrClosed) or an accept error that is not
 // Temporary. Temporary failures (out of descriptors and the like) are
 // retried as net/http does, 5 ms doubling to 1 s.
+//
+// A goroutine that has handled a connection waits for the next one
+// (up to MaxIdleWorkers of them): a new goroutine's stack starts small
+// and an SMTP session grows it several times (a commit runs on the
+// session's goroutine), each growth a copy of the stack; a goroutine
+// that is reused has the stack already.
 func (g *Group[S]) Serve(l net.Listener, handle func(net.Conn)) error {
 	g.mu.Lock()
 	if g.closing.Load() {
@@ -60,6 +70,8 @@ func (g *Group[S]) Serve(l net.Listener, handle func(net.Conn)) error {
 		delete(g.lns, l)
 		g.mu.Unlock()
 	}()
+	w := &workers{handle: handle, done: g.wg.Done, next: make(chan net.Conn)}
+	defer close(w.next) // idle workers end
 	var delay time.Duration
 	for {
 		c, err := l.Accept()
@@ -85,10 +97,38 @@ func (g *Group[S]) Serve(l net.Listener, handle func(net.Conn)) error {
 		}
 		g.wg.Add(1)
 		g.mu.Unlock()
-		go func() {
-			defer g.wg.Done()
-			handle(c)
-		}()
+		select {
+		case w.next <- c: // an idle worker takes it
+		default:
+			go w.run(c)
+		}
+	}
+}
+
+// workers are the goroutines of one Serve that handle its connections.
+type workers struct {
+	handle func(net.Conn)
+	done   func() // the Group's WaitGroup, once per connection
+	next   chan net.Conn
+	idle   atomic.Int32
+}
+
+// run handles c, then the connections Serve hands it while it waits,
+// until MaxIdleWorkers others wait already or Serve returns.
+func (w *workers) run(c net.Conn) {
+	for {
+		w.handle(c)
+		w.done()
+		if w.idle.Add(1) > MaxIdleWorkers {
+			w.idle.Add(-1)
+			return
+		}
+		var ok bool
+		c, ok = <-w.next
+		w.idle.Add(-1)
+		if !ok {
+			return
+		}
 	}
 }
 

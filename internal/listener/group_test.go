@@ -64,3 +64,74 @@ func TestGroup(t *testing.T) {
 		t.Fatalf("Serve after Close = %v, want ErrClosed", err)
 	}
 }
+
+// TestGroupWorkers: connections one after another and many at once are
+// each handled once, by goroutines that wait for the next connection
+// after one (some of the concurrent ones end: more than MaxIdleWorkers
+// would wait), and the waiting ones end when Serve returns.
+func TestGroupWorkers(t *testing.T) {
+	var g Group[net.Conn]
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	handled := make(chan byte, 200)
+	served := make(chan error, 1)
+	go func() {
+		served <- g.Serve(l, func(c net.Conn) {
+			defer c.Close()
+			var b [1]byte
+			if _, err := c.Read(b[:]); err == nil {
+				handled <- b[0]
+			}
+			if b[0] == 'c' {
+				<-release
+			}
+		})
+	}()
+	send := func(b byte) net.Conn {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte{b})
+		return c
+	}
+	wait := func(want byte) {
+		select {
+		case b := <-handled:
+			if b != want {
+				t.Fatalf("handled %q, want %q", b, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("connection %q not handled", want)
+		}
+	}
+	for range 20 { // one after another: one worker, reused
+		c := send('s')
+		wait('s')
+		c.Close()
+	}
+	var conns []net.Conn
+	for range MaxIdleWorkers + 10 { // at once: more workers than may wait
+		conns = append(conns, send('c'))
+		wait('c')
+	}
+	close(release)
+	for _, c := range conns {
+		c.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Wait(ctx, func(c net.Conn) { c.Close() }); err != nil {
+		t.Fatal(err)
+	}
+	c := send('s') // an idle worker or a new one
+	wait('s')
+	c.Close()
+	g.Close(nil)
+	if err := <-served; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Serve = %v, want ErrClosed", err)
+	}
+}
