@@ -346,8 +346,12 @@ func (d *daemon) startSMTP(c *config.Config) error {
 	if len(sopts.Listen) == 0 {
 		return fmt.Errorf("%w: smtpd_listen is empty", errConfig)
 	}
+	// No TCP keep-alive on SMTP connections, as in Postfix's smtpd:
+	// smtpd_timeout ends a silent client, and Go's default (probes after
+	// 15 s) costs four setsockopt calls per connection.
+	lc := net.ListenConfig{KeepAlive: -1}
 	for _, a := range sopts.Listen {
-		l, err := net.Listen("tcp", a)
+		l, err := lc.Listen(context.Background(), "tcp", a)
 		if err != nil {
 			return fmt.Errorf("%w: smtpd_listen %s: %v", errListen, a, err)
 		}
