@@ -457,6 +457,7 @@ func (d *daemon) openStore(c *config.Config) error {
 		return fmt.Errorf("%w: %v", errConfig, err)
 	}
 	setMemoryLimit(inflight, d.log)
+	setGCFloor(d.log)
 	maxSize, err := c.Size("queue_size_limit")
 	if err != nil {
 		return fmt.Errorf("%w: %v", errConfig, err)
