@@ -367,6 +367,9 @@ func (g *greeted) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	g.skipLine = false
+	if i+1 == len(p) {
+		return len(p), nil // nothing after the line: no empty write
+	}
 	n, err := g.Conn.Write(p[i+1:])
 	return i + 1 + n, err
 }

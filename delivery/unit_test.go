@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -296,5 +297,42 @@ func TestObsoleteTLSParameters(t *testing.T) {
 		if o, err := OptionsFromConfig(c); err != nil || o.TLSLevel != want {
 			t.Errorf("%q: %q %v", text, o.TLSLevel, err)
 		}
+	}
+}
+
+// writeLog is a net.Conn that records the writes made to it.
+type writeLog struct {
+	net.Conn
+	writes []string
+}
+
+func (w *writeLog) Write(p []byte) (int, error) {
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+
+// TestGreetedSkipsEHLO: the EHLO go-smtp writes after the replayed
+// greeting is dropped without an empty write to the connection (one
+// syscall per new session), and what follows it goes through.
+func TestGreetedSkipsEHLO(t *testing.T) {
+	w := &writeLog{}
+	g := &greeted{Conn: w, skipLine: true}
+	if n, err := g.Write([]byte("EHLO relay.test\r\n")); n != 17 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if len(w.writes) != 0 {
+		t.Fatalf("writes %q, want none", w.writes)
+	}
+	if _, err := g.Write([]byte("MAIL FROM:<>\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	w2 := &writeLog{}
+	g2 := &greeted{Conn: w2, skipLine: true}
+	g2.Write([]byte("EHLO relay.test\r\nNOOP\r\n"))
+	if want := []string{"MAIL FROM:<>\r\n"}; !slices.Equal(w.writes, want) {
+		t.Errorf("writes %q, want %q", w.writes, want)
+	}
+	if want := []string{"NOOP\r\n"}; !slices.Equal(w2.writes, want) {
+		t.Errorf("writes %q, want %q", w2.writes, want)
 	}
 }
