@@ -59,6 +59,15 @@ type Deliverer interface {
 	Deliver(msgs []*store.Message, reserved int)
 }
 
+// Predialer is a Deliverer that can open connections to a destination's
+// next hop ahead (*delivery.Scheduler): before a chunk's commit the
+// flush tells it how many messages for dest the chunk may hand over, so
+// that the sessions open while the commit's fsyncs run. Predial must not
+// block.
+type Predialer interface {
+	Predial(dest string, n int)
+}
+
 // Service turns flush requests into store transactions. Safe for
 // concurrent use: concurrent requests for different destinations each
 // run their own flush; a request for a destination whose flush is still
@@ -316,7 +325,7 @@ func (s *Service) claim(key runKey) (*run, store.FlushResult, error) {
 // count of the rest); the rest goes on in the background.
 func (s *Service) firstChunk(key runKey, cur *run, r *store.FlushRun, start time.Time) (store.FlushResult, error) {
 	dest, subtree := key.dest, key.subtree
-	res, err := s.next(r)
+	res, err := s.next(r, dest, 0)
 	if err == nil && !r.Done() {
 		left, lerr := r.Remaining()
 		if lerr != nil {
@@ -374,12 +383,14 @@ func (s *Service) flushEarly(key runKey, cur *run, r *store.FlushRun, start time
 func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, start time.Time) {
 	defer s.end(key)
 	reached := res.Messages - res.Pending
+	left := res.Pending // listed and not reached yet: what a chunk may hand over
 	for !r.Done() && !s.runs.closing.Load() {
 		if s.beforeStep != nil {
 			s.beforeStep()
 		}
-		step, err := s.next(r)
+		step, err := s.next(r, key.dest, left)
 		reached += step.Messages
+		left -= step.Messages
 		if err != nil {
 			s.log.Error().Err(err).Str("event", s.event).Str("site", key.dest).
 				Int("reached", reached).Msg("flush stopped; the rest stays at its schedule")
@@ -398,7 +409,11 @@ func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, s
 // next runs the next chunk of r and hands its mail to the scheduler:
 // with a Deliverer, the chunk leases what it makes due, within the slots
 // the scheduler grants, and the scheduler is woken for the rest only.
-func (s *Service) next(r *store.FlushRun) (store.FlushResult, error) {
+// left is how many of dest's messages the index listed that no chunk has
+// reached yet (0: not counted); with a Predialer, the sessions for up to
+// that many (and no more than the slots granted) are opened during the
+// chunk's commit.
+func (s *Service) next(r *store.FlushRun, dest string, left int) (store.FlushResult, error) {
 	dl, ok := s.waker.(Deliverer)
 	if !ok {
 		res, err := r.Next()
@@ -406,6 +421,9 @@ func (s *Service) next(r *store.FlushRun) (store.FlushResult, error) {
 		return res, err
 	}
 	n := dl.Reserve(store.FlushChunk)
+	if pd, ok := dl.(Predialer); ok && left > 0 && n > 0 {
+		pd.Predial(dest, min(n, left))
+	}
 	res, msgs, err := r.NextLeased(n)
 	dl.Deliver(msgs, n)
 	if len(msgs) < res.Messages-res.Active {
