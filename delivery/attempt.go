@@ -53,6 +53,7 @@ type group struct {
 // attempt delivers what is due of m and ends the attempt with one
 // store.Finish (or Unlease when the shutdown cut it before any outcome).
 func (d *Scheduler) attempt(ctx context.Context, m *store.Message) {
+	d.gate.enter()
 	a := &attempt{m: m, now: d.o.Clock.Now(), results: map[int]result{},
 		log: d.log.With().Str("queue_id", string(m.ID)).Logger()}
 	a.log.Info().Str("queue", "active").Str("from", m.Sender).Int64("size", m.Size).
@@ -70,6 +71,7 @@ func (d *Scheduler) attempt(ctx context.Context, m *store.Message) {
 			a.results[i] = res[k]
 		}
 	}
+	d.gate.wait()
 	d.finish(ctx, a)
 }
 

@@ -73,6 +73,9 @@ type shared struct {
 
 	deadMu sync.Mutex
 	dead   map[string]deadHop // by hop key
+
+	// gate lets the Finishes of a burst of attempts share commits.
+	gate finishGate
 }
 
 // deadHop is a next hop whose connection failed: its mail is deferred

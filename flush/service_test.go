@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -289,6 +291,92 @@ func TestServiceLeasesForDeliverer(t *testing.T) {
 			t.Errorf("grant %d: Lease after the flush: %d, %v; want %d", grant, len(left), err, 3-len(d.got))
 		}
 		for _, m := range append(d.got, left...) {
+			if err := s.Finish(m.ID, store.Finish{Outcomes: []store.Outcome{{Rcpt: 0, Result: store.RcptDelivered}}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// predialer is a deliverer that also records its Predial calls, with the
+// messages active in the store at each (0: the chunk's commit has not
+// happened yet).
+type predialer struct {
+	mu sync.Mutex
+	deliverer
+	s      *store.Store
+	calls  []string
+	active []int64
+	done   chan struct{}
+}
+
+func (d *predialer) Reserve(n int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.deliverer.Reserve(n)
+}
+
+func (d *predialer) Deliver(msgs []*store.Message, reserved int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.deliverer.Deliver(msgs, reserved)
+	close(d.done)
+}
+
+func (d *predialer) Predial(dest string, n int) {
+	st, _ := d.s.Stats()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, fmt.Sprintf("%s %d", dest, n))
+	d.active = append(d.active, st.Active)
+}
+
+// TestServicePredials: an early flush (ETRN) tells a Predialer the
+// destination and how many messages its chunk may hand over (those the
+// index listed, within the slots granted) before the chunk's commit; the
+// operator's flush, which has not counted them, does not.
+func TestServicePredials(t *testing.T) {
+	_, s, _ := newService(t)
+	c := config.Default()
+	c.Set("relay_domains", "customer.tld, other.tld")
+	p, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		grant int
+		early bool
+		want  string
+	}{{10, true, "customer.tld 3"}, {2, true, "customer.tld 2"}, {10, false, ""}} {
+		for i := range 3 {
+			deferred(t, s, fmt.Sprintf("u%d@customer.tld", i))
+		}
+		d := &predialer{deliverer: deliverer{grant: tc.grant}, s: s, done: make(chan struct{})}
+		svc := NewService(p, s, d, zerolog.New(zerolog.NewTestWriter(t)))
+		if tc.early {
+			svc = svc.Early()
+		}
+		if _, err := svc.Flush("customer.tld", false); err != nil {
+			t.Fatal(err)
+		}
+		<-d.done
+		svc.Close()
+		d.mu.Lock()
+		if got := strings.Join(d.calls, ","); got != tc.want {
+			t.Errorf("grant %d, early %v: Predial calls %q, want %q", tc.grant, tc.early, got, tc.want)
+		}
+		for _, a := range d.active {
+			if a != 0 {
+				t.Errorf("grant %d: Predial called with %d messages active: after the commit", tc.grant, a)
+			}
+		}
+		got := d.got
+		d.mu.Unlock()
+		left, err := s.Lease(time.Now(), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range append(got, left...) {
 			if err := s.Finish(m.ID, store.Finish{Outcomes: []store.Outcome{{Rcpt: 0, Result: store.RcptDelivered}}}); err != nil {
 				t.Fatal(err)
 			}
