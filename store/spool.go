@@ -140,8 +140,11 @@ func (sp *Spool) Enqueue(m *Message) error {
 				return err
 			}
 		}
-		if err := tx.Bucket(bktSpool).Delete(msgKey(m.ID)); err != nil {
-			return err
+		// Only a spool that committed a chunk is listed in spool.
+		if seq > 0 {
+			if err := tx.Bucket(bktSpool).Delete(msgKey(m.ID)); err != nil {
+				return err
+			}
 		}
 		if err := w.insertRecord(m); err != nil {
 			return err

@@ -230,7 +230,8 @@ func (w *wtx) reindex(old, m *Message, id ID) error {
 	}
 	for _, d := range nd {
 		fk := flushKey(d, id)
-		if w.flush.Get(fk) == nil {
+		// A new message has no entry yet: no need to look.
+		if old == nil || w.flush.Get(fk) == nil {
 			if err := w.flush.Put(fk, nil); err != nil {
 				return err
 			}
