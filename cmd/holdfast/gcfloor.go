@@ -12,18 +12,18 @@ import (
 )
 
 // heapFloor is the heap below which `holdfast serve` does not collect.
-// The daemon's live heap is small (2-3 MiB with a few thousand queued,
-// under 10 MiB at a million), and the runtime's default (GOGC=100)
-// collects when the heap has grown by as much again, at least 4 MiB:
-// an accepted message allocates about 70 KB (most of it bbolt's copy of
-// the pages its commit changes), so at a few thousand messages a second
-// the collector ran every 40 messages, and each cycle woke both cores.
-// With the floor the heap may grow to 32 MiB before a collection; once
-// the live heap is over half of it, GOGC=100 applies as before (the
-// heap at most twice the live one), so a large queue costs no more
-// memory than without the floor. The memory limit (memlimit.go) still
-// bounds a burst of large messages.
-const heapFloor = 16 << 20
+// The daemon's live heap is small (2 MiB with a few thousand queued,
+// 5-10 MiB at a million), and the runtime's default (GOGC=100) collects
+// when the heap has grown by as much again, at least 4 MiB: an accepted
+// message allocates about 70 KB (most of it bbolt's copy of the pages
+// its commit changes), so at a few thousand messages a second the
+// collector ran every 40 messages. With the floor the heap may grow to
+// 12 MiB before a collection; once the live heap is over half of that,
+// GOGC=100 applies as before. The cost is at most 8 MiB more heap than
+// GOGC=100 alone (docs/benchmarks.md: 16 MiB put the RSS at a million
+// queued within 7 MiB of its budget of 64). The memory limit
+// (memlimit.go) still bounds a burst of large messages.
+const heapFloor = 12 << 20
 
 // gcFloorOnce arms the floor once per process (tests start the daemon
 // more than once); gcFloorState is the floor armed.

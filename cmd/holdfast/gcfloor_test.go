@@ -16,11 +16,11 @@ func TestFloorPercent(t *testing.T) {
 		want        int
 	}{
 		{0, 0, 100},                   // before the first collection
-		{2 << 20, 0, 700},             // 2 MiB live: goal 2 + 2*7 = 16 MiB
-		{2 << 20, 1 << 20, 450},       // roots count in the goal: 2 + 3*4.5 = 15.5 MiB
-		{3 << 20, 0, 425},             // rounded down to a multiple of 25
-		{8 << 20, 0, 100},             // twice the live heap is the floor
-		{10 << 20, 1 << 20, 100},      // a million queued: GOGC=100 as before
+		{2 << 20, 0, 500},             // 2 MiB live: goal 2 + 2*5 = 12 MiB
+		{2 << 20, 1 << 20, 325},       // roots count in the goal: 2 + 3*3.25 = 11.75 MiB
+		{5 << 20, 0, 125},             // 140, rounded down to a multiple of 25
+		{6 << 20, 0, 100},             // twice the live heap is the floor
+		{10 << 20, 1 << 20, 100},      // GOGC=100 as before
 		{1 << 10, 0, 10000},           // capped
 		{heapFloor / 2, 1 << 10, 100}, // just above the floor
 	} {
