@@ -36,6 +36,40 @@ type deadlines struct {
 	why     string
 	kicked  atomic.Bool
 	reading atomic.Bool // a read is in progress (kick wakes only those)
+	// rset and wset are the read and write deadlines set on the
+	// connection by Read and Write (zero: not known, set the next one).
+	// A deadline is set up to slack later than needed, so that most
+	// reads and writes find one in place that ends no earlier than
+	// theirs and at most slack later, and leave it: setting one costs a
+	// runtime timer update, twice per command.
+	rset, wset time.Time
+	// stale: another goroutine set the read deadline (kick, Shutdown's
+	// interruptIdle); the next Read sets its own.
+	stale atomic.Bool
+}
+
+// slack is how much later than needed Read and Write may leave a
+// deadline: 1/64 of the timeout (under 5 s of smtpd_timeout's 300 s).
+func (d *deadlines) slack() time.Duration { return d.lim.Timeout / 64 }
+
+// forget makes the next Read and Write set their deadlines: the TLS
+// handshake set the connection's.
+func (d *deadlines) forget() { d.rset, d.wset = time.Time{}, time.Time{} }
+
+// deadline returns the deadline to set for a read or write that must
+// end by dl and, if end is not zero, by end (a read in a transaction:
+// dl is end or earlier), or ok = false when set, the one in place, will
+// do: it ends no earlier than dl, at most slack later and not after end.
+// A deadline set is slack later than dl, but not after end.
+func (d *deadlines) deadline(set, dl, end time.Time) (next time.Time, ok bool) {
+	if !set.IsZero() && !set.Before(dl) && set.Sub(dl) <= d.slack() && (end.IsZero() || !set.After(end)) {
+		return set, false
+	}
+	next = dl.Add(d.slack())
+	if !end.IsZero() && next.After(end) {
+		next = end
+	}
+	return next, true
 }
 
 // errDeadline is returned without a read once the budget is spent.
@@ -71,6 +105,7 @@ func (d *deadlines) refresh() {
 func (d *deadlines) kick() {
 	if d.reading.Load() {
 		d.kicked.Store(true)
+		d.stale.Store(true)
 		d.s.raw.SetReadDeadline(time.Now())
 	}
 }
@@ -111,8 +146,14 @@ func (d *deadlines) Read(p []byte) (int, error) {
 			return 0, errDeadline
 		}
 		d.kicked.Store(false)
+		if d.stale.Swap(false) {
+			d.forget()
+		}
 		d.reading.Store(true)
-		s.conn.SetReadDeadline(dl)
+		if set, ok := d.deadline(d.rset, dl, d.txEnd); ok {
+			d.rset = set
+			s.conn.SetReadDeadline(set)
+		}
 		// Shutdown sets closing, and a new session its slot, before they
 		// wake readers: checked after the deadline is set, a change is
 		// never missed.
@@ -126,9 +167,13 @@ func (d *deadlines) Read(p []byte) (int, error) {
 		}
 		n, err := s.conn.Read(p)
 		d.reading.Store(false)
+		if !d.lim.PerRequestDeadline && err == nil {
+			return n, nil
+		}
 		end := time.Now()
 		d.charge(end.Sub(now), n)
 		if n == 0 && isTimeout(err) {
+			d.rset = time.Time{}
 			if d.kicked.Load() && end.Before(dl) && !s.srv.sessions.Closing() {
 				continue // woken by kick: re-evaluate
 			}
@@ -172,9 +217,17 @@ func (d *deadlines) Write(p []byte) (int, error) {
 		}
 		dl = now.Add(d.budget)
 	}
-	s.conn.SetWriteDeadline(dl)
+	if set, ok := d.deadline(d.wset, dl, time.Time{}); ok {
+		d.wset = set
+		s.conn.SetWriteDeadline(set)
+	}
 	n, err := s.conn.Write(p)
-	d.charge(time.Since(now), 0)
+	if err != nil {
+		d.wset = time.Time{}
+	}
+	if d.lim.PerRequestDeadline {
+		d.charge(time.Since(now), 0)
+	}
 	return n, err
 }
 

@@ -461,3 +461,35 @@ func TestSlotsKeptForExceptions(t *testing.T) {
 	over.expectClose()
 	e.dial("127.0.0.2").expect("220 *")
 }
+
+// The deadline a read or write leaves in place ends no earlier than its
+// own and at most 1/64 of smtpd_timeout later, never after the
+// transaction's end; one set is that much later than needed, so that the
+// next commands find it in place.
+func TestDeadlineSlack(t *testing.T) {
+	d := &deadlines{lim: &Limits{Timeout: 64 * time.Second}} // slack 1 s
+	t0 := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	for _, c := range []struct {
+		name         string
+		set, dl, end time.Time
+		next         time.Time
+		ok           bool
+	}{
+		{"none set", time.Time{}, at(64), time.Time{}, at(65), true},
+		{"in place", at(65), at(64.5), time.Time{}, at(65), false},
+		{"exactly", at(65), at(65), time.Time{}, at(65), false},
+		{"too early", at(65), at(65.1), time.Time{}, at(66.1), true},
+		{"too late", at(65), at(63.9), time.Time{}, at(64.9), true},
+		{"transaction end", time.Time{}, at(10), at(10), at(10), true},
+		{"transaction end in place", at(10), at(10), at(10), at(10), false},
+		{"slack cut at the end", time.Time{}, at(9.5), at(10), at(10), true},
+		{"set past a new end", at(10.5), at(10), at(10), at(10), true},
+	} {
+		next, ok := d.deadline(c.set, c.dl, c.end)
+		if ok != c.ok || ok && !next.Equal(c.next) {
+			t.Errorf("%s: deadline(%v, %v, %v) = %v, %v; want %v, %v", c.name,
+				c.set.Sub(t0), c.dl.Sub(t0), c.end.Sub(t0), next.Sub(t0), ok, c.next.Sub(t0), c.ok)
+		}
+	}
+}

@@ -151,6 +151,7 @@ func (s *session) reset() {
 // interruptIdle makes a session that waits for a command notice Shutdown.
 func (s *session) interruptIdle() {
 	if s.idle.Load() {
+		s.io.stale.Store(true)
 		s.raw.SetReadDeadline(time.Now())
 	}
 }
@@ -625,6 +626,7 @@ func (s *session) handshake() (*tls.ConnectionState, error) {
 		return nil, err
 	}
 	tc.SetDeadline(time.Time{})
+	s.io.forget()
 	s.conn = tc
 	s.r = bufio.NewReaderSize(&s.io, 1024)
 	s.w = bufio.NewWriterSize(&s.io, 1024)
