@@ -122,16 +122,16 @@ func TestGroupWorkers(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := g.Wait(ctx, func(c net.Conn) { c.Close() }); err != nil {
-		t.Fatal(err)
-	}
 	c := send('s') // an idle worker or a new one
 	wait('s')
 	c.Close()
 	g.Close(nil)
 	if err := <-served; !errors.Is(err, ErrClosed) {
 		t.Fatalf("Serve = %v, want ErrClosed", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Wait(ctx, func(c net.Conn) { c.Close() }); err != nil {
+		t.Fatal(err)
 	}
 }
