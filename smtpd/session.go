@@ -88,6 +88,8 @@ type session struct {
 	exempt bool
 	// where is the last command's verb, "CONNECT" before any (logs).
 	where string
+	// out is where reply renders a reply before it is queued.
+	out []byte
 }
 
 // transaction is the state between MAIL and the end of DATA (or RSET).
@@ -572,11 +574,11 @@ func (s *session) reply(r *smtp.SMTPError) {
 		s.flush()
 		time.Sleep(o.ErrorSleep)
 	}
-	out := formatReply(r)
+	s.out = appendReply(s.out[:0], r)
 	if s.log.GetLevel() <= zerolog.DebugLevel {
-		s.log.Debug().Str("out", strings.TrimRight(out, "\r\n")).Msg("reply")
+		s.log.Debug().Str("out", strings.TrimRight(string(s.out), "\r\n")).Msg("reply")
 	}
-	s.w.WriteString(out)
+	s.w.Write(s.out)
 }
 
 // flush sends the queued replies (deadlines: s.io).
@@ -589,27 +591,36 @@ func (s *session) flush() error {
 
 // formatReply renders a reply: one line per '\n'-separated line of the
 // text, "code-" on all but the last; the enhanced code, if any, on each.
-func formatReply(r *smtp.SMTPError) string {
-	code := strconv.Itoa(r.Code)
-	enh := ""
-	if r.EnhancedCode != smtp.NoEnhancedCode && r.EnhancedCode != smtp.EnhancedCodeNotSet {
-		e := r.EnhancedCode
-		enh = strconv.Itoa(e[0]) + "." + strconv.Itoa(e[1]) + "." + strconv.Itoa(e[2]) + " "
-	}
-	lines := strings.Split(r.Message, "\n")
-	var b strings.Builder
-	for i, l := range lines {
-		b.WriteString(code)
-		if i < len(lines)-1 {
-			b.WriteByte('-')
+func formatReply(r *smtp.SMTPError) string { return string(appendReply(nil, r)) }
+
+// appendReply appends formatReply's rendering of r to b (session.reply
+// renders into a buffer it keeps, with no allocation).
+func appendReply(b []byte, r *smtp.SMTPError) []byte {
+	enh := r.EnhancedCode != smtp.NoEnhancedCode && r.EnhancedCode != smtp.EnhancedCodeNotSet
+	for msg := r.Message; ; {
+		line, rest, more := strings.Cut(msg, "\n")
+		b = strconv.AppendInt(b, int64(r.Code), 10)
+		if more {
+			b = append(b, '-')
 		} else {
-			b.WriteByte(' ')
+			b = append(b, ' ')
 		}
-		b.WriteString(enh)
-		b.WriteString(l)
-		b.WriteString("\r\n")
+		if enh {
+			e := r.EnhancedCode
+			b = strconv.AppendInt(b, int64(e[0]), 10)
+			b = append(b, '.')
+			b = strconv.AppendInt(b, int64(e[1]), 10)
+			b = append(b, '.')
+			b = strconv.AppendInt(b, int64(e[2]), 10)
+			b = append(b, ' ')
+		}
+		b = append(b, line...)
+		b = append(b, "\r\n"...)
+		if !more {
+			return b
+		}
+		msg = rest
 	}
-	return b.String()
 }
 
 // handshake runs STARTTLS's TLS handshake. Input the client pipelined

@@ -3,6 +3,8 @@ package smtpd
 import (
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // The 452s past smtpd_recipient_limit are not errors while the overshoot
@@ -78,5 +80,27 @@ func TestAuthExchangeTimeout(t *testing.T) {
 	c.expect("334 VXNlcm5hbWU6")
 	if last, _ := c.closedWithin(30 * time.Second); last != "421 4.4.2 relay.test Error: timeout exceeded" {
 		t.Errorf("last reply %q, want the timeout's 421", last)
+	}
+}
+
+// A reply is one line per line of its text, "code-" on all but the
+// last, the enhanced code on each (RFC 5321 sec 4.2.1, RFC 2034).
+func TestFormatReply(t *testing.T) {
+	for _, c := range []struct {
+		r    *smtp.SMTPError
+		want string
+	}{
+		{&smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok"}, "250 2.0.0 Ok\r\n"},
+		{&smtp.SMTPError{Code: 220, EnhancedCode: smtp.NoEnhancedCode, Message: "hf.test ESMTP"}, "220 hf.test ESMTP\r\n"},
+		{&smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCodeNotSet, Message: "a\nb\nc"}, "250-a\r\n250-b\r\n250 c\r\n"},
+		{&smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "one\ntwo"}, "554-5.7.1 one\r\n554 5.7.1 two\r\n"},
+		{&smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: ""}, "421 4.4.2 \r\n"},
+	} {
+		if got := formatReply(c.r); got != c.want {
+			t.Errorf("formatReply(%d %v %q) = %q, want %q", c.r.Code, c.r.EnhancedCode, c.r.Message, got, c.want)
+		}
+		if got := string(appendReply([]byte("x"), c.r)); got != "x"+c.want {
+			t.Errorf("appendReply = %q, want %q", got, "x"+c.want)
+		}
 	}
 }
