@@ -255,6 +255,7 @@ func (s *Server) handle(c net.Conn) {
 		}
 	}
 	sess := newSession(s, cfg, c, ip)
+	defer sess.release()
 	sess.exempt = exempt
 	if !s.sessions.Add(sess) {
 		s.refuse(c, ip, replyShutdown, "shutting down")

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -90,6 +91,7 @@ type session struct {
 	where string
 	// out is where reply renders a reply before it is queued.
 	out []byte
+	buf *buffers // r, w and out, from buffersPool
 }
 
 // transaction is the state between MAIL and the end of DATA (or RSET).
@@ -128,8 +130,10 @@ func newSession(s *Server, cfg *conf, c net.Conn, ip netip.Addr) *session {
 	sess.io.s = sess
 	sess.where = "CONNECT"
 	sess.io.begin(false)
-	sess.r = bufio.NewReaderSize(&sess.io, 1024)
-	sess.w = bufio.NewWriterSize(&sess.io, 1024)
+	b := buffersPool.Get().(*buffers)
+	b.r.Reset(&sess.io)
+	b.w.Reset(&sess.io)
+	sess.buf, sess.r, sess.w, sess.out = b, b.r, b.w, b.out[:0]
 	sess.namaddr = newNamaddr(sess.name, ip)
 	if _, port, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
 		sess.port = port
@@ -140,6 +144,33 @@ func newSession(s *Server, cfg *conf, c net.Conn, ip netip.Addr) *session {
 	}
 	sess.log = s.log.With().Str("conn_id", sess.id).Str("remote", ip.String()).Logger()
 	return sess
+}
+
+// buffers are a session's reader, writer and reply buffer, kept for the
+// next session when one ends: 2 KiB less to allocate and clear per
+// connection.
+type buffers struct {
+	r   *bufio.Reader
+	w   *bufio.Writer
+	out []byte
+}
+
+var buffersPool = sync.Pool{New: func() any {
+	return &buffers{r: bufio.NewReaderSize(nil, 1024), w: bufio.NewWriterSize(nil, 1024)}
+}}
+
+// release gives the session's buffers back once it has ended (run
+// returned): nothing reads or writes through them after that.
+func (s *session) release() {
+	b := s.buf
+	s.buf, s.r, s.w = nil, nil, nil
+	b.r.Reset(nil)
+	b.w.Reset(nil)
+	if cap(s.out) <= 4096 {
+		b.out = s.out[:0]
+	}
+	s.out = nil
+	buffersPool.Put(b)
 }
 
 // reset ends the transaction; a content being spooled is dropped.
@@ -170,14 +201,15 @@ func (s *session) run() {
 		s.authEnd()
 		s.reset()
 		s.flush()
-		ev := s.log.Info().Str("event", "disconnect").Str("counts", s.countString())
+		counts := s.countString()
+		ev := s.log.Info().Str("event", "disconnect").Str("counts", counts)
 		if reason != "" {
 			ev = ev.Str("reason", reason)
 		}
 		if s.noteBareLF {
 			ev = ev.Str("notes", "bare_lf")
 		}
-		ev.Msgf("disconnect from %s %s", s.namaddr, s.countString())
+		ev.Msgf("disconnect from %s %s", s.namaddr, counts)
 	}()
 	var stop bool
 	if reason, stop = s.greet(); stop {
@@ -639,8 +671,8 @@ func (s *session) handshake() (*tls.ConnectionState, error) {
 	tc.SetDeadline(time.Time{})
 	s.io.forget()
 	s.conn = tc
-	s.r = bufio.NewReaderSize(&s.io, 1024)
-	s.w = bufio.NewWriterSize(&s.io, 1024)
+	s.r.Reset(&s.io) // the input pipelined after STARTTLS is dropped
+	s.w.Reset(&s.io)
 	s.tls = true
 	s.sasl = saslState{} // RFC 3207 sec 4.2
 	s.helo = ""
