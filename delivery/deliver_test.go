@@ -106,3 +106,37 @@ func TestAdmitLeases(t *testing.T) {
 		t.Fatalf("%d of 2 delivered", len(got))
 	}
 }
+
+// TestWorkersReused: a worker whose message is done waits for the next
+// one, so that a second burst runs on the goroutines (and stacks) of the
+// first; the waiting ones end when Run returns.
+func TestWorkersReused(t *testing.T) {
+	e := newEnv(t, nil)
+	for round := range 2 {
+		var ids []store.ID
+		for range 10 {
+			ids = append(ids, e.enqueue("alice@origin.test", "bob@customer.test"))
+		}
+		for _, id := range ids {
+			e.waitGone(id)
+		}
+		// Ten waiting workers at most, in the second round too: its
+		// messages went to the workers of the first (new ones would
+		// wait beside those, up to 20).
+		if !testutil.WaitFor(10*time.Second, func() bool { return e.d.running.Load() == 0 }) {
+			t.Fatalf("round %d: %d workers still running", round, e.d.running.Load())
+		}
+		if n := e.d.idle.Load(); n < 1 || n > 10 {
+			t.Fatalf("round %d: %d workers waiting after 10 messages, want 1 to 10", round, n)
+		}
+	}
+	if got := len(e.mta.Wait(20, 5*time.Second)); got != 20 {
+		t.Fatalf("%d of 20 delivered", got)
+	}
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !testutil.WaitFor(10*time.Second, func() bool { return e.d.idle.Load() == 0 }) {
+		t.Errorf("%d workers still waiting after Run returned", e.d.idle.Load())
+	}
+}
