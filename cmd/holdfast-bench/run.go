@@ -456,6 +456,13 @@ func postfixFill(ctx context.Context, c *Config, r *Results, p *postfix, size, h
 }
 
 func etrnRun(ctx context.Context, c *Config, r *Results, sys system, size int, domain string) error {
+	if c.ETRNGap > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(c.ETRNGap):
+		}
+	}
 	if err := idle(ctx, sys); err != nil {
 		return err
 	}
