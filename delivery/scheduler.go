@@ -66,6 +66,8 @@ type shared struct {
 	// counts them).
 	jobs chan job
 	idle atomic.Int32
+	// spawned counts the workers started (tests).
+	spawned atomic.Int64
 
 	// running counts the delivery workers, those Run started and those
 	// Deliver started; reserved the worker slots Reserve promised and
@@ -263,6 +265,7 @@ func (d *Scheduler) start(work context.Context, m *store.Message) {
 	select {
 	case d.jobs <- j:
 	default:
+		d.spawned.Add(1)
 		go d.worker(j)
 	}
 }
