@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -522,84 +521,4 @@ func BenchmarkEnqueueGrow(b *testing.B) {
 	b.ReportMetric(float64(took[0].Microseconds())/float64(b.N), "zeros-us/msg")
 	b.ReportMetric(float64(took[1].Microseconds())/float64(b.N), "sparse-us/msg")
 	b.ReportMetric(float64(took[1])/float64(took[0]), "sparse/zeros")
-}
-
-// BenchmarkRelayCommits models the relay: 10 sessions Enqueue 1 KiB
-// messages leased at acceptance (one at a time each, as an SMTP session
-// waits for its 250, 2 ms apart for the rest of the session), and 20
-// delivery workers Finish them (delivered) 1 ms after they come, fsync
-// on. finish=lazy is Finish through the committer's
-// doLazy (the store's way: it rides in the sessions' commits),
-// finish=eager through do, as Enqueue. commits/msg and cpu-µs/msg (the
-// whole process, getrusage) are what lazy saves.
-//
-//	go test -run '^$' -bench RelayCommits -benchtime 3000x -count 3 ./store
-func BenchmarkRelayCommits(b *testing.B) {
-	for _, eager := range []bool{false, true} {
-		name := "finish=lazy"
-		if eager {
-			name = "finish=eager"
-		}
-		b.Run(name, func(b *testing.B) {
-			var commits atomic.Int64
-			o := Options{Eligible: eligibleTLD, PolicyKey: "tld", eagerFinish: eager,
-				OnCommit: func(time.Duration, int) { commits.Add(1) }}
-			s, err := Open(filepath.Join(b.TempDir(), "queue.db"), o)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			const sessions, workers = 10, 20
-			ids := make(chan ID, sessions)
-			var next atomic.Int64
-			var sw, ww sync.WaitGroup
-			b.ResetTimer()
-			start, cpu0 := time.Now(), cpuTime(b)
-			for w := 0; w < workers; w++ {
-				ww.Add(1)
-				go func() {
-					defer ww.Done()
-					f := Finish{Outcomes: []Outcome{{Rcpt: 0, Result: RcptDelivered, Reply: "250 2.0.0 Ok", DSN: "2.0.0"}}}
-					for id := range ids {
-						time.Sleep(time.Millisecond) // the delivery
-						if err := s.Finish(id, f); err != nil {
-							b.Error(err)
-						}
-					}
-				}()
-			}
-			for g := 0; g < sessions; g++ {
-				sw.Add(1)
-				go func() {
-					defer sw.Done()
-					for next.Add(1) <= int64(b.N) {
-						time.Sleep(2 * time.Millisecond) // the rest of the session
-						m := newMsg("u@customer.tld")
-						m.State = StateActive
-						if err := s.Enqueue(m, body1K); err != nil {
-							b.Error(err)
-							return
-						}
-						ids <- m.ID
-					}
-				}()
-			}
-			sw.Wait()
-			close(ids)
-			ww.Wait()
-			el := time.Since(start)
-			b.ReportMetric(float64(b.N)/el.Seconds(), "msgs/s")
-			b.ReportMetric(float64(commits.Load())/float64(b.N), "commits/msg")
-			b.ReportMetric(float64((cpuTime(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/msg")
-		})
-	}
-}
-
-// cpuTime is the CPU time (user and system) the process has used.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

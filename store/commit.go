@@ -39,8 +39,6 @@ type committer struct {
 	want   int
 	full   chan struct{}
 	gather time.Duration
-	// wait is how long a lazy writer waits (lazyWait; tests change it).
-	wait time.Duration
 }
 
 // maxBatch bounds the functions of one transaction, as bbolt's
@@ -52,18 +50,9 @@ type commitCall struct {
 	// done receives the call's result, or errLead: the call now leads
 	// and commits the pending calls (itself first).
 	done chan error
-	// lazy: the call may wait for another writer's commit (doLazy);
-	// urgent once its wait is over. taken: in a batch being committed.
-	lazy, urgent, taken bool
 }
 
 var errLead = errors.New("store: lead the next commit")
-
-// lazyWait bounds how long a lazy writer (doLazy) waits for another
-// writer's commit before it commits on its own: long enough for the
-// next session's Enqueue under load (one every 0.4 ms at 2,500 msg/s),
-// short beside anything a delivery waits for.
-const lazyWait = 2 * time.Millisecond
 
 // do runs fn in a write transaction, shared with the writers queued at
 // the time, and returns after the commit (and its fsync).
@@ -98,66 +87,8 @@ func (c *committer) do(fn func(*bolt.Tx) error) error {
 			c.full = nil
 		}
 	}
-	return c.lead(call)
-}
-
-// doLazy is do for a writer nobody waits on (Finish: the delivery is
-// made, and its outcome only has to be committed before the message is
-// attempted again): it does not start a commit of its own at once, but
-// waits up to c.wait (lazyWait) for a writer that must commit at once
-// (do) and rides in that writer's commit. Under load that saves the
-// commits, and their two fsyncs each, that lazy writers would have led
-// or shared among themselves; a lone lazy writer commits after the wait.
-func (c *committer) doLazy(fn func(*bolt.Tx) error) error {
-	call := &commitCall{fn: fn, done: make(chan error, 1), lazy: true}
-	c.mu.Lock()
-	c.pending = append(c.pending, call)
-	c.mu.Unlock()
-	t := time.NewTimer(c.wait)
-	select {
-	case err := <-call.done:
-		t.Stop()
-		if err != errLead {
-			return err
-		}
-		c.mu.Lock()
-		return c.lead(call)
-	case <-t.C:
-	}
-	c.mu.Lock()
-	if !c.running && !call.taken {
-		// Nobody came: commit now, with whatever queued meanwhile.
-		c.running = true
-		return c.lead(call)
-	}
-	// In a batch being committed, or queued behind a running commit:
-	// the end of that commit answers it or, now that it is urgent,
-	// hands it the lead (hand).
-	call.urgent = true
-	c.mu.Unlock()
-	if err := <-call.done; err != errLead {
-		return err
-	}
-	c.mu.Lock()
-	return c.lead(call)
-}
-
-// lead commits the pending calls, call first, and answers them; called
-// with c.mu held and c.running set, by the call that leads.
-func (c *committer) lead(call *commitCall) error {
-	if c.pending[0] != call {
-		for i, o := range c.pending {
-			if o == call {
-				c.pending[0], c.pending[i] = call, c.pending[0]
-				break
-			}
-		}
-	}
 	n := min(len(c.pending), maxBatch)
 	batch := c.pending[:n:n]
-	for _, o := range batch {
-		o.taken = true
-	}
 	c.pending = append([]*commitCall(nil), c.pending[n:]...)
 	c.last = n
 	c.mu.Unlock()
@@ -167,26 +98,16 @@ func (c *committer) lead(call *commitCall) error {
 	// Hand the lead to the first writer that queued meanwhile before
 	// answering this batch, so that the next commit starts at once.
 	c.mu.Lock()
-	c.hand()
+	if len(c.pending) > 0 {
+		c.pending[0].done <- errLead
+	} else {
+		c.running = false
+	}
 	c.mu.Unlock()
 	for i, o := range batch[1:] {
 		o.done <- errs[i+1]
 	}
 	return errs[0]
-}
-
-// hand passes the lead to the first pending call when one of the pending
-// calls must commit now (not lazy, or lazy and done waiting); otherwise
-// the committer stops, and the lazy calls wait for a writer or their
-// time. Called with c.mu held at the end of a commit.
-func (c *committer) hand() {
-	for _, o := range c.pending {
-		if !o.lazy || o.urgent {
-			c.pending[0].done <- errLead
-			return
-		}
-	}
-	c.running = false
 }
 
 // commit runs the batch in one transaction and returns each call's

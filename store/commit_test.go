@@ -24,7 +24,7 @@ func openCommitter(t *testing.T) *committer {
 	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("b")); return err }); err != nil {
 		t.Fatal(err)
 	}
-	return &committer{s: s, wait: lazyWait}
+	return &committer{s: s}
 }
 
 // TestCommitterConcurrent: many writers, some failing, some panicking;
@@ -35,15 +35,12 @@ func TestCommitterConcurrent(t *testing.T) {
 		t.Run(fmt.Sprint("gather=", gather), func(t *testing.T) {
 			c := openCommitter(t)
 			c.gather = gather
-			testCommitterConcurrent(t, c, false)
+			testCommitterConcurrent(t, c)
 		})
 	}
-	t.Run("lazy", func(t *testing.T) { testCommitterConcurrent(t, openCommitter(t), true) })
 }
 
-// testCommitterConcurrent: with lazy, every third writer goes through
-// doLazy.
-func testCommitterConcurrent(t *testing.T, c *committer, lazy bool) {
+func testCommitterConcurrent(t *testing.T, c *committer) {
 	const n = 400
 	errBad := errors.New("bad")
 	var wg sync.WaitGroup
@@ -52,11 +49,7 @@ func testCommitterConcurrent(t *testing.T, c *committer, lazy bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			do := c.do
-			if lazy && i%3 == 0 {
-				do = c.doLazy
-			}
-			errs[i] = do(func(tx *bolt.Tx) error {
+			errs[i] = c.do(func(tx *bolt.Tx) error {
 				if err := tx.Bucket([]byte("b")).Put([]byte(fmt.Sprint(i)), []byte("v")); err != nil {
 					return err
 				}
@@ -144,62 +137,6 @@ func TestCommitterShares(t *testing.T) {
 	txs.Range(func(any, any) bool { k++; return true })
 	if k != 1 {
 		t.Errorf("%d writers queued behind one commit used %d transactions, want 1", n, k)
-	}
-}
-
-// TestCommitterLazy: a lazy writer rides in the next commit of a writer
-// that commits at once, and one left alone commits on its own after
-// lazyWait.
-func TestCommitterLazy(t *testing.T) {
-	c := openCommitter(t)
-	c.wait = time.Minute // the writer after it comes first
-	put := func(k string, tx *bolt.Tx, txs *sync.Map) error {
-		txs.Store(k, tx.ID())
-		return tx.Bucket([]byte("b")).Put([]byte(k), []byte("v"))
-	}
-	var txs sync.Map
-	lazyDone := make(chan error, 1)
-	go func() { lazyDone <- c.doLazy(func(tx *bolt.Tx) error { return put("lazy", tx, &txs) }) }()
-	for {
-		c.mu.Lock()
-		k := len(c.pending)
-		c.mu.Unlock()
-		if k == 1 {
-			break
-		}
-		runtime.Gosched()
-	}
-	if err := c.do(func(tx *bolt.Tx) error { return put("eager", tx, &txs) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-lazyDone; err != nil {
-		t.Fatal(err)
-	}
-	l, _ := txs.Load("lazy")
-	e, _ := txs.Load("eager")
-	if l != e {
-		t.Errorf("lazy writer committed in transaction %v, the writer that came after it in %v; want one", l, e)
-	}
-
-	// Alone: it commits after its wait, and the committer stops.
-	c.wait = 20 * time.Millisecond
-	start := time.Now()
-	if err := c.doLazy(func(tx *bolt.Tx) error { return put("alone", tx, &txs) }); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d < c.wait {
-		t.Errorf("a lone lazy writer returned after %v, before its wait (%v)", d, c.wait)
-	}
-	c.s.db.View(func(tx *bolt.Tx) error {
-		for _, k := range []string{"lazy", "eager", "alone"} {
-			if tx.Bucket([]byte("b")).Get([]byte(k)) == nil {
-				t.Errorf("%s not written", k)
-			}
-		}
-		return nil
-	})
-	if c.running || len(c.pending) != 0 {
-		t.Errorf("committer left running=%v with %d pending", c.running, len(c.pending))
 	}
 }
 

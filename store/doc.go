@@ -150,13 +150,7 @@ first of them commits them all together as soon as it ends; nobody
 waits for a timer (a wait after a shared commit for its writers to come
 back was measured and dropped: docs/benchmarks.md). So a lone SMTP
 session never waits for company, and under contention a batch grows with the length
-of a commit (its fsyncs). Finish is the one lazy writer
-(committer.doLazy): nobody waits on its commit (the delivery is made),
-so when no commit is running it does not start one but waits up to
-lazyWait (2 ms) for a writer that must commit at once, an Enqueue under
-load, and rides in that commit; alone, it commits after the wait. In
-relay that takes the commits the delivery workers led, and their two
-fsyncs each, off the machine (docs/benchmarks.md). bbolt's DB.Batch (redone under guard as
+of a commit (its fsyncs). bbolt's DB.Batch (redone under guard as
 damage.go's batcher, now used only by the benchmark that compares the
 two) always waits out its MaxBatchDelay (1 ms) unless 1,000 calls
 arrive first. The closures may run more than once (a batch is run

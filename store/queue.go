@@ -219,12 +219,11 @@ type NewMessage struct {
 
 // Finish ends an attempt on an active message in one transaction; see
 // the contract in doc.go. A message put on hold during the attempt gets
-// the outcomes and stays on hold. Its commit is shared lazily
-// (committer.doLazy): it rides in the next commit of another writer
-// (an Enqueue under load), or commits after lazyWait; the closure only
-// reads f and the stored record, so it may run again.
+// the outcomes and stays on hold. Like Enqueue its commit is shared (Store.batch),
+// so that concurrent delivery workers share one fsync; the closure only
+// reads f and the stored record, so bbolt may run it again.
 func (s *Store) Finish(id ID, f Finish) error {
-	err := s.write(s.lazy, "finish "+string(id), func(w *wtx) error { return w.finish(id, f, false) })
+	err := s.batch("finish "+string(id), func(w *wtx) error { return w.finish(id, f, false) })
 	if errors.Is(err, ErrDamaged) {
 		// bbolt reads the neighbours of a page a delete empties: a damaged
 		// page next to this record can fail the commit of a delivery that

@@ -71,9 +71,6 @@ type Options struct {
 	// shared commit for its writers to come back (committer.last).
 	// Benchmarks only.
 	gather time.Duration
-	// eagerFinish commits Finish as Enqueue does (do) instead of lazily
-	// (doLazy). Benchmarks only.
-	eagerFinish bool
 	// sparse leaves the growing of the file to bbolt (ftruncate, a
 	// hole) instead of growAhead's zeros. Benchmarks only.
 	sparse                        bool
@@ -129,9 +126,6 @@ type Store struct {
 	// shared runs a write transaction shared with concurrent writers:
 	// the committer's do, or dbBatch (Options.batchDelay).
 	shared func(func(*bolt.Tx) error) error
-	// lazy is shared for a writer nobody waits on (Finish): the
-	// committer's doLazy, or dbBatch.
-	lazy func(func(*bolt.Tx) error) error
 }
 
 // Open opens (creating if needed) the queue file at path, applies pending
@@ -172,14 +166,10 @@ func Open(path string, o Options) (*Store, error) {
 	if !o.sparse {
 		s.file, _ = os.OpenFile(path, os.O_WRONLY, 0)
 	}
-	c := &committer{s: s, gather: o.gather, wait: lazyWait}
-	s.shared, s.lazy = c.do, c.doLazy
-	if o.eagerFinish {
-		s.lazy = c.do
-	}
+	s.shared = (&committer{s: s, gather: o.gather}).do
 	if o.batchDelay > 0 {
 		db.MaxBatchDelay = o.batchDelay
-		s.shared, s.lazy = s.dbBatch, s.dbBatch
+		s.shared = s.dbBatch
 	}
 	if err := s.init(); err != nil {
 		s.closeFile()
