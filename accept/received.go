@@ -3,7 +3,6 @@ package accept
 import (
 	"crypto/tls"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/holdfast-mta/holdfast/internal/tlscert"
@@ -38,8 +37,11 @@ const dateLayout = "Mon, _2 Jan 2006 15:04:05 -0700 (MST)"
 
 // Received renders the Received: header of t, as Postfix's smtpd (and
 // its cleanup for local mail) writes it.
-func Received(t Trace) string {
-	var b strings.Builder
+func Received(t Trace) string { return string(AppendReceived(nil, t)) }
+
+// AppendReceived appends Received's rendering of t to b (smtpd renders
+// into a buffer its session keeps).
+func AppendReceived(b []byte, t Trace) []byte {
 	by := "\tby "
 	if t.ClientName == "" {
 		by = "Received: by "
@@ -48,22 +50,39 @@ func Received(t Trace) string {
 		if helo == "" {
 			helo = t.ClientName
 		}
-		b.WriteString("Received: from " + helo + " (" + t.ClientName + " [" + t.ClientAddr + "])\r\n")
+		b = append(b, "Received: from "...)
+		b = append(b, helo...)
+		b = append(b, " ("...)
+		b = append(b, t.ClientName...)
+		b = append(b, " ["...)
+		b = append(b, t.ClientAddr...)
+		b = append(b, "])\r\n"...)
 		if t.TLS != nil {
-			b.WriteString(tlsComment(t.TLS))
+			b = append(b, tlsComment(t.TLS)...)
 		}
 		if t.AuthSender != "" {
-			b.WriteString("\t(Authenticated sender: " + t.AuthSender + ")\r\n")
+			b = append(b, "\t(Authenticated sender: "...)
+			b = append(b, t.AuthSender...)
+			b = append(b, ")\r\n"...)
 		}
 	}
-	date := t.Date.Format(dateLayout)
-	b.WriteString(by + t.By + " (" + t.MailName + ") with " + t.Protocol + " id " + string(t.ID))
+	b = append(b, by...)
+	b = append(b, t.By...)
+	b = append(b, " ("...)
+	b = append(b, t.MailName...)
+	b = append(b, ") with "...)
+	b = append(b, t.Protocol...)
+	b = append(b, " id "...)
+	b = append(b, t.ID...)
 	if t.For != "" {
-		b.WriteString("\r\n\tfor <" + t.For + ">; " + date + "\r\n")
+		b = append(b, "\r\n\tfor <"...)
+		b = append(b, t.For...)
+		b = append(b, ">; "...)
 	} else {
-		b.WriteString(";\r\n\t" + date + "\r\n")
+		b = append(b, ";\r\n\t"...)
 	}
-	return b.String()
+	b = t.Date.AppendFormat(b, dateLayout)
+	return append(b, "\r\n"...)
 }
 
 // tlsComment is the TLS part of the Received: header with

@@ -104,7 +104,8 @@ func (s *session) receiveChunk(c *chunk) (*smtp.SMTPError, error) {
 			c.fail, tx.bdatFail = r, r
 		} else {
 			tx.arrival = s.cfg.opts.Now()
-			tx.spool.Write([]byte(s.received(tx, string(tx.id), tx.arrival)))
+			s.out = s.received(s.out[:0], tx, string(tx.id), tx.arrival)
+			tx.spool.Write(s.out)
 			tx.content = &content{w: tx.spool, limit: s.cfg.opts.MessageSizeLimit}
 		}
 	}

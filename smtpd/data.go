@@ -60,7 +60,8 @@ func (s *session) receive() (*smtp.SMTPError, error) {
 	tx.spool = nil
 	s.reset()
 	now := o.Now()
-	sp.Write([]byte(s.received(tx, string(tx.id), now)))
+	s.out = s.received(s.out[:0], tx, string(tx.id), now)
+	sp.Write(s.out)
 	c := &content{w: sp, limit: o.MessageSizeLimit}
 	if err := s.readData(c); err != nil {
 		sp.Abort()
@@ -113,7 +114,6 @@ func (s *session) enqueue(tx *transaction, now time.Time, sp *accept.Draft) *smt
 		s.errors, s.junk = 0, 0
 		return replyQueued(string(id))
 	}
-	log := s.log.With().Str("queue_id", string(id)).Logger()
 	m, err := sp.Commit(accept.Envelope{
 		Origin:       accept.SMTP,
 		Sender:       tx.from,
@@ -131,18 +131,18 @@ func (s *session) enqueue(tx *transaction, now time.Time, sp *accept.Draft) *smt
 		DelayWarning: s.cfg.opts.DelayWarning,
 	})
 	if err != nil {
-		return storeReply(err, log)
+		return storeReply(err, s.log.With().Str("queue_id", string(id)).Logger())
 	}
-	log.Info().Str("event", "accepted").Str("from", tx.from).Int64("size", m.Size).
+	s.log.Info().Str("queue_id", string(id)).Str("event", "accepted").Str("from", tx.from).Int64("size", m.Size).
 		Int("nrcpt", len(tx.rcpts)).Str("client", s.namaddr).Msg("message accepted")
 	// Postfix forgives earlier errors after a message was received.
 	s.errors, s.junk = 0, 0
 	return replyQueued(string(id))
 }
 
-// received renders our Received: header like Postfix's smtpd
-// (accept.Received).
-func (s *session) received(tx *transaction, id string, now time.Time) string {
+// received appends our Received: header to b, like Postfix's smtpd
+// (accept.AppendReceived).
+func (s *session) received(b []byte, tx *transaction, id string, now time.Time) []byte {
 	o := &s.cfg.opts
 	t := accept.Trace{Helo: s.helo, ClientName: s.name, ClientAddr: s.rfcAddr,
 		By: o.Hostname, MailName: o.MailName, Protocol: s.protocol(), ID: store.ID(id), Date: now}
@@ -155,7 +155,7 @@ func (s *session) received(tx *transaction, id string, now time.Time) string {
 	if len(tx.rcpts) == 1 {
 		t.For = tx.rcpts[0].Addr
 	}
-	return accept.Received(t)
+	return accept.AppendReceived(b, t)
 }
 
 // readData copies the content to c until the line ".": RFC 5321 sec
