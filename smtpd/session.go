@@ -425,6 +425,13 @@ func (s *session) readCommand() (line string, bareLF bool, err error) {
 	var last byte
 	for {
 		chunk, err := s.r.ReadSlice('\n')
+		if err == nil && buf == nil && len(chunk) <= limit {
+			// The whole line in the buffer (most commands): no copy
+			// before the string.
+			n := len(chunk)
+			bareLF = !(n >= 2 && chunk[n-2] == '\r')
+			return string(bytes.TrimRight(chunk, "\r\n")), bareLF, nil
+		}
 		if len(buf) < limit {
 			n := min(len(chunk), limit-len(buf))
 			buf = append(buf, chunk[:n]...)
