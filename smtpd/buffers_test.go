@@ -1,0 +1,67 @@
+package smtpd
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// The reader, writer and reply buffer a session takes from buffersPool
+// carry nothing of the session that had them before: neither the input
+// it left unread (commands pipelined after QUIT) nor the replies it could
+// not send (a client that reset the connection), nor, after STARTTLS,
+// the plaintext pipelined behind it.
+func TestSessionBuffersNotShared(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t), withTLS)
+	for range 5 {
+		// Unread input: what follows QUIT stays in the reader.
+		a := e.dial("")
+		a.expect("220 *")
+		a.send("HELO a.test\r\n")
+		a.expect("250 *")
+		a.send("QUIT\r\nMAIL FROM:<leak@a.test>\r\nRCPT TO:<u@customer.test>\r\nNOOP leaked\r\n")
+		a.expect("221 *")
+		a.expectClose()
+
+		// Unsent replies: the client pipelines commands and resets the
+		// connection without reading; the replies stay in the writer.
+		b := e.dial("")
+		b.expect("220 *")
+		b.send("HELO b.test\r\n" + strings.Repeat("NOOP\r\n", 60))
+		b.conn.(*net.TCPConn).SetLinger(0)
+		b.conn.Close()
+
+		// A multi-line reply rendered into the reply buffer.
+		c := e.dial("")
+		c.expect("220 *")
+		c.ehlo()
+
+		// The next session reads only its own input and sends only its
+		// own replies.
+		d := e.dial("")
+		d.expect("220 *")
+		d.send("NOOP\r\n")
+		d.expect("250 2.0.0 Ok")
+		d.send("MAIL FROM:<d@d.test>\r\n")
+		d.expect("250 2.1.0 Ok") // not "nested MAIL command"
+		d.send("QUIT\r\n")
+		d.expect("221 *")
+		d.expectClose()
+		c.send("QUIT\r\n")
+		c.expect("221 *")
+	}
+
+	// STARTTLS: the plaintext pipelined after it is dropped (the reader
+	// is reset, not replaced), and the session goes on under TLS alone.
+	f := e.dial("")
+	f.expect("220 *")
+	f.ehlo()
+	f.send("STARTTLS\r\nMAIL FROM:<injected@f.test>\r\n")
+	f.expect("220 2.0.0 Ready to start TLS")
+	f.startTLS()
+	f.send("MAIL FROM:<f@f.test>\r\n")
+	f.expect("250 2.1.0 Ok") // not "nested MAIL command"
+	f.send("QUIT\r\n")
+	f.expect("221 *")
+}
