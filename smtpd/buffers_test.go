@@ -4,6 +4,9 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/holdfast-mta/holdfast/internal/testutil"
 )
 
 // The reader, writer and reply buffer a session takes from buffersPool
@@ -64,4 +67,36 @@ func TestSessionBuffersNotShared(t *testing.T) {
 	f.expect("250 2.1.0 Ok") // not "nested MAIL command"
 	f.send("QUIT\r\n")
 	f.expect("221 *")
+}
+
+// A read woken before its deadline by another goroutine goes on waiting
+// under its own deadline: kick (stress began) marks the deadline stale
+// and then sets the connection's read deadline to now; when the read it
+// meant has ended meanwhile, the next read may take the mark before that
+// deadline lands, and then finds it in place (the session had answered
+// 421 timeout, at once or at its next command).
+func TestReadWokenLateGoesOn(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t, "smtpd_timeout = 30s"))
+	c := e.dial("")
+	c.expect("220 *")
+	c.send("HELO c.test\r\n")
+	c.expect("250 *")
+	var sess *session
+	if !testutil.WaitFor(10*time.Second, func() bool {
+		e.srv.sessions.Each(func(s *session) {
+			if s.io.reading.Load() {
+				sess = s
+			}
+		})
+		return sess != nil
+	}) {
+		t.Fatal("the session is not reading")
+	}
+	// The deadline of a kick whose flag was cleared (kicked false).
+	sess.raw.SetReadDeadline(time.Now())
+	c.send("NOOP\r\n")
+	c.expect("250 2.0.0 Ok")
+	c.send("QUIT\r\n")
+	c.expect("221 *")
 }

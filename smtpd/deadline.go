@@ -34,7 +34,6 @@ type deadlines struct {
 	// why is set when a read timed out: "timeout" or "transaction
 	// deadline" (the disconnect log's reason).
 	why     string
-	kicked  atomic.Bool
 	reading atomic.Bool // a read is in progress (kick wakes only those)
 	// rset and wset are the read and write deadlines set on the
 	// connection by Read and Write (zero: not known, set the next one).
@@ -104,7 +103,6 @@ func (d *deadlines) refresh() {
 // TLS connection's read deadline is its TCP connection's) and atomics.
 func (d *deadlines) kick() {
 	if d.reading.Load() {
-		d.kicked.Store(true)
 		d.stale.Store(true)
 		d.s.raw.SetReadDeadline(time.Now())
 	}
@@ -145,7 +143,6 @@ func (d *deadlines) Read(p []byte) (int, error) {
 		if !ok {
 			return 0, errDeadline
 		}
-		d.kicked.Store(false)
 		if d.stale.Swap(false) {
 			d.forget()
 		}
@@ -174,8 +171,13 @@ func (d *deadlines) Read(p []byte) (int, error) {
 		d.charge(end.Sub(now), n)
 		if n == 0 && isTimeout(err) {
 			d.rset = time.Time{}
-			if d.kicked.Load() && end.Before(dl) && !s.srv.sessions.Closing() {
-				continue // woken by kick: re-evaluate
+			// A read that ends before its deadline was woken by
+			// another goroutine: kick, whose deadline may land after
+			// the next read cleared its flag and stale (it ends then,
+			// not the read it meant), or Shutdown. Unless closing,
+			// re-evaluate and wait again.
+			if end.Before(dl) && !s.srv.sessions.Closing() {
+				continue
 			}
 			if d.why == "" {
 				d.why = "timeout"
