@@ -1,6 +1,8 @@
 package smtpd
 
 import (
+	"context"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -99,4 +101,40 @@ func TestReadWokenLateGoesOn(t *testing.T) {
 	c.expect("250 2.0.0 Ok")
 	c.send("QUIT\r\n")
 	c.expect("221 *")
+}
+
+// TestShutdownCutsTLSSession: a session still busy (in DATA, after
+// STARTTLS: its buffers reset, its deadlines forgotten) when Shutdown's
+// time ends is cut: its connection is closed from Shutdown's goroutine,
+// the session ends and its buffers go back to the pool, and the cut
+// content is not queued.
+func TestShutdownCutsTLSSession(t *testing.T) {
+	t.Parallel()
+	e := startServer(t, newConfig(t), withTLS)
+	c := e.dial("")
+	c.expect("220 *")
+	c.ehlo()
+	c.send("STARTTLS\r\n")
+	c.expect("220 2.0.0 Ready to start TLS")
+	c.startTLS()
+	c.send("EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
+	for {
+		l := c.expect("250*")
+		if strings.HasPrefix(l, "250 ") {
+			break
+		}
+	}
+	c.expect("250 *")
+	c.expect("250 *")
+	c.expect("354 *")
+	c.send("Subject: never ends\r\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want the cut after its deadline", err)
+	}
+	c.expectClose()
+	if n := e.queued(); n != 0 {
+		t.Fatalf("%d messages queued from a cut DATA", n)
+	}
 }
