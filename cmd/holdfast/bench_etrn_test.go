@@ -47,7 +47,7 @@ func BenchmarkETRN(b *testing.B) {
 		dir := b.TempDir()
 		filled := false
 		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
-			r := newBenchRelay(b, n, dir, !filled)
+			r := newBenchRelay(b, n, dir, !filled, "")
 			filled = true
 			var replies, delivered []time.Duration
 			b.ResetTimer()
@@ -59,6 +59,32 @@ func BenchmarkETRN(b *testing.B) {
 			report(b, "", replies, delivered)
 		})
 	}
+}
+
+// BenchmarkETRNCold is BenchmarkETRN at 10k queued with the sessions to
+// the sink closed before each round, as in make bench-compare, where
+// Postfix's run comes between two of holdfast's and the connection
+// cache (smtp_connection_cache_time_limit, 1s here) has closed them:
+// every round dials its sessions anew, during the flush's commit
+// (Scheduler.Predial). Each round waits about a second, untimed.
+//
+//	go test -run '^$' -bench ETRNCold -benchtime 10x ./cmd/holdfast/
+func BenchmarkETRNCold(b *testing.B) {
+	dir := b.TempDir()
+	filled := false
+	b.Run("queued=10000", func(b *testing.B) {
+		r := newBenchRelay(b, 10_000, dir, !filled, "smtp_connection_cache_time_limit = 1s\n")
+		r.cold = true
+		filled = true
+		var replies, delivered []time.Duration
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			reply, deliver := r.round(b)
+			replies, delivered = append(replies, reply), append(delivered, deliver)
+		}
+		b.StopTimer()
+		report(b, "", replies, delivered)
+	})
 }
 
 // BenchmarkETRNRatio runs the 10k and the 1M queue side by side and
@@ -73,7 +99,7 @@ func BenchmarkETRNRatio(b *testing.B) {
 	b.Run("1M/10k", func(b *testing.B) {
 		var rs []*benchRelay
 		for i, n := range sizes {
-			rs = append(rs, newBenchRelay(b, n, dirs[i], !filled))
+			rs = append(rs, newBenchRelay(b, n, dirs[i], !filled, ""))
 		}
 		filled = true
 		replies := make([][]time.Duration, len(rs))
@@ -109,9 +135,14 @@ type benchRelay struct {
 	sink   *testutil.MTA
 	addr   string
 	queued int
+	// cold: each round waits until the cached sessions to the sink are
+	// closed (BenchmarkETRNCold).
+	cold bool
 }
 
-func newBenchRelay(b *testing.B, queued int, dir string, fill bool) *benchRelay {
+// newBenchRelay starts the daemon; extra is configuration lines added
+// to the benchmark's.
+func newBenchRelay(b *testing.B, queued int, dir string, fill bool, extra string) *benchRelay {
 	sink := testutil.NewMTA(b, testutil.MTAOptions{})
 	tpath := filepath.Join(dir, "transport")
 	tbl := fmt.Sprintf("%s etrn-only:[%s]:%d\n", benchTarget, sink.Host, sink.Port)
@@ -127,7 +158,7 @@ smtpd_etrn_restrictions = permit_mynetworks, reject
 smtpd_listen = 127.0.0.1:0
 queue_directory = %s
 control_socket =
-`, tpath, filepath.Join(dir, "queue"))
+%s`, tpath, filepath.Join(dir, "queue"), extra)
 	c, err := config.Parse(filepath.Join(dir, "holdfast.cf"), []byte(text))
 	if err != nil {
 		b.Fatal(err)
@@ -156,6 +187,9 @@ func (r *benchRelay) round(b *testing.B) (reply, deliver time.Duration) {
 	waitStats(b, r.d.store, func(s store.Stats) bool {
 		return s.Deferred == int64(r.queued+benchPerDom) && s.Incoming+s.Active == 0
 	})
+	if r.cold && !testutil.WaitFor(time.Minute, func() bool { return r.sink.Open() == 0 }) {
+		b.Fatalf("%d sessions to the sink still open", r.sink.Open())
+	}
 	cl := dialSMTP(b, r.addr)
 	cl.cmd("EHLO client.test")
 	b.StartTimer()
