@@ -49,14 +49,7 @@ func BenchmarkETRN(b *testing.B) {
 		b.Run(fmt.Sprintf("queued=%d", n), func(b *testing.B) {
 			r := newBenchRelay(b, n, dir, !filled, "")
 			filled = true
-			var replies, delivered []time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				reply, deliver := r.round(b)
-				replies, delivered = append(replies, reply), append(delivered, deliver)
-			}
-			b.StopTimer()
-			report(b, "", replies, delivered)
+			r.rounds(b)
 		})
 	}
 }
@@ -76,14 +69,7 @@ func BenchmarkETRNCold(b *testing.B) {
 		r := newBenchRelay(b, 10_000, dir, !filled, "smtp_connection_cache_time_limit = 1s\n")
 		r.cold = true
 		filled = true
-		var replies, delivered []time.Duration
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			reply, deliver := r.round(b)
-			replies, delivered = append(replies, reply), append(delivered, deliver)
-		}
-		b.StopTimer()
-		report(b, "", replies, delivered)
+		r.rounds(b)
 	})
 }
 
@@ -118,6 +104,19 @@ func BenchmarkETRNRatio(b *testing.B) {
 		b.ReportMetric(float64(median(replies[1]))/float64(median(replies[0])), "reply-ratio")
 		b.ReportMetric(float64(median(delivered[1]))/float64(median(delivered[0])), "deliver-ratio")
 	})
+}
+
+// rounds times b.N ETRN rounds and reports their reply and delivery
+// times.
+func (r *benchRelay) rounds(b *testing.B) {
+	var replies, delivered []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		reply, deliver := r.round(b)
+		replies, delivered = append(replies, reply), append(delivered, deliver)
+	}
+	b.StopTimer()
+	report(b, "", replies, delivered)
 }
 
 // report adds the medians and minima of one size to the benchmark line.
