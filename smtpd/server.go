@@ -326,7 +326,9 @@ func (s *Server) refuse(c net.Conn, ip netip.Addr, r *smtp.SMTPError, why string
 // and then answers 421 4.3.2; sessions still busy when ctx ends are cut.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.sessions.Close((*session).interruptIdle)
-	return s.sessions.Wait(ctx, func(sess *session) { sess.conn.Close() })
+	// The cut closes the TCP connection, which STARTTLS never replaces
+	// (sess.conn it does, on the session's own goroutine).
+	return s.sessions.Wait(ctx, func(sess *session) { sess.raw.Close() })
 }
 
 // relayAllowed: reject_unauth_destination's test. Recipients in
