@@ -20,7 +20,9 @@ type countWaker struct{ n atomic.Int32 }
 
 func (w *countWaker) Wake() { w.n.Add(1) }
 
-func newService(t *testing.T) (*Service, *store.Store, *countWaker) {
+// testPolicy is the flush policy of these tests: customer.tld and
+// other.tld are relay (flushable) domains.
+func testPolicy(t *testing.T) *Policy {
 	t.Helper()
 	c := config.Default()
 	c.Set("relay_domains", "customer.tld, other.tld")
@@ -28,6 +30,12 @@ func newService(t *testing.T) (*Service, *store.Store, *countWaker) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+func newService(t *testing.T) (*Service, *store.Store, *countWaker) {
+	t.Helper()
+	p := testPolicy(t)
 	s, err := store.Open(filepath.Join(t.TempDir(), "queue.db"), store.Options{
 		Timeout: time.Second, NoSync: true, Eligible: p.Eligible, PolicyKey: p.Key(),
 	})
@@ -256,12 +264,7 @@ func (d *deliverer) Deliver(msgs []*store.Message, reserved int) {
 // the lease).
 func TestServiceLeasesForDeliverer(t *testing.T) {
 	_, s, _ := newService(t)
-	c := config.Default()
-	c.Set("relay_domains", "customer.tld, other.tld")
-	p, err := New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testPolicy(t)
 	for _, grant := range []int{10, 2} {
 		for i := range 3 {
 			deferred(t, s, fmt.Sprintf("u%d@customer.tld", i))
@@ -337,12 +340,7 @@ func (d *predialer) Predial(dest string, n int) {
 // operator's flush, which has not counted them, does not.
 func TestServicePredials(t *testing.T) {
 	_, s, _ := newService(t)
-	c := config.Default()
-	c.Set("relay_domains", "customer.tld, other.tld")
-	p, err := New(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := testPolicy(t)
 	for _, tc := range []struct {
 		grant int
 		early bool
