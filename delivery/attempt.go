@@ -110,16 +110,17 @@ func (d *Scheduler) plan(a *attempt) []*group {
 			a.results[i] = local(store.RcptPending, "4.3.0", "mail transport unavailable")
 			continue
 		}
-		if res, ok := d.decideLocally(a, r, rt); ok {
+		key := rt.Hop.Key()
+		if res, ok := d.decideLocally(a, r, rt, key); ok {
 			a.results[i] = res
 			continue
 		}
-		g := byKey[rt.Hop.Key()]
+		g := byKey[key]
 		if g == nil || len(g.rcpts) >= d.o.rcptLimit(rt.Hop.Transport) {
 			// A full group: the next recipients go in a transaction of
 			// their own (<transport>_destination_recipient_limit).
 			g = &group{hop: rt.Hop}
-			byKey[rt.Hop.Key()] = g
+			byKey[key] = g
 			groups = append(groups, g)
 		}
 		g.rcpts = append(g.rcpts, i)
@@ -131,8 +132,9 @@ func (d *Scheduler) plan(a *attempt) []*group {
 // decideLocally is the result of a recipient that needs no connection:
 // the error, discard, retry and unavailable transports, a transport in
 // defer_transports and a dead next hop (both unless a flush forced the
-// recipient). ok is false when the recipient goes to its next hop.
-func (d *Scheduler) decideLocally(a *attempt, r *store.Recipient, rt route) (result, bool) {
+// recipient). ok is false when the recipient goes to its next hop, whose
+// key (hop.Key) is key.
+func (d *Scheduler) decideLocally(a *attempt, r *store.Recipient, rt route, key string) (result, bool) {
 	switch rt.Kind {
 	case routeError:
 		code, text := splitDSN(rt.Text, "5.0.0")
@@ -163,7 +165,7 @@ func (d *Scheduler) decideLocally(a *attempt, r *store.Recipient, rt route) (res
 		// reference spec §3.5: wait for a flush, no connection.
 		return local(store.RcptPending, "4.3.2", "deferred transport"), true
 	}
-	if dh, dead := d.isDead(rt.Hop.Key(), a.now); dead && !r.Forced {
+	if dh, dead := d.isDead(key, a.now); dead && !r.Forced {
 		return local(store.RcptPending, dh.DSN, "delivery temporarily suspended: "+dh.Reason), true
 	}
 	return result{}, false
@@ -345,6 +347,7 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 		if err := d.s.Unlease(m.ID); err != nil {
 			a.log.Error().Err(err).Msg("unlease failed")
 		}
+		d.Wake()
 		return
 	}
 	expired := !cut && d.expired(a)
@@ -361,10 +364,14 @@ func (d *Scheduler) finish(ctx context.Context, a *attempt) {
 		return
 	}
 	d.report(a, f)
-	if removed(m, f) {
+	gone := removed(m, f)
+	if gone {
 		a.log.Info().Str("event", "removed").Msg("removed")
 	}
-	if len(f.Bounces) > 0 {
+	// The message back in the queue (a deferral, a flush that came
+	// during the attempt: due now) or notices queued: Run looks at the
+	// schedule again. A finished worker does not wake it otherwise.
+	if !gone || len(f.Bounces) > 0 {
 		d.Wake()
 	}
 }

@@ -41,13 +41,14 @@ func classify(err error, t target, stage string, softBounce bool) result {
 	switch {
 	case errors.As(err, &se):
 		text := replyText(se)
-		r.Reply = fmt.Sprintf("host %s[%s] said: %s (in reply to %s command)", t.Name, t.ip(), text, stage)
 		r.Diag = "smtp; " + text
 		r.DSN = enhanced(se)
+		if se.Code >= 200 && se.Code < 300 {
+			r.State, r.Status, r.Reply = store.RcptDelivered, "sent", text
+			break
+		}
+		r.Reply = fmt.Sprintf("host %s[%s] said: %s (in reply to %s command)", t.Name, t.ip(), text, stage)
 		switch {
-		case se.Code >= 200 && se.Code < 300:
-			r.State, r.Status = store.RcptDelivered, "sent"
-			r.Reply, r.Diag = text, "smtp; "+text
 		case se.Code >= 500 && !softBounce:
 			r.State, r.Status = store.RcptBounced, "bounced"
 		default:

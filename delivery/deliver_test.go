@@ -143,3 +143,27 @@ func TestWorkersReused(t *testing.T) {
 		t.Errorf("%d workers still waiting after Run returned", e.d.idle.Load())
 	}
 }
+
+// TestStarvedRunWoken: with every worker slot taken, Run waits for a
+// worker to end; each one that ends wakes it (a finished worker wakes Run
+// only while it waits for a slot), so a queue longer than the active
+// limit is delivered without a Wake per message.
+func TestStarvedRunWoken(t *testing.T) {
+	e := newEnv(t, func(e *env) { e.o.ActiveLimit = 1 })
+	var ids []store.ID
+	for range 4 {
+		m := &store.Message{Sender: "alice@origin.test", Arrival: e.clock.Now(),
+			Recipients: []store.Recipient{{Addr: "bob@customer.test"}}}
+		if err := e.s.Enqueue(m, []byte("Subject: starved\r\n\r\nHello.\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	e.d.Wake() // once, for all four
+	for _, id := range ids {
+		e.waitGone(id)
+	}
+	if got := e.mta.Wait(4, 5*time.Second); len(got) != 4 {
+		t.Fatalf("%d of 4 delivered", len(got))
+	}
+}

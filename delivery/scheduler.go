@@ -58,7 +58,13 @@ type shared struct {
 	log      zerolog.Logger
 	resolver *dnsr.Resolver
 	wake     chan struct{}
-	done     chan struct{} // a token per finished worker: wakes Run (none when full)
+	done     chan struct{} // a token per finished worker while wantDone: wakes Run (none when full)
+	// wantDone is set while Run waits for a worker slot (every slot is
+	// taken) and from shutdown on: only then does a finished worker send
+	// its token. Otherwise Run has nothing to do when a worker ends, and
+	// waking it for every delivered message cost two read transactions
+	// (Lease finding nothing due, NextDue) and a timer per message.
+	wantDone atomic.Bool
 	slots    chan struct{} // global transaction limit (Concurrency)
 	pools    pools
 
@@ -293,9 +299,11 @@ func (sh *shared) worker(j job) {
 	for {
 		j.d.attempt(j.work, j.m)
 		sh.running.Add(-1)
-		select { // wake Run; a full channel wakes it already
-		case sh.done <- struct{}{}:
-		default:
+		if sh.wantDone.Load() {
+			select { // wake Run; a full channel wakes it already
+			case sh.done <- struct{}{}:
+			default:
+			}
 		}
 		if sh.idle.Add(1) > maxIdleWorkers {
 			sh.idle.Add(-1)
@@ -385,6 +393,16 @@ func (d *Scheduler) drain() {
 // finished worker or the end of ctx. With no free worker it waits for a
 // worker (or a Wake) only.
 func (d *Scheduler) sleep(ctx context.Context, canLease bool, leased int) {
+	if !canLease {
+		// Ask the workers for their tokens, then look again: a worker
+		// that ended before it saw wantDone freed its slot before this
+		// free() (sequentially consistent atomics), so no wake-up is lost.
+		d.wantDone.Store(true)
+		defer d.wantDone.Store(false)
+		if d.free() > 0 {
+			return
+		}
+	}
 	wait := d.o.QueueRunDelay
 	if canLease {
 		if next, ok, err := d.s.NextDue(); err == nil && ok {
@@ -411,6 +429,7 @@ func (d *Scheduler) sleep(ctx context.Context, canLease bool, leased int) {
 // their sessions (the workers return their messages with Unlease), waits
 // for them, and closes the connection cache.
 func (d *Scheduler) shutdown(cut context.CancelFunc) {
+	d.wantDone.Store(true) // every ending worker sends its token now
 	grace := time.NewTimer(d.o.ShutdownGrace)
 	defer grace.Stop()
 	for d.running.Load() > 0 {
