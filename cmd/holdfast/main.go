@@ -17,6 +17,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	// Its init starts `holdfast serve` again with a longer timer slack.
+	_ "github.com/holdfast-mta/holdfast/internal/timerslack"
 )
 
 // command is one holdfast subcommand. run gets the arguments after the
