@@ -357,7 +357,9 @@ func BenchmarkAcceptSessionCPU(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	srv, err := New(testOptions(b, func(o *Options) { o.MaxConnections = 200 }), st, nil, zerolog.Nop())
+	// smtpd_forbid_unauth_pipelining as the daemon's default (yes): each
+	// command but QUIT looks for pipelined input (peek.go).
+	srv, err := New(testOptions(b, func(o *Options) { o.MaxConnections, o.ForbidUnauthPipelining = 200, true }), st, nil, zerolog.Nop())
 	if err != nil {
 		b.Fatal(err)
 	}
