@@ -246,6 +246,29 @@ func BenchmarkFlush(b *testing.B) {
 	}
 }
 
+// BenchmarkFlushLeased: the flush chunk of an ETRN (FlushRun.NextLeased)
+// of 100 deferred messages with n other deferred messages in the store,
+// leasing all 100 in its transaction (NoSync: the cost of the
+// transaction, not of the disk's fsync).
+func BenchmarkFlushLeased(b *testing.B) {
+	for _, n := range benchSizes[:1] {
+		b.Run(fmt.Sprintf("queue=%d", n), func(b *testing.B) {
+			bs := getBenchStore(b, n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				bs.redefer(b)
+				b.StartTimer()
+				res, leased, err := bs.s.NewFlushRun(benchTarget, false).NextLeased(FlushChunk)
+				if err != nil || res.Messages != 100 || len(leased) != 100 {
+					b.Fatalf("NextLeased = %+v, %d leased, %v", res, len(leased), err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkLease: lease the 10 earliest due messages (then, untimed, give
 // them back) with n messages in the store.
 func BenchmarkLease(b *testing.B) {

@@ -125,8 +125,9 @@ func (r *FlushRun) NextLeased(n int) (FlushResult, []*Message, error) {
 		}
 		for _, k := range ks {
 			_, id, ok := parseFlushKey(k)
+			var m *Message
 			if ok {
-				ok, err = w.expediteAt(k, id, match, &res)
+				ok, m, err = w.expediteAt(k, id, match, &res, len(leased) < n)
 				if err != nil {
 					return err
 				}
@@ -137,14 +138,8 @@ func (r *FlushRun) NextLeased(n int) (FlushResult, []*Message, error) {
 				}
 				continue
 			}
-			if len(leased) < n {
-				m, err := w.leaseDue(id)
-				if err != nil {
-					return err
-				}
-				if m != nil {
-					leased = append(leased, m)
-				}
+			if m != nil {
+				leased = append(leased, m)
 			}
 		}
 		return nil
@@ -157,25 +152,6 @@ func (r *FlushRun) NextLeased(n int) (FlushResult, []*Message, error) {
 	}
 	r.done = !more
 	return res, leased, nil
-}
-
-// leaseDue makes message id active when it is queued and due by now, as
-// Lease does; nil when it is not (held, active, deferred, gone or
-// unreadable).
-func (w *wtx) leaseDue(id ID) (*Message, error) {
-	old, err := w.loadGuarded(id)
-	if passedOver(err) {
-		return nil, nil // skipped, as the flush skipped it
-	}
-	if err != nil {
-		return nil, err
-	}
-	if old.State != StateIncoming || old.Due.After(w.now) {
-		return nil, nil
-	}
-	m := clone(old)
-	m.State, m.Due = StateActive, time.Time{}
-	return m, w.save(old, m)
 }
 
 // Remaining counts the messages listed in the index after the run's
@@ -253,31 +229,41 @@ func hasPrefix(k, p []byte) bool { return len(k) >= len(p) && string(k[:len(p)])
 // recipients in several sub-domains once per sub-domain). A corrupt
 // record is quarantined by load and skipped; a record on a damaged page
 // is skipped (loadGuarded). found is false when there is no record: the
-// key is an orphan.
-func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushResult) (found bool, err error) {
+// key is an orphan. With lease, a message that is queued and due by now
+// once expedited is also made active, as Lease would, in the same write
+// of its record (one save, not one to expedite and one to lease); leased
+// is then a copy the caller owns.
+func (w *wtx) expediteAt(k []byte, id ID, match func(string) bool, res *FlushResult, lease bool) (found bool, leased *Message, err error) {
 	old, err := w.loadGuarded(id)
 	if errors.Is(err, ErrNotFound) {
-		return false, nil
+		return false, nil, nil
 	}
 	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrDamaged) {
-		return true, nil
+		return true, nil, nil
 	}
 	if err != nil {
-		return true, err
+		return true, nil, err
 	}
 	for _, d := range w.indexed(old) {
 		if match(d) && string(flushKey(d, id)) < string(k) {
-			return true, nil
+			return true, nil, nil
 		}
 	}
-	done, active, err := w.expedite(old, match)
+	m, done, active, changed := expedited(old, match, w.now)
 	if done {
 		res.Messages++
 	}
 	if active {
 		res.Active++
 	}
-	return true, err
+	if lease && m.State == StateIncoming && !m.Due.After(w.now) {
+		m.State, m.Due = StateActive, time.Time{}
+		return true, m, w.save(old, m)
+	}
+	if !changed {
+		return true, nil, nil
+	}
+	return true, nil, w.save(old, m)
 }
 
 func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) error {
@@ -297,35 +283,44 @@ func (w *wtx) expediteAll(ids []ID, match func(string) bool, res *FlushResult) e
 }
 
 // expedite makes the pending recipients of old that match due now and
-// Forced, or FlushPending when old is active. Held messages are left. A
-// message the flush finds already expedited counts as done but is not
-// written again, so that repeated flushes of mail not yet attempted cost
-// reads only.
+// Forced, or FlushPending when old is active, and writes the record when
+// that changed it (expedited).
 func (w *wtx) expedite(old *Message, match func(string) bool) (done, active bool, err error) {
-	m := clone(old)
+	m, done, active, changed := expedited(old, match, w.now)
+	if !changed {
+		return done, active, nil
+	}
+	return done, active, w.save(old, m)
+}
+
+// expedited is old with the pending recipients that match due now and
+// Forced (the message queued, due now at the latest), or FlushPending
+// when old is active. Held messages are left. A message the flush finds
+// already expedited counts as done but is not changed, so that repeated
+// flushes of mail not yet attempted cost reads only. m is a copy of old
+// (changed: it differs from old and must be written).
+func expedited(old *Message, match func(string) bool, now time.Time) (m *Message, done, active, changed bool) {
+	m = clone(old)
 	switch m.State {
 	case StateHold:
-		return false, false, nil
+		return m, false, false, false
 	case StateActive:
 		done, changed := markFlushPending(m, match)
-		if !changed {
-			return done, done, nil
-		}
-		return true, true, w.save(old, m)
+		return m, done, done, changed
 	}
-	done, changed := force(m, match, w.now)
+	done, changed = force(m, match, now)
 	if !done {
-		return false, false, nil
+		return m, false, false, false
 	}
-	changed = changed || m.State != StateIncoming || m.Due.IsZero() || m.Due.After(w.now)
+	changed = changed || m.State != StateIncoming || m.Due.IsZero() || m.Due.After(now)
 	if !changed {
-		return true, false, nil
+		return m, true, false, false
 	}
 	m.State = StateIncoming
-	if m.Due.IsZero() || m.Due.After(w.now) {
-		m.Due = w.now
+	if m.Due.IsZero() || m.Due.After(now) {
+		m.Due = now
 	}
-	return true, false, w.save(old, m)
+	return m, true, false, true
 }
 
 // markFlushPending marks the matching pending recipients of an active
