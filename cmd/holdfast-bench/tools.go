@@ -84,25 +84,78 @@ func freePort() (int, error) {
 type sink interface {
 	Addr() string
 	Count() int64
+	// Reached is sent the moment the count reaches want (at once when
+	// it has already).
+	Reached(want int64) <-chan time.Time
 	Close() error
 }
 
-// waitCount polls s until it has counted want messages, and returns when
-// that happened.
+// waitCount waits until s has counted want messages, and returns when
+// that happened: the moment the count was seen to reach want, not the
+// next look at it, so that a round is timed to when its last message was
+// counted.
 func waitCount(ctx context.Context, s sink, want int64, limit time.Duration) (time.Time, error) {
-	deadline := time.Now().Add(limit)
-	for {
-		if s.Count() >= want {
-			return time.Now(), nil
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("sink %s has %d messages, want %d after %s", s.Addr(), s.Count(), want, limit)
-		}
-		if err := ctx.Err(); err != nil {
-			return time.Time{}, err
-		}
-		time.Sleep(500 * time.Microsecond)
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case at := <-s.Reached(want):
+		return at, nil
+	case <-t.C:
+		return time.Time{}, fmt.Errorf("sink %s has %d messages, want %d after %s", s.Addr(), s.Count(), want, limit)
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
 	}
+}
+
+// counter is a sink's message count, which tells those waiting for a
+// count (Reached) when it gets there.
+type counter struct {
+	mu      sync.Mutex
+	n       int64
+	waiters []countWaiter
+}
+
+type countWaiter struct {
+	want int64
+	ch   chan time.Time
+}
+
+// set makes the count n (add: n more) and tells the waiters it satisfies.
+func (c *counter) set(n int64) { c.update(func(int64) int64 { return n }) }
+func (c *counter) add(n int64) { c.update(func(old int64) int64 { return old + n }) }
+
+func (c *counter) update(f func(int64) int64) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n = f(c.n)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if c.n >= w.want {
+			w.ch <- now
+			continue
+		}
+		kept = append(kept, w)
+	}
+	c.waiters = kept
+}
+
+func (c *counter) Count() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+func (c *counter) Reached(want int64) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n >= want {
+		ch <- time.Now()
+		return ch
+	}
+	c.waiters = append(c.waiters, countWaiter{want, ch})
+	return ch
 }
 
 func newSink(c *Config, dir string) (sink, error) {
@@ -115,10 +168,10 @@ func newSink(c *Config, dir string) (sink, error) {
 // smtpSink runs Postfix's smtp-sink -c and follows its running counters
 // ("sess=N quit=N mesg=N", updated at every final dot).
 type smtpSink struct {
-	addr  string
-	cmd   *exec.Cmd
-	count atomic.Int64
-	done  chan struct{}
+	counter
+	addr string
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 func newSMTPSink(dir string) (*smtpSink, error) {
@@ -158,7 +211,7 @@ func (s *smtpSink) follow(r io.Reader) {
 		if i := strings.LastIndex(rec, "mesg="); i >= 0 {
 			f := strings.TrimRight(rec[i+len("mesg="):], "\r\n ")
 			if n, perr := strconv.ParseInt(f, 10, 64); perr == nil {
-				s.count.Store(n)
+				s.set(n)
 			}
 		}
 		if err != nil {
@@ -168,7 +221,6 @@ func (s *smtpSink) follow(r io.Reader) {
 }
 
 func (s *smtpSink) Addr() string { return s.addr }
-func (s *smtpSink) Count() int64 { return s.count.Load() }
 func (s *smtpSink) Close() error {
 	if s.cmd.Process == nil {
 		return nil
@@ -186,10 +238,10 @@ func (s *smtpSink) Close() error {
 // goSink is a go-smtp server that counts messages; it lets the smoke
 // test run without Postfix's tools.
 type goSink struct {
-	addr  string
-	srv   *smtp.Server
-	l     net.Listener
-	count atomic.Int64
+	counter
+	addr string
+	srv  *smtp.Server
+	l    net.Listener
 }
 
 func newGoSink() (*goSink, error) {
@@ -209,7 +261,6 @@ func newGoSink() (*goSink, error) {
 
 func (s *goSink) NewSession(*smtp.Conn) (smtp.Session, error) { return &goSinkSession{s: s}, nil }
 func (s *goSink) Addr() string                                { return s.addr }
-func (s *goSink) Count() int64                                { return s.count.Load() }
 func (s *goSink) Close() error                                { return s.srv.Close() }
 
 type goSinkSession struct{ s *goSink }
@@ -222,7 +273,7 @@ func (g *goSinkSession) Data(r io.Reader) error {
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err
 	}
-	g.s.count.Add(1)
+	g.s.add(1)
 	return nil
 }
 
