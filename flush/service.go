@@ -349,7 +349,7 @@ func (s *Service) firstChunk(key runKey, cur *run, r *store.FlushRun, start time
 		}
 		return res, err
 	}
-	go s.finish(key, r, res, start)
+	go s.finish(key, r, res, start, -1)
 	return res, nil
 }
 
@@ -374,21 +374,32 @@ func (s *Service) flushEarly(key runKey, cur *run, r *store.FlushRun, start time
 		}
 		return res, err
 	}
-	go s.finish(key, r, res, start)
+	// The first chunk's slots, and its sessions with the next hop, are
+	// asked for before the answer: the connects are on their way while
+	// the reply is written and the background run starts.
+	first := s.reserve(key.dest, n)
+	go s.finish(key, r, res, start, first)
 	return res, nil
 }
 
 // finish runs the rest of a flush in the background, one chunk at a time,
-// and stops early when the service closes.
-func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, start time.Time) {
+// and stops early when the service closes. first is what reserve
+// granted for the first chunk, when the caller asked already (-1: not).
+func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, start time.Time, first int) {
 	defer s.end(key)
+	defer s.unreserve(&first)
 	reached := res.Messages - res.Pending
 	left := res.Pending // listed and not reached yet: what a chunk may hand over
 	for !r.Done() && !s.runs.closing.Load() {
 		if s.beforeStep != nil {
 			s.beforeStep()
 		}
-		step, err := s.next(r, key.dest, left)
+		n := first
+		if n < 0 {
+			n = s.reserve(key.dest, left)
+		}
+		first = -1
+		step, err := s.step(r, n)
 		reached += step.Messages
 		left -= step.Messages
 		if err != nil {
@@ -406,23 +417,48 @@ func (s *Service) finish(key runKey, r *store.FlushRun, res store.FlushResult, s
 	s.logDone(key.dest, key.subtree, res, start, "flush done")
 }
 
-// next runs the next chunk of r and hands its mail to the scheduler:
-// with a Deliverer, the chunk leases what it makes due, within the slots
-// the scheduler grants, and the scheduler is woken for the rest only.
-// left is how many of dest's messages the index listed that no chunk has
-// reached yet (0: not counted); with a Predialer, the sessions for up to
-// that many (and no more than the slots granted) are opened during the
-// chunk's commit.
+// next runs the next chunk of r and hands its mail to the scheduler
+// (reserve, then step). left is how many of dest's messages the index
+// listed that no chunk has reached yet (0: not counted).
 func (s *Service) next(r *store.FlushRun, dest string, left int) (store.FlushResult, error) {
+	return s.step(r, s.reserve(dest, left))
+}
+
+// reserve asks a Deliverer for the delivery slots of the next chunk and
+// returns how many it granted (0 without one); with a Predialer, the
+// sessions for up to left of dest's messages (and no more than the slots
+// granted) are opened meanwhile, so that they are ready when the chunk's
+// commit hands its mail over. The slots are the step's to use, or
+// unreserve's to give back.
+func (s *Service) reserve(dest string, left int) int {
+	dl, ok := s.waker.(Deliverer)
+	if !ok {
+		return 0
+	}
+	n := dl.Reserve(store.FlushChunk)
+	if pd, ok := dl.(Predialer); ok && left > 0 && n > 0 {
+		pd.Predial(dest, min(n, left))
+	}
+	return n
+}
+
+// unreserve gives back slots reserve granted that no step used (*n > 0),
+// when a run stops before its first chunk (Close).
+func (s *Service) unreserve(n *int) {
+	if dl, ok := s.waker.(Deliverer); ok && *n > 0 {
+		dl.Deliver(nil, *n)
+	}
+}
+
+// step runs the next chunk of r and hands its mail to the scheduler:
+// with a Deliverer, the chunk leases what it makes due, within the n
+// slots reserve granted, and the scheduler is woken for the rest only.
+func (s *Service) step(r *store.FlushRun, n int) (store.FlushResult, error) {
 	dl, ok := s.waker.(Deliverer)
 	if !ok {
 		res, err := r.Next()
 		s.wake(res)
 		return res, err
-	}
-	n := dl.Reserve(store.FlushChunk)
-	if pd, ok := dl.(Predialer); ok && left > 0 && n > 0 {
-		pd.Predial(dest, min(n, left))
 	}
 	res, msgs, err := r.NextLeased(n)
 	dl.Deliver(msgs, n)

@@ -381,3 +381,47 @@ func TestServicePredials(t *testing.T) {
 		}
 	}
 }
+
+// TestServicePredialsBeforeAnswer: an early flush (ETRN) asks for its
+// first chunk's slots and sessions before it answers, so that the
+// connects are on their way while the reply is written; a run that stops
+// before its first chunk (Close) gives those slots back.
+func TestServicePredialsBeforeAnswer(t *testing.T) {
+	_, s, _ := newService(t)
+	p := testPolicy(t)
+	for i := range 3 {
+		deferred(t, s, fmt.Sprintf("u%d@customer.tld", i))
+	}
+	d := &predialer{deliverer: deliverer{grant: 10}, s: s, done: make(chan struct{})}
+	svc := NewService(p, s, d, zerolog.New(zerolog.NewTestWriter(t))).Early()
+	hold := make(chan struct{})
+	svc.beforeStep = func() { <-hold }
+	if _, err := svc.Flush("customer.tld", false); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	calls, reserved := strings.Join(d.calls, ","), d.reserved
+	d.mu.Unlock()
+	if calls != "customer.tld 3" || reserved != 10 {
+		t.Errorf("at the answer: Predial calls %q, %d slots reserved; want %q, the 10 granted", calls, reserved, "customer.tld 3")
+	}
+	close(hold)
+	<-d.done
+	svc.Close()
+	if d.reserved != 0 || len(d.got) != 3 {
+		t.Errorf("after the run: %d slots reserved, %d messages handed over; want 0, 3", d.reserved, len(d.got))
+	}
+
+	// A run that stops before its first chunk.
+	d2 := &deliverer{grant: 10}
+	svc2 := NewService(p, s, d2, zerolog.New(zerolog.NewTestWriter(t))).Early()
+	key := runKey{"customer.tld", false}
+	if cur, _, err := svc2.claim(key); cur == nil || err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	svc2.runs.closing.Store(true)
+	svc2.finish(key, s.NewFlushRun(key.dest, false), store.FlushResult{Messages: 3, Pending: 3}, time.Now(), d2.Reserve(store.FlushChunk))
+	if d2.reserved != 0 || len(d2.got) != 0 {
+		t.Errorf("a run closed before its first chunk left %d slots reserved, handed over %d messages", d2.reserved, len(d2.got))
+	}
+}
