@@ -24,8 +24,10 @@
 // with it. This package's init does that as early as it can, before
 // the packages that sort after it (most of the daemon's) spend time in
 // their own inits. The process keeps its pid (for systemd), its open
-// descriptors, its arguments and its environment; the exec costs a few
-// milliseconds of start-up. A slack other than Linux's default was set
+// descriptors, its arguments, its environment and its name (comm, which
+// ps, top, pgrep and journald's _COMM show: an exec of /proc/self/exe
+// would name it "exe"; the new image takes the old name back); the exec
+// costs a few milliseconds of start-up. A slack other than Linux's default was set
 // on purpose (systemd's TimerSlackNSec=, which the packaged unit sets,
 // so that no exec is needed there) and is kept; when the exec fails the
 // daemon runs on with the slack it had.
@@ -43,6 +45,7 @@ import (
 	"os"
 	"runtime"
 	"syscall"
+	"unsafe"
 )
 
 // Slack is the timer slack `holdfast serve` runs with, in nanoseconds.
@@ -54,10 +57,13 @@ const Slack = 500_000
 const linuxDefault = 50_000
 
 // env marks the image this package exec'd, so that it does not exec
-// again; the new image removes it from its environment.
+// again, and carries the process's name (comm) before the exec; the new
+// image takes that name back and removes env from its environment.
 const env = "HOLDFAST_TIMER_SLACK_SET"
 
 const (
+	prSetName       = 15 // PR_SET_NAME
+	prGetName       = 16 // PR_GET_NAME
 	prSetTimerSlack = 29 // PR_SET_TIMERSLACK
 	prGetTimerSlack = 30 // PR_GET_TIMERSLACK
 )
@@ -69,12 +75,41 @@ func init() {
 	if len(os.Args) < 2 || os.Args[1] != "serve" {
 		return
 	}
-	if os.Getenv(env) != "" {
+	if name, ok := os.LookupEnv(env); ok {
 		os.Unsetenv(env)
 		execd = true
+		rename(name)
 		return
 	}
 	reexec(os.Args)
+}
+
+// rename gives the threads of this image, named "exe" by the exec of
+// /proc/self/exe, the process's name from before the exec: the main
+// thread's (init runs on it) is the process's name, and the threads the
+// runtime started already (sysmon ...) pass theirs on to the threads
+// they start.
+func rename(name string) {
+	if name == "" {
+		return
+	}
+	b := append([]byte(name), 0)
+	syscall.RawSyscall(syscall.SYS_PRCTL, prSetName, uintptr(unsafe.Pointer(&b[0])), 0)
+	tasks, _ := os.ReadDir("/proc/self/task")
+	for _, t := range tasks {
+		os.WriteFile("/proc/self/task/"+t.Name()+"/comm", []byte(name), 0)
+	}
+}
+
+// comm is the name of the calling thread (PR_GET_NAME).
+func comm() string {
+	var b [16]byte
+	syscall.RawSyscall(syscall.SYS_PRCTL, prGetName, uintptr(unsafe.Pointer(&b[0])), 0)
+	n := 0
+	for n < len(b) && b[n] != 0 {
+		n++
+	}
+	return string(b[:n])
 }
 
 // reexec sets Slack on this thread and execs the program again with
@@ -89,6 +124,6 @@ func reexec(argv []string) {
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetTimerSlack, Slack, 0); errno != 0 {
 		return
 	}
-	syscall.Exec("/proc/self/exe", argv, append(os.Environ(), env+"=1"))
+	syscall.Exec("/proc/self/exe", argv, append(os.Environ(), env+"="+comm()))
 	syscall.RawSyscall(syscall.SYS_PRCTL, prSetTimerSlack, cur, 0)
 }
