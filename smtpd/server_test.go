@@ -196,6 +196,48 @@ func (l slowListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
+// TestTalkBeforeGreetingReusedBuffers: the pipelining peek lives in the
+// session's pooled buffers (it keeps the connection's RawConn); sessions
+// one after another, which take the buffers of the one before, each
+// look at their own connection: a client that talks before the
+// greeting is caught after a session that was served, and a client
+// that waits is served after one that was cut.
+func TestTalkBeforeGreetingReusedBuffers(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(testOptions(t, func(o *Options) { o.MyNetworks, o.ForbidUnauthPipelining = nil, true }), st, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(slowListener{ln})
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+	}()
+	e := &env{t: t, st: st, addr: ln.Addr().String()}
+	for range 3 {
+		c := e.dial("")
+		c.expect("220 *")
+		c.ehlo()
+		c.send("QUIT\r\n")
+		c.expect("221 *")
+		c.expectClose()
+
+		c = e.dial("")
+		c.send("EHLO early.test\r\n")
+		c.expect("554 5.5.0 Error: SMTP protocol synchronization")
+		c.expectClose()
+	}
+}
+
 // TestTalkBeforeGreeting: with smtpd_forbid_unauth_pipelining a client
 // that sends before the greeting gets 554 5.5.0 and is disconnected;
 // without it, it is served.
