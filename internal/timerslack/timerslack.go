@@ -95,9 +95,21 @@ func rename(name string) {
 	}
 	b := append([]byte(name), 0)
 	syscall.RawSyscall(syscall.SYS_PRCTL, prSetName, uintptr(unsafe.Pointer(&b[0])), 0)
-	tasks, _ := os.ReadDir("/proc/self/task")
-	for _, t := range tasks {
-		os.WriteFile("/proc/self/task/"+t.Name()+"/comm", []byte(name), 0)
+	// A thread started meanwhile by one not renamed yet is named "exe"
+	// too: look again until a look finds no thread it has not seen.
+	seen := map[string]bool{}
+	for range 4 {
+		tasks, _ := os.ReadDir("/proc/self/task")
+		fresh := false
+		for _, t := range tasks {
+			if !seen[t.Name()] {
+				seen[t.Name()], fresh = true, true
+				os.WriteFile("/proc/self/task/"+t.Name()+"/comm", []byte(name), 0)
+			}
+		}
+		if !fresh {
+			return
+		}
 	}
 }
 
