@@ -194,3 +194,69 @@ func TestFlushRunLeases(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushRunLeasesSharedMessage: a message for two sub-domains of a
+// sub-tree flush and for another destination is reached at two keys of
+// the flush index: NextLeased leases it once (in the save that expedites
+// it), forces the flushed destinations' recipients only, and leaves the
+// other one's schedule; a crash returns it due now with that schedule
+// kept. A message expedited by a flush that had no slot is leased by the
+// next flush, which finds nothing to change.
+func TestFlushRunLeasesSharedMessage(t *testing.T) {
+	f := open(t)
+	later := f.clk.Now().Add(24 * time.Hour)
+	m := newMsg("u@a.big.tld", "v@b.big.tld", "w@other.tld")
+	for i := range m.Recipients {
+		m.Recipients[i].NextAttempt = later
+	}
+	if err := f.s.Enqueue(m, []byte("Subject: x\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	r := f.s.NewFlushRun("big.tld", true)
+	res, leased, err := r.NextLeased(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.check()
+	if res.Messages != 1 || len(leased) != 1 || leased[0].ID != m.ID || !r.Done() {
+		t.Fatalf("NextLeased: %+v, %d leased, done %v; want the message counted and leased once", res, len(leased), r.Done())
+	}
+	got := f.get(m.ID)
+	rc := got.Recipients
+	if got.State != StateActive || !rc[0].Forced || !rc[1].Forced || rc[2].Forced || !rc[2].NextAttempt.Equal(later) {
+		t.Fatalf("stored %v, forced %v %v %v, other.tld next %v; want active, big.tld's forced, other.tld's at %v",
+			got.State, rc[0].Forced, rc[1].Forced, rc[2].Forced, rc[2].NextAttempt, later)
+	}
+	if st := f.stats(); st.Active != 1 || st.Incoming+st.Deferred != 0 {
+		t.Errorf("stats %+v; want 1 active", st)
+	}
+	f.crash()
+	f.check()
+	got = f.get(m.ID)
+	if rc := got.Recipients; got.State != StateIncoming || got.Due.After(f.clk.Now()) || rc[2].Forced || !rc[2].NextAttempt.Equal(later) {
+		t.Fatalf("after a crash: %v due %v, other.tld forced %v next %v; want incoming, due now, other.tld at its schedule",
+			got.State, got.Due, rc[2].Forced, rc[2].NextAttempt)
+	}
+
+	// No slot: expedited, not leased; the next flush leases it.
+	n := newMsg("x@big.tld")
+	n.Recipients[0].NextAttempt = later
+	if err := f.s.Enqueue(n, []byte("Subject: y\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, leased, err := f.s.NewFlushRun("big.tld", false).NextLeased(0); err != nil || len(leased) != 0 {
+		t.Fatalf("NextLeased(0): %d leased, %v", len(leased), err)
+	}
+	f.check()
+	if got := f.get(n.ID); got.State != StateIncoming || got.Due.After(f.clk.Now()) {
+		t.Fatalf("after NextLeased(0): %v due %v; want incoming, due now", got.State, got.Due)
+	}
+	_, leased, err = f.s.NewFlushRun("big.tld", false).NextLeased(1)
+	if err != nil || len(leased) != 1 || leased[0].ID != n.ID {
+		t.Fatalf("NextLeased(1) after NextLeased(0): %v, %v", leased, err)
+	}
+	f.check()
+	if got := f.get(n.ID); got.State != StateActive {
+		t.Fatalf("stored %v; want active", got.State)
+	}
+}
