@@ -169,23 +169,33 @@ func TestStarvedRunWoken(t *testing.T) {
 }
 
 // TestSlotFreedAfterWakeWhileFull: mail that arrives while the only
-// worker slot is taken, with a Wake that finds no slot (as Admit's), is
-// delivered when the attempt in progress ends, without the clock moving
-// (with the fake clock, a lost wake-up would wait for queue_run_delay).
+// worker slot is taken, with a Wake that finds no slot (as Admit's) or a
+// reload (which wakes Run and replaces its configuration while the
+// worker runs under the old one), is delivered when the attempt in
+// progress ends, without the clock moving (with the fake clock, a lost
+// wake-up would wait for queue_run_delay).
 func TestSlotFreedAfterWakeWhileFull(t *testing.T) {
-	e := newEnv(t, func(e *env) { e.o.ActiveLimit = 1 })
-	e.mta.Delay(200 * time.Millisecond)
-	first := e.enqueue("alice@origin.test", "bob@customer.test")
-	e.waitActive(first)
-	m := &store.Message{Sender: "alice@origin.test", Arrival: e.clock.Now(),
-		Recipients: []store.Recipient{{Addr: "carol@customer.test"}}}
-	if err := e.s.Enqueue(m, []byte("Subject: second\r\n\r\nHello.\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	e.d.Wake() // Run finds no slot and waits for the worker
-	e.waitGone(first)
-	e.waitGone(m.ID)
-	if got := e.mta.Wait(2, 5*time.Second); len(got) != 2 || e.clock.Now() != t0 {
-		t.Fatalf("%d of 2 delivered, clock moved by %v", len(got), e.clock.Now().Sub(t0))
+	for _, kick := range []string{"wake", "reload"} {
+		t.Run(kick, func(t *testing.T) {
+			e := newEnv(t, func(e *env) { e.o.ActiveLimit = 1 })
+			e.mta.Delay(200 * time.Millisecond)
+			first := e.enqueue("alice@origin.test", "bob@customer.test")
+			e.waitActive(first)
+			m := &store.Message{Sender: "alice@origin.test", Arrival: e.clock.Now(),
+				Recipients: []store.Recipient{{Addr: "carol@customer.test"}}}
+			if err := e.s.Enqueue(m, []byte("Subject: second\r\n\r\nHello.\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			if kick == "wake" {
+				e.d.Wake() // Run finds no slot and waits for the worker
+			} else {
+				e.d.Reload(e.o)
+			}
+			e.waitGone(first)
+			e.waitGone(m.ID)
+			if got := e.mta.Wait(2, 5*time.Second); len(got) != 2 || e.clock.Now() != t0 {
+				t.Fatalf("%d of 2 delivered, clock moved by %v", len(got), e.clock.Now().Sub(t0))
+			}
+		})
 	}
 }
