@@ -203,26 +203,7 @@ func (l slowListener) Accept() (net.Conn, error) {
 // greeting is caught after a session that was served, and a client
 // that waits is served after one that was cut.
 func TestTalkBeforeGreetingReusedBuffers(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv, err := New(testOptions(t, func(o *Options) { o.MyNetworks, o.ForbidUnauthPipelining = nil, true }), st, nil, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(slowListener{ln})
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		srv.Shutdown(ctx)
-		cancel()
-	}()
-	e := &env{t: t, st: st, addr: ln.Addr().String()}
+	e := slowServer(t, true)
 	for range 3 {
 		c := e.dial("")
 		c.expect("220 *")
@@ -238,37 +219,49 @@ func TestTalkBeforeGreetingReusedBuffers(t *testing.T) {
 	}
 }
 
+// slowServer serves on a loopback listener whose connections are
+// greeted late (slowListener), so that a client can talk first, with
+// smtpd_forbid_unauth_pipelining set to forbid; the server is shut down
+// when the test ends.
+func slowServer(t *testing.T, forbid bool) *env {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	srv, err := New(testOptions(t, func(o *Options) { o.MyNetworks, o.ForbidUnauthPipelining = nil, forbid }), st, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(slowListener{ln})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+	})
+	return &env{t: t, st: st, addr: ln.Addr().String()}
+}
+
 // TestTalkBeforeGreeting: with smtpd_forbid_unauth_pipelining a client
 // that sends before the greeting gets 554 5.5.0 and is disconnected;
 // without it, it is served.
 func TestTalkBeforeGreeting(t *testing.T) {
 	for _, forbid := range []bool{true, false} {
-		st, err := store.Open(filepath.Join(t.TempDir(), "q.db"), store.Options{NoSync: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		srv, err := New(testOptions(t, func(o *Options) { o.MyNetworks, o.ForbidUnauthPipelining = nil, forbid }), st, nil, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(slowListener{ln})
-		e := &env{t: t, st: st, addr: ln.Addr().String()}
-		c := e.dial("")
-		c.send("EHLO early.test\r\n")
-		if forbid {
-			c.expect("554 5.5.0 Error: SMTP protocol synchronization")
-			c.expectClose()
-		} else {
-			c.expect("220 *")
-			c.expect("250-relay.test")
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		srv.Shutdown(ctx)
-		cancel()
+		t.Run(fmt.Sprintf("forbid=%v", forbid), func(t *testing.T) {
+			c := slowServer(t, forbid).dial("")
+			c.send("EHLO early.test\r\n")
+			if forbid {
+				c.expect("554 5.5.0 Error: SMTP protocol synchronization")
+				c.expectClose()
+			} else {
+				c.expect("220 *")
+				c.expect("250-relay.test")
+			}
+		})
 	}
 }
