@@ -177,6 +177,13 @@ func (e *env) start() {
 }
 
 // enqueue queues a message and wakes the scheduler.
+// runStarted waits until Run hands out worker slots (Reserve grants one
+// only while Run runs) and gives back the one it took.
+func (e *env) runStarted() {
+	e.t.Helper()
+	testutil.WaitFor(10*time.Second, func() bool { n := e.d.Reserve(1); e.d.Deliver(nil, n); return n > 0 })
+}
+
 func (e *env) enqueue(sender string, rcpts ...string) store.ID {
 	e.t.Helper()
 	m := &store.Message{Sender: sender, Arrival: e.clock.Now()}

@@ -19,7 +19,7 @@ func TestPredialBesideDeliveries(t *testing.T) {
 		e.o.DefaultDestinationLimit, e.o.DestinationLimit = limit, nil
 		e.o.ConnCacheTime = 300 * time.Millisecond
 	})
-	testutil.WaitFor(10*time.Second, func() bool { n := e.d.Reserve(1); e.d.Deliver(nil, n); return n > 0 })
+	e.runStarted()
 	e.mta.Delay(100 * time.Millisecond) // the deliveries hold their sessions
 	var ids []store.ID
 	for range 6 {

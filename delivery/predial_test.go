@@ -21,7 +21,7 @@ func TestPredial(t *testing.T) {
 		e.o.DefaultDestinationLimit, e.o.DestinationLimit = limit, nil
 		e.tm["void.test"] = "discard:"
 	})
-	testutil.WaitFor(10*time.Second, func() bool { n := e.d.Reserve(1); e.d.Deliver(nil, n); return n > 0 })
+	e.runStarted()
 	e.d.Predial("customer.test", 2)
 	testutil.WaitFor(10*time.Second, func() bool { return e.mta.Open() == 2 })
 	e.d.Predial("customer.test", 10) // up to the limit: 2 more

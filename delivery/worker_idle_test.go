@@ -15,7 +15,7 @@ import (
 // its recipients; up to 128 workers wait).
 func TestIdleWorkerKeepsNoMessage(t *testing.T) {
 	e := newEnv(t, nil)
-	testutil.WaitFor(10*time.Second, func() bool { n := e.d.Reserve(1); e.d.Deliver(nil, n); return n > 0 })
+	e.runStarted()
 	m := &store.Message{Sender: "alice@origin.test", Arrival: e.clock.Now(), Recipients: []store.Recipient{
 		{Addr: "bob@customer.test", NextAttempt: e.clock.Now().Add(time.Hour)}}}
 	if err := e.s.Enqueue(m, []byte("Subject: flushed\r\n\r\nHello.\r\n")); err != nil {

@@ -118,9 +118,7 @@ func TestAuthTLSOnly(t *testing.T) {
 	}
 	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
 	c.expect("504 5.5.4 Encryption required for requested authentication mechanism")
-	c.send("STARTTLS\r\n")
-	c.expect("220 2.0.0 Ready to start TLS")
-	c.startTLS()
+	c.starttls()
 	c.ehlo()
 	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
 	c.expect("235 2.7.0 Authentication successful")
@@ -158,9 +156,7 @@ func TestAuthSecurityOptions(t *testing.T) {
 	}
 	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
 	c.expect("538 5.7.11 Encryption required for requested authentication mechanism")
-	c.send("STARTTLS\r\n")
-	c.expect("220 2.0.0 Ready to start TLS")
-	c.startTLS()
+	c.starttls()
 	c.ehlo()
 	c.send("AUTH PLAIN " + b64("\x00alice\x00secret") + "\r\n")
 	c.expect("235 2.7.0 Authentication successful")

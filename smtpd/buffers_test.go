@@ -114,9 +114,7 @@ func TestShutdownCutsTLSSession(t *testing.T) {
 	c := e.dial("")
 	c.expect("220 *")
 	c.ehlo()
-	c.send("STARTTLS\r\n")
-	c.expect("220 2.0.0 Ready to start TLS")
-	c.startTLS()
+	c.starttls()
 	c.send("EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<u@customer.test>\r\nDATA\r\n")
 	for {
 		l := c.expect("250*")

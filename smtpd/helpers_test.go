@@ -214,6 +214,14 @@ func (c *client) expectClose() {
 	}
 }
 
+// starttls sends STARTTLS, expects its 220 and runs the handshake.
+func (c *client) starttls() {
+	c.t.Helper()
+	c.send("STARTTLS\r\n")
+	c.expect("220 2.0.0 Ready to start TLS")
+	c.startTLS()
+}
+
 func (c *client) startTLS() {
 	c.t.Helper()
 	tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true, ServerName: "relay.test"})
