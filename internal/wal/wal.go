@@ -1,0 +1,264 @@
+package wal
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Record is one entry of the log.
+type Record struct {
+	// Seq numbers the records 1, 2, ... in the order they were written.
+	Seq uint64
+	// Data is the caller's bytes, as appended.
+	Data []byte
+}
+
+var (
+	// ErrFull is returned by Append when the record fits neither in the
+	// rest of the current half nor in the other half, which still holds
+	// records not released. The caller may store the data another way.
+	ErrFull = errors.New("wal: journal full") // no room until records are released
+	// ErrTooBig is returned by Append for a record (header and data)
+	// larger than half the log: it could never be written.
+	ErrTooBig = errors.New("wal: record larger than half the journal")
+	// ErrGap is returned, wrapped with the Seqs, by Open when the valid
+	// records after the applied Seq do not follow it without a hole: a
+	// record that was acknowledged is missing (damage, or a caller that
+	// released records it had not applied).
+	ErrGap = errors.New("wal: gap in the journal")
+	// ErrClosed is returned by Append after Close.
+	ErrClosed = errors.New("wal: journal closed")
+)
+
+const (
+	// DefaultSize is the size of a log made for the queue: two halves of
+	// 8 MiB, each room for 32 of the largest journaled messages
+	// (store.BodyChunk, 256 KiB).
+	DefaultSize = 16 << 20
+	// unit is what a size is rounded up to: two halves of whole pages.
+	unit = 8 << 10
+	// hdrLen is the size of a record's header.
+	hdrLen = 20
+	magic  = 'w'
+	format = 1
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Log is an open journal. Its methods are safe for concurrent use.
+type Log struct {
+	f    *os.File
+	fd   int
+	half int64
+
+	// OnCommit, when set before the first Append, is called after each
+	// batch is on disk with the time the batch's writes and fdatasyncs
+	// took and its number of records (metrics).
+	OnCommit func(d time.Duration, records int)
+
+	mu sync.Mutex
+	// running: a leader is writing a batch; Appends that arrive queue in
+	// pending, and the first of them leads the next batch.
+	running bool
+	pending []*call
+	idle    *sync.Cond // signalled when running turns false
+	closed  bool
+	// released is the highest Seq released (Open's applied at first).
+	released uint64
+
+	// The writer's state, used only by the leader.
+	cur  int       // the half being written
+	pos  int64     // where the next record goes in it
+	next uint64    // the next Seq
+	top  [2]uint64 // the highest Seq in each half's chain, 0 for none
+	err  error     // a failed write or sync: the log is unusable
+	buf  []byte
+
+	syncs atomic.Uint64 // fdatasyncs done (tests and benchmarks)
+}
+
+type call struct {
+	data []byte
+	done chan result
+}
+
+type result struct {
+	seq  uint64
+	err  error
+	lead bool // the call now leads the next batch
+}
+
+// Open opens or creates the log file at path, of size bytes (two halves of
+// size/2). A new file is written with zeros and fsync'd (file and its
+// directory) so that later appends overwrite allocated blocks: an
+// fdatasync then flushes data only. It returns, in order, the records with
+// Seq > applied that form an unbroken chain applied+1, applied+2, ...
+// (a torn or stale record ends the chain). It fails only when the file
+// cannot be read or created, or with ErrGap. size is rounded up to a
+// multiple of 8 KiB; 0 means DefaultSize. A file of another size is read
+// with its own halves and then rewritten at the new size, holding the
+// returned records, when they fit in a half of it (else it keeps its
+// size until an Open at which they do).
+func Open(path string, size int64, applied uint64) (*Log, []Record, error) {
+	if size <= 0 {
+		size = DefaultSize
+	}
+	size = (size + unit - 1) / unit * unit
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = create(path, size, nil)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("wal: open: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("wal: open: %w", err)
+	}
+	if fi.Size() == 0 {
+		// Never a file this package made (create renames a whole one
+		// into place): nothing in it to keep.
+		f.Close()
+		if f, err = create(path, size, nil); err != nil {
+			return nil, nil, fmt.Errorf("wal: open: %w", err)
+		}
+		fi = nil
+	} else if fi.Size()%unit != 0 {
+		f.Close()
+		return nil, nil, fmt.Errorf("wal: open %s: size %d is not a multiple of %d", path, fi.Size(), unit)
+	}
+	have := size
+	if fi != nil {
+		have = fi.Size()
+	}
+	l, recs, err := load(f, have, applied)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	if have != size && recordsLen(recs) <= size/2 {
+		if err := l.resize(path, size, recs); err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+	}
+	return l, recs, nil
+}
+
+// load reads the log from f, of the given size, and sets the writer up
+// after the last record.
+func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
+	b := make([]byte, size)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return nil, nil, fmt.Errorf("wal: read: %w", err)
+	}
+	l := &Log{f: f, fd: int(f.Fd()), half: size / 2, released: applied}
+	l.idle = sync.NewCond(&l.mu)
+	var recs []Record
+	var end [2]int64
+	for h := range 2 {
+		var rs []Record
+		rs, end[h] = chain(b[int64(h)*l.half : int64(h+1)*l.half])
+		if len(rs) > 0 {
+			l.top[h] = rs[len(rs)-1].Seq
+		}
+		for _, r := range rs {
+			if r.Seq > applied {
+				recs = append(recs, Record{Seq: r.Seq, Data: append([]byte(nil), r.Data...)})
+			}
+		}
+	}
+	slices.SortFunc(recs, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	for i, r := range recs {
+		if want := applied + 1 + uint64(i); r.Seq != want {
+			return nil, nil, fmt.Errorf("%w: record %d is missing (applied %d, next found %d)", ErrGap, want, applied, r.Seq)
+		}
+	}
+	l.cur = 0
+	if l.top[1] > l.top[0] {
+		l.cur = 1
+	}
+	l.pos = end[l.cur]
+	l.next = max(applied, l.top[l.cur]) + 1
+	if l.top[l.cur] != l.next-1 {
+		// Everything in the log is applied, the caller says, up to a Seq
+		// past its last record: both halves are released, and a chain
+		// must start at a half's first byte.
+		// (Its stale records have Seqs below the new ones.)
+		l.cur = 1 - l.cur
+		l.pos, l.top[l.cur] = 0, 0
+		return l, recs, nil
+	}
+	// A torn batch may have left valid records past the chain's end;
+	// zero them, so that new records written there cannot be followed by
+	// records of the old batch.
+	tail := b[int64(l.cur)*l.half+l.pos : int64(l.cur+1)*l.half]
+	if !allZero(tail) {
+		if err := l.writeSync(make([]byte, len(tail)), int64(l.cur)*l.half+l.pos); err != nil {
+			return nil, nil, err
+		}
+	}
+	return l, recs, nil
+}
+
+// chain returns the valid records at the start of half and the offset of
+// the first byte after them.
+func chain(half []byte) ([]Record, int64) {
+	var rs []Record
+	var off int64
+	for {
+		b := half[off:]
+		if len(b) < hdrLen || b[0] != magic || b[1] != format || b[2] != 0 || b[3] != 0 {
+			return rs, off
+		}
+		n := int64(binary.LittleEndian.Uint32(b[4:]))
+		seq := binary.LittleEndian.Uint64(b[8:])
+		if n > int64(len(b)-hdrLen) || seq == 0 || len(rs) > 0 && seq != rs[len(rs)-1].Seq+1 {
+			return rs, off
+		}
+		data := b[hdrLen : hdrLen+n]
+		sum := crc32.Update(crc32.Checksum(b[:16], castagnoli), castagnoli, data)
+		if sum != binary.LittleEndian.Uint32(b[16:]) {
+			return rs, off
+		}
+		rs = append(rs, Record{Seq: seq, Data: data})
+		off += hdrLen + n
+	}
+}
+
+// encode appends data as a record of Seq seq to b.
+func encode(b []byte, seq uint64, data []byte) []byte {
+	var h [hdrLen]byte
+	h[0], h[1] = magic, format
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(data)))
+	binary.LittleEndian.PutUint64(h[8:], seq)
+	sum := crc32.Update(crc32.Checksum(h[:16], castagnoli), castagnoli, data)
+	binary.LittleEndian.PutUint32(h[16:], sum)
+	return append(append(b, h[:]...), data...)
+}
+
+func recordsLen(recs []Record) int64 {
+	var n int64
+	for _, r := range recs {
+		n += hdrLen + int64(len(r.Data))
+	}
+	return n
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
