@@ -90,9 +90,9 @@ func (l *Log) write(batch []*call, released uint64) []result {
 				break
 			}
 			l.cur, l.pos, off = o, 0, 0
-			l.top[o] = 0
+			l.top[o], l.sum = 0, 0
 		}
-		l.buf = encode(l.buf, l.next, c.data)
+		l.buf, l.sum = encode(l.buf, l.next, c.data, l.sum)
 		res[i].seq = l.next
 		l.top[l.cur] = l.next
 		l.next++
@@ -164,17 +164,17 @@ func (l *Log) Close() error {
 	return l.f.Close()
 }
 
-// create makes the log file at path, of size bytes of zeros with recs
-// written at the start of the first half, under a temporary name that
+// create makes the log file at path, of size bytes of zeros with head
+// written at its start, under a temporary name that
 // it renames into place once it and its directory are synced: a file
 // at path is always whole.
-func create(path string, size int64, recs []Record) (*os.File, error) {
+func create(path string, size int64, head []byte) (*os.File, error) {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	err = fill(f, size, recs)
+	err = fill(f, size, head)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -192,19 +192,15 @@ func create(path string, size int64, recs []Record) (*os.File, error) {
 	return f, nil
 }
 
-// fill writes size bytes of zeros to f, then recs at its start.
-func fill(f *os.File, size int64, recs []Record) error {
+// fill writes size bytes of zeros to f, then head at its start.
+func fill(f *os.File, size int64, head []byte) error {
 	zeros := make([]byte, min(size, 1<<20))
 	for off := int64(0); off < size; off += int64(len(zeros)) {
 		if _, err := f.WriteAt(zeros[:min(int64(len(zeros)), size-off)], off); err != nil {
 			return err
 		}
 	}
-	var b []byte
-	for _, r := range recs {
-		b = encode(b, r.Seq, r.Data)
-	}
-	_, err := f.WriteAt(b, 0)
+	_, err := f.WriteAt(head, 0)
 	return err
 }
 
@@ -223,13 +219,18 @@ func syncDir(dir string) error {
 // resize replaces the log's file by a new one of size bytes holding
 // recs, the records not applied, at the start of its first half.
 func (l *Log) resize(path string, size int64, recs []Record) error {
-	f, err := create(path, size, recs)
+	var head []byte
+	var sum uint32
+	for _, r := range recs {
+		head, sum = encode(head, r.Seq, r.Data, sum)
+	}
+	f, err := create(path, size, head)
 	if err != nil {
 		return fmt.Errorf("wal: resize: %w", err)
 	}
 	l.f.Close()
 	l.f, l.fd, l.half = f, int(f.Fd()), size/2
-	l.cur, l.pos, l.top = 0, recordsLen(recs), [2]uint64{}
+	l.cur, l.pos, l.top, l.sum = 0, int64(len(head)), [2]uint64{}, sum
 	if len(recs) > 0 {
 		l.top[0] = recs[len(recs)-1].Seq
 	}

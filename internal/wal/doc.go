@@ -26,12 +26,19 @@
 //	2   two zero bytes
 //	4   length of the data, uint32 little-endian
 //	8   Seq, uint64 little-endian
-//	16  CRC-32C (Castagnoli) of bytes 0-15 and the data, little-endian
+//	16  CRC, uint32 little-endian
+//
+// The CRC is CRC-32C (Castagnoli) over bytes 0-15 and the data,
+// continued from the CRC of the record before in the half (started from
+// 0 for a half's first record): a record is valid only right after the
+// record it was written after.
 //
 // Seqs start at 1 and grow by one per record. A half's chain starts at
 // its first byte and runs while records are valid (magic, a length that
 // fits in the half, the CRC) and each Seq is the one before plus one;
-// zeros, a torn write or a record of an earlier lap ends it. Writing
+// zeros, a torn write, a record of an earlier lap or the rest of a torn
+// batch ends it, and so would a record that a message's data holds,
+// whatever Seq it claims. Writing
 // switches to the other half when a record does not fit in the rest of
 // the current one and every record in the other half has been released;
 // it then starts at the other half's first byte with higher Seqs than any

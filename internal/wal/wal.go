@@ -79,6 +79,7 @@ type Log struct {
 	pos  int64     // where the next record goes in it
 	next uint64    // the next Seq
 	top  [2]uint64 // the highest Seq in each half's chain, 0 for none
+	sum  uint32    // the CRC of the last record in half cur, 0 for none
 	err  error     // a failed write or sync: the log is unusable
 	buf  []byte
 
@@ -165,9 +166,10 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 	l.idle = sync.NewCond(&l.mu)
 	var recs []Record
 	var end [2]int64
+	var sum [2]uint32
 	for h := range 2 {
 		var rs []Record
-		rs, end[h] = chain(b[int64(h)*l.half : int64(h+1)*l.half])
+		rs, end[h], sum[h] = chain(b[int64(h)*l.half : int64(h+1)*l.half])
 		if len(rs) > 0 {
 			l.top[h] = rs[len(rs)-1].Seq
 		}
@@ -187,63 +189,66 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 	if l.top[1] > l.top[0] {
 		l.cur = 1
 	}
-	l.pos = end[l.cur]
+	l.pos, l.sum = end[l.cur], sum[l.cur]
 	l.next = max(applied, l.top[l.cur]) + 1
 	if l.top[l.cur] != l.next-1 {
 		// Everything in the log is applied, the caller says, up to a Seq
 		// past its last record: both halves are released, and a chain
-		// must start at a half's first byte.
-		// (Its stale records have Seqs below the new ones.)
+		// must start at a half's first byte. (Its stale records have
+		// Seqs below the new ones.)
 		l.cur = 1 - l.cur
-		l.pos, l.top[l.cur] = 0, 0
-		return l, recs, nil
-	}
-	// A torn batch may have left valid records past the chain's end;
-	// zero them, so that new records written there cannot be followed by
-	// records of the old batch.
-	tail := b[int64(l.cur)*l.half+l.pos : int64(l.cur+1)*l.half]
-	if !allZero(tail) {
-		if err := l.writeSync(make([]byte, len(tail)), int64(l.cur)*l.half+l.pos); err != nil {
-			return nil, nil, err
-		}
+		l.pos, l.top[l.cur], l.sum = 0, 0, 0
 	}
 	return l, recs, nil
 }
 
-// chain returns the valid records at the start of half and the offset of
-// the first byte after them.
-func chain(half []byte) ([]Record, int64) {
+// chain returns the valid records at the start of half, the offset of
+// the first byte after them and the CRC of the last one.
+func chain(half []byte) ([]Record, int64, uint32) {
 	var rs []Record
 	var off int64
+	var prev uint32
 	for {
 		b := half[off:]
 		if len(b) < hdrLen || b[0] != magic || b[1] != format || b[2] != 0 || b[3] != 0 {
-			return rs, off
+			return rs, off, prev
 		}
 		n := int64(binary.LittleEndian.Uint32(b[4:]))
 		seq := binary.LittleEndian.Uint64(b[8:])
 		if n > int64(len(b)-hdrLen) || seq == 0 || len(rs) > 0 && seq != rs[len(rs)-1].Seq+1 {
-			return rs, off
+			return rs, off, prev
 		}
 		data := b[hdrLen : hdrLen+n]
-		sum := crc32.Update(crc32.Checksum(b[:16], castagnoli), castagnoli, data)
+		sum := checksum(prev, b[:16], data)
 		if sum != binary.LittleEndian.Uint32(b[16:]) {
-			return rs, off
+			return rs, off, prev
 		}
 		rs = append(rs, Record{Seq: seq, Data: data})
 		off += hdrLen + n
+		prev = sum
 	}
 }
 
-// encode appends data as a record of Seq seq to b.
-func encode(b []byte, seq uint64, data []byte) []byte {
+// checksum is a record's CRC: CRC-32C continued from prev, the CRC of
+// the record before it in its half (0 for the first), over the header's
+// first 16 bytes and the data. Chained so, a record is valid only after
+// the very record it was written after: neither a record left by a torn
+// batch past the chain's end, nor one that a message's data happens to
+// hold, can continue a chain written later at that place.
+func checksum(prev uint32, hdr, data []byte) uint32 {
+	return crc32.Update(crc32.Update(prev, castagnoli, hdr), castagnoli, data)
+}
+
+// encode appends data as a record of Seq seq after a record of CRC prev
+// to b, and returns its CRC.
+func encode(b []byte, seq uint64, data []byte, prev uint32) ([]byte, uint32) {
 	var h [hdrLen]byte
 	h[0], h[1] = magic, format
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(data)))
 	binary.LittleEndian.PutUint64(h[8:], seq)
-	sum := crc32.Update(crc32.Checksum(h[:16], castagnoli), castagnoli, data)
+	sum := checksum(prev, h[:16], data)
 	binary.LittleEndian.PutUint32(h[16:], sum)
-	return append(append(b, h[:]...), data...)
+	return append(append(b, h[:]...), data...), sum
 }
 
 func recordsLen(recs []Record) int64 {
@@ -252,13 +257,4 @@ func recordsLen(recs []Record) int64 {
 		n += hdrLen + int64(len(r.Data))
 	}
 	return n
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

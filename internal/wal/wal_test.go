@@ -2,10 +2,14 @@ package wal
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -226,14 +230,21 @@ func TestTornRecordEndsChain(t *testing.T) {
 			}
 			l, recs := mustOpen(t, path, 16<<10, 0)
 			wantRecords(t, recs, 1, 5, data)
-			// A new record 6 of the old one's length must not be followed
-			// by the old 7 and 8, which were never acknowledged.
-			if seq := mustAppend(t, l, data(6)); seq != 6 {
+			// A new record 6 of the old one's length (another message)
+			// must not be followed by the old 7 and 8, which were never
+			// acknowledged.
+			new6 := payload(1006, len(data(6)))
+			if seq := mustAppend(t, l, new6); seq != 6 {
 				t.Fatalf("Append after the torn record: Seq %d, want 6", seq)
 			}
 			l.Close()
 			l, recs = mustOpen(t, path, 16<<10, 0)
-			wantRecords(t, recs, 1, 6, data)
+			wantRecords(t, recs, 1, 6, func(seq uint64) []byte {
+				if seq == 6 {
+					return new6
+				}
+				return data(seq)
+			})
 			l.Close()
 		})
 	}
@@ -286,7 +297,8 @@ func TestGap(t *testing.T) {
 	b[recordOffset(4, data)+hdrLen] ^= 1
 	// Put record 12 at the start of the second half, as if 11 had not
 	// fitted, and the chain of the first half ends at 3.
-	copy(b[8<<10:], encode(nil, 12, data(12)))
+	r12, _ := encode(nil, 12, data(12), 0)
+	copy(b[8<<10:], r12)
 	os.WriteFile(path, b, 0o600)
 	_, _, err := Open(path, 16<<10, 0)
 	if !errors.Is(err, ErrGap) {
@@ -373,4 +385,245 @@ func TestConcurrentAppends(t *testing.T) {
 	l2.Close()
 	wantRecords(t, recs, 1, G*N, func(seq uint64) []byte { return payload(which[seq], 200) })
 	t.Logf("%d records in %d fdatasyncs", G*N, l.syncs.Load())
+}
+
+// tracker plays the caller that applies records: it keeps the data of
+// each acknowledged Seq and says how far it may release, lag records
+// behind the highest Seq acknowledged with all before it.
+type tracker struct {
+	mu      sync.Mutex
+	data    map[uint64][]byte
+	applied uint64
+	lag     uint64
+}
+
+func newTracker(applied, lag uint64) *tracker {
+	return &tracker{data: map[uint64][]byte{}, applied: applied, lag: lag}
+}
+
+// ack records seq and returns the Seq to release.
+func (k *tracker) ack(seq uint64, d []byte) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.data[seq] = d
+	for k.data[k.applied+1] != nil {
+		k.applied++
+	}
+	return k.applied - min(k.applied, k.lag)
+}
+
+// snapshot copies the log's file to dst between two batches, as a crash
+// would leave it there, and returns the released Seq and the records
+// acknowledged at that moment.
+func snapshot(t *testing.T, l *Log, k *tracker, src, dst string) (uint64, map[uint64][]byte) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.running {
+		l.idle.Wait()
+	}
+	b, err := os.ReadFile(src)
+	if err == nil {
+		err = os.WriteFile(dst, b, 0o600)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return l.released, maps.Clone(k.data)
+}
+
+// TestWrapUnderConcurrentAppends: writers append records of random
+// sizes to a small log while the applied records are released, so that
+// writing switches halves many times; snapshots taken meanwhile and the
+// log after Close replay every acknowledged record not released.
+func TestWrapUnderConcurrentAppends(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "j")
+	const size = 32 << 10
+	l, _ := mustOpen(t, path, size, 0)
+	k := newTracker(0, 5)
+	var full atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := 0; i < 150; {
+				d := payload(g*1000+i, 50+r.IntN(1450))
+				seq, err := l.Append(d)
+				if errors.Is(err, ErrFull) {
+					full.Add(1)
+					runtime.Gosched()
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				l.Release(k.ack(seq, d))
+				i++
+			}
+		}()
+	}
+	check := func(name string, released uint64, acked map[uint64][]byte) {
+		t.Helper()
+		l, recs, err := Open(name, size, released)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		l.Close()
+		got := map[uint64][]byte{}
+		for _, r := range recs {
+			got[r.Seq] = r.Data
+		}
+		for s, d := range acked {
+			if s > released && !bytes.Equal(got[s], d) {
+				t.Fatalf("%s: acknowledged record %d (released %d) missing or changed", name, s, released)
+			}
+		}
+	}
+	for i := range 5 {
+		cp := filepath.Join(dir, fmt.Sprint("copy", i))
+		released, acked := snapshot(t, l, k, path, cp)
+		check(cp, released, acked)
+	}
+	wg.Wait()
+	released := l.released
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if released != 8*150-5 {
+		t.Fatalf("released %d, want %d", released, 8*150-5)
+	}
+	check(path, released, k.data)
+	t.Logf("%d records, %.1f laps of a half, %d ErrFull, %d fdatasyncs",
+		len(k.data), float64(k.bytes())/float64(size/2), full.Load(), l.syncs.Load())
+}
+
+func (k *tracker) bytes() int {
+	n := 0
+	for _, d := range k.data {
+		n += hdrLen + len(d)
+	}
+	return n
+}
+
+// TestRecordInsideData: a message may hold bytes that look like a
+// record, here with the Seq and at the offset where a later chain in the
+// same half ends; it must not continue that chain.
+func TestRecordInsideData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	const size = 16 << 10
+	l, _ := mustOpen(t, path, size, 0)
+	// Record 1 holds a forged record 12 at offset 20+500 of the half;
+	// records 2-11 fill the halves so that 11 is the first of the
+	// first half's second lap and ends at that offset.
+	forged, _ := encode(nil, 12, []byte("forged"), 0)
+	d1 := append(append(payload(1, 500), forged...), payload(1, 200)...)
+	mustAppend(t, l, d1)
+	for i := 2; i <= 10; i++ {
+		mustAppend(t, l, payload(i, 1580))
+		l.Release(uint64(i))
+	}
+	if seq := mustAppend(t, l, payload(11, 500)); seq != 11 {
+		t.Fatalf("Seq %d, want 11", seq)
+	}
+	l.Close()
+	b, _ := os.ReadFile(path)
+	if binary.LittleEndian.Uint64(b[8:]) != 11 || !bytes.Equal(b[520:520+len(forged)], forged) {
+		t.Fatal("record 11 is not followed by the forged record: the test proves nothing")
+	}
+	l, recs := mustOpen(t, path, size, 10)
+	l.Close()
+	wantRecords(t, recs, 11, 11, func(uint64) []byte { return payload(11, 500) })
+}
+
+func TestResize(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	data := func(seq uint64) []byte { return payload(int(seq), 1500) }
+	l, _ := mustOpen(t, path, 64<<10, 0)
+	for i := uint64(1); i <= 10; i++ {
+		mustAppend(t, l, data(i))
+	}
+	l.Close()
+	fileSize := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	// Records 3-10 do not fit in a half of 16 KiB: the file keeps its
+	// size and its records.
+	l, recs := mustOpen(t, path, 16<<10, 2)
+	l.Close()
+	wantRecords(t, recs, 3, 10, data)
+	if n := fileSize(); n != 64<<10 {
+		t.Fatalf("file of %d bytes, want it kept at 64 KiB", n)
+	}
+	// Records 6-10 fit in 8 KiB: the file is made anew with them.
+	l, recs = mustOpen(t, path, 16<<10, 5)
+	wantRecords(t, recs, 6, 10, data)
+	if n := fileSize(); n != 16<<10 {
+		t.Fatalf("file of %d bytes, want 16 KiB", n)
+	}
+	if seq := mustAppend(t, l, data(11)); seq != 11 {
+		t.Fatalf("Append after resize: Seq %d, want 11", seq)
+	}
+	l.Close()
+	l, recs = mustOpen(t, path, 16<<10, 5)
+	l.Close()
+	wantRecords(t, recs, 6, 11, data)
+	// All applied: the file grows back, empty.
+	l, recs = mustOpen(t, path, 64<<10, 11)
+	if len(recs) != 0 || fileSize() != 64<<10 {
+		t.Fatalf("%d records, %d bytes; want none, 64 KiB", len(recs), fileSize())
+	}
+	if seq := mustAppend(t, l, data(12)); seq != 12 {
+		t.Fatalf("Append after resize: Seq %d, want 12", seq)
+	}
+	l.Close()
+	l, recs = mustOpen(t, path, 64<<10, 11)
+	l.Close()
+	wantRecords(t, recs, 12, 12, data)
+}
+
+// TestOpenGarbage: a file of random bytes, or of bad size, is refused
+// or read as an empty log, never a panic.
+func TestOpenGarbage(t *testing.T) {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range 20 {
+		b := make([]byte, 16<<10)
+		for j := range b {
+			b[j] = byte(r.IntN(256))
+		}
+		if i%2 == 1 {
+			// Headers that look right, with random lengths and Seqs.
+			for off := 0; off+hdrLen < len(b); off += 1 + r.IntN(600) {
+				b[off], b[off+1], b[off+2], b[off+3] = magic, format, 0, 0
+			}
+		}
+		path := filepath.Join(dir, fmt.Sprint(i))
+		os.WriteFile(path, b, 0o600)
+		l, recs, err := Open(path, 16<<10, 0)
+		if err == nil {
+			l.Close()
+		}
+		if len(recs) != 0 {
+			t.Fatalf("random file %d: %d records", i, len(recs))
+		}
+	}
+	path := filepath.Join(dir, "odd")
+	os.WriteFile(path, make([]byte, 1000), 0o600)
+	if _, _, err := Open(path, 16<<10, 0); err == nil {
+		t.Fatal("Open of a file of 1000 bytes: no error")
+	}
+	// An empty file (never one this package wrote) is made anew.
+	os.WriteFile(path, nil, 0o600)
+	l, _ := mustOpen(t, path, 16<<10, 0)
+	l.Close()
 }
