@@ -133,7 +133,7 @@ func (l *Log) writeSync(b []byte, off int64) error {
 	}
 	l.syncs.Add(1)
 	for {
-		err := unix.Fdatasync(l.fd)
+		err := l.syncData(l.fd)
 		if err != unix.EINTR {
 			return err
 		}
@@ -225,6 +225,9 @@ func (l *Log) resize(path string, size int64, recs []Record) error {
 		head, sum = encode(head, r.Seq, r.Data, sum)
 	}
 	f, err := create(path, size, head)
+	if err == nil {
+		err = lock(f)
+	}
 	if err != nil {
 		return fmt.Errorf("wal: resize: %w", err)
 	}

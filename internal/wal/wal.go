@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Record is one entry of the log.
@@ -58,6 +60,8 @@ type Log struct {
 	f    *os.File
 	fd   int
 	half int64
+	// syncData is unix.Fdatasync; tests put a failure in its place.
+	syncData func(fd int) error
 
 	// OnCommit, when set before the first Append, is called after each
 	// batch is on disk with the time the batch's writes and fdatasyncs
@@ -117,6 +121,9 @@ func Open(path string, size int64, applied uint64) (*Log, []Record, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		f, err = create(path, size, nil)
 	}
+	if err == nil {
+		err = lock(f)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("wal: open: %w", err)
 	}
@@ -129,7 +136,10 @@ func Open(path string, size int64, applied uint64) (*Log, []Record, error) {
 		// Never a file this package made (create renames a whole one
 		// into place): nothing in it to keep.
 		f.Close()
-		if f, err = create(path, size, nil); err != nil {
+		if f, err = create(path, size, nil); err == nil {
+			err = lock(f)
+		}
+		if err != nil {
 			return nil, nil, fmt.Errorf("wal: open: %w", err)
 		}
 		fi = nil
@@ -162,7 +172,7 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 	if _, err := f.ReadAt(b, 0); err != nil {
 		return nil, nil, fmt.Errorf("wal: read: %w", err)
 	}
-	l := &Log{f: f, fd: int(f.Fd()), half: size / 2, released: applied}
+	l := &Log{f: f, fd: int(f.Fd()), half: size / 2, released: applied, syncData: unix.Fdatasync}
 	l.idle = sync.NewCond(&l.mu)
 	var recs []Record
 	var end [2]int64
@@ -200,6 +210,19 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 		l.pos, l.top[l.cur], l.sum = 0, 0, 0
 	}
 	return l, recs, nil
+}
+
+// lock takes an exclusive flock on f, or fails at once: two Logs
+// writing one file would overwrite each other's records. (The queue's
+// journal is also under bbolt's lock on the queue file.)
+func lock(f *os.File) error {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if f.Close(); err == unix.EWOULDBLOCK {
+			return fmt.Errorf("%s is in use by another process or Log", f.Name())
+		}
+		return err
+	}
+	return nil
 }
 
 // chain returns the valid records at the start of half, the offset of

@@ -12,8 +12,11 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // payload is the data of the i-th record of a test, of n bytes.
@@ -625,5 +628,91 @@ func TestOpenGarbage(t *testing.T) {
 	// An empty file (never one this package wrote) is made anew.
 	os.WriteFile(path, nil, 0o600)
 	l, _ := mustOpen(t, path, 16<<10, 0)
+	l.Close()
+}
+
+// TestSyncFailure: after a failed fdatasync the log refuses appends (the
+// state of the disk is unknown), and what was acknowledged before is
+// replayed from the file.
+func TestSyncFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	data := func(seq uint64) []byte { return payload(int(seq), 300) }
+	l, _ := mustOpen(t, path, 64<<10, 0)
+	for i := uint64(1); i <= 3; i++ {
+		mustAppend(t, l, data(i))
+	}
+	l.syncData = func(int) error { return syscall.EIO }
+	if _, err := l.Append(data(4)); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Append with fdatasync failing: %v, want EIO", err)
+	}
+	l.syncData = unix.Fdatasync
+	if _, err := l.Append(data(4)); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Append after a failed fdatasync: %v, want the EIO again", err)
+	}
+	l.Close()
+	// Record 4 was written, not acknowledged: it may come back.
+	l, recs := mustOpen(t, path, 64<<10, 0)
+	l.Close()
+	if len(recs) < 3 {
+		t.Fatalf("%d records replayed, want 1-3 at least", len(recs))
+	}
+	wantRecords(t, recs, 1, uint64(len(recs)), data)
+}
+
+// TestCloseWhileAppending: Appends racing with Close either return a
+// Seq, and the record is replayed, or ErrClosed.
+func TestCloseWhileAppending(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	l, _ := mustOpen(t, path, 1<<20, 0)
+	var mu sync.Mutex
+	acked := map[uint64][]byte{}
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				d := payload(g*10000+i, 100)
+				seq, err := l.Append(d)
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				acked[seq] = d
+				mu.Unlock()
+				if i == 10 {
+					started <- struct{}{}
+				}
+			}
+		}()
+	}
+	for range 8 {
+		<-started
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	l, recs := mustOpen(t, path, 1<<20, 0)
+	l.Close()
+	wantRecords(t, recs, 1, uint64(len(acked)), func(seq uint64) []byte { return acked[seq] })
+}
+
+// TestLocked: a second Open of a file in use fails at once.
+func TestLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	l, _ := mustOpen(t, path, 16<<10, 0)
+	if _, _, err := Open(path, 16<<10, 0); err == nil {
+		t.Fatal("second Open of a log in use: no error")
+	} else {
+		t.Log(err)
+	}
+	l.Close()
+	l, _ = mustOpen(t, path, 16<<10, 0)
 	l.Close()
 }
