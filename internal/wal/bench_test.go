@@ -48,3 +48,32 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOpen opens a log of DefaultSize whose first half is full of
+// records of 1.4 KiB not applied (the most a start-up replays, but for
+// a second half), and returns them.
+func BenchmarkOpen(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "j")
+	l, _, err := Open(path, DefaultSize, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := payload(0, 1400)
+	n := 0
+	for l.pos+hdrLen+int64(len(data)) <= l.half {
+		if _, err := l.Append(data); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	l.Close()
+	b.ResetTimer()
+	for range b.N {
+		l, recs, err := Open(path, DefaultSize, 0)
+		if err != nil || len(recs) != n {
+			b.Fatalf("%d records, %v; want %d", len(recs), err, n)
+		}
+		l.Close()
+	}
+	b.ReportMetric(float64(n), "records")
+}

@@ -107,7 +107,8 @@ type result struct {
 // fdatasync then flushes data only. It returns, in order, the records with
 // Seq > applied that form an unbroken chain applied+1, applied+2, ...
 // (a torn or stale record ends the chain). It fails only when the file
-// cannot be read or created, or with ErrGap. size is rounded up to a
+// cannot be read, created or locked (another Log has it), when its size
+// is not a multiple of 8 KiB, or with ErrGap. size is rounded up to a
 // multiple of 8 KiB; 0 means DefaultSize. A file of another size is read
 // with its own halves and then rewritten at the new size, holding the
 // returned records, when they fit in a half of it (else it keeps its
