@@ -47,6 +47,8 @@ const (
 	DefaultSize = 16 << 20
 	// unit is what a size is rounded up to: two halves of whole pages.
 	unit = 8 << 10
+	// maxHalf keeps a record's length within its uint32.
+	maxHalf = 1 << 31
 	// hdrLen is the size of a record's header.
 	hdrLen = 20
 	magic  = 'w'
@@ -108,8 +110,9 @@ type result struct {
 // Seq > applied that form an unbroken chain applied+1, applied+2, ...
 // (a torn or stale record ends the chain). It fails only when the file
 // cannot be read, created or locked (another Log has it), when its size
-// is not a multiple of 8 KiB, or with ErrGap. size is rounded up to a
-// multiple of 8 KiB; 0 means DefaultSize. A file of another size is read
+// is not a multiple of 8 KiB up to 4 GiB, or with ErrGap. size is
+// rounded up to a multiple of 8 KiB (at most 4 GiB); 0 means
+// DefaultSize. A file of another size is read
 // with its own halves and then rewritten at the new size, holding the
 // returned records, when they fit in a half of it (else it keeps its
 // size until an Open at which they do).
@@ -117,7 +120,7 @@ func Open(path string, size int64, applied uint64) (*Log, []Record, error) {
 	if size <= 0 {
 		size = DefaultSize
 	}
-	size = (size + unit - 1) / unit * unit
+	size = min((size+unit-1)/unit*unit, 2*maxHalf)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		f, err = create(path, size, nil)
@@ -144,9 +147,9 @@ func Open(path string, size int64, applied uint64) (*Log, []Record, error) {
 			return nil, nil, fmt.Errorf("wal: open: %w", err)
 		}
 		fi = nil
-	} else if fi.Size()%unit != 0 {
+	} else if fi.Size()%unit != 0 || fi.Size() > 2*maxHalf {
 		f.Close()
-		return nil, nil, fmt.Errorf("wal: open %s: size %d is not a multiple of %d", path, fi.Size(), unit)
+		return nil, nil, fmt.Errorf("wal: open %s: size %d is not a multiple of %d up to %d", path, fi.Size(), unit, 2*maxHalf)
 	}
 	have := size
 	if fi != nil {
@@ -169,18 +172,18 @@ func Open(path string, size int64, applied uint64) (*Log, []Record, error) {
 // load reads the log from f, of the given size, and sets the writer up
 // after the last record.
 func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
-	b := make([]byte, size)
-	if _, err := f.ReadAt(b, 0); err != nil {
-		return nil, nil, fmt.Errorf("wal: read: %w", err)
-	}
 	l := &Log{f: f, fd: int(f.Fd()), half: size / 2, released: applied, syncData: unix.Fdatasync}
 	l.idle = sync.NewCond(&l.mu)
 	var recs []Record
 	var end [2]int64
 	var sum [2]uint32
+	b := make([]byte, l.half) // one half at a time
 	for h := range 2 {
+		if _, err := f.ReadAt(b, int64(h)*l.half); err != nil {
+			return nil, nil, fmt.Errorf("wal: read: %w", err)
+		}
 		var rs []Record
-		rs, end[h], sum[h] = chain(b[int64(h)*l.half : int64(h+1)*l.half])
+		rs, end[h], sum[h] = chain(b)
 		if len(rs) > 0 {
 			l.top[h] = rs[len(rs)-1].Seq
 		}

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -107,6 +106,22 @@ func TestReplayAfterClose(t *testing.T) {
 	l, recs := mustOpen(t, path, 64<<10, 10)
 	wantRecords(t, recs, 11, 41, data)
 	l.Close()
+	// Applied past the last record (the caller filed records some other
+	// way): the next Seq follows applied, in a chain of its own.
+	l, recs = mustOpen(t, path, 64<<10, 50)
+	if len(recs) != 0 {
+		t.Fatalf("applied 50: %d records replayed", len(recs))
+	}
+	if seq := mustAppend(t, l, data(51)); seq != 51 {
+		t.Fatalf("Append after Open with applied 50: Seq %d, want 51", seq)
+	}
+	l.Close()
+	l, recs = mustOpen(t, path, 64<<10, 50)
+	l.Close()
+	wantRecords(t, recs, 51, 51, data)
+	if _, _, err := Open(path, 64<<10, 40); !errors.Is(err, ErrGap) {
+		t.Fatalf("Open with applied 40: %v, want ErrGap (41-50 were never written)", err)
+	}
 }
 
 // TestReplayAfterCrash copies the file while appends run, as a crash
@@ -119,13 +134,20 @@ func TestReplayAfterCrash(t *testing.T) {
 	var mu sync.Mutex
 	acked := map[uint64][]byte{}
 	stop := make(chan struct{})
+	tick := make(chan struct{}, 1) // an Append returned
 	var wg sync.WaitGroup
 	var quit atomic.Int32
 	for g := range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer quit.Add(1)
+			defer func() {
+				quit.Add(1)
+				select {
+				case tick <- struct{}{}:
+				default:
+				}
+			}()
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -144,11 +166,16 @@ func TestReplayAfterCrash(t *testing.T) {
 				mu.Lock()
 				acked[seq] = d
 				mu.Unlock()
+				select {
+				case tick <- struct{}{}:
+				default:
+				}
 			}
 		}()
 	}
 	for round := range 3 {
 		for {
+			<-tick
 			mu.Lock()
 			n := len(acked)
 			mu.Unlock()
@@ -158,7 +185,6 @@ func TestReplayAfterCrash(t *testing.T) {
 			if quit.Load() == 4 {
 				t.Fatalf("the writers stopped after %d records", n)
 			}
-			time.Sleep(time.Millisecond)
 		}
 		mu.Lock()
 		before := map[uint64][]byte{}
