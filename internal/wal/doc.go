@@ -11,8 +11,9 @@
 // Seq greater than the applied Seq it is given, in order, with its data
 // intact. A record that was written but whose Append never returned (a
 // crash during the fdatasync, or a write or fdatasync that failed) may be
-// returned too: its caller saw no success and may have sent it again, so
-// the loss of nothing may cost a duplicate, never the other way round.
+// returned too: its caller saw no success and may have sent it again (a
+// duplicate, never a loss). This holds as long as the caller gives Open
+// an applied Seq no lower than the highest it released (Caveats).
 //
 // # Format
 //
@@ -52,5 +53,7 @@
 // fdatasync'd half by half, so that a record in the new half is never on
 // disk without the ones before it in the old half (else a crash could
 // leave a false gap). After a failed write or fdatasync the Log refuses
-// further appends (the state of the disk is unknown); open it again.
+// further appends (the state of the disk is unknown); open it again. A
+// Log holds an exclusive flock on its file; a file is made under the
+// name path.tmp and renamed into place whole.
 package wal

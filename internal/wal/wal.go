@@ -67,7 +67,8 @@ type Log struct {
 
 	// OnCommit, when set before the first Append, is called after each
 	// batch is on disk with the time the batch's writes and fdatasyncs
-	// took and its number of records (metrics).
+	// took and its number of records (metrics). It runs before the
+	// batch's callers are answered: it must be quick.
 	OnCommit func(d time.Duration, records int)
 
 	mu sync.Mutex
