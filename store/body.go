@@ -130,6 +130,9 @@ type BodyReader struct {
 	buf   []byte
 	rest  []byte // unread part of buf
 	eof   bool
+	// mem is the content of a message still waiting in the journal's
+	// applier (Store.journaled), read from memory.
+	mem []byte
 }
 
 // BodyReader returns a reader of the message content.
@@ -183,6 +186,17 @@ func (r *BodyReader) next() error {
 }
 
 func (r *BodyReader) body() error {
+	if r.seq == 0 && r.off == 0 && r.mem == nil {
+		r.mem, _ = r.s.journaled(r.id)
+	}
+	if r.mem != nil {
+		end := min(len(r.mem), r.off+BodyChunk)
+		r.buf = append(r.buf[:0], r.mem[r.off:end]...)
+		r.off = end
+		r.eof = end == len(r.mem)
+		r.rest = r.buf
+		return nil
+	}
 	return r.s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bktBody)
 		if r.seq == 0 && r.off == 0 {
@@ -233,17 +247,16 @@ func (s *Store) BodyHead(id ID, limit int) ([]byte, error) {
 	// lies, in one read transaction, and only the header is copied.
 	var head []byte
 	whole := false
+	if v, ok := s.journaled(id); ok {
+		return bodyHead(v, limit), nil
+	}
 	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bktBody).Get(msgKey(id))
 		if v == nil {
 			return nil
 		}
 		whole = true
-		v = v[:min(len(v), limit)]
-		if i := bytes.Index(v, []byte("\r\n\r\n")); i >= 0 {
-			v = v[:i+4]
-		}
-		head = append([]byte(nil), v...)
+		head = bodyHead(v, limit)
 		return nil
 	})
 	var de *DamageError
@@ -255,6 +268,15 @@ func (s *Store) BodyHead(id ID, limit int) ([]byte, error) {
 		return head, err
 	}
 	return s.chunkedHead(id, limit)
+}
+
+// bodyHead copies the head of a content held as one value.
+func bodyHead(v []byte, limit int) []byte {
+	v = v[:min(len(v), limit)]
+	if i := bytes.Index(v, []byte("\r\n\r\n")); i >= 0 {
+		v = v[:i+4]
+	}
+	return append([]byte(nil), v...)
 }
 
 // chunkedHead is BodyHead for a body in chunks, read through BodyReader.

@@ -29,6 +29,9 @@ func (s *Store) Check() error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	if err := s.fence(); err != nil {
+		return err
+	}
 	var errs []error
 	err := s.guard("check", func() error {
 		tx, err := s.db.Begin(true)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"slices"
 	"syscall"
+
+	"github.com/holdfast-mta/holdfast/internal/wal"
 )
 
 // SalvageReport says what Salvage copied and what it could not.
@@ -28,6 +30,12 @@ type SalvageReport struct {
 	// read (at most 100).
 	Pages   int
 	Damaged []PageProblem
+	// Journaled counts the messages taken from the journal next to the
+	// damaged file (acknowledged, not yet applied to it); JournalErr says
+	// why the journal could not be read, when it could not (its
+	// messages are then not copied: the journal is left as it was).
+	Journaled  int
+	JournalErr error
 }
 
 // Salvage copies every message that can still be read from the queue file
@@ -62,6 +70,7 @@ func Salvage(src, dst string, o Options) (SalvageReport, error) {
 	sc := &scan{w: w, recs: map[ID]*Message{}, chunks: map[ID][]chunkLoc{}, named: map[ID]bool{}}
 	sc.run()
 	rep.Pages, rep.Damaged, rep.Quarantined = sc.pages, w.problems, sc.quarantined
+	rep.Journaled, rep.JournalErr = sc.journal(src + ".journal")
 
 	o.NoSync = true // one fsync at the end
 	s, err := Open(dst, o)
@@ -69,6 +78,14 @@ func Salvage(src, dst string, o Options) (SalvageReport, error) {
 		return rep, err
 	}
 	if err := sc.copyTo(s, &rep); err != nil {
+		s.Close()
+		return rep, err
+	}
+	// The journal stays next to the damaged file and may end up next to
+	// this one (`db salvage -replace`): what it holds is in this file now.
+	if err := s.update("salvage", func(w *wtx) error {
+		return w.meta.Put(metaJournal, putInt(int64(sc.applied)))
+	}); err != nil {
 		s.Close()
 		return rep, err
 	}
@@ -98,6 +115,11 @@ type scan struct {
 	chunks      map[ID][]chunkLoc
 	named       map[ID]bool // IDs seen in index entries
 	quarantined int
+	// applied is the source's journal-applied (then the journal's last
+	// record read); jbodies the contents of the messages read from the
+	// journal.
+	applied uint64
+	jbodies map[ID][]byte
 }
 
 // run reads every page in use: not free, not the continuation of a
@@ -230,6 +252,10 @@ func (sc *scan) entry(k, v []byte, loc chunkLoc, bucket string) {
 			return
 		}
 	}
+	if bucket == string(bktMeta) && string(k) == string(metaJournal) {
+		sc.applied = uint64(getInt(v))
+		return
+	}
 	if len(k) != idLen {
 		return
 	}
@@ -317,7 +343,9 @@ func (sc *scan) value(loc chunkLoc) ([]byte, bool) {
 // the size differs from the record's.
 func (sc *scan) body(m *Message) ([]byte, bool) {
 	var out []byte
-	if cs := sc.chunks[m.ID]; len(cs) > 0 {
+	if b, ok := sc.jbodies[m.ID]; ok {
+		out = b
+	} else if cs := sc.chunks[m.ID]; len(cs) > 0 {
 		slices.SortFunc(cs, func(a, b chunkLoc) int { return int(a.seq) - int(b.seq) })
 		for i, c := range cs {
 			v, ok := sc.chunk(c)
@@ -392,4 +420,39 @@ func (sc *scan) copyTo(s *Store, rep *SalvageReport) error {
 	}
 	slices.Sort(rep.Lost)
 	return nil
+}
+
+// journal reads the source's journal (when there is one) from the
+// record after journal-applied: messages acknowledged and not yet in the
+// file. It is opened at its own size, so that nothing in it is rewritten.
+func (sc *scan) journal(path string) (int, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	log, recs, err := wal.Open(path, fi.Size(), sc.applied)
+	if err != nil {
+		return 0, err
+	}
+	log.Close()
+	n := 0
+	for _, r := range recs {
+		sc.applied = r.Seq
+		m, body, err := decodeJournal(r.Data)
+		if err != nil {
+			continue
+		}
+		if _, ok := sc.recs[m.ID]; ok {
+			continue
+		}
+		if sc.jbodies == nil {
+			sc.jbodies = map[ID][]byte{}
+		}
+		sc.recs[m.ID], sc.jbodies[m.ID] = m, body
+		n++
+	}
+	return n, nil
 }

@@ -107,7 +107,11 @@ func (sp *Spool) Size() int64 { return sp.n }
 
 // Enqueue stores m with the content: the last chunk, the record, its
 // index entries, in one transaction shared with concurrent writers
-// (Store.batch), like Store.Enqueue; m.Size is the content's size.
+// (Store.batch), like Store.Enqueue; m.Size is the content's size. A
+// message of one chunk or less goes through the journal instead, when
+// the store has one (journal.go): Enqueue returns once it is in the
+// journal, fsync'd, and the applier files it in the queue right after;
+// every other operation waits for that (fence).
 func (sp *Spool) Enqueue(m *Message) error {
 	if sp.done {
 		return fmt.Errorf("store: enqueue %s: spool already finished", sp.id)
@@ -125,7 +129,31 @@ func (sp *Spool) Enqueue(m *Message) error {
 	}
 	m.Size = sp.n
 	seq, tail := sp.seq, sp.buf
-	err := s.shared(func(tx *bolt.Tx) error {
+	if seq == 0 && m.State != StateActive {
+		// All of it in one value: through the journal (journal.go) when
+		// it can take it; sp.buf is not used again. A message leased at
+		// acceptance commits directly, its lease with it: its worker
+		// reads and finishes it at once, and through the journal it
+		// measured slower in relay (docs/benchmarks.md, issue 16).
+		if ok, err := s.journalEnqueue(m, tail); ok {
+			if err != nil {
+				return fmt.Errorf("store: enqueue %s: %w", m.ID, err)
+			}
+			return nil
+		}
+	}
+	if err := s.shared(sp.commitFn(m, seq, tail)); err != nil {
+		sp.abortChunks()
+		return fmt.Errorf("store: enqueue %s: %w", m.ID, classify(err))
+	}
+	return nil
+}
+
+// commitFn is Enqueue's transaction: the last chunk (tail, chunk number
+// seq), the spool entry removed, the record and its indexes.
+func (sp *Spool) commitFn(m *Message, seq uint32, tail []byte) func(tx *bolt.Tx) error {
+	s := sp.s
+	return func(tx *bolt.Tx) error {
 		w := s.begin(tx)
 		if err := s.checkSize(tx, len(tail)); err != nil {
 			return err
@@ -150,12 +178,7 @@ func (sp *Spool) Enqueue(m *Message) error {
 			return err
 		}
 		return w.commit()
-	})
-	if err != nil {
-		sp.abortChunks()
-		return fmt.Errorf("store: enqueue %s: %w", m.ID, classify(err))
 	}
-	return nil
 }
 
 // Abort drops the content: committed chunks are deleted.

@@ -61,6 +61,22 @@ type Options struct {
 	// the writer that led the commit and must not call back into the
 	// store.
 	OnCommit func(d time.Duration, writers int)
+	// JournalSize is the size of the journal (queue.db.journal, two
+	// halves used in turn) through which Spool.Enqueue acknowledges a
+	// message of one chunk (journal.go); 0 means DefaultJournalSize, or
+	// no journal when NoSync is set; negative means no journal.
+	JournalSize int64
+	// OnJournal, when set, is called when the journal's records cannot
+	// be applied to the file (full disk, damage): they stay journaled,
+	// nothing acknowledged is lost, the store tries again every second
+	// and operations that read the queue fail with the error meanwhile.
+	// Same rules as OnCorrupt.
+	OnJournal func(err error)
+	// OnJournalCommit, when set, is called after each write of the
+	// journal (a group of appends, one fdatasync) with the time it took
+	// and its number of records (holdfast_store_journal_commit_*). Same
+	// rules as OnCommit.
+	OnJournalCommit func(d time.Duration, records int)
 	// batchDelay, when positive, commits shared writes through the
 	// timer batcher (dbBatch, bbolt's DB.Batch redone) with this
 	// MaxBatchDelay instead of the committer (the way before it, for
@@ -73,6 +89,10 @@ type Options struct {
 	gather time.Duration
 	// sparse leaves the growing of the file to bbolt (ftruncate, a
 	// hole) instead of growAhead's zeros. Benchmarks only.
+	// journalHold, when set, stops the journal's applier before each
+	// apply until it is closed (tests: a crash between the journal's
+	// fsync and the apply).
+	journalHold                   chan struct{}
 	sparse                        bool
 	arrayFreelist, noSyncFreelist bool
 	pageSize                      int
@@ -93,6 +113,12 @@ type OpenReport struct {
 	// Quarantined counts records moved to the corrupt bucket while
 	// opening.
 	Quarantined int
+	// Replayed counts the journal's records applied to the file at Open
+	// (messages acknowledged before a crash, not yet in the file).
+	Replayed int
+	// JournalErr says why there was no journal to read and none could be
+	// made (a full disk): the store then commits every message directly.
+	JournalErr error
 }
 
 // Store is an open queue database. All methods are safe for concurrent
@@ -126,6 +152,8 @@ type Store struct {
 	// shared runs a write transaction shared with concurrent writers:
 	// the committer's do, or dbBatch (Options.batchDelay).
 	shared func(func(*bolt.Tx) error) error
+	// j is the journal (journal.go); nil without one.
+	j *journal
 }
 
 // Open opens (creating if needed) the queue file at path, applies pending
@@ -172,9 +200,15 @@ func Open(path string, o Options) (*Store, error) {
 		s.shared = s.dbBatch
 	}
 	if err := s.init(); err != nil {
+		if s.j != nil {
+			s.j.log.Close()
+		}
 		s.closeFile()
 		db.Close()
 		return nil, err
+	}
+	if s.j != nil {
+		go s.runApplier()
 	}
 	// The pid file only names the holder for ErrLocked; the lock itself
 	// is bbolt's flock on the queue file.
@@ -232,6 +266,14 @@ func (s *Store) init() error {
 		return fmt.Errorf("store: open %s: %w", s.path, classify(err))
 	}
 	s.report.SchemaFrom, s.report.SchemaTo = from, to
+	if err := s.openJournal(); err != nil {
+		var de *DamageError
+		if errors.As(err, &de) {
+			de.Op = "open " + s.path
+			return de
+		}
+		return fmt.Errorf("store: open %s: %w", s.path, err)
+	}
 	var stored string
 	err = s.dbView(func(tx *bolt.Tx) error {
 		stored = string(tx.Bucket(bktMeta).Get(metaPolicy))
@@ -275,6 +317,7 @@ func (s *Store) Close() error {
 	if b, err := os.ReadFile(s.pidFile); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		os.Remove(s.pidFile)
 	}
+	s.closeJournal()
 	err := s.db.Close() // waits for the write transaction in progress
 	s.closeFile()
 	return err
@@ -331,14 +374,33 @@ func (s *Store) write(run func(func(*bolt.Tx) error) error, op string, fn func(w
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	// Records journaled before this call are filed in this transaction
+	// if the applier has not filed them yet (journal.go).
+	target, ok := s.piggyback()
+	if !ok {
+		if err := s.fence(); err != nil {
+			return err
+		}
+		target = 0
+	}
 	var w *wtx
+	var top uint64
 	err := run(func(tx *bolt.Tx) error {
 		w = s.begin(tx)
+		if target > 0 {
+			var err error
+			if top, err = s.applyIn(w, target); err != nil {
+				return err
+			}
+		}
 		if err := fn(w); err != nil {
 			return err
 		}
 		return w.commit()
 	})
+	if err == nil && target > 0 {
+		s.markApplied(top)
+	}
 	if err != nil {
 		var de *DamageError
 		if errors.As(err, &de) && de.Op == "" {
@@ -375,6 +437,9 @@ func (s *Store) reportCorrupt(w *wtx) {
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	if s.closed.Load() {
 		return ErrClosed
+	}
+	if err := s.fence(); err != nil {
+		return err
 	}
 	return classify(s.dbView(fn))
 }

@@ -1,0 +1,235 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// openJournaled opens f's store with fsync and a journal of size bytes
+// whose applier waits until release is called (also at the end of the
+// test, so that a failing test does not hang in Close).
+func (f *fixture) openJournaled(size int64) (release func()) {
+	f.t.Helper()
+	hold := make(chan struct{})
+	release = sync.OnceFunc(func() { close(hold) })
+	f.t.Cleanup(release)
+	f.o.NoSync, f.o.JournalSize, f.o.journalHold = false, size, hold
+	f.reopen()
+	if f.s.j == nil {
+		f.t.Fatal("no journal")
+	}
+	return release
+}
+
+// spool queues a message of n bytes of content through Spool.Enqueue.
+func (f *fixture) spool(m *Message, n int) []byte {
+	f.t.Helper()
+	m.ID = NewID()
+	c, err := f.s.Spool(m.ID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	body := content(n)
+	c.Write(body)
+	if err := c.Enqueue(m); err != nil {
+		f.t.Fatal(err)
+	}
+	return body
+}
+
+// kill leaves the store as a killed process would: the files as they
+// are, nothing applied or closed by the store.
+func (f *fixture) kill() {
+	f.t.Helper()
+	f.s.closed.Store(true)
+	f.s.j.log.Close()
+	f.s.db.Close()
+	f.s.closeFile()
+	f.o.journalHold = nil
+}
+
+// TestJournalReplay: messages acknowledged through the journal and not
+// yet applied when the process dies are in the file after the next Open,
+// whole, before anything reads it; one acknowledged as leased comes back
+// incoming (recoverLeases); a second Open replays nothing. (A message
+// leased at acceptance is committed directly, with its lease.)
+func TestJournalReplay(t *testing.T) {
+	f := open(t)
+	f.openJournaled(1 << 20)
+	bodies := map[ID][]byte{}
+	for i := 0; i < 20; i++ {
+		m := newMsg("a@x.tld", "b@y.example")
+		switch i % 5 {
+		case 1:
+			m.State = StateActive // leased at acceptance: committed directly
+		case 2:
+			m.State = StateHold
+		}
+		b := f.spool(m, 100+i*50)
+		bodies[m.ID] = b
+	}
+	if a, l := f.s.j.applied.Load(), f.s.j.last.Load(); a != 0 || l != 16 {
+		t.Fatalf("before the crash: applied %d, journaled %d; want 0, 16", a, l)
+	}
+	f.kill()
+	f.reopen()
+	r := f.s.Report()
+	if r.Replayed != 16 || r.Recovered != 4 {
+		t.Fatalf("Open: replayed %d, recovered %d; want 16, 4", r.Replayed, r.Recovered)
+	}
+	for id, want := range bodies {
+		if b, err := f.s.Body(id); err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s after replay: %v (intact: %v)", id, err, bytes.Equal(b, want))
+		}
+	}
+	if st := f.stats(); st.Hold != 4 || st.Incoming != 16 || st.Active != 0 {
+		t.Fatalf("stats after replay: %+v", st)
+	}
+	f.check()
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		t.Fatalf("second Open replayed %d", r.Replayed)
+	}
+}
+
+// TestJournalFence: what Spool.Enqueue acknowledged through the journal
+// is seen by the next read, lease or flush even while the applier has
+// not run: they wait for it. Close applies what is pending.
+func TestJournalFence(t *testing.T) {
+	f := open(t)
+	release := f.openJournaled(1 << 20)
+	m := newMsg("a@x.tld")
+	f.spool(m, 1000)
+	got := make(chan error, 2)
+	go func() {
+		_, err := f.s.Get(m.ID)
+		got <- err
+	}()
+	go func() {
+		ms, err := f.s.Lease(f.clk.Now(), 10)
+		if err == nil && (len(ms) != 1 || ms[0].ID != m.ID) {
+			err = errors.New("lease did not find the message")
+		}
+		got <- err
+	}()
+	for {
+		f.s.j.mu.Lock()
+		n := f.s.j.waiters
+		f.s.j.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		runtime.Gosched()
+	}
+	release()
+	for i := 0; i < 2; i++ {
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Close applies what is pending.
+	m2 := newMsg("b@x.tld")
+	f.spool(m2, 500)
+	f.s.Close()
+	f.o.journalHold = nil
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		t.Fatalf("Open after Close replayed %d", r.Replayed)
+	}
+	f.get(m2.ID)
+}
+
+// TestJournalFull: when the journal has no room (its halves hold records
+// not applied yet), Spool.Enqueue commits to the file directly.
+func TestJournalFull(t *testing.T) {
+	f := open(t)
+	release := f.openJournaled(16 << 10)
+	var ids []ID
+	for i := 0; i < 8; i++ {
+		m := newMsg("a@x.tld")
+		f.spool(m, 3000)
+		ids = append(ids, m.ID)
+	}
+	if n := f.s.j.last.Load(); n == 0 || n >= 8 {
+		t.Fatalf("%d of 8 journaled; want some, not all", n)
+	}
+	release()
+	for _, id := range ids {
+		f.get(id)
+	}
+	f.check()
+}
+
+// TestSalvageJournal: salvage copies the messages of the damaged file's
+// journal that the file lacks, and the salvaged file, put in its place
+// next to that journal, replays none of them again.
+func TestSalvageJournal(t *testing.T) {
+	f := open(t)
+	f.openJournaled(1 << 20)
+	var ids []ID
+	for i := 0; i < 5; i++ {
+		m := newMsg("a@x.tld")
+		f.spool(m, 700)
+		ids = append(ids, m.ID)
+	}
+	f.kill()
+	out := filepath.Join(t.TempDir(), "salvaged.db")
+	rep, err := Salvage(f.path, out, Options{Eligible: eligibleTLD, PolicyKey: "tld"})
+	if err != nil || rep.Journaled != 5 || rep.Recovered != 5 || rep.JournalErr != nil {
+		t.Fatalf("Salvage: %+v, %v", rep, err)
+	}
+	if err := os.Rename(out, f.path); err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		t.Fatalf("salvaged file replayed %d", r.Replayed)
+	}
+	for _, id := range ids {
+		if b, err := f.s.Body(id); err != nil || !bytes.Equal(b, content(700)) {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	f.check()
+}
+
+// TestJournalPiggyback: while its record waits for the applier, a
+// message's content is read from memory, and a write (here Hold) files
+// the pending records in its own transaction instead of waiting for the
+// applier.
+func TestJournalPiggyback(t *testing.T) {
+	f := open(t)
+	f.openJournaled(1 << 20) // the applier never runs before the end
+	m := newMsg("a@x.tld", "b@y.example")
+	body := f.spool(m, 900)
+	if b, err := f.s.Body(m.ID); err != nil || !bytes.Equal(b, body) {
+		t.Fatalf("Body from the journal: %v", err)
+	}
+	if h, err := f.s.BodyHead(m.ID, 10); err != nil || !bytes.Equal(h, body[:10]) {
+		t.Fatalf("BodyHead from the journal: %q, %v", h, err)
+	}
+	other := newMsg("c@x.tld")
+	f.spool(other, 300)
+	if n, err := f.s.Hold(m.ID); err != nil || n != 1 {
+		t.Fatalf("Hold: %d, %v", n, err)
+	}
+	if a, l := f.s.j.applied.Load(), f.s.j.last.Load(); a != l {
+		t.Fatalf("after Hold: applied %d of %d", a, l)
+	}
+	if got := f.get(m.ID); got.State != StateHold {
+		t.Fatalf("after Hold: %s", got.State)
+	}
+	f.get(other.ID)
+	f.check()
+	f.kill()
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		t.Fatalf("replayed %d after the piggybacked apply", r.Replayed)
+	}
+	f.check()
+}
