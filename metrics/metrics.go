@@ -14,6 +14,8 @@
 //   - store: Damaged per unreadable message (store.Options.OnDamaged);
 //     ObserveCommit per group commit (store.Options.OnCommit): the
 //     commit's duration and how many writers it carried;
+//     ObserveJournalCommit per write of the queue journal
+//     (store.Options.OnJournalCommit);
 //   - delivery (delivery.Events, TLSEvents): Outcome per recipient after
 //     the store commit, ObserveDelivery per attempt, TLSOutcome.
 //
@@ -59,8 +61,10 @@ type Set struct {
 	rateLimited     *prometheus.CounterVec
 	commitDuration  prometheus.Histogram
 	commitBatchSize prometheus.Histogram
-	damaged         prometheus.Counter
-	deliveryTLS     *prometheus.CounterVec
+	// The journal's writes (store.Options.OnJournalCommit).
+	journalDuration, journalRecords prometheus.Histogram
+	damaged                         prometheus.Counter
+	deliveryTLS                     *prometheus.CounterVec
 }
 
 // StatsFunc reports the queue counters (store.Store.Stats).
@@ -97,6 +101,12 @@ func New(stats StatsFunc) *Set {
 		prometheus.ExponentialBuckets(0.0001, 2, 16))
 	m.commitBatchSize = m.histogram("holdfast_store_commit_batch_size",
 		"Writers (enqueues, leases, finishes, flush chunks) per group commit.",
+		prometheus.ExponentialBuckets(1, 2, 10))
+	m.journalDuration = m.histogram("holdfast_store_journal_commit_duration_seconds",
+		"Duration of the queue journal's writes (a group of new messages, one fdatasync).",
+		prometheus.ExponentialBuckets(0.00005, 2, 16))
+	m.journalRecords = m.histogram("holdfast_store_journal_commit_records",
+		"New messages per write of the queue journal.",
 		prometheus.ExponentialBuckets(1, 2, 10))
 	m.damaged = m.counter("holdfast_queue_damaged_messages_total",
 		"Messages that cannot be delivered because a page of queue.db holding their record or body cannot be read (holdfast db salvage).")
@@ -253,6 +263,16 @@ func (m *Set) ObserveCommit(d time.Duration, batch int) {
 	if m != nil {
 		m.commitDuration.Observe(d.Seconds())
 		m.commitBatchSize.Observe(float64(batch))
+	}
+}
+
+// ObserveJournalCommit records one write of the queue journal and its
+// number of records: the daemon passes it as
+// store.Options.OnJournalCommit.
+func (m *Set) ObserveJournalCommit(d time.Duration, records int) {
+	if m != nil {
+		m.journalDuration.Observe(d.Seconds())
+		m.journalRecords.Observe(float64(records))
 	}
 }
 

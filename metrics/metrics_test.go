@@ -77,6 +77,7 @@ func TestScrape(t *testing.T) {
 	m.RateLimited("mail")
 	m.ObserveDelivery(30 * time.Millisecond)
 	m.ObserveCommit(2*time.Millisecond, 8)
+	m.ObserveJournalCommit(150*time.Microsecond, 4)
 	d, err := accept.New(st, m).Begin() // counted from the acceptance event
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +152,8 @@ func TestScrape(t *testing.T) {
 		{"holdfast_smtp_rate_limited_total", map[string]string{"event": "mail"}, 1},
 		{"holdfast_store_commit_duration_seconds", nil, 1},
 		{"holdfast_store_commit_batch_size", nil, 1},
+		{"holdfast_store_journal_commit_duration_seconds", nil, 1},
+		{"holdfast_store_journal_commit_records", nil, 1},
 	} {
 		if got := value(tc.name, tc.labels); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)

@@ -279,6 +279,12 @@ func printSalvage(w io.Writer, src, out string, rep store.SalvageReport) {
 		fmt.Fprintf(w, "  %s\n", p)
 	}
 	fmt.Fprintf(w, "%s: %d messages recovered (%d on hold)\n", out, rep.Recovered, rep.Held)
+	if rep.Journaled > 0 {
+		fmt.Fprintf(w, "  of them %d from %s.journal (acknowledged, not yet in the file)\n", rep.Journaled, src)
+	}
+	if rep.JournalErr != nil {
+		fmt.Fprintf(w, "%s.journal could not be read (%v): messages it holds are not in %s\n", src, rep.JournalErr, out)
+	}
 	fmt.Fprintf(w, "lost: %d messages named by the damaged file", len(rep.Lost))
 	if rep.LostUnnamed > 0 {
 		fmt.Fprintf(w, ", and %d contents without a readable record", rep.LostUnnamed)

@@ -466,21 +466,8 @@ func (d *daemon) openStore(c *config.Config) error {
 	opts := store.Options{
 		Timeout: lockTimeout, Eligible: d.policy.Eligible, PolicyKey: d.policy.Key(),
 		MaxSize: maxSize, ContentLimit: inflight,
-		OnCorrupt: func(id store.ID, err error) {
-			d.log.Error().Str("queue_id", string(id)).Err(err).
-				Msg("corrupt queue record moved aside; run holdfast db check")
-		},
-		// Called once per message, from the store operation that met the
-		// damage; d.metrics is set before any goroutine uses the store.
-		OnDamaged: func(id store.ID, err error) {
-			d.log.Error().Str("queue_id", string(id)).Err(err).
-				Msg("message cannot be delivered: queue.db is damaged where it is kept; stop holdfast and run holdfast db salvage")
-			d.metrics.Damaged()
-		},
-		// Every group commit: holdfast_store_commit_duration_seconds and
-		// _batch_size. Open's own transactions are not group commits.
-		OnCommit: func(took time.Duration, writers int) { d.metrics.ObserveCommit(took, writers) },
 	}
+	d.storeHooks(&opts)
 	d.store, err = store.Open(dbPath, opts)
 	if errors.Is(err, store.ErrLocked) {
 		// store.Open keeps the holder's pid next to the file.
@@ -492,11 +479,44 @@ func (d *daemon) openStore(c *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("open queue %s: %w", dbPath, err)
 	}
+	d.logOpened(dbPath)
+	return nil
+}
+
+// storeHooks sets the store's callbacks: the log and the metrics.
+func (d *daemon) storeHooks(o *store.Options) {
+	o.OnCorrupt = func(id store.ID, err error) {
+		d.log.Error().Str("queue_id", string(id)).Err(err).
+			Msg("corrupt queue record moved aside; run holdfast db check")
+	}
+	// Called once per message, from the store operation that met the
+	// damage; d.metrics is set before any goroutine uses the store.
+	o.OnDamaged = func(id store.ID, err error) {
+		d.log.Error().Str("queue_id", string(id)).Err(err).
+			Msg("message cannot be delivered: queue.db is damaged where it is kept; stop holdfast and run holdfast db salvage")
+		d.metrics.Damaged()
+	}
+	// Every group commit: holdfast_store_commit_duration_seconds and
+	// _batch_size. Open's own transactions are not group commits.
+	o.OnCommit = func(took time.Duration, writers int) { d.metrics.ObserveCommit(took, writers) }
+	// Acknowledged messages the journal could not hand to queue.db
+	// (full disk, damage): kept in queue.db.journal, retried every
+	// second; the queue cannot be read meanwhile.
+	o.OnJournal = func(err error) {
+		d.log.Error().Err(err).Msg("queue.db.journal cannot be applied to queue.db; retrying")
+	}
+	o.OnJournalCommit = func(took time.Duration, records int) { d.metrics.ObserveJournalCommit(took, records) }
+}
+
+// logOpened logs what store.Open did.
+func (d *daemon) logOpened(dbPath string) {
 	r := d.store.Report()
+	if r.JournalErr != nil {
+		d.log.Warn().Err(r.JournalErr).Msg("no queue journal: messages are committed to queue.db directly")
+	}
 	d.log.Info().Str("queue", dbPath).Int("schema_from", r.SchemaFrom).Int("schema", r.SchemaTo).
 		Int("recovered_leases", r.Recovered).Bool("flush_index_rebuilt", r.Rebuilt).
-		Int("quarantined", r.Quarantined).Bool("fast_flush", d.policy.Enabled()).Msg("queue opened")
-	return nil
+		Int("quarantined", r.Quarantined).Int("journal_replayed", r.Replayed).Bool("fast_flush", d.policy.Enabled()).Msg("queue opened")
 }
 
 // damaged reports whether an Open error means the file is not a usable
