@@ -17,7 +17,7 @@ queue; Stats reads counters kept in the meta bucket.
 
 Buckets (names and key codecs are in keys.go):
 
-	meta     schema version, policy fingerprint, counters
+	meta     schema version, policy fingerprint, counters, journal-applied
 	msg      id -> envelope record (record.go: version byte, fields, CRC-32C)
 	body     id -> content of at most 256 KiB (every body in schema 1)
 	         id ‖ big-endian chunk number -> bucket {0x00 -> 256 KiB of content}
@@ -28,6 +28,16 @@ Buckets (names and key codecs are in keys.go):
 	active   id -> ∅                                  leases, recovered at Open
 	dest     destination -> dead-until, reason, last flush
 	corrupt  id/msg, id/body -> records that did not decode
+
+The journal (journal.go, the file path+".journal", package
+internal/wal): Spool.Enqueue of a message of one chunk or less that is
+not leased at acceptance appends it to the journal (one write and one
+fdatasync shared by the sessions appending at the same moment) and
+returns; the applier files it in bbolt within applyDelay, with
+journal-applied in the same transaction. Every other operation sees it
+first: reads wait for it (fence), writes file it in their own
+transaction (Store.write), its content is read from memory meanwhile.
+Open files what a crash left in the journal before anything reads.
 
 Queue IDs are 12 characters of base32 (extended-hex alphabet, so byte
 order is numeric order) over 42 bits of Unix milliseconds and 18 random
