@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -141,8 +142,8 @@ func TestCrashUnderLoad(t *testing.T) {
 	if ks.checkSkipped {
 		t.Logf("holdfast db check is not available: the database was not checked between kills")
 	}
-	t.Logf("RESULT crashtest: stops=%d (SIGKILL %d, SIGTERM %d, slowest SIGTERM %v) db-checks=%d acked=%d delivered-acked=%d unsure=%d unsure-delivered=%d duplicates=%d (late-read %d) lost=%d max-restart=%v",
-		report.kills, report.kills-report.terms, report.terms, ks.maxStop.Round(time.Millisecond), report.checks, len(acked), report.deliveredAcked, len(unsure), report.unsureDelivered, report.duplicates, report.lateReads, report.lost, report.maxRestart.Round(time.Millisecond))
+	t.Logf("RESULT crashtest: stops=%d (SIGKILL %d, SIGTERM %d, slowest SIGTERM %v) db-checks=%d acked=%d delivered-acked=%d unsure=%d unsure-delivered=%d duplicates=%d (late-read %d) lost=%d max-restart=%v journal-replayed=%d",
+		report.kills, report.kills-report.terms, report.terms, ks.maxStop.Round(time.Millisecond), report.checks, len(acked), report.deliveredAcked, len(unsure), report.unsureDelivered, report.duplicates, report.lateReads, report.lost, report.maxRestart.Round(time.Millisecond), journalReplayed(d.Log()))
 	for i, seq := range report.unexplained {
 		if i == 3 {
 			break
@@ -596,4 +597,20 @@ func hash(s string) uint32 {
 		h *= 16777619
 	}
 	return h
+}
+
+// replayedField is the count of journal records a start filed in
+// queue.db (the "queue opened" log line).
+var replayedField = regexp.MustCompile(`"journal_replayed":(\d+)`)
+
+// journalReplayed sums it over the starts in log: messages acknowledged
+// through the journal that a kill left unfiled (all must be delivered,
+// as any acknowledged message).
+func journalReplayed(log string) int {
+	n := 0
+	for _, m := range replayedField.FindAllStringSubmatch(log, -1) {
+		v, _ := strconv.Atoi(m[1])
+		n += v
+	}
+	return n
 }
