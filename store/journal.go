@@ -37,11 +37,15 @@ const DefaultJournalSize = wal.DefaultSize
 const journalRetry = time.Second
 
 // applyDelay is how long a journaled record may wait to be applied,
-// and applyCount how many may wait: the fewer bbolt commits, the fewer
-// fsyncs beside the journal's. A fence does not wait for the delay.
+// applyCount how many may wait and applyBytes how much content: the
+// fewer bbolt commits, the fewer fsyncs beside the journal's. A fence
+// does not wait for the delay. applyBytes keeps the journal (whose half
+// is released only once all its records are applied) from filling with
+// large messages, which would send acceptance to the direct path.
 const (
 	applyDelay = 50 * time.Millisecond
 	applyCount = 1024
+	applyBytes = 1 << 20
 )
 
 // metaJournal is the key in bucket meta of the highest journal sequence
@@ -380,7 +384,7 @@ func (s *Store) journalEnqueue(m *Message, body []byte) (bool, error) {
 		j.broken.Store(true)
 		return false, nil
 	}
-	j.pendingBytes.Add(int64(len(body)))
+	held := j.pendingBytes.Add(int64(len(body)))
 	j.mu.Lock()
 	r := &jrec{seq: seq, m: clone(m), body: body}
 	j.pending[seq], j.byID[r.m.ID] = r, r
@@ -390,7 +394,7 @@ func (s *Store) journalEnqueue(m *Message, body []byte) (bool, error) {
 	for j.pending[j.top+1] != nil {
 		j.top++
 	}
-	many := len(j.pending) >= applyCount
+	many := len(j.pending) >= applyCount || held >= applyBytes
 	j.mu.Unlock()
 	signal(j.kick)
 	if many {
@@ -441,7 +445,8 @@ func (s *Store) fence() error {
 
 // runApplier is the applier's goroutine. Records wait up to applyDelay
 // to be applied, so that one bbolt commit files many of them: at once
-// when a fence waits for them, when applyCount are pending, or at Close.
+// when a fence waits for them, when applyCount (or applyBytes of content)
+// are pending, or at Close.
 func (s *Store) runApplier() {
 	j := s.j
 	defer close(j.done)
