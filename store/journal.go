@@ -496,6 +496,11 @@ func (s *Store) applyPending() bool {
 	}
 	var top uint64
 	err := s.shared(func(tx *bolt.Tx) error {
+		if s.o.journalFault != nil {
+			if err := s.o.journalFault(); err != nil {
+				return err
+			}
+		}
 		w := s.begin(tx)
 		var err error
 		if top, err = s.applyIn(w, target); err != nil {

@@ -3,11 +3,14 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // openJournaled opens f's store with fsync and a journal of size bytes
@@ -230,6 +233,49 @@ func TestJournalPiggyback(t *testing.T) {
 	f.reopen()
 	if r := f.s.Report(); r.Replayed != 0 {
 		t.Fatalf("replayed %d after the piggybacked apply", r.Replayed)
+	}
+	f.check()
+}
+
+// TestJournalApplyFails: records the applier cannot file stay pending;
+// the failure is reported (OnJournal), reads fail with it rather than
+// miss an acknowledged message, and the applier tries again until it
+// succeeds.
+func TestJournalApplyFails(t *testing.T) {
+	f := open(t)
+	var failing atomic.Bool
+	failing.Store(true)
+	var reported atomic.Int32
+	f.o.journalFault = func() error {
+		if failing.Load() {
+			return fmt.Errorf("%w: test", ErrNoSpace)
+		}
+		return nil
+	}
+	f.o.OnJournal = func(error) { reported.Add(1) }
+	f.openJournaled(1 << 20)()
+	m := newMsg("a@x.tld")
+	f.spool(m, 500)
+	if _, err := f.s.Get(m.ID); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Get while the apply fails: %v, want ErrNoSpace", err)
+	}
+	deadline := time.Now().Add(10 * journalRetry)
+	for reported.Load() == 0 { // reported after the error is set
+		if time.Now().After(deadline) {
+			t.Fatal("the failed apply was not reported")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	failing.Store(false)
+	for {
+		_, err := f.s.Get(m.ID)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Get after the fault cleared: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // the applier retries on its timer
 	}
 	f.check()
 }

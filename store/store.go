@@ -87,12 +87,16 @@ type Options struct {
 	// shared commit for its writers to come back (committer.last).
 	// Benchmarks only.
 	gather time.Duration
-	// sparse leaves the growing of the file to bbolt (ftruncate, a
-	// hole) instead of growAhead's zeros. Benchmarks only.
 	// journalHold, when set, stops the journal's applier before each
 	// apply until it is closed (tests: a crash between the journal's
 	// fsync and the apply).
-	journalHold                   chan struct{}
+	journalHold chan struct{}
+	// journalFault, when set, is called in each of the applier's
+	// transactions; an error fails it (tests: a file that cannot take
+	// the records).
+	journalFault func() error
+	// sparse leaves the growing of the file to bbolt (ftruncate, a
+	// hole) instead of growAhead's zeros. Benchmarks only.
 	sparse                        bool
 	arrayFreelist, noSyncFreelist bool
 	pageSize                      int
