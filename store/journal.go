@@ -246,14 +246,20 @@ func (s *Store) applyFn(batch []*jrec) func(tx *bolt.Tx) error {
 	}
 }
 
-// fileRecords inserts the messages of records in the transaction (a queue
-// ID already taken, which NewID never gives within a process, gets a new
-// one rather than be lost) and sets journal-applied to the last. It only
-// changes the transaction and may run more than once.
+// fileRecords inserts the messages of records in the transaction and
+// sets journal-applied to the last. A record whose message the file
+// already holds (same ID, arrival and size: a journal append that failed
+// after its write, the message then committed directly) is skipped, so
+// that it is not delivered twice; a queue ID taken by another message,
+// which NewID never gives within a process, gets a new one rather than
+// be lost. It only changes the transaction and may run more than once.
 func (w *wtx) fileRecords(batch []*jrec) error {
 	for _, r := range batch {
 		m := r.m
-		if w.msg.Get(msgKey(m.ID)) != nil {
+		if v := w.msg.Get(msgKey(m.ID)); v != nil {
+			if old, err := decodeMessage(m.ID, v); err == nil && old.Size == m.Size && old.Arrival.Equal(m.Arrival) {
+				continue
+			}
 			m = clone(m)
 			m.ID = NewID()
 		}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // openJournaled opens f's store with fsync and a journal of size bytes
@@ -276,6 +278,51 @@ func TestJournalApplyFails(t *testing.T) {
 			t.Fatalf("Get after the fault cleared: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond) // the applier retries on its timer
+	}
+	f.check()
+}
+
+// TestJournalReplayKnownID: a journal record whose message the file
+// already holds (a journal append that failed after its write, the
+// message then committed directly under the same ID) is not filed a
+// second time under a new ID at the next Open: that would deliver it
+// twice. A record whose ID the file holds for another message still
+// gets a new ID rather than be lost.
+func TestJournalReplayKnownID(t *testing.T) {
+	f := open(t)
+	f.openJournaled(1 << 20)
+	m := newMsg("a@x.tld")
+	body := f.spool(m, 600)
+	other := newMsg("c@x.tld")
+	f.spool(other, 400)
+	f.s.j.mu.Lock()
+	same := clone(f.s.j.byID[m.ID].m)
+	clash := clone(f.s.j.byID[other.ID].m)
+	f.s.j.mu.Unlock()
+	clash.Arrival, clash.Size = clash.Arrival.Add(-time.Hour), 10 // another message, same ID
+	err := f.s.dbUpdate(func(tx *bolt.Tx) error {
+		w := f.s.begin(tx)
+		if err := w.insert(same, body); err != nil {
+			return err
+		}
+		if err := w.insert(clash, content(10)); err != nil {
+			return err
+		}
+		return w.commit()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.kill()
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 2 {
+		t.Fatalf("replayed %d, want 2", r.Replayed)
+	}
+	if st := f.stats(); st.Incoming != 3 {
+		t.Fatalf("after replay: %d incoming, want 3 (the message known already once, the clashing one twice)", st.Incoming)
+	}
+	if b, err := f.s.Body(m.ID); err != nil || !bytes.Equal(b, body) {
+		t.Fatalf("%s: %v", m.ID, err)
 	}
 	f.check()
 }
