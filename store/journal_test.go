@@ -326,3 +326,61 @@ func TestJournalReplayKnownID(t *testing.T) {
 	}
 	f.check()
 }
+
+// TestSalvageJournalMetaLost: when the damage takes the page holding
+// journal-applied (here the root page, where bucket meta lives), salvage
+// still copies the journal's messages that the file lacks, although the
+// journal's first records were released and overwritten long ago (its
+// records then do not follow 0), and the salvaged file, put in place
+// next to that journal, opens.
+func TestSalvageJournalMetaLost(t *testing.T) {
+	f := open(t)
+	f.openJournaled(16 << 10) // halves of 8 KiB: two records of 3000 bytes each
+	var ids []ID
+	spool := func(n int) {
+		for range n {
+			m := newMsg("a@x.tld")
+			f.spool(m, 3000)
+			ids = append(ids, m.ID)
+		}
+	}
+	file := func() { // a write files the pending records (piggyback)
+		if _, err := f.s.Hold(ids[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 60 { // records and bodies on pages of their own, not in the root page
+		if err := f.s.Enqueue(newMsg("f@x.tld"), content(300)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spool(2) // records 1, 2 in the first half
+	file()
+	spool(2) // 3, 4 in the second
+	file()
+	spool(2) // 5, 6 over 1, 2 in the first: acknowledged, not filed
+	if a, l := f.s.j.applied.Load(), f.s.j.last.Load(); a != 4 || l != 6 {
+		t.Fatalf("applied %d of %d; want 4 of 6", a, l)
+	}
+	f.kill()
+	d := &damageFixture{path: f.path, o: Options{Eligible: eligibleTLD, PolicyKey: "tld"}}
+	d.layout(t)
+	d.garble(t, append([]uint64{d.root}, d.leaf["meta"]...)...)
+	rep, s := d.salvage(t)
+	if rep.JournalErr != nil || rep.Journaled < 2 {
+		t.Fatalf("salvage: %d from the journal, %v; want 5 and 6 at least", rep.Journaled, rep.JournalErr)
+	}
+	for _, id := range ids {
+		if _, err := s.Get(id); err != nil {
+			t.Errorf("%s after salvage: %v", id, err)
+		}
+	}
+	s.Close()
+	if err := os.Rename(f.path+".salvaged", f.path); err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		t.Fatalf("salvaged file replayed %d", r.Replayed)
+	}
+}

@@ -119,7 +119,9 @@ type scan struct {
 	// record read); jbodies the contents of the messages read from the
 	// journal.
 	applied uint64
-	jbodies map[ID][]byte
+	// appliedRead: journal-applied was read (its page may be damaged).
+	appliedRead bool
+	jbodies     map[ID][]byte
 }
 
 // run reads every page in use: not free, not the continuation of a
@@ -253,7 +255,7 @@ func (sc *scan) entry(k, v []byte, loc chunkLoc, bucket string) {
 		}
 	}
 	if bucket == string(bktMeta) && string(k) == string(metaJournal) {
-		sc.applied = uint64(getInt(v))
+		sc.applied, sc.appliedRead = uint64(getInt(v)), true
 		return
 	}
 	if len(k) != idLen {
@@ -434,6 +436,15 @@ func (sc *scan) journal(path string) (int, error) {
 		return 0, err
 	}
 	log, recs, err := wal.Open(path, fi.Size(), sc.applied)
+	var gap *wal.GapError
+	for !sc.appliedRead && errors.As(err, &gap) && gap.Next-1 > sc.applied {
+		// journal-applied was on a damaged page (or never written):
+		// every record the journal holds, from its lowest, is taken; those
+		// the file has are skipped below. A message that was filed and
+		// delivered since may come back (a duplicate, never a loss).
+		sc.applied = gap.Next - 1
+		log, recs, err = wal.Open(path, fi.Size(), sc.applied)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -31,7 +31,7 @@ var (
 	// ErrTooBig is returned by Append for a record (header and data)
 	// larger than half the log: it could never be written.
 	ErrTooBig = errors.New("wal: record larger than half the journal")
-	// ErrGap is returned, wrapped with the Seqs, by Open when the valid
+	// ErrGap is returned, in a *GapError, by Open when the valid
 	// records after the applied Seq do not follow it without a hole: a
 	// record that was acknowledged is missing (damage, or a caller that
 	// released records it had not applied).
@@ -197,7 +197,7 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 	slices.SortFunc(recs, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	for i, r := range recs {
 		if want := applied + 1 + uint64(i); r.Seq != want {
-			return nil, nil, fmt.Errorf("%w: record %d is missing (applied %d, next found %d)", ErrGap, want, applied, r.Seq)
+			return nil, nil, &GapError{Missing: want, Applied: applied, Next: r.Seq}
 		}
 	}
 	l.cur = 0
@@ -216,6 +216,20 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 	}
 	return l, recs, nil
 }
+
+// GapError is Open's ErrGap with its Seqs: record Missing is not in the
+// log, Next is the lowest valid record after it. A reader that does not
+// know the applied Seq (the caller's record of it is lost) may Open again
+// with Next-1 to read the records from there.
+type GapError struct {
+	Missing, Applied, Next uint64
+}
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("%v: record %d is missing (applied %d, next found %d)", ErrGap, e.Missing, e.Applied, e.Next)
+}
+
+func (e *GapError) Unwrap() error { return ErrGap }
 
 // lock takes an exclusive flock on f, or fails at once: two Logs
 // writing one file would overwrite each other's records. (The queue's
