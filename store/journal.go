@@ -171,6 +171,11 @@ func (s *Store) openJournal() error {
 		s.report.JournalErr = fmt.Errorf("journal %s: %w", path, err)
 		return nil
 	}
+	if errors.Is(err, wal.ErrGap) || errors.Is(err, wal.ErrSize) {
+		// Acknowledged records missing, or a file no Log made: the
+		// daemon stops pointing at salvage, which copies what it can.
+		return fmt.Errorf("%w: journal %s: %w", ErrDamaged, path, err)
+	}
 	if err != nil {
 		return fmt.Errorf("journal %s: %w", path, err)
 	}

@@ -36,6 +36,10 @@ type SalvageReport struct {
 	// messages are then not copied: the journal is left as it was).
 	Journaled  int
 	JournalErr error
+	// JournalMissing counts the records missing from the journal after
+	// the file's journal-applied (a hole: damage); the records after the
+	// hole are copied.
+	JournalMissing int
 }
 
 // Salvage copies every message that can still be read from the queue file
@@ -70,7 +74,7 @@ func Salvage(src, dst string, o Options) (SalvageReport, error) {
 	sc := &scan{w: w, recs: map[ID]*Message{}, chunks: map[ID][]chunkLoc{}, named: map[ID]bool{}}
 	sc.run()
 	rep.Pages, rep.Damaged, rep.Quarantined = sc.pages, w.problems, sc.quarantined
-	rep.Journaled, rep.JournalErr = sc.journal(src + ".journal")
+	rep.Journaled, rep.JournalMissing, rep.JournalErr = sc.journal(src + ".journal")
 
 	o.NoSync = true // one fsync at the end
 	s, err := Open(dst, o)
@@ -427,29 +431,34 @@ func (sc *scan) copyTo(s *Store, rep *SalvageReport) error {
 // journal reads the source's journal (when there is one) from the
 // record after journal-applied: messages acknowledged and not yet in the
 // file. It is opened at its own size, so that nothing in it is rewritten.
-func (sc *scan) journal(path string) (int, error) {
+// A hole after journal-applied (damage) is counted in missing and the
+// records after it are read; when journal-applied itself could not be
+// read, every record the journal holds is.
+func (sc *scan) journal(path string) (n, missing int, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return 0, nil
+			return 0, 0, nil
 		}
-		return 0, err
+		return 0, 0, err
 	}
 	log, recs, err := wal.Open(path, fi.Size(), sc.applied)
 	var gap *wal.GapError
-	for !sc.appliedRead && errors.As(err, &gap) && gap.Next-1 > sc.applied {
-		// journal-applied was on a damaged page (or never written):
-		// every record the journal holds, from its lowest, is taken; those
-		// the file has are skipped below. A message that was filed and
-		// delivered since may come back (a duplicate, never a loss).
+	for errors.As(err, &gap) && gap.Next-1 > sc.applied {
+		// Without journal-applied (its page damaged, or never written),
+		// the records released long ago are no hole: those the file has
+		// are skipped below, and a message filed and delivered since may
+		// come back (a duplicate, never a loss).
+		if sc.appliedRead {
+			missing += int(gap.Next - gap.Missing)
+		}
 		sc.applied = gap.Next - 1
 		log, recs, err = wal.Open(path, fi.Size(), sc.applied)
 	}
 	if err != nil {
-		return 0, err
+		return 0, missing, err
 	}
 	log.Close()
-	n := 0
 	for _, r := range recs {
 		sc.applied = r.Seq
 		m, body, err := decodeJournal(r.Data)
@@ -465,5 +474,5 @@ func (sc *scan) journal(path string) (int, error) {
 		sc.recs[m.ID], sc.jbodies[m.ID] = m, body
 		n++
 	}
-	return n, nil
+	return n, missing, nil
 }

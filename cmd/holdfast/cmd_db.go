@@ -282,6 +282,9 @@ func printSalvage(w io.Writer, src, out string, rep store.SalvageReport) {
 	if rep.Journaled > 0 {
 		fmt.Fprintf(w, "  of them %d from %s.journal (acknowledged, not yet in the file)\n", rep.Journaled, src)
 	}
+	if rep.JournalMissing > 0 {
+		fmt.Fprintf(w, "%s.journal is damaged: %d acknowledged messages in it could not be read (lost)\n", src, rep.JournalMissing)
+	}
 	if rep.JournalErr != nil {
 		fmt.Fprintf(w, "%s.journal could not be read (%v): messages it holds are not in %s\n", src, rep.JournalErr, out)
 	}

@@ -36,6 +36,9 @@ var (
 	// record that was acknowledged is missing (damage, or a caller that
 	// released records it had not applied).
 	ErrGap = errors.New("wal: gap in the journal")
+	// ErrSize is returned by Open for a file whose size no Log makes
+	// (not a multiple of 8 KiB up to 4 GiB): truncated or not a log.
+	ErrSize = errors.New("wal: open: bad size")
 	// ErrClosed is returned by Append after Close.
 	ErrClosed = errors.New("wal: journal closed")
 )
@@ -150,7 +153,7 @@ func Open(path string, size int64, applied uint64) (*Log, []Record, error) {
 		fi = nil
 	} else if fi.Size()%unit != 0 || fi.Size() > 2*maxHalf {
 		f.Close()
-		return nil, nil, fmt.Errorf("wal: open %s: size %d is not a multiple of %d up to %d", path, fi.Size(), unit, 2*maxHalf)
+		return nil, nil, fmt.Errorf("%w: %s: size %d is not a multiple of %d up to %d", ErrSize, path, fi.Size(), unit, 2*maxHalf)
 	}
 	have := size
 	if fi != nil {
