@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -440,4 +441,89 @@ func TestJournalGap(t *testing.T) {
 		}
 	}
 	f.check()
+}
+
+// TestJournalCloseUnderLoad: Close while sessions enqueue through the
+// journal files every message acknowledged before it (nothing left for
+// the next Open to replay) and refuses the later ones; nothing
+// acknowledged is missing after the reopen.
+func TestJournalCloseUnderLoad(t *testing.T) {
+	f := open(t)
+	f.o.NoSync, f.o.JournalSize = false, 1<<20
+	f.reopen()
+	s := f.s
+	var mu sync.Mutex
+	var acked []ID
+	var wg sync.WaitGroup
+	many := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				m := newMsg("a@x.tld")
+				m.ID = NewID()
+				c, err := s.Spool(m.ID)
+				if err != nil {
+					return
+				}
+				c.Write(content(300))
+				if err := c.Enqueue(m); err != nil {
+					if !errors.Is(err, ErrClosed) {
+						t.Errorf("Enqueue: %v", err)
+					}
+					return
+				}
+				mu.Lock()
+				acked = append(acked, m.ID)
+				n := len(acked)
+				mu.Unlock()
+				if n == 40 {
+					close(many)
+				}
+			}
+		}()
+	}
+	<-many
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	f.o.JournalSize = 1 << 20
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		t.Errorf("Open after Close replayed %d", r.Replayed)
+	}
+	for _, id := range acked {
+		if _, err := f.s.Get(id); err != nil {
+			t.Fatalf("acknowledged %s: %v", id, err)
+		}
+	}
+	t.Logf("%d acknowledged", len(acked))
+	f.check()
+}
+
+// TestJournalOwner: a journal made by a process running as root (a
+// `holdfast queue` command on a queue that has none yet) belongs to the
+// queue file's owner, so that the daemon's user can open it.
+func TestJournalOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	f := open(t)
+	f.o.NoSync, f.o.JournalSize = false, -1 // no journal yet
+	f.reopen()
+	f.s.Close()
+	if err := os.Chown(f.path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	f.o.JournalSize = 64 << 10
+	f.reopen()
+	var st syscall.Stat_t
+	if err := syscall.Stat(f.path+".journal", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 65534 || st.Gid != 65534 || st.Mode&0o777 != 0o600 {
+		t.Fatalf("journal owned by %d:%d, mode %o; want 65534:65534, 600", st.Uid, st.Gid, st.Mode&0o777)
+	}
 }
