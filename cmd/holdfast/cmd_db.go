@@ -239,10 +239,15 @@ func dbSalvage(cl *control.Client, c *config.Config, running bool, pos []string,
 		out = pos[0]
 	}
 	aside := src + ".damaged"
+	// A journal salvage cannot read would stop the salvaged file from
+	// opening too: it goes aside with the damaged file.
+	journal, journalAside := src+".journal", src+".journal.damaged"
 	if replace {
-		if _, err := os.Stat(aside); err == nil {
-			fmt.Fprintf(stderr, "holdfast: db salvage: %s exists (an earlier salvage?); move it away first\n", aside)
-			return exCantCreat
+		for _, p := range []string{aside, journalAside} {
+			if _, err := os.Stat(p); err == nil {
+				fmt.Fprintf(stderr, "holdfast: db salvage: %s exists (an earlier salvage?); move it away first\n", p)
+				return exCantCreat
+			}
 		}
 	}
 	p, err := flush.New(c)
@@ -258,8 +263,19 @@ func dbSalvage(cl *control.Client, c *config.Config, running bool, pos []string,
 	keepOwner(out, before)
 	printSalvage(stdout, src, out, rep)
 	if !replace {
+		if rep.JournalErr != nil {
+			fmt.Fprintf(stdout, "to use it: mv %s %s && mv %s %s && mv %s %s, then start holdfast\n", src, aside, journal, journalAside, out, src)
+			return 0
+		}
 		fmt.Fprintf(stdout, "to use it: mv %s %s && mv %s %s, then start holdfast\n", src, aside, out, src)
 		return 0
+	}
+	if rep.JournalErr != nil {
+		if err := os.Rename(journal, journalAside); err != nil {
+			fmt.Fprintf(stderr, "holdfast: %v\n", err)
+			return exIOErr
+		}
+		fmt.Fprintf(stdout, "%s moved aside to %s\n", journal, journalAside)
 	}
 	if err := os.Rename(src, aside); err != nil {
 		fmt.Fprintf(stderr, "holdfast: %v\n", err)
