@@ -387,8 +387,8 @@ func (s *Store) journalEnqueue(m *Message, body []byte) (bool, error) {
 		return true, err
 	}
 	seq, err := j.log.Append(encodeJournal(m, body))
-	if errors.Is(err, wal.ErrFull) {
-		return false, nil
+	if errors.Is(err, wal.ErrFull) || errors.Is(err, wal.ErrTooBig) {
+		return false, nil // no room for it: this one commits directly
 	}
 	if err != nil {
 		// Nothing was acknowledged; stop using a journal that fails.

@@ -527,3 +527,20 @@ func TestJournalOwner(t *testing.T) {
 		t.Fatalf("journal owned by %d:%d, mode %o; want 65534:65534, 600", st.Uid, st.Gid, st.Mode&0o777)
 	}
 }
+
+// TestJournalTooBig: a message whose record is larger than half the
+// journal commits directly, and the journal keeps taking the next ones
+// (a record too big is no failure of the journal).
+func TestJournalTooBig(t *testing.T) {
+	f := open(t)
+	f.openJournaled(16 << 10)
+	big := newMsg("a@x.tld")
+	f.spool(big, 9000)
+	small := newMsg("b@x.tld")
+	f.spool(small, 300)
+	if l := f.s.j.last.Load(); l != 1 {
+		t.Fatalf("journaled %d; want 1 (the small message)", l)
+	}
+	f.get(big.ID)
+	f.get(small.ID)
+}
