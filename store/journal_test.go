@@ -533,7 +533,7 @@ func TestJournalOwner(t *testing.T) {
 // (a record too big is no failure of the journal).
 func TestJournalTooBig(t *testing.T) {
 	f := open(t)
-	f.openJournaled(16 << 10)
+	release := f.openJournaled(16 << 10)
 	big := newMsg("a@x.tld")
 	f.spool(big, 9000)
 	small := newMsg("b@x.tld")
@@ -541,6 +541,7 @@ func TestJournalTooBig(t *testing.T) {
 	if l := f.s.j.last.Load(); l != 1 {
 		t.Fatalf("journaled %d; want 1 (the small message)", l)
 	}
+	release()
 	f.get(big.ID)
 	f.get(small.ID)
 }
