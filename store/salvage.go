@@ -443,8 +443,10 @@ func (sc *scan) journal(path string) (n, missing int, err error) {
 		return 0, 0, err
 	}
 	log, recs, err := wal.Open(path, fi.Size(), sc.applied)
+	var before []wal.Record // the records before a hole
 	var gap *wal.GapError
 	for errors.As(err, &gap) && gap.Next-1 > sc.applied {
+		before = append(before, gap.Before...)
 		// Without journal-applied (its page damaged, or never written),
 		// the records released long ago are no hole: those the file has
 		// are skipped below, and a message filed and delivered since may
@@ -459,8 +461,8 @@ func (sc *scan) journal(path string) (n, missing int, err error) {
 		return 0, missing, err
 	}
 	log.Close()
-	for _, r := range recs {
-		sc.applied = r.Seq
+	for _, r := range append(before, recs...) {
+		sc.applied = max(sc.applied, r.Seq)
 		m, body, err := decodeJournal(r.Data)
 		if err != nil {
 			continue

@@ -200,7 +200,7 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 	slices.SortFunc(recs, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	for i, r := range recs {
 		if want := applied + 1 + uint64(i); r.Seq != want {
-			return nil, nil, &GapError{Missing: want, Applied: applied, Next: r.Seq}
+			return nil, nil, &GapError{Missing: want, Applied: applied, Next: r.Seq, Before: recs[:i]}
 		}
 	}
 	l.cur = 0
@@ -226,6 +226,9 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 // with Next-1 to read the records from there.
 type GapError struct {
 	Missing, Applied, Next uint64
+	// Before holds the records read before the hole (Applied+1 up to
+	// Missing-1), for a reader that salvages what it can.
+	Before []Record
 }
 
 func (e *GapError) Error() string {
