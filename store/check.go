@@ -222,7 +222,18 @@ func (s *Store) RebuildIndex() error {
 // The snapshot is a complete queue file.
 func (s *Store) Backup(out io.Writer) (int64, error) {
 	var n int64
+	want := s.journalLast()
 	err := s.view(func(tx *bolt.Tx) error {
+		// The view waits for the messages journaled before the call,
+		// except while the applier fails; a snapshot without them would
+		// miss acknowledged mail, so it is refused.
+		if filed := uint64(getInt(tx.Bucket(bktMeta).Get(metaJournal))); filed < want {
+			cause := s.journalErr()
+			if cause == nil {
+				cause = ErrClosed
+			}
+			return fmt.Errorf("messages %d-%d wait in the journal: %w", filed+1, want, cause)
+		}
 		var err error
 		n, err = tx.WriteTo(out)
 		return err

@@ -87,7 +87,7 @@ type journal struct {
 	byID map[ID]*jrec
 	top  uint64
 	// err is the last apply's failure, nil once an apply succeeds:
-	// fences return it rather than wait.
+	// meanwhile fences do not wait and writes do not file (fence).
 	err     error
 	closing bool
 	// waiters counts fences waiting (tests wait for one to block).
@@ -360,6 +360,12 @@ func (s *Store) piggyback() (target uint64, ok bool) {
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.err != nil {
+		// The applier fails (full disk, damaged page): this write goes
+		// ahead without the records, which stay journaled for the
+		// applier's next try and the next Open.
+		return 0, true
+	}
 	return target, j.top >= target
 }
 
@@ -425,8 +431,31 @@ func (s *Store) checkJournalSize(n int) error {
 	})
 }
 
+// journalLast is the sequence number of the last record handed over to
+// the applier (0 without a journal).
+func (s *Store) journalLast() uint64 {
+	if s.j == nil {
+		return 0
+	}
+	return s.j.last.Load()
+}
+
+// journalErr is the applier's failure, if it is failing.
+func (s *Store) journalErr() error {
+	if s.j == nil {
+		return nil
+	}
+	s.j.mu.Lock()
+	defer s.j.mu.Unlock()
+	return s.j.err
+}
+
 // fence waits until every record handed over before the call is applied.
-// With nothing pending it is one atomic load each side.
+// With nothing pending it is one atomic load each side. While the applier
+// fails (full disk, a damaged page) it does not wait: the caller goes on
+// without those records, which stay journaled (reported through
+// OnJournal), so that one message that cannot be filed does not stop the
+// rest of the queue; Backup alone refuses to go on without them.
 func (s *Store) fence() error {
 	j := s.j
 	if j == nil {
@@ -443,7 +472,10 @@ func (s *Store) fence() error {
 	signal(j.now)
 	for j.applied.Load() < target {
 		if j.err != nil {
-			return fmt.Errorf("store: journal: %w", j.err)
+			// The applier fails: the read goes ahead without the
+			// records it cannot file (reported through OnJournal), so
+			// that the rest of the queue keeps being delivered.
+			return nil
 		}
 		if j.closing && len(j.pending) == 0 {
 			return ErrClosed

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -240,9 +241,11 @@ func TestJournalPiggyback(t *testing.T) {
 	f.check()
 }
 
-// TestJournalApplyFails: records the applier cannot file stay pending;
-// the failure is reported (OnJournal), reads fail with it rather than
-// miss an acknowledged message, and the applier tries again until it
+// TestJournalApplyFails: records the applier cannot file (full disk, a
+// damaged page) stay pending and journaled; the failure is reported
+// (OnJournal); reads and writes go on without them, so that the rest of
+// the queue is still delivered and its outcomes recorded; a backup, which
+// would miss them, is refused; and the applier tries again until it
 // succeeds.
 func TestJournalApplyFails(t *testing.T) {
 	f := open(t)
@@ -257,10 +260,16 @@ func TestJournalApplyFails(t *testing.T) {
 	}
 	f.o.OnJournal = func(error) { reported.Add(1) }
 	f.openJournaled(1 << 20)()
+	old := newMsg("b@x.tld")
+	if err := f.s.Enqueue(old, []byte("queued before\r\n")); err != nil {
+		t.Fatal(err)
+	}
 	m := newMsg("a@x.tld")
 	f.spool(m, 500)
-	if _, err := f.s.Get(m.ID); !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("Get while the apply fails: %v, want ErrNoSpace", err)
+	// The first read finds the apply failing; it neither waits for the
+	// record nor fails: the rest of the queue keeps working.
+	if _, err := f.s.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get while the apply fails: %v, want ErrNotFound", err)
 	}
 	deadline := time.Now().Add(10 * journalRetry)
 	for reported.Load() == 0 { // reported after the error is set
@@ -268,6 +277,15 @@ func TestJournalApplyFails(t *testing.T) {
 			t.Fatal("the failed apply was not reported")
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if _, err := f.s.Get(old.ID); err != nil {
+		t.Fatalf("Get of a filed message while the apply fails: %v", err)
+	}
+	if n, err := f.s.Delete(old.ID); err != nil || n != 1 {
+		t.Fatalf("a write while the apply fails: %d, %v", n, err)
+	}
+	if _, err := f.s.Backup(io.Discard); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Backup while the apply fails: %v, want ErrNoSpace (it would miss acknowledged mail)", err)
 	}
 	failing.Store(false)
 	for {

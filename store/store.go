@@ -68,8 +68,9 @@ type Options struct {
 	JournalSize int64
 	// OnJournal, when set, is called when the journal's records cannot
 	// be applied to the file (full disk, damage): they stay journaled,
-	// nothing acknowledged is lost, the store tries again every second
-	// and operations that read the queue fail with the error meanwhile.
+	// nothing acknowledged is lost, the store tries again every second,
+	// and meanwhile the other operations go on without them (so that the
+	// rest of the queue is delivered) and Backup fails with the error.
 	// Same rules as OnCorrupt.
 	OnJournal func(err error)
 	// OnJournalCommit, when set, is called after each write of the
