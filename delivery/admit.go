@@ -31,7 +31,10 @@ type Enqueuer interface {
 // A message due now (not held, not deferred on arrival) is leased in
 // the commit that stores it when the scheduler grants a worker slot
 // (Reserve), and handed to Deliver after the commit: its first delivery
-// follows one commit, not the Enqueue's then a Lease's. With no slot free
+// follows one commit, not the Enqueue's then a Lease's; when the store
+// journals it (store.Spool.Enqueue, a message of one chunk), none: it is
+// journaled leased, and a Finish that ends it before the store's applier
+// files it leaves it unfiled. With no slot free
 // (or Run not running) it is stored incoming, the scheduler is woken,
 // and Run leases it in its turn.
 func (d *Scheduler) Admit(q Enqueuer) Enqueuer { return admitter{d: d, q: q} }

@@ -197,7 +197,7 @@ func (r *BodyReader) body() error {
 		r.rest = r.buf
 		return nil
 	}
-	return r.s.view(func(tx *bolt.Tx) error {
+	return r.s.viewFiled(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bktBody)
 		if r.seq == 0 && r.off == 0 {
 			r.whole = b.Get(msgKey(r.id)) != nil
@@ -250,7 +250,7 @@ func (s *Store) BodyHead(id ID, limit int) ([]byte, error) {
 	if v, ok := s.journaled(id); ok {
 		return bodyHead(v, limit), nil
 	}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewFiled(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bktBody).Get(msgKey(id))
 		if v == nil {
 			return nil

@@ -73,6 +73,9 @@ type journal struct {
 	// broken: the journal failed a write; every enqueue then takes the
 	// direct path.
 	broken atomic.Bool
+	// incoming counts the records pending of messages not leased at
+	// acceptance: Run's Lease files them (journaledIncoming).
+	incoming atomic.Int64
 
 	mu   sync.Mutex
 	cond *sync.Cond
@@ -105,7 +108,18 @@ type jrec struct {
 	seq  uint64
 	m    *Message
 	body []byte
+	// state, under journal.mu: recPending, recFiling (a transaction
+	// filing it has taken it: it may not be ended unfiled any more), or
+	// recEnded (a leased message ended by Finish before it was filed:
+	// never filed).
+	state uint8
 }
+
+const (
+	recPending = iota
+	recFiling
+	recEnded
+)
 
 // encodeJournal is the journal record of m and its content.
 func encodeJournal(m *Message, body []byte) []byte {
@@ -260,6 +274,17 @@ func (s *Store) applyFn(batch []*jrec) func(tx *bolt.Tx) error {
 // be lost. It only changes the transaction and may run more than once.
 func (w *wtx) fileRecords(batch []*jrec) error {
 	for _, r := range batch {
+		if j := w.s.j; j != nil {
+			j.mu.Lock()
+			ended := r.state == recEnded
+			if !ended {
+				r.state = recFiling
+			}
+			j.mu.Unlock()
+			if ended {
+				continue // delivered while journaled: nothing to file
+			}
+		}
 		m := r.m
 		if v := w.msg.Get(msgKey(m.ID)); v != nil {
 			if old, err := decodeMessage(m.ID, v); err == nil && old.Size == m.Size && old.Arrival.Equal(m.Arrival) {
@@ -316,6 +341,9 @@ func (s *Store) markApplied(top uint64) {
 	for seq := j.applied.Load() + 1; seq <= top; seq++ {
 		if r, ok := j.pending[seq]; ok {
 			n += int64(len(r.body))
+			if r.m.State != StateActive {
+				j.incoming.Add(-1)
+			}
 			delete(j.pending, seq)
 			if j.byID[r.m.ID] == r {
 				delete(j.byID, r.m.ID)
@@ -343,6 +371,40 @@ func (s *Store) journaled(id ID) ([]byte, bool) {
 		return r.body, true
 	}
 	return nil, false
+}
+
+// journaledIncoming says whether a message not leased at acceptance is
+// journaled and not filed yet.
+func (s *Store) journaledIncoming() bool {
+	return s.j != nil && s.j.incoming.Load() > 0
+}
+
+// finishJournaled ends a message leased at acceptance whose record is
+// still journaled and not taken by a filing transaction, when f leaves
+// it nothing to deliver and makes no bounce: the record is then never
+// filed (fileRecords skips it) and the message is gone, with no commit.
+// Until the next filing commit moves meta/journal-applied past it, a
+// crash leaves it in the journal, and the next Open files it active and
+// returns it to the queue: it is delivered again (docs/reliability.md
+// row 2; a graceful stop files the journal first). It says whether it
+// ended it.
+func (s *Store) finishJournaled(id ID, f Finish) bool {
+	j := s.j
+	if j == nil || len(f.Bounces) > 0 || j.applied.Load() >= j.last.Load() {
+		return false
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	r, ok := j.byID[id]
+	if !ok || r.state != recPending || r.m.State != StateActive {
+		return false
+	}
+	m := clone(r.m)
+	if applyOutcomes(m, f, s.now()) != nil || m.Pending() {
+		return false
+	}
+	r.state = recEnded
+	return true
 }
 
 // piggyback says up to which record a write must file the pending
@@ -404,6 +466,9 @@ func (s *Store) journalEnqueue(m *Message, body []byte) (bool, error) {
 	held := j.pendingBytes.Add(int64(len(body)))
 	j.mu.Lock()
 	r := &jrec{seq: seq, m: clone(m), body: body}
+	if m.State != StateActive {
+		j.incoming.Add(1)
+	}
 	j.pending[seq], j.byID[r.m.ID] = r, r
 	if seq > j.last.Load() {
 		j.last.Store(seq)

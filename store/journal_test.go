@@ -62,9 +62,9 @@ func (f *fixture) kill() {
 
 // TestJournalReplay: messages acknowledged through the journal and not
 // yet applied when the process dies are in the file after the next Open,
-// whole, before anything reads it; one acknowledged as leased comes back
-// incoming (recoverLeases); a second Open replays nothing. (A message
-// leased at acceptance is committed directly, with its lease.)
+// whole, before anything reads it; one acknowledged as leased (journaled
+// with its lease) comes back incoming (recoverLeases); a second Open
+// replays nothing.
 func TestJournalReplay(t *testing.T) {
 	f := open(t)
 	f.openJournaled(1 << 20)
@@ -73,21 +73,21 @@ func TestJournalReplay(t *testing.T) {
 		m := newMsg("a@x.tld", "b@y.example")
 		switch i % 5 {
 		case 1:
-			m.State = StateActive // leased at acceptance: committed directly
+			m.State = StateActive // leased at acceptance: journaled leased
 		case 2:
 			m.State = StateHold
 		}
 		b := f.spool(m, 100+i*50)
 		bodies[m.ID] = b
 	}
-	if a, l := f.s.j.applied.Load(), f.s.j.last.Load(); a != 0 || l != 16 {
-		t.Fatalf("before the crash: applied %d, journaled %d; want 0, 16", a, l)
+	if a, l := f.s.j.applied.Load(), f.s.j.last.Load(); a != 0 || l != 20 {
+		t.Fatalf("before the crash: applied %d, journaled %d; want 0, 20", a, l)
 	}
 	f.kill()
 	f.reopen()
 	r := f.s.Report()
-	if r.Replayed != 16 || r.Recovered != 4 {
-		t.Fatalf("Open: replayed %d, recovered %d; want 16, 4", r.Replayed, r.Recovered)
+	if r.Replayed != 20 || r.Recovered != 4 {
+		t.Fatalf("Open: replayed %d, recovered %d; want 20, 4", r.Replayed, r.Recovered)
 	}
 	for id, want := range bodies {
 		if b, err := f.s.Body(id); err != nil || !bytes.Equal(b, want) {
@@ -106,39 +106,35 @@ func TestJournalReplay(t *testing.T) {
 
 // TestJournalFence: what Spool.Enqueue acknowledged through the journal
 // is seen by the next read, lease or flush even while the applier has
-// not run: they wait for it. Close applies what is pending.
+// not run: a read waits for it, a lease files it in its own transaction
+// (and does not wait). Close applies what is pending.
 func TestJournalFence(t *testing.T) {
 	f := open(t)
 	release := f.openJournaled(1 << 20)
 	m := newMsg("a@x.tld")
 	f.spool(m, 1000)
-	got := make(chan error, 2)
+	got := make(chan error, 1)
 	go func() {
 		_, err := f.s.Get(m.ID)
-		got <- err
-	}()
-	go func() {
-		ms, err := f.s.Lease(f.clk.Now(), 10)
-		if err == nil && (len(ms) != 1 || ms[0].ID != m.ID) {
-			err = errors.New("lease did not find the message")
-		}
 		got <- err
 	}()
 	for {
 		f.s.j.mu.Lock()
 		n := f.s.j.waiters
 		f.s.j.mu.Unlock()
-		if n == 2 {
+		if n == 1 {
 			break
 		}
 		runtime.Gosched()
 	}
-	release()
-	for i := 0; i < 2; i++ {
-		if err := <-got; err != nil {
-			t.Fatal(err)
-		}
+	ms, err := f.s.Lease(f.clk.Now(), 10) // the applier still held
+	if err != nil || len(ms) != 1 || ms[0].ID != m.ID {
+		t.Fatalf("lease did not find the message: %d, %v", len(ms), err)
 	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	release()
 	// Close applies what is pending.
 	m2 := newMsg("b@x.tld")
 	f.spool(m2, 500)
@@ -612,6 +608,87 @@ func TestJournalBackupRestore(t *testing.T) {
 	}
 	for _, id := range ids {
 		f.get(id)
+	}
+	f.check()
+}
+
+// TestJournalFinishUnfiled: a message leased at acceptance is journaled
+// with its lease; Lease neither waits for it nor files it, its content
+// is read from memory, and a Finish that delivers it before the applier
+// files it ends it with no commit: the applier skips its record. Killed
+// before the next filing commit, the store files it at Open, active, and
+// returns it to the queue (delivered again: reliability row 2). A Finish
+// that leaves a recipient pending files it in its own transaction.
+func TestJournalFinishUnfiled(t *testing.T) {
+	f := open(t)
+	release := f.openJournaled(1 << 20)
+	leased := func() (*Message, []byte) {
+		m := newMsg("a@x.tld", "b@y.example")
+		m.State = StateActive
+		body := f.spool(m, 700)
+		if m.State != StateActive {
+			t.Fatalf("spooled leased: %s", m.State)
+		}
+		return m, body
+	}
+	m, body := leased()
+	if ms, err := f.s.Lease(f.clk.Now(), 10); err != nil || len(ms) != 0 {
+		t.Fatalf("Lease: %d, %v; want none, no wait", len(ms), err)
+	}
+	if _, ok, err := f.s.NextDue(); err != nil || ok {
+		t.Fatalf("NextDue: %v, %v", ok, err)
+	}
+	if b, err := f.s.Body(m.ID); err != nil || !bytes.Equal(b, body) {
+		t.Fatalf("Body from the journal: %v", err)
+	}
+	delivered := Finish{Outcomes: []Outcome{{Rcpt: 0, Result: RcptDelivered}, {Rcpt: 1, Result: RcptDelivered}}}
+	if err := f.s.Finish(m.ID, delivered); err != nil {
+		t.Fatal(err)
+	}
+	// One left pending: filed with the outcome, in Finish's transaction.
+	m2, _ := leased()
+	if err := f.s.Finish(m2.ID, Finish{Outcomes: []Outcome{{Rcpt: 0, Result: RcptDelivered}}}); err != nil {
+		t.Fatal(err)
+	}
+	if a, l := f.s.j.applied.Load(), f.s.j.last.Load(); a != l {
+		t.Fatalf("after the second Finish: applied %d of %d", a, l)
+	}
+	if _, err := f.s.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the delivered message: %v, want ErrNotFound", err)
+	}
+	if got := f.get(m2.ID); got.State != StateIncoming || got.Recipients[0].State != RcptDelivered {
+		t.Fatalf("the message left pending: %s, %v", got.State, got.Recipients[0].State)
+	}
+	f.check()
+	// Ended unfiled, then killed before any filing commit.
+	m3, _ := leased()
+	if err := f.s.Finish(m3.ID, delivered); err != nil {
+		t.Fatal(err)
+	}
+	f.kill()
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 1 || r.Recovered != 1 {
+		t.Fatalf("Open: replayed %d, recovered %d; want 1, 1", r.Replayed, r.Recovered)
+	}
+	if got := f.get(m3.ID); got.State != StateIncoming {
+		t.Fatalf("the message ended unfiled, after the kill: %s", got.State)
+	}
+	f.check()
+	// Ended unfiled, then the applier runs: skipped, nothing to replay.
+	release = f.openJournaled(1 << 20)
+	m4, _ := leased()
+	if err := f.s.Finish(m4.ID, delivered); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	f.s.Close()
+	f.o.journalHold = nil
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		t.Fatalf("Open after Close replayed %d", r.Replayed)
+	}
+	if _, err := f.s.Get(m4.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the message ended unfiled, after Close: %v", err)
 	}
 	f.check()
 }

@@ -76,12 +76,21 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 	limit := dueKey(now, "zzzzzzzzzzzz")
 	// Nothing due: answer from a read transaction. A write transaction
 	// that changes nothing still costs a commit and its fsyncs, and the
-	// scheduler looks each time a delivery ends.
-	if due, err := s.dueBy(limit); err != nil || !due {
+	// scheduler looks each time a delivery ends. An incoming message
+	// journaled and not filed yet is filed by the lease's own
+	// transaction and leased in it (one commit for both); messages
+	// journaled leased (delivery's Admit) are not Lease's, and it does
+	// not wait for them.
+	incoming := s.journaledIncoming()
+	if due, err := s.dueBy(limit); err != nil || (!due && !incoming) {
 		return nil, err
 	}
+	lease := s.batchFiled
+	if incoming {
+		lease = s.batch
+	}
 	var out []*Message
-	err := s.batch("lease", func(w *wtx) error {
+	err := lease("lease", func(w *wtx) error {
 		out = out[:0]
 		// Messages that cannot be read (damaged page) keep their due
 		// entry: walk on past them, so that they never hide the rest.
@@ -114,7 +123,7 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 // due key), in a read transaction.
 func (s *Store) dueBy(limit []byte) (bool, error) {
 	var due bool
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewFiled(func(tx *bolt.Tx) error {
 		k, _ := tx.Bucket(bktDue).Cursor().First()
 		due = k != nil && string(k) <= string(limit)
 		return nil
@@ -159,16 +168,23 @@ func (w *wtx) leaseOne(k []byte) (*Message, error) {
 }
 
 // NextDue returns the earliest due time; false when nothing is scheduled.
+// It does not wait for the journal's applier: an incoming message
+// journaled and not filed yet makes it now (Lease files it).
 func (s *Store) NextDue() (time.Time, bool, error) {
 	var t time.Time
 	var ok bool
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.viewFiled(func(tx *bolt.Tx) error {
 		k, _ := tx.Bucket(bktDue).Cursor().First()
 		if k != nil {
 			t, _, ok = parseDueKey(k)
 		}
 		return nil
 	})
+	if err == nil && s.journaledIncoming() {
+		if now := s.now(); !ok || now.Before(t) {
+			t, ok = now, true
+		}
+	}
 	return t, ok, err
 }
 
@@ -223,7 +239,18 @@ type NewMessage struct {
 // so that concurrent delivery workers share one fsync; the closure only
 // reads f and the stored record, so bbolt may run it again.
 func (s *Store) Finish(id ID, f Finish) error {
-	err := s.batch("finish "+string(id), func(w *wtx) error { return w.finish(id, f, false) })
+	// A message leased at acceptance and still journaled is ended
+	// without being filed when nothing is left to deliver; otherwise it
+	// is filed first, in this transaction. Any other leased message is
+	// filed: its Finish neither files nor waits for journal records.
+	if s.finishJournaled(id, f) {
+		return nil
+	}
+	finish := s.batchFiled
+	if _, ok := s.journaled(id); ok {
+		finish = s.batch
+	}
+	err := finish("finish "+string(id), func(w *wtx) error { return w.finish(id, f, false) })
 	if errors.Is(err, ErrDamaged) {
 		// bbolt reads the neighbours of a page a delete empties: a damaged
 		// page next to this record can fail the commit of a delivery that

@@ -129,12 +129,12 @@ func (sp *Spool) Enqueue(m *Message) error {
 	}
 	m.Size = sp.n
 	seq, tail := sp.seq, sp.buf
-	if seq == 0 && m.State != StateActive {
+	if seq == 0 {
 		// All of it in one value: through the journal (journal.go) when
 		// it can take it; sp.buf is not used again. A message leased at
-		// acceptance commits directly, its lease with it: its worker
-		// reads and finishes it at once, and through the journal it
-		// measured slower in relay (docs/benchmarks.md, issue 16).
+		// acceptance is journaled leased: its worker reads the content
+		// from memory, and a Finish that ends it before the applier
+		// files it leaves it unfiled (journal.go: finishJournaled).
 		if ok, err := s.journalEnqueue(m, tail); ok {
 			if err != nil {
 				return fmt.Errorf("store: enqueue %s: %w", m.ID, err)

@@ -376,17 +376,35 @@ func (s *Store) batch(op string, fn func(w *wtx) error) error {
 
 // write runs fn through run (DB.Update or s.shared).
 func (s *Store) write(run func(func(*bolt.Tx) error) error, op string, fn func(w *wtx) error) error {
+	return s.writeFrom(run, op, fn, true)
+}
+
+// batchFiled is batch for an operation that reads only what is filed (a
+// leased message's Finish, a Lease when no incoming message is
+// journaled): it neither files the journal's records nor waits for them,
+// so that a message leased at acceptance and ended while journaled is
+// never filed (journal.go: finishJournaled).
+func (s *Store) batchFiled(op string, fn func(w *wtx) error) error {
+	return s.writeFrom(s.shared, op, fn, false)
+}
+
+// writeFrom is write; journal says whether the records journaled before
+// the call are filed first, in this transaction or by a fence.
+func (s *Store) writeFrom(run func(func(*bolt.Tx) error) error, op string, fn func(w *wtx) error, journal bool) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
 	// Records journaled before this call are filed in this transaction
 	// if the applier has not filed them yet (journal.go).
-	target, ok := s.piggyback()
-	if !ok {
-		if err := s.fence(); err != nil {
-			return err
+	var target uint64
+	if journal {
+		var ok bool
+		if target, ok = s.piggyback(); !ok {
+			if err := s.fence(); err != nil {
+				return err
+			}
+			target = 0
 		}
-		target = 0
 	}
 	var w *wtx
 	var top uint64
@@ -445,6 +463,17 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 	}
 	if err := s.fence(); err != nil {
 		return err
+	}
+	return classify(s.dbView(fn))
+}
+
+// viewFiled is view without the fence, for a read of what is filed
+// only: the content of a message (body.go; one still journaled is read
+// from memory), Run's look at the schedule (Lease, NextDue: they fence
+// in effect, by filing, while an incoming message is journaled).
+func (s *Store) viewFiled(fn func(tx *bolt.Tx) error) error {
+	if s.closed.Load() {
+		return ErrClosed
 	}
 	return classify(s.dbView(fn))
 }
