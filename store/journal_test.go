@@ -621,7 +621,7 @@ func TestJournalBackupRestore(t *testing.T) {
 // that leaves a recipient pending files it in its own transaction.
 func TestJournalFinishUnfiled(t *testing.T) {
 	f := open(t)
-	release := f.openJournaled(1 << 20)
+	f.openJournaled(1 << 20) // the applier held until the kill
 	leased := func() (*Message, []byte) {
 		m := newMsg("a@x.tld", "b@y.example")
 		m.State = StateActive
@@ -675,7 +675,7 @@ func TestJournalFinishUnfiled(t *testing.T) {
 	}
 	f.check()
 	// Ended unfiled, then the applier runs: skipped, nothing to replay.
-	release = f.openJournaled(1 << 20)
+	release := f.openJournaled(1 << 20)
 	m4, _ := leased()
 	if err := f.s.Finish(m4.ID, delivered); err != nil {
 		t.Fatal(err)
