@@ -73,8 +73,10 @@ type journal struct {
 	// broken: the journal failed a write; every enqueue then takes the
 	// direct path.
 	broken atomic.Bool
-	// incoming counts the records pending of messages not leased at
-	// acceptance: Run's Lease files them (journaledIncoming).
+	// incoming counts the records pending of messages due now and not
+	// leased at acceptance (StateIncoming): Run's Lease files them
+	// (journaledIncoming); the others (held, deferred on arrival) wait
+	// for the applier.
 	incoming atomic.Int64
 
 	mu   sync.Mutex
@@ -341,7 +343,7 @@ func (s *Store) markApplied(top uint64) {
 	for seq := j.applied.Load() + 1; seq <= top; seq++ {
 		if r, ok := j.pending[seq]; ok {
 			n += int64(len(r.body))
-			if r.m.State != StateActive {
+			if r.m.State == StateIncoming {
 				j.incoming.Add(-1)
 			}
 			delete(j.pending, seq)
@@ -373,8 +375,8 @@ func (s *Store) journaled(id ID) ([]byte, bool) {
 	return nil, false
 }
 
-// journaledIncoming says whether a message not leased at acceptance is
-// journaled and not filed yet.
+// journaledIncoming says whether a message due now and not leased at
+// acceptance (StateIncoming) is journaled and not filed yet.
 func (s *Store) journaledIncoming() bool {
 	return s.j != nil && s.j.incoming.Load() > 0
 }
@@ -466,7 +468,7 @@ func (s *Store) journalEnqueue(m *Message, body []byte) (bool, error) {
 	held := j.pendingBytes.Add(int64(len(body)))
 	j.mu.Lock()
 	r := &jrec{seq: seq, m: clone(m), body: body}
-	if m.State != StateActive {
+	if m.State == StateIncoming {
 		j.incoming.Add(1)
 	}
 	j.pending[seq], j.byID[r.m.ID] = r, r

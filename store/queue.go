@@ -77,10 +77,11 @@ func (s *Store) Lease(now time.Time, n int) ([]*Message, error) {
 	// Nothing due: answer from a read transaction. A write transaction
 	// that changes nothing still costs a commit and its fsyncs, and the
 	// scheduler looks each time a delivery ends. An incoming message
-	// journaled and not filed yet is filed by the lease's own
-	// transaction and leased in it (one commit for both); messages
-	// journaled leased (delivery's Admit) are not Lease's, and it does
-	// not wait for them.
+	// (due now, not leased) journaled and not filed yet is filed by the
+	// lease's own transaction and leased in it (one commit for both);
+	// Lease does not wait for the others: those journaled leased
+	// (delivery's Admit) are their workers', those held or deferred
+	// wait for the applier.
 	incoming := s.journaledIncoming()
 	if due, err := s.dueBy(limit); err != nil || (!due && !incoming) {
 		return nil, err
