@@ -30,14 +30,18 @@ Buckets (names and key codecs are in keys.go):
 	corrupt  id/msg, id/body -> records that did not decode
 
 The journal (journal.go, the file path+".journal", package
-internal/wal): Spool.Enqueue of a message of one chunk or less that is
-not leased at acceptance appends it to the journal (one write and one
-fdatasync shared by the sessions appending at the same moment) and
-returns; the applier files it in bbolt within applyDelay, with
-journal-applied in the same transaction. Every other operation sees it
-first: reads wait for it (fence), writes file it in their own
-transaction (Store.write), its content is read from memory meanwhile.
-Open files what a crash left in the journal before anything reads.
+internal/wal): Spool.Enqueue of a message of one chunk or less appends
+it to the journal (one write and one fdatasync shared by the sessions
+appending at the same moment) and returns; the applier files it in
+bbolt within applyDelay, with journal-applied in the same transaction.
+Every other operation sees it first: reads wait for it (fence), writes
+file it in their own transaction (Store.write), its content is read from
+memory meanwhile. The delivery path reads only what it needs
+(batchFiled, viewFiled): Lease files the incoming ones and leases them
+in one commit, and a message leased at acceptance (journaled with its
+lease) that its Finish ends before the applier files it is never filed
+(finishJournaled). Open files what a crash left in the journal before
+anything reads.
 
 Queue IDs are 12 characters of base32 (extended-hex alphabet, so byte
 order is numeric order) over 42 bits of Unix milliseconds and 18 random
