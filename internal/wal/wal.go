@@ -1,11 +1,13 @@
 package wal
 
 import (
+	"bufio"
 	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"slices"
 	"sync"
@@ -181,21 +183,17 @@ func load(f *os.File, size int64, applied uint64) (*Log, []Record, error) {
 	var recs []Record
 	var end [2]int64
 	var sum [2]uint32
-	b := make([]byte, l.half) // one half at a time
 	for h := range 2 {
-		if _, err := f.ReadAt(b, int64(h)*l.half); err != nil {
+		// Read through a small buffer, up to the end of the chain only:
+		// a whole half in memory would stay in the daemon's heap.
+		r := bufio.NewReaderSize(io.NewSectionReader(f, int64(h)*l.half, l.half), 64<<10)
+		var rs []Record
+		var err error
+		rs, l.top[h], end[h], sum[h], err = chain(r, l.half, applied)
+		if err != nil {
 			return nil, nil, fmt.Errorf("wal: read: %w", err)
 		}
-		var rs []Record
-		rs, end[h], sum[h] = chain(b)
-		if len(rs) > 0 {
-			l.top[h] = rs[len(rs)-1].Seq
-		}
-		for _, r := range rs {
-			if r.Seq > applied {
-				recs = append(recs, Record{Seq: r.Seq, Data: append([]byte(nil), r.Data...)})
-			}
-		}
+		recs = append(recs, rs...)
 	}
 	slices.SortFunc(recs, func(a, b Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	for i, r := range recs {
@@ -250,31 +248,50 @@ func lock(f *os.File) error {
 	return nil
 }
 
-// chain returns the valid records at the start of half, the offset of
-// the first byte after them and the CRC of the last one.
-func chain(half []byte) ([]Record, int64, uint32) {
-	var rs []Record
-	var off int64
-	var prev uint32
+// chain reads the valid records at the start of a half of size bytes
+// from r and
+// returns those with Seq > applied (their data copied), the Seq of the
+// last valid record, the offset of the first byte after it and its CRC.
+// Only a read error other than the half's end is an error.
+func chain(r io.Reader, size int64, applied uint64) (rs []Record, top uint64, off int64, prev uint32, err error) {
+	var hdr [hdrLen]byte
+	var data []byte
 	for {
-		b := half[off:]
-		if len(b) < hdrLen || b[0] != magic || b[1] != format || b[2] != 0 || b[3] != 0 {
-			return rs, off, prev
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return rs, top, off, prev, eof(err)
 		}
-		n := int64(binary.LittleEndian.Uint32(b[4:]))
-		seq := binary.LittleEndian.Uint64(b[8:])
-		if n > int64(len(b)-hdrLen) || seq == 0 || len(rs) > 0 && seq != rs[len(rs)-1].Seq+1 {
-			return rs, off, prev
+		if hdr[0] != magic || hdr[1] != format || hdr[2] != 0 || hdr[3] != 0 {
+			return rs, top, off, prev, nil
 		}
-		data := b[hdrLen : hdrLen+n]
-		sum := checksum(prev, b[:16], data)
-		if sum != binary.LittleEndian.Uint32(b[16:]) {
-			return rs, off, prev
+		n := int64(binary.LittleEndian.Uint32(hdr[4:]))
+		seq := binary.LittleEndian.Uint64(hdr[8:])
+		if seq == 0 || top > 0 && seq != top+1 || n > size-off-hdrLen {
+			return rs, top, off, prev, nil
 		}
-		rs = append(rs, Record{Seq: seq, Data: data})
-		off += hdrLen + n
-		prev = sum
+		if int64(cap(data)) < n {
+			data = make([]byte, n)
+		}
+		data = data[:n]
+		if _, err := io.ReadFull(r, data); err != nil {
+			return rs, top, off, prev, eof(err) // runs past the half's end
+		}
+		sum := checksum(prev, hdr[:16], data)
+		if sum != binary.LittleEndian.Uint32(hdr[16:]) {
+			return rs, top, off, prev, nil
+		}
+		if seq > applied {
+			rs = append(rs, Record{Seq: seq, Data: append([]byte(nil), data...)})
+		}
+		top, off, prev = seq, off+hdrLen+n, sum
 	}
+}
+
+// eof is err, or nil at the end of the half (a chain that fills it).
+func eof(err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return nil
+	}
+	return err
 }
 
 // checksum is a record's CRC: CRC-32C continued from prev, the CRC of

@@ -742,3 +742,26 @@ func TestLocked(t *testing.T) {
 	l, _ = mustOpen(t, path, 16<<10, 0)
 	l.Close()
 }
+
+// TestOpenReadsLittle: Open of a default-size log reads the halves
+// through a small buffer, up to the end of their chains, so that the
+// daemon does not keep a half's worth of heap (8 MiB) from its start.
+func TestOpenReadsLittle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j")
+	l, _ := mustOpen(t, path, DefaultSize, 0)
+	for i := range 3 {
+		mustAppend(t, l, payload(i, 1400))
+	}
+	l.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	l, recs := mustOpen(t, path, DefaultSize, 1)
+	runtime.ReadMemStats(&after)
+	l.Close()
+	if len(recs) != 2 {
+		t.Fatalf("replayed %d records, want 2", len(recs))
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Fatalf("Open allocated %d bytes, want under 1 MiB", n)
+	}
+}
