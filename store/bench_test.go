@@ -587,3 +587,58 @@ func BenchmarkCommitPages(b *testing.B) {
 	b.ReportMetric(float64(d.TxStats.GetNodeCount())/n, "nodes/commit")
 	b.ReportMetric(float64(d.TxStats.GetWrite())/n, "writes/commit")
 }
+
+// BenchmarkSpoolEnqueue: the acceptance path, Spool then Spool.Enqueue of
+// 1 KiB messages, fsync on, W concurrent writers (W SMTP sessions), through
+// the journal (the default: one sequential append and one fdatasync
+// shared by the writers of the moment, the filing in queue.db batched
+// after it) against the direct commit to queue.db (JournalSize -1, the
+// way before it). Its time per op is what a session waits for its 250.
+//
+//	go test -run '^$' -bench 'SpoolEnqueue$' -benchtime 2000x ./store
+func BenchmarkSpoolEnqueue(b *testing.B) {
+	for _, w := range []int{1, 10} {
+		for _, c := range []struct {
+			name string
+			size int64
+		}{{"journal", 0}, {"direct", -1}} {
+			b.Run(fmt.Sprintf("writers=%d/%s", w, c.name), func(b *testing.B) {
+				benchSpoolEnqueue(b, w, Options{Eligible: eligibleTLD, PolicyKey: "tld", JournalSize: c.size})
+			})
+		}
+	}
+}
+
+func benchSpoolEnqueue(b *testing.B, writers int, o Options) {
+	s, err := Open(filepath.Join(b.TempDir(), "queue.db"), o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.SetBytes(int64(len(body1K)))
+	b.ResetTimer()
+	start := time.Now()
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				m := newMsg("u@customer.tld")
+				m.ID = NewID()
+				c, err := s.Spool(m.ID)
+				if err == nil {
+					c.Write(body1K)
+					err = c.Enqueue(m)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}
