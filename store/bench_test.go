@@ -80,6 +80,13 @@ func BenchmarkEnqueue(b *testing.B) {
 }
 
 func benchEnqueue(b *testing.B, writers int, o Options) {
+	benchWriters(b, writers, o, func(s *Store, m *Message) error { return s.Enqueue(m, body1K) })
+}
+
+// benchWriters runs b.N enqueue calls of 1 KiB messages to
+// u@customer.tld over writers goroutines on a new store and reports
+// msgs/s.
+func benchWriters(b *testing.B, writers int, o Options, enqueue func(*Store, *Message) error) {
 	s, err := Open(filepath.Join(b.TempDir(), "queue.db"), o)
 	if err != nil {
 		b.Fatal(err)
@@ -95,8 +102,7 @@ func benchEnqueue(b *testing.B, writers int, o Options) {
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(b.N) {
-				m := newMsg("u@customer.tld")
-				if err := s.Enqueue(m, body1K); err != nil {
+				if err := enqueue(s, newMsg("u@customer.tld")); err != nil {
 					b.Error(err)
 					return
 				}
@@ -610,35 +616,13 @@ func BenchmarkSpoolEnqueue(b *testing.B) {
 }
 
 func benchSpoolEnqueue(b *testing.B, writers int, o Options) {
-	s, err := Open(filepath.Join(b.TempDir(), "queue.db"), o)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	b.SetBytes(int64(len(body1K)))
-	b.ResetTimer()
-	start := time.Now()
-	for g := 0; g < writers; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(b.N) {
-				m := newMsg("u@customer.tld")
-				m.ID = NewID()
-				c, err := s.Spool(m.ID)
-				if err == nil {
-					c.Write(body1K)
-					err = c.Enqueue(m)
-				}
-				if err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	benchWriters(b, writers, o, func(s *Store, m *Message) error {
+		m.ID = NewID()
+		c, err := s.Spool(m.ID)
+		if err != nil {
+			return err
+		}
+		c.Write(body1K)
+		return c.Enqueue(m)
+	})
 }

@@ -33,6 +33,19 @@ func (f *fixture) openJournaled(size int64) (release func()) {
 	return release
 }
 
+// spoolN queues n messages of size bytes of content to a@x.tld through
+// Spool.Enqueue and returns their IDs.
+func (f *fixture) spoolN(n, size int) []ID {
+	f.t.Helper()
+	ids := make([]ID, n)
+	for i := range ids {
+		m := newMsg("a@x.tld")
+		f.spool(m, size)
+		ids[i] = m.ID
+	}
+	return ids
+}
+
 // spool queues a message of n bytes of content through Spool.Enqueue.
 func (f *fixture) spool(m *Message, n int) []byte {
 	f.t.Helper()
@@ -352,13 +365,7 @@ func TestSalvageJournalMetaLost(t *testing.T) {
 	f := open(t)
 	f.openJournaled(16 << 10) // halves of 8 KiB: two records of 3000 bytes each
 	var ids []ID
-	spool := func(n int) {
-		for range n {
-			m := newMsg("a@x.tld")
-			f.spool(m, 3000)
-			ids = append(ids, m.ID)
-		}
-	}
+	spool := func(n int) { ids = append(ids, f.spoolN(n, 3000)...) }
 	file := func() { // a write files the pending records (piggyback)
 		if _, err := f.s.Hold(ids[0]); err != nil {
 			t.Fatal(err)
@@ -410,13 +417,7 @@ func TestJournalGap(t *testing.T) {
 	f := open(t)
 	f.openJournaled(16 << 10) // halves of 8 KiB: two records of 3000 bytes each
 	var ids []ID
-	spool := func(n int) {
-		for range n {
-			m := newMsg("a@x.tld")
-			f.spool(m, 3000)
-			ids = append(ids, m.ID)
-		}
-	}
+	spool := func(n int) { ids = append(ids, f.spoolN(n, 3000)...) }
 	spool(2) // records 1, 2 in the first half, then filed by Hold
 	if _, err := f.s.Hold(ids[0]); err != nil {
 		t.Fatal(err)
@@ -570,13 +571,7 @@ func TestJournalBackupRestore(t *testing.T) {
 	f := open(t)
 	release := f.openJournaled(1 << 20)
 	var ids []ID
-	spool := func(n int) {
-		for range n {
-			m := newMsg("a@x.tld")
-			f.spool(m, 500)
-			ids = append(ids, m.ID)
-		}
-	}
+	spool := func(n int) { ids = append(ids, f.spoolN(n, 500)...) }
 	spool(3) // journaled, not filed: the applier is held
 	var buf bytes.Buffer
 	done := make(chan error, 1)
