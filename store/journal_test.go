@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -31,6 +30,27 @@ func (f *fixture) openJournaled(size int64) (release func()) {
 		f.t.Fatal("no journal")
 	}
 	return release
+}
+
+// salvageInPlace salvages the (killed) store's file, puts the salvaged
+// file in its place beside the same journal and reopens it, which must
+// then replay nothing: salvage took the journal's messages already. It
+// returns Salvage's report and error; on an error nothing is moved.
+func (f *fixture) salvageInPlace() (SalvageReport, error) {
+	f.t.Helper()
+	out := f.path + ".salvaged"
+	rep, err := Salvage(f.path, out, Options{Eligible: eligibleTLD, PolicyKey: "tld"})
+	if err != nil {
+		return rep, err
+	}
+	if err := os.Rename(out, f.path); err != nil {
+		f.t.Fatal(err)
+	}
+	f.reopen()
+	if r := f.s.Report(); r.Replayed != 0 {
+		f.t.Fatalf("salvaged file replayed %d", r.Replayed)
+	}
+	return rep, nil
 }
 
 // spoolN queues n messages of size bytes of content to a@x.tld through
@@ -194,17 +214,9 @@ func TestSalvageJournal(t *testing.T) {
 		ids = append(ids, m.ID)
 	}
 	f.kill()
-	out := filepath.Join(t.TempDir(), "salvaged.db")
-	rep, err := Salvage(f.path, out, Options{Eligible: eligibleTLD, PolicyKey: "tld"})
+	rep, err := f.salvageInPlace()
 	if err != nil || rep.Journaled != 5 || rep.Recovered != 5 || rep.JournalErr != nil {
 		t.Fatalf("Salvage: %+v, %v", rep, err)
-	}
-	if err := os.Rename(out, f.path); err != nil {
-		t.Fatal(err)
-	}
-	f.reopen()
-	if r := f.s.Report(); r.Replayed != 0 {
-		t.Fatalf("salvaged file replayed %d", r.Replayed)
 	}
 	for _, id := range ids {
 		if b, err := f.s.Body(id); err != nil || !bytes.Equal(b, content(700)) {
@@ -438,17 +450,9 @@ func TestJournalGap(t *testing.T) {
 	if _, err := Open(f.path, f.o); !errors.Is(err, ErrDamaged) {
 		t.Fatalf("Open with a hole in the journal: %v; want ErrDamaged", err)
 	}
-	out := f.path + ".salvaged"
-	rep, err := Salvage(f.path, out, Options{Eligible: eligibleTLD, PolicyKey: "tld"})
+	rep, err := f.salvageInPlace()
 	if err != nil || rep.JournalErr != nil || rep.Journaled != 3 || rep.JournalMissing != 1 {
 		t.Fatalf("Salvage: %d from the journal, %d missing, %v, %v; want 3 (3, 5, 6), 1 (4)", rep.Journaled, rep.JournalMissing, rep.JournalErr, err)
-	}
-	if err := os.Rename(out, f.path); err != nil {
-		t.Fatal(err)
-	}
-	f.reopen()
-	if r := f.s.Report(); r.Replayed != 0 {
-		t.Fatalf("salvaged file replayed %d", r.Replayed)
 	}
 	for i, id := range ids {
 		if _, err := f.s.Get(id); (err == nil) != (i != 3) {
