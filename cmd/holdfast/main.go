@@ -18,6 +18,9 @@ import (
 	"path/filepath"
 	"sort"
 
+	// Its init gives the threads of `holdfast serve` a short scheduler
+	// slice.
+	_ "github.com/holdfast-mta/holdfast/internal/schedslice"
 	// Its init starts `holdfast serve` again with a longer timer slack.
 	_ "github.com/holdfast-mta/holdfast/internal/timerslack"
 )
