@@ -200,16 +200,21 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 		if fail != nil {
 			return all(*fail)
 		}
-		res, ok := d.transaction(ctx, a, g, cn)
-		if !ok {
-			p.put(cn)
-			return res
+		res, ok, handed := d.transaction(ctx, a, g, cn)
+		if handed {
+			return res // the session is the next attempt's
 		}
-		retry := cn.uses > 1 && cn.lostAtMail && try == 0 && ctx.Err() == nil
+		// A reply owed to the attempt that handed cn over is read
+		// before cn goes back (handoff.go), when nothing read it yet.
+		d.settle(cn)
+		retry := ok && cn.uses > 1 && cn.lostAtMail && try == 0 && ctx.Err() == nil
 		if cn.broken {
 			p.drop(cn)
 		} else {
 			p.put(cn)
+		}
+		if !ok {
+			return res
 		}
 		// A cached session the server closed while idle: once more on a
 		// new one (Postfix does the same with its connection cache).
@@ -260,25 +265,22 @@ func (d *Scheduler) session(ctx context.Context, p *pool, g *group, targets []ta
 		return nil, &serr.res, nil
 	}
 	d.revive(key)
+	cn.pool = p
 	return cn, nil, nil
 }
 
 // transaction runs one mail transaction on cn within the global limit.
 // The content is read from the store on first use. ok is false when the
 // transaction did not start (shutdown, unreadable content); cn is then
-// unused.
-func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *conn) ([]result, bool) {
-	select {
-	case d.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, false
+// unused. handed: cn went to the next attempt (handoff.go).
+func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *conn) (res []result, ok, handed bool) {
+	if !d.take(ctx, cn, d.slots) {
+		return nil, false, false
 	}
 	defer func() { <-d.slots }()
 	if procs := d.procs[g.hop.Transport]; procs != nil { // master.cf maxproc
-		select {
-		case procs <- struct{}{}:
-		case <-ctx.Done():
-			return nil, false
+		if !d.take(ctx, cn, procs) {
+			return nil, false, false
 		}
 		defer func() { <-procs }()
 	}
@@ -288,12 +290,12 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 		for i := range out {
 			out[i] = local(store.RcptPending, "4.3.0", "queue file read error")
 		}
-		return out, false
+		return out, false, false
 	}
 	stop := context.AfterFunc(ctx, func() { cn.netc.Close() })
 	defer stop()
 	start := time.Now()
-	res := d.sendWithin(cn, a.m, g.rcpts, a.head)
+	res, handed = d.sendWithin(cn, a.m, g.rcpts, a.head)
 	info := cn.tls
 	if info == nil {
 		info = &tlsInfo{}
@@ -304,7 +306,26 @@ func (d *Scheduler) transaction(ctx context.Context, a *attempt, g *group, cn *c
 	if d.o.Events != nil {
 		d.o.Events.ObserveDelivery(time.Since(start))
 	}
-	return res, true
+	return res, true, handed
+}
+
+// take takes a slot of the limit slots, waiting while all are taken.
+// Before waiting, the end-of-data reply cn owes is read (settle): the
+// attempt owed it holds a slot, which it gives back only once it has
+// its outcome.
+func (d *Scheduler) take(ctx context.Context, cn *conn, slots chan struct{}) bool {
+	select {
+	case slots <- struct{}{}:
+		return true
+	default:
+	}
+	d.settle(cn)
+	select {
+	case slots <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // connect opens a session with the first target that answers, trying

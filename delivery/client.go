@@ -47,6 +47,12 @@ type conn struct {
 	// likely closed it while idle.
 	lostAtMail bool
 	idle       *time.Timer
+	// pool is the hop's pool the session belongs to (nil: an ODMR
+	// session, never pooled); owed, when not nil, is the end-of-data
+	// reply the session still owes the attempt that handed it over
+	// (handoff.go), read before anything else is.
+	pool *pool
+	owed *owed
 }
 
 // sessionError is a failure before the first MAIL FROM: the site cannot be
@@ -380,13 +386,17 @@ func (g *greeted) Write(p []byte) (int, error) {
 // recipient, in order. On a network error the connection is marked broken.
 // head is the content's header section; the content is streamed from the
 // store (transfer, xfer.go).
-func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, head []byte) []result {
-	out := make([]result, len(rcpts))
-	all := func(r result) []result {
+//
+// handed reports that the session went to the next attempt with the
+// end-of-data reply still owed (handoff.go): it is no longer the
+// caller's.
+func (d *Scheduler) send(cn *conn, m *store.Message, rcpts []int, head []byte) (out []result, handed bool) {
+	out = make([]result, len(rcpts))
+	all := func(r result) ([]result, bool) {
 		for i := range out {
 			out[i] = r
 		}
-		return out
+		return out, false
 	}
 	cn.uses++
 	if cn.size > 0 && m.Size > cn.size {
@@ -427,7 +437,8 @@ const dataChunk = 64 << 10
 // sendWithin is send bounded by the delivery deadline (Timeouts.Delivery):
 // at the deadline the connection is closed, and the recipients the
 // transaction left pending are deferred with that reason.
-func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, head []byte) []result {
+// handed is send's.
+func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, head []byte) ([]result, bool) {
 	limit := cn.t.cf.Timeouts.Delivery
 	if limit <= 0 {
 		return d.send(cn, m, rcpts, head)
@@ -437,12 +448,14 @@ func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, head []b
 		over.Store(true)
 		cn.netc.Close()
 	})
-	res := d.send(cn, m, rcpts, head)
+	res, handed := d.send(cn, m, rcpts, head)
 	timer.Stop()
 	if !over.Load() {
-		return res
+		return res, handed
 	}
-	cn.broken = true
+	if !handed { // else the next attempt's: the close breaks its read
+		cn.broken = true
+	}
 	name := "smtp_delivery_deadline"
 	if cn.t.lmtp {
 		name = "lmtp_delivery_deadline"
@@ -453,7 +466,7 @@ func (d *Scheduler) sendWithin(cn *conn, m *store.Message, rcpts []int, head []b
 			res[i] = transient(cn.t, "4.4.2", text)
 		}
 	}
-	return res
+	return res, handed
 }
 
 // paced passes writes on in pieces of dataChunk, each with its write

@@ -13,10 +13,11 @@ import (
 // The held attempts go together when the last attempt in progress
 // reaches its end, when gateBatch of them are held, or gateHold after
 // the first of them came, whichever is first. A delivery's outcome is
-// never on its session's path (the session goes back to the pool before
-// the Finish), so holding it costs no delivery time; it keeps the
-// message leased up to gateHold longer, which a crash in that time turns
-// into one more delivery (at-least-once, as for any attempt in flight).
+// never on its session's path (the session goes back to the pool, or on
+// to the next attempt, before the Finish), so holding it costs no
+// delivery time; it keeps the message leased up to gateHold longer,
+// which a crash in that time turns into one more delivery
+// (at-least-once, as for any attempt in flight).
 type finishGate struct {
 	mu sync.Mutex
 	// busy counts the attempts between their start (enter) and their

@@ -60,7 +60,14 @@ func (p *pool) get(ctx context.Context) (*conn, error) {
 		p.mu.Unlock()
 		g := <-ch // granted meanwhile: pass it on
 		if g.cn != nil {
-			p.put(g.cn)
+			// A reply owed (handoff.go) is read first; a session
+			// that broke there is closed.
+			p.d.settle(g.cn)
+			if g.cn.broken {
+				p.drop(g.cn)
+			} else {
+				p.put(g.cn)
+			}
 		} else {
 			p.release()
 		}

@@ -61,6 +61,7 @@ func (d *Scheduler) predial(ctx context.Context, dest string, n int) {
 				return
 			}
 			d.revive(rt.Hop.Key())
+			cn.pool = p
 			p.put(cn)
 		}()
 	}

@@ -96,7 +96,7 @@ func (d *Scheduler) turnBatch(ctx context.Context, cn *conn, name string, msgs [
 				continue
 			}
 			start := time.Now()
-			out := d.send(cn, m, rcpts, body)
+			out, _ := d.send(cn, m, rcpts, body) // never handed: an ODMR session has no pool
 			if d.o.Events != nil {
 				d.o.Events.ObserveDelivery(time.Since(start))
 			}

@@ -46,6 +46,7 @@ type step struct {
 // pipe runs the steps of one transaction on cn: it buffers commands and
 // reads their replies in order.
 type pipe struct {
+	d     *Scheduler
 	cn    *conn
 	steps []step
 	sent  int // steps written to cn.w (not necessarily flushed)
@@ -89,6 +90,16 @@ func (p *pipe) catchUp() bool {
 // step after it too.
 func (p *pipe) recv() bool {
 	cn, s := p.cn, &p.steps[p.read]
+	if cn.owed != nil {
+		// The end-of-data reply owed to the attempt that handed the
+		// session over comes first (handoff.go). When the session broke
+		// there, this transaction was never answered: it is lost at MAIL
+		// FROM, as on a session that broke before the first reply.
+		if err := p.d.settle(cn); err != nil {
+			p.breakAll(err)
+			return false
+		}
+	}
 	cn.netc.SetDeadline(time.Now().Add(s.wait))
 	err := cn.w.Flush()
 	if err == nil {
@@ -101,11 +112,19 @@ func (p *pipe) recv() bool {
 	if !cn.brokenBy(s.err) {
 		return true
 	}
+	p.read--
+	p.breakAll(s.err)
+	return false
+}
+
+// breakAll gives every step from the next one to be read on the error
+// err that broke the session, and the stage it broke in.
+func (p *pipe) breakAll(err error) {
+	stage := p.steps[p.read].stage
 	for i := p.read; i < len(p.steps); i++ {
-		p.steps[i].err, p.steps[i].stage, p.steps[i].done = s.err, s.stage, true
+		p.steps[i].err, p.steps[i].stage, p.steps[i].done = err, stage, true
 	}
 	p.read = len(p.steps)
-	return false
 }
 
 // reply reads one reply; a code other than want is an *smtp.SMTPError
@@ -137,19 +156,26 @@ func (cn *conn) brokenBy(err error) bool {
 // transfer runs one mail transaction for the recipients rcpts of m: MAIL
 // FROM, one RCPT TO each (one recipient's reply affects only that
 // recipient), DATA, and the content when at least one was accepted. It
-// returns one result per recipient, in order.
-func (d *Scheduler) transfer(cn *conn, m *store.Message, rcpts []int, utf8 bool) []result {
+// returns one result per recipient, in order; handed is content's.
+func (d *Scheduler) transfer(cn *conn, m *store.Message, rcpts []int, utf8 bool) (out []result, handed bool) {
 	to := &cn.t.cf.Timeouts
-	p := &pipe{cn: cn, steps: make([]step, 0, len(rcpts)+2)}
+	p := &pipe{d: d, cn: cn, steps: make([]step, 0, len(rcpts)+2)}
 	p.steps = append(p.steps, step{line: cn.mailLine(m, utf8), stage: "MAIL FROM", wait: to.Mail, want: 2})
 	for _, ri := range rcpts {
 		p.steps = append(p.steps, step{line: cn.rcptLine(&m.Recipients[ri]), stage: "RCPT TO", wait: to.Rcpt, want: 2})
 	}
 	// RFC 2920 sec 3.1: DATA ends the group; its 354 is waited for.
 	p.steps = append(p.steps, step{line: "DATA", stage: "DATA", wait: to.DataInit, want: 354})
-	defer cn.netc.SetDeadline(time.Time{})
+	if cn.owed != nil {
+		p.ahead = len(".\r\n") // the dot before MAIL FROM waits for its reply too
+	}
+	defer func() {
+		if !handed { // else the deadlines are the next attempt's
+			cn.netc.SetDeadline(time.Time{})
+		}
+	}()
 	accepted := d.envelope(p)
-	out := make([]result, len(rcpts))
+	out = make([]result, len(rcpts))
 	mail, data := &p.steps[0], &p.steps[len(p.steps)-1]
 	if mail.err != nil {
 		cn.lostAtMail = cn.broken
@@ -158,7 +184,7 @@ func (d *Scheduler) transfer(cn *conn, m *store.Message, rcpts []int, utf8 bool)
 			out[i] = r
 		}
 		d.abandon(p)
-		return out
+		return out, false
 	}
 	var ok []int
 	for i := range rcpts {
@@ -171,7 +197,7 @@ func (d *Scheduler) transfer(cn *conn, m *store.Message, rcpts []int, utf8 bool)
 	}
 	if len(ok) == 0 {
 		d.abandon(p)
-		return out
+		return out, false
 	}
 	if !accepted {
 		r := classify(data.err, cn.t, data.stage, d.o.SoftBounce)
@@ -179,10 +205,9 @@ func (d *Scheduler) transfer(cn *conn, m *store.Message, rcpts []int, utf8 bool)
 			out[i] = r
 		}
 		d.abandon(p)
-		return out
+		return out, false
 	}
-	d.content(cn, m, ok, out)
-	return out
+	return out, d.content(cn, m, ok, out)
 }
 
 // envelope sends the steps of p and reads their replies. With PIPELINING
@@ -254,8 +279,11 @@ func (d *Scheduler) abandon(p *pipe) {
 // content sends the content and the final dot after DATA's 354 and reads
 // the outcome: one reply for SMTP, one per accepted recipient for LMTP
 // (RFC 2033 sec 4.2). ok are the positions of the accepted recipients in
-// out.
-func (d *Scheduler) content(cn *conn, m *store.Message, ok []int, out []result) {
+// out. Over SMTP with PIPELINING, when another attempt waits for a
+// session of the hop, the session goes to it with the dot unflushed and
+// its reply owed (handoff.go): handed reports that, and the outcome is
+// the one that attempt read.
+func (d *Scheduler) content(cn *conn, m *store.Message, ok []int, out []result) (handed bool) {
 	to := &cn.t.cf.Timeouts
 	dw := &dotWriter{w: cn.w}
 	// smtp_data_xfer_timeout bounds each write, as Postfix's limit per
@@ -264,30 +292,50 @@ func (d *Scheduler) content(cn *conn, m *store.Message, ok []int, out []result) 
 		for _, i := range ok {
 			out[i] = *r
 		}
-		return
+		return false
 	}
 	cn.netc.SetWriteDeadline(time.Now().Add(to.DataXfer))
-	if err := dw.Close(); err != nil { // the dot, flushed
-		cn.broken = true
-		r := classify(err, cn.t, "sending message body", true)
-		for _, i := range ok {
-			out[i] = r
+	var r result
+	switch {
+	case cn.t.lmtp:
+		if err := dw.Close(); err != nil { // the dot, flushed
+			r = d.dotLost(cn, err)
+			break
 		}
-		return
-	}
-	if cn.t.lmtp {
 		d.lmtpReplies(cn, ok, out)
-		return
+		return false
+	default:
+		dw.end() // the dot, flushed by settle or by the next attempt
+		o := &owed{done: make(chan result, 1)}
+		cn.owed = o
+		if handed = cn.pipelining && cn.pool != nil && cn.pool.handOff(cn); !handed {
+			d.settle(cn)
+		}
+		r = <-o.done
 	}
-	r := d.endOfData(cn)
 	for _, i := range ok {
 		out[i] = r
 	}
+	return handed
+}
+
+// dotLost is the outcome of a transaction whose content or final dot
+// could not be written: the session ends.
+func (d *Scheduler) dotLost(cn *conn, err error) result {
+	cn.broken = true
+	return classify(err, cn.t, "sending message body", true)
 }
 
 // endOfData reads one reply to the final dot: delivered, refused, or
 // lost (the session is out of step and ends).
 func (d *Scheduler) endOfData(cn *conn) result {
+	r, _ := d.dataReply(cn)
+	return r
+}
+
+// dataReply is endOfData, and the error that broke the session (nil
+// when it goes on).
+func (d *Scheduler) dataReply(cn *conn) (result, error) {
 	cn.netc.SetReadDeadline(time.Now().Add(cn.t.cf.Timeouts.DataDone))
 	code, msg, err := cn.r.ReadResponse(2)
 	switch {
@@ -297,14 +345,17 @@ func (d *Scheduler) endOfData(cn *conn) result {
 		// notice ("relayed") is ours to send (RFC 3461 sec 5.2.3, as
 		// Postfix).
 		r.Relayed = !cn.dsn
-		return r
+		return r, nil
 	case code != 0:
 		se := parseReply(code, msg)
-		cn.brokenBy(se)
-		return classify(se, cn.t, "end of DATA", d.o.SoftBounce)
+		r := classify(se, cn.t, "end of DATA", d.o.SoftBounce)
+		if cn.brokenBy(se) {
+			return r, se
+		}
+		return r, nil
 	}
 	cn.broken = true
-	return classify(err, cn.t, "end of DATA", true)
+	return classify(err, cn.t, "end of DATA", true), err
 }
 
 // mailLine is the MAIL FROM command with its parameters: BODY=8BITMIME
@@ -481,9 +532,14 @@ func (d *dotWriter) Write(p []byte) (int, error) {
 
 // Close ends an open last line and sends the final dot, flushed.
 func (d *dotWriter) Close() error {
+	d.end()
+	return d.w.Flush()
+}
+
+// end ends an open last line and buffers the final dot.
+func (d *dotWriter) end() {
 	if d.cr || d.mid {
 		d.w.WriteString("\r\n")
 	}
 	d.w.WriteString(".\r\n")
-	return d.w.Flush()
 }

@@ -21,7 +21,9 @@ import (
 // behind a proxy that holds back every byte it sends by rtt, as a next
 // hop rtt away; one connection to it (destination concurrency 1), so a
 // message costs its round trips: four without PIPELINING (MAIL FROM, RCPT
-// TO, DATA, the dot), two with it (the envelope and DATA, the dot). The
+// TO, DATA, the dot), two with it (the envelope and DATA, the dot), and
+// one when the final dot goes in one write with the next message's
+// envelope (handoff.go: the other messages wait for the connection). The
 // store runs without fsync; ms/msg is the wall time per message.
 //
 //	go test -run '^$' -bench RelayRTT -benchtime 200x ./delivery
