@@ -222,28 +222,57 @@ func TestNoHandOff(t *testing.T) {
 
 // Many messages over a few sessions to go-smtp's server, each final dot
 // sent with the next transaction whenever an attempt waits: every
-// message arrives, once, over no more sessions than the limit.
+// message arrives, once, over no more sessions than the limit; over
+// STARTTLS (level may) as in plaintext. With one delivery slot
+// (delivery_concurrency_limit = 1) the attempt handed a session does not
+// wait for the slot the attempt owed the reply holds: it reads the reply
+// first.
 func TestHandOffGoSMTP(t *testing.T) {
 	const n = 40
-	e := newEnv(t, func(e *env) { e.o.DefaultDestinationLimit, e.o.DestinationLimit = 2, nil })
-	var ids []store.ID
-	for i := range n {
-		ids = append(ids, e.enqueue("a@origin.test", fmt.Sprintf("u%d@customer.test", i)))
+	cases := []struct {
+		name         string
+		tls          bool
+		limit, slots int
+	}{
+		{"plaintext", false, 2, 0},
+		{"starttls", true, 2, 0},
+		{"one slot", false, 1, 1},
 	}
-	for _, id := range ids {
-		e.waitGone(id)
-	}
-	got := e.mta.Wait(n, 10*time.Second)
-	seen := map[string]bool{}
-	for _, m := range got {
-		for _, r := range m.To {
-			if seen[r] {
-				t.Errorf("%s twice", r)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(e *env) {
+				e.mta = testutil.NewMTA(t, testutil.MTAOptions{TLS: tc.tls})
+				e.tm["customer.test"] = "smtp:" + e.mta.Addr
+				e.o.DefaultDestinationLimit, e.o.DestinationLimit = tc.limit, nil
+				if tc.tls {
+					e.o.TLSLevel = TLSMay
+				}
+				if tc.slots > 0 {
+					e.o.Concurrency = tc.slots
+				}
+			})
+			var ids []store.ID
+			for i := range n {
+				ids = append(ids, e.enqueue("a@origin.test", fmt.Sprintf("u%d@customer.test", i)))
 			}
-			seen[r] = true
-		}
-	}
-	if len(seen) != n || e.mta.MaxOpen() > 2 {
-		t.Errorf("%d recipients at the sink, %d sessions at most; want %d, 2", len(seen), e.mta.MaxOpen(), n)
+			for _, id := range ids {
+				e.waitGone(id)
+			}
+			seen := map[string]bool{}
+			for _, m := range e.mta.Wait(n, 10*time.Second) {
+				if m.TLS != tc.tls {
+					t.Errorf("TLS %v, want %v", m.TLS, tc.tls)
+				}
+				for _, r := range m.To {
+					if seen[r] {
+						t.Errorf("%s twice", r)
+					}
+					seen[r] = true
+				}
+			}
+			if len(seen) != n || e.mta.MaxOpen() > tc.limit {
+				t.Errorf("%d recipients at the sink, %d sessions at most; want %d, %d", len(seen), e.mta.MaxOpen(), n, tc.limit)
+			}
+		})
 	}
 }
