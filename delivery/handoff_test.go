@@ -3,6 +3,7 @@ package delivery
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -72,8 +73,10 @@ func (e *env) outcomeOf(id store.ID) outcome {
 // a second message y that waits for that session (destination
 // concurrency 1): x's content and final dot, then y's MAIL FROM, RCPT TO
 // and DATA reach the peer before it sends x's end-of-data reply, reply
-// ("" closes the connection instead). A session that ends there (421,
-// closed) leaves y to a new session. It returns x's outcome.
+// ("" closes the connection instead, "silent" sends nothing until
+// smtp_data_done_timeout, 1 s here, ends the session). A session that
+// ends there (421, closed, silent) leaves y to a new session. It returns
+// x's outcome.
 func owedRun(t *testing.T, reply string, next bool) outcome {
 	ready := make(chan *env, 1)
 	first := make(chan string, 1)
@@ -101,7 +104,12 @@ func owedRun(t *testing.T, reply string, next bool) outcome {
 				}
 			}
 		}
-		if reply == "" {
+		switch reply {
+		case "":
+			return
+		case "silent":
+			p.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			io.Copy(io.Discard, p.r) // until the client gives up
 			return
 		}
 		p.send(reply)
@@ -118,6 +126,9 @@ func owedRun(t *testing.T, reply string, next bool) outcome {
 	e := newEnv(t, func(e *env) {
 		e.tm["peer.test"] = "smtp:" + addr
 		e.o.DefaultDestinationLimit, e.o.DestinationLimit = 1, nil
+		if reply == "silent" {
+			e.o.Timeouts.DataDone = time.Second
+		}
 	})
 	ready <- e
 	x := e.enqueue("x@origin.test", "a@peer.test")
@@ -153,6 +164,7 @@ func TestHandOffOwedReply(t *testing.T) {
 		{"550", "550 5.7.1 Content refused\r\n", "bounced"},
 		{"421", "421 4.4.2 Closing\r\n", "deferred"},
 		{"closed", "", "deferred"},
+		{"timeout", "silent", "deferred"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
