@@ -12,8 +12,9 @@ import "time"
 // write carries them all, and the waiter reads the owed reply first
 // (settle) and passes its outcome to the attempt that sent the dot,
 // which goes on as if it had read the reply itself. A session with a
-// reply owed is never parked in the pool: with nobody waiting, the
-// attempt reads its own reply, as without PIPELINING.
+// reply owed is never parked in the pool: with nobody waiting (and
+// without PIPELINING, over LMTP, on an ODMR session), the attempt flushes
+// the dot and reads its own reply.
 
 // owed is an end-of-data reply a session owes the attempt that sent the
 // dot; done carries its outcome (buffered: settle never blocks).
