@@ -370,14 +370,7 @@ func holdfastAtSize(ctx context.Context, c *Config, r *Results, h *holdfast, siz
 			}
 		}
 	}
-	// The copy or the fill (NoSync) left the queue file's pages dirty;
-	// written back during the runs (2.4 GB at a million queued, tens of
-	// seconds), they slowed the daemon's fdatasyncs and start-up. They
-	// are the harness's, not the daemon's: on disk before anything is
-	// timed, as Postfix's cloned queue (postfixCloneFill).
-	syncStart := time.Now()
-	unix.Sync()
-	c.logf("holdfast: sync (%s)", time.Since(syncStart).Round(time.Millisecond))
+	syncSetUp(c)
 	disk, err := diskBytes(h.QueueDir())
 	if err != nil {
 		return err
@@ -398,6 +391,17 @@ func holdfastAtSize(ctx context.Context, c *Config, r *Results, h *holdfast, siz
 	f := r.get("startup/" + fmt.Sprint(size))
 	c.logf("holdfast start-up with %d queued: median %.1f ms", total, median(f.Runs["holdfast"]))
 	return nil
+}
+
+// syncSetUp writes what the set-up left dirty to disk: the copy or the
+// fill (NoSync) of the queue file, whose writeback during the runs (2.4
+// GB at a million queued) slowed the daemon's fdatasyncs and start-up.
+// It is the harness's, not the daemon's: on disk before anything is
+// timed, as Postfix's cloned queue (postfixCloneFill).
+func syncSetUp(c *Config) {
+	start := time.Now()
+	unix.Sync()
+	c.logf("holdfast: sync (%s)", time.Since(start).Round(time.Millisecond))
 }
 
 // cacheFile names the cached queue file for size: it depends on every
