@@ -151,15 +151,7 @@ func TestJournalFence(t *testing.T) {
 		_, err := f.s.Get(m.ID)
 		got <- err
 	}()
-	for {
-		f.s.j.mu.Lock()
-		n := f.s.j.waiters
-		f.s.j.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		runtime.Gosched()
-	}
+	f.awaitFence()
 	ms, err := f.s.Lease(f.clk.Now(), 10) // the applier still held
 	if err != nil || len(ms) != 1 || ms[0].ID != m.ID {
 		t.Fatalf("lease did not find the message: %d, %v", len(ms), err)
@@ -583,15 +575,7 @@ func TestJournalBackupRestore(t *testing.T) {
 		_, err := f.s.Backup(&buf)
 		done <- err
 	}()
-	for { // the backup waits for the three
-		f.s.j.mu.Lock()
-		n := f.s.j.waiters
-		f.s.j.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		runtime.Gosched()
-	}
+	f.awaitFence() // the backup waits for the three
 	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -690,4 +674,17 @@ func TestJournalFinishUnfiled(t *testing.T) {
 		t.Fatalf("the message ended unfiled, after Close: %v", err)
 	}
 	f.check()
+}
+
+// awaitFence returns once one operation waits in the journal's fence.
+func (f *fixture) awaitFence() {
+	for {
+		f.s.j.mu.Lock()
+		n := f.s.j.waiters
+		f.s.j.mu.Unlock()
+		if n == 1 {
+			return
+		}
+		runtime.Gosched()
+	}
 }
