@@ -74,10 +74,13 @@ type Config struct {
 	// highest concurrency, the first relay run and the first ETRN run at
 	// the largest size (profiling runs: their figures are perturbed).
 	Perf string
-	// ETRNGap, when set, is waited before each ETRN run: longer than
-	// smtp_connection_cache_time_limit (2s), it makes every round open
-	// its connections to the sink anew, as in -compare, where the other
-	// system's run comes between two of holdfast's.
+	// ETRNGap is the least time between the end of a system's ETRN run
+	// and the start of its next. Longer than
+	// smtp_connection_cache_time_limit (2 s in both), it makes every
+	// round dial its sessions to the sink anew, as a customer that has
+	// just come on-line is reached; 0 runs them back to back, with the
+	// sessions of the round before cached. With -compare the other
+	// system's run takes part of the wait.
 	ETRNGap time.Duration
 	// Log receives progress lines; the table goes to Table.
 	Log, Table io.Writer
@@ -124,7 +127,7 @@ func parseFlags(args []string) (*Config, error) {
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory")
 	fs.StringVar(&c.Cache, "cache", envStr("BENCH_CACHE", ""), "keep and reuse filled holdfast queue files in `dir`")
 	fs.StringVar(&c.Perf, "perf", "", "record perf CPU profiles of holdfast into `dir` (perturbs the figures)")
-	fs.DurationVar(&c.ETRNGap, "etrn-gap", 0, "wait this long before each ETRN run (2.5s: the sink connections are closed from the round before, as with -compare)")
+	fs.DurationVar(&c.ETRNGap, "etrn-gap", 2500*time.Millisecond, "least time between a system's ETRN runs (2.5s: its sessions to the sink from the run before are closed; 0: back to back, sessions cached)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

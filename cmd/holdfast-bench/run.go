@@ -261,18 +261,40 @@ func relayRun(ctx context.Context, c *Config, r *Results, sys system, h *holdfas
 // and times ETRN of one domain holding Batch messages.
 // etrnRuns runs c.Runs ETRN measurements at one queue size on the
 // systems that take part (hOn, pOn), alternating their order.
-func etrnRuns(ctx context.Context, c *Config, r *Results, h *holdfast, p *postfix, size int, hOn, pOn bool) error {
+// etrnRuns times c.Runs ETRN runs of each system at one queue size,
+// alternating which goes first; a system's run starts at least
+// c.ETRNGap after the end of its run before (ended: when each system
+// last finished an ETRN run, kept across sizes).
+func etrnRuns(ctx context.Context, c *Config, r *Results, h *holdfast, p *postfix, size int, hOn, pOn bool, ended map[string]time.Time) error {
 	for run := 0; run < c.Runs; run++ {
 		for _, sys := range order(run, h, p) {
 			if (sys.Name() == "holdfast" && !hOn) || (sys.Name() == "postfix" && !pOn) {
 				continue
 			}
+			if err := sleepUntil(ctx, ended[sys.Name()].Add(c.ETRNGap)); err != nil {
+				return err
+			}
 			if err := etrnRun(ctx, c, r, sys, size, hotDomain(size, run), h, p); err != nil {
 				return err
 			}
+			ended[sys.Name()] = time.Now()
 		}
 	}
 	return nil
+}
+
+// sleepUntil waits until t (at once when t has passed) or ctx ends.
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // holdfastMemory records holdfast's memory after the ETRN runs at one
@@ -293,6 +315,7 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 		return err
 	}
 	sizes := union(c.Sizes, c.PostfixSizes, c.Postfix)
+	ended := map[string]time.Time{}
 	var postfixQueued int
 	for _, size := range sizes {
 		hOn, pOn := h != nil && slices.Contains(c.Sizes, size), p != nil && slices.Contains(c.PostfixSizes, size)
@@ -312,7 +335,7 @@ func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *clea
 			}
 			postfixQueued = n
 		}
-		if err := etrnRuns(ctx, c, r, h, p, size, hOn, pOn); err != nil {
+		if err := etrnRuns(ctx, c, r, h, p, size, hOn, pOn, ended); err != nil {
 			return err
 		}
 		if pOn {
@@ -468,13 +491,6 @@ func postfixFill(ctx context.Context, c *Config, r *Results, p *postfix, size, h
 }
 
 func etrnRun(ctx context.Context, c *Config, r *Results, sys system, size int, domain string, h *holdfast, p *postfix) error {
-	if c.ETRNGap > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(c.ETRNGap):
-		}
-	}
 	if err := idle(ctx, h, p); err != nil {
 		return err
 	}

@@ -39,3 +39,22 @@ func TestCounterReached(t *testing.T) {
 		t.Error("waitCount of a count never reached returned no error")
 	}
 }
+
+// TestSleepUntil: the wait between a system's ETRN runs (-etrn-gap) ends
+// at once for a time passed, at the time asked for otherwise, and early
+// only when the context ends.
+func TestSleepUntil(t *testing.T) {
+	ctx := context.Background()
+	if err := sleepUntil(ctx, time.Time{}); err != nil {
+		t.Fatalf("zero time: %v", err)
+	}
+	start := time.Now()
+	if err := sleepUntil(ctx, start.Add(30*time.Millisecond)); err != nil || time.Since(start) < 30*time.Millisecond {
+		t.Fatalf("woke after %s: %v", time.Since(start), err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := sleepUntil(cctx, time.Now().Add(time.Hour)); err != context.Canceled {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
