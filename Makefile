@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 FUZZTIME ?= 30s
 
-.PHONY: all build run test deb man tools test-short vet staticcheck funcsize fmt fmt-check bench bench-compare bench-postfix-1m bench-go fuzz soak install clean
+.PHONY: all build run test deb man tools test-short vet staticcheck funcsize fmt fmt-check bench bench-compare bench-postfix-1m bench-ci bench-go fuzz soak install clean
 
 all: build
 
@@ -74,6 +74,17 @@ bench-compare: build
 bench-postfix-1m: build
 	$(GO) build -o bin/holdfast-bench ./cmd/holdfast-bench
 	./bin/holdfast-bench -holdfast $(BIN) -compare -skip accept,relay -sizes 1M -postfix-sizes 1M -postfix-fill clone $(BENCHFLAGS)
+
+# The Go benchmarks of the paths the performance work changed (a lone
+# Enqueue, the ETRN reply and a cold ETRN round, relay at TLS level may,
+# delivery over a slow link), a few iterations each: CI runs them
+# (.ci/run) so that they keep working. Their figures are not
+# measurements (docs/benchmarks.md).
+bench-ci:
+	$(GO) test -run '^$$' -bench 'Enqueue$$/writers=1/|SpoolEnqueue$$' -benchtime 20x ./store
+	$(GO) test -run '^$$' -bench 'AcceptSessionCPU' -benchtime 50x ./smtpd
+	$(GO) test -run '^$$' -bench 'RelayTLSMay|RelayRTT|SMTPRelay$$' -benchtime 50x ./delivery
+	$(GO) test -run '^$$' -bench 'ETRN$$/queued=10000$$|ETRNCold' -benchtime 2x ./cmd/holdfast
 
 # Go micro-benchmarks of the packages.
 bench-go:
