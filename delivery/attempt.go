@@ -204,15 +204,8 @@ func (d *Scheduler) deliverGroup(ctx context.Context, a *attempt, g *group) []re
 		if handed {
 			return res // the session is the next attempt's
 		}
-		// A reply owed to the attempt that handed cn over is read
-		// before cn goes back (handoff.go), when nothing read it yet.
-		d.settle(cn)
 		retry := ok && cn.uses > 1 && cn.lostAtMail && try == 0 && ctx.Err() == nil
-		if cn.broken {
-			p.drop(cn)
-		} else {
-			p.put(cn)
-		}
+		p.giveBack(cn) // with a reply owed still read first
 		if !ok {
 			return res
 		}

@@ -60,18 +60,23 @@ func (p *pool) get(ctx context.Context) (*conn, error) {
 		p.mu.Unlock()
 		g := <-ch // granted meanwhile: pass it on
 		if g.cn != nil {
-			// A reply owed (handoff.go) is read first; a session
-			// that broke there is closed.
-			p.d.settle(g.cn)
-			if g.cn.broken {
-				p.drop(g.cn)
-			} else {
-				p.put(g.cn)
-			}
+			p.giveBack(g.cn)
 		} else {
 			p.release()
 		}
 		return nil, ctx.Err()
+	}
+}
+
+// giveBack returns a session its user is done with: the end-of-data
+// reply it still owes (handoff.go) is read first, then it goes back to
+// the pool, or is closed when it broke.
+func (p *pool) giveBack(cn *conn) {
+	p.d.settle(cn)
+	if cn.broken {
+		p.drop(cn)
+	} else {
+		p.put(cn)
 	}
 }
 

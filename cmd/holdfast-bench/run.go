@@ -257,14 +257,10 @@ func relayRun(ctx context.Context, c *Config, r *Results, sys system, h *holdfas
 	return nil
 }
 
-// etrnPhase fills the queues size by size (each size adds to the last)
-// and times ETRN of one domain holding Batch messages.
-// etrnRuns runs c.Runs ETRN measurements at one queue size on the
-// systems that take part (hOn, pOn), alternating their order.
-// etrnRuns times c.Runs ETRN runs of each system at one queue size,
-// alternating which goes first; a system's run starts at least
-// c.ETRNGap after the end of its run before (ended: when each system
-// last finished an ETRN run, kept across sizes).
+// etrnRuns times c.Runs ETRN runs at one queue size of each system that
+// takes part (hOn, pOn), alternating which goes first; a system's run
+// starts at least c.ETRNGap after the end of its run before (ended:
+// when each system last finished an ETRN run, kept across sizes).
 func etrnRuns(ctx context.Context, c *Config, r *Results, h *holdfast, p *postfix, size int, hOn, pOn bool, ended map[string]time.Time) error {
 	for run := 0; run < c.Runs; run++ {
 		for _, sys := range order(run, h, p) {
@@ -309,6 +305,8 @@ func holdfastMemory(r *Results, h *holdfast, size int) error {
 	return h.Stop()
 }
 
+// etrnPhase fills the queues size by size (each size adds to the last)
+// and times ETRN of one domain holding Batch messages.
 func etrnPhase(ctx context.Context, c *Config, r *Results, work string, cl *cleanup) error {
 	h, p, err := startSystems(ctx, c, work, "etrn", cl)
 	if err != nil {
