@@ -3,6 +3,7 @@ package main
 import (
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 	"time"
 
@@ -51,4 +52,62 @@ func TestGCFloor(t *testing.T) {
 	if old := debug.SetGCPercent(p); old != p {
 		t.Fatalf("GC percent %d, the floor set %d", old, p)
 	}
+}
+
+func TestIdleCollect(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		allocs, goal, live, heap uint64
+		want                     bool
+	}{
+		{0, 12 * mib, 3 * mib, 8 * mib, true},               // idle, over half the room used
+		{0, 12 * mib, 3 * mib, 7*mib + mib/2, true},         // exactly half
+		{0, 12 * mib, 3 * mib, 7 * mib, false},              // under half: not worth a cycle
+		{idleAllocs, 12 * mib, 3 * mib, 11 * mib, false},    // busy: the runtime decides
+		{idleAllocs - 1, 12 * mib, 3 * mib, 11 * mib, true}, // the trickle of an idle daemon
+		{0, 12 * mib, 3 * mib, 2 * mib, false},              // swept below the live heap
+		{0, 3 * mib, 3 * mib, 3 * mib, false},               // no room (a limit reached)
+		{0, 64 * mib, 30 * mib, 47 * mib, true},             // a million queued
+	} {
+		if got := idleCollect(c.allocs, c.goal, c.live, c.heap); got != c.want {
+			t.Errorf("idleCollect(%d, %d, %d, %d) = %v, want %v", c.allocs, c.goal, c.live, c.heap, got, c.want)
+		}
+	}
+}
+
+// TestIdleGC: after a burst of garbage that uses more than half the
+// heap's room, an idle process is collected within a few ticks.
+func TestIdleGC(t *testing.T) {
+	runtime.GC()
+	stop := make(chan struct{})
+	defer close(stop)
+	go idleGC(5*time.Millisecond, stop)
+
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}, {Name: "/gc/heap/goal:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	forced := s[0].Value.Uint64()
+	room := s[1].Value.Uint64() - s[2].Value.Uint64()
+	garbage(room * 3 / 5)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		metrics.Read(s)
+		if s[0].Value.Uint64() > forced {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no collection after 5 s idle with %d of %d bytes of room used", room*3/5, room)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// garbageSink keeps the compiler from dropping garbage's allocations.
+var garbageSink []byte
+
+// garbage allocates about n bytes that are garbage at once.
+func garbage(n uint64) {
+	for i := uint64(0); i < n; i += 64 << 10 {
+		garbageSink = make([]byte, 64<<10)
+	}
+	garbageSink = nil
 }
