@@ -37,7 +37,8 @@ var (
 // operator set GOGC, which then wins, as the runtime's own setting
 // always does. After each collection it sets the GC percent that puts
 // the next goal at max(heapFloor, twice the live heap). It also starts
-// the collector of idle time (idleGC), for the life of the process.
+// the collector of idle time (idleGC), for the life of the process, and
+// has the heap's first pages mapped at once (pretouch).
 func setGCFloor(log zerolog.Logger) {
 	if os.Getenv("GOGC") != "" {
 		return
@@ -49,6 +50,7 @@ func setGCFloor(log zerolog.Logger) {
 		gcFloorState = f
 		f.arm()
 		go idleGC(idleTick, nil)
+		pretouch(pretouchBytes)
 		log.Debug().Int("bytes", heapFloor).Msg("Go heap floor set")
 	})
 }
@@ -162,4 +164,30 @@ func idleGC(tick time.Duration, stop <-chan struct{}) {
 // the last collection was live and the goal of the next is goal.
 func idleCollect(allocs, goal, live, heap uint64) bool {
 	return allocs < idleAllocs && goal > live && heap-min(heap, live) >= (goal-live)/2
+}
+
+// pretouchBytes is how much of the heap's room pretouch maps at start:
+// the room the first bursts of work fill before the first collection
+// (the live heap after start is 2-4 MiB, and idleGC collects once half
+// of the room up to heapFloor is used).
+const pretouchBytes = heapFloor / 2
+
+// pretouch has n bytes of the heap's pages mapped now, at start, rather
+// than in the daemon's first bursts of work, as a JVM's AlwaysPreTouch
+// does: a fresh page costs a page fault the first time it is written
+// (about 4 µs here, the kernel zeroing it), and the first ETRN round
+// after a start allocated its 3.5 MiB from such pages (docs/benchmarks.md,
+// *Issue 16: the heap's pages mapped at start*). It writes one byte per
+// page of an n-byte object and collects it: its pages go back to the
+// heap, mapped, and the runtime reuses them for the next spans and
+// goroutine stacks. The start-up takes about 1 ms longer per MiB; the
+// heap would reach this size in its first bursts anyway (RSS unchanged
+// after them).
+func pretouch(n int) {
+	b := make([]byte, n)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	runtime.KeepAlive(b)
+	runtime.GC()
 }

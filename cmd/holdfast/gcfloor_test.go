@@ -111,3 +111,18 @@ func garbage(n uint64) {
 	}
 	garbageSink = nil
 }
+
+// TestPretouch: pretouch writes its object and collects it.
+func TestPretouch(t *testing.T) {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	allocs, forced := s[0].Value.Uint64(), s[1].Value.Uint64()
+	pretouch(1 << 20)
+	metrics.Read(s)
+	if got := s[0].Value.Uint64() - allocs; got < 1<<20 {
+		t.Errorf("allocated %d bytes, want 1 MiB or more", got)
+	}
+	if s[1].Value.Uint64() == forced {
+		t.Error("no collection after pretouch")
+	}
+}
