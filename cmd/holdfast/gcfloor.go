@@ -75,13 +75,9 @@ func (f *gcFloor) arm() {
 
 // tune sets the GC percent for the heap of the last collection.
 func (f *gcFloor) tune() {
-	metrics.Read(f.sample)
 	var v [3]uint64
-	for i, s := range f.sample {
-		if s.Value.Kind() != metrics.KindUint64 {
-			return
-		}
-		v[i] = s.Value.Uint64()
+	if !readUint64s(f.sample, v[:]) {
+		return
 	}
 	if p := floorPercent(v[0], v[1]+v[2]); p != int(f.percent.Load()) {
 		f.percent.Store(int32(p))
@@ -140,23 +136,28 @@ func idleGC(tick time.Duration, stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		metrics.Read(s)
 		var v [4]uint64
-		for i := range s {
-			if s[i].Value.Kind() != metrics.KindUint64 {
-				return // not on this runtime: leave it to the runtime
-			}
-			v[i] = s[i].Value.Uint64()
+		if !readUint64s(s, v[:]) {
+			return // not on this runtime: leave it to the runtime
 		}
-		allocs := v[0]
-		collect := idleCollect(allocs-last, v[1], v[2], v[3])
-		last = allocs
-		if collect {
+		if idleCollect(v[0]-last, v[1], v[2], v[3]) {
 			runtime.GC()
-			metrics.Read(s[:1])
-			last = s[0].Value.Uint64()
 		}
+		last = v[0]
 	}
+}
+
+// readUint64s reads the samples into v (as long as s); false when one of
+// them is not a uint64 on this runtime.
+func readUint64s(s []metrics.Sample, v []uint64) bool {
+	metrics.Read(s)
+	for i := range s {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return false
+		}
+		v[i] = s[i].Value.Uint64()
+	}
+	return true
 }
 
 // idleCollect decides for idleGC: the daemon allocated allocs bytes in
